@@ -1,0 +1,67 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Envelope(_message.Message):
+    __slots__ = ("version", "signer", "payload", "signature")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIGNER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    signer: bytes
+    payload: bytes
+    signature: bytes
+    def __init__(self, version: _Optional[int] = ..., signer: _Optional[bytes] = ..., payload: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class TaskRef(_message.Message):
+    __slots__ = ("family", "config_hash", "seed", "index")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_HASH_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    config_hash: str
+    seed: int
+    index: int
+    def __init__(self, family: _Optional[str] = ..., config_hash: _Optional[str] = ..., seed: _Optional[int] = ..., index: _Optional[int] = ...) -> None: ...
+
+class Completion(_message.Message):
+    __slots__ = ("text", "reward", "token_logprobs")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    reward: float
+    token_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, text: _Optional[str] = ..., reward: _Optional[float] = ..., token_logprobs: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Rollout(_message.Message):
+    __slots__ = ("task", "completions")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    task: TaskRef
+    completions: _containers.RepeatedCompositeFieldContainer[Completion]
+    def __init__(self, task: _Optional[_Union[TaskRef, _Mapping]] = ..., completions: _Optional[_Iterable[_Union[Completion, _Mapping]]] = ...) -> None: ...
+
+class RolloutBatch(_message.Message):
+    __slots__ = ("swarm_id", "window", "sequence", "timestamp", "model_id", "suite_version", "rollouts")
+    SWARM_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SUITE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    swarm_id: str
+    window: int
+    sequence: int
+    timestamp: float
+    model_id: str
+    suite_version: str
+    rollouts: _containers.RepeatedCompositeFieldContainer[Rollout]
+    def __init__(self, swarm_id: _Optional[str] = ..., window: _Optional[int] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[float] = ..., model_id: _Optional[str] = ..., suite_version: _Optional[str] = ..., rollouts: _Optional[_Iterable[_Union[Rollout, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,109 @@
+"""The committed test vectors are the protocol's executable spec: every one gives its listed result."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from swarmnode.cli import app
+from swarmnode.envelope import Reason, Rejected, ReplayGuard, SwarmRules, open_envelope
+from swarmnode.tasks import known_family_rejection
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT / "protocol" / "vectors"
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
+CASES = MANIFEST["vectors"]
+
+
+def check_args(case: dict) -> list[str]:
+    rules = MANIFEST["rules"]
+    args = [str(VECTORS / name) for name in case["frames"]]
+    if "swarm" in case:
+        args += ["--swarm", case["swarm"], "--window-s", str(rules["window_s"]), "--num-shards", str(rules["num_shards"])]
+    if "now" in case:
+        args += ["--now", repr(case["now"])]
+    if "slot" in case:
+        args += ["--slot", case["slot"]]
+    return args
+
+
+def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
+    expected = {case["expect"] for case in CASES}
+    frame_reasons = {reason.value for reason in Reason} - {"reward_mismatch", "bad_expiry", "banned"}
+    assert frame_reasons <= expected
+    assert len(CASES) >= 12
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_vector_gives_its_expected_result(case):
+    rules = MANIFEST["rules"]
+    swarm_rules = SwarmRules(case["swarm"], window_s=rules["window_s"], num_shards=rules["num_shards"]) if "swarm" in case else None
+    guard = ReplayGuard()
+    slot = None
+    if "slot" in case:
+        from swarmnode.cli import _parse_slot
+
+        slot = _parse_slot(case["slot"])
+    result = "accept"
+    for name in case["frames"]:
+        try:
+            signed = open_envelope((VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"), slot=slot, replay_guard=guard)
+            for rollout in signed.batch.rollouts:
+                known_family_rejection(rollout.task)
+            result = "accept"
+        except Rejected as rejected:
+            result = rejected.reason.value
+    assert result == case["expect"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
+def test_cli_check_prints_the_result_and_exit_code(case):
+    outcome = CliRunner().invoke(app, ["protocol", "check", *check_args(case)])
+    last_line = outcome.stdout.strip().splitlines()[-1]
+    if case["expect"] == "accept":
+        assert outcome.exit_code == 0 and last_line.endswith("accept")
+    else:
+        assert outcome.exit_code == 1 and last_line.endswith(f"reject: {case['expect']}")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00", b"\xff" * 3, bytes(range(256)) * 10])
+def test_cli_check_never_prints_a_traceback(tmp_path, content):
+    path = tmp_path / "frame.bin"
+    path.write_bytes(content)
+    outcome = subprocess.run(
+        [sys.executable, "-m", "swarmnode.cli", "protocol", "check", str(path)], capture_output=True, text=True
+    )
+    assert outcome.returncode == 1
+    assert outcome.stdout.startswith("reject: ")
+    assert "Traceback" not in outcome.stderr
+
+
+def test_vectors_are_reproduced_byte_for_byte_by_the_generator(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_vectors.py"), str(tmp_path)], check=True, capture_output=True)
+    for path in VECTORS.iterdir():
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_sign_command_makes_a_frame_that_check_accepts(tmp_path):
+    runner = CliRunner()
+    key = tmp_path / "key"
+    assert runner.invoke(app, ["identity", "new", "--path", str(key)]).exit_code == 0
+    description = {
+        "swarm_id": "demo", "window": 60000000, "sequence": 1, "timestamp": 1800000015.0,
+        "model_id": "m", "suite_version": "v",
+        "rollouts": [{"task": {"family": "chain_sum", "config_hash": "0123456789abcdef", "seed": 1, "index": 2},
+                      "completions": [{"text": "<answer>3</answer>", "reward": 1.0}]}],
+    }
+    batch_json = tmp_path / "batch.json"
+    batch_json.write_text(json.dumps(description))
+    frame = tmp_path / "frame.bin"
+    signed = runner.invoke(app, ["protocol", "sign", str(batch_json), "--key", str(key), "--out", str(frame)])
+    assert signed.exit_code == 0, signed.output
+    checked = runner.invoke(app, ["protocol", "check", str(frame), "--swarm", "demo", "--now", "1800000020"])
+    assert checked.exit_code == 0 and checked.stdout.strip() == "accept"
+    batch_json.write_text(json.dumps({**description, "window": "soon"}))
+    refused = runner.invoke(app, ["protocol", "sign", str(batch_json), "--key", str(key), "--out", str(frame)])
+    assert refused.exit_code == 1 and "window" in refused.output
