@@ -6,12 +6,13 @@ Every error names the file, the dotted key and what would be accepted, so a volu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from swarmnode.envelope import SwarmRules
+from swarmnode.tasks import DEFAULT_DATASET_SIZE, FamilySpec, RewardMode
 
 
 class ConfigError(Exception):
@@ -44,8 +45,8 @@ class SwarmConfig(Section):
 
 
 class NetworkConfig(Section):
-    """Where the node's libp2p daemon listens and whom it joins. Loopback by default: set host to
-    0.0.0.0 (and announce your public address) to accept peers from other machines."""
+    """Where the node's libp2p daemon listens and whom it joins. Loopback by default: to accept peers
+    from other machines, set host to an address they reach (or the any-address) and announce your public one."""
 
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
@@ -65,11 +66,111 @@ class GossipConfig(Section):
     ban_duration_s: float = Field(600.0, gt=0)
 
 
+class FamilyConfig(Section):
+    name: str
+    weight: float = Field(1.0, ge=0, description="0 = never sampled here, but peers' rollouts are verified and used")
+    config: dict[str, Any] = Field(default_factory=dict)
+    dataset_size: int = Field(DEFAULT_DATASET_SIZE, ge=1)
+
+    def spec(self) -> FamilySpec:
+        return FamilySpec(self.name, self.weight, self.config, self.dataset_size)
+
+
+# What the embedded seed model can learn on a CPU: short integer answers, five phrasings.
+DEFAULT_FAMILIES = (
+    FamilyConfig(name="chain_sum", config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}),
+    FamilyConfig(name="products", config={"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}),
+    FamilyConfig(name="count_bits", config={"min_n": 1, "max_n": 63}),
+    FamilyConfig(name="gcd", config={"min_value": 1, "max_value": 30}),
+    FamilyConfig(
+        name="leg_counting",
+        config={"min_animals": 1, "max_animals": 2, "min_instances": 1, "max_instances": 3},
+    ),
+)
+
+
+class TasksConfig(Section):
+    families: list[FamilyConfig] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
+    reward: RewardMode = RewardMode.GUARDED
+    seed: int | None = Field(None, ge=0, description="dataset seed; default: derived from the node's peer id")
+
+    @model_validator(mode="after")
+    def _something_to_sample(self) -> TasksConfig:
+        if not any(family.weight > 0 for family in self.families):
+            raise ValueError("at least one family needs weight > 0 (weight 0 = verify only)")
+        return self
+
+
+class ModelConfig(Section):
+    name: str = Field("swarmnode-seed", description="'swarmnode-seed' (embedded), a hub id, or a local directory")
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    threads: int | None = Field(None, ge=1)
+    lora: dict[str, Any] | None = None
+    max_new_tokens: int = Field(24, ge=1)
+    max_prompt_tokens: int = Field(192, ge=8)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+
+
+class SapoConfig(Section):
+    """SAPO per round: Q questions, G completions each; train on I own + J external groups."""
+
+    questions_per_round: int = Field(8, ge=1)
+    completions_per_question: int = Field(8, ge=2)
+    local_groups: int = Field(4, ge=0, description="I")
+    external_groups: int = Field(4, ge=0, description="J")
+    selection: Literal["uniform", "learnability"] = "uniform"
+    collect_oversample: int = Field(
+        3, ge=1, description="ask gossip for this many times J rollouts: about half of any groups carry no advantage"
+    )
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = Field(1.0, gt=0)
+    clip_low: float = Field(0.2, ge=0)
+    clip_high: float = Field(0.28, ge=0)
+    kl_beta: float = Field(0.0, ge=0)
+    token_budget: int | None = Field(
+        None, ge=1, description="normalise the loss by this many tokens; default: (I+J) x G x max_new_tokens"
+    )
+    micro_batch_size: int = Field(32, ge=1)
+    min_own_groups: int = Field(1, ge=0, description="skip the step when fewer own informative groups exist")
+    external_weight: float = Field(1.0, ge=0, le=1)
+    importance_clip: float | None = Field(
+        2.0, gt=0, description="truncate sender-log-prob importance weights at this value; null disables"
+    )
+
+    @model_validator(mode="after")
+    def _some_groups(self) -> SapoConfig:
+        if self.local_groups + self.external_groups == 0:
+            raise ValueError("local_groups + external_groups must be at least 1")
+        return self
+
+
+class CheckpointConfig(Section):
+    every_rounds: int = Field(10, ge=1)
+    keep_last: int = Field(3, ge=1)
+
+
+class MetricsConfig(Section):
+    """Prometheus /metrics and the dashboard's /status; loopback unless you choose otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(9480, ge=0, le=65535, description="null disables the HTTP endpoint")
+
+
 class NodeConfig(Section):
     data_dir: Path | None = None
+    seed: int | None = Field(None, ge=0, description="seed for sampling and selection; default: from the peer id")
     swarm: SwarmConfig = SwarmConfig()
     network: NetworkConfig = NetworkConfig()
     gossip: GossipConfig = GossipConfig()
+    tasks: TasksConfig = TasksConfig()
+    model: ModelConfig = ModelConfig()
+    sapo: SapoConfig = SapoConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> NodeConfig:

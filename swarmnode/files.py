@@ -1,11 +1,10 @@
-"""Atomic file writes, so that a node killed at any instant never leaves a half-written file.
-
-Every state file of the node (identity, checkpoints, metrics snapshots) goes through here.
-"""
+"""The node's files: atomic writes (a node killed at any instant never leaves a half-written file)
+and the data directory's lock (two nodes never share one state)."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,13 +36,17 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         handle.write(data)
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename durable: the directory entry itself must reach the disk."""
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename durable: the directory entry itself must reach the disk."""
+    fsync_file(directory)
 
 
 def remove_stale_temp_files(directory: Path) -> int:
@@ -54,3 +57,36 @@ def remove_stale_temp_files(directory: Path) -> int:
             leftover.unlink()
             removed += 1
     return removed
+
+
+class DataDirBusy(Exception):
+    """Another process holds the data directory's lock."""
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory (flock), so two nodes never share one state; the kernel
+    releases it when the process dies, so a crash leaves no stale lock behind."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / "node.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise DataDirBusy(
+                f"another swarmnode (pid {holder}) is running with data dir {self.path.parent}; "
+                "stop it first or pass a different --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -62,7 +62,7 @@ class FamilySpec:
     dataset size is part of the item's identity (and of the config hash), not a free parameter."""
 
     name: str
-    weight: float = 1.0
+    weight: float = 1.0  # 0: never sampled here, but peers' rollouts of it can be verified and trained on
     config: Mapping[str, Any] = field(default_factory=dict)
     dataset_size: int = DEFAULT_DATASET_SIZE
 
@@ -120,8 +120,10 @@ class TaskSuite:
                 raise ValueError(f"task family {spec.name!r} is excluded: {EXCLUDED_FAMILIES[spec.name]}")
             if spec.name not in DATASETS:
                 raise ValueError(f"unknown task family {spec.name!r}; see reasoning_gym.factory.DATASETS")
-            if spec.weight <= 0:
-                raise ValueError(f"task family {spec.name!r} needs a positive weight")
+            if spec.weight < 0:
+                raise ValueError(f"task family {spec.name!r} has a negative weight")
+        if not any(spec.weight > 0 for spec in families):
+            raise ValueError("at least one task family needs a positive weight (weight 0 = verify only)")
         self.families = tuple(families)
         self.reward_mode = RewardMode(reward_mode)
         self._by_hash = {spec.config_hash: spec for spec in self.families}
@@ -183,7 +185,7 @@ class TaskSuite:
             return 1.0 if verifier >= 1.0 else 0.0
         if self.reward_mode is RewardMode.GUARDED and answer is not None and verifier < 1.0:
             oracle = task.entry.get("answer")
-            if isinstance(oracle, str) and len(answer) > max(2 * len(oracle), len(oracle) + 8):
+            if isinstance(oracle, str) and len(answer) > 2 * len(oracle) + 2:
                 return 0.0
         return verifier
 

@@ -1,0 +1,309 @@
+"""The node's language-model policy: loading, fast group sampling, and log-probs for training.
+
+Any causal LM loads through one `from_pretrained` path (hub id, local directory, or the embedded seed
+model). The sampler encodes each prompt once for its G samples and drops finished rows as it goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+
+from swarmnode.tasks import ANSWER_CLOSE
+
+EMBEDDED_MODEL_NAME = "swarmnode-seed"
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "seed_model"
+
+
+class PolicyLoadError(Exception):
+    """The model could not be loaded; the message says where we looked and what to do."""
+
+
+@dataclass(frozen=True)
+class SampledCompletion:
+    completion_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]  # behaviour log-probs of completion_ids, same temperature as training
+    text: str  # decoded, cut just after </answer>, without special tokens
+    finish_reason: str  # "stop" (</answer>), "eos", or "length"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_prompt_tokens: int = 256
+
+
+def resolve_model_path(name: str) -> str:
+    """The embedded seed model by name; anything else goes to transformers as given (hub id or path)."""
+    return str(EMBEDDED_MODEL_DIR) if name == EMBEDDED_MODEL_NAME else name
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls are fast only with native support (avx512_bf16 / amx); elsewhere they are emulated."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+class Policy:
+    """A causal LM plus its tokenizer. Weights stay float32 (Adam needs it); the forward passes of
+    sampling and training run under autocast in `compute_dtype` (bf16 where the hardware has it)."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: Any,
+        model_id: str,
+        device: torch.device,
+        compute_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.device = device
+        self.compute_dtype = compute_dtype
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self._closing_token_ids = _tokens_containing(tokenizer, ">")
+        self._closing_tail_tokens = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False).input_ids) + 1
+
+    @classmethod
+    def load(
+        cls,
+        name: str = EMBEDDED_MODEL_NAME,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        lora: dict[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> Policy:
+        """Load `name` (hub id, local dir, or the embedded seed) through the same from_pretrained path."""
+        if threads:
+            torch.set_num_threads(threads)
+        path = resolve_model_path(name)
+        torch_device = pick_device(device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except OSError as error:
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = (
+                "download it where you have network (huggingface-cli download) and pass the local directory"
+                if offline or not Path(path).exists()
+                else "check that the directory holds config.json, the weights and the tokenizer files"
+            )
+            raise PolicyLoadError(f"cannot load model {name!r}: {str(error).splitlines()[0]}; {hint}") from None
+        if lora:
+            model = _with_lora(model, lora)
+        model.to(torch_device)
+        model.config.use_cache = True
+        model_id = name if not Path(name).exists() else Path(name).resolve().name
+        return cls(model, tokenizer, model_id, torch_device, pick_compute_dtype(dtype, torch_device))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def encode_prompts(self, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
+        """Token ids per prompt, keeping the end of over-long prompts (the question is at the end)."""
+        ids = self.tokenizer(prompts, add_special_tokens=True).input_ids
+        return [row[-max_prompt_tokens:] for row in ids]
+
+    def encode_completion(self, text: str) -> list[int]:
+        """A peer's completion text in our own tokenization (peers may run other tokenizers)."""
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        prompts: list[str],
+        group_size: int,
+        settings: SamplingSettings,
+        generator: torch.Generator | None = None,
+    ) -> list[list[SampledCompletion]]:
+        """`group_size` completions per prompt: prompt encoded once per group, finished rows dropped."""
+        self.model.eval()
+        prompt_ids = self.encode_prompts(prompts, settings.max_prompt_tokens)
+        input_ids, attention_mask = _left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        with self.autocast():
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        logits = out.logits[:, -1, :].float().repeat_interleave(group_size, dim=0)
+        cache.batch_repeat_interleave(group_size)
+        attention_mask = attention_mask.repeat_interleave(group_size, dim=0)
+        next_position = positions[:, -1:].repeat_interleave(group_size, dim=0) + 1
+
+        rows = group_size * len(prompts)
+        active = torch.arange(rows, device=self.device)
+        tokens: list[list[int]] = [[] for _ in range(rows)]
+        logprobs: list[list[float]] = [[] for _ in range(rows)]
+        reasons = ["length"] * rows
+        eos = torch.tensor(sorted(self.eos_ids), device=self.device)
+        for step in range(settings.max_new_tokens):
+            token, token_logprob = _sample_tokens(logits, settings, generator)
+            finished = torch.isin(token, eos)
+            token_list, logprob_list, finished_list = token.tolist(), token_logprob.tolist(), finished.tolist()
+            for i, row in enumerate(active.tolist()):
+                tokens[row].append(token_list[i])
+                logprobs[row].append(logprob_list[i])
+                if finished_list[i]:
+                    reasons[row] = "eos"
+                elif token_list[i] in self._closing_token_ids and self._closed_answer(tokens[row]):
+                    reasons[row] = "stop"
+                    finished_list[i] = True
+            if step == settings.max_new_tokens - 1:
+                break
+            keep = torch.tensor([not done for done in finished_list], device=self.device)
+            if not keep.any():
+                break
+            if not keep.all():
+                kept = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(kept)
+                active, token = active[kept], token[kept]
+                attention_mask, next_position = attention_mask[kept], next_position[kept]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], dim=1)
+            with self.autocast():
+                out = self.model(
+                    input_ids=token[:, None],
+                    attention_mask=attention_mask,
+                    position_ids=next_position,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+            logits = out.logits[:, -1, :].float()
+            next_position = next_position + 1
+
+        completions = [
+            SampledCompletion(tuple(tokens[row]), tuple(logprobs[row]), self._visible_text(tokens[row]), reasons[row])
+            for row in range(rows)
+        ]
+        return [completions[i * group_size : (i + 1) * group_size] for i in range(len(prompts))]
+
+    def completion_logprobs(
+        self, prompt_ids: list[list[int]], completion_ids: list[list[int]], temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs of each completion given its prompt, as [N, T] plus a [N, T] mask.
+
+        Rows are left-padded so every completion ends at the last position; only the last T logits
+        are materialised (T = longest completion), which keeps big-vocabulary models affordable.
+        """
+        sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
+        input_ids, attention_mask = _left_pad(sequences, self.tokenizer.pad_token_id, self.device)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        longest = max(len(c) for c in completion_ids)
+        with self.autocast():
+            logits = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=positions,
+                use_cache=False,
+                logits_to_keep=longest + 1,
+            ).logits[:, :-1, :]
+        targets = input_ids[:, -longest:]
+        token_logprobs = torch.gather(
+            F.log_softmax(logits.float() / temperature, dim=-1), 2, targets.unsqueeze(-1)
+        ).squeeze(-1)
+        lengths = torch.tensor([len(c) for c in completion_ids], device=self.device)
+        mask = torch.arange(longest, device=self.device)[None, :] >= (longest - lengths)[:, None]
+        return token_logprobs, mask
+
+    def _closed_answer(self, row_tokens: list[int]) -> bool:
+        tail = self.tokenizer.decode(row_tokens[-self._closing_tail_tokens :], skip_special_tokens=True)
+        return ANSWER_CLOSE in tail
+
+    def _visible_text(self, row_tokens: list[int]) -> str:
+        text = self.tokenizer.decode(row_tokens, skip_special_tokens=True)
+        end = text.find(ANSWER_CLOSE)
+        return text[: end + len(ANSWER_CLOSE)] if end >= 0 else text
+
+
+def _sample_tokens(
+    logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    log_probs = F.log_softmax(logits / settings.temperature, dim=-1)
+    sampling = log_probs
+    if settings.top_p < 1.0:
+        sorted_logp, order = log_probs.sort(dim=-1, descending=True)
+        cumulative = sorted_logp.exp().cumsum(-1)
+        drop_sorted = cumulative - sorted_logp.exp() > settings.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        sampling = log_probs.masked_fill(drop, float("-inf"))
+    token = torch.multinomial(sampling.exp(), 1, generator=generator).squeeze(-1)
+    return token, log_probs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _eos_ids(model: PreTrainedModel, tokenizer: Any) -> set[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    return ids
+
+
+def _tokens_containing(tokenizer: Any, fragment: str) -> set[int]:
+    """Ids whose text contains `fragment`: only after one of these can </answer> have just closed."""
+    vocab_size = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
+    return {i for i, text in enumerate(texts) if fragment in text}
+
+
+def _with_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise PolicyLoadError("model.lora needs peft: pip install 'swarmnode[lora]'") from None
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))

@@ -1,0 +1,352 @@
+"""SAPO: each round train on I own + J external groups with a GRPO-style clipped objective.
+
+Loss (per token t of completion i in a selected group): -w_i * rho_it * min(r_it * A_i, clip(r_it, 1-eps_lo,
+1+eps_hi) * A_i) / B, with r = pi/pi_old, A_i = (R_i - mean R) / std R within the group, w_i the weight of
+external groups, rho the truncated importance weight of a same-model sender (1 otherwise), and B a
+fixed token budget, so a step's size does not depend on how many groups survived filtering.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from swarmnode.config import SapoConfig
+from swarmnode.envelope import Reason, Rejected
+from swarmnode.policy import Policy, SampledCompletion
+from swarmnode.rollout import Completion, Rollout
+from swarmnode.tasks import Score, Task, TaskSuite, format_prompt
+
+Source = Literal["own", "external"]
+ADVANTAGE_EPS = 1e-6
+REWARD_CLAIM_TOLERANCE = 1e-3
+
+
+@dataclass
+class Group:
+    """One question and its completions, scored by *our* verifier: the unit SAPO shares and selects."""
+
+    task: Task
+    prompt_ids: list[int]
+    completion_ids: list[list[int]]
+    rewards: list[float]
+    source: Source
+    behaviour_logprobs: list[list[float]] | None = None  # own groups: the sampler's log-probs
+    sender_logprobs: list[tuple[float, ...]] | None = None  # same-model external groups (untrusted)
+    signer: str | None = None
+
+    @property
+    def reward_std(self) -> float:
+        mean = sum(self.rewards) / len(self.rewards)
+        return math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / len(self.rewards))
+
+    @property
+    def informative(self) -> bool:
+        """A group whose completions all scored the same has zero advantage everywhere: no signal."""
+        return self.reward_std > ADVANTAGE_EPS
+
+    def advantages(self) -> list[float]:
+        mean = sum(self.rewards) / len(self.rewards)
+        std = self.reward_std
+        return [(r - mean) / (std + ADVANTAGE_EPS) for r in self.rewards]
+
+
+@dataclass
+class Selection:
+    own: list[Group]
+    external: list[Group]
+    skipped_reason: str | None = None  # set when the step must not run
+
+    @property
+    def groups(self) -> list[Group]:
+        return self.own + self.external
+
+
+def select_groups(
+    own: Sequence[Group],
+    external: Sequence[Group],
+    config: SapoConfig,
+    rng: random.Random,
+) -> Selection:
+    """Drop zero-advantage groups, then take up to J external and fill the rest of I+J with own groups.
+
+    External groups never exceed J (a missing external group is replaced by an own one, never the
+    reverse), and the step is skipped when fewer than `min_own_groups` own groups are informative:
+    training only on peers' text, with no anchor in our own samples, is what collapsed nodes.
+    """
+    own_informative = [g for g in own if g.informative]
+    external_informative = [g for g in external if g.informative]
+    if len(own_informative) < config.min_own_groups:
+        return Selection([], [], f"{len(own_informative)} informative own groups < min_own_groups")
+    picked_external = _pick(external_informative, config.external_groups, config.selection, rng)
+    own_slots = config.local_groups + config.external_groups - len(picked_external)
+    picked_own = _pick(own_informative, own_slots, config.selection, rng)
+    if not picked_own and not picked_external:
+        return Selection([], [], "no informative groups")
+    return Selection(picked_own, picked_external)
+
+
+def _pick(groups: list[Group], count: int, strategy: str, rng: random.Random) -> list[Group]:
+    """uniform: as in the paper. learnability: weighted by reward variance without replacement
+    (Efraimidis-Spirakis keys), i.e. prefer questions the policy solves about half of the time,
+    where a GRPO update carries the most information."""
+    count = min(count, len(groups))
+    if strategy == "uniform":
+        return rng.sample(groups, count)
+    keyed = sorted(groups, key=lambda g: rng.random() ** (1.0 / max(g.reward_std**2, 1e-12)), reverse=True)
+    return keyed[:count]
+
+
+def clipped_surrogate_loss(
+    new_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    weights: torch.Tensor,
+    importance: torch.Tensor,
+    clip_low: float,
+    clip_high: float,
+    token_budget: float,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_beta: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The SAPO/GRPO objective for one micro-batch, summed over tokens and divided by the token budget.
+
+    Shapes: logprobs/mask/importance [N, T]; advantages/weights [N]. Returns (loss, statistics).
+    """
+    ratio = torch.exp(new_logprobs - old_logprobs)
+    adv = advantages[:, None]
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
+    per_token = -torch.minimum(unclipped, clipped) * importance
+    kl = torch.zeros_like(per_token)
+    if kl_beta > 0 and ref_logprobs is not None:
+        delta = ref_logprobs - new_logprobs
+        kl = torch.exp(delta) - delta - 1.0  # k3 estimator of KL(pi || ref), always >= 0
+        per_token = per_token + kl_beta * kl
+    mask_f = mask.to(per_token.dtype)
+    loss = (per_token * weights[:, None] * mask_f).sum() / token_budget
+    with torch.no_grad():
+        tokens = mask_f.sum().clamp(min=1.0)
+        clipped_fraction = (((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).to(mask_f.dtype) * mask_f).sum()
+        stats = {
+            "tokens": float(mask_f.sum()),
+            "clip_fraction_sum": float(clipped_fraction),
+            "kl_sum": float((kl * mask_f).sum()),
+            "importance_sum": float((importance * mask_f).sum()),
+            "ratio_mean": float((ratio * mask_f).sum() / tokens),
+        }
+    return loss, stats
+
+
+@dataclass
+class StepStats:
+    skipped_reason: str | None = None
+    loss: float = 0.0
+    own_groups: int = 0
+    external_groups: int = 0
+    own_tokens: int = 0
+    external_tokens: int = 0
+    grad_norm: float = 0.0
+    clip_fraction: float = 0.0
+    kl: float = 0.0
+    importance_mean: float = 1.0
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Sample:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    weight: float
+    source: Source
+    behaviour_logprobs: list[float] | None
+    sender_logprobs: tuple[float, ...] | None
+
+
+class SapoTrainer:
+    """Owns the optimizer (and the frozen reference model when kl_beta > 0) of one node's policy."""
+
+    def __init__(self, policy: Policy, config: SapoConfig, max_new_tokens: int, temperature: float = 1.0) -> None:
+        self.policy = policy
+        self.config = config
+        self.temperature = temperature
+        self.token_budget = config.token_budget or (
+            (config.local_groups + config.external_groups) * config.completions_per_question * max_new_tokens
+        )
+        trainable = [p for p in policy.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
+        )
+        self.reference = None
+        if config.kl_beta > 0:
+            self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+
+    def step(self, selection: Selection) -> StepStats:
+        """One optimizer step on the selected groups (or none, if the selection says skip)."""
+        if selection.skipped_reason:
+            return StepStats(skipped_reason=selection.skipped_reason)
+        samples = self._samples(selection)
+        self.policy.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "tokens": 0.0, "clip_fraction_sum": 0.0, "kl_sum": 0.0, "importance_sum": 0.0}
+        for start in range(0, len(samples), self.config.micro_batch_size):
+            chunk = samples[start : start + self.config.micro_batch_size]
+            loss, stats = self._micro_batch_loss(chunk)
+            loss.backward()
+            totals["loss"] += loss.item()
+            for key in ("tokens", "clip_fraction_sum", "kl_sum", "importance_sum"):
+                totals[key] += stats[key]
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = max(totals["tokens"], 1.0)
+        return StepStats(
+            loss=totals["loss"],
+            own_groups=len(selection.own),
+            external_groups=len(selection.external),
+            own_tokens=sum(len(s.completion_ids) for s in samples if s.source == "own"),
+            external_tokens=sum(len(s.completion_ids) for s in samples if s.source == "external"),
+            grad_norm=float(grad_norm),
+            clip_fraction=totals["clip_fraction_sum"] / tokens,
+            kl=totals["kl_sum"] / tokens,
+            importance_mean=totals["importance_sum"] / tokens,
+        )
+
+    def _samples(self, selection: Selection) -> list[_Sample]:
+        samples = []
+        for group in selection.groups:
+            weight = 1.0 if group.source == "own" else self.config.external_weight
+            for i, (completion, advantage) in enumerate(zip(group.completion_ids, group.advantages())):
+                if not completion:
+                    continue
+                samples.append(
+                    _Sample(
+                        prompt_ids=group.prompt_ids,
+                        completion_ids=completion,
+                        advantage=advantage,
+                        weight=weight,
+                        source=group.source,
+                        behaviour_logprobs=group.behaviour_logprobs[i] if group.behaviour_logprobs else None,
+                        sender_logprobs=group.sender_logprobs[i] if group.sender_logprobs else None,
+                    )
+                )
+        return samples
+
+    def _micro_batch_loss(self, chunk: list[_Sample]) -> tuple[torch.Tensor, dict[str, float]]:
+        device = self.policy.device
+        new_logprobs, mask = self.policy.completion_logprobs(
+            [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], self.temperature
+        )
+        width = new_logprobs.shape[1]
+        # Without a recorded behaviour policy (peers' groups), pi_old is our policy before this step.
+        old = new_logprobs.detach().clone()
+        importance = torch.ones_like(old)
+        for row, sample in enumerate(chunk):
+            if sample.behaviour_logprobs is not None:
+                old[row, width - len(sample.behaviour_logprobs) :] = torch.tensor(sample.behaviour_logprobs, device=device)
+            if (
+                self.config.importance_clip is not None
+                and sample.sender_logprobs is not None
+                and len(sample.sender_logprobs) == len(sample.completion_ids)
+            ):
+                sender = torch.tensor(sample.sender_logprobs, device=device)
+                ours = old[row, width - len(sender) :]
+                importance[row, width - len(sender) :] = torch.exp(ours - sender).clamp(max=self.config.importance_clip)
+        ref_logprobs = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logprobs, _ = _logprobs_with(self.policy, self.reference, chunk, self.temperature)
+        return clipped_surrogate_loss(
+            new_logprobs,
+            old,
+            mask,
+            torch.tensor([s.advantage for s in chunk], device=device),
+            torch.tensor([s.weight for s in chunk], device=device),
+            importance,
+            self.config.clip_low,
+            self.config.clip_high,
+            float(self.token_budget),
+            ref_logprobs,
+            self.config.kl_beta,
+        )
+
+
+def _logprobs_with(policy: Policy, model: torch.nn.Module, chunk: list[_Sample], temperature: float):
+    """Log-probs under another model sharing the policy's tokenizer (the frozen reference)."""
+    live = policy.model
+    policy.model = model
+    try:
+        return policy.completion_logprobs([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], temperature)
+    finally:
+        policy.model = live
+
+
+def own_group(task: Task, prompt_ids: list[int], sampled: Sequence[SampledCompletion], scores: Sequence[Score]) -> Group:
+    return Group(
+        task=task,
+        prompt_ids=prompt_ids,
+        completion_ids=[list(s.completion_ids) for s in sampled],
+        rewards=[score.reward for score in scores],
+        source="own",
+        behaviour_logprobs=[list(s.logprobs) for s in sampled],
+    )
+
+
+def external_group(
+    rollout: Rollout,
+    signer: str,
+    same_model: bool,
+    suite: TaskSuite,
+    policy: Policy,
+    max_prompt_tokens: int,
+    max_completion_tokens: int,
+) -> Group:
+    """A peer's rollout as a group of ours: task regenerated from its reference, every completion
+    rescored by our verifier and re-tokenized by our tokenizer. Raises Rejected(unknown_task) or
+    Rejected(reward_mismatch) (a claim that disagrees with the verifier is a lie or a bug: drop it)."""
+    task = suite.task(rollout.task)
+    scores = [suite.score(task, completion.text) for completion in rollout.completions]
+    for completion, score in zip(rollout.completions, scores):
+        if completion.reward is not None and abs(completion.reward - score.verifier) > REWARD_CLAIM_TOLERANCE:
+            raise Rejected(Reason.REWARD_MISMATCH, f"claimed {completion.reward:.3f}, verifier says {score.verifier:.3f}")
+    kept = [
+        (policy.encode_completion(completion.text), completion, score)
+        for completion, score in zip(rollout.completions, scores)
+    ]
+    kept = [(ids, c, s) for ids, c, s in kept if 0 < len(ids) <= max_completion_tokens]
+    prompt_ids = policy.encode_prompts([format_prompt(task.question, policy.tokenizer)], max_prompt_tokens)[0]
+    return Group(
+        task=task,
+        prompt_ids=prompt_ids,
+        completion_ids=[ids for ids, _, _ in kept],
+        rewards=[score.reward for _, _, score in kept],
+        source="external",
+        sender_logprobs=[c.token_logprobs for _, c, _ in kept] if same_model else None,
+        signer=signer,
+    )
+
+
+def group_rollout(group: Group, sampled: Sequence[SampledCompletion], scores: Sequence[Score], share_logprobs: bool) -> Rollout:
+    """Our own group as it travels: reference, text, our verifier score, optionally our log-probs."""
+    return Rollout(
+        group.task.ref,
+        tuple(
+            Completion(s.text, score.verifier, _text_logprobs(s) if share_logprobs else ())
+            for s, score in zip(sampled, scores)
+        ),
+    )
+
+
+def _text_logprobs(sampled: SampledCompletion) -> tuple[float, ...]:
+    """Log-probs of the tokens the shared text holds: a final EOS is not part of the text."""
+    return sampled.logprobs[:-1] if sampled.finish_reason == "eos" else sampled.logprobs

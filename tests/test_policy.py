@@ -1,0 +1,95 @@
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from swarmnode.config import load_config
+from swarmnode.learner import Learner
+from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy, PolicyLoadError, SamplingSettings
+from swarmnode.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
+
+from models import make_tiny_gpt2
+
+SEED_POLICY = Policy.load(dtype="float32")
+SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])
+
+
+def prompts(n: int) -> list[str]:
+    return [format_prompt(t.question, SEED_POLICY.tokenizer) for t in SUITE.sample(random.Random(0), n, seed=1)]
+
+
+def test_sampler_returns_g_completions_per_prompt_that_stop_at_the_closing_tag():
+    groups = SEED_POLICY.sample(prompts(3), 5, SamplingSettings(max_new_tokens=24), torch.Generator().manual_seed(0))
+    assert [len(g) for g in groups] == [5, 5, 5]
+    for completion in (c for g in groups for c in g):
+        assert len(completion.completion_ids) == len(completion.logprobs) <= 24
+        if completion.finish_reason == "stop":
+            assert completion.text.endswith(ANSWER_CLOSE) and completion.text.count(ANSWER_CLOSE) == 1
+        assert all(lp <= 0 for lp in completion.logprobs)
+
+
+def test_sampler_log_probs_equal_a_full_forward_pass():
+    batch = prompts(2)
+    groups = SEED_POLICY.sample(batch, 3, SamplingSettings(max_new_tokens=12), torch.Generator().manual_seed(1))
+    prompt_ids = SEED_POLICY.encode_prompts(batch, 192)
+    flat = [(p, c) for p, g in zip(prompt_ids, groups) for c in g]
+    logprobs, mask = SEED_POLICY.completion_logprobs([p for p, _ in flat], [list(c.completion_ids) for _, c in flat])
+    for row, (_, completion) in enumerate(flat):
+        recomputed = logprobs[row][mask[row]].tolist()
+        assert recomputed == pytest.approx(list(completion.logprobs), abs=1e-4)
+
+
+def test_same_seed_same_samples():
+    settings = SamplingSettings(max_new_tokens=10)
+    first = SEED_POLICY.sample(prompts(2), 4, settings, torch.Generator().manual_seed(7))
+    second = SEED_POLICY.sample(prompts(2), 4, settings, torch.Generator().manual_seed(7))
+    assert first == second
+
+
+def test_a_local_directory_loads_offline_through_the_hub_code_path(tmp_path):
+    local = tmp_path / "my-model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, local)
+    code = (
+        "from swarmnode.policy import Policy; p = Policy.load(%r, dtype='float32'); "
+        "print(p.model_id, type(p.model).__name__)" % str(local)
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["my-model", "Qwen2ForCausalLM"]
+
+
+def test_an_unreachable_hub_id_fails_with_a_hint(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PolicyLoadError, match="local directory"):
+        Policy.load("no-such-org/no-such-model")
+
+
+def test_rollouts_from_another_model_and_tokenizer_are_retokenized_and_trained_on(tmp_path):
+    config = load_config(None, ["sapo.questions_per_round=4", "sapo.completions_per_question=6",
+                                "model.max_new_tokens=16", "sapo.local_groups=4", "sapo.external_groups=4",
+                                "sapo.min_own_groups=0"])
+    sender = Learner(config, SEED_POLICY, SUITE, seed=1, data_seed=2)
+    other = Policy.load(str(make_tiny_gpt2(tmp_path / "gpt2")), dtype="float32")
+    assert other.tokenizer.get_vocab() != SEED_POLICY.tokenizer.get_vocab()
+    receiver = Learner(config, other, SUITE, seed=3, data_seed=4)
+
+    class Incoming:
+        def __init__(self, rollout):
+            self.signer, self.model_id, self.rollout = "12D3KooWsender", SEED_POLICY.model_id, rollout
+
+    shared = []
+    while not any(g.informative for g in shared):  # a few rounds until one group has reward variance
+        shared = receiver.external_groups([Incoming(r) for r in sender.sample_round().rollouts]).groups
+    group = next(g for g in shared if g.informative)
+    for ids in group.completion_ids:
+        text = other.tokenizer.decode(ids)
+        assert other.tokenizer(text, add_special_tokens=False).input_ids == ids
+    assert group.sender_logprobs is None  # another model: its log-probs mean nothing to us
+    before = [p.detach().clone() for p in other.model.parameters()]
+    stats = receiver.train([], shared)
+    assert stats.external_groups >= 1 and stats.external_tokens > 0 and stats.own_groups == 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, other.model.parameters()))
