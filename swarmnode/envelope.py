@@ -140,10 +140,14 @@ class SwarmRules:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where a frame was read from in the DHT: the key's window and shard, and the subkey."""
+    """Where a frame was read from in the DHT: the key's window and shard, and the subkey.
 
-    window: int
-    shard: int
+    A DHT peer asked to store a record sees only the key's hash, so it passes None for window and shard
+    and compares the hash itself (`swarmnode.record`).
+    """
+
+    window: int | None
+    shard: int | None
     subkey: str
 
 
@@ -206,7 +210,7 @@ def open_envelope(
             raise Rejected(Reason.WRONG_SWARM, f"swarm {batch.swarm_id!r}")
         if rules.window_of(batch.timestamp) != batch.window:
             raise Rejected(Reason.BAD_VALUE, "timestamp lies outside its window")
-        if slot is not None and (slot.window != batch.window or slot.shard != shard_of(signer, rules.num_shards)):
+        if slot is not None and not _placed_in(slot, batch.window, shard_of(signer, rules.num_shards)):
             raise Rejected(Reason.KEY_MISMATCH, "stored under another window or shard")
         if now is not None:
             if batch.window < rules.window_of(now) - rules.max_age_windows:
@@ -216,6 +220,10 @@ def open_envelope(
     if replay_guard is not None and not replay_guard.first_sighting(signer, batch.window, batch.sequence):
         raise Rejected(Reason.REPLAY, f"sequence {batch.sequence} already seen")
     return SignedBatch(signer, batch, len(frame))
+
+
+def _placed_in(slot: Slot, window: int, shard: int) -> bool:
+    return slot.window in (None, window) and slot.shard in (None, shard)
 
 
 def _parse_canonical(message_type: type, data: bytes, what: str):

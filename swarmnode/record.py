@@ -1,0 +1,162 @@
+"""DHT records: where a frame lives in the DHT (PROTOCOL.md §4) and the validator every peer runs on it.
+
+A swarmnode DHT holds nothing but signed frames placed exactly where the layout says; anything else is
+refused when a peer asks us to store it and when a peer returns it to us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import msgpack
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import DHTRecord, RecordValidatorBase
+from hivemind.utils import get_dht_time
+from hivemind.utils.timed_storage import MAX_DHT_TIME_DISCREPANCY_SECONDS
+
+from swarmnode.envelope import (
+    MAX_ENVELOPE_BYTES,
+    Reason,
+    Rejected,
+    SignedBatch,
+    Slot,
+    SwarmRules,
+    open_envelope,
+    shard_of,
+)
+from swarmnode.rollout import RolloutBatch
+
+KEY_PREFIX = "swarmnode/v1/"
+EXPIRY_TOLERANCE_S = 1e-3
+
+# msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
+_BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_STR_HEADERS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+_FIXSTR_MASK, _FIXSTR_TAG = 0xE0, 0xA0
+
+_reading = contextvars.ContextVar("swarmnode_reading_records", default=False)
+KeyOf = Callable[[RolloutBatch, str, SwarmRules], str]
+
+
+def record_key(swarm_id: str, window: int, shard: int) -> str:
+    return f"{KEY_PREFIX}{swarm_id}/{window}/{shard}"
+
+
+def key_id(key: str) -> bytes:
+    """The 20 bytes hivemind stores a key under: SHA-1 of the msgpack-encoded key string."""
+    return DHTID.generate(source=key).to_bytes()
+
+
+def expiration_of(timestamp: float, rules: SwarmRules) -> float:
+    return timestamp + rules.record_ttl_s
+
+
+def unpack_bin(data: bytes) -> bytes:
+    """The payload of a msgpack bin8/16/32 whose length is exactly what the header says."""
+    return _unpack(data, _BIN_HEADERS, Reason.MALFORMED, "value")
+
+
+def unpack_str(data: bytes) -> str:
+    """A msgpack str (fixstr or str8/16/32) of exact length, as hivemind encodes a subkey."""
+    if data and data[0] & _FIXSTR_MASK == _FIXSTR_TAG:
+        length, body = data[0] & ~_FIXSTR_MASK, data[1:]
+        if len(body) != length:
+            raise Rejected(Reason.KEY_MISMATCH, "subkey length does not match its header")
+    else:
+        body = _unpack(data, _STR_HEADERS, Reason.KEY_MISMATCH, "subkey")
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise Rejected(Reason.KEY_MISMATCH, "subkey is not UTF-8") from None
+
+
+def _unpack(data: bytes, headers: dict[int, int], reason: Reason, what: str) -> bytes:
+    size_bytes = headers.get(data[0]) if data else None
+    if size_bytes is None:
+        raise Rejected(reason, f"{what} is not a msgpack {'bin' if reason is Reason.MALFORMED else 'str'}")
+    length = int.from_bytes(data[1 : 1 + size_bytes], "big")
+    body = data[1 + size_bytes :]
+    if len(data) < 1 + size_bytes or len(body) != length:
+        raise Rejected(reason, f"{what} length does not match its header")
+    return body
+
+
+def shard_key_of(batch: RolloutBatch, signer: str, rules: SwarmRules) -> str:
+    """PROTOCOL.md §4: the key a batch belongs under."""
+    return record_key(batch.swarm_id, batch.window, shard_of(signer, rules.num_shards))
+
+
+def check_record(
+    record: DHTRecord, rules: SwarmRules, now: float, *, reading: bool = False, key_of: KeyOf = shard_key_of
+) -> SignedBatch:
+    """Accept a record only as a valid frame stored exactly where PROTOCOL.md §4 puts it, else raise Rejected.
+
+    Freshness is judged on the record's expiration, not on windows: a record stays legitimately stored until
+    it expires. When `reading` (a peer returned the record to us), the future bound is widened by the clock
+    difference hivemind tolerates between two peers, because hivemind drops a peer's whole answer for a key
+    if one entry fails: an entry that a peer with a slightly faster clock accepted must not blank the shard.
+    """
+    if len(record.value) > MAX_ENVELOPE_BYTES + 5:
+        raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
+    frame = unpack_bin(record.value)
+    subkey = unpack_str(record.subkey)
+    signed = open_envelope(frame, rules, slot=Slot(window=None, shard=None, subkey=subkey))
+    batch = signed.batch
+    if record.subkey != msgpack.packb(signed.signer_peer_id):
+        raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
+    if record.key != key_id(key_of(batch, subkey, rules)):
+        raise Rejected(Reason.KEY_MISMATCH, "stored under another key than its window and shard")
+    if abs(record.expiration_time - expiration_of(batch.timestamp, rules)) > EXPIRY_TOLERANCE_S:
+        raise Rejected(
+            Reason.BAD_EXPIRY, f"expiration {record.expiration_time} is not timestamp + record_ttl_s"
+        )
+    if record.expiration_time + rules.clock_skew_s < now:
+        raise Rejected(Reason.STALE, "expired")
+    # hivemind refuses to bootstrap with a peer whose clock differs from ours by more than this.
+    future_slack_s = rules.clock_skew_s + (MAX_DHT_TIME_DISCREPANCY_SECONDS if reading else 0.0)
+    if batch.timestamp > now + future_slack_s:
+        raise Rejected(Reason.FUTURE, f"timestamp {batch.timestamp:.1f} is ahead of {now:.1f}")
+    return signed
+
+
+@contextlib.contextmanager
+def reading_records() -> Iterator[None]:
+    """Mark the records validated inside this block (and tasks it starts) as answers to our own reads."""
+    token = _reading.set(True)
+    try:
+        yield
+    finally:
+        _reading.reset(token)
+
+
+class SwarmRecordValidator(RecordValidatorBase):
+    """hivemind calls validate() when a peer asks us to store a record and when a peer returns one to us.
+
+    Refusals are counted by reason code in `refused` (thread-safe snapshot via `refusals()`).
+    """
+
+    def __init__(
+        self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time, key_of: KeyOf = shard_key_of
+    ) -> None:
+        self.rules = rules
+        self._clock = clock
+        self._key_of = key_of
+        self._lock = threading.Lock()
+        self._refused: Counter[str] = Counter()
+
+    def validate(self, record: DHTRecord) -> bool:
+        try:
+            check_record(record, self.rules, self._clock(), reading=_reading.get(), key_of=self._key_of)
+        except Rejected as rejected:
+            with self._lock:
+                self._refused[rejected.reason.value] += 1
+            return False
+        return True
+
+    def refusals(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._refused)

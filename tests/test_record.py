@@ -1,0 +1,193 @@
+"""The DHT record validator: only valid frames, stored exactly where PROTOCOL.md §4 puts them, pass."""
+
+import dataclasses
+
+import msgpack
+import pytest
+from hivemind.dht.protocol import DHTProtocol
+from hivemind.dht.validation import DHTRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmnode.envelope import Reason, Rejected, SwarmRules, seal, shard_of
+from swarmnode.identity import Identity
+from swarmnode.record import (
+    SwarmRecordValidator,
+    check_record,
+    expiration_of,
+    key_id,
+    reading_records,
+    record_key,
+    unpack_bin,
+    unpack_str,
+)
+from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+
+ALICE = Identity.from_seed(b"\x21" * 32)
+MALLORY = Identity.from_seed(b"\x22" * 32)
+RULES = SwarmRules("record-test", window_s=30.0, record_ttl_s=60.0, num_shards=16, clock_skew_s=5.0)
+T0 = 1_800_000_010.0
+
+
+def batch(**changes) -> RolloutBatch:
+    base = RolloutBatch(
+        swarm_id=RULES.swarm_id,
+        window=RULES.window_of(T0),
+        sequence=1,
+        timestamp=T0,
+        model_id="m",
+        suite_version="v",
+        rollouts=(
+            Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 2), (Completion("<answer>3</answer>"),)),
+        ),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def record(signer: Identity = ALICE, content: RolloutBatch | None = None, **changes) -> DHTRecord:
+    """A record exactly as an honest publisher stores it, then `changes` to its fields."""
+    content = content or batch()
+    key = record_key(content.swarm_id, content.window, shard_of(signer.peer_id, RULES.num_shards))
+    base = DHTRecord(
+        key=key_id(key),
+        subkey=msgpack.packb(signer.peer_id),
+        value=msgpack.packb(seal(content, signer)),
+        expiration_time=expiration_of(content.timestamp, RULES),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def reason_of(candidate: DHTRecord, now: float = T0 + 1, reading: bool = False) -> Reason:
+    with pytest.raises(Rejected) as info:
+        check_record(candidate, RULES, now, reading=reading)
+    return info.value.reason
+
+
+def test_an_honest_record_is_accepted():
+    assert check_record(record(), RULES, T0 + 1).signer_peer_id == ALICE.peer_id
+
+
+def test_the_same_frame_under_another_peers_subkey_is_refused():
+    assert reason_of(record(subkey=msgpack.packb(MALLORY.peer_id))) is Reason.KEY_MISMATCH
+
+
+def test_a_frame_signed_by_mallory_under_alices_subkey_is_refused():
+    forged = record(MALLORY)
+    assert reason_of(dataclasses.replace(forged, subkey=msgpack.packb(ALICE.peer_id))) is Reason.KEY_MISMATCH
+
+
+def test_a_tampered_frame_is_refused_as_a_bad_signature():
+    frame = bytearray(seal(batch(), ALICE))
+    frame[-70] ^= 0x01  # inside the payload, before the 64-byte signature
+    assert reason_of(record(value=msgpack.packb(bytes(frame)))) is Reason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        record_key(RULES.swarm_id, RULES.window_of(T0) + 1, shard_of(ALICE.peer_id, RULES.num_shards)),
+        record_key(RULES.swarm_id, RULES.window_of(T0), (shard_of(ALICE.peer_id, RULES.num_shards) + 1) % 16),
+        record_key("other-swarm", RULES.window_of(T0), shard_of(ALICE.peer_id, RULES.num_shards)),
+        f"swarmnode-naive/{RULES.window_of(T0)}",
+    ],
+    ids=["next_window", "other_shard", "other_swarm_key", "naive_key"],
+)
+def test_a_valid_frame_under_the_wrong_key_is_refused(key):
+    assert reason_of(record(key=key_id(key))) is Reason.KEY_MISMATCH
+
+
+def test_a_batch_of_another_swarm_is_refused_even_under_its_own_key():
+    assert reason_of(record(content=batch(swarm_id="other-swarm"))) is Reason.WRONG_SWARM
+
+
+@pytest.mark.parametrize("delta_s", [-10.0, -0.01, 0.01, 3600.0])
+def test_an_expiration_other_than_timestamp_plus_ttl_is_refused(delta_s):
+    honest = record()
+    assert (
+        reason_of(dataclasses.replace(honest, expiration_time=honest.expiration_time + delta_s))
+        is Reason.BAD_EXPIRY
+    )
+
+
+def test_an_expiration_within_a_millisecond_is_accepted():
+    honest = record()
+    check_record(dataclasses.replace(honest, expiration_time=honest.expiration_time + 5e-4), RULES, T0 + 1)
+
+
+def test_expired_records_are_refused_after_the_clock_skew_slack():
+    expires = T0 + RULES.record_ttl_s
+    check_record(record(), RULES, expires + RULES.clock_skew_s - 0.1)
+    assert reason_of(record(), now=expires + RULES.clock_skew_s + 0.1) is Reason.STALE
+
+
+def test_records_from_the_future_are_refused_but_readers_allow_peer_clock_difference():
+    now = T0 - RULES.clock_skew_s - 1.0
+    assert reason_of(record(), now=now) is Reason.FUTURE
+    with reading_records():
+        check_record(record(), RULES, now, reading=True)
+    assert reason_of(record(), now=T0 - RULES.clock_skew_s - 3.5, reading=True) is Reason.FUTURE
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"", Reason.MALFORMED),
+        (msgpack.packb("a string"), Reason.MALFORMED),
+        (msgpack.packb([1, 2]), Reason.MALFORMED),
+        (b"\xc4\x05abc", Reason.MALFORMED),  # bin8 header claims 5 bytes, 3 follow
+        (b"\xc4\x01abc", Reason.MALFORMED),  # trailing bytes after the bin
+        (msgpack.packb(b"not a frame"), Reason.MALFORMED),
+    ],
+)
+def test_values_that_are_not_a_msgpack_bin_frame_are_refused(value, reason):
+    assert reason_of(record(value=value)) is reason
+
+
+@pytest.mark.parametrize(
+    "subkey", [DHTProtocol.IS_REGULAR_VALUE, DHTProtocol.IS_DICTIONARY, msgpack.packb(7), b"\xd9\x40short"]
+)
+def test_regular_values_dictionaries_and_non_string_subkeys_are_refused(subkey):
+    assert reason_of(record(subkey=subkey)) is Reason.KEY_MISMATCH
+
+
+def test_a_non_canonical_subkey_encoding_is_refused():
+    peer_id = ALICE.peer_id.encode()
+    str16 = b"\xda" + len(peer_id).to_bytes(2, "big") + peer_id
+    assert unpack_str(str16) == ALICE.peer_id
+    assert reason_of(record(subkey=str16)) is Reason.KEY_MISMATCH
+
+
+def test_a_bin32_header_is_accepted_as_the_protocol_allows():
+    frame = seal(batch(), ALICE)
+    assert unpack_bin(b"\xc6" + len(frame).to_bytes(4, "big") + frame) == frame
+    check_record(record(value=b"\xc6" + len(frame).to_bytes(4, "big") + frame), RULES, T0 + 1)
+
+
+def test_the_validator_counts_refusals_by_reason_and_never_raises():
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    assert validator.validate(record())
+    assert not validator.validate(record(subkey=msgpack.packb(MALLORY.peer_id)))
+    assert not validator.validate(record(value=b"junk"))
+    assert validator.refusals() == {"key_mismatch": 1, "malformed": 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.binary(max_size=24),
+    subkey=st.binary(max_size=80),
+    value=st.binary(max_size=400),
+    expiry=st.floats(),
+)
+def test_arbitrary_records_are_refused_without_crashing(key, subkey, value, expiry):
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    assert validator.validate(DHTRecord(key, subkey, value, expiry)) is False
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+def test_any_single_bit_flip_of_an_honest_record_value_is_refused(position, bit):
+    honest = record()
+    value = bytearray(honest.value)
+    value[position % len(value)] ^= 1 << bit
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    assert validator.validate(dataclasses.replace(honest, value=bytes(value))) is False
