@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,8 +13,16 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 
+from swarmnode.config import ConfigError, load_config
 from swarmnode.envelope import MAX_ENVELOPE_BYTES, Rejected, ReplayGuard, Slot, SwarmRules, open_envelope, seal
-from swarmnode.identity import IDENTITY_FILENAME, Identity, IdentityError, load_identity, save_identity
+from swarmnode.identity import (
+    IDENTITY_FILENAME,
+    Identity,
+    IdentityError,
+    load_identity,
+    load_or_create_identity,
+    save_identity,
+)
 from swarmnode.rollout import RolloutBatch
 from swarmnode.tasks import known_family_rejection
 
@@ -147,6 +157,56 @@ def protocol_sign(
     frame = seal(batch, identity)
     out.write_bytes(frame)
     console.print(f"wrote {out} ({len(frame)} bytes, signer {identity.peer_id})", highlight=False)
+
+
+@app.command("bootstrap")
+def bootstrap(
+    port: Annotated[Optional[int], typer.Option(help="TCP port (default: network.port; 0 = any)")] = None,
+    host: Annotated[
+        Optional[str], typer.Option(help="listen address (default: network.host = 127.0.0.1)")
+    ] = None,
+    identity: Annotated[
+        Optional[Path], typer.Option(help="identity file, made if missing (default: DATA_DIR/identity.key)")
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML config file")] = None,
+    overrides: Annotated[
+        Optional[list[str]], typer.Option("--set", help="override a config key, e.g. --set swarm.id=demo")
+    ] = None,
+) -> None:
+    """Run a DHT-only peer for nodes to join; print its multiaddrs (one per line), serve until Ctrl-C/SIGTERM.
+
+    It stores and serves records for the swarm and refuses any record that is not a valid signed frame.
+    """
+    from swarmnode.dht import DHTPeer, GossipStartError  # hivemind imports torch (~3 s); only this needs it
+
+    flags = list(overrides or [])
+    if port is not None:
+        flags.append(f"network.port={port}")
+    if host is not None:
+        flags.append(f"network.host={host}")
+    try:
+        settings = load_config(config, flags)
+        identity_path = identity or (settings.data_dir or default_data_dir()) / IDENTITY_FILENAME
+        load_or_create_identity(identity_path)
+    except (ConfigError, IdentityError) as error:
+        raise fail(str(error))
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    peer = DHTPeer(identity_path, settings.swarm.rules(), settings.network)
+    try:
+        peer.start()
+    except GossipStartError as error:
+        raise fail(str(error))
+    try:
+        for maddr in peer.visible_maddrs:
+            typer.echo(maddr)
+        ready = f"bootstrap peer of swarm {settings.swarm.id!r} up; Ctrl-C stops it"
+        err_console.print(ready, highlight=False)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        peer.close()
 
 
 def main() -> None:

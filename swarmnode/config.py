@@ -46,7 +46,8 @@ class SwarmConfig(Section):
 
 class NetworkConfig(Section):
     """Where the node's libp2p daemon listens and whom it joins. Loopback by default: to accept peers
-    from other machines, set host to an address they reach (or the any-address) and announce your public one."""
+    from other machines, set host to an address they can reach (or the any-address) and announce your
+    public address."""
 
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)

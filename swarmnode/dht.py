@@ -1,0 +1,606 @@
+"""The swarm's DHT peer: a hivemind DHTNode and its p2pd daemon, on an asyncio loop in a background thread.
+
+Owns start-up (one-line errors with the fix), the record validator, traffic metering, clean-up of sockets
+and daemons left by dead owners, and shutdown that leaves no daemon and no socket file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hivemind.dht.node import DHTNode
+from hivemind.dht.protocol import ValidationError
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import DHTRecord
+from hivemind.p2p import P2P, PeerID
+from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError
+from hivemind.utils.multiaddr import Multiaddr
+
+from swarmnode.config import NetworkConfig
+from swarmnode.envelope import SwarmRules
+from swarmnode.record import SwarmRecordValidator, reading_records
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+# p2pd's unix sockets live here (hivemind hard-codes /tmp; a long TMPDIR would overflow sun_path).
+SOCKET_DIR = Path("/tmp")
+SOCKET_TAG = "hivemind-swarmnode-"
+_SOCKET_NAME = re.compile(rf"^{re.escape(SOCKET_TAG)}(\d+)-[0-9a-f]+-p2p(?:d|client)-[A-Za-z0-9_-]+\.sock$")
+_DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.escape(SOCKET_TAG)}(\d+)-")
+
+# DHT tuning. Caching is off: a cached dictionary would hide records published after it was cached.
+# Lookups use one worker: the search stops at the first replica that has the key, where a second
+# parallel request would fetch a second copy of the whole shard (measured: ~2x collect bytes).
+RPC_TIMEOUT_S = 3.0
+READ_WORKERS = 1
+REJOIN_INTERVAL_S = 10.0
+JOIN_RETRY_S = 0.5
+DAEMON_EXIT_TIMEOUT_S = 5.0
+_LOOP_SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class StartFailure(str, Enum):
+    """Why the DHT peer did not start; stable codes so callers (e.g. `swarmnode join`) can tell them apart."""
+
+    NO_IDENTITY = "no_identity"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    BAD_ADDRESS = "bad_address"
+    BAD_INITIAL_PEER = "bad_initial_peer"
+    PORT_IN_USE = "port_in_use"
+    UNREACHABLE_PEERS = "unreachable_peers"
+    NOT_REACHABLE = "not_reachable"
+    CLOCK_SKEW = "clock_skew"
+    P2PD_MISSING = "p2pd_missing"
+    TIMEOUT = "timeout"
+    P2PD_FAILED = "p2pd_failed"
+
+
+class GossipStartError(Exception):
+    """The DHT peer could not start; the message is one line saying what to do about it."""
+
+    def __init__(self, reason: StartFailure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrafficSnapshot:
+    """DHT RPC traffic of one peer: requests it sent and served, protobuf message bytes both ways.
+
+    Bytes are serialized request/response protobuf sizes (what DHTProtocol exchanges), without libp2p
+    framing, TLS or yamux overhead.
+    """
+
+    requests_sent: int = 0
+    requests_served: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+
+    def __sub__(self, other: TrafficSnapshot) -> TrafficSnapshot:
+        return TrafficSnapshot(
+            self.requests_sent - other.requests_sent,
+            self.requests_served - other.requests_served,
+            self.bytes_out - other.bytes_out,
+            self.bytes_in - other.bytes_in,
+        )
+
+
+class _TrafficMeter:
+    """Counts on the loop thread; `snapshot()` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0, 0, 0, 0]
+
+    def add(self, *, sent: int = 0, served: int = 0, bytes_out: int = 0, bytes_in: int = 0) -> None:
+        with self._lock:
+            for index, amount in enumerate((sent, served, bytes_out, bytes_in)):
+                self._counts[index] += amount
+
+    def snapshot(self) -> TrafficSnapshot:
+        with self._lock:
+            return TrafficSnapshot(*self._counts)
+
+
+class SwarmP2P(P2P):
+    """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
+    orphans and a failed start's leftovers can be found) and with metered RPCs."""
+
+    traffic: _TrafficMeter
+
+    @classmethod
+    async def create(cls, *args: Any, socket_prefix: str, traffic: _TrafficMeter, **kwargs: Any) -> SwarmP2P:
+        # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
+        named = type(
+            cls.__name__, (cls,), {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic}
+        )
+        return await super(SwarmP2P, named).create(*args, **kwargs)
+
+    async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
+        self.traffic.add(sent=1, bytes_out=input.ByteSize())
+        response = await super()._call_unary_protobuf_handler(
+            peer_id, handle_name, input, output_protobuf_type
+        )
+        self.traffic.add(bytes_in=response.ByteSize())
+        return response
+
+    async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
+        async def metered(request, context):
+            response = await handler(request, context)
+            self.traffic.add(served=1, bytes_in=request.ByteSize(), bytes_out=response.ByteSize())
+            return response
+
+        await super()._add_protobuf_unary_handler(handle_name, metered, input_protobuf_type, balanced)
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    sockets_removed: int
+    daemons_stopped: int
+
+
+def clean_stale_daemons() -> Cleanup:
+    """Remove our sockets, and stop our p2pd daemons, whose owning process is gone.
+
+    hivemind's p2pd exits by itself when its owner's control connection closes (the kernel closes it
+    even when the owner is SIGKILLed), but the socket files stay behind; a daemon whose owner hangs
+    dead in some other way is stopped here too.
+    """
+    removed = 0
+    for path in SOCKET_DIR.glob(f"{SOCKET_TAG}*.sock"):
+        match = _SOCKET_NAME.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    stopped = 0
+    for pid in _orphaned_daemons():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+    return Cleanup(removed, stopped)
+
+
+def _orphaned_daemons() -> list[int]:
+    orphans: list[int] = []
+    if not Path("/proc/self").exists():
+        return orphans
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not arguments or not arguments[0].endswith("p2pd"):
+            continue
+        for argument in arguments:
+            match = _DAEMON_LISTEN.match(argument)
+            if match and not process_alive(int(match.group(1))):
+                orphans.append(int(entry.name))
+    return orphans
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _signalable(pid)
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _signalable(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _LoopThread:
+    """An asyncio loop on a daemon thread; other threads submit coroutines and wait with a timeout."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        async def cancel_remaining() -> None:
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            self.run(cancel_remaining(), _LOOP_SHUTDOWN_TIMEOUT_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(_LOOP_SHUTDOWN_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+Entries = dict[str, tuple[bytes, float]]
+
+
+class DHTPeer:
+    """One hivemind DHT peer with our Ed25519 identity; every public method is safe to call from any thread.
+
+    Not hivemind.DHT: that runs the node in a forked process behind a pipe which loses messages from
+    ~16 KB up (DESIGN.md §3); here the node lives on our own loop thread and nothing crosses a pipe.
+    """
+
+    def __init__(
+        self,
+        identity_path: Path,
+        rules: SwarmRules,
+        network: NetworkConfig,
+        *,
+        validator: SwarmRecordValidator | None = None,
+    ) -> None:
+        self.identity_path = Path(identity_path)
+        self.network = network
+        self.validator = validator if validator is not None else SwarmRecordValidator(rules)
+        self._loop: _LoopThread | None = None
+        self._p2p: SwarmP2P | None = None
+        self._node: DHTNode | None = None
+        self._rejoin_task: asyncio.Task[None] | None = None
+        self._socket_prefix = ""
+        self._traffic = _TrafficMeter()
+        self.peer_id = ""
+        self.visible_maddrs: list[str] = []
+
+    def __enter__(self) -> DHTPeer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def started(self) -> bool:
+        return self._node is not None
+
+    def start(self) -> None:
+        """Start p2pd and join the swarm; raise GossipStartError (one line, with the fix) on failure."""
+        if self.started:
+            return
+        if not self.identity_path.is_file():
+            raise GossipStartError(
+                StartFailure.NO_IDENTITY,
+                f"{self.identity_path}: no identity file; create one with "
+                f"`swarmnode identity new --path {self.identity_path}`",
+            )
+        host_maddrs = [_listen_maddr(self.network.host, self.network.port)]
+        for peer in self.network.initial_peers:
+            _check_initial_peer(peer)
+        cleaned = clean_stale_daemons()
+        if cleaned.sockets_removed or cleaned.daemons_stopped:
+            logger.info(
+                "removed %d stale p2pd sockets, stopped %d orphaned p2pd",
+                cleaned.sockets_removed,
+                cleaned.daemons_stopped,
+            )
+        self._socket_prefix = f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
+        self._loop = _LoopThread(name="swarmnode-dht")
+        try:
+            self._loop.run(self._start(host_maddrs), 2 * self.network.startup_timeout_s + 2 * RPC_TIMEOUT_S)
+        except Exception as error:
+            logger.debug("the DHT peer failed to start", exc_info=error)
+            self.close()
+            raise _explain(error, self.network) from None
+        except BaseException:
+            self.close()
+            raise
+
+    async def _start(self, host_maddrs: list[str]) -> None:
+        initial_peers = _peer_addresses(self.network.initial_peers)
+        self._p2p = await SwarmP2P.create(
+            socket_prefix=self._socket_prefix,
+            traffic=self._traffic,
+            initial_peers=list(self.network.initial_peers) or None,
+            host_maddrs=host_maddrs,
+            announce_maddrs=list(self.network.announce_maddrs) or None,
+            identity_path=str(self.identity_path),
+            check_if_identity_free=False,
+            startup_timeout=self.network.startup_timeout_s,
+        )
+        self._node = await DHTNode.create(
+            p2p=self._p2p,
+            record_validator=self.validator,
+            wait_timeout=RPC_TIMEOUT_S,
+            cache_locally=False,
+            cache_nearest=0,
+            cache_on_store=False,
+        )
+        self.peer_id = self._p2p.peer_id.to_base58()
+        self.visible_maddrs = [str(maddr) for maddr in await self._p2p.get_visible_maddrs()]
+        if initial_peers:
+            await self._join(self._node, initial_peers)
+            self._rejoin_task = asyncio.create_task(self._keep_joined(initial_peers))
+
+    async def _join(self, node: DHTNode, initial_peers: dict[PeerID, list[Multiaddr]]) -> None:
+        """Ping the initial peers until one answers, then look up our own id to fill the routing table.
+
+        hivemind's own bootstrap gives up after a single ping (3 s), which a loaded machine misses; we
+        retry until the start-up deadline. A clock too far off fails at once: retrying cannot fix it.
+        """
+        deadline = time.monotonic() + self.network.startup_timeout_s
+        while True:
+            outcomes = await asyncio.gather(
+                *(node.protocol.call_ping(peer_id, validate=True, strict=True) for peer_id in initial_peers),
+                return_exceptions=True,
+            )
+            if any(isinstance(outcome, DHTID) for outcome in outcomes):
+                break
+            problems = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+            clock = [problem for problem in problems if "local time" in str(problem)]
+            if clock or time.monotonic() >= deadline:
+                raise (clock or problems or [RuntimeError("none of the initial_peers responded")])[0]
+            await asyncio.sleep(JOIN_RETRY_S)
+        await node.find_nearest_nodes([node.node_id])
+
+    def close(self) -> None:
+        """Stop the node and its daemon; idempotent. Afterwards no p2pd and no socket file of ours remain."""
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        with contextlib.suppress(Exception):
+            loop.run(self._shutdown(), DAEMON_EXIT_TIMEOUT_S + RPC_TIMEOUT_S)
+        loop.stop()
+        for path in self.socket_paths():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._node = self._p2p = None
+
+    async def _shutdown(self) -> None:
+        if self._rejoin_task is not None:
+            self._rejoin_task.cancel()
+        if self._node is not None:
+            self._node.is_alive = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._node.protocol.shutdown(), RPC_TIMEOUT_S)
+        if self._p2p is not None:
+            try:
+                await asyncio.wait_for(self._p2p.shutdown(), DAEMON_EXIT_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                if self._p2p._child is not None:
+                    self._p2p._child.kill()
+                    await self._p2p._child.wait()
+
+    def daemon_pid(self) -> int | None:
+        return self._p2p._child.pid if self._p2p is not None and self._p2p._child is not None else None
+
+    def socket_paths(self) -> list[Path]:
+        """Socket files of this peer's daemon and client (also those a failed start left behind)."""
+        if not self._socket_prefix:
+            return []
+        directory, prefix = os.path.split(self._socket_prefix)
+        return sorted(Path(directory).glob(f"{prefix}*.sock"))
+
+    def traffic(self) -> TrafficSnapshot:
+        """Cumulative DHT RPC traffic since this object was made (across restarts)."""
+        return self._traffic.snapshot()
+
+    def num_peers(self) -> int:
+        """DHT peers in our routing table (the peers we can reach without asking anyone)."""
+        node = self._node
+        return len(node.protocol.routing_table.uid_to_peer_id) if node is not None else 0
+
+    def known_peer_ids(self) -> list[str]:
+        """Peer ids (base58) in our routing table."""
+        node = self._node
+        if node is None:
+            return []
+        return [peer_id.to_base58() for peer_id in list(node.protocol.routing_table.uid_to_peer_id.values())]
+
+    def store(self, key: str, subkey: str, value: bytes, expiration_time: float, *, timeout_s: float) -> int:
+        """Store value under (key, subkey) on the key's nearest peers; returns how many accepted in time."""
+        storing = self._store(self._require_node(), key, subkey, value, expiration_time, timeout_s)
+        return self._require_loop().run(storing, timeout_s + 1)
+
+    async def _store(
+        self, node: DHTNode, key: str, subkey: str, value: bytes, expiration_time: float, timeout_s: float
+    ) -> int:
+        """hivemind's store, minus the records: its lookup of the key's nearest peers asks each of them for
+        the key, and they answer with every record of the shard. We look up a neighbour of the key instead
+        (last bit flipped: the same nearest peers, by XOR distance) under which nothing is stored. Peers
+        that did not answer the lookup are skipped, and replicas that accept before the deadline count."""
+        deadline = time.monotonic() + timeout_s
+        key_dht_id = DHTID.generate(source=key)
+        probe = DHTID(int(key_dht_id) ^ 1)
+        lookup = node.find_nearest_nodes([probe], k_nearest=node.num_replicas, beam_size=node.num_replicas)
+        try:
+            nearest = (await asyncio.wait_for(lookup, timeout_s))[probe]
+        except asyncio.TimeoutError:
+            return 0
+        protocol = node.protocol
+        value_bytes = protocol.serializer.dumps(value)
+        record = DHTRecord(
+            key_dht_id.to_bytes(), protocol.serializer.dumps(subkey), value_bytes, expiration_time
+        )
+
+        async def store_at(node_id: DHTID, peer_id: PeerID) -> bool:
+            if node_id == node.node_id:
+                return protocol.record_validator.validate(record) and protocol.storage.store(
+                    key_dht_id, value_bytes, expiration_time, subkey=subkey
+                )
+            accepted = await protocol.call_store(
+                peer_id, [key_dht_id], [value_bytes], [expiration_time], [subkey]
+            )
+            return bool(accepted and accepted[0])
+
+        replicas = [pair for pair in nearest.items() if pair[1] not in node.blacklist]
+        tasks = [asyncio.create_task(store_at(*pair)) for pair in replicas]
+        if not tasks:
+            return 0
+        done, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+        for task in pending:
+            task.cancel()
+        return sum(1 for task in done if task.exception() is None and task.result())
+
+    def get_many(self, keys: Sequence[str], *, timeout_s: float) -> tuple[dict[str, Entries], bool]:
+        """Read dictionary keys: {key: {subkey: (value, expiration)}}, plus whether the deadline cut the read.
+
+        Keys whose lookup has not finished by the deadline are left out, not waited for.
+        """
+        node = self._require_node()
+        return self._require_loop().run(self._get_many(node, list(keys), timeout_s), timeout_s + 1)
+
+    async def _get_many(
+        self, node: DHTNode, keys: list[str], timeout_s: float
+    ) -> tuple[dict[str, Entries], bool]:
+        with reading_records():
+            futures = await node.get_many(
+                keys, return_futures=True, beam_size=node.num_replicas, num_workers=READ_WORKERS
+            )
+            done, pending = await asyncio.wait(list(futures.values()), timeout=max(timeout_s, 0.0))
+        for future in pending:
+            future.cancel()
+        found: dict[str, Entries] = {}
+        for key, future in futures.items():
+            if future not in done or future.cancelled() or future.exception() is not None:
+                continue
+            result = future.result()
+            if result is not None and isinstance(result.value, dict):
+                found[key] = {
+                    subkey: (item.value, item.expiration_time)
+                    for subkey, item in result.value.items()
+                    if isinstance(subkey, str) and isinstance(item.value, bytes)
+                }
+        return found, bool(pending)
+
+    async def _keep_joined(self, initial_peers: dict[PeerID, list[Multiaddr]]) -> None:
+        """Re-dial the initial peers whenever the routing table runs empty (e.g. the bootstrap restarted)."""
+        while True:
+            await asyncio.sleep(REJOIN_INTERVAL_S)
+            if self.num_peers() > 0:
+                continue
+            for peer_id, maddrs in initial_peers.items():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+                    await self._node.protocol.call_ping(peer_id)
+
+    def _require_node(self) -> DHTNode:
+        if self._node is None:
+            raise RuntimeError("the DHT peer is not started; call start() first")
+        return self._node
+
+    def _require_loop(self) -> _LoopThread:
+        if self._loop is None:
+            raise RuntimeError("the DHT peer is closed")
+        return self._loop
+
+
+def _listen_maddr(host: str, port: int) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise GossipStartError(
+            StartFailure.BAD_ADDRESS,
+            f"network.host {host!r} is not an IP address; use e.g. 127.0.0.1 (this machine only) "
+            f"or the address of the interface peers reach you on",
+        ) from None
+    return f"/ip{address.version}/{address}/tcp/{port}"
+
+
+def _peer_addresses(initial_peers: Sequence[str]) -> dict[PeerID, list[Multiaddr]]:
+    """Initial peers by peer id, each with its transport addresses (the /p2p/ part removed)."""
+    addresses: dict[PeerID, list[Multiaddr]] = {}
+    for text in initial_peers:
+        maddr = Multiaddr(text)
+        peer_part = Multiaddr(f"/p2p/{maddr['p2p']}")
+        addresses.setdefault(PeerID.from_base58(maddr["p2p"]), []).append(maddr.decapsulate(peer_part))
+    return addresses
+
+
+def _check_initial_peer(text: str) -> None:
+    try:
+        maddr = Multiaddr(text)
+        PeerID.from_base58(maddr["p2p"])
+    except Exception:
+        raise GossipStartError(
+            StartFailure.BAD_INITIAL_PEER,
+            f"initial peer {text!r} is not a full multiaddr; expected e.g. "
+            f"/ip4/10.0.0.5/tcp/31337/p2p/12D3KooW... (copy it from the output of `swarmnode bootstrap`)",
+        ) from None
+
+
+def _explain(error: BaseException, network: NetworkConfig) -> GossipStartError:
+    """Turn what hivemind and p2pd raise into one actionable line."""
+    if isinstance(error, GossipStartError):
+        return error
+    text = str(error)
+    peers = ", ".join(network.initial_peers)
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) or "failed to start in" in text:
+        return GossipStartError(
+            StartFailure.TIMEOUT,
+            f"the p2p daemon did not come up within {network.startup_timeout_s:g} s; "
+            f"the machine may be overloaded: raise network.startup_timeout_s",
+        )
+    if "address already in use" in text:
+        return GossipStartError(
+            StartFailure.PORT_IN_USE,
+            f"port {network.port} on {network.host} is already in use; pick another with --port "
+            f"(network.port), or stop the process holding it (`ss -ltnp 'sport = :{network.port}'`)",
+        )
+    if "failed to connect to bootstrap peers" in text or "none of the initial_peers responded" in text:
+        return GossipStartError(
+            StartFailure.UNREACHABLE_PEERS,
+            f"none of the initial peers answered ({peers}); check that they are running and reachable "
+            f"from here, or start without initial peers to found a new swarm",
+        )
+    if isinstance(error, ValidationError) and "local time" in text:
+        return GossipStartError(
+            StartFailure.CLOCK_SKEW,
+            "this machine's clock differs from the swarm's by more than 3 s; enable time sync "
+            "(e.g. `timedatectl set-ntp true`)",
+        )
+    if isinstance(error, ValidationError):
+        return GossipStartError(
+            StartFailure.NOT_REACHABLE,
+            "the initial peers cannot connect back to this node; listen on a reachable address "
+            "(network.host) and announce it (network.announce_maddrs), or open the port in the firewall",
+        )
+    if "parse multiaddr" in text:
+        return GossipStartError(
+            StartFailure.BAD_ADDRESS, f"the p2p daemon rejected an address: {text.split(': ', 1)[-1]}"
+        )
+    if isinstance(error, P2PDaemonError) and ("not found" in text or "incompatible" in text):
+        return GossipStartError(
+            StartFailure.P2PD_MISSING,
+            "hivemind's p2pd binary is missing or not for this platform; reinstall it with "
+            "`pip install --force-reinstall hivemind==1.1.12` (a manylinux x86-64 wheel ships p2pd)",
+        )
+    last_line = text.strip().splitlines()[-1] if text.strip() else type(error).__name__
+    return GossipStartError(StartFailure.P2PD_FAILED, f"the p2p daemon failed to start: {last_line}")

@@ -1,0 +1,405 @@
+"""Gossip: publish our signed rollouts under this window's shard key, collect verified ones from peers.
+
+A collect reads a random sample of shard keys in waves until it has enough rollouts or its deadline
+passes, so a node's gossip cost depends on how much it wants, not on the size of the swarm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import statistics
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hivemind.utils import get_dht_time
+
+from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.dht import DHTPeer, GossipStartError, StartFailure
+from swarmnode.envelope import Envelope, Reason, Rejected, ReplayGuard, Slot, open_envelope, seal, shard_of
+from swarmnode.identity import Identity
+from swarmnode.record import expiration_of, record_key
+from swarmnode.reputation import Reputation
+from swarmnode.rollout import Rollout, RolloutBatch
+
+__all__ = [
+    "CollectResult",
+    "ExternalRollout",
+    "Gossip",
+    "GossipStartError",
+    "GossipStats",
+    "LatencySummary",
+    "PublishResult",
+    "StartFailure",
+]
+
+# Collect-time rejections that only the signer can have caused: the frame is signed by the subkey's owner
+# and the fault is in what it signed. Anyone can re-store a signed frame under another key, swarm or
+# time, so key_mismatch, wrong_swarm, stale and replay never count against the signer.
+_SIGNER_FAULTS = frozenset({Reason.MALFORMED, Reason.LIMIT_EXCEEDED, Reason.BAD_VALUE, Reason.FUTURE})
+_SEEN_DIGESTS = 16_384
+_LATENCY_SAMPLES = 1_024
+
+
+@dataclass(frozen=True)
+class ExternalRollout:
+    """One verified rollout from a peer; its rewards are the sender's claims, to be rescored."""
+
+    signer: str
+    model_id: str
+    window: int
+    sequence: int
+    rollout: Rollout
+
+
+@dataclass
+class PublishResult:
+    ok: bool
+    window: int
+    sequence: int
+    frame_bytes: int
+    latency_s: float
+    error: str | None = None
+
+
+@dataclass
+class CollectResult:
+    """What one collect delivered and refused. `bytes_in` counts the frames the DHT returned to us.
+
+    `skipped` holds frames passed over without judging them: our own, already consumed, or from a signer
+    whose per-collect cap is reached.
+    """
+
+    rollouts: list[ExternalRollout]
+    rejected: Counter[str]
+    peers_seen: int
+    bytes_in: int
+    elapsed_s: float
+    timed_out: bool
+    skipped: Counter[str] = field(default_factory=Counter)
+    keys_read: int = 0
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    count: int = 0
+    p50_s: float = 0.0
+    p95_s: float = 0.0
+    max_s: float = 0.0
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> LatencySummary:
+        if not samples:
+            return cls()
+        if len(samples) == 1:
+            return cls(1, samples[0], samples[0], samples[0])
+        cuts = statistics.quantiles(samples, n=20, method="inclusive")
+        return cls(len(samples), statistics.median(samples), cuts[18], max(samples))
+
+
+@dataclass(frozen=True)
+class GossipStats:
+    """Cumulative counters since start. Traffic is all DHT RPC traffic of this peer, including the
+    requests it serves for others (protobuf message bytes); latencies summarise the last 1024 calls."""
+
+    published: int
+    publish_failures: int
+    collected: int
+    rejected: Counter[str]
+    refused_records: Counter[str]
+    skipped: Counter[str]
+    offences: Counter[str]
+    bytes_out: int
+    bytes_in: int
+    requests_sent: int
+    requests_served: int
+    store_latency: LatencySummary
+    get_latency: LatencySummary
+    peers_seen: int
+    banned_peers: int
+
+
+class _DigestSet:
+    """The last `capacity` frame digests: a frame already consumed is skipped without re-verifying it."""
+
+    def __init__(self, capacity: int) -> None:
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, digest: bytes) -> None:
+        self._digests[digest] = None
+        if len(self._digests) > self._capacity:
+            self._digests.popitem(last=False)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._digests
+
+
+class Gossip:
+    """A node's view of the swarm: sign and publish batches, collect and verify peers' batches.
+
+    publish/collect block the calling thread; the DHT itself runs on its own loop thread (`swarmnode.dht`).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        identity_path: Path,
+        swarm: SwarmConfig,
+        network: NetworkConfig,
+        config: GossipConfig,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.rules = swarm.rules()
+        self.config = config
+        self.next_sequence = 0
+        self._peer = DHTPeer(identity_path, self.rules, network)
+        self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
+        self._replay_guard = ReplayGuard()
+        self._consumed = _DigestSet(_SEEN_DIGESTS)
+        self._random = random.Random()
+        self._lock = threading.Lock()
+        self._published = self._publish_failures = self._collected = 0
+        self._rejected: Counter[str] = Counter()
+        self._skipped: Counter[str] = Counter()
+        self._offences: Counter[str] = Counter()
+        self._signers_seen: set[str] = set()
+        self._store_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self._get_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+
+    def __enter__(self) -> Gossip:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the DHT peer and join; raises GossipStartError with a one-line, actionable message."""
+        if self._peer.started:
+            return
+        self._peer.start()
+        if self._peer.peer_id != self.peer_id:
+            self._peer.close()
+            raise GossipStartError(
+                StartFailure.IDENTITY_MISMATCH,
+                f"{self._peer.identity_path} holds the key of {self._peer.peer_id}, not of {self.peer_id}; "
+                f"pass the identity file the node signs with",
+            )
+
+    def close(self) -> None:
+        self._peer.close()
+
+    @property
+    def dht(self) -> DHTPeer:
+        """The DHT peer underneath, for tools that inspect the DHT directly (benchmarks, tests)."""
+        return self._peer
+
+    @property
+    def visible_maddrs(self) -> list[str]:
+        return list(self._peer.visible_maddrs)
+
+    def dht_time(self) -> float:
+        return get_dht_time()
+
+    def num_peers(self) -> int:
+        return self._peer.num_peers()
+
+    def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
+        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch.
+
+        The sequence number advances even if the store fails: the signed frame may have reached a peer.
+        """
+        started = time.monotonic()
+        now = get_dht_time()
+        window = self.rules.window_of(now)
+        sequence = self.next_sequence
+        self.next_sequence += 1
+        batch = RolloutBatch(
+            self.rules.swarm_id, window, sequence, now, model_id, suite_version, tuple(rollouts)
+        )
+        frame = seal(batch, self.identity)
+        shard = shard_of(self.peer_id, self.rules.num_shards)
+        error = None
+        try:
+            open_envelope(frame, self.rules, now=now, slot=Slot(window, shard, self.peer_id))
+        except Rejected as rejected:
+            error = f"the batch would be refused by peers: {rejected}"
+        else:
+            replicas = self._peer.store(
+                record_key(self.rules.swarm_id, window, shard),
+                self.peer_id,
+                frame,
+                expiration_of(now, self.rules),
+                timeout_s=self.config.publish_timeout_s,
+            )
+            if replicas == 0:
+                error = f"no peer stored the record within {self.config.publish_timeout_s:g} s"
+        latency_s = time.monotonic() - started
+        with self._lock:
+            if error is None:
+                self._published += 1
+                self._store_latency_s.append(latency_s)
+            else:
+                self._publish_failures += 1
+        return PublishResult(error is None, window, sequence, len(frame), latency_s, error)
+
+    def collect(self, max_rollouts: int, *, timeout_s: float | None = None) -> CollectResult:
+        """Up to `max_rollouts` verified rollouts of other peers from the current and recent windows.
+
+        Reads shard keys in waves (one DHT lookup each, at most `shards_per_wave` keys) until it has enough
+        or the deadline (`collect_timeout_s` by default) passes. Takes at most `max_rollouts_per_peer` from
+        one signer per call; a batch is consumed once (what is not taken from it is not offered again).
+        """
+        started = time.monotonic()
+        deadline = started + (self.config.collect_timeout_s if timeout_s is None else timeout_s)
+        result = CollectResult([], Counter(), 0, 0, 0.0, False)
+        taken: Counter[str] = Counter()
+        now = get_dht_time()
+        plan = self._reading_plan(self.rules.window_of(now))
+        while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                result.timed_out = True
+                break
+            peers_needed = math.ceil(
+                (max_rollouts - len(result.rollouts)) / self.config.max_rollouts_per_peer
+            )
+            wave = self._next_wave(plan, peers_needed)
+            wave_started = time.monotonic()
+            found, result.timed_out = self._peer.get_many([key for key, _, _ in wave], timeout_s=remaining_s)
+            with self._lock:
+                self._get_latency_s.append(time.monotonic() - wave_started)
+            result.keys_read += len(wave)
+            for key, slot, _ in wave:
+                entries = list(found.get(key, {}).items())
+                result.bytes_in += sum(len(frame) for _, (frame, _) in entries)
+                self._random.shuffle(entries)
+                for subkey, (frame, _) in entries:
+                    if len(result.rollouts) >= max_rollouts:
+                        break
+                    if time.monotonic() > deadline:
+                        result.timed_out = True
+                        break
+                    self._consider(
+                        frame, Slot(slot.window, slot.shard, subkey), now, max_rollouts, taken, result
+                    )
+        result.peers_seen = len(taken)
+        result.elapsed_s = time.monotonic() - started
+        with self._lock:
+            self._collected += len(result.rollouts)
+            self._rejected.update(result.rejected)
+            self._skipped.update(result.skipped)
+            self._signers_seen.update(taken)
+        return result
+
+    def _reading_plan(self, window: int) -> list[tuple[str, Slot, int]]:
+        """Keys to read, best first, each with how many peers we know publish under it.
+
+        Our signing key is our libp2p identity, so the peer ids in our routing table tell us which shards
+        are populated: those come first (in random order), each shard's current window then its older
+        ones; the shards we know no peer of follow, so peers we do not know yet are still reached.
+        """
+        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._peer.known_peer_ids())
+        shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
+        shards.sort(key=lambda shard: known[shard] == 0)
+        windows = range(window, window - self.rules.max_age_windows - 1, -1)
+        return [
+            (record_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
+            for shard in shards
+            for read_window in windows
+        ]
+
+    def _next_wave(self, plan: list[tuple[str, Slot, int]], peers_needed: int) -> list[tuple[str, Slot, int]]:
+        """Take keys off the plan until they should hold `peers_needed` peers, within [1, shards_per_wave]:
+        a dense shard costs one key per lookup, sparse or unknown ones are read several at a time."""
+        size, expected = 0, 0
+        while size < min(len(plan), self.config.shards_per_wave) and (size == 0 or expected < peers_needed):
+            expected += plan[size][2]
+            size += 1
+        wave, plan[:] = plan[:size], plan[size:]
+        return wave
+
+    def _consider(
+        self,
+        frame: bytes,
+        slot: Slot,
+        now: float,
+        max_rollouts: int,
+        taken: Counter[str],
+        result: CollectResult,
+    ) -> None:
+        signer = slot.subkey
+        digest = hashlib.blake2b(frame, digest_size=16).digest()
+        if signer == self.peer_id:
+            result.skipped["own"] += 1
+            return
+        if digest in self._consumed:
+            result.skipped["already_seen"] += 1
+            return
+        if taken[signer] >= self.config.max_rollouts_per_peer:
+            result.skipped["over_cap"] += 1
+            return
+        if self._reputation.is_banned(signer):
+            result.rejected[Reason.BANNED.value] += 1
+            return
+        try:
+            signed = open_envelope(frame, self.rules, now=now, slot=slot, replay_guard=self._replay_guard)
+        except Rejected as rejected:
+            result.rejected[rejected.reason.value] += 1
+            if rejected.reason is not Reason.FUTURE:
+                self._consumed.add(digest)
+            if rejected.reason in _SIGNER_FAULTS and _signed_by(frame, signer):
+                self.report_offence(signer, rejected.reason)
+            return
+        self._consumed.add(digest)
+        batch = signed.batch
+        room = min(self.config.max_rollouts_per_peer - taken[signer], max_rollouts - len(result.rollouts))
+        for rollout in self._random.sample(batch.rollouts, min(room, len(batch.rollouts))):
+            result.rollouts.append(
+                ExternalRollout(signer, batch.model_id, batch.window, batch.sequence, rollout)
+            )
+            taken[signer] += 1
+
+    def report_offence(self, peer_id: str, reason: Reason) -> None:
+        """Count an offence against a signer (e.g. a rollout that failed rescoring); enough of them ban it."""
+        with self._lock:
+            self._offences[reason.value] += 1
+        self._reputation.record_offence(peer_id, reason)
+
+    @property
+    def stats(self) -> GossipStats:
+        traffic = self._peer.traffic()
+        refused = self._peer.validator.refusals()
+        with self._lock:
+            return GossipStats(
+                published=self._published,
+                publish_failures=self._publish_failures,
+                collected=self._collected,
+                rejected=Counter(self._rejected),
+                refused_records=refused,
+                skipped=Counter(self._skipped),
+                offences=Counter(self._offences),
+                bytes_out=traffic.bytes_out,
+                bytes_in=traffic.bytes_in,
+                requests_sent=traffic.requests_sent,
+                requests_served=traffic.requests_served,
+                store_latency=LatencySummary.of(list(self._store_latency_s)),
+                get_latency=LatencySummary.of(list(self._get_latency_s)),
+                peers_seen=len(self._signers_seen),
+                banned_peers=len(self._reputation.banned_peers()),
+            )
+
+
+def _signed_by(frame: bytes, peer_id: str) -> bool:
+    try:
+        envelope = Envelope.decode(frame)
+    except Rejected:
+        return False
+    return envelope.signer_peer_id == peer_id and envelope.verify()

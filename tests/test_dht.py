@@ -1,0 +1,188 @@
+"""The swarm's DHT peer: large records across processes, start-up errors, clean shutdown and clean-up."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hivemind.utils import get_dht_time
+from peer_process import PeerProcess, wait_until_gone
+
+from swarmnode.config import NetworkConfig, SwarmConfig
+from swarmnode.dht import (
+    SOCKET_DIR,
+    SOCKET_TAG,
+    DHTPeer,
+    GossipStartError,
+    StartFailure,
+    clean_stale_daemons,
+    process_alive,
+)
+from swarmnode.envelope import MAX_ENVELOPE_BYTES, open_envelope, seal, shard_of
+from swarmnode.identity import Identity, save_identity
+from swarmnode.record import expiration_of, record_key
+from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+
+pytestmark = pytest.mark.network
+
+SWARM = SwarmConfig(id="itest")
+RULES = SWARM.rules()
+
+
+def new_key(directory: Path, name: str) -> tuple[Identity, Path]:
+    identity, path = Identity.generate(), directory / f"{name}.key"
+    save_identity(identity, path)
+    return identity, path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def megabyte_batch(tag: int) -> RolloutBatch:
+    now = get_dht_time()
+    text = "x" * 16_000
+    rollouts = tuple(
+        Rollout(TaskRef("chain_sum", "0123456789abcdef", tag, i), (Completion(text),)) for i in range(64)
+    )
+    return RolloutBatch(SWARM.id, RULES.window_of(now), 1, now, "m", "v", rollouts)
+
+
+def test_a_megabyte_record_moves_between_two_processes_both_ways(tmp_path):
+    """Regression for hivemind.DHT's pipe bug (values from ~16 KB up were lost): 1 MB frames, both ways."""
+    _, helper_key = new_key(tmp_path, "helper")
+    identity, key = new_key(tmp_path, "here")
+    helper = PeerProcess.script("swarm_peer.py", "--identity", str(helper_key), log_dir=tmp_path)
+    try:
+        hello = helper.read_json()
+        with DHTPeer(key, RULES, NetworkConfig(initial_peers=hello["maddrs"])) as here:
+            published = helper.ask("publish", tag=1, count=64, text_bytes=16_000)
+            assert published["ok"] and published["frame_bytes"] >= 1_000_000
+            helper_key_string = record_key(
+                SWARM.id, published["window"], shard_of(hello["peer_id"], RULES.num_shards)
+            )
+            found, _ = here.get_many([helper_key_string], timeout_s=20)
+            frame = found[helper_key_string][hello["peer_id"]][0]
+            assert len(frame) == published["frame_bytes"]
+            assert open_envelope(frame, RULES).batch.rollouts[0].task.seed == 1
+
+            batch = megabyte_batch(tag=2)
+            frame = seal(batch, identity)
+            assert 1_000_000 <= len(frame) <= MAX_ENVELOPE_BYTES
+            our_key = record_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
+            assert (
+                here.store(
+                    our_key, identity.peer_id, frame, expiration_of(batch.timestamp, RULES), timeout_s=20
+                )
+                >= 1
+            )
+            collected = helper.ask("collect", max=128, timeout_s=20)
+            assert {item["tag"] for item in collected["rollouts"] if item["signer"] == identity.peer_id} == {
+                2
+            }
+    finally:
+        helper.close()
+
+
+def test_close_leaves_no_daemon_and_no_socket_file(tmp_path):
+    _, key = new_key(tmp_path, "a")
+    peer = DHTPeer(key, RULES, NetworkConfig())
+    peer.start()
+    daemon, sockets = peer.daemon_pid(), peer.socket_paths()
+    assert process_alive(daemon) and all(
+        path.name.startswith(f"{SOCKET_TAG}{os.getpid()}-") for path in sockets
+    )
+    peer.close()
+    peer.close()
+    assert wait_until_gone(daemon, 5.0)
+    assert not any(path.exists() for path in sockets)
+
+
+def test_a_killed_owner_leaves_no_daemon_and_the_next_start_removes_its_sockets(tmp_path):
+    _, helper_key = new_key(tmp_path, "helper")
+    _, key = new_key(tmp_path, "next")
+    helper = PeerProcess.script("swarm_peer.py", "--identity", str(helper_key), log_dir=tmp_path)
+    try:
+        hello = helper.read_json()
+        helper.signal(signal.SIGKILL)
+        helper.process.wait(10)
+        assert wait_until_gone(hello["daemon_pid"], 10.0), "p2pd outlived its SIGKILLed owner"
+    finally:
+        helper.close()
+    with DHTPeer(key, RULES, NetworkConfig()):
+        assert not any(Path(path).exists() for path in hello["sockets"])
+
+
+def test_start_up_removes_sockets_and_stops_daemons_of_dead_owners(tmp_path):
+    owner = dead_pid()
+    stale = SOCKET_DIR / f"{SOCKET_TAG}{owner}-0a1b-p2pd-stale.sock"
+    stale.touch()
+    ours = SOCKET_DIR / f"{SOCKET_TAG}{os.getpid()}-0a1b-p2pclient-live.sock"
+    ours.touch()
+    listen = f"-listen=/unix{SOCKET_DIR}/{SOCKET_TAG}{owner}-0a1b-p2pd-orphan.sock"
+    sleeper = f'exec -a "$0" {sys.executable} -c "import time; time.sleep(60)" "$@"'
+    orphan = subprocess.Popen(["bash", "-c", sleeper, f"{tmp_path}/p2pd", listen])
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{orphan.pid}/cmdline").read_bytes().split(b"\0")[0] != f"{tmp_path}/p2pd".encode():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cleaned = clean_stale_daemons()
+        assert orphan.wait(5) == -signal.SIGTERM
+        assert cleaned.daemons_stopped >= 1 and cleaned.sockets_removed >= 1
+        assert not stale.exists() and ours.exists()
+    finally:
+        orphan.kill()
+        ours.unlink()
+
+
+@pytest.mark.parametrize(
+    "network, reason",
+    [
+        (NetworkConfig(host="localhost"), StartFailure.BAD_ADDRESS),
+        (NetworkConfig(initial_peers=["/ip4/127.0.0.1/tcp/1"]), StartFailure.BAD_INITIAL_PEER),
+        (NetworkConfig(initial_peers=["not a multiaddr"]), StartFailure.BAD_INITIAL_PEER),
+        (
+            NetworkConfig(
+                initial_peers=[
+                    "/ip4/127.0.0.1/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                ]
+            ),
+            StartFailure.UNREACHABLE_PEERS,
+        ),
+    ],
+    ids=["hostname", "no_peer_id", "garbage", "nobody_listening"],
+)
+def test_start_up_failures_are_one_line_with_a_reason(tmp_path, network, reason):
+    _, key = new_key(tmp_path, "a")
+    peer = DHTPeer(key, RULES, network)
+    with pytest.raises(GossipStartError) as info:
+        peer.start()
+    assert info.value.reason is reason and "\n" not in str(info.value)
+    assert peer.daemon_pid() is None and peer.socket_paths() == []
+
+
+def test_a_port_in_use_names_the_port_and_the_fix(tmp_path):
+    _, key = new_key(tmp_path, "a")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(GossipStartError) as info:
+            DHTPeer(key, RULES, NetworkConfig(port=port)).start()
+    assert info.value.reason is StartFailure.PORT_IN_USE
+    assert str(port) in str(info.value) and "--port" in str(info.value)
+
+
+def test_a_missing_identity_file_is_not_replaced_by_a_new_key(tmp_path):
+    with pytest.raises(GossipStartError) as info:
+        DHTPeer(tmp_path / "missing.key", RULES, NetworkConfig()).start()
+    assert info.value.reason is StartFailure.NO_IDENTITY and "identity new" in str(info.value)
+    assert not (tmp_path / "missing.key").exists()

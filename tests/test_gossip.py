@@ -1,0 +1,341 @@
+"""Gossip as a specification: signed batches travel between peers, bad records never arrive, churn passes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from peer_process import PeerProcess, wait_until_gone
+
+from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.envelope import Reason, open_envelope, shard_of
+from swarmnode.gossip import Gossip
+from swarmnode.identity import Identity, load_identity, save_identity
+from swarmnode.record import record_key
+from swarmnode.reputation import Reputation
+from swarmnode.rollout import Completion, Rollout, TaskRef
+
+SWARM = SwarmConfig(id="itest")
+RULES = SWARM.rules()
+FORGED_TAG = 666
+
+
+def rollouts(tag: int, count: int = 2) -> list[Rollout]:
+    return [
+        Rollout(TaskRef("chain_sum", "0123456789abcdef", tag, i), (Completion("<answer>1</answer>", 1.0),))
+        for i in range(count)
+    ]
+
+
+def new_key(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.key"
+    save_identity(Identity.generate(), path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Separate OS processes: one bootstrap (`swarmnode bootstrap`) and three nodes.
+
+
+@dataclass
+class Swarm:
+    directory: Path
+    bootstrap: PeerProcess
+    bootstrap_maddrs: list[str]
+    nodes: dict[str, PeerProcess]
+    hello: dict[str, dict]
+
+    def start_node(self, name: str, key: Path, *extra: str) -> PeerProcess:
+        node = PeerProcess.script(
+            "swarm_peer.py",
+            "--identity",
+            str(key),
+            "--initial-peer",
+            self.bootstrap_maddrs[0],
+            *extra,
+            log_dir=self.directory,
+        )
+        self.nodes[name] = node
+        return node
+
+    def peer_id(self, name: str) -> str:
+        return self.hello[name]["peer_id"]
+
+    def key_of(self, name: str, window: int) -> str:
+        return record_key(SWARM.id, window, shard_of(self.peer_id(name), RULES.num_shards))
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    directory = tmp_path_factory.mktemp("swarm")
+    bootstrap_key = new_key(directory, "bootstrap")
+    bootstrap = PeerProcess(
+        [
+            "-m",
+            "swarmnode.cli",
+            "bootstrap",
+            "--identity",
+            str(bootstrap_key),
+            "--set",
+            f"swarm.id={SWARM.id}",
+        ],
+        directory / "bootstrap.log",
+    )
+    swarm = Swarm(directory, bootstrap, [], {}, {})
+    try:
+        swarm.bootstrap_maddrs = [bootstrap.read_line()]
+        for name in "abc":
+            swarm.start_node(name, new_key(directory, name))
+        for name in "abc":
+            swarm.hello[name] = swarm.nodes[name].read_json()
+        yield swarm
+    finally:
+        for node in swarm.nodes.values():
+            node.close()
+        bootstrap.signal(signal.SIGINT)
+        assert bootstrap.close() == 0, bootstrap.log_tail()
+        for name, hello in swarm.hello.items():
+            assert wait_until_gone(hello["daemon_pid"], 10.0), f"p2pd of {name} outlived its node"
+            assert not any(Path(path).exists() for path in hello["sockets"]), f"{name} left a socket file"
+
+
+@pytest.mark.network
+def test_three_nodes_in_separate_processes_exchange_signed_batches(swarm):
+    for tag, name in enumerate("abc", start=1):
+        assert swarm.nodes[name].ask("publish", tag=tag)["ok"]
+    for name in "abc":
+        collected = swarm.nodes[name].ask("collect", max=20)
+        received = {(item["signer"], item["tag"]) for item in collected["rollouts"]}
+        others = {
+            (swarm.peer_id(other), other_tag)
+            for other_tag, other in enumerate("abc", start=1)
+            if other != name
+        }
+        assert received == others, collected
+        assert collected["rejected"] == {} and collected["skipped"].get("own") == 1
+
+
+@pytest.mark.network
+def test_forged_tampered_and_junk_records_are_refused_by_honest_peers_and_never_delivered(swarm):
+    published = swarm.nodes["a"].ask("publish", tag=10)
+    key = swarm.key_of("a", published["window"])
+    forger = PeerProcess.script(
+        "forger_peer.py",
+        "--identity",
+        str(new_key(swarm.directory, "forger")),
+        "--initial-peer",
+        swarm.bootstrap_maddrs[0],
+        log_dir=swarm.directory,
+    )
+    try:
+        forger.read_json()
+        honest = {swarm.peer_id(name) for name in "abc"}
+        for attack in ("tamper", "forge", "junk"):
+            results = forger.ask(attack, key=key, victim=swarm.peer_id("a"))
+            answered = {peer: stored for peer, stored in results.items() if stored is not None}
+            assert len(answered) >= 3 and not any(answered.values()), (attack, results)
+        # The forger keeps its bad records and serves them to anyone who asks it: readers still refuse them.
+        for name in "bc":
+            collected = swarm.nodes[name].ask("collect", max=50)
+            from_a = [item for item in collected["rollouts"] if item["signer"] == swarm.peer_id("a")]
+            assert [item["tag"] for item in from_a] == [10, 10], collected
+            assert all(
+                item["signer"] in honest and item["tag"] != FORGED_TAG for item in collected["rollouts"]
+            )
+        refused = [swarm.nodes[name].ask("stats")["refused_records"] for name in "abc"]
+        assert any(r.get("bad_signature") for r in refused) and any(r.get("key_mismatch") for r in refused)
+        assert any(r.get("malformed") for r in refused)
+    finally:
+        forger.close()
+
+
+@pytest.mark.network
+def test_a_stock_hivemind_client_reads_the_swarm_but_cannot_store_junk(swarm):
+    published = swarm.nodes["b"].ask("publish", tag=20)
+    key = swarm.key_of("b", published["window"])
+    client = PeerProcess.script(
+        "stock_hivemind_client.py",
+        "--initial-peer",
+        swarm.bootstrap_maddrs[0],
+        "--key",
+        key,
+        "--subkey",
+        swarm.peer_id("b"),
+        log_dir=swarm.directory,
+    )
+    try:
+        report = client.read_json()
+    finally:
+        client.close()
+    frame = bytes.fromhex(report["read"][swarm.peer_id("b")])
+    assert open_envelope(frame, RULES).batch.rollouts[0].task.seed == 20
+    assert report["stored"] is False
+    collected = swarm.nodes["c"].ask("collect", max=50)
+    assert {item["tag"] for item in collected["rollouts"] if item["signer"] == swarm.peer_id("b")} == {20}
+
+
+@pytest.mark.network
+def test_a_peer_that_stops_mid_window_does_not_stall_the_others(swarm):
+    swarm.nodes["c"].signal(signal.SIGSTOP)  # hung: its daemon still accepts connections, nobody answers
+    try:
+        for tag, name in ((30, "a"), (31, "b")):
+            published = swarm.nodes[name].ask("publish", tag=tag)
+            assert published["ok"] and published["latency_s"] < GossipConfig().publish_timeout_s + 1
+        started = time.monotonic()
+        collected = swarm.nodes["a"].ask("collect", max=50, timeout_s=6.0)
+        assert time.monotonic() - started < 6.0 + 3.0
+        assert 31 in {item["tag"] for item in collected["rollouts"]}
+    finally:
+        swarm.nodes["c"].signal(signal.SIGKILL)
+        swarm.nodes["c"].close()
+    assert wait_until_gone(swarm.hello["c"]["daemon_pid"], 10.0)
+
+
+@pytest.mark.network
+def test_a_restarted_peer_with_the_same_identity_rejoins(swarm):
+    key = swarm.directory / "c.key"
+    node = swarm.start_node("c", key, "--sequence", "100")
+    hello = node.read_json()
+    assert hello["peer_id"] == swarm.peer_id("c")
+    swarm.hello["c-restarted"] = hello
+    assert node.ask("publish", tag=40)["ok"]
+    collected = swarm.nodes["a"].ask("collect", max=50)
+    from_c = {
+        (item["tag"], item["sequence"])
+        for item in collected["rollouts"]
+        if item["signer"] == hello["peer_id"]
+    }
+    assert from_c == {(40, 100)}
+    assert {item["tag"] for item in node.ask("collect", max=50)["rollouts"]} >= {30}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In-process peers: collect's policy (caps, dedup, replays, bans) against a real DHT.
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[list[Gossip]]:
+    config = GossipConfig(max_rollouts_per_peer=2, collect_timeout_s=5.0, ban_after_offences=2)
+    peers: list[Gossip] = []
+    try:
+        for index in range(3):
+            path = new_key(tmp_path, str(index))
+            network = NetworkConfig(initial_peers=peers[0].visible_maddrs if peers else [])
+            peers.append(Gossip(load_identity(path), path, SWARM, network, config))
+            peers[-1].start()
+        yield peers
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+@pytest.mark.network
+def test_collect_caps_rollouts_per_peer_and_consumes_each_batch_once(trio):
+    a, b, _ = trio
+    assert a.publish(rollouts(1, count=8), model_id="m", suite_version="v").ok
+    first = b.collect(100)
+    assert [item.signer for item in first.rollouts] == [a.peer_id] * 2
+    again = b.collect(100)
+    assert again.rollouts == [] and again.skipped["already_seen"] == 1 and not again.rejected
+
+
+@pytest.mark.network
+def test_a_reused_sequence_number_is_a_replay(trio):
+    a, b, _ = trio
+    a.next_sequence = 5
+    assert a.publish(rollouts(1), model_id="m", suite_version="v").ok
+    assert len(b.collect(100).rollouts) == 2
+    a.next_sequence = 5  # e.g. restored from an old checkpoint: same sequence, new bytes
+    assert a.publish(rollouts(2), model_id="m", suite_version="v").ok
+    replayed = b.collect(100)
+    assert replayed.rollouts == [] and replayed.rejected == {Reason.REPLAY.value: 1}
+
+
+@pytest.mark.network
+def test_reported_offences_ban_a_signer_and_its_batches_are_skipped(trio):
+    a, b, c = trio
+    for _ in range(2):
+        b.report_offence(a.peer_id, Reason.REWARD_MISMATCH)
+    assert a.publish(rollouts(1), model_id="m", suite_version="v").ok
+    assert c.publish(rollouts(2), model_id="m", suite_version="v").ok
+    collected = b.collect(100)
+    assert {item.signer for item in collected.rollouts} == {c.peer_id}
+    assert collected.rejected == {Reason.BANNED.value: 1}
+    assert b.stats.banned_peers == 1 and b.stats.offences == {"reward_mismatch": 2}
+
+
+@pytest.mark.network
+def test_publish_refuses_a_batch_peers_would_refuse_and_counts_it(trio):
+    a = trio[0]
+    result = a.publish([], model_id="m", suite_version="v")
+    assert not result.ok and "bad_value" in result.error
+    assert a.stats.publish_failures == 1 and a.stats.published == 0
+
+
+@pytest.mark.network
+def test_with_no_peers_collect_returns_nothing_quickly(tmp_path):
+    path = new_key(tmp_path, "alone")
+    with Gossip(load_identity(path), path, SWARM, NetworkConfig(), GossipConfig()) as alone:
+        assert alone.publish(rollouts(1), model_id="m", suite_version="v").ok
+        result = alone.collect(8)
+        assert result.rollouts == [] and result.skipped == {"own": 1}
+        assert result.elapsed_s < 1.0 and not result.timed_out
+        stats = alone.stats
+        assert stats.published == 1 and stats.store_latency.count == 1 and stats.get_latency.count >= 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reputation policy on its own (a fake clock).
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_enough_offences_within_the_window_ban_a_signer_for_the_ban_duration():
+    clock = Clock()
+    reputation = Reputation(ban_after_offences=3, ban_window_s=10.0, ban_duration_s=60.0, clock=clock)
+    assert not reputation.record_offence("p", Reason.BAD_VALUE)
+    clock.now = 11.0  # the first offence has left the window
+    assert not reputation.record_offence("p", Reason.BAD_VALUE)
+    assert not reputation.record_offence("p", Reason.UNKNOWN_TASK)
+    assert reputation.record_offence("p", Reason.REWARD_MISMATCH)
+    assert reputation.is_banned("p") and not reputation.is_banned("q")
+    clock.now = 11.0 + 60.0
+    assert not reputation.is_banned("p") and reputation.banned_peers() == []
+
+
+@pytest.mark.parametrize("reason", [Reason.STALE, Reason.REPLAY, Reason.BANNED])
+def test_stale_replayed_or_banned_frames_are_not_offences(reason):
+    reputation = Reputation(ban_after_offences=1, ban_window_s=10.0, ban_duration_s=60.0)
+    assert not reputation.record_offence("p", reason)
+    assert not reputation.is_banned("p")
+
+
+def test_memory_is_bounded_by_max_peers_forgetting_the_oldest_offender():
+    reputation = Reputation(ban_after_offences=2, ban_window_s=10.0, ban_duration_s=60.0, max_peers=4)
+    for index in range(100):
+        reputation.record_offence(f"p{index}", Reason.BAD_VALUE)
+    assert not reputation.record_offence("p0", Reason.BAD_VALUE)  # forgotten: this is its first offence again
+    assert reputation.record_offence("p99", Reason.BAD_VALUE)
+
+
+@pytest.mark.network
+def test_stats_can_be_read_from_another_thread_while_collecting(tmp_path):
+    """The metrics server reads `stats` on its own thread while the node's thread collects."""
+    path = new_key(tmp_path, "solo")
+    with Gossip(load_identity(path), path, SWARM, NetworkConfig(), GossipConfig()) as gossip:
+        with ThreadPoolExecutor(2) as pool:
+            collecting = pool.submit(lambda: [gossip.collect(4) for _ in range(5)])
+            snapshots = [pool.submit(lambda: gossip.stats) for _ in range(50)]
+            assert len(collecting.result(timeout=30)) == 5
+            assert all(snapshot.result(timeout=30).collected == 0 for snapshot in snapshots)
