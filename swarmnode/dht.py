@@ -50,6 +50,7 @@ RPC_TIMEOUT_S = 3.0
 READ_WORKERS = 1
 REJOIN_INTERVAL_S = 10.0
 JOIN_RETRY_S = 0.5
+LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
 DAEMON_EXIT_TIMEOUT_S = 5.0
 _LOOP_SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -427,7 +428,10 @@ class DHTPeer:
     def store(self, key: str, subkey: str, value: bytes, expiration_time: float, *, timeout_s: float) -> int:
         """Store value under (key, subkey) on the key's nearest peers; returns how many accepted in time."""
         storing = self._store(self._require_node(), key, subkey, value, expiration_time, timeout_s)
-        return self._require_loop().run(storing, timeout_s + 1)
+        try:
+            return self._require_loop().run(storing, timeout_s + LOOP_SLACK_S)
+        except TimeoutError:  # the loop itself is stuck; the store was cancelled
+            return 0
 
     async def _store(
         self, node: DHTNode, key: str, subkey: str, value: bytes, expiration_time: float, timeout_s: float
@@ -474,8 +478,11 @@ class DHTPeer:
 
         Keys whose lookup has not finished by the deadline are left out, not waited for.
         """
-        node = self._require_node()
-        return self._require_loop().run(self._get_many(node, list(keys), timeout_s), timeout_s + 1)
+        reading = self._get_many(self._require_node(), list(keys), timeout_s)
+        try:
+            return self._require_loop().run(reading, timeout_s + LOOP_SLACK_S)
+        except TimeoutError:  # the loop itself is stuck; the lookups were cancelled
+            return {}, True
 
     async def _get_many(
         self, node: DHTNode, keys: list[str], timeout_s: float
