@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ def dead_pid() -> int:
     return child.pid
 
 
+@pytest.fixture
+def helper(tmp_path: Path) -> Iterator[tuple[PeerProcess, dict]]:
+    """Another swarmnode peer in its own OS process, and what it said when it started."""
+    _, key = new_key(tmp_path, "helper")
+    process = PeerProcess.script("swarm_peer.py", "--identity", str(key), log_dir=tmp_path)
+    try:
+        yield process, process.read_json()
+    finally:
+        process.close()
+
+
 def megabyte_batch(tag: int) -> RolloutBatch:
     now = get_dht_time()
     text = "x" * 16_000
@@ -55,40 +67,28 @@ def megabyte_batch(tag: int) -> RolloutBatch:
     return RolloutBatch(SWARM.id, RULES.window_of(now), 1, now, "m", "v", rollouts)
 
 
-def test_a_megabyte_record_moves_between_two_processes_both_ways(tmp_path):
+def test_a_megabyte_record_moves_between_two_processes_both_ways(tmp_path, helper):
     """Regression for hivemind.DHT's pipe bug (values from ~16 KB up were lost): 1 MB frames, both ways."""
-    _, helper_key = new_key(tmp_path, "helper")
+    process, hello = helper
     identity, key = new_key(tmp_path, "here")
-    helper = PeerProcess.script("swarm_peer.py", "--identity", str(helper_key), log_dir=tmp_path)
-    try:
-        hello = helper.read_json()
-        with DHTPeer(key, RULES, NetworkConfig(initial_peers=hello["maddrs"])) as here:
-            published = helper.ask("publish", tag=1, count=64, text_bytes=16_000)
-            assert published["ok"] and published["frame_bytes"] >= 1_000_000
-            helper_key_string = record_key(
-                SWARM.id, published["window"], shard_of(hello["peer_id"], RULES.num_shards)
-            )
-            found, _ = here.get_many([helper_key_string], timeout_s=20)
-            frame = found[helper_key_string][hello["peer_id"]][0]
-            assert len(frame) == published["frame_bytes"]
-            assert open_envelope(frame, RULES).batch.rollouts[0].task.seed == 1
+    with DHTPeer(key, RULES, NetworkConfig(initial_peers=hello["maddrs"])) as here:
+        published = process.ask("publish", tag=1, count=64, text_bytes=16_000)
+        assert published["ok"] and published["frame_bytes"] >= 1_000_000
+        their_key = record_key(SWARM.id, published["window"], shard_of(hello["peer_id"], RULES.num_shards))
+        found, _ = here.get_many([their_key], timeout_s=20)
+        frame = found[their_key][hello["peer_id"]][0]
+        assert len(frame) == published["frame_bytes"]
+        assert open_envelope(frame, RULES).batch.rollouts[0].task.seed == 1
 
-            batch = megabyte_batch(tag=2)
-            frame = seal(batch, identity)
-            assert 1_000_000 <= len(frame) <= MAX_ENVELOPE_BYTES
-            our_key = record_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
-            assert (
-                here.store(
-                    our_key, identity.peer_id, frame, expiration_of(batch.timestamp, RULES), timeout_s=20
-                )
-                >= 1
-            )
-            collected = helper.ask("collect", max=128, timeout_s=20)
-            assert {item["tag"] for item in collected["rollouts"] if item["signer"] == identity.peer_id} == {
-                2
-            }
-    finally:
-        helper.close()
+        batch = megabyte_batch(tag=2)
+        frame = seal(batch, identity)
+        assert 1_000_000 <= len(frame) <= MAX_ENVELOPE_BYTES
+        our_key = record_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
+        expiration = expiration_of(batch.timestamp, RULES)
+        assert here.store(our_key, identity.peer_id, frame, expiration, timeout_s=20) >= 1
+        collected = process.ask("collect", max=128, timeout_s=20)
+        ours = {item["tag"] for item in collected["rollouts"] if item["signer"] == identity.peer_id}
+        assert ours == {2}
 
 
 def test_close_leaves_no_daemon_and_no_socket_file(tmp_path):
@@ -105,17 +105,12 @@ def test_close_leaves_no_daemon_and_no_socket_file(tmp_path):
     assert not any(path.exists() for path in sockets)
 
 
-def test_a_killed_owner_leaves_no_daemon_and_the_next_start_removes_its_sockets(tmp_path):
-    _, helper_key = new_key(tmp_path, "helper")
+def test_a_killed_owner_leaves_no_daemon_and_the_next_start_removes_its_sockets(tmp_path, helper):
+    process, hello = helper
     _, key = new_key(tmp_path, "next")
-    helper = PeerProcess.script("swarm_peer.py", "--identity", str(helper_key), log_dir=tmp_path)
-    try:
-        hello = helper.read_json()
-        helper.signal(signal.SIGKILL)
-        helper.process.wait(10)
-        assert wait_until_gone(hello["daemon_pid"], 10.0), "p2pd outlived its SIGKILLed owner"
-    finally:
-        helper.close()
+    process.signal(signal.SIGKILL)
+    process.process.wait(10)
+    assert wait_until_gone(hello["daemon_pid"], 10.0), "p2pd outlived its SIGKILLed owner"
     with DHTPeer(key, RULES, NetworkConfig()):
         assert not any(Path(path).exists() for path in hello["sockets"])
 
