@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
+from rich.live import Live
 
-from swarmnode.config import ConfigError, load_config
+from swarmnode.config import ConfigError, NodeConfig, load_config
 from swarmnode.envelope import MAX_ENVELOPE_BYTES, Rejected, ReplayGuard, Slot, SwarmRules, open_envelope, seal
 from swarmnode.identity import (
     IDENTITY_FILENAME,
@@ -191,8 +194,7 @@ def bootstrap(
     except (ConfigError, IdentityError) as error:
         raise fail(str(error))
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    _handle_signals(stop)
     peer = DHTPeer(identity_path, settings.swarm.rules(), settings.network)
     try:
         peer.start()
@@ -207,6 +209,165 @@ def bootstrap(
             pass
     finally:
         peer.close()
+
+
+def _load(config: Optional[Path], overrides: list[str]) -> NodeConfig:
+    try:
+        return load_config(config, overrides)
+    except ConfigError as error:
+        raise fail(str(error))
+
+
+@app.command()
+def join(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/)")] = None,
+    peers: Annotated[Optional[list[str]], typer.Option("--peers", help="multiaddr of a peer to join (repeatable)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="state directory (default ~/.swarmnode)")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="stop after this many rounds")] = None,
+    headless: Annotated[bool, typer.Option("--headless", help="JSON-lines logs, no dashboard (default without a TTY)")] = False,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="/metrics and /status port; 0 = any")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set sapo.learning_rate=1e-4")] = None,
+) -> None:
+    """Join a swarm (or start one) and train: sample, share, collect, rescore, train, checkpoint; repeat."""
+    from swarmnode.checkpoint import CheckpointError
+    from swarmnode.dashboard import render
+    from swarmnode.files import DataDirBusy
+    from swarmnode.gossip import GossipStartError
+    from swarmnode.node import Node
+    from swarmnode.policy import PolicyLoadError
+
+    extra = list(overrides or [])
+    if peers:
+        extra.append(f"network.initial_peers={json.dumps(peers)}")
+    if metrics_port is not None:
+        extra.append(f"metrics.port={metrics_port}")
+    node_config = _load(config, extra)
+    directory = data_dir or node_config.data_dir or default_data_dir()
+    headless = headless or not sys.stdout.isatty()
+    stop = threading.Event()
+    _handle_signals(stop)
+    log = _json_log if headless else _quiet_log
+    node = Node(node_config, directory, log, stop)
+    try:
+        if not headless:
+            console.print(f"starting swarmnode in {directory} …", highlight=False)
+        node.start()
+    except (IdentityError, PolicyLoadError, GossipStartError, DataDirBusy, CheckpointError, ConfigError) as error:
+        node.close()
+        raise fail(str(error))
+    except OSError as error:
+        node.close()
+        raise fail(f"cannot start: {error.strerror or error} (is --metrics-port {node_config.metrics.port} busy? pick another)")
+    try:
+        if headless:
+            node.run(rounds)
+        else:
+            _print_join_hint(node)
+            with Live(get_renderable=lambda: render(node.status), refresh_per_second=2, console=console):
+                node.run(rounds)
+    except CheckpointError as error:
+        raise fail(str(error))
+    finally:
+        node.close()
+    if headless:
+        _json_log({"event": "stopped", "round": node.round})
+    else:
+        console.print(f"stopped after round {node.round}; checkpoint in {directory / 'checkpoints'}", highlight=False)
+
+
+def _handle_signals(stop: threading.Event) -> None:
+    """First SIGINT/SIGTERM: finish or abandon the current phase, checkpoint, leave. Second: exit now."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _json_log(event: dict) -> None:
+    sys.stdout.write(json.dumps({"ts": round(time.time(), 3), **event}, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _quiet_log(event: dict) -> None:
+    """In dashboard mode the dashboard shows rounds; only start-up facts go to the terminal."""
+
+
+def _print_join_hint(node) -> None:
+    console.print(f"peer id  {node.identity.peer_id}", highlight=False)
+    for maddr in node.status.maddrs:
+        console.print(f"others join with:  swarmnode join --peers {maddr}", highlight=False)
+    if node.metrics_url:
+        console.print(f"dashboard from another terminal:  swarmnode dashboard --url {node.metrics_url}", highlight=False)
+
+
+@app.command()
+def dashboard(
+    url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
+) -> None:
+    """Attach a live dashboard to a running (e.g. headless) node."""
+    from swarmnode.dashboard import attach
+
+    try:
+        attach(url)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def status(
+    url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
+) -> None:
+    """Print a one-shot summary of a running node."""
+    from swarmnode.dashboard import fetch_status, render
+
+    try:
+        snapshot = fetch_status(url)
+    except OSError as error:
+        raise fail(f"no node answers at {url}/status ({error}); is it running with --metrics-port?")
+    console.print(render(snapshot), height=30)
+
+
+@app.command()
+def report(
+    data_dir: Annotated[Path, typer.Argument(help="a node's data directory (holds metrics.jsonl)")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="where to write PNGs (default DATA_DIR/report)")] = None,
+) -> None:
+    """Write PNG plots of a run: reward (own vs peers'), loss, round time by phase."""
+    from swarmnode.report import ReportError, write_report
+
+    try:
+        paths = write_report(data_dir, out)
+    except ReportError as error:
+        raise fail(str(error))
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def doctor(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config to check")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="state directory to check")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="config override, as for join")] = None,
+) -> None:
+    """Check versions, p2pd, identity, data dir, config, ports, peers, memory and the model; exit 1 on a failure."""
+    from rich.table import Table
+
+    from swarmnode.doctor import DoctorContext, Outcome, run_checks
+
+    results = run_checks(DoctorContext(config, list(overrides or []), data_dir or default_data_dir()))
+    styles = {Outcome.PASS: "green", Outcome.WARN: "yellow", Outcome.FAIL: "bold red"}
+    table = Table(title="swarmnode doctor")
+    for column in ("check", "result", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(result.name, f"[{styles[result.outcome]}]{result.outcome.value}[/]", result.detail, result.fix)
+    console.print(table)
+    if any(result.outcome is Outcome.FAIL for result in results):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers.utils import logging as transformers_logging
 
 from swarmnode.tasks import ANSWER_CLOSE
 
@@ -113,6 +114,7 @@ class Policy:
         """Load `name` (hub id, local dir, or the embedded seed) through the same from_pretrained path."""
         if threads:
             torch.set_num_threads(threads)
+        transformers_logging.disable_progress_bar()  # a node's logs are JSON lines or a dashboard, not bars
         path = resolve_model_path(name)
         torch_device = pick_device(device)
         try:

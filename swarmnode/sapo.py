@@ -158,7 +158,6 @@ class StepStats:
     kl: float = 0.0
     importance_mean: float = 1.0
     seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

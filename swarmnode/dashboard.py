@@ -1,0 +1,133 @@
+"""The terminal dashboard: renders a `Status` snapshot with rich, whether it comes from the node in this
+process or from a headless node's /status endpoint. Rendering is a pure function of the snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+from rich.console import Group, RenderableType
+from rich.layout import Layout
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from swarmnode.metrics import Status
+
+SPARK = "▁▂▃▄▅▆▇█"
+MOVING_AVERAGE_ROUNDS = 10
+PHASES = ("generate", "publish", "collect", "rescore", "train", "checkpoint")
+
+
+def moving_average(values: list[float], window: int = MOVING_AVERAGE_ROUNDS) -> list[float]:
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def sparkline(values: list[float], width: int = 48) -> str:
+    if not values:
+        return ""
+    points = values[-width:]
+    low, high = min(points), max(points)
+    span = (high - low) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - low) / span * len(SPARK)))] for v in points)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def render(status: Status, now: float | None = None) -> RenderableType:
+    now = time.time() if now is None else now
+    header = Text.assemble(
+        ("swarmnode ", "bold cyan"),
+        f"round {status.round}  ",
+        ("phase ", "dim"), (status.phase, "bold yellow"),
+        ("  peer ", "dim"), status.peer_id[:16] + ("…" if len(status.peer_id) > 16 else ""),
+        ("  swarm ", "dim"), status.swarm_id,
+        ("  model ", "dim"), status.model_id,
+        ("  up ", "dim"), _duration(now - status.started_at),
+    )
+    layout = Layout()
+    layout.split_column(
+        Layout(Panel(header), size=3),
+        Layout(name="body"),
+        Layout(_events(status), size=min(12, max(3, len(status.events) + 2))),
+    )
+    layout["body"].split_row(Layout(_learning(status)), Layout(_swarm(status)))
+    return layout
+
+
+def _learning(status: Status) -> Panel:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", justify="right")
+    table.add_column()
+    averaged = moving_average(status.rewards)
+    last = status.rewards[-1] if status.rewards else None
+    table.add_row("reward", f"{last:.3f} (MA{MOVING_AVERAGE_ROUNDS} {averaged[-1]:.3f})" if last is not None else "—")
+    table.add_row("trend", Text(sparkline(averaged), style="green"))
+    external = [r for r in status.external_rewards if r is not None]
+    table.add_row("peers' reward", f"{external[-1]:.3f}" if external else "—")
+    table.add_row("loss", f"{status.losses[-1]:+.4f}" if status.losses else "—")
+    table.add_row("sampling", f"{status.tokens_per_s:,.0f} tok/s")
+    if status.round_seconds:
+        recent = status.round_seconds[-MOVING_AVERAGE_ROUNDS:]
+        table.add_row("round time", f"{sum(recent) / len(recent):.2f} s")
+    total = sum(status.last_phase_seconds.values()) or 1.0
+    phases = "  ".join(
+        f"{name} {100 * status.last_phase_seconds[name] / total:.0f}%" for name in PHASES if name in status.last_phase_seconds
+    )
+    table.add_row("phases", phases or "—")
+    table.add_row("collapses", str(status.collapses))
+    return Panel(table, title="learning", border_style="green")
+
+
+def _swarm(status: Status) -> Panel:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", justify="right")
+    table.add_column()
+    table.add_row("gossip", "on" if status.gossip_enabled else "off (silo)")
+    table.add_row("peers", str(status.peers))
+    table.add_row("rollouts out", f"{status.rollouts_out_total:,}")
+    table.add_row("rollouts in", f"{status.rollouts_in_total:,}")
+    table.add_row("peer groups trained", f"{status.trained_external_groups_total:,}")
+    rejected = sorted(status.rejected_total.items(), key=lambda item: -item[1])
+    table.add_row("rejected", ", ".join(f"{reason} {count}" for reason, count in rejected) or "none")
+    for maddr in status.maddrs[:2]:
+        table.add_row("join with", Text(maddr, overflow="fold"))
+    return Panel(table, title="swarm", border_style="blue")
+
+
+def _events(status: Status) -> Panel:
+    lines = status.events[-10:] or ["(no events yet)"]
+    return Panel(Group(*(Text(line, overflow="ellipsis", no_wrap=True) for line in lines)), title="events")
+
+
+def fetch_status(url: str, timeout_s: float = 2.0) -> Status:
+    """GET {url}/status; raises OSError (including URLError) when the node is not reachable."""
+    with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout_s) as response:
+        return Status.from_json(json.loads(response.read()))
+
+
+def attach(url: str, refresh_s: float = 1.0, max_seconds: float | None = None) -> None:
+    """Follow a running node's /status until interrupted (or for max_seconds)."""
+    started = time.monotonic()
+    waiting = Panel(Text(f"waiting for a node at {url} …", style="yellow"))
+    with Live(waiting, refresh_per_second=4, screen=False) as live:
+        while max_seconds is None or time.monotonic() - started < max_seconds:
+            try:
+                live.update(render(fetch_status(url)))
+            except (OSError, urllib.error.URLError, json.JSONDecodeError, ValueError) as error:
+                live.update(Panel(Text(f"cannot reach {url}/status ({error}); retrying …", style="yellow")))
+            time.sleep(refresh_s)

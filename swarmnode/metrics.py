@@ -1,0 +1,199 @@
+"""What the node reports: one record per round (JSON lines on disk), Prometheus metrics, and a Status
+snapshot served as JSON at /status for the dashboard. All of it binds to the configured host only.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter as PromCounter, Gauge, Histogram
+from prometheus_client import generate_latest
+
+HISTORY_ROUNDS = 240
+RECENT_EVENTS = 30
+
+
+@dataclass
+class RoundRecord:
+    """One line of metrics.jsonl: everything a person or a plot needs about one round."""
+
+    round: int
+    time: float
+    reward_local: float
+    reward_external: float | None
+    answer_rate: float
+    loss: float
+    skipped: str | None
+    groups_own: int
+    groups_external: int
+    tokens_trained: int
+    tokens_generated: int
+    tokens_per_s: float
+    seconds: dict[str, float]  # phase -> seconds: generate, publish, collect, rescore, train, checkpoint
+    peers: int
+    rollouts_out: int
+    rollouts_in: int
+    rejected: dict[str, int]  # reason -> count in this round
+    published: bool
+    collapsed: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+@dataclass
+class Status:
+    """A plain snapshot of the node; the dashboard renders only this, so it works from a file or HTTP."""
+
+    peer_id: str = ""
+    swarm_id: str = ""
+    model_id: str = ""
+    maddrs: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    round: int = 0
+    phase: str = "starting"
+    rewards: list[float] = field(default_factory=list)  # local reward per round, most recent last
+    external_rewards: list[float | None] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+    tokens_per_s: float = 0.0
+    peers: int = 0
+    rollouts_out_total: int = 0
+    rollouts_in_total: int = 0
+    trained_external_groups_total: int = 0
+    rejected_total: dict[str, int] = field(default_factory=dict)
+    last_phase_seconds: dict[str, float] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
+    gossip_enabled: bool = True
+    collapses: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Status:
+        known = {name for name in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class Metrics:
+    """Keeps the Status, appends metrics.jsonl, and feeds a private Prometheus registry."""
+
+    def __init__(self, jsonl_path: Path | None, status: Status) -> None:
+        self.jsonl_path = jsonl_path
+        self.status = status
+        self._lock = threading.Lock()
+        self._events: deque[str] = deque(maxlen=RECENT_EVENTS)
+        self._rejected: Counter[str] = Counter()
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.rounds = PromCounter("swarmnode_rounds", "Rounds completed", registry=r)
+        self.reward = Gauge("swarmnode_reward_local", "Mean reward of own completions, last round", registry=r)
+        self.reward_external = Gauge("swarmnode_reward_external", "Mean rescored reward of peers' groups", registry=r)
+        self.loss = Gauge("swarmnode_loss", "SAPO loss of the last step", registry=r)
+        self.peers = Gauge("swarmnode_peers", "DHT peers in the routing table", registry=r)
+        self.tokens_per_s = Gauge("swarmnode_generate_tokens_per_second", "Sampling throughput", registry=r)
+        self.rollouts_out = PromCounter("swarmnode_rollouts_published", "Rollouts published", registry=r)
+        self.rollouts_in = PromCounter("swarmnode_rollouts_collected", "Verified rollouts collected", registry=r)
+        self.groups = PromCounter("swarmnode_groups_trained", "Groups trained on", ["source"], registry=r)
+        self.rejected = PromCounter("swarmnode_rejected", "Frames or rollouts refused", ["reason"], registry=r)
+        self.skipped = PromCounter("swarmnode_steps_skipped", "Training steps skipped", registry=r)
+        self.collapses = PromCounter("swarmnode_collapses", "Collapse detections", registry=r)
+        self.phase_seconds = Histogram(
+            "swarmnode_phase_seconds", "Seconds per round phase", ["phase"], registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+
+    def event(self, message: str) -> None:
+        with self._lock:
+            self._events.append(f"{time.strftime('%H:%M:%S')} {message}")
+            self.status.events = list(self._events)
+
+    def set_phase(self, phase: str) -> None:
+        self.status.phase = phase
+
+    def record(self, record: RoundRecord) -> None:
+        self.rounds.inc()
+        self.reward.set(record.reward_local)
+        if record.reward_external is not None:
+            self.reward_external.set(record.reward_external)
+        self.loss.set(record.loss)
+        self.peers.set(record.peers)
+        self.tokens_per_s.set(record.tokens_per_s)
+        self.rollouts_out.inc(record.rollouts_out)
+        self.rollouts_in.inc(record.rollouts_in)
+        self.groups.labels("own").inc(record.groups_own)
+        self.groups.labels("external").inc(record.groups_external)
+        for reason, count in record.rejected.items():
+            self.rejected.labels(reason).inc(count)
+        if record.skipped:
+            self.skipped.inc()
+        if record.collapsed:
+            self.collapses.inc()
+        for phase, seconds in record.seconds.items():
+            self.phase_seconds.labels(phase).observe(seconds)
+        with self._lock:
+            self._rejected.update(record.rejected)
+            s = self.status
+            s.round = record.round
+            s.rewards = (s.rewards + [record.reward_local])[-HISTORY_ROUNDS:]
+            s.external_rewards = (s.external_rewards + [record.reward_external])[-HISTORY_ROUNDS:]
+            s.losses = (s.losses + [record.loss])[-HISTORY_ROUNDS:]
+            s.round_seconds = (s.round_seconds + [sum(record.seconds.values())])[-HISTORY_ROUNDS:]
+            s.tokens_per_s = record.tokens_per_s
+            s.peers = record.peers
+            s.rollouts_out_total += record.rollouts_out
+            s.rollouts_in_total += record.rollouts_in
+            s.trained_external_groups_total += record.groups_external
+            s.rejected_total = dict(self._rejected)
+            s.last_phase_seconds = record.seconds
+            s.collapses += int(record.collapsed)
+        if self.jsonl_path is not None:
+            with open(self.jsonl_path, "a") as handle:
+                handle.write(record.to_json() + "\n")
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return asdict(self.status)
+
+    def serve(self, host: str, port: int) -> ThreadingHTTPServer:
+        """Serve /metrics (Prometheus text) and /status (JSON) from a daemon thread."""
+        metrics = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path == "/metrics":
+                    body, kind = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+                elif self.path == "/status":
+                    body, kind = json.dumps(metrics.snapshot()).encode(), "application/json"
+                else:
+                    self.send_error(404, "try /metrics or /status")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer((host, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="swarmnode-metrics", daemon=True).start()
+        return server
+
+
+def read_records(path: Path) -> list[RoundRecord]:
+    """metrics.jsonl back into records; a torn last line (a crash mid-write) is skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(RoundRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return records

@@ -1,0 +1,223 @@
+"""The node: SAPO rounds one after another (DESIGN.md §1), resumable, reporting as it goes.
+
+`run_round` is the whole algorithm, top to bottom; everything else here is start-up and shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from swarmnode.checkpoint import Checkpointer, TrainingState
+from swarmnode.config import NodeConfig
+from swarmnode.envelope import Reason
+from swarmnode.files import DataDirLock, remove_stale_temp_files
+from swarmnode.gossip import CollectResult, Gossip, PublishResult
+from swarmnode.identity import IDENTITY_FILENAME, load_or_create_identity
+from swarmnode.learner import HealthMonitor, Learner
+from swarmnode.metrics import Metrics, RoundRecord, Status
+from swarmnode.policy import Policy
+from swarmnode.tasks import TaskSuite
+
+COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+class Stopped(Exception):
+    """A stop was requested between two phases of a round; the round is abandoned, not half-applied."""
+
+
+def derive_seed(peer_id: str, salt: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{salt}:{peer_id}".encode()).digest()[:4], "big")
+
+
+class Node:
+    def __init__(self, config: NodeConfig, data_dir: Path, log: LogFn, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.log = log
+        self.stop = stop or threading.Event()
+        self.round = 0
+        self.gossip: Gossip | None = None
+        self.http_server = None
+        self._lock = DataDirLock(self.data_dir)
+        self._phase_seconds: dict[str, float] = {}
+
+    def start(self) -> None:
+        """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        remove_stale_temp_files(self.data_dir)
+        identity_path = self.data_dir / IDENTITY_FILENAME
+        self.identity = load_or_create_identity(identity_path)
+        config = self.config
+        policy = Policy.load(
+            config.model.name, device=config.model.device, dtype=config.model.dtype,
+            lora=config.model.lora, threads=config.model.threads,
+        )
+        suite = TaskSuite([family.spec() for family in config.tasks.families], config.tasks.reward)
+        peer_id = self.identity.peer_id
+        seed = config.seed if config.seed is not None else derive_seed(peer_id, "node")
+        data_seed = config.tasks.seed if config.tasks.seed is not None else derive_seed(peer_id, "tasks")
+        self.learner = Learner(config, policy, suite, seed, data_seed)
+        self.health = HealthMonitor()
+        self.checkpointer = Checkpointer(self.data_dir / "checkpoints", config.checkpoint.keep_last)
+        self.checkpointer.remove_stale_staging()
+        state = self.checkpointer.load(policy.model, self.learner.trainer.optimizer)
+        self.status = Status(peer_id=peer_id, swarm_id=config.swarm.id, model_id=policy.model_id)
+        self.status.gossip_enabled = config.gossip.enabled
+        self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
+        if state is not None:
+            self.learner.restore(state)
+            self.round = state.round
+            for name in COUNTERS:
+                setattr(self.status, name, state.counters.get(name, 0))
+            self.status.rejected_total = dict(state.counters.get("rejected_total", {}))
+            self.status.round = state.round
+            self.metrics.event(f"resumed from checkpoint at round {state.round}")
+        if config.gossip.enabled:
+            self.gossip = Gossip(self.identity, identity_path, config.swarm, config.network, config.gossip)
+            self.gossip.start()
+            if state is not None:
+                self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
+            self.status.maddrs = self.gossip.visible_maddrs
+        if config.metrics.port is not None:
+            self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port)
+        self.log({
+            "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
+            "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
+            "metrics_url": self.metrics_url,
+        })
+
+    @property
+    def metrics_url(self) -> str | None:
+        if self.http_server is None:
+            return None
+        host, port = self.http_server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def run(self, max_rounds: int | None = None) -> None:
+        """Rounds until `max_rounds` more are done or a stop is requested; always ends with a checkpoint."""
+        done = 0
+        try:
+            while not self.stop.is_set() and (max_rounds is None or done < max_rounds):
+                try:
+                    record = self.run_round()
+                except Stopped:
+                    self.metrics.event(f"stop requested: round {self.round + 1} abandoned")
+                    break
+                done += 1
+                self.log({"event": "round", **record.__dict__})
+        finally:
+            self.metrics.set_phase("checkpoint")
+            self.save_checkpoint()
+
+    def run_round(self) -> RoundRecord:
+        """One SAPO round: sample and score, share, collect and rescore, train, checkpoint, report."""
+        learner, sapo = self.learner, self.config.sapo
+        with self._phase("generate"):
+            own = learner.sample_round(share_logprobs=True)
+        with self._phase("publish"):
+            published = self._publish(own.rollouts)
+        with self._phase("collect"):
+            collected = self._collect(sapo.external_groups * sapo.collect_oversample)
+        with self._phase("rescore"):
+            external = learner.external_groups(collected.rollouts)
+            self._report_offences(external.offenders)
+        with self._phase("train"):
+            step = learner.train(own.groups, external.groups)
+        self.round += 1
+        collapsed = self.health.observe(own.mean_reward, own.answer_rate)
+        if collapsed:
+            self.metrics.event(f"collapse detected at round {self.round}: answer rate {own.answer_rate:.2f}")
+        with self._phase("checkpoint", may_stop=False):
+            if self.round % self.config.checkpoint.every_rounds == 0:
+                self.save_checkpoint()
+        record = RoundRecord(
+            round=self.round,
+            time=time.time(),
+            reward_local=own.mean_reward,
+            reward_external=external.mean_reward,
+            answer_rate=own.answer_rate,
+            loss=step.loss,
+            skipped=step.skipped_reason,
+            groups_own=step.own_groups,
+            groups_external=step.external_groups,
+            tokens_trained=step.own_tokens + step.external_tokens,
+            tokens_generated=own.generated_tokens,
+            tokens_per_s=own.generated_tokens / max(own.seconds, 1e-9),
+            seconds=dict(self._phase_seconds),
+            peers=self.gossip.num_peers() if self.gossip else 0,
+            rollouts_out=len(own.rollouts) if published.ok else 0,
+            rollouts_in=len(collected.rollouts),
+            rejected=dict(collected.rejected + external.rejected),
+            published=published.ok,
+            collapsed=collapsed,
+        )
+        self.metrics.record(record)
+        self.metrics.set_phase("idle")
+        return record
+
+    def _publish(self, rollouts: list) -> PublishResult:
+        if self.gossip is None:
+            return PublishResult(ok=False, window=0, sequence=0, frame_bytes=0, latency_s=0.0, error="gossip disabled")
+        result = self.gossip.publish(
+            rollouts, model_id=self.learner.policy.model_id, suite_version=self.learner.suite.version
+        )
+        if not result.ok:
+            self.metrics.event(f"publish failed: {result.error}; training continues on own rollouts")
+        return result
+
+    def _collect(self, max_rollouts: int) -> CollectResult:
+        if self.gossip is None or max_rollouts == 0:
+            return CollectResult([], Counter(), 0, 0, 0.0, False)
+        try:
+            return self.gossip.collect(max_rollouts)
+        except Exception as error:  # gossip must never stop training; the failure is shown and counted
+            self.metrics.event(f"collect failed: {type(error).__name__}: {error}")
+            return CollectResult([], Counter({"collect_error": 1}), 0, 0, 0.0, True)
+
+    def _report_offences(self, offenders: list[tuple[str, str]]) -> None:
+        if self.gossip is None:
+            return
+        for peer_id, reason in offenders:
+            self.gossip.report_offence(peer_id, Reason(reason))
+
+    @contextlib.contextmanager
+    def _phase(self, name: str, may_stop: bool = True) -> Iterator[None]:
+        if may_stop and self.stop.is_set():
+            raise Stopped(name)
+        if name == "generate":
+            self._phase_seconds = {}
+        self.metrics.set_phase(name)
+        started = time.perf_counter()
+        yield
+        self._phase_seconds[name] = time.perf_counter() - started
+
+    def save_checkpoint(self) -> None:
+        state = TrainingState(
+            round=self.round,
+            sequence=self.gossip.next_sequence if self.gossip else 0,
+            counters={name: getattr(self.status, name) for name in COUNTERS}
+            | {"rejected_total": self.status.rejected_total},
+        )
+        path = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
+        self.metrics.event(f"checkpoint {path.name}")
+
+    def close(self) -> None:
+        """Leave the swarm and release the data dir; safe to call more than once."""
+        if self.gossip is not None:
+            self.gossip.close()
+            self.gossip = None
+        if self.http_server is not None:
+            self.http_server.shutdown()
+            self.http_server.server_close()
+            self.http_server = None
+        self._lock.release()

@@ -1,0 +1,80 @@
+"""Plots of a node's run from its metrics.jsonl: reward (own vs peers'), loss, and where round time goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from swarmnode.dashboard import PHASES, moving_average
+from swarmnode.metrics import read_records
+
+MOVING_AVERAGE = 20
+
+
+class ReportError(Exception):
+    """Nothing to plot; the message says where we looked."""
+
+
+def write_report(data_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write rewards.png, loss.png and round_time.png; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    source = Path(data_dir) / "metrics.jsonl"
+    if not source.exists():
+        raise ReportError(f"{source} does not exist; run `swarmnode join --data-dir {data_dir}` first")
+    records = read_records(source)
+    if not records:
+        raise ReportError(f"{source} holds no complete round yet")
+    out = Path(out_dir) if out_dir else Path(data_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = [r.round for r in records]
+
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    local = [r.reward_local for r in records]
+    axis.plot(rounds, local, alpha=0.25, color="tab:green")
+    axis.plot(rounds, moving_average(local, MOVING_AVERAGE), color="tab:green", label="own samples")
+    external = [(r.round, r.reward_external) for r in records if r.reward_external is not None]
+    if external:
+        xs, ys = zip(*external)
+        axis.plot(xs, ys, alpha=0.25, color="tab:blue")
+        axis.plot(xs, moving_average(list(ys), MOVING_AVERAGE), color="tab:blue", label="peers' samples (rescored)")
+    axis.set(xlabel="round", ylabel="mean reward", title=f"reward (moving average of {MOVING_AVERAGE})")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    paths = [_save(figure, out / "rewards.png")]
+
+    figure, axis = plt.subplots(figsize=(9, 3.5))
+    trained = [(r.round, r.loss) for r in records if not r.skipped]
+    if trained:
+        xs, ys = zip(*trained)
+        axis.plot(xs, ys, ".", alpha=0.3, color="tab:red")
+        axis.plot(xs, moving_average(list(ys), MOVING_AVERAGE), color="tab:red")
+    skipped = [r.round for r in records if r.skipped]
+    if skipped:
+        axis.plot(skipped, [0.0] * len(skipped), "|", color="grey", label=f"skipped steps ({len(skipped)})")
+        axis.legend()
+    axis.set(xlabel="round", ylabel="SAPO loss", title="loss")
+    axis.grid(alpha=0.3)
+    paths.append(_save(figure, out / "loss.png"))
+
+    figure, axis = plt.subplots(figsize=(9, 4))
+    bottom = [0.0] * len(records)
+    for phase in PHASES:
+        values = [r.seconds.get(phase, 0.0) for r in records]
+        axis.bar(rounds, values, bottom=bottom, width=1.0, label=phase)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    axis.set(xlabel="round", ylabel="seconds", title="round time by phase")
+    axis.legend(ncol=len(PHASES), fontsize="small")
+    paths.append(_save(figure, out / "round_time.png"))
+    return paths
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,85 @@
+import io
+import json
+import threading
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from swarmnode.cli import app
+from swarmnode.dashboard import moving_average, render, sparkline
+from swarmnode.metrics import Metrics, RoundRecord, Status, read_records
+from swarmnode.report import write_report
+
+
+def record(round_number: int, reward: float) -> RoundRecord:
+    return RoundRecord(
+        round=round_number, time=1.0, reward_local=reward, reward_external=reward / 2, answer_rate=1.0,
+        loss=-0.01, skipped=None if round_number % 5 else "no informative groups", groups_own=4,
+        groups_external=2, tokens_trained=100, tokens_generated=200, tokens_per_s=400.0,
+        seconds={"generate": 0.5, "publish": 0.01, "collect": 0.05, "rescore": 0.02, "train": 0.4, "checkpoint": 0.0},
+        peers=3, rollouts_out=8, rollouts_in=6, rejected={"bad_signature": 1} if round_number == 3 else {},
+        published=True,
+    )
+
+
+def fed_metrics(tmp_path, rounds: int = 30) -> Metrics:
+    metrics = Metrics(tmp_path / "metrics.jsonl", Status(peer_id="12D3KooWabcdefghijklmnop", swarm_id="demo", model_id="m"))
+    for i in range(1, rounds + 1):
+        metrics.record(record(i, 0.1 + i / 100))
+    metrics.event("collapse detected at round 7")
+    return metrics
+
+
+def text_of(renderable) -> str:
+    console = Console(file=io.StringIO(), width=120, height=40, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def test_the_dashboard_shows_round_reward_trend_peers_and_rejections(tmp_path):
+    screen = text_of(render(fed_metrics(tmp_path).status, now=100.0))
+    assert "round 30" in screen and "phase" in screen
+    assert "0.400" in screen  # last reward
+    assert any(block in screen for block in "▁▂▃▄▅▆▇█")
+    assert "bad_signature 1" in screen and "peers" in screen and "collapse detected" in screen
+
+
+def test_sparkline_and_moving_average():
+    assert moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+    assert sparkline([0, 1]) == "▁█" and sparkline([]) == ""
+
+
+def test_metrics_file_round_trips_and_a_torn_last_line_is_skipped(tmp_path):
+    fed_metrics(tmp_path, rounds=5)
+    with open(tmp_path / "metrics.jsonl", "a") as handle:
+        handle.write('{"round": 6, "time"')  # a crash mid-write
+    assert [r.round for r in read_records(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4, 5]
+
+
+def test_status_and_metrics_are_served_over_http_and_status_command_prints_them(tmp_path):
+    metrics = fed_metrics(tmp_path)
+    server = metrics.serve("127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        import urllib.request
+
+        body = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+        assert "swarmnode_rounds_total 30.0" in body and 'swarmnode_rejected_total{reason="bad_signature"} 1.0' in body
+        assert json.loads(urllib.request.urlopen(f"{url}/status", timeout=5).read())["round"] == 30
+        shown = CliRunner().invoke(app, ["status", "--url", url])
+        assert shown.exit_code == 0 and "round 30" in shown.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_status_without_a_node_is_one_line_and_exit_1():
+    shown = CliRunner().invoke(app, ["status", "--url", "http://127.0.0.1:9"])
+    assert shown.exit_code == 1 and "no node answers" in shown.output
+
+
+def test_report_writes_three_pngs(tmp_path):
+    fed_metrics(tmp_path)
+    paths = write_report(tmp_path)
+    assert [p.name for p in paths] == ["rewards.png", "loss.png", "round_time.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 5000 for p in paths)

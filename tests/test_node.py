@@ -1,0 +1,145 @@
+"""`swarmnode join` as a volunteer runs it: real processes, real p2pd on 127.0.0.1, the embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from swarmnode.metrics import read_records
+
+FAST = ["--set", "sapo.questions_per_round=4", "--set", "sapo.completions_per_question=4",
+        "--set", "model.max_new_tokens=12", "--set", "model.threads=1"]
+
+
+def join(data_dir: Path, *args: str, **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "swarmnode.cli", "join", "--data-dir", str(data_dir), "--headless",
+               "--metrics-port", "0", *FAST, *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def wait_for_line(process: subprocess.Popen, predicate, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.startswith("{") and predicate(event := json.loads(line)):
+            return event
+    raise AssertionError("the expected log line did not appear")
+
+
+@pytest.mark.network
+def test_join_completes_rounds_headless_with_json_lines_only(tmp_path):
+    process = join(tmp_path, "--rounds", "2")
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    assert "\x1b[" not in stdout and "\x1b[" not in stderr
+    logged = events(stdout)
+    assert [e["event"] for e in logged] == ["started", "round", "round", "stopped"]
+    assert logged[0]["maddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
+    assert [r.round for r in read_records(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert (tmp_path / "checkpoints" / "round-00000002" / "model.safetensors").exists()
+
+
+@pytest.mark.network
+def test_sigterm_mid_run_checkpoints_and_a_restart_continues_at_the_next_round(tmp_path):
+    process = join(tmp_path)
+    wait_for_line(process, lambda e: e["event"] == "round" and e["round"] >= 2, timeout_s=120)
+    process.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0 and time.monotonic() - stopped_at < 30
+    last_round = events(stdout)[-1]["round"]
+    assert (tmp_path / "checkpoints" / f"round-{last_round:08d}").is_dir()
+    again = join(tmp_path, "--rounds", "1")
+    stdout, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stderr
+    assert events(stdout)[0]["round"] == last_round
+    assert [e["round"] for e in events(stdout) if e["event"] == "round"] == [last_round + 1]
+
+
+@pytest.mark.network
+def test_a_second_node_on_the_same_data_dir_is_refused(tmp_path):
+    first = join(tmp_path)
+    try:
+        wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
+        second = join(tmp_path, "--rounds", "1")
+        _, stderr = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert "another swarmnode" in stderr and "--data-dir" in stderr and "Traceback" not in stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+
+
+def one_line_failure(tmp_path, *args, env=None) -> str:
+    process = join(tmp_path, "--rounds", "1", *args, env=env)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr and len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_bad_config_is_one_clear_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("sapo:\n  lerning_rate: 1\n")
+    line = one_line_failure(tmp_path / "data", "--config", str(config))
+    assert "sapo.lerning_rate" in line and str(config) in line
+
+
+def test_unreadable_identity_is_one_clear_line(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "identity.key").write_bytes(b"not a key")
+    os.chmod(tmp_path / "identity.key", 0o644)
+    assert "chmod 600" in one_line_failure(tmp_path)
+
+
+@pytest.mark.network
+def test_busy_metrics_port_is_one_clear_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert str(port) in one_line_failure(tmp_path, "--metrics-port", str(port))
+
+
+@pytest.mark.network
+def test_unreachable_peers_are_one_clear_line(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    peer = f"/ip4/127.0.0.1/tcp/{free_port}/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+    line = one_line_failure(tmp_path, "--peers", peer)
+    assert "reach" in line.lower()
+
+
+@pytest.mark.network
+def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
+    first = join(tmp_path / "a", "--set", "swarm.id=pair")
+    try:
+        started = wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
+        second = join(tmp_path / "b", "--set", "swarm.id=pair", "--peers", started["maddrs"][0], "--rounds", "8")
+        stdout, stderr = second.communicate(timeout=240)
+        assert second.returncode == 0, stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    rounds = [e for e in events(stdout) if e["event"] == "round"]
+    assert sum(r["rollouts_in"] for r in rounds) > 0
+    assert sum(r["groups_external"] for r in rounds) > 0
+    assert max(r["peers"] for r in rounds) >= 1
+    first_records = read_records(tmp_path / "a" / "metrics.jsonl")
+    assert sum(r.rollouts_in for r in first_records) > 0
