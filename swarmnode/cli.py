@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -311,10 +312,8 @@ def dashboard(
     """Attach a live dashboard to a running (e.g. headless) node."""
     from swarmnode.dashboard import attach
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves the dashboard
         attach(url)
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command()

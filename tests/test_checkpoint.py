@@ -4,7 +4,7 @@ import subprocess
 import pytest
 import torch
 
-from swarmnode.checkpoint import CheckpointError, Checkpointer, TrainingState
+from swarmnode.checkpoint import Checkpointer, CheckpointError, TrainingState
 from swarmnode.config import load_config
 from swarmnode.learner import Learner
 from swarmnode.policy import Policy

@@ -1,6 +1,5 @@
 import io
 import json
-import threading
 
 from rich.console import Console
 from typer.testing import CliRunner

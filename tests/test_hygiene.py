@@ -64,3 +64,13 @@ def test_the_gate_itself_catches_each_pattern(tmp_path):
         assert len(violations(bad)) == 6
     finally:
         PACKAGE = saved
+
+
+def test_ruff_finds_nothing():
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    result = subprocess.run([ruff, "check", str(PACKAGE.parent)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

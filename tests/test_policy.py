@@ -6,13 +6,12 @@ import sys
 
 import pytest
 import torch
+from models import make_tiny_gpt2
 
 from swarmnode.config import load_config
 from swarmnode.learner import Learner
 from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy, PolicyLoadError, SamplingSettings
 from swarmnode.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
-
-from models import make_tiny_gpt2
 
 SEED_POLICY = Policy.load(dtype="float32")
 SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])

@@ -4,9 +4,9 @@ import random
 import torch
 
 from swarmnode.config import SapoConfig
+from swarmnode.rollout import TaskRef
 from swarmnode.sapo import Group, clipped_surrogate_loss, select_groups
 from swarmnode.tasks import Task
-from swarmnode.rollout import TaskRef
 
 
 def test_loss_matches_a_hand_computation():
