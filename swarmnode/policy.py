@@ -68,12 +68,17 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pick_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
+# Below this size, autocast's casts cost more than bf16 matmuls save on a CPU (measured: a 5.5M model
+# trains 1.4x faster in float32; a 30M one 1.45x faster and a 104M one 2.4x faster in bf16).
+CPU_BF16_MIN_PARAMETERS = 20_000_000
+
+
+def pick_compute_dtype(requested: str, device: torch.device, parameters: int) -> torch.dtype:
     if requested != "auto":
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_supports_bf16():
+    if device.type == "cpu" and cpu_supports_bf16() and parameters >= CPU_BF16_MIN_PARAMETERS:
         return torch.bfloat16
     return torch.float32
 
@@ -133,7 +138,8 @@ class Policy:
         model.to(torch_device)
         model.config.use_cache = True
         model_id = name if not Path(name).exists() else Path(name).resolve().name
-        return cls(model, tokenizer, model_id, torch_device, pick_compute_dtype(dtype, torch_device))
+        parameters = sum(p.numel() for p in model.parameters())
+        return cls(model, tokenizer, model_id, torch_device, pick_compute_dtype(dtype, torch_device, parameters))
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.compute_dtype == torch.float32:
@@ -160,7 +166,7 @@ class Policy:
         """`group_size` completions per prompt: prompt encoded once per group, finished rows dropped."""
         self.model.eval()
         prompt_ids = self.encode_prompts(prompts, settings.max_prompt_tokens)
-        input_ids, attention_mask = _left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
+        input_ids, attention_mask = _pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         with self.autocast():
@@ -226,30 +232,45 @@ class Policy:
     def completion_logprobs(
         self, prompt_ids: list[list[int]], completion_ids: list[list[int]], temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs of each completion given its prompt, as [N, T] plus a [N, T] mask.
+        """Per-token log-probs of each completion given its prompt, as [N, T] plus a [N, T] mask, with
+        every completion right-aligned (it ends at column T-1).
 
-        Rows are left-padded so every completion ends at the last position; only the last T logits
-        are materialised (T = longest completion), which keeps big-vocabulary models affordable.
+        Rows that share a prompt (a GRPO group) share one forward pass of it: the prompt's key/value
+        cache is computed once, with gradients, and gathered per row, so a group of G costs one prompt
+        plus G short completions instead of G full sequences. Only completion logits are materialised.
         """
-        sequences = [p + c for p, c in zip(prompt_ids, completion_ids)]
-        input_ids, attention_mask = _left_pad(sequences, self.tokenizer.pad_token_id, self.device)
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        longest = max(len(c) for c in completion_ids)
+        slots: dict[tuple[int, ...], int] = {}
+        row_prompt = [slots.setdefault(tuple(p), len(slots)) for p in prompt_ids]
+        prompt_batch, prompt_mask = _pad([list(p) for p in slots], self.tokenizer.pad_token_id, self.device)
+        prompt_positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        rows = torch.tensor(row_prompt, device=self.device)
+        completions, completion_mask = _pad(completion_ids, self.tokenizer.pad_token_id, self.device, side="right")
+        width = completions.shape[1]
+        cache = DynamicCache()
         with self.autocast():
-            logits = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=positions,
-                use_cache=False,
-                logits_to_keep=longest + 1,
+            first = self.model(
+                input_ids=prompt_batch,
+                attention_mask=prompt_mask,
+                position_ids=prompt_positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1, :]
+            cache.batch_select_indices(rows)
+            rest = self.model(
+                input_ids=completions,
+                attention_mask=torch.cat([prompt_mask[rows], completion_mask], dim=1),
+                position_ids=prompt_positions[rows, -1:] + 1 + torch.arange(width, device=self.device)[None, :],
+                past_key_values=cache,
+                use_cache=True,
             ).logits[:, :-1, :]
-        targets = input_ids[:, -longest:]
-        token_logprobs = torch.gather(
-            F.log_softmax(logits.float() / temperature, dim=-1), 2, targets.unsqueeze(-1)
-        ).squeeze(-1)
-        lengths = torch.tensor([len(c) for c in completion_ids], device=self.device)
-        mask = torch.arange(longest, device=self.device)[None, :] >= (longest - lengths)[:, None]
-        return token_logprobs, mask
+        logits = torch.cat([first[rows, None, :], rest], dim=1).float() / temperature
+        left_aligned = torch.gather(F.log_softmax(logits, dim=-1), 2, completions.unsqueeze(-1)).squeeze(-1)
+        shift = width - completion_mask.sum(dim=1, keepdim=True)
+        source = torch.arange(width, device=self.device)[None, :] - shift
+        mask = source >= 0
+        right_aligned = torch.gather(left_aligned, 1, source.clamp(min=0)) * mask
+        return right_aligned, mask
 
     def _closed_answer(self, row_tokens: list[int]) -> bool:
         tail = self.tokenizer.decode(row_tokens[-self._closing_tail_tokens :], skip_special_tokens=True)
@@ -276,13 +297,17 @@ def _sample_tokens(
     return token, log_probs.gather(-1, token[:, None]).squeeze(-1)
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(
+    rows: list[list[int]], pad_id: int, device: torch.device, side: str = "left"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and attention mask of a batch of rows, padded on `side`."""
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
+        span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
     return ids.to(device), mask.to(device)
 
 
