@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 
 from rich.console import Group, RenderableType
-from rich.layout import Layout
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
@@ -59,14 +58,11 @@ def render(status: Status, now: float | None = None) -> RenderableType:
         ("  model ", "dim"), status.model_id,
         ("  up ", "dim"), _duration(now - status.started_at),
     )
-    layout = Layout()
-    layout.split_column(
-        Layout(Panel(header), size=3),
-        Layout(name="body"),
-        Layout(_events(status), size=min(12, max(3, len(status.events) + 2))),
-    )
-    layout["body"].split_row(Layout(_learning(status)), Layout(_swarm(status)))
-    return layout
+    body = Table.grid(expand=True)
+    body.add_column(ratio=1)
+    body.add_column(ratio=1)
+    body.add_row(_learning(status), _swarm(status))
+    return Group(Panel(header), body, _events(status))
 
 
 def _learning(status: Status) -> Panel:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -130,7 +131,15 @@ class SwarmP2P(P2P):
         named = type(
             cls.__name__, (cls,), {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic}
         )
-        return await super(SwarmP2P, named).create(*args, **kwargs)
+        # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
+        # and p2pd must outlive the node's first SIGINT so the node can still publish, checkpoint and
+        # close it cleanly (it still exits by itself when its owner dies: its control socket closes).
+        spawn = asyncio.subprocess.create_subprocess_exec
+        asyncio.subprocess.create_subprocess_exec = functools.partial(spawn, start_new_session=True)
+        try:
+            return await super(SwarmP2P, named).create(*args, **kwargs)
+        finally:
+            asyncio.subprocess.create_subprocess_exec = spawn
 
     async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
         self.traffic.add(sent=1, bytes_out=input.ByteSize())
@@ -225,6 +234,7 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_log_quietly)
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
@@ -249,6 +259,12 @@ class _LoopThread:
         self._thread.join(_LOOP_SHUTDOWN_TIMEOUT_S)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _log_quietly(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Background hivemind tasks that die with a lost connection (a peer left, p2pd stopped) are routine;
+    they go to the debug log instead of printing a traceback on the node's console."""
+    logger.debug("DHT loop: %s", context.get("message"), exc_info=context.get("exception"))
 
 
 Entries = dict[str, tuple[bytes, float]]
