@@ -63,6 +63,11 @@ def main(out: Path) -> None:
         pb.Envelope(signature=Envelope.decode(valid).signature).SerializeToString()
         + pb.Envelope(version=1, signer=ALICE.public_key, payload=Envelope.decode(valid).payload).SerializeToString()
     )
+    # Field 15, varint 1: unknown to version 1. Appended to the frame (outside the signature) or inside a
+    # completion of a payload the signer signed; protobuf libraries keep and re-emit such fields verbatim.
+    unknown_field = bytes([15 << 3, 1])
+    unknown_in_payload = pb.RolloutBatch.FromString(encode_batch(batch()))
+    unknown_in_payload.rollouts[0].completions[0].MergeFromString(unknown_field)
     nan_reward = batch(rollouts=(Rollout(REF, (Completion("x", float("nan")),)),))
     too_many = batch(rollouts=(Rollout(REF, tuple(Completion(str(i)) for i in range(33))),))
     alice_slot = f"{int(T0 // WINDOW_S)}/{shard_of(ALICE.peer_id, NUM_SHARDS)}/{ALICE.peer_id}"
@@ -87,6 +92,14 @@ def main(out: Path) -> None:
     add("malformed_empty", b"", "malformed", "empty file", **ctx)
     add("malformed_truncated", valid[:-1], "malformed", "last signature byte missing", **ctx)
     add("malformed_noncanonical", non_canonical, "malformed", "signature field first", **ctx)
+    add("malformed_unknown_field", valid + unknown_field, "malformed", "an unknown field after the signature", **ctx)
+    add(
+        "malformed_unknown_payload_field",
+        Envelope.sign(ALICE, unknown_in_payload.SerializeToString(deterministic=True)).encode(),
+        "malformed",
+        "validly signed payload with an unknown field inside a completion",
+        **ctx,
+    )
     add("bad_version", frame(ALICE, batch(), version=2), "bad_version", "validly signed as version 2", **ctx)
     add("bad_signature", bytes(flipped), "bad_signature", "one payload bit flipped", **ctx)
     add(

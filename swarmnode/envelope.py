@@ -232,6 +232,8 @@ def _parse_canonical(message_type: type, data: bytes, what: str):
         message.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as error:
         raise Rejected(Reason.MALFORMED, f"{what} does not parse: {error}") from None
+    # protobuf keeps unknown fields and re-encodes them verbatim; canonical form has none (PROTOCOL.md §2.1)
+    message.DiscardUnknownFields()
     if message.SerializeToString(deterministic=True) != data:
         raise Rejected(Reason.MALFORMED, f"{what} is not in canonical form")
     return message

@@ -110,7 +110,8 @@ def check_record(
         raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
     if record.key != key_id(key_of(batch, subkey, rules)):
         raise Rejected(Reason.KEY_MISMATCH, "stored under another key than its window and shard")
-    if abs(record.expiration_time - expiration_of(batch.timestamp, rules)) > EXPIRY_TOLERANCE_S:
+    # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
+    if not abs(record.expiration_time - expiration_of(batch.timestamp, rules)) <= EXPIRY_TOLERANCE_S:
         raise Rejected(
             Reason.BAD_EXPIRY, f"expiration {record.expiration_time} is not timestamp + record_ttl_s"
         )

@@ -100,8 +100,10 @@ def test_a_batch_of_another_swarm_is_refused_even_under_its_own_key():
     assert reason_of(record(content=batch(swarm_id="other-swarm"))) is Reason.WRONG_SWARM
 
 
-@pytest.mark.parametrize("delta_s", [-10.0, -0.01, 0.01, 3600.0])
+@pytest.mark.parametrize("delta_s", [-10.0, -0.01, 0.01, 3600.0, float("nan"), float("inf")])
 def test_an_expiration_other_than_timestamp_plus_ttl_is_refused(delta_s):
+    """NaN included: hivemind would store a NaN-expiring record and never expire it (nor what sits behind
+    it in its expiration heap)."""
     honest = record()
     assert (
         reason_of(dataclasses.replace(honest, expiration_time=honest.expiration_time + delta_s))
