@@ -270,7 +270,7 @@ def _field_mutations(rng: random.Random) -> list[Callable[[pb.RolloutBatch], Non
 
     return [
         lambda b: setattr(b, "swarm_id", rng.choice(["", "Fuzz", "other", "f" * 64, "f" * 65, "fü", ".fuzz", "fuzz"])),
-        lambda b: setattr(b, "window", rng.choice([0, b.window - 2, b.window + 1, 2**64 - 1])),
+        lambda b: setattr(b, "window", RULES.window_of(NOW) + rng.choice([-2, 1, -RULES.window_of(NOW), 2**63])),
         lambda b: setattr(b, "sequence", rng.getrandbits(64)),
         set_timestamp,
         lambda b: setattr(b, "model_id", rng.choice(["", "m" * 200, "m" * 201, "模型"])),

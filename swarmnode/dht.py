@@ -17,6 +17,7 @@ import secrets
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -33,7 +34,7 @@ from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import NetworkConfig
 from swarmnode.envelope import SwarmRules
-from swarmnode.record import SwarmRecordValidator, reading_records
+from swarmnode.record import BoundedRecordStorage, SwarmRecordValidator, reading_records
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def _signalable(pid: int) -> bool:
     return True
 
 
-class _LoopThread:
+class LoopThread:
     """An asyncio loop on a daemon thread; other threads submit coroutines and wait with a timeout."""
 
     def __init__(self, name: str) -> None:
@@ -288,7 +289,8 @@ class DHTPeer:
         self.identity_path = Path(identity_path)
         self.network = network
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
-        self._loop: _LoopThread | None = None
+        self.storage = BoundedRecordStorage()
+        self._loop: LoopThread | None = None
         self._p2p: SwarmP2P | None = None
         self._node: DHTNode | None = None
         self._rejoin_task: asyncio.Task[None] | None = None
@@ -329,7 +331,7 @@ class DHTPeer:
                 cleaned.daemons_stopped,
             )
         self._socket_prefix = f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
-        self._loop = _LoopThread(name="swarmnode-dht")
+        self._loop = LoopThread(name="swarmnode-dht")
         try:
             self._loop.run(self._start(host_maddrs), 2 * self.network.startup_timeout_s + 2 * RPC_TIMEOUT_S)
         except Exception as error:
@@ -360,6 +362,10 @@ class DHTPeer:
             cache_nearest=0,
             cache_on_store=False,
         )
+        # hivemind's storage is unbounded; ours has a byte budget. We never cache, so we hold nothing a
+        # peer asks us to cache (a second, unbounded store otherwise).
+        self._node.protocol.storage = self.storage
+        self._node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
         self.peer_id = self._p2p.peer_id.to_base58()
         self.visible_maddrs = [str(maddr) for maddr in await self._p2p.get_visible_maddrs()]
         if initial_peers:
@@ -424,6 +430,10 @@ class DHTPeer:
             return []
         directory, prefix = os.path.split(self._socket_prefix)
         return sorted(Path(directory).glob(f"{prefix}*.sock"))
+
+    def refusals(self) -> Counter[str]:
+        """Records refused by reason: by the validator (invalid) or by the storage budget (key/storage full)."""
+        return self.validator.refusals() + self.storage.refusals()
 
     def traffic(self) -> TrafficSnapshot:
         """Cumulative DHT RPC traffic since this object was made (across restarts)."""
@@ -539,7 +549,7 @@ class DHTPeer:
             raise RuntimeError("the DHT peer is not started; call start() first")
         return self._node
 
-    def _require_loop(self) -> _LoopThread:
+    def _require_loop(self) -> LoopThread:
         if self._loop is None:
             raise RuntimeError("the DHT peer is closed")
         return self._loop

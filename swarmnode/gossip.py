@@ -376,7 +376,7 @@ class Gossip:
     @property
     def stats(self) -> GossipStats:
         traffic = self._peer.traffic()
-        refused = self._peer.validator.refusals()
+        refused = self._peer.refusals()
         with self._lock:
             return GossipStats(
                 published=self._published,

@@ -49,6 +49,7 @@ class Node:
         self.http_server = None
         self._lock = DataDirLock(self.data_dir)
         self._phase_seconds: dict[str, float] = {}
+        self._dht_refused: Counter[str] = Counter()
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
@@ -157,7 +158,7 @@ class Node:
             peers=self.gossip.num_peers() if self.gossip else 0,
             rollouts_out=len(own.rollouts) if published.ok else 0,
             rollouts_in=len(collected.rollouts),
-            rejected=dict(collected.rejected + external.rejected),
+            rejected=dict(collected.rejected + external.rejected + self._new_dht_refusals()),
             published=published.ok,
             collapsed=collapsed,
         )
@@ -183,6 +184,15 @@ class Node:
         except Exception as error:  # gossip must never stop training; the failure is shown and counted
             self.metrics.event(f"collect failed: {type(error).__name__}: {error}")
             return CollectResult([], Counter({"collect_error": 1}), 0, 0, 0.0, True)
+
+    def _new_dht_refusals(self) -> Counter[str]:
+        """Records our DHT peer refused since the last round (to store, or in a peer's answer), as
+        `dht_<reason>`: nothing reaches the collector from them, but a volunteer should see the attack."""
+        if self.gossip is None:
+            return Counter()
+        total = Counter({f"dht_{reason}": count for reason, count in self.gossip.stats.refused_records.items()})
+        new, self._dht_refused = total - self._dht_refused, total
+        return new
 
     def _report_offences(self, offenders: list[tuple[str, str]]) -> None:
         if self.gossip is None:

@@ -1,17 +1,21 @@
 """The DHT record validator: only valid frames, stored exactly where PROTOCOL.md §4 puts them, pass."""
 
 import dataclasses
+import time
 
 import msgpack
 import pytest
 from hivemind.dht.protocol import DHTProtocol
+from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord
+from hivemind.utils import get_dht_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from swarmnode.envelope import Reason, Rejected, SwarmRules, seal, shard_of
 from swarmnode.identity import Identity
 from swarmnode.record import (
+    BoundedRecordStorage,
     SwarmRecordValidator,
     check_record,
     expiration_of,
@@ -193,3 +197,52 @@ def test_any_single_bit_flip_of_an_honest_record_value_is_refused(position, bit)
     value[position % len(value)] ^= 1 << bit
     validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
     assert validator.validate(dataclasses.replace(honest, value=bytes(value))) is False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The storage budget: what a peer holds for others is bounded in bytes, whatever the number of signers.
+
+
+def stored(storage: BoundedRecordStorage, key: int, subkey: str, size: int, expires_in_s: float = 60.0) -> bool:
+    return storage.store_subkey(DHTID(key), subkey, b"v" * size, get_dht_time() + expires_in_s)
+
+
+def test_records_beyond_a_keys_byte_budget_are_refused_and_those_stored_stay():
+    storage = BoundedRecordStorage(max_key_bytes=10_000, max_total_bytes=10**9)
+    assert all(stored(storage, 1, f"sybil{i}", 1_000) for i in range(10))
+    assert not stored(storage, 1, "sybil10", 1_000)
+    assert stored(storage, 2, "elsewhere", 1_000)  # another key has its own budget
+    assert len(storage.get(DHTID(1)).value) == 10 and storage.refusals() == {"key_full": 1}
+
+
+def test_records_beyond_the_total_byte_budget_are_refused():
+    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=5_000)
+    assert [stored(storage, key, "s", 1_000) for key in range(7)] == [True] * 5 + [False] * 2
+    assert storage.stored_bytes == 5_000 and storage.refusals() == {"storage_full": 2}
+
+
+def test_a_signer_replacing_its_record_does_not_grow_and_an_older_record_never_displaces_a_newer_one():
+    storage = BoundedRecordStorage(max_key_bytes=2_000, max_total_bytes=10**9)
+    for expires_in_s in range(30, 60):
+        assert stored(storage, 1, "alice", 1_000, expires_in_s)
+    assert storage.stored_bytes == 1_000
+    assert not stored(storage, 1, "alice", 1_000, expires_in_s=5)
+    records = storage.get(DHTID(1)).value
+    assert records.get("alice").expiration_time > get_dht_time() + 50
+    assert records.key_to_heap["alice"].expiration_time > get_dht_time() + 50  # hivemind would re-point it
+
+
+def test_a_flood_of_replacements_keeps_the_expiration_heaps_proportional_to_what_is_stored():
+    storage = BoundedRecordStorage()
+    for step in range(5_000):
+        stored(storage, 1, "alice", 100, expires_in_s=30 + step * 1e-3)
+    assert len(storage.expiration_heap) < 100 and len(storage.get(DHTID(1)).value.expiration_heap) < 100
+
+
+def test_expired_records_give_their_bytes_back(monkeypatch):
+    monkeypatch.setattr("swarmnode.record.RECOUNT_INTERVAL_S", 0.0)
+    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=2_000)
+    assert stored(storage, 1, "a", 1_000, expires_in_s=0.2) and stored(storage, 2, "b", 1_000, expires_in_s=0.2)
+    assert not stored(storage, 3, "c", 1_000)
+    time.sleep(0.3)
+    assert stored(storage, 3, "c", 1_000) and storage.stored_bytes == 1_000
