@@ -37,7 +37,16 @@ def save(learner: Learner, directory, round_number: int) -> None:
     Checkpointer(directory).save(learner.policy.model, learner.trainer.optimizer, state)
 
 
-def test_resume_continues_exactly_like_an_unbroken_run(tmp_path):
+@pytest.fixture
+def single_thread():
+    """Multi-threaded CPU kernels may sum in a different order run to run; one thread makes bits repeatable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_continues_exactly_like_an_unbroken_run(tmp_path, single_thread):
     unbroken = fresh_learner()
     expected = run_rounds(unbroken, 4)
 
