@@ -344,6 +344,9 @@ class DHTPeer:
 
     async def _start(self, host_maddrs: list[str]) -> None:
         initial_peers = _peer_addresses(self.network.initial_peers)
+        # UPnP/NAT-PMP discovery and AutoNAT send traffic to the LAN and its gateway; a node listening on
+        # loopback only must stay on loopback (p2pd enables both by default).
+        reachable_beyond_loopback = not ipaddress.ip_address(self.network.host).is_loopback
         self._p2p = await SwarmP2P.create(
             socket_prefix=self._socket_prefix,
             traffic=self._traffic,
@@ -353,6 +356,8 @@ class DHTPeer:
             identity_path=str(self.identity_path),
             check_if_identity_free=False,
             startup_timeout=self.network.startup_timeout_s,
+            nat_port_map=reachable_beyond_loopback,
+            auto_nat=reachable_beyond_loopback,
         )
         self._node = await DHTNode.create(
             p2p=self._p2p,

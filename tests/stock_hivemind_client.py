@@ -21,7 +21,8 @@ def main() -> int:
     parser.add_argument("--subkey", required=True)
     args = parser.parse_args()
     dht = hivemind.DHT(
-        initial_peers=args.initial_peer, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True, start=True
+        initial_peers=args.initial_peer, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True, start=True,
+        nat_port_map=False, auto_nat=False,  # stay on loopback: no UPnP/NAT-PMP probes of the LAN
     )
     try:
         found = dht.get(args.key, latest=True)

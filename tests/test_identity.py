@@ -64,7 +64,9 @@ def test_p2pd_started_with_the_key_file_has_the_same_peer_id(tmp_path):
     identity = load_or_create_identity(path)
 
     async def started_peer_id() -> str:
-        p2p = await P2P.create(identity_path=str(path), host_maddrs=["/ip4/127.0.0.1/tcp/0"])
+        p2p = await P2P.create(
+            identity_path=str(path), host_maddrs=["/ip4/127.0.0.1/tcp/0"], nat_port_map=False, auto_nat=False
+        )
         try:
             return p2p.peer_id.to_base58()
         finally:
