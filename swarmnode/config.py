@@ -150,7 +150,11 @@ class SapoConfig(Section):
 
 
 class CheckpointConfig(Section):
+    """Save when both `every_rounds` rounds and `min_interval_s` seconds have passed since the last save
+    (and always on exit): on a fast node a fixed round interval would spend a few % of its time saving."""
+
     every_rounds: int = Field(10, ge=1)
+    min_interval_s: float = Field(60.0, ge=0, description="a SIGKILL loses at most this much work (or every_rounds rounds)")
     keep_last: int = Field(3, ge=1)
 
 

@@ -304,17 +304,20 @@ class Gossip:
 
         Our signing key is our libp2p identity, so the peer ids in our routing table tell us which shards
         are populated: those come first (in random order), each shard's current window then its older
-        ones; the shards we know no peer of follow, so peers we do not know yet are still reached.
+        ones; then one wave of keys of shards we know no peer of (a different random few each call), so
+        peers we do not know yet are still reached without every collect reading every empty shard.
         """
         known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._peer.known_peer_ids())
         shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
         shards.sort(key=lambda shard: known[shard] == 0)
         windows = range(window, window - self.rules.max_age_windows - 1, -1)
-        return [
+        plan = [
             (record_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
             for shard in shards
             for read_window in windows
         ]
+        populated = sum(1 for entry in plan if entry[2] > 0)
+        return plan[: populated + self.config.shards_per_wave]
 
     def _next_wave(self, plan: list[tuple[str, Slot, int]], peers_needed: int) -> list[tuple[str, Slot, int]]:
         """Take keys off the plan until they should hold `peers_needed` peers, within [1, shards_per_wave]:

@@ -49,6 +49,7 @@ class Node:
         self.http_server = None
         self._lock = DataDirLock(self.data_dir)
         self._phase_seconds: dict[str, float] = {}
+        self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
 
     def start(self) -> None:
@@ -78,6 +79,7 @@ class Node:
         if state is not None:
             self.learner.restore(state)
             self.round = state.round
+            self._saved = (state.round, time.monotonic())
             for name in COUNTERS:
                 setattr(self.status, name, state.counters.get(name, 0))
             self.status.rejected_total = dict(state.counters.get("rejected_total", {}))
@@ -139,7 +141,7 @@ class Node:
         if collapsed:
             self.metrics.event(f"collapse detected at round {self.round}: answer rate {own.answer_rate:.2f}")
         with self._phase("checkpoint", may_stop=False):
-            if self.round % self.config.checkpoint.every_rounds == 0:
+            if self._checkpoint_due():
                 self.save_checkpoint()
         record = RoundRecord(
             round=self.round,
@@ -211,6 +213,11 @@ class Node:
         yield
         self._phase_seconds[name] = time.perf_counter() - started
 
+    def _checkpoint_due(self) -> bool:
+        every = self.config.checkpoint
+        rounds_since, seconds_since = self.round - self._saved[0], time.monotonic() - self._saved[1]
+        return rounds_since >= every.every_rounds and seconds_since >= every.min_interval_s
+
     def save_checkpoint(self) -> None:
         state = TrainingState(
             round=self.round,
@@ -219,6 +226,7 @@ class Node:
             | {"rejected_total": self.status.rejected_total},
         )
         path = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
+        self._saved = (self.round, time.monotonic())
         self.metrics.event(f"checkpoint {path.name}")
 
     def close(self) -> None:

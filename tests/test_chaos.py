@@ -39,7 +39,7 @@ def inet_addresses(pid: int) -> set[str]:
 
 
 def test_sigkill_mid_round_resumes_from_the_last_checkpoint_with_nothing_corrupt(tmp_path):
-    process = join(tmp_path, "--set", "checkpoint.every_rounds=2")
+    process = join(tmp_path, "--set", "checkpoint.every_rounds=2", "--set", "checkpoint.min_interval_s=0")
     try:
         wait_for_line(process, lambda e: e["event"] == "round" and e["round"] >= 5, timeout_s=180)
         assert inet_addresses(process.pid) <= LOOPBACK  # nothing bound or connected beyond what we configured

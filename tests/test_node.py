@@ -143,3 +143,23 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
     assert max(r["peers"] for r in rounds) >= 1
     first_records = read_records(tmp_path / "a" / "metrics.jsonl")
     assert sum(r.rollouts_in for r in first_records) > 0
+
+
+@pytest.mark.parametrize(("min_interval_s", "saved"), [(0.0, [1, 2, 3]), (3600.0, [3])])
+def test_checkpoints_wait_for_both_the_round_and_the_time_interval(tmp_path, min_interval_s, saved):
+    import threading
+
+    from swarmnode.config import load_config
+    from swarmnode.node import Node
+
+    overrides = [flag for flag in FAST if flag != "--set"] + [
+        "gossip.enabled=false", "metrics.port=null", "checkpoint.every_rounds=1",
+        f"checkpoint.min_interval_s={min_interval_s}", "checkpoint.keep_last=5",
+    ]
+    node = Node(load_config(None, overrides), tmp_path, lambda event: None, threading.Event())
+    try:
+        node.start()
+        node.run(3)
+    finally:
+        node.close()
+    assert sorted(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("round-*")) == saved
