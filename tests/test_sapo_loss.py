@@ -1,6 +1,7 @@
 import math
 import random
 
+import pytest
 import torch
 
 from swarmnode.config import SapoConfig
@@ -71,6 +72,17 @@ def test_missing_external_groups_are_replaced_by_own_but_never_the_reverse():
     assert len(silo.own) == 4 and not silo.external
     few_own = select_groups([group([1, 0])], [group([1, 0], "external") for _ in range(6)], config, random.Random(0))
     assert len(few_own.own) == 1 and len(few_own.external) == 2
+
+
+@pytest.mark.parametrize(("own_first", "expected"), [(False, (4, 4)), (True, (5, 3))])
+def test_own_first_keeps_every_own_group_and_lets_peers_fill_only_the_rest(own_first, expected):
+    config = SapoConfig(local_groups=4, external_groups=4, own_first=own_first)
+    own = [group([1, 0]) for _ in range(5)] + [group([1, 1])]
+    external = [group([1, 0], "external") for _ in range(6)]
+    picked = select_groups(own, external, config, random.Random(0))
+    assert (len(picked.own), len(picked.external)) == expected
+    crowded = select_groups([group([0, 1]) for _ in range(9)], external, config, random.Random(0))
+    assert len(crowded.own) == (8 if own_first else 4)
 
 
 def test_a_step_without_enough_own_signal_is_skipped():
