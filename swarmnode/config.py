@@ -138,7 +138,7 @@ class SapoConfig(Section):
     micro_batch_size: int = Field(32, ge=1)
     min_own_groups: int = Field(1, ge=0, description="skip the step when fewer own informative groups exist")
     own_first: bool = Field(
-        False, description="own informative groups take the I+J slots first; peers' groups fill what is left (<= J)"
+        True, description="own informative groups take the I+J slots first; peers' groups fill what is left (<= J)"
     )
     external_weight: float = Field(1.0, ge=0, le=1)
     importance_clip: float | None = Field(

@@ -57,7 +57,7 @@ def test_advantages_are_group_normalised_and_constant_groups_are_uninformative()
 
 
 def test_selection_drops_zero_advantage_groups_and_respects_i_and_j():
-    config = SapoConfig(local_groups=2, external_groups=2, min_own_groups=1)
+    config = SapoConfig(local_groups=2, external_groups=2, min_own_groups=1, own_first=False)
     own = [group([1, 0]), group([0, 0]), group([1, 0]), group([0, 1])]
     external = [group([1, 0], "external"), group([1, 1], "external"), group([0, 1], "external"), group([1, 0], "external")]
     picked = select_groups(own, external, config, random.Random(0))
