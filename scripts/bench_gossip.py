@@ -7,7 +7,8 @@ and publish->visible latency: from the start of a publish until a random other p
 new frame. The naive layout is rl-swarm's: all peers store under `swarmnode-naive/{round}` and collectors
 read that key. Writes benchmarks/results/gossip.json.
 
-Usage: python scripts/bench_gossip.py [--sizes 4,16,64] [--rounds 4] [--latency-samples 40]
+Usage: python scripts/bench_gossip.py [--sizes 4,16,64] [--rounds 4] [--latency-samples 40] [--shards 16,256]
+       [--no-naive] [--out FILE]
 """
 
 from __future__ import annotations
@@ -246,12 +247,19 @@ def main() -> None:
     parser.add_argument("--completion-bytes", type=int, default=200)
     parser.add_argument("--collect", type=int, default=4, help="J: rollouts each peer collects per round")
     parser.add_argument("--per-peer-cap", type=int, default=2)
+    parser.add_argument("--shards", default=f"16,{SwarmConfig().num_shards}", help="swarm.num_shards values to compare")
+    parser.add_argument("--no-naive", action="store_true", help="skip the one-key-per-round layout")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gossip.json")
     args = parser.parse_args()
     workload = Workload(
         args.rollouts, args.completions, args.completion_bytes, args.collect, args.per_peer_cap
     )
-    swarm = SwarmConfig(id="bench", window_s=3600.0, record_ttl_s=7200.0)
+    layouts = [
+        ("sharded", ShardedSwarm, SwarmConfig(id="bench", window_s=3600.0, record_ttl_s=7200.0, num_shards=int(shards)))
+        for shards in dict.fromkeys(args.shards.split(","))
+    ]
+    if not args.no_naive:
+        layouts.append(("naive", NaiveSwarm, SwarmConfig(id="bench", window_s=3600.0, record_ttl_s=7200.0)))
     rng = random.Random(0)
     console = Console(width=130)
     load_at_start = os.getloadavg()[0]
@@ -263,16 +271,17 @@ def main() -> None:
             keys = [Path(tmp) / f"{size}-{index}.key" for index in range(size)]
             for identity, key in zip(identities, keys):
                 save_identity(identity, key, overwrite=True)
-            for name, layout in (("sharded", ShardedSwarm), ("naive", NaiveSwarm)):
+            for name, layout, swarm in layouts:
                 started = time.monotonic()
                 peers = layout(keys, identities, swarm, workload)
+                shards = swarm.num_shards if name == "sharded" else None
                 try:
-                    row = {"layout": name, **measure(peers, args.rounds, args.latency_samples, rng)}
+                    row = {"layout": name, "shards": shards, **measure(peers, args.rounds, args.latency_samples, rng)}
                 finally:
                     peers.close()
                 row["wall_s"] = time.monotonic() - started
                 results.append(row)
-                console.print(f"N={size:>3} {name:<8} done in {row['wall_s']:.0f} s", highlight=False)
+                console.print(f"N={size:>3} {name:<8} {shards or '':>4} done in {row['wall_s']:.0f} s", highlight=False)
     frame_bytes = len(
         seal(
             RolloutBatch("bench", 0, 0, 1.0, "bench", "v", tuple(workload.rollouts_for(0))),
@@ -285,7 +294,7 @@ def main() -> None:
         json.dumps(
             {
                 "workload": {**workload.__dict__, "frame_bytes": frame_bytes, "rounds": args.rounds},
-                "swarm": swarm.model_dump(),
+                "swarm": layouts[0][2].model_dump(exclude={"num_shards"}),
                 "gossip": GossipConfig(max_rollouts_per_peer=workload.per_peer_cap).model_dump(),
                 "machine": {
                     "cpus": os.cpu_count(),
@@ -308,6 +317,7 @@ def render(results: list[dict], workload: Workload, frame_bytes: int) -> Table:
     for column in (
         "N",
         "layout",
+        "shards",
         "requests",
         "KB in",
         "KB out",
@@ -322,6 +332,7 @@ def render(results: list[dict], workload: Workload, frame_bytes: int) -> Table:
         table.add_row(
             str(row["peers"]),
             row["layout"],
+            str(row["shards"] or "1/round"),
             f"{row['requests_per_node_round']:.1f}",
             f"{row['bytes_in_per_node_round'] / 1000:.1f}",
             f"{row['bytes_out_per_node_round'] / 1000:.1f}",

@@ -9,7 +9,7 @@ to 8/0, and the paired gain over 8/0 (same seed, same node index). Writes benchm
 sapo.png; with --hetero, half the nodes run a GPT-2-architecture model with its own tokenizer and the
 results (per model) go to sapo-hetero.json/.png. The round-time breakdown of all runs is printed and stored.
 Usage: python scripts/reproduce_sapo.py [--quick] [--rounds 120] [--seeds 0,1,2] [--nodes 4]
-       [--configs 8/0,6/2,4/4,2/6] [--hetero] [--set key=value ...] [--tag NAME] [--dir runs]
+       [--configs 8/0,6/2,4/4,2/6] [--hetero] [--weak] [--set key=value ...] [--tag NAME] [--dir runs]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from local_swarm import (
     sharing_overrides,
 )
 from round_breakdown import breakdown, print_breakdown, print_comparison
+from simulate_swarm import ensure_weak_model
 
 from swarmnode.dashboard import moving_average
 from swarmnode.metrics import read_records
@@ -287,6 +288,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--configs", help="I/J list (default 8/0,6/2,4/4,2/6; with --hetero 8/0,4/4)")
     parser.add_argument("--hetero", action="store_true", help="half the nodes on a GPT-2 model with its own tokenizer")
+    parser.add_argument("--weak", action="store_true", help="every node starts from the weak warm start (reward ~0.08)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for all nodes")
     parser.add_argument("--dir", type=Path, default=ROOT / "runs", help="where node data dirs go")
     parser.add_argument("--tag", default="", help="suffix of the result files")
@@ -302,7 +304,8 @@ def main() -> None:
     args.name = "sapo" + ("-hetero" if args.hetero else "") + (f"-{args.tag}" if args.tag else "")
     args.dir = args.dir / args.name
     args.overrides = [*EXPERIMENT_OVERRIDES, *args.overrides]
-    models = [SEED_MODEL, str(ensure_gpt2_model())] if args.hetero else [SEED_MODEL]
+    first = str(ensure_weak_model()) if args.weak else SEED_MODEL
+    models = [first, str(ensure_gpt2_model())] if args.hetero else [first]
     exit_on_sigterm()
     minutes = estimate_minutes(len(configs), len(seeds), args.rounds, ROUND_S)
     print(f"{len(configs)} configurations x {len(seeds)} seeds x {args.nodes} nodes x {args.rounds} rounds: "

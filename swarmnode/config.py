@@ -29,7 +29,9 @@ class SwarmConfig(Section):
     id: str = Field("swarmnode-local", pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
     window_s: float = Field(30.0, gt=0)
     record_ttl_s: float = Field(60.0, gt=0)
-    num_shards: int = Field(16, ge=1, le=4096)
+    num_shards: int = Field(
+        256, ge=1, le=4096, description="a key holds ~N/num_shards records a window; keep that near what a collect reads"
+    )
     max_age_windows: int = Field(1, ge=0)
     clock_skew_s: float = Field(5.0, ge=0)
 
@@ -69,7 +71,7 @@ class GossipConfig(Section):
 
 class FamilyConfig(Section):
     name: str
-    weight: float = Field(1.0, ge=0, description="0 = never sampled here, but peers' rollouts are verified and used")
+    weight: float = Field(1.0, ge=0, description="0 = never sampled here; peers' rollouts are verified, used with sapo.external_families=suite")
     config: dict[str, Any] = Field(default_factory=dict)
     dataset_size: int = Field(DEFAULT_DATASET_SIZE, ge=1)
 
@@ -141,6 +143,10 @@ class SapoConfig(Section):
         True, description="own informative groups take the I+J slots first; peers' groups fill what is left (<= J)"
     )
     external_weight: float = Field(1.0, ge=0, le=1)
+    external_families: Literal["sampled", "suite"] = Field(
+        "sampled",
+        description="train on peers' groups only of families we sample (weight > 0), or of any family we can verify",
+    )
     importance_clip: float | None = Field(
         2.0, gt=0, description="truncate sender-log-prob importance weights at this value; null disables"
     )

@@ -62,7 +62,7 @@ class FamilySpec:
     dataset size is part of the item's identity (and of the config hash), not a free parameter."""
 
     name: str
-    weight: float = 1.0  # 0: never sampled here, but peers' rollouts of it can be verified and trained on
+    weight: float = 1.0  # 0: never sampled here, but peers' rollouts of it can be verified (and trained on)
     config: Mapping[str, Any] = field(default_factory=dict)
     dataset_size: int = DEFAULT_DATASET_SIZE
 
@@ -140,6 +140,10 @@ class TaskSuite:
 
     def family_names(self) -> list[str]:
         return [spec.name for spec in self.families]
+
+    def sampled_family_names(self) -> frozenset[str]:
+        """The families this node asks questions of (weight > 0): its reward is measured on these."""
+        return frozenset(spec.name for spec in self.families if spec.weight > 0)
 
     def sample(self, rng: random.Random, count: int, seed: int) -> list[Task]:
         """`count` fresh questions from the weighted mix, drawn with `rng` from dataset `seed`."""

@@ -1,3 +1,4 @@
+import json
 import os
 import random
 import shutil
@@ -92,3 +93,27 @@ def test_rollouts_from_another_model_and_tokenizer_are_retokenized_and_trained_o
     stats = receiver.train([], shared)
     assert stats.external_groups >= 1 and stats.external_tokens > 0 and stats.own_groups == 0
     assert any(not torch.equal(a, b) for a, b in zip(before, other.model.parameters()))
+
+
+@pytest.mark.parametrize("scope, trained", [("sampled", False), ("suite", True)])
+def test_peers_groups_of_a_family_we_do_not_sample_are_used_only_when_asked(scope, trained):
+    families = [f.model_dump() for f in load_config().tasks.families]
+    mine, theirs = families[0]["name"], families[1]["name"]
+    only = lambda name: [{**f, "weight": 1.0 if f["name"] == name else 0.0} for f in families]  # noqa: E731
+    base = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=8"]
+    sender_config = load_config(None, [*base, f"tasks.families={json.dumps(only(theirs))}"])
+    receiver_config = load_config(None, [*base, f"tasks.families={json.dumps(only(mine))}",
+                                         f"sapo.external_families={scope}"])
+    sender = Learner(sender_config, SEED_POLICY, TaskSuite([f.spec() for f in sender_config.tasks.families]), 1, 2)
+    receiver = Learner(receiver_config, SEED_POLICY, TaskSuite([f.spec() for f in receiver_config.tasks.families]), 3, 4)
+
+    class Incoming:
+        def __init__(self, rollout):
+            self.signer, self.model_id, self.rollout = "12D3KooWsender", SEED_POLICY.model_id, rollout
+
+    rollouts = sender.sample_round().rollouts
+    assert {r.task.family for r in rollouts} == {theirs}
+    external = receiver.external_groups([Incoming(r) for r in rollouts])
+    assert len(external.groups) == (len(rollouts) if trained else 0)
+    assert external.rejected.get("not_sampled_here", 0) == (0 if trained else len(rollouts))
+    assert not external.offenders
