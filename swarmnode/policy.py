@@ -7,6 +7,7 @@ model). The sampler encodes each prompt once for its G samples and drops finishe
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,13 @@ def pick_compute_dtype(requested: str, device: torch.device, parameters: int) ->
     return torch.float32
 
 
+def _cache_keyword(model: Any) -> str:
+    """Recent transformers name the KV-cache argument `cache` and warn on every `past_key_values` call
+    (a stray line in a headless node's JSON log); earlier 5.x releases only know `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class Policy:
     """A causal LM plus its tokenizer. Weights stay float32 (Adam needs it); the forward passes of
     sampling and training run under autocast in `compute_dtype` (bf16 where the hardware has it)."""
@@ -105,6 +113,7 @@ class Policy:
         self.eos_ids = _eos_ids(model, tokenizer)
         self._closing_token_ids = _tokens_containing(tokenizer, ">")
         self._closing_tail_tokens = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False).input_ids) + 1
+        self._cache_keyword = _cache_keyword(model)
 
     @classmethod
     def load(
@@ -174,7 +183,7 @@ class Policy:
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=positions,
-                past_key_values=cache,
+                **{self._cache_keyword: cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -217,7 +226,7 @@ class Policy:
                     input_ids=token[:, None],
                     attention_mask=attention_mask,
                     position_ids=next_position,
-                    past_key_values=cache,
+                    **{self._cache_keyword: cache},
                     use_cache=True,
                 )
             logits = out.logits[:, -1, :].float()
@@ -252,7 +261,7 @@ class Policy:
                 input_ids=prompt_batch,
                 attention_mask=prompt_mask,
                 position_ids=prompt_positions,
-                past_key_values=cache,
+                **{self._cache_keyword: cache},
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1, :]
@@ -261,7 +270,7 @@ class Policy:
                 input_ids=completions,
                 attention_mask=torch.cat([prompt_mask[rows], completion_mask], dim=1),
                 position_ids=prompt_positions[rows, -1:] + 1 + torch.arange(width, device=self.device)[None, :],
-                past_key_values=cache,
+                **{self._cache_keyword: cache},
                 use_cache=True,
             ).logits[:, :-1, :]
         logits = torch.cat([first[rows, None, :], rest], dim=1).float() / temperature
