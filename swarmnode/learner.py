@@ -102,13 +102,14 @@ class Learner:
 
     def external_groups(self, peer_rollouts: Sequence[PeerRollout]) -> ExternalGroups:
         """Turn peers' rollouts into our groups: regenerate, rescore, re-tokenize; count what fails.
-        Families we do not sample are skipped (counted, no offence) unless sapo.external_families=suite:
+        Verify-only (weight 0) families are skipped (counted, no offence) unless sapo.external_families=suite:
         at small scale, peers' other families cost a specialised node 0.2-1.6% of its reward."""
         result = ExternalGroups([])
         limit = 2 * self.settings.max_new_tokens
-        wanted = self.suite.sampled_family_names() if self.config.sapo.external_families == "sampled" else None
+        verify_only = set(self.suite.family_names()) - self.suite.sampled_family_names()
+        skipped = verify_only if self.config.sapo.external_families == "sampled" else set()
         for item in peer_rollouts:
-            if wanted is not None and item.rollout.task.family not in wanted:
+            if item.rollout.task.family in skipped:
                 result.rejected["not_sampled_here"] += 1
                 continue
             try:

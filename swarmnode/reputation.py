@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 from swarmnode.envelope import Reason
 
-# Not the sender's fault, or not provably: an old or repeated frame can be re-published by anyone.
-NOT_OFFENCES = frozenset({Reason.STALE, Reason.REPLAY, Reason.BANNED})
+# Not the sender's fault, or not provably: an old or repeated frame can be re-published by anyone, and an
+# honest peer with another task mix sends families or configs we cannot regenerate.
+NOT_OFFENCES = frozenset({Reason.STALE, Reason.REPLAY, Reason.BANNED, Reason.UNKNOWN_TASK})
 
 
 class Reputation:

@@ -315,15 +315,15 @@ def test_enough_offences_within_the_window_ban_a_signer_for_the_ban_duration():
     assert not reputation.record_offence("p", Reason.BAD_VALUE)
     clock.now = 11.0  # the first offence has left the window
     assert not reputation.record_offence("p", Reason.BAD_VALUE)
-    assert not reputation.record_offence("p", Reason.UNKNOWN_TASK)
+    assert not reputation.record_offence("p", Reason.LIMIT_EXCEEDED)
     assert reputation.record_offence("p", Reason.REWARD_MISMATCH)
     assert reputation.is_banned("p") and not reputation.is_banned("q")
     clock.now = 11.0 + 60.0
     assert not reputation.is_banned("p") and reputation.banned_peers() == []
 
 
-@pytest.mark.parametrize("reason", [Reason.STALE, Reason.REPLAY, Reason.BANNED])
-def test_stale_replayed_or_banned_frames_are_not_offences(reason):
+@pytest.mark.parametrize("reason", [Reason.STALE, Reason.REPLAY, Reason.BANNED, Reason.UNKNOWN_TASK])
+def test_stale_replayed_banned_or_foreign_task_frames_are_not_offences(reason):
     reputation = Reputation(ban_after_offences=1, ban_window_s=10.0, ban_duration_s=60.0)
     assert not reputation.record_offence("p", reason)
     assert not reputation.is_banned("p")
