@@ -123,7 +123,8 @@ class Node:
             self.save_checkpoint()
 
     def run_round(self) -> RoundRecord:
-        """One SAPO round: sample and score, share, collect and rescore, train, checkpoint, report."""
+        """One SAPO round: sample and score, share, collect and rescore, train, report, checkpoint (a save's
+        seconds appear in the next round's record, as the time between two records includes it)."""
         learner, sapo = self.learner, self.config.sapo
         with self._phase("generate"):
             own = learner.sample_round(share_logprobs=True)
@@ -140,9 +141,6 @@ class Node:
         collapsed = self.health.observe(own.mean_reward, own.answer_rate)
         if collapsed:
             self.metrics.event(f"collapse detected at round {self.round}: answer rate {own.answer_rate:.2f}")
-        with self._phase("checkpoint", may_stop=False):
-            if self._checkpoint_due():
-                self.save_checkpoint()
         record = RoundRecord(
             round=self.round,
             time=time.time(),
@@ -164,7 +162,11 @@ class Node:
             published=published.ok,
             collapsed=collapsed,
         )
-        self.metrics.record(record)
+        self._phase_seconds = {}
+        self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
+        with self._phase("checkpoint", may_stop=False):
+            if self._checkpoint_due():
+                self.save_checkpoint()
         self.metrics.set_phase("idle")
         return record
 
@@ -206,8 +208,6 @@ class Node:
     def _phase(self, name: str, may_stop: bool = True) -> Iterator[None]:
         if may_stop and self.stop.is_set():
             raise Stopped(name)
-        if name == "generate":
-            self._phase_seconds = {}
         self.metrics.set_phase(name)
         started = time.perf_counter()
         yield
