@@ -106,8 +106,8 @@ class Learner:
         at small scale, peers' other families cost a specialised node 0.2-1.6% of its reward."""
         result = ExternalGroups([])
         limit = 2 * self.settings.max_new_tokens
-        verify_only = set(self.suite.family_names()) - self.suite.sampled_family_names()
-        skipped = verify_only if self.config.sapo.external_families == "sampled" else set()
+        sampled_only = self.config.sapo.external_families == "sampled"
+        skipped = self.suite.verify_only_family_names() if sampled_only else frozenset()
         for item in peer_rollouts:
             if item.rollout.task.family in skipped:
                 result.rejected["not_sampled_here"] += 1

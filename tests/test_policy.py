@@ -18,6 +18,13 @@ SEED_POLICY = Policy.load(dtype="float32")
 SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])
 
 
+class Incoming:
+    """A verified peer rollout as gossip hands it to the learner, from a sender running the seed model."""
+
+    def __init__(self, rollout) -> None:
+        self.signer, self.model_id, self.rollout = "12D3KooWsender", SEED_POLICY.model_id, rollout
+
+
 def prompts(n: int) -> list[str]:
     return [format_prompt(t.question, SEED_POLICY.tokenizer) for t in SUITE.sample(random.Random(0), n, seed=1)]
 
@@ -77,10 +84,6 @@ def test_rollouts_from_another_model_and_tokenizer_are_retokenized_and_trained_o
     assert other.tokenizer.get_vocab() != SEED_POLICY.tokenizer.get_vocab()
     receiver = Learner(config, other, SUITE, seed=3, data_seed=4)
 
-    class Incoming:
-        def __init__(self, rollout):
-            self.signer, self.model_id, self.rollout = "12D3KooWsender", SEED_POLICY.model_id, rollout
-
     shared = []
     while not any(g.informative for g in shared):  # a few rounds until one group has reward variance
         shared = receiver.external_groups([Incoming(r) for r in sender.sample_round().rollouts]).groups
@@ -99,18 +102,15 @@ def test_rollouts_from_another_model_and_tokenizer_are_retokenized_and_trained_o
 def test_peers_groups_of_a_family_we_do_not_sample_are_used_only_when_asked(scope, trained):
     families = [f.model_dump() for f in load_config().tasks.families]
     mine, theirs = families[0]["name"], families[1]["name"]
-    only = lambda name: [{**f, "weight": 1.0 if f["name"] == name else 0.0} for f in families]  # noqa: E731
-    base = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=8"]
-    sender_config = load_config(None, [*base, f"tasks.families={json.dumps(only(theirs))}"])
-    receiver_config = load_config(None, [*base, f"tasks.families={json.dumps(only(mine))}",
-                                         f"sapo.external_families={scope}"])
-    sender = Learner(sender_config, SEED_POLICY, TaskSuite([f.spec() for f in sender_config.tasks.families]), 1, 2)
-    receiver = Learner(receiver_config, SEED_POLICY, TaskSuite([f.spec() for f in receiver_config.tasks.families]), 3, 4)
 
-    class Incoming:
-        def __init__(self, rollout):
-            self.signer, self.model_id, self.rollout = "12D3KooWsender", SEED_POLICY.model_id, rollout
+    def learner_sampling_only(name: str, seed: int, *extra: str) -> Learner:
+        mix = [{**f, "weight": 1.0 if f["name"] == name else 0.0} for f in families]
+        config = load_config(None, ["sapo.questions_per_round=4", "sapo.completions_per_question=4",
+                                    "model.max_new_tokens=8", f"tasks.families={json.dumps(mix)}", *extra])
+        return Learner(config, SEED_POLICY, TaskSuite([f.spec() for f in config.tasks.families]), seed, seed + 1)
 
+    sender = learner_sampling_only(theirs, 1)
+    receiver = learner_sampling_only(mine, 3, f"sapo.external_families={scope}")
     rollouts = sender.sample_round().rollouts
     assert {r.task.family for r in rollouts} == {theirs}
     external = receiver.external_groups([Incoming(r) for r in rollouts])
