@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.dht import DHTPeer
+from swarmnode.dht import DHTPeer, StoreItem
 from swarmnode.envelope import Rejected, ReplayGuard, SwarmRules, open_envelope, seal, shard_of
 from swarmnode.gossip import Gossip
 from swarmnode.identity import Identity, save_identity
@@ -151,9 +151,8 @@ class NaiveSwarm:
             tuple(self.workload.rollouts_for(round_index)),
         )
         key, peer_id = f"{NAIVE_PREFIX}{round_index}", self.identities[index].peer_id
-        self.peers[index].store(
-            key, peer_id, seal(batch, self.identities[index]), expiration_of(now, self.rules), timeout_s=5
-        )
+        item = StoreItem(key, peer_id, seal(batch, self.identities[index]), expiration_of(now, self.rules))
+        self.peers[index].store([item], timeout_s=5)
         return key, peer_id
 
     def collect(self, index: int, round_index: int) -> int:

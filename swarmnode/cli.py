@@ -182,6 +182,7 @@ def bootstrap(
     It stores and serves records for the swarm and refuses any record that is not a valid signed frame.
     """
     from swarmnode.dht import DHTPeer, GossipStartError  # hivemind imports torch (~3 s); only this needs it
+    from swarmnode.reachability import network_warnings
 
     flags = list(overrides or [])
     if port is not None:
@@ -202,9 +203,12 @@ def bootstrap(
     except GossipStartError as error:
         raise fail(str(error))
     try:
-        for maddr in peer.visible_maddrs:
+        for warning in network_warnings(settings.network.host, settings.network.initial_peers):
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        for maddr in peer.advertised_maddrs():
             typer.echo(maddr)
-        ready = f"bootstrap peer of swarm {settings.swarm.id!r} up; Ctrl-C stops it"
+        mode = "DHT client" if peer.client_mode else "DHT server"
+        ready = f"bootstrap peer of swarm {settings.swarm.id!r} up ({mode}, {peer.reachability.describe()}); Ctrl-C stops it"
         err_console.print(ready, highlight=False)
         while not stop.wait(1.0):
             pass
@@ -298,9 +302,20 @@ def _quiet_log(event: dict) -> None:
 
 
 def _print_join_hint(node) -> None:
+    status = node.status
     console.print(f"peer id  {node.identity.peer_id}", highlight=False)
-    for maddr in node.status.maddrs:
+    for warning in node.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if status.gossip_enabled:
+        console.print(f"reachability  {status.reachability_detail} (DHT {status.dht_mode})", highlight=False)
+    for maddr in status.maddrs:
         console.print(f"others join with:  swarmnode join --peers {maddr}", highlight=False)
+    if status.gossip_enabled and not status.maddrs:
+        console.print(
+            "others cannot dial this node, so they join through a public peer; it trains and shares all the same. "
+            "To serve, forward network.port on your router and set network.announce_maddrs.",
+            highlight=False,
+        )
     if node.metrics_url:
         console.print(f"dashboard from another terminal:  swarmnode dashboard --url {node.metrics_url}", highlight=False)
 

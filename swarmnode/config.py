@@ -48,14 +48,26 @@ class SwarmConfig(Section):
 
 class NetworkConfig(Section):
     """Where the node's libp2p daemon listens and whom it joins. Loopback by default: to accept peers
-    from other machines, set host to an address they can reach (or the any-address) and announce your
-    public address."""
+    from other machines, listen on an address they can reach (or the any-address 0.0.0.0). Behind a NAT
+    router, forward `port` to this machine (and announce the router's public address) to be reachable;
+    otherwise the node joins as a DHT client, which works as well for training (docs/DESIGN.md §6)."""
 
     host: str = "127.0.0.1"
-    port: int = Field(0, ge=0, le=65535)
-    initial_peers: list[str] = Field(default_factory=list)
-    announce_maddrs: list[str] = Field(default_factory=list)
+    port: int = Field(0, ge=0, le=65535, description="fixed port (e.g. one your router forwards); 0 = any free port")
+    initial_peers: list[str] = Field(default_factory=list, description="several are better: any one that answers will do")
+    announce_maddrs: list[str] = Field(
+        default_factory=list, description="addresses peers can dial you at, e.g. your router's public address and forwarded port"
+    )
     startup_timeout_s: float = Field(15.0, gt=0)
+    reachability: Literal["auto", "public", "private"] = Field(
+        "auto",
+        description="auto: ask initial peers to dial us back; private: join as a DHT client (behind NAT); public: serve",
+    )
+    reachability_recheck_s: float = Field(600.0, gt=0, description="how often auto re-asks peers to dial us back")
+    nat_port_map: bool = Field(
+        True, description="ask the router for a port mapping (UPnP/NAT-PMP) when listening beyond loopback"
+    )
+    relay: bool = Field(False, description="libp2p circuit relays (measured unnecessary: docs/DESIGN.md §6)")
 
 
 class GossipConfig(Section):

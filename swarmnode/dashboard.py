@@ -94,12 +94,19 @@ def _swarm(status: Status) -> Panel:
     table.add_column(style="dim", justify="right")
     table.add_column()
     table.add_row("gossip", "on" if status.gossip_enabled else "off (silo)")
+    if status.gossip_enabled:
+        style = {"public": "green", "private": "yellow"}.get(status.reachability, "dim")
+        table.add_row("reachability", Text(f"{status.reachability} (DHT {status.dht_mode})", style=style))
+        table.add_row("port mapping", status.port_mapping)
     table.add_row("peers", str(status.peers))
     table.add_row("rollouts out", f"{status.rollouts_out_total:,}")
     table.add_row("rollouts in", f"{status.rollouts_in_total:,}")
     table.add_row("peer groups trained", f"{status.trained_external_groups_total:,}")
     rejected = sorted(status.rejected_total.items(), key=lambda item: -item[1])
     table.add_row("rejected", ", ".join(f"{reason} {count}" for reason, count in rejected) or "none")
+    problems = sorted(status.problems_total.items(), key=lambda item: -item[1])
+    table.add_row("problems", Text(", ".join(f"{kind} {count}" for kind, count in problems) or "none",
+                                   style="yellow" if problems else ""))
     for maddr in status.maddrs[:2]:
         table.add_row("join with", Text(maddr, overflow="fold"))
     return Panel(table, title="swarm", border_style="blue")

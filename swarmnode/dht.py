@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import logging
 import os
+import random
 import re
 import secrets
 import signal
@@ -24,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psutil
 from hivemind.dht.node import DHTNode
 from hivemind.dht.protocol import ValidationError
 from hivemind.dht.routing import DHTID
@@ -34,6 +37,15 @@ from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import NetworkConfig
 from swarmnode.envelope import SwarmRules
+from swarmnode.reachability import (
+    MAX_DIAL_BACK_PORTS,
+    DialBackService,
+    Reachability,
+    ReachabilityReport,
+    check_reachability,
+    observed_host,
+    verdict,
+)
 from swarmnode.record import BoundedRecordStorage, SwarmRecordValidator, reading_records
 
 T = TypeVar("T")
@@ -51,6 +63,9 @@ _DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.es
 RPC_TIMEOUT_S = 3.0
 READ_WORKERS = 1
 REJOIN_INTERVAL_S = 10.0
+UNKNOWN_RECHECK_S = 60.0  # with no verdict yet (e.g. no peer answered), ask again this soon
+DIAL_BACK_PEERS = 3
+MAX_ENTRY_PEERS = 16
 JOIN_RETRY_S = 0.5
 LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
 DAEMON_EXIT_TIMEOUT_S = 5.0
@@ -271,6 +286,23 @@ def _log_quietly(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> No
 Entries = dict[str, tuple[bytes, float]]
 
 
+@dataclass(frozen=True)
+class StoreItem:
+    key: str
+    subkey: str
+    value: bytes
+    expiration_time: float
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """`remote`: other peers that accepted the record in time; `local`: whether we hold a copy. Only a
+    remote copy is published: a local one is gone when we are."""
+
+    remote: int
+    local: bool
+
+
 class DHTPeer:
     """One hivemind DHT peer with our Ed25519 identity; every public method is safe to call from any thread.
 
@@ -289,15 +321,20 @@ class DHTPeer:
         self.identity_path = Path(identity_path)
         self.network = network
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
-        self.storage = BoundedRecordStorage()
+        self.storage = BoundedRecordStorage(directory=self.validator.directory)
         self._loop: LoopThread | None = None
         self._p2p: SwarmP2P | None = None
         self._node: DHTNode | None = None
         self._rejoin_task: asyncio.Task[None] | None = None
         self._socket_prefix = ""
         self._traffic = _TrafficMeter()
+        self._dial_back: DialBackService | None = None
+        self._initial_peers: dict[PeerID, list[Multiaddr]] = {}
         self.peer_id = ""
         self.visible_maddrs: list[str] = []
+        self.reachability = ReachabilityReport(Reachability.UNKNOWN)
+        self.port_mapping = "off"
+        self.entry_peers: dict[PeerID, list[Multiaddr]] = {}  # public peers learnt from the directory
 
     def __enter__(self) -> DHTPeer:
         self.start()
@@ -343,10 +380,9 @@ class DHTPeer:
             raise
 
     async def _start(self, host_maddrs: list[str]) -> None:
-        initial_peers = _peer_addresses(self.network.initial_peers)
-        # UPnP/NAT-PMP discovery and AutoNAT send traffic to the LAN and its gateway; a node listening on
-        # loopback only must stay on loopback (p2pd enables both by default).
-        reachable_beyond_loopback = not ipaddress.ip_address(self.network.host).is_loopback
+        self._initial_peers = _peer_addresses(self.network.initial_peers)
+        # UPnP/NAT-PMP discovery sends traffic to the LAN and its gateway: only when asked for, and never
+        # from a node that listens on loopback only. AutoNAT is off: our own dial-back check replaces it.
         self._p2p = await SwarmP2P.create(
             socket_prefix=self._socket_prefix,
             traffic=self._traffic,
@@ -356,26 +392,102 @@ class DHTPeer:
             identity_path=str(self.identity_path),
             check_if_identity_free=False,
             startup_timeout=self.network.startup_timeout_s,
-            nat_port_map=reachable_beyond_loopback,
-            auto_nat=reachable_beyond_loopback,
+            nat_port_map=self.network.nat_port_map and not self.listens_on_loopback,
+            auto_nat=False,
+            use_relay=self.network.relay,
         )
-        self._node = await DHTNode.create(
+        self.peer_id = self._p2p.peer_id.to_base58()
+        self.visible_maddrs = [str(maddr) for maddr in await self._p2p.get_visible_maddrs()]
+        self._dial_back = DialBackService(self._p2p)
+        await self._dial_back.serve()
+        await self._connect(self._initial_peers)
+        self.reachability = await self._check_reachability(list(self._initial_peers))
+        self._node = await self._create_node(client_mode=self.client_mode_for(self.reachability))
+        if self._initial_peers:
+            await self._join(self._node, self._initial_peers)
+        self._rejoin_task = asyncio.create_task(self._keep_joined())
+
+    async def _create_node(self, client_mode: bool) -> DHTNode:
+        node = await DHTNode.create(
             p2p=self._p2p,
             record_validator=self.validator,
             wait_timeout=RPC_TIMEOUT_S,
             cache_locally=False,
             cache_nearest=0,
             cache_on_store=False,
+            client_mode=client_mode,
         )
         # hivemind's storage is unbounded; ours has a byte budget. We never cache, so we hold nothing a
         # peer asks us to cache (a second, unbounded store otherwise).
-        self._node.protocol.storage = self.storage
-        self._node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
-        self.peer_id = self._p2p.peer_id.to_base58()
-        self.visible_maddrs = [str(maddr) for maddr in await self._p2p.get_visible_maddrs()]
-        if initial_peers:
-            await self._join(self._node, initial_peers)
-            self._rejoin_task = asyncio.create_task(self._keep_joined(initial_peers))
+        node.protocol.storage = self.storage
+        node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
+        return node
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return ipaddress.ip_address(self.network.host).is_loopback
+
+    def client_mode_for(self, report: ReachabilityReport) -> bool:
+        """A node nobody can dial serves no DHT requests and is in nobody's routing table: peers that
+        learnt its address would dial it and wait. Unknown reachability keeps today's default, a server."""
+        return report.reachability is Reachability.PRIVATE
+
+    @property
+    def client_mode(self) -> bool:
+        node = self._node
+        return node is not None and node.protocol.client_mode
+
+    async def _connect(self, peers: dict[PeerID, list[Multiaddr]]) -> None:
+        """Open connections to `peers` (best effort; whoever does not answer is handled by the join)."""
+
+        async def connect(peer_id: PeerID, maddrs: list[Multiaddr]) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+
+        await asyncio.gather(*(connect(peer_id, maddrs) for peer_id, maddrs in peers.items()))
+
+    async def _check_reachability(self, peers: list[PeerID]) -> ReachabilityReport:
+        """Ask up to DIAL_BACK_PEERS of `peers` to dial us back, unless network.reachability says what we are."""
+        if self.network.reachability != "auto":
+            return ReachabilityReport(Reachability(self.network.reachability), forced=True)
+        ports = self._listen_ports()
+        report = await check_reachability(self._p2p, peers[:DIAL_BACK_PEERS], ports) if peers and ports else verdict([], ports)
+        self.port_mapping = await self._port_mapping()
+        return report
+
+    def _listen_ports(self) -> list[int]:
+        """Ports peers could dial: those we listen on and those we announce (a router may forward another)."""
+        ports = []
+        for text in [*self.visible_maddrs, *self.network.announce_maddrs]:
+            with contextlib.suppress(Exception):
+                ports.append(int(Multiaddr(text).value_for_protocol("tcp")))
+        return sorted(set(ports))[:MAX_DIAL_BACK_PORTS]
+
+    async def _port_mapping(self) -> str:
+        """What UPnP/NAT-PMP achieved: a mapped address appears among p2pd's addresses that is on no local
+        interface (mapping runs in the background; this is its state when asked)."""
+        if not self.network.nat_port_map or self.listens_on_loopback:
+            return "off"
+        local = {address.address for addresses in psutil.net_if_addrs().values() for address in addresses}
+        for maddr in await self._p2p.get_visible_maddrs(latest=True):
+            host = observed_host([maddr])
+            if host is not None and host not in local:
+                return f"mapped: {maddr}"
+        return "on, no mapping (no UPnP/NAT-PMP gateway answered)"
+
+    def advertised_maddrs(self) -> list[str]:
+        """Full multiaddrs others can join with: announced ones; else where peers dialled us back; else, with
+        no verdict yet, our listen addresses (loopback ones only for a loopback node). None when private."""
+        suffix = f"/p2p/{self.peer_id}"
+        if self.network.announce_maddrs:
+            return [m if "/p2p/" in m else m + suffix for m in self.network.announce_maddrs]
+        report = self.reachability
+        if report.reachability is Reachability.PRIVATE:
+            return []
+        if report.dialable:
+            return [address + suffix for address in report.dialable]
+        loopback = self.listens_on_loopback
+        return [m for m in self.visible_maddrs if _is_loopback(m) == loopback]
 
     async def _join(self, node: DHTNode, initial_peers: dict[PeerID, list[Multiaddr]]) -> None:
         """Ping the initial peers until one answers, then look up our own id to fill the routing table.
@@ -456,53 +568,59 @@ class DHTPeer:
             return []
         return [peer_id.to_base58() for peer_id in list(node.protocol.routing_table.uid_to_peer_id.values())]
 
-    def store(self, key: str, subkey: str, value: bytes, expiration_time: float, *, timeout_s: float) -> int:
-        """Store value under (key, subkey) on the key's nearest peers; returns how many accepted in time."""
-        storing = self._store(self._require_node(), key, subkey, value, expiration_time, timeout_s)
+    def store(self, items: Sequence[StoreItem], *, timeout_s: float) -> list[StoreOutcome]:
+        """Store each item under (key, subkey) on its key's nearest peers, concurrently; per item, how many
+        other peers accepted it before the deadline and whether we keep a copy ourselves."""
+        storing = self._store_all(self._require_node(), list(items), timeout_s)
         try:
             return self._require_loop().run(storing, timeout_s + LOOP_SLACK_S)
-        except TimeoutError:  # the loop itself is stuck; the store was cancelled
-            return 0
+        except TimeoutError:  # the loop itself is stuck; the stores were cancelled
+            return [StoreOutcome(0, False) for _ in items]
 
-    async def _store(
-        self, node: DHTNode, key: str, subkey: str, value: bytes, expiration_time: float, timeout_s: float
-    ) -> int:
+    async def _store_all(self, node: DHTNode, items: list[StoreItem], timeout_s: float) -> list[StoreOutcome]:
+        return list(await asyncio.gather(*(self._store(node, item, timeout_s) for item in items)))
+
+    async def _store(self, node: DHTNode, item: StoreItem, timeout_s: float) -> StoreOutcome:
         """hivemind's store, minus the records: its lookup of the key's nearest peers asks each of them for
         the key, and they answer with every record of the shard. We look up a neighbour of the key instead
         (last bit flipped: the same nearest peers, by XOR distance) under which nothing is stored. Peers
-        that did not answer the lookup are skipped, and replicas that accept before the deadline count."""
+        that did not answer the lookup are skipped, and replicas that accept before the deadline count.
+        A DHT client is never a replica itself."""
         deadline = time.monotonic() + timeout_s
-        key_dht_id = DHTID.generate(source=key)
+        key_dht_id = DHTID.generate(source=item.key)
         probe = DHTID(int(key_dht_id) ^ 1)
-        lookup = node.find_nearest_nodes([probe], k_nearest=node.num_replicas, beam_size=node.num_replicas)
+        lookup = node.find_nearest_nodes(
+            [probe], k_nearest=node.num_replicas, beam_size=node.num_replicas, exclude_self=node.protocol.client_mode
+        )
         try:
             nearest = (await asyncio.wait_for(lookup, timeout_s))[probe]
         except asyncio.TimeoutError:
-            return 0
+            return StoreOutcome(0, False)
         protocol = node.protocol
-        value_bytes = protocol.serializer.dumps(value)
+        value_bytes = protocol.serializer.dumps(item.value)
         record = DHTRecord(
-            key_dht_id.to_bytes(), protocol.serializer.dumps(subkey), value_bytes, expiration_time
+            key_dht_id.to_bytes(), protocol.serializer.dumps(item.subkey), value_bytes, item.expiration_time
         )
+        local = False
+        if node.node_id in nearest:
+            local = protocol.record_validator.validate(record) and protocol.storage.store(
+                key_dht_id, value_bytes, item.expiration_time, subkey=item.subkey
+            )
 
-        async def store_at(node_id: DHTID, peer_id: PeerID) -> bool:
-            if node_id == node.node_id:
-                return protocol.record_validator.validate(record) and protocol.storage.store(
-                    key_dht_id, value_bytes, expiration_time, subkey=subkey
-                )
+        async def store_at(peer_id: PeerID) -> bool:
             accepted = await protocol.call_store(
-                peer_id, [key_dht_id], [value_bytes], [expiration_time], [subkey]
+                peer_id, [key_dht_id], [value_bytes], [item.expiration_time], [item.subkey]
             )
             return bool(accepted and accepted[0])
 
-        replicas = [pair for pair in nearest.items() if pair[1] not in node.blacklist]
-        tasks = [asyncio.create_task(store_at(*pair)) for pair in replicas]
+        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id and peer not in node.blacklist]
+        tasks = [asyncio.create_task(store_at(peer)) for peer in replicas]
         if not tasks:
-            return 0
+            return StoreOutcome(0, local)
         done, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
         for task in pending:
             task.cancel()
-        return sum(1 for task in done if task.exception() is None and task.result())
+        return StoreOutcome(sum(1 for task in done if task.exception() is None and task.result()), local)
 
     def get_many(self, keys: Sequence[str], *, timeout_s: float) -> tuple[dict[str, Entries], bool]:
         """Read dictionary keys: {key: {subkey: (value, expiration)}}, plus whether the deadline cut the read.
@@ -538,16 +656,60 @@ class DHTPeer:
                 }
         return found, bool(pending)
 
-    async def _keep_joined(self, initial_peers: dict[PeerID, list[Multiaddr]]) -> None:
-        """Re-dial the initial peers whenever the routing table runs empty (e.g. the bootstrap restarted)."""
+    async def _keep_joined(self) -> None:
+        """Re-dial the initial and other known entry peers whenever the routing table runs empty (e.g. the
+        bootstrap restarted), and re-check reachability now and then, switching DHT mode when it changed."""
         while True:
             await asyncio.sleep(REJOIN_INTERVAL_S)
-            if self.num_peers() > 0:
-                continue
-            for peer_id, maddrs in initial_peers.items():
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
-                    await self._node.protocol.call_ping(peer_id)
+            if self.num_peers() == 0:
+                for peer_id, maddrs in {**self.entry_peers, **self._initial_peers}.items():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+                        await self._node.protocol.call_ping(peer_id)
+            if self._recheck_due():
+                with contextlib.suppress(Exception):  # a failed check leaves the last verdict in place
+                    await self._recheck()
+
+    def _recheck_due(self) -> bool:
+        if self.network.reachability != "auto":
+            return False
+        interval = self.network.reachability_recheck_s
+        if self.reachability.reachability is Reachability.UNKNOWN:
+            interval = min(interval, UNKNOWN_RECHECK_S)
+        return time.time() - self.reachability.checked_at >= interval
+
+    async def _recheck(self) -> None:
+        routing = list(self._node.protocol.routing_table.peer_id_to_uid)
+        sampled = random.sample(routing, min(len(routing), DIAL_BACK_PEERS))
+        report = await self._check_reachability(list(dict.fromkeys([*self._initial_peers, *sampled])))
+        if report.reachability is Reachability.UNKNOWN and self.reachability.reachability is not Reachability.UNKNOWN:
+            report = dataclasses.replace(self.reachability, checked_at=report.checked_at)  # keep the verdict
+        self.reachability = report
+        if self.client_mode_for(report) != self.client_mode:
+            await self._switch_mode(self.client_mode_for(report))
+
+    async def _switch_mode(self, client_mode: bool) -> None:
+        """Replace the DHT node by one in the other mode on the same daemon and storage, and rejoin."""
+        old = self._node
+        contacts = {peer_id: [] for peer_id in old.protocol.routing_table.peer_id_to_uid}
+        old.is_alive = False
+        await old.protocol.shutdown()
+        self._node = await self._create_node(client_mode)
+        logger.info("reachability %s: the DHT now runs as a %s", self.reachability.reachability.value,
+                    "client" if client_mode else "server")
+        with contextlib.suppress(Exception):
+            await self._join(self._node, {**contacts, **self._initial_peers})
+
+    def add_entry_peers(self, maddrs: Sequence[str]) -> None:
+        """Remember public peers' addresses (from their presence entries) to rejoin through when the
+        initial peers are gone; the most recent MAX_ENTRY_PEERS are kept."""
+        own = self._p2p.peer_id if self._p2p is not None else None
+        entries = dict(self.entry_peers)
+        for peer_id, addresses in _peer_addresses(maddrs).items():
+            if peer_id != own:
+                entries.pop(peer_id, None)
+                entries[peer_id] = addresses
+        self.entry_peers = dict(list(entries.items())[-MAX_ENTRY_PEERS:])
 
     def _require_node(self) -> DHTNode:
         if self._node is None:
@@ -570,6 +732,11 @@ def _listen_maddr(host: str, port: int) -> str:
             f"or the address of the interface peers reach you on",
         ) from None
     return f"/ip{address.version}/{address}/tcp/{port}"
+
+
+def _is_loopback(maddr: str) -> bool:
+    host = observed_host([Multiaddr(maddr)])
+    return host is not None and ipaddress.ip_address(host).is_loopback
 
 
 def _peer_addresses(initial_peers: Sequence[str]) -> dict[PeerID, list[Multiaddr]]:

@@ -72,8 +72,9 @@ class Rejected(Exception):
         self.detail = detail
 
 
-def signing_message(version: int, payload: bytes) -> bytes:
-    return DOMAIN_TAG + version.to_bytes(4, "big") + payload
+def signing_message(version: int, payload: bytes, domain: bytes = DOMAIN_TAG) -> bytes:
+    """What a signature covers; each kind of payload has its own domain tag, so one is never taken for another."""
+    return domain + version.to_bytes(4, "big") + payload
 
 
 def shard_of(peer_id: str, num_shards: int) -> int:
@@ -92,11 +93,13 @@ class Envelope:
     signature: bytes
 
     @classmethod
-    def sign(cls, identity: Identity, payload: bytes, version: int = PROTOCOL_VERSION) -> Envelope:
-        return cls(version, identity.public_key, payload, identity.sign(signing_message(version, payload)))
+    def sign(
+        cls, identity: Identity, payload: bytes, version: int = PROTOCOL_VERSION, domain: bytes = DOMAIN_TAG
+    ) -> Envelope:
+        return cls(version, identity.public_key, payload, identity.sign(signing_message(version, payload, domain)))
 
-    def verify(self) -> bool:
-        return verify_signature(self.signer, self.signature, signing_message(self.version, self.payload))
+    def verify(self, domain: bytes = DOMAIN_TAG) -> bool:
+        return verify_signature(self.signer, self.signature, signing_message(self.version, self.payload, domain))
 
     @property
     def signer_peer_id(self) -> str:
@@ -108,7 +111,7 @@ class Envelope:
 
     @classmethod
     def decode(cls, frame: bytes) -> Envelope:
-        message = _parse_canonical(pb.Envelope, frame, "envelope")
+        message = parse_canonical(pb.Envelope, frame, "envelope")
         if len(message.signer) != PUBLIC_KEY_BYTES or len(message.signature) != SIGNATURE_BYTES:
             raise Rejected(Reason.MALFORMED, "signer must be 32 bytes and signature 64 bytes")
         return cls(message.version, message.signer, message.payload, message.signature)
@@ -192,41 +195,58 @@ def open_envelope(
 
     rules: enables wrong_swarm (and, with `now`, stale/future; with `slot`, window/shard placement).
     """
-    if len(frame) > MAX_ENVELOPE_BYTES:
-        raise Rejected(Reason.TOO_LARGE, f"{len(frame)} > {MAX_ENVELOPE_BYTES} bytes")
-    envelope = Envelope.decode(frame)
-    if envelope.version != PROTOCOL_VERSION:
-        raise Rejected(Reason.BAD_VERSION, f"version {envelope.version}, this node speaks {PROTOCOL_VERSION}")
-    if not envelope.verify():
-        raise Rejected(Reason.BAD_SIGNATURE)
+    envelope = verified_envelope(frame, MAX_ENVELOPE_BYTES, DOMAIN_TAG, slot.subkey if slot is not None else None)
     signer = envelope.signer_peer_id
-    if slot is not None and slot.subkey != signer:
-        raise Rejected(Reason.KEY_MISMATCH, "subkey is not the signer's peer id")
-    message = _parse_canonical(pb.RolloutBatch, envelope.payload, "payload")
+    message = parse_canonical(pb.RolloutBatch, envelope.payload, "payload")
     _check_limits(message)
     batch = _to_batch(message)
     if rules is not None:
-        if batch.swarm_id != rules.swarm_id:
-            raise Rejected(Reason.WRONG_SWARM, f"swarm {batch.swarm_id!r}")
-        if rules.window_of(batch.timestamp) != batch.window:
-            raise Rejected(Reason.BAD_VALUE, "timestamp lies outside its window")
+        check_swarm_and_window(batch.swarm_id, batch.window, batch.timestamp, rules)
         if slot is not None and not _placed_in(slot, batch.window, shard_of(signer, rules.num_shards)):
             raise Rejected(Reason.KEY_MISMATCH, "stored under another window or shard")
         if now is not None:
-            if batch.window < rules.window_of(now) - rules.max_age_windows:
-                raise Rejected(Reason.STALE, f"window {batch.window}")
-            if batch.timestamp > now + rules.clock_skew_s:
-                raise Rejected(Reason.FUTURE, f"timestamp {batch.timestamp:.1f} is ahead of {now:.1f}")
+            check_freshness(batch.window, batch.timestamp, rules, now)
     if replay_guard is not None and not replay_guard.first_sighting(signer, batch.window, batch.sequence):
         raise Rejected(Reason.REPLAY, f"sequence {batch.sequence} already seen")
     return SignedBatch(signer, batch, len(frame))
+
+
+def verified_envelope(frame: bytes, max_bytes: int, domain: bytes, subkey: str | None) -> Envelope:
+    """Checks 1-5 (PROTOCOL.md §5), common to every signed payload: size, canonical envelope, version,
+    signature under the payload kind's domain tag, and (when read from the DHT) subkey = signer."""
+    if len(frame) > max_bytes:
+        raise Rejected(Reason.TOO_LARGE, f"{len(frame)} > {max_bytes} bytes")
+    envelope = Envelope.decode(frame)
+    if envelope.version != PROTOCOL_VERSION:
+        raise Rejected(Reason.BAD_VERSION, f"version {envelope.version}, this node speaks {PROTOCOL_VERSION}")
+    if not envelope.verify(domain):
+        raise Rejected(Reason.BAD_SIGNATURE)
+    if subkey is not None and subkey != envelope.signer_peer_id:
+        raise Rejected(Reason.KEY_MISMATCH, "subkey is not the signer's peer id")
+    return envelope
+
+
+def check_swarm_and_window(swarm_id: str, window: int, timestamp: float, rules: SwarmRules) -> None:
+    """Check 9: the receiver's swarm, then a window that matches the signed timestamp."""
+    if swarm_id != rules.swarm_id:
+        raise Rejected(Reason.WRONG_SWARM, f"swarm {swarm_id!r}")
+    if rules.window_of(timestamp) != window:
+        raise Rejected(Reason.BAD_VALUE, "timestamp lies outside its window")
+
+
+def check_freshness(window: int, timestamp: float, rules: SwarmRules, now: float) -> None:
+    """Checks 11-12: not older than max_age_windows, not ahead of our clock by more than the skew."""
+    if window < rules.window_of(now) - rules.max_age_windows:
+        raise Rejected(Reason.STALE, f"window {window}")
+    if timestamp > now + rules.clock_skew_s:
+        raise Rejected(Reason.FUTURE, f"timestamp {timestamp:.1f} is ahead of {now:.1f}")
 
 
 def _placed_in(slot: Slot, window: int, shard: int) -> bool:
     return slot.window in (None, window) and slot.shard in (None, shard)
 
 
-def _parse_canonical(message_type: type, data: bytes, what: str):
+def parse_canonical(message_type: type, data: bytes, what: str):
     message = message_type()
     try:
         message.ParseFromString(data)
@@ -239,11 +259,12 @@ def _parse_canonical(message_type: type, data: bytes, what: str):
     return message
 
 
-def _check_limits(message: pb.RolloutBatch) -> None:
-    def text_limit(value: str, limit: int, name: str) -> None:
-        if len(value.encode()) > limit:
-            raise Rejected(Reason.LIMIT_EXCEEDED, f"{name} longer than {limit} bytes")
+def text_limit(value: str, limit: int, name: str) -> None:
+    if len(value.encode()) > limit:
+        raise Rejected(Reason.LIMIT_EXCEEDED, f"{name} longer than {limit} bytes")
 
+
+def _check_limits(message: pb.RolloutBatch) -> None:
     text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
     text_limit(message.model_id, MAX_MODEL_ID_BYTES, "model_id")
     text_limit(message.suite_version, MAX_SUITE_VERSION_BYTES, "suite_version")

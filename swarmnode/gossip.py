@@ -20,10 +20,12 @@ from pathlib import Path
 from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.dht import DHTPeer, GossipStartError, StartFailure
+from swarmnode.dht import DHTPeer, GossipStartError, StartFailure, StoreItem, StoreOutcome
 from swarmnode.envelope import Envelope, Reason, Rejected, ReplayGuard, Slot, open_envelope, seal, shard_of
 from swarmnode.identity import Identity
-from swarmnode.record import expiration_of, record_key
+from swarmnode.presence import MAX_ADDRESSES, Presence, is_tcp_address, open_presence, seal_presence
+from swarmnode.reachability import Reachability, ReachabilityReport
+from swarmnode.record import directory_key, expiration_of, record_key
 from swarmnode.reputation import Reputation
 from swarmnode.rollout import Rollout, RolloutBatch
 
@@ -59,12 +61,17 @@ class ExternalRollout:
 
 @dataclass
 class PublishResult:
+    """`ok`: at least one other peer accepted the batch (`replicas` of them); `stored_locally`: we keep a
+    copy too (we are among the key's nearest peers), which alone does not make it published."""
+
     ok: bool
     window: int
     sequence: int
     frame_bytes: int
     latency_s: float
     error: str | None = None
+    replicas: int = 0
+    stored_locally: bool = False
 
 
 @dataclass
@@ -82,7 +89,10 @@ class CollectResult:
     elapsed_s: float
     timed_out: bool
     skipped: Counter[str] = field(default_factory=Counter)
-    keys_read: int = 0
+    keys_read: int = 0  # shard keys
+    directory_keys_read: int = 0
+    directory_entries: int = 0  # other signers' valid entries in the directories read
+    directory_timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ class GossipStats:
 
     published: int
     publish_failures: int
+    published_local_only: int  # failures where only our own copy was stored
     collected: int
     rejected: Counter[str]
     refused_records: Counter[str]
@@ -165,7 +176,10 @@ class Gossip:
         self._consumed = _DigestSet(_SEEN_DIGESTS)
         self._random = random.Random()
         self._lock = threading.Lock()
-        self._published = self._publish_failures = self._collected = 0
+        self._published = self._publish_failures = self._published_local_only = self._collected = 0
+        self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
+        self._directory_read: set[int] = set()  # windows whose directory an earlier collect read
+        self._presence_window: int | None = None  # the window our directory entry was last stored for
         self._rejected: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()
         self._offences: Counter[str] = Counter()
@@ -203,7 +217,17 @@ class Gossip:
 
     @property
     def visible_maddrs(self) -> list[str]:
+        """Everything p2pd listens on, loopback and private addresses included."""
         return list(self._peer.visible_maddrs)
+
+    @property
+    def advertised_maddrs(self) -> list[str]:
+        """Only addresses others can join with (none for a node behind NAT)."""
+        return self._peer.advertised_maddrs()
+
+    @property
+    def reachability(self) -> ReachabilityReport:
+        return self._peer.reachability
 
     def dht_time(self) -> float:
         return get_dht_time()
@@ -212,8 +236,10 @@ class Gossip:
         return self._peer.num_peers()
 
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
-        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch.
+        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
+        the window's first batch, also our entry in the window's directory (PROTOCOL.md §4.1).
 
+        Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
         The sequence number advances even if the store fails: the signed frame may have reached a peer.
         """
         started = time.monotonic()
@@ -226,21 +252,22 @@ class Gossip:
         )
         frame = seal(batch, self.identity)
         shard = shard_of(self.peer_id, self.rules.num_shards)
-        error = None
+        outcome, error = StoreOutcome(0, False), None
         try:
             open_envelope(frame, self.rules, now=now, slot=Slot(window, shard, self.peer_id))
         except Rejected as rejected:
             error = f"the batch would be refused by peers: {rejected}"
         else:
-            replicas = self._peer.store(
-                record_key(self.rules.swarm_id, window, shard),
-                self.peer_id,
-                frame,
-                expiration_of(now, self.rules),
-                timeout_s=self.config.publish_timeout_s,
-            )
-            if replicas == 0:
-                error = f"no peer stored the record within {self.config.publish_timeout_s:g} s"
+            items = [StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules))]
+            if self._presence_window != window:
+                items.append(self._presence_item(window, now))
+            outcomes = self._peer.store(items, timeout_s=self.config.publish_timeout_s)
+            outcome = outcomes[0]
+            if len(outcomes) > 1 and outcomes[1].remote > 0:
+                self._presence_window = window
+            if outcome.remote == 0:
+                kept = "; kept only locally" if outcome.local else ""
+                error = f"no other peer stored the batch within {self.config.publish_timeout_s:g} s{kept}"
         latency_s = time.monotonic() - started
         with self._lock:
             if error is None:
@@ -248,7 +275,19 @@ class Gossip:
                 self._store_latency_s.append(latency_s)
             else:
                 self._publish_failures += 1
-        return PublishResult(error is None, window, sequence, len(frame), latency_s, error)
+                self._published_local_only += int(outcome.local)
+        return PublishResult(error is None, window, sequence, len(frame), latency_s, error, outcome.remote, outcome.local)
+
+    def _presence_item(self, window: int, now: float) -> StoreItem:
+        """Our directory entry: reachability, and where peers dialled us back (only if they could)."""
+        report = self._peer.reachability
+        addresses: tuple[str, ...] = ()
+        if report.reachability is Reachability.PUBLIC:
+            transports = [maddr.split("/p2p/")[0] for maddr in self._peer.advertised_maddrs()]
+            addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
+        presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
+        frame = seal_presence(presence, self.identity)
+        return StoreItem(directory_key(self.rules.swarm_id, window), self.peer_id, frame, expiration_of(now, self.rules))
 
     def collect(self, max_rollouts: int, *, timeout_s: float | None = None) -> CollectResult:
         """Up to `max_rollouts` verified rollouts of other peers from the current and recent windows.
@@ -262,7 +301,9 @@ class Gossip:
         result = CollectResult([], Counter(), 0, 0, 0.0, False)
         taken: Counter[str] = Counter()
         now = get_dht_time()
-        plan = self._reading_plan(self.rules.window_of(now))
+        window = self.rules.window_of(now)
+        self._read_directory(window, now, deadline, result)
+        plan = self._reading_plan(window)
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
@@ -299,15 +340,49 @@ class Gossip:
             self._signers_seen.update(taken)
         return result
 
+    def _read_directory(self, window: int, now: float, deadline: float, result: CollectResult) -> None:
+        """Learn who publishes from the directory of this window (and of the last one, once): every signer
+        writes an entry there, also those behind NAT that no routing table holds. Public signers' addresses
+        become entry points to rejoin through."""
+        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._directory_read]
+        keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
+        found, result.directory_timed_out = self._peer.get_many(
+            list(keys), timeout_s=max(deadline - time.monotonic(), 0.0)
+        )
+        result.directory_keys_read += len(keys)
+        if not result.directory_timed_out:
+            self._directory_read.update(keys.values())
+        for entries in found.values():
+            for subkey, (frame, _) in entries.items():
+                result.bytes_in += len(frame)
+                if subkey == self.peer_id:
+                    continue
+                try:
+                    signed = open_presence(frame, self.rules, now=now, subkey=subkey)
+                except Rejected as rejected:
+                    result.rejected[f"presence_{rejected.reason.value}"] += 1
+                    continue
+                result.directory_entries += 1
+                self._signers[subkey] = max(self._signers.get(subkey, 0), signed.presence.window)
+                if signed.presence.reachability is Reachability.PUBLIC and signed.presence.addresses:
+                    self._peer.add_entry_peers(signed.join_addresses)
+        oldest = window - self.rules.max_age_windows
+        self._directory_read = {w for w in self._directory_read if w >= oldest}
+        self._signers = {signer: seen for signer, seen in self._signers.items() if seen >= oldest}
+
     def _reading_plan(self, window: int) -> list[tuple[str, Slot, int]]:
         """Keys to read, best first, each with how many peers we know publish under it.
 
-        Our signing key is our libp2p identity, so the peer ids in our routing table tell us which shards
-        are populated: those come first (in random order), each shard's current window then its older
-        ones; then one wave of keys of shards we know no peer of (a different random few each call), so
-        peers we do not know yet are still reached without every collect reading every empty shard.
+        Known publishers are the peers in our routing table (our signing key is our libp2p identity, so
+        their peer ids tell us their shards) and the signers the directory or recent batches showed us
+        (which include nodes behind NAT, in nobody's routing table). Their shards come first (in random
+        order), each shard's current window then its older ones; then one wave of keys of shards we know no
+        publisher of (a different random few each call), so that signers the directory missed (it is
+        capped) are still reached without every collect reading every empty shard.
         """
-        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._peer.known_peer_ids())
+        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
+        publishers.discard(self.peer_id)
+        known = Counter(shard_of(peer, self.rules.num_shards) for peer in publishers)
         shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
         shards.sort(key=lambda shard: known[shard] == 0)
         windows = range(window, window - self.rules.max_age_windows - 1, -1)
@@ -363,6 +438,7 @@ class Gossip:
             return
         self._consumed.add(digest)
         batch = signed.batch
+        self._signers[signer] = max(self._signers.get(signer, 0), batch.window)
         room = min(self.config.max_rollouts_per_peer - taken[signer], max_rollouts - len(result.rollouts))
         for rollout in self._random.sample(batch.rollouts, min(room, len(batch.rollouts))):
             result.rollouts.append(
@@ -384,6 +460,7 @@ class Gossip:
             return GossipStats(
                 published=self._published,
                 publish_failures=self._publish_failures,
+                published_local_only=self._published_local_only,
                 collected=self._collected,
                 rejected=Counter(self._rejected),
                 refused_records=refused,

@@ -41,8 +41,13 @@ class RoundRecord:
     rollouts_out: int
     rollouts_in: int
     rejected: dict[str, int]  # reason -> count in this round
-    published: bool
+    published: bool  # stored by at least one other peer
     collapsed: bool = False
+    publish_replicas: int = 0  # other peers that accepted this round's batch
+    published_local_only: bool = False  # only our own copy was stored: not published
+    collect_timed_out: bool = False
+    rollouts_in_by_peer: dict[str, int] = field(default_factory=dict)  # signer peer id -> rollouts collected
+    reachability: str = "unknown"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -73,6 +78,12 @@ class Status:
     events: list[str] = field(default_factory=list)
     gossip_enabled: bool = True
     collapses: int = 0
+    reachability: str = "unknown"  # public | private | unknown (docs/DESIGN.md §6)
+    reachability_detail: str = ""
+    dht_mode: str = "server"
+    port_mapping: str = "off"
+    published_local_only_total: int = 0
+    problems_total: dict[str, int] = field(default_factory=dict)  # kind -> count: publish_failed, ...
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Status:
@@ -103,6 +114,16 @@ class Metrics:
         self.rejected = PromCounter("swarmnode_rejected", "Frames or rollouts refused", ["reason"], registry=r)
         self.skipped = PromCounter("swarmnode_steps_skipped", "Training steps skipped", registry=r)
         self.collapses = PromCounter("swarmnode_collapses", "Collapse detections", registry=r)
+        self.problems = PromCounter(
+            "swarmnode_problems", "Problems by kind: publish_failed, collect_timed_out, collect_failed", ["kind"], registry=r
+        )
+        self.local_only = PromCounter(
+            "swarmnode_published_local_only", "Rounds whose batch only this node stored (not published)", registry=r
+        )
+        self.replicas = Gauge("swarmnode_publish_replicas", "Other peers that stored the last batch", registry=r)
+        self.reachability = Gauge(
+            "swarmnode_reachability", "1 for the node's reachability (public, private, unknown)", ["state"], registry=r
+        )
         self.phase_seconds = Histogram(
             "swarmnode_phase_seconds", "Seconds per round phase", ["phase"], registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -115,6 +136,21 @@ class Metrics:
 
     def set_phase(self, phase: str) -> None:
         self.status.phase = phase
+
+    def problem(self, kind: str, message: str) -> None:
+        """Something a volunteer must see: counted by kind and shown as an event."""
+        self.problems.labels(kind).inc()
+        with self._lock:
+            self.status.problems_total[kind] = self.status.problems_total.get(kind, 0) + 1
+        self.event(message)
+
+    def set_reachability(self, state: str, detail: str, dht_mode: str, port_mapping: str, maddrs: list[str]) -> None:
+        for known in ("public", "private", "unknown"):
+            self.reachability.labels(known).set(1 if known == state else 0)
+        with self._lock:
+            status = self.status
+            status.reachability, status.reachability_detail = state, detail
+            status.dht_mode, status.port_mapping, status.maddrs = dht_mode, port_mapping, list(maddrs)
 
     def record(self, record: RoundRecord) -> None:
         self.rounds.inc()
@@ -134,6 +170,9 @@ class Metrics:
             self.skipped.inc()
         if record.collapsed:
             self.collapses.inc()
+        self.replicas.set(record.publish_replicas)
+        if record.published_local_only:
+            self.local_only.inc()
         for phase, seconds in record.seconds.items():
             self.phase_seconds.labels(phase).observe(seconds)
         with self._lock:
@@ -152,6 +191,7 @@ class Metrics:
             s.rejected_total = dict(self._rejected)
             s.last_phase_seconds = record.seconds
             s.collapses += int(record.collapsed)
+            s.published_local_only_total += int(record.published_local_only)
         if self.jsonl_path is not None:
             with open(self.jsonl_path, "a") as handle:
                 handle.write(record.to_json() + "\n")

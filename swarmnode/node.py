@@ -23,6 +23,7 @@ from swarmnode.identity import IDENTITY_FILENAME, load_or_create_identity
 from swarmnode.learner import HealthMonitor, Learner
 from swarmnode.metrics import Metrics, RoundRecord, Status
 from swarmnode.policy import Policy
+from swarmnode.reachability import network_warnings
 from swarmnode.tasks import TaskSuite
 
 COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
@@ -51,6 +52,7 @@ class Node:
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
+        self.warnings: list[str] = []
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
@@ -90,14 +92,19 @@ class Node:
             self.gossip.start()
             if state is not None:
                 self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
-            self.status.maddrs = self.gossip.visible_maddrs
+            self._update_reachability()
         if config.metrics.port is not None:
             self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port)
         self.log({
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
-            "metrics_url": self.metrics_url,
+            "metrics_url": self.metrics_url, "reachability": self.status.reachability,
+            "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
+            "port_mapping": self.status.port_mapping,
         })
+        self.warnings = network_warnings(config.network.host, config.network.initial_peers) if self.gossip else []
+        for warning in self.warnings:
+            self._warn("network_warning", warning)
 
     @property
     def metrics_url(self) -> str | None:
@@ -138,6 +145,8 @@ class Node:
         with self._phase("train"):
             step = learner.train(own.groups, external.groups)
         self.round += 1
+        if self.gossip is not None:
+            self._update_reachability()
         collapsed = self.health.observe(own.mean_reward, own.answer_rate)
         if collapsed:
             self.metrics.event(f"collapse detected at round {self.round}: answer rate {own.answer_rate:.2f}")
@@ -161,6 +170,11 @@ class Node:
             rejected=dict(collected.rejected + external.rejected + self._new_dht_refusals()),
             published=published.ok,
             collapsed=collapsed,
+            publish_replicas=published.replicas,
+            published_local_only=published.stored_locally and not published.ok,
+            collect_timed_out=collected.timed_out,
+            rollouts_in_by_peer=dict(Counter(item.signer for item in collected.rollouts)),
+            reachability=self.status.reachability,
         )
         self._phase_seconds = {}
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
@@ -173,21 +187,49 @@ class Node:
     def _publish(self, rollouts: list) -> PublishResult:
         if self.gossip is None:
             return PublishResult(ok=False, window=0, sequence=0, frame_bytes=0, latency_s=0.0, error="gossip disabled")
-        result = self.gossip.publish(
-            rollouts, model_id=self.learner.policy.model_id, suite_version=self.learner.suite.version
-        )
-        if not result.ok:
-            self.metrics.event(f"publish failed: {result.error}; training continues on own rollouts")
+        try:
+            result = self.gossip.publish(
+                rollouts, model_id=self.learner.policy.model_id, suite_version=self.learner.suite.version
+            )
+        except Exception as error:  # gossip must never stop training; the failure is shown and counted
+            result = PublishResult(False, 0, 0, 0, 0.0, f"{type(error).__name__}: {error}")
+        if not result.ok and self.gossip.num_peers() > 0:  # alone (e.g. founding a swarm) is not a failure
+            self._warn(
+                "publish_failed", f"publish failed: {result.error}; training continues on own rollouts",
+                seconds=round(result.latency_s, 3), stored_locally=result.stored_locally,
+            )
         return result
 
     def _collect(self, max_rollouts: int) -> CollectResult:
         if self.gossip is None or max_rollouts == 0:
             return CollectResult([], Counter(), 0, 0, 0.0, False)
         try:
-            return self.gossip.collect(max_rollouts)
+            result = self.gossip.collect(max_rollouts)
         except Exception as error:  # gossip must never stop training; the failure is shown and counted
-            self.metrics.event(f"collect failed: {type(error).__name__}: {error}")
+            self._warn("collect_failed", f"collect failed: {type(error).__name__}: {error}")
             return CollectResult([], Counter({"collect_error": 1}), 0, 0, 0.0, True)
+        if result.timed_out or result.directory_timed_out:
+            self._warn(
+                "collect_timed_out",
+                f"collect hit its {self.config.gossip.collect_timeout_s:g} s deadline with "
+                f"{len(result.rollouts)} of {max_rollouts} rollouts",
+                seconds=round(result.elapsed_s, 3), rollouts=len(result.rollouts), keys_read=result.keys_read,
+            )
+        return result
+
+    def _warn(self, event: str, message: str, **fields: Any) -> None:
+        """A problem the volunteer should see: a JSON log event, a dashboard line and a counter by kind."""
+        self.log({"event": event, "round": self.round + 1, "message": message, **fields})
+        self.metrics.problem(event, message)
+
+    def _update_reachability(self) -> None:
+        """Reachability can change (peers re-check it now and then): show what holds now."""
+        gossip = self.gossip
+        report = gossip.reachability
+        self.metrics.set_reachability(
+            report.reachability.value, report.describe(), "client" if gossip.dht.client_mode else "server",
+            gossip.dht.port_mapping, gossip.advertised_maddrs,
+        )
 
     def _new_dht_refusals(self) -> Counter[str]:
         """Records our DHT peer refused since the last round (to store, or in a peer's answer), as

@@ -1,9 +1,10 @@
 """DHT records: where a frame lives in the DHT (PROTOCOL.md §4), the validator every peer runs on it, and
-the byte budget of what a peer stores for others.
+the budget of what a peer stores for others.
 
-A swarmnode DHT holds nothing but signed frames placed exactly where the layout says; anything else is
+A swarmnode DHT holds nothing but signed frames placed exactly where the layout says: rollout batches
+under their shard keys, presence entries under their window's directory key (§4.1). Anything else is
 refused when a peer asks us to store it and when a peer returns it to us. Valid frames cost an attacker
-nothing but fresh keys, so what we hold is bounded in bytes too (§5.1, "Storage budget").
+nothing but fresh keys, so what we hold is bounded in bytes, and a directory key in entries (§5.1).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import heapq
+import math
 import threading
 import time
 from collections import Counter
@@ -33,6 +35,7 @@ from swarmnode.envelope import (
     open_envelope,
     shard_of,
 )
+from swarmnode.presence import MAX_PRESENCE_BYTES, SignedPresence, open_presence
 from swarmnode.rollout import RolloutBatch
 
 KEY_PREFIX = "swarmnode/v1/"
@@ -41,6 +44,9 @@ EXPIRY_TOLERANCE_S = 1e-3
 # reader could fetch it at all; the total bounds a peer's memory whatever the number of signers.
 MAX_KEY_BYTES = 3 * 2**20
 MAX_STORED_BYTES = 128 * 2**20
+# A directory key holds at most this many entries: a collector reads the whole key each round, so this
+# bounds its cost whatever the swarm's size (§4.1). First come, first kept within a window.
+MAX_DIRECTORY_ENTRIES = 32
 RECOUNT_INTERVAL_S = 1.0
 
 # msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
@@ -54,6 +60,10 @@ KeyOf = Callable[[RolloutBatch, str, SwarmRules], str]
 
 def record_key(swarm_id: str, window: int, shard: int) -> str:
     return f"{KEY_PREFIX}{swarm_id}/{window}/{shard}"
+
+
+def directory_key(swarm_id: str, window: int) -> str:
+    return f"{KEY_PREFIX}{swarm_id}/{window}/directory"
 
 
 def key_id(key: str) -> bytes:
@@ -101,27 +111,43 @@ def shard_key_of(batch: RolloutBatch, signer: str, rules: SwarmRules) -> str:
 
 
 def check_record(
-    record: DHTRecord, rules: SwarmRules, now: float, *, reading: bool = False, key_of: KeyOf = shard_key_of
-) -> SignedBatch:
+    record: DHTRecord,
+    rules: SwarmRules,
+    now: float,
+    *,
+    reading: bool = False,
+    key_of: KeyOf = shard_key_of,
+    directory_window: int | None = None,
+) -> SignedBatch | SignedPresence:
     """Accept a record only as a valid frame stored exactly where PROTOCOL.md §4 puts it, else raise Rejected.
+
+    `directory_window` is the window whose directory key the record is stored under (a presence entry),
+    None for any other key (then it must be a batch under its shard key).
 
     Freshness is judged on the record's expiration, not on windows: a record stays legitimately stored until
     it expires. When `reading` (a peer returned the record to us), the future bound is widened by the clock
     difference hivemind tolerates between two peers, because hivemind drops a peer's whole answer for a key
     if one entry fails: an entry that a peer with a slightly faster clock accepted must not blank the shard.
     """
-    if len(record.value) > MAX_ENVELOPE_BYTES + 5:
+    limit = MAX_ENVELOPE_BYTES if directory_window is None else MAX_PRESENCE_BYTES
+    if len(record.value) > limit + 5:
         raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
     frame = unpack_bin(record.value)
     subkey = unpack_str(record.subkey)
-    signed = open_envelope(frame, rules, slot=Slot(window=None, shard=None, subkey=subkey))
-    batch = signed.batch
+    signed: SignedBatch | SignedPresence
+    if directory_window is None:
+        signed = open_envelope(frame, rules, slot=Slot(window=None, shard=None, subkey=subkey))
+        timestamp, expected_key = signed.batch.timestamp, key_of(signed.batch, subkey, rules)
+    else:
+        signed = open_presence(frame, rules, subkey=subkey)
+        timestamp = signed.presence.timestamp
+        expected_key = directory_key(signed.presence.swarm_id, signed.presence.window)
     if record.subkey != msgpack.packb(signed.signer_peer_id):
         raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
-    if record.key != key_id(key_of(batch, subkey, rules)):
+    if record.key != key_id(expected_key):
         raise Rejected(Reason.KEY_MISMATCH, "stored under another key than its window and shard")
     # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
-    if not abs(record.expiration_time - expiration_of(batch.timestamp, rules)) <= EXPIRY_TOLERANCE_S:
+    if not abs(record.expiration_time - (timestamp + rules.record_ttl_s)) <= EXPIRY_TOLERANCE_S:
         raise Rejected(
             Reason.BAD_EXPIRY, f"expiration {record.expiration_time} is not timestamp + record_ttl_s"
         )
@@ -129,11 +155,38 @@ def check_record(
         raise Rejected(Reason.STALE, "expired")
     # hivemind refuses to bootstrap with a peer whose clock differs from ours by more than this.
     future_slack_s = rules.clock_skew_s + (MAX_DHT_TIME_DISCREPANCY_SECONDS if reading else 0.0)
-    if batch.timestamp > now + future_slack_s:
-        raise Rejected(Reason.FUTURE, f"timestamp {batch.timestamp:.1f} is ahead of {now:.1f}")
+    if timestamp > now + future_slack_s:
+        raise Rejected(Reason.FUTURE, f"timestamp {timestamp:.1f} is ahead of {now:.1f}")
     return signed
 
 
+class DirectoryKeys:
+    """Which DHT key ids are directory keys of windows whose entries can still be stored (by expiration).
+
+    A peer asked to store a record sees only the key's hash; it tells a presence entry from a batch by
+    whether the hash is one of these (computed, not learnt from the record), so neither kind can be
+    passed off as the other.
+    """
+
+    def __init__(self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time) -> None:
+        self.rules = rules
+        self._clock = clock
+        # windows whose records may be unexpired (with skew), and one ahead for peers with fast clocks
+        self._behind = math.ceil((rules.record_ttl_s + rules.clock_skew_s) / rules.window_s) + 1
+        self._lock = threading.Lock()
+        self._current: int | None = None
+        self._windows: dict[bytes, int] = {}
+
+    def window_of(self, key: bytes) -> int | None:
+        current = self.rules.window_of(self._clock())
+        with self._lock:
+            if current != self._current:
+                self._current = current
+                self._windows = {
+                    key_id(directory_key(self.rules.swarm_id, window)): window
+                    for window in range(current - self._behind, current + 2)
+                }
+            return self._windows.get(key)
 @contextlib.contextmanager
 def reading_records() -> Iterator[None]:
     """Mark the records validated inside this block (and tasks it starts) as answers to our own reads."""
@@ -156,12 +209,16 @@ class SwarmRecordValidator(RecordValidatorBase):
         self.rules = rules
         self._clock = clock
         self._key_of = key_of
+        self.directory = DirectoryKeys(rules, clock)
         self._lock = threading.Lock()
         self._refused: Counter[str] = Counter()
 
     def validate(self, record: DHTRecord) -> bool:
         try:
-            check_record(record, self.rules, self._clock(), reading=_reading.get(), key_of=self._key_of)
+            check_record(
+                record, self.rules, self._clock(), reading=_reading.get(), key_of=self._key_of,
+                directory_window=self.directory.window_of(record.key),
+            )
         except Rejected as rejected:
             with self._lock:
                 self._refused[rejected.reason.value] += 1
@@ -184,13 +241,22 @@ class BoundedRecordStorage(DHTLocalStorage):
     recounted at most once a second for expirations (which hivemind performs silently), so they never
     under-count. Also avoids two hivemind habits under floods: every store pushes an expiration-heap
     entry, dropped only when it expires (so the heap grows with the store rate), and a refused older record
-    re-points the subkey's expiry at itself, deleting the newer one early.
+    re-points the subkey's expiry at itself, deleting the newer one early. A directory key (`directory`
+    tells which keys are) holds at most `max_directory_entries` signers (`directory_full`).
     """
 
-    def __init__(self, max_key_bytes: int = MAX_KEY_BYTES, max_total_bytes: int = MAX_STORED_BYTES) -> None:
+    def __init__(
+        self,
+        max_key_bytes: int = MAX_KEY_BYTES,
+        max_total_bytes: int = MAX_STORED_BYTES,
+        directory: DirectoryKeys | None = None,
+        max_directory_entries: int = MAX_DIRECTORY_ENTRIES,
+    ) -> None:
         super().__init__()
         self.max_key_bytes = max_key_bytes
         self.max_total_bytes = max_total_bytes
+        self.directory = directory
+        self.max_directory_entries = max_directory_entries
         self._key_bytes: dict[DHTID, int] = {}
         self._total_bytes = 0
         self._counted_at = float("-inf")
@@ -208,6 +274,9 @@ class BoundedRecordStorage(DHTLocalStorage):
         previous = records.get(subkey) if records is not None else None
         if previous is not None and previous.expiration_time >= expiration_time:
             return False
+        if previous is None and records is not None and self._is_directory(key):
+            if len(records) >= self.max_directory_entries:
+                return self._refuse("directory_full")
         self._recount_if_due()
         growth = len(value) - (len(previous.value) if previous is not None else 0)
         key_bytes = self._key_bytes.get(key, 0)
@@ -224,6 +293,9 @@ class BoundedRecordStorage(DHTLocalStorage):
         if entry is not None and isinstance(entry.value, DictionaryDHTValue):
             _compact(entry.value)
         return True
+
+    def _is_directory(self, key: DHTID) -> bool:
+        return self.directory is not None and self.directory.window_of(key.to_bytes()) is not None
 
     @property
     def stored_bytes(self) -> int:

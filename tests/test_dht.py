@@ -20,6 +20,7 @@ from swarmnode.dht import (
     DHTPeer,
     GossipStartError,
     StartFailure,
+    StoreItem,
     clean_stale_daemons,
     process_alive,
 )
@@ -85,7 +86,8 @@ def test_a_megabyte_record_moves_between_two_processes_both_ways(tmp_path, helpe
         assert 1_000_000 <= len(frame) <= MAX_ENVELOPE_BYTES
         our_key = record_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
         expiration = expiration_of(batch.timestamp, RULES)
-        assert here.store(our_key, identity.peer_id, frame, expiration, timeout_s=20) >= 1
+        [stored] = here.store([StoreItem(our_key, identity.peer_id, frame, expiration)], timeout_s=20)
+        assert stored.remote >= 1
         collected = process.ask("collect", max=128, timeout_s=20)
         ours = {item["tag"] for item in collected["rollouts"] if item["signer"] == identity.peer_id}
         assert ours == {2}

@@ -285,16 +285,19 @@ def test_a_collect_reads_only_one_wave_of_shards_no_known_peer_publishes_to(tmp_
 
 
 @pytest.mark.network
-def test_with_no_peers_collect_returns_nothing_quickly(tmp_path):
+def test_alone_a_batch_is_only_kept_locally_not_published_and_collect_returns_quickly(tmp_path):
     path = new_key(tmp_path, "alone")
     every_key_at_once = GossipConfig(shards_per_wave=2 * SWARM.num_shards)  # our own shard is read too
     with Gossip(load_identity(path), path, SWARM, NetworkConfig(), every_key_at_once) as alone:
-        assert alone.publish(rollouts(1), model_id="m", suite_version="v").ok
+        published = alone.publish(rollouts(1), model_id="m", suite_version="v")
+        assert not published.ok and published.replicas == 0 and published.stored_locally
+        assert "kept only locally" in published.error
         result = alone.collect(8)
         assert result.rollouts == [] and result.skipped == {"own": 1}
         assert result.elapsed_s < 1.0 and not result.timed_out
         stats = alone.stats
-        assert stats.published == 1 and stats.store_latency.count == 1 and stats.get_latency.count >= 1
+        assert (stats.published, stats.publish_failures, stats.published_local_only) == (0, 1, 1)
+        assert stats.get_latency.count >= 1
 
 
 # ---------------------------------------------------------------------------------------------------------

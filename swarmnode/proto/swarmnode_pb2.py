@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fswarmnode.proto\x12\x0cswarmnode.v1\"O\n\x08\x45nvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06signer\x18\x02 \x01(\x0c\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"K\n\x07TaskRef\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05index\x18\x04 \x01(\x04\"R\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\x0etoken_logprobs\x18\x03 \x03(\x02\x42\t\n\x07_reward\"]\n\x07Rollout\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.swarmnode.v1.TaskRef\x12-\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32\x18.swarmnode.v1.Completion\"\xa7\x01\n\x0cRolloutBatch\x12\x10\n\x08swarm_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x01\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rsuite_version\x18\x06 \x01(\t\x12\'\n\x08rollouts\x18\x07 \x03(\x0b\x32\x15.swarmnode.v1.Rolloutb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0fswarmnode.proto\x12\x0cswarmnode.v1\"O\n\x08\x45nvelope\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0e\n\x06signer\x18\x02 \x01(\x0c\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"K\n\x07TaskRef\x12\x0e\n\x06\x66\x61mily\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05index\x18\x04 \x01(\x04\"R\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x13\n\x06reward\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\x0etoken_logprobs\x18\x03 \x03(\x02\x42\t\n\x07_reward\"]\n\x07Rollout\x12#\n\x04task\x18\x01 \x01(\x0b\x32\x15.swarmnode.v1.TaskRef\x12-\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32\x18.swarmnode.v1.Completion\"\xa7\x01\n\x0cRolloutBatch\x12\x10\n\x08swarm_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\x04\x12\x10\n\x08sequence\x18\x03 \x01(\x04\x12\x11\n\ttimestamp\x18\x04 \x01(\x01\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x15\n\rsuite_version\x18\x06 \x01(\t\x12\'\n\x08rollouts\x18\x07 \x03(\x0b\x32\x15.swarmnode.v1.Rollout\"\x84\x01\n\x08Presence\x12\x10\n\x08swarm_id\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\x04\x12\x11\n\ttimestamp\x18\x03 \x01(\x01\x12\x30\n\x0creachability\x18\x04 \x01(\x0e\x32\x1a.swarmnode.v1.Reachability\x12\x11\n\taddresses\x18\x05 \x03(\t\" \n\x0f\x44ialBackRequest\x12\r\n\x05ports\x18\x01 \x03(\r\"@\n\x10\x44ialBackResponse\x12\x15\n\robserved_host\x18\x01 \x01(\t\x12\x15\n\rreached_ports\x18\x02 \x03(\r*[\n\x0cReachability\x12\x18\n\x14REACHABILITY_UNKNOWN\x10\x00\x12\x17\n\x13REACHABILITY_PUBLIC\x10\x01\x12\x18\n\x14REACHABILITY_PRIVATE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarmnode_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_REACHABILITY']._serialized_start=775
+  _globals['_REACHABILITY']._serialized_end=866
   _globals['_ENVELOPE']._serialized_start=33
   _globals['_ENVELOPE']._serialized_end=112
   _globals['_TASKREF']._serialized_start=114
@@ -41,4 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROLLOUT']._serialized_end=368
   _globals['_ROLLOUTBATCH']._serialized_start=371
   _globals['_ROLLOUTBATCH']._serialized_end=538
+  _globals['_PRESENCE']._serialized_start=541
+  _globals['_PRESENCE']._serialized_end=673
+  _globals['_DIALBACKREQUEST']._serialized_start=675
+  _globals['_DIALBACKREQUEST']._serialized_end=707
+  _globals['_DIALBACKRESPONSE']._serialized_start=709
+  _globals['_DIALBACKRESPONSE']._serialized_end=773
 # @@protoc_insertion_point(module_scope)

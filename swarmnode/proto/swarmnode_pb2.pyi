@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Reachability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REACHABILITY_UNKNOWN: _ClassVar[Reachability]
+    REACHABILITY_PUBLIC: _ClassVar[Reachability]
+    REACHABILITY_PRIVATE: _ClassVar[Reachability]
+REACHABILITY_UNKNOWN: Reachability
+REACHABILITY_PUBLIC: Reachability
+REACHABILITY_PRIVATE: Reachability
 
 class Envelope(_message.Message):
     __slots__ = ("version", "signer", "payload", "signature")
@@ -65,3 +75,31 @@ class RolloutBatch(_message.Message):
     suite_version: str
     rollouts: _containers.RepeatedCompositeFieldContainer[Rollout]
     def __init__(self, swarm_id: _Optional[str] = ..., window: _Optional[int] = ..., sequence: _Optional[int] = ..., timestamp: _Optional[float] = ..., model_id: _Optional[str] = ..., suite_version: _Optional[str] = ..., rollouts: _Optional[_Iterable[_Union[Rollout, _Mapping]]] = ...) -> None: ...
+
+class Presence(_message.Message):
+    __slots__ = ("swarm_id", "window", "timestamp", "reachability", "addresses")
+    SWARM_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    swarm_id: str
+    window: int
+    timestamp: float
+    reachability: Reachability
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, swarm_id: _Optional[str] = ..., window: _Optional[int] = ..., timestamp: _Optional[float] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DialBackRequest(_message.Message):
+    __slots__ = ("ports",)
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ports: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ports: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DialBackResponse(_message.Message):
+    __slots__ = ("observed_host", "reached_ports")
+    OBSERVED_HOST_FIELD_NUMBER: _ClassVar[int]
+    REACHED_PORTS_FIELD_NUMBER: _ClassVar[int]
+    observed_host: str
+    reached_ports: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, observed_host: _Optional[str] = ..., reached_ports: _Optional[_Iterable[int]] = ...) -> None: ...
