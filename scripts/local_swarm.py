@@ -43,11 +43,13 @@ class LocalSwarmError(Exception):
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node: a name (its data dir under the swarm's base dir), `--set` overrides and rounds to run."""
+    """One node: a name (its data dir under the swarm's base dir), `--set` overrides and rounds to run;
+    `prefix` goes before the command (e.g. `ip netns exec NS` to run it on another host of a lab)."""
 
     name: str
     overrides: tuple[str, ...] = ()
     rounds: int = 5
+    prefix: tuple[str, ...] = ()
 
 
 @dataclass
@@ -112,6 +114,8 @@ class LocalSwarm:
         timeout_s: float = 1800.0,
         grace_s: float = 30.0,
         fresh: bool = True,
+        bootstrap: NodeSpec = NodeSpec("bootstrap"),
+        env: dict[str, str] | None = None,
     ) -> None:
         if len({node.name for node in nodes}) != len(nodes):
             raise ValueError("node names must be distinct (each is a data dir)")
@@ -122,6 +126,8 @@ class LocalSwarm:
         self.timeout_s = timeout_s
         self.grace_s = grace_s
         self.fresh = fresh
+        self.bootstrap = bootstrap
+        self.env = {**os.environ, **CHILD_ENV, **(env or {})}
         self.bootstrap_maddr: str | None = None
         self._processes: list[_Child] = []  # the bootstrap first, then the nodes, in start order
         self._seen: dict[int, psutil.Process] = {}
@@ -152,10 +158,12 @@ class LocalSwarm:
                 shutil.rmtree(self.base_dir / name, ignore_errors=True)
         self.base_dir.mkdir(parents=True, exist_ok=True)
         swarm_rules = [flag for flag in self.common_overrides if flag.startswith("swarm.")]
-        bootstrap_dir = self.base_dir / "bootstrap"
+        bootstrap_dir = self.base_dir / self.bootstrap.name
         bootstrap = self._spawn(
-            "bootstrap", bootstrap_dir,
-            ["bootstrap", "--port", "0", "--identity", str(bootstrap_dir / "identity.key"), *_flags(swarm_rules)],
+            self.bootstrap.name, bootstrap_dir,
+            ["bootstrap", "--identity", str(bootstrap_dir / "identity.key"),
+             *_flags([*swarm_rules, *self.bootstrap.overrides])],
+            self.bootstrap.prefix,
         )
         self.bootstrap_maddr = self._wait_for_maddr(bootstrap, deadline_s=120.0)
         for node in self.nodes:
@@ -165,6 +173,7 @@ class LocalSwarm:
                 ["join", "--headless", "--data-dir", str(data_dir), "--peers", self.bootstrap_maddr,
                  "--rounds", str(node.rounds), "--metrics-port", "0",
                  *_flags([*self.common_overrides, *node.overrides])],
+                node.prefix,
             )
 
     @property
@@ -219,13 +228,13 @@ class LocalSwarm:
                     stream.close()
         atexit.unregister(self.close)
 
-    def _spawn(self, name: str, data_dir: Path, arguments: list[str]) -> _Child:
+    def _spawn(self, name: str, data_dir: Path, arguments: list[str], prefix: Sequence[str] = ()) -> _Child:
         data_dir.mkdir(parents=True, exist_ok=True)
         stdout = open(data_dir / "stdout.log", "w")
         stderr = open(data_dir / "stderr.log", "w")
         popen = subprocess.Popen(
-            [*CLI, *arguments], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT,
-            env={**os.environ, **CHILD_ENV}, start_new_session=True,
+            [*prefix, *CLI, *arguments], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT,
+            env=self.env, start_new_session=True,
         )
         child = _Child(name, popen, (stdout, stderr), data_dir)
         self._processes.append(child)
@@ -233,12 +242,12 @@ class LocalSwarm:
         return child
 
     def _wait_for_maddr(self, child: _Child, deadline_s: float) -> str:
-        """The bootstrap prints its multiaddrs on stdout once its DHT is up."""
+        """The bootstrap prints the multiaddrs others join with on stdout once its DHT is up."""
         log = child.data_dir / "stdout.log"
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             for line in log.read_text().splitlines():
-                if line.startswith("/ip4/127.0.0.1/"):
+                if line.startswith("/ip"):
                     return line.strip()
             if child.popen.poll() is not None:
                 break

@@ -366,13 +366,22 @@ def doctor(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config to check")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="state directory to check")] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="config override, as for join")] = None,
+    check: Annotated[Optional[list[str]], typer.Option("--check", help="run only this check (repeatable)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
 ) -> None:
-    """Check versions, p2pd, identity, data dir, config, ports, peers, memory and the model; exit 1 on a failure."""
+    """Check versions, p2pd, identity, data dir, config, ports, peers, reachability, memory and the model;
+    exit 1 on a failure."""
     from rich.table import Table
 
     from swarmnode.doctor import DoctorContext, Outcome, run_checks
 
-    results = run_checks(DoctorContext(config, list(overrides or []), data_dir or default_data_dir()))
+    try:
+        results = run_checks(DoctorContext(config, list(overrides or []), data_dir or default_data_dir()), check or ())
+    except ValueError as error:
+        raise fail(str(error), code=2)
+    if as_json:
+        typer.echo(json.dumps([{**result.__dict__, "outcome": result.outcome.value} for result in results]))
+        raise typer.Exit(1 if any(result.outcome is Outcome.FAIL for result in results) else 0)
     styles = {Outcome.PASS: "green", Outcome.WARN: "yellow", Outcome.FAIL: "bold red"}
     table = Table(title="swarmnode doctor")
     for column in ("check", "result", "detail", "fix"):

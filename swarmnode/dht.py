@@ -38,6 +38,7 @@ from hivemind.utils.multiaddr import Multiaddr
 from swarmnode.config import NetworkConfig
 from swarmnode.envelope import SwarmRules
 from swarmnode.reachability import (
+    ASK_TIMEOUT_S,
     MAX_DIAL_BACK_PORTS,
     DialBackService,
     Reachability,
@@ -67,6 +68,7 @@ UNKNOWN_RECHECK_S = 60.0  # with no verdict yet (e.g. no peer answered), ask aga
 DIAL_BACK_PEERS = 3
 MAX_ENTRY_PEERS = 16
 JOIN_RETRY_S = 0.5
+STORE_GRACE_S = 0.5  # after the first replica accepted, how long a store waits for the others
 LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
 DAEMON_EXIT_TIMEOUT_S = 5.0
 _LOOP_SHUTDOWN_TIMEOUT_S = 10.0
@@ -450,18 +452,27 @@ class DHTPeer:
         """Ask up to DIAL_BACK_PEERS of `peers` to dial us back, unless network.reachability says what we are."""
         if self.network.reachability != "auto":
             return ReachabilityReport(Reachability(self.network.reachability), forced=True)
-        ports = self._listen_ports()
-        report = await check_reachability(self._p2p, peers[:DIAL_BACK_PEERS], ports) if peers and ports else verdict([], ports)
+        ports, announced = self.listen_ports, self.announced_hosts
+        if peers and ports:
+            report = await check_reachability(self._p2p, peers[:DIAL_BACK_PEERS], ports, announced)
+        else:
+            report = verdict([], ports, announced)
         self.port_mapping = await self._port_mapping()
         return report
 
-    def _listen_ports(self) -> list[int]:
-        """Ports peers could dial: those we listen on and those we announce (a router may forward another)."""
+    @property
+    def listen_ports(self) -> list[int]:
+        """Ports peers could dial: those we announce (a router may forward another port), else those we
+        listen on."""
         ports = []
-        for text in [*self.visible_maddrs, *self.network.announce_maddrs]:
+        for text in self.network.announce_maddrs or self.visible_maddrs:
             with contextlib.suppress(Exception):
                 ports.append(int(Multiaddr(text).value_for_protocol("tcp")))
         return sorted(set(ports))[:MAX_DIAL_BACK_PORTS]
+
+    @property
+    def announced_hosts(self) -> list[str]:
+        return [host for text in self.network.announce_maddrs if (host := observed_host([Multiaddr(text)]))]
 
     async def _port_mapping(self) -> str:
         """What UPnP/NAT-PMP achieved: a mapped address appears among p2pd's addresses that is on no local
@@ -469,6 +480,7 @@ class DHTPeer:
         if not self.network.nat_port_map or self.listens_on_loopback:
             return "off"
         local = {address.address for addresses in psutil.net_if_addrs().values() for address in addresses}
+        local.update(self.announced_hosts)  # p2pd lists announced addresses too: not a mapping
         for maddr in await self._p2p.get_visible_maddrs(latest=True):
             host = observed_host([maddr])
             if host is not None and host not in local:
@@ -614,13 +626,20 @@ class DHTPeer:
             return bool(accepted and accepted[0])
 
         replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id and peer not in node.blacklist]
-        tasks = [asyncio.create_task(store_at(peer)) for peer in replicas]
-        if not tasks:
-            return StoreOutcome(0, local)
-        done, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
-        for task in pending:
-            task.cancel()
-        return StoreOutcome(sum(1 for task in done if task.exception() is None and task.result()), local)
+        pending = {asyncio.create_task(store_at(peer)) for peer in replicas}
+        accepted = 0
+        while pending:
+            # once one replica has the record, a slow or dead one gets a short grace, not the whole deadline
+            until = deadline if accepted == 0 else min(deadline, time.monotonic() + STORE_GRACE_S)
+            done, pending = await asyncio.wait(
+                pending, timeout=max(until - time.monotonic(), 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            accepted += sum(1 for task in done if task.exception() is None and task.result())
+        for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout)
+            task.add_done_callback(_retrieve_exception)
+        return StoreOutcome(accepted, local)
 
     def get_many(self, keys: Sequence[str], *, timeout_s: float) -> tuple[dict[str, Entries], bool]:
         """Read dictionary keys: {key: {subkey: (value, expiration)}}, plus whether the deadline cut the read.
@@ -669,6 +688,11 @@ class DHTPeer:
             if self._recheck_due():
                 with contextlib.suppress(Exception):  # a failed check leaves the last verdict in place
                     await self._recheck()
+
+    def check_reachability_now(self) -> ReachabilityReport:
+        """Ask peers to dial us back now (as the periodic re-check does) and return the verdict in force."""
+        self._require_loop().run(self._recheck(), ASK_TIMEOUT_S + 2 * RPC_TIMEOUT_S)
+        return self.reachability
 
     def _recheck_due(self) -> bool:
         if self.network.reachability != "auto":
@@ -732,6 +756,11 @@ def _listen_maddr(host: str, port: int) -> str:
             f"or the address of the interface peers reach you on",
         ) from None
     return f"/ip{address.version}/{address}/tcp/{port}"
+
+
+def _retrieve_exception(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _is_loopback(maddr: str) -> bool:

@@ -6,11 +6,12 @@ A check returns (status, detail, fix); one failing check never stops the others.
 from __future__ import annotations
 
 import importlib.metadata
+import ipaddress
 import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -46,9 +47,15 @@ class DoctorContext:
     config: NodeConfig | None = None
 
 
-def run_checks(context: DoctorContext) -> list[CheckResult]:
+def run_checks(context: DoctorContext, only: Sequence[str] = ()) -> list[CheckResult]:
+    """Every check, or those named in `only` (the config is always loaded first: the others read it)."""
+    unknown = set(only) - {name for name, _ in CHECKS}
+    if unknown:
+        raise ValueError(f"unknown check {sorted(unknown)[0]!r}; choose from {', '.join(name for name, _ in CHECKS)}")
     results = []
     for name, check in CHECKS:
+        if only and name not in only and name != "config":
+            continue
         try:
             outcome, detail, fix = check(context)
         except Exception as error:  # a broken check is a finding, not a crash of the doctor
@@ -145,13 +152,8 @@ def check_ports(context: DoctorContext):
     busy = []
     for what, host, port in [("network.port", config.network.host, config.network.port),
                              ("metrics.port", config.metrics.host, config.metrics.port)]:
-        if not port:
-            continue
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                busy.append(f"{what} {host}:{port}")
+        if port and not _port_free(host, port):
+            busy.append(f"{what} {host}:{port}")
     if busy:
         return Outcome.FAIL, "in use: " + ", ".join(busy), "stop the other process or choose another port"
     return Outcome.PASS, "configured ports are free", ""
@@ -178,6 +180,63 @@ def check_initial_peers(context: DoctorContext):
     return Outcome.PASS, f"{len(peers)} reachable over TCP", ""
 
 
+def check_reachability(context: DoctorContext):
+    """Start a throwaway peer as the node would (same host, same port if free) and ask the initial peers to
+    dial it back: public, private (NAT, firewall, loopback listener) or unknown, with the fix."""
+    from swarmnode.dht import DHTPeer, GossipStartError
+    from swarmnode.identity import Identity, save_identity
+    from swarmnode.reachability import Reachability
+
+    config = context.config or NodeConfig()
+    network = config.network
+    if not network.initial_peers:
+        return Outcome.WARN, "no initial peers to ask whether others can dial this node", "pass --set network.initial_peers=[MADDR] to check"
+    port = network.port if network.port and _port_free(network.host, network.port) else 0
+    with tempfile.TemporaryDirectory() as scratch:
+        key = Path(scratch) / "doctor.key"
+        save_identity(Identity.generate(), key)
+        peer = DHTPeer(key, config.swarm.rules(), network.model_copy(update={"port": port, "reachability": "auto"}))
+        try:
+            peer.start()
+        except GossipStartError as error:
+            return Outcome.FAIL, str(error), "see the message"
+        try:
+            report, mapping, ports = peer.reachability, peer.port_mapping, peer.listen_ports
+        finally:
+            peer.close()
+    on = f"port {port}" if port else f"a free port ({network.port} is taken, e.g. by a running node)"
+    detail = f"{report.describe()}; checked on {on}; UPnP/NAT-PMP: {mapping}"
+    if report.reachability is Reachability.PUBLIC:
+        return Outcome.PASS, f"{detail}; others join with {', '.join(report.dialable)}", ""
+    if report.reachability is Reachability.UNKNOWN:
+        return Outcome.WARN, detail, "none of the initial peers answered the dial-back check: are they swarmnode >= 0.2 and running?"
+    return Outcome.WARN, detail, _private_fix(network.host, report.observed_hosts, ports)
+
+
+def _private_fix(host: str, observed: Sequence[str], ports: Sequence[int]) -> str:
+    port = ports[0] if ports else "PORT"
+    if ipaddress.ip_address(host).is_loopback:
+        return f"network.host is {host}: set network.host=0.0.0.0 (or this machine's address) so peers can dial it"
+    local = {address.address for addresses in psutil.net_if_addrs().values() for address in addresses}
+    outside = [address for address in observed if address not in local]
+    if outside:
+        return (
+            f"behind NAT (peers see {outside[0]}): the node still trains and shares as a DHT client. To serve, "
+            f"forward TCP port {port} on your router to this machine, fix it with network.port={port}, and set "
+            f"network.announce_maddrs=['/ip4/{outside[0]}/tcp/{port}']"
+        )
+    return f"a firewall blocks incoming TCP on port {port}: open it (the node works as a DHT client meanwhile)"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def check_model(context: DoctorContext):
     from swarmnode.policy import Policy, PolicyLoadError
 
@@ -200,6 +259,7 @@ CHECKS: list[tuple[str, Callable[[DoctorContext], tuple[Outcome, str, str]]]] = 
     ("p2pd", check_p2pd),
     ("ports", check_ports),
     ("initial peers", check_initial_peers),
+    ("reachability", check_reachability),
     ("model", check_model),
 ]
 

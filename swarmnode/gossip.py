@@ -179,7 +179,6 @@ class Gossip:
         self._published = self._publish_failures = self._published_local_only = self._collected = 0
         self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
         self._directory_read: set[int] = set()  # windows whose directory an earlier collect read
-        self._presence_window: int | None = None  # the window our directory entry was last stored for
         self._rejected: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()
         self._offences: Counter[str] = Counter()
@@ -236,8 +235,9 @@ class Gossip:
         return self._peer.num_peers()
 
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
-        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
-        the window's first batch, also our entry in the window's directory (PROTOCOL.md §4.1).
+        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch, and
+        our entry in the window's directory (PROTOCOL.md §4.1), refreshed with every batch so that replicas
+        that joined or missed a store since hold it too.
 
         Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
         The sequence number advances even if the store fails: the signed frame may have reached a peer.
@@ -258,13 +258,11 @@ class Gossip:
         except Rejected as rejected:
             error = f"the batch would be refused by peers: {rejected}"
         else:
-            items = [StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules))]
-            if self._presence_window != window:
-                items.append(self._presence_item(window, now))
-            outcomes = self._peer.store(items, timeout_s=self.config.publish_timeout_s)
-            outcome = outcomes[0]
-            if len(outcomes) > 1 and outcomes[1].remote > 0:
-                self._presence_window = window
+            items = [
+                StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules)),
+                self._presence_item(window, now),
+            ]
+            outcome = self._peer.store(items, timeout_s=self.config.publish_timeout_s)[0]
             if outcome.remote == 0:
                 kept = "; kept only locally" if outcome.local else ""
                 error = f"no other peer stored the batch within {self.config.publish_timeout_s:g} s{kept}"

@@ -74,6 +74,7 @@ class ReachabilityReport:
     dialable: tuple[str, ...] = ()  # "/ip4/A.B.C.D/tcp/PORT" confirmed by a dial-back
     checked_at: float = field(default_factory=time.time)
     forced: bool = False  # set by network.reachability, not measured
+    announced: tuple[str, ...] = ()  # hosts of network.announce_maddrs
 
     def describe(self) -> str:
         if self.forced:
@@ -81,16 +82,26 @@ class ReachabilityReport:
         if self.asked == 0:
             return f"{self.reachability.value}: no peer to ask yet"
         seen = f"; seen as {', '.join(self.observed_hosts)}" if self.observed_hosts else ""
-        return (
+        text = (
             f"{self.reachability.value}: {self.reached} of {self.answered} peers that answered "
             f"(of {self.asked} asked) could dial us{seen}"
         )
+        if self.announced and self.observed_hosts and not set(self.announced) & set(self.observed_hosts):
+            text += f"; but announce_maddrs names {', '.join(self.announced)}, which peers cannot confirm"
+        return text
 
 
-def verdict(answers: Sequence[pb.DialBackResponse | None], ports: Sequence[int]) -> ReachabilityReport:
-    """Public when at least half of the peers that answered reached one of our ports (Petals' rule)."""
+def verdict(
+    answers: Sequence[pb.DialBackResponse | None], ports: Sequence[int], announced_hosts: Sequence[str] = ()
+) -> ReachabilityReport:
+    """Public when at least half of the peers that answered reached one of our ports (Petals' rule). With
+    announced addresses, a peer's dial counts only if it sees us at one of them: p2pd then advertises
+    nothing else, so an address peers cannot confirm leaves us undiallable, whatever else works."""
     answered = [answer for answer in answers if answer is not None]
-    reached = [answer for answer in answered if set(answer.reached_ports) & set(ports)]
+    reached = [
+        answer for answer in answered
+        if set(answer.reached_ports) & set(ports) and (not announced_hosts or answer.observed_host in announced_hosts)
+    ]
     if not answered:
         reachability = Reachability.UNKNOWN
     else:
@@ -103,7 +114,8 @@ def verdict(answers: Sequence[pb.DialBackResponse | None], ports: Sequence[int])
     })
     observed = sorted({answer.observed_host for answer in answered if answer.observed_host})
     return ReachabilityReport(
-        reachability, len(answers), len(answered), len(reached), tuple(observed), tuple(dialable)
+        reachability, len(answers), len(answered), len(reached), tuple(observed), tuple(dialable),
+        announced=tuple(announced_hosts),
     )
 
 
@@ -140,6 +152,10 @@ def observed_host(addrs: Sequence[Multiaddr]) -> str | None:
     return None
 
 
+class DialBackRefused(Exception):
+    """Sent to an asker instead of an answer (rate limit, malformed request, no direct connection)."""
+
+
 class DialBackService:
     """Answers peers' dial-back requests on one P2P instance, bounded: one check per asker every
     MIN_ASK_INTERVAL_S, at most MAX_CONCURRENT_CHECKS at once, at most MAX_DIAL_BACK_PORTS ports each."""
@@ -155,18 +171,20 @@ class DialBackService:
         await self.p2p.add_protobuf_handler(DIAL_BACK_HANDLER, self._handle, pb.DialBackRequest)
 
     async def _handle(self, request: pb.DialBackRequest, context: P2PContext) -> pb.DialBackResponse:
+        """Refusals are errors, not answers: an asker must not read "not reachable" into them."""
         asker = context.remote_id
         now = time.monotonic()
         if now - self._last_asked.get(asker, float("-inf")) < MIN_ASK_INTERVAL_S or len(request.ports) > MAX_DIAL_BACK_PORTS:
             self.refused += 1
-            return pb.DialBackResponse()
+            raise DialBackRefused("at most one check per asker every 5 s, of at most 4 ports")
         self._last_asked[asker] = now
         self._last_asked.move_to_end(asker)
         while len(self._last_asked) > _REMEMBERED_ASKERS:
             self._last_asked.popitem(last=False)
         host = observed_host(await self._connection_addrs(asker))
         if host is None:
-            return pb.DialBackResponse()
+            self.refused += 1
+            raise DialBackRefused("no direct connection to the asker (relayed?): nothing to dial back")
         ports = sorted({port for port in request.ports if 0 < port < 65536})
         async with self._checks:
             reached = await asyncio.gather(*(probe_listener(host, port) for port in ports))
@@ -216,7 +234,9 @@ def _maddr_host(maddr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return None
 
 
-async def check_reachability(p2p: P2P, peers: Sequence[PeerID], ports: Sequence[int]) -> ReachabilityReport:
+async def check_reachability(
+    p2p: P2P, peers: Sequence[PeerID], ports: Sequence[int], announced_hosts: Sequence[str] = ()
+) -> ReachabilityReport:
     """Ask `peers` (already connected) in parallel to dial us back on `ports`."""
     answers = await asyncio.gather(*(ask_dial_back(p2p, peer, ports) for peer in peers))
-    return verdict(answers, ports)
+    return verdict(answers, ports, announced_hosts)

@@ -278,6 +278,32 @@ def test_publish_refuses_a_batch_peers_would_refuse_and_counts_it(trio):
 
 
 @pytest.mark.network
+def test_nodes_nobody_can_dial_find_each_others_batches_through_the_directory(tmp_path):
+    """Two DHT clients (as behind NAT) are in no routing table; the window's directory names them."""
+    entry_key = new_key(tmp_path, "entry")
+    with Gossip(load_identity(entry_key), entry_key, SWARM, NetworkConfig(), GossipConfig()) as entry:
+        private = NetworkConfig(initial_peers=entry.advertised_maddrs, reachability="private")
+        clients = []
+        try:
+            for name in ("home1", "home2"):
+                path = new_key(tmp_path, name)
+                clients.append(Gossip(load_identity(path), path, SWARM, private, GossipConfig()))
+                clients[-1].start()
+            home1, home2 = clients
+            assert home1.dht.client_mode and home2.dht.client_mode
+            assert not {home1.peer_id, home2.peer_id} & set(entry.dht.known_peer_ids() + home2.dht.known_peer_ids())
+            published = home1.publish(rollouts(1), model_id="m", suite_version="v")
+            assert published.ok and published.replicas == 1 and not published.stored_locally
+            collected = home2.collect(8)
+            assert {item.signer for item in collected.rollouts} == {home1.peer_id}
+            assert collected.directory_entries == 1 and not collected.rejected
+            assert {item.signer for item in entry.collect(8).rollouts} == {home1.peer_id}
+        finally:
+            for client in clients:
+                client.close()
+
+
+@pytest.mark.network
 def test_a_collect_reads_only_one_wave_of_shards_no_known_peer_publishes_to(tmp_path):
     path = new_key(tmp_path, "alone")
     with Gossip(load_identity(path), path, SWARM, NetworkConfig(), GossipConfig()) as alone:

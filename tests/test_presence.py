@@ -1,0 +1,162 @@
+"""Presence entries and the per-window directory (PROTOCOL.md §4.1): signed, placed, bounded, never
+confused with a batch."""
+
+import dataclasses
+
+import msgpack
+import pytest
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import DHTRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from swarmnode.envelope import Reason, Rejected, SwarmRules, open_envelope, seal, shard_of
+from swarmnode.identity import Identity
+from swarmnode.presence import MAX_PRESENCE_BYTES, Presence, is_tcp_address, open_presence, seal_presence
+from swarmnode.reachability import Reachability
+from swarmnode.record import (
+    BoundedRecordStorage,
+    DirectoryKeys,
+    SwarmRecordValidator,
+    check_record,
+    directory_key,
+    expiration_of,
+    key_id,
+    record_key,
+)
+from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+
+ALICE = Identity.from_seed(b"\x31" * 32)
+MALLORY = Identity.from_seed(b"\x32" * 32)
+RULES = SwarmRules("presence-test", window_s=30.0, record_ttl_s=60.0, num_shards=16, clock_skew_s=5.0)
+T0 = 1_800_000_010.0
+WINDOW = RULES.window_of(T0)
+
+
+def presence(**changes) -> Presence:
+    base = Presence(RULES.swarm_id, WINDOW, T0, Reachability.PUBLIC, ("/ip4/10.77.0.12/tcp/31337",))
+    return dataclasses.replace(base, **changes)
+
+
+def entry(signer: Identity = ALICE, content: Presence | None = None, **changes) -> DHTRecord:
+    content = content or presence()
+    base = DHTRecord(
+        key=key_id(directory_key(content.swarm_id, content.window)),
+        subkey=msgpack.packb(signer.peer_id),
+        value=msgpack.packb(seal_presence(content, signer)),
+        expiration_time=expiration_of(content.timestamp, RULES),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
+    validator = SwarmRecordValidator(RULES, clock=lambda: now)
+    assert not validator.validate(record)
+    [(reason, count)] = validator.refusals().items()
+    return Reason(reason)
+
+
+def test_an_honest_entry_round_trips_and_names_where_to_join():
+    signed = open_presence(seal_presence(presence(), ALICE), RULES, now=T0 + 1, subkey=ALICE.peer_id)
+    assert signed.presence == presence()
+    assert signed.join_addresses == [f"/ip4/10.77.0.12/tcp/31337/p2p/{ALICE.peer_id}"]
+    assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(entry())
+
+
+def test_a_presence_is_never_taken_for_a_batch_nor_a_batch_for_a_presence():
+    frame = seal_presence(presence(), ALICE)
+    with pytest.raises(Rejected) as as_batch:
+        open_envelope(frame, RULES)
+    assert as_batch.value.reason is Reason.BAD_SIGNATURE  # another domain tag: the signature cannot verify
+    batch = RolloutBatch(RULES.swarm_id, WINDOW, 1, T0, "m", "v",
+                         (Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 2), (Completion("x"),)),))
+    with pytest.raises(Rejected) as as_presence:
+        open_presence(seal(batch, ALICE))
+    assert as_presence.value.reason in (Reason.TOO_LARGE, Reason.BAD_SIGNATURE)
+    under_directory = dataclasses.replace(entry(), value=msgpack.packb(seal(batch, ALICE)))
+    assert refusal(under_directory) in (Reason.TOO_LARGE, Reason.BAD_SIGNATURE)
+    under_shard = entry(key=key_id(record_key(RULES.swarm_id, WINDOW, shard_of(ALICE.peer_id, RULES.num_shards))))
+    assert refusal(under_shard) is Reason.BAD_SIGNATURE
+
+
+def test_a_forged_entry_under_alices_subkey_is_refused():
+    forged = entry(subkey=msgpack.packb(ALICE.peer_id), value=msgpack.packb(seal_presence(presence(), MALLORY)))
+    assert refusal(forged) is Reason.KEY_MISMATCH
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"swarm_id": "other-swarm"}, Reason.WRONG_SWARM),
+        ({"window": WINDOW + 1}, Reason.BAD_VALUE),
+        ({"timestamp": float("nan")}, Reason.BAD_VALUE),
+        ({"addresses": ("/dns4/example.org/tcp/1",)}, Reason.BAD_VALUE),
+        ({"addresses": ("/ip4/10.0.0.1/tcp/0",)}, Reason.BAD_VALUE),
+        ({"addresses": ("/ip4/10.0.0.1/tcp/1",) * 5}, Reason.LIMIT_EXCEEDED),
+        ({"addresses": ("/ip6/" + "1" * 80 + "/tcp/1",)}, Reason.LIMIT_EXCEEDED),
+    ],
+)
+def test_entries_with_bad_fields_are_refused_with_their_reason(changes, reason):
+    content = presence(**changes)
+    with pytest.raises(Rejected) as info:
+        open_presence(seal_presence(content, ALICE), RULES)
+    assert info.value.reason is reason
+    assert not SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(entry(content=content))
+
+
+def test_an_oversized_entry_is_refused_before_it_is_parsed():
+    padded = entry(value=msgpack.packb(b"\x00" * (MAX_PRESENCE_BYTES + 1)))
+    assert refusal(padded) is Reason.TOO_LARGE
+
+
+def test_an_entry_under_another_windows_directory_or_with_another_expiry_is_refused():
+    assert refusal(entry(key=key_id(directory_key(RULES.swarm_id, WINDOW - 1)))) is Reason.KEY_MISMATCH
+    assert refusal(entry(expiration_time=T0 + 3600)) is Reason.BAD_EXPIRY
+    assert refusal(entry(), now=T0 + 3600) is not None  # long expired: refused (its key is no longer a directory key)
+
+
+@settings(max_examples=150, deadline=None)
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+def test_any_single_bit_flip_of_an_entry_is_refused(position, bit):
+    honest = entry()
+    value = bytearray(honest.value)
+    value[position % len(value)] ^= 1 << bit
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    assert not validator.validate(dataclasses.replace(honest, value=bytes(value)))
+
+
+def test_a_directory_key_holds_a_bounded_number_of_signers_and_replacements_still_land():
+    directory = DirectoryKeys(RULES, clock=lambda: T0 + 1)
+    storage = BoundedRecordStorage(directory=directory, max_directory_entries=3)
+    key = DHTID.from_bytes(key_id(directory_key(RULES.swarm_id, WINDOW)))
+    assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, T0 + 60) for i in range(5)] == [True] * 3 + [False] * 2
+    assert storage.store_subkey(key, "signer0", b"y" * 100, T0 + 61)  # a signer refreshing its entry
+    assert storage.refusals() == {"directory_full": 2}
+    shard_key = DHTID.from_bytes(key_id(record_key(RULES.swarm_id, WINDOW, 3)))
+    assert all(storage.store_subkey(shard_key, f"signer{i}", b"x" * 100, T0 + 60) for i in range(5))
+
+
+def test_directory_keys_follow_the_clock():
+    now = [T0]
+    directory = DirectoryKeys(RULES, clock=lambda: now[0])
+    assert directory.window_of(key_id(directory_key(RULES.swarm_id, WINDOW))) == WINDOW
+    assert directory.window_of(key_id(record_key(RULES.swarm_id, WINDOW, 0))) is None
+    now[0] += 3600
+    assert directory.window_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("/ip4/10.77.0.12/tcp/31337", True),
+        ("/ip6/::1/tcp/4001", True),
+        ("/ip4/010.77.0.12/tcp/1", False),  # not the canonical form of the address
+        ("/ip4/10.77.0.12/tcp/65536", False),
+        ("/ip4/10.77.0.12/tcp/01", False),
+        ("/ip6/10.77.0.12/tcp/1", False),
+        ("/ip4/10.77.0.12/tcp/1/p2p/12D3KooW", False),
+        ("/ip4/10.77.0.12/udp/1", False),
+    ],
+)
+def test_only_plain_tcp_addresses_are_accepted(text, valid):
+    assert is_tcp_address(text) is valid

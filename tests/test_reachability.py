@@ -1,0 +1,121 @@
+"""Reachability: the verdict from peers' dial-backs, the probe of a libp2p listener, the bounded service,
+and what a node does with the verdict (DHT mode, advertised addresses). Homes behind real NAT are in
+tests/test_netlab.py."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from swarmnode.config import NetworkConfig, SwarmConfig
+from swarmnode.dht import DHTPeer
+from swarmnode.identity import Identity, save_identity
+from swarmnode.proto import swarmnode_pb2 as pb
+from swarmnode.reachability import (
+    MULTISTREAM_HEADER,
+    Reachability,
+    network_warnings,
+    probe_listener,
+    verdict,
+)
+
+RULES = SwarmConfig(id="reach-test").rules()
+
+
+def answer(host: str, *ports: int) -> pb.DialBackResponse:
+    return pb.DialBackResponse(observed_host=host, reached_ports=list(ports))
+
+
+def test_public_when_at_least_half_of_the_answers_reached_us_and_only_those_addresses_are_advertised():
+    report = verdict([answer("203.0.113.7", 4001), answer("203.0.113.7"), None], [4001])
+    assert report.reachability is Reachability.PUBLIC
+    assert (report.asked, report.answered, report.reached) == (3, 2, 1)
+    assert report.dialable == ("/ip4/203.0.113.7/tcp/4001",)
+
+
+def test_private_when_most_answers_could_not_dial_us_and_unknown_without_answers():
+    assert verdict([answer("203.0.113.7"), answer("203.0.113.7"), answer("203.0.113.7", 4001)], [4001]).reachability \
+        is Reachability.PRIVATE
+    assert verdict([None, None], [4001]).reachability is Reachability.UNKNOWN
+    assert verdict([], [4001]).reachability is Reachability.UNKNOWN
+
+
+def test_a_port_we_did_not_ask_about_does_not_count():
+    assert verdict([answer("203.0.113.7", 22)], [4001]).reachability is Reachability.PRIVATE
+
+
+def test_an_announced_address_peers_cannot_confirm_makes_us_private():
+    wrong = verdict([answer("203.0.113.7", 4001)], [4001], announced_hosts=["198.51.100.1"])
+    assert wrong.reachability is Reachability.PRIVATE and "cannot confirm" in wrong.describe()
+    right = verdict([answer("203.0.113.7", 4001)], [4001], announced_hosts=["203.0.113.7"])
+    assert right.reachability is Reachability.PUBLIC
+
+
+def serve_once(greeting: bytes | None) -> tuple[int, threading.Thread]:
+    """A TCP listener on 127.0.0.1 that accepts one connection and sends `greeting` (or nothing)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def run() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            with connection:
+                if greeting is not None:
+                    connection.sendall(greeting)
+                connection.recv(1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+@pytest.mark.parametrize(("greeting", "reached"), [(MULTISTREAM_HEADER, True), (b"SSH-2.0-OpenSSH\r\n", False), (None, False)])
+def test_the_probe_needs_a_libp2p_greeting_not_just_an_open_port(greeting, reached):
+    port, thread = serve_once(greeting)
+    assert asyncio.run(probe_listener("127.0.0.1", port)) is reached
+    thread.join(5)
+
+
+def test_the_probe_of_a_closed_port_fails_fast():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert asyncio.run(probe_listener("127.0.0.1", port)) is False
+
+
+def test_a_loopback_listener_with_peers_on_other_hosts_is_warned_about():
+    peer = "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+    [warning] = network_warnings("127.0.0.1", [peer])
+    assert "network.host=0.0.0.0" in warning
+    assert network_warnings("0.0.0.0", [peer]) == []
+    assert network_warnings("127.0.0.1", [peer.replace("203.0.113.7", "127.0.0.1")]) == []
+
+
+def new_key(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.key"
+    save_identity(Identity.generate(), path)
+    return path
+
+
+@pytest.mark.network
+def test_peers_dial_a_node_back_and_it_serves_the_dht_or_joins_as_a_client_when_told_it_is_private(tmp_path):
+    with DHTPeer(new_key(tmp_path, "entry"), RULES, NetworkConfig()) as entry:
+        assert entry.reachability.reachability is Reachability.UNKNOWN and not entry.client_mode  # nobody to ask
+        join = NetworkConfig(initial_peers=entry.advertised_maddrs())
+        with DHTPeer(new_key(tmp_path, "node"), RULES, join) as node:
+            report = node.reachability
+            assert report.reachability is Reachability.PUBLIC and not node.client_mode
+            assert report.dialable == tuple(f"/ip4/127.0.0.1/tcp/{port}" for port in node.listen_ports)
+            assert node.advertised_maddrs() == [f"{address}/p2p/{node.peer_id}" for address in report.dialable]
+            assert node.check_reachability_now().reachability is Reachability.PUBLIC  # a refused re-ask keeps it
+            assert entry.num_peers() >= 1
+        private = join.model_copy(update={"reachability": "private"})
+        with DHTPeer(new_key(tmp_path, "client"), RULES, private) as client:
+            assert client.client_mode and client.advertised_maddrs() == []
+            assert client.num_peers() >= 1  # it knows the entry peer ...
+            assert client.peer_id not in entry.known_peer_ids()  # ... which never routes to it
