@@ -116,6 +116,7 @@ class LocalSwarm:
         fresh: bool = True,
         bootstrap: NodeSpec = NodeSpec("bootstrap"),
         env: dict[str, str] | None = None,
+        code_dir: Path = ROOT,
     ) -> None:
         if len({node.name for node in nodes}) != len(nodes):
             raise ValueError("node names must be distinct (each is a data dir)")
@@ -128,6 +129,7 @@ class LocalSwarm:
         self.fresh = fresh
         self.bootstrap = bootstrap
         self.env = {**os.environ, **CHILD_ENV, **(env or {})}
+        self.code_dir = code_dir  # whose swarmnode the processes run (`python -m` looks in its cwd first)
         self.bootstrap_maddr: str | None = None
         self._processes: list[_Child] = []  # the bootstrap first, then the nodes, in start order
         self._seen: dict[int, psutil.Process] = {}
@@ -233,7 +235,7 @@ class LocalSwarm:
         stdout = open(data_dir / "stdout.log", "w")
         stderr = open(data_dir / "stderr.log", "w")
         popen = subprocess.Popen(
-            [*prefix, *CLI, *arguments], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=ROOT,
+            [*prefix, *CLI, *arguments], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=self.code_dir,
             env=self.env, start_new_session=True,
         )
         child = _Child(name, popen, (stdout, stderr), data_dir)

@@ -233,6 +233,15 @@ class NetLab:
     def public_address(self, host: str) -> str:
         return self._built[host].public_address
 
+    def wire_bytes(self, host: str) -> int:
+        """Bytes received plus sent on the host's link so far (its eth0 counters)."""
+        shown = subprocess.run(
+            ["ip", "-n", self._built[host].namespace, "-j", "-s", "link", "show", "dev", "eth0"],
+            capture_output=True, text=True, check=True,
+        )
+        stats = json.loads(shown.stdout)[0]["stats64"]
+        return int(stats["rx"]["bytes"]) + int(stats["tx"]["bytes"])
+
     def run(self, host: str, argv: Sequence[str], timeout_s: float = 60.0) -> subprocess.CompletedProcess:
         return subprocess.run([*self.prefix(host), *argv], capture_output=True, text=True, timeout=timeout_s)
 
@@ -320,8 +329,11 @@ def lab_swarm(
     overrides: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout_s: float = 1800.0,
+    fast: bool = True,
+    code_dir: Path = ROOT,
 ) -> LocalSwarm:
-    """A LocalSwarm whose bootstrap and nodes run on the lab's hosts, each listening on the any-address."""
+    """A LocalSwarm whose bootstrap and nodes run on the lab's hosts, each listening on the any-address;
+    `fast` shrinks rounds (4 questions x 4 completions, 12 tokens) for tests."""
     bootstrap = NodeSpec(
         "bootstrap",
         (f"network.host={lab.address(scenario.bootstrap_host)}", f"network.port={BOOTSTRAP_PORT}"),
@@ -337,8 +349,8 @@ def lab_swarm(
         )
         for index, placement in enumerate(scenario.nodes)
     ]
-    return LocalSwarm(nodes, base_dir, f"lab-{scenario.name}", [*FAST, *overrides], timeout_s=timeout_s,
-                      bootstrap=bootstrap, env=env)
+    return LocalSwarm(nodes, base_dir, f"lab-{scenario.name}", [*(FAST if fast else ()), *overrides],
+                      timeout_s=timeout_s, bootstrap=bootstrap, env=env, code_dir=code_dir)
 
 
 @dataclass
@@ -360,6 +372,7 @@ class NodeReport:
     exit_code: int | None = None
     stderr_tail: str = ""
 
+    wire_bytes: int = 0  # bytes in + out on the host's link during the run (libp2p, TLS, TCP/IP included)
     collect_started: list[float] = field(default_factory=list)  # wall time each round's collect began
     published_at: list[float] = field(default_factory=list)  # wall time of each batch another peer stored
 
@@ -409,6 +422,8 @@ def report(result: SwarmResult, scenario: Scenario, lab: NetLab) -> list[NodeRep
         problems: dict[str, int] = {}
         for record in node.records:
             received = {names.get(peer, peer): count for peer, count in record.rollouts_in_by_peer.items()}
+            if not record.rollouts_in_by_peer and len(by_source) == 1:  # older nodes record no senders
+                received = {next(iter(by_source)): record.rollouts_in}
             for sender in by_source:
                 by_source[sender].append(received.get(sender, 0))
         for event in _events(node.data_dir):
@@ -442,13 +457,13 @@ def _started_event(data_dir: Path) -> dict:
     return next((event for event in _events(data_dir) if event.get("event") == "started"), {})
 
 
-def doctor_verdict(lab: NetLab, host: str, initial_peer: str, overrides: Sequence[str] = (), env: dict | None = None) -> str:
+def doctor_verdict(lab: NetLab, host: str, initial_peer: str, overrides: Sequence[str] = ()) -> str:
     """What `swarmnode doctor` says about reachability on `host`, joining through `initial_peer`."""
     flags = [part for flag in ["network.host=0.0.0.0", f"network.port={NODE_PORT}", *overrides,
                                f"network.initial_peers=['{initial_peer}']"] for part in ("--set", flag)]
     done = subprocess.run(
         [*lab.prefix(host), sys.executable, "-m", "swarmnode.cli", "doctor", "--check", "reachability", "--json", *flags],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     with contextlib.suppress(json.JSONDecodeError, StopIteration, KeyError):
         row = next(row for row in json.loads(done.stdout) if row["name"] == "reachability")
@@ -461,25 +476,30 @@ def run_scenario(
     base_dir: Path,
     rounds: int,
     overrides: Sequence[str] = (),
-    env: dict[str, str] | None = None,
     with_doctor: bool = True,
+    fast: bool = True,
+    code_dir: Path = ROOT,
 ) -> LabRun:
     """Build the lab, start the swarm, ask doctor on each node's host while the swarm runs, wait until every
-    node has done `rounds`, report, tear down."""
+    node has done `rounds`, report (with each host's bytes on the wire), tear down."""
     started = time.monotonic()
     with NetLab(scenario.hosts) as lab:
-        swarm = lab_swarm(lab, scenario, base_dir, rounds, overrides, env)
+        swarm = lab_swarm(lab, scenario, base_dir, rounds, overrides, fast=fast, code_dir=code_dir)
+        wire_before = {placement.node: lab.wire_bytes(placement.host) for placement in scenario.nodes}
         with swarm:
             verdicts = {}
             if with_doctor:
                 for placement in scenario.nodes:
                     verdicts[placement.node] = doctor_verdict(
-                        lab, placement.host, swarm.bootstrap_maddr, placement.settings(lab), env
+                        lab, placement.host, swarm.bootstrap_maddr, placement.settings(lab)
                     )
             result = swarm.wait()
         nodes = report(result, scenario, lab)
+        placements = {placement.node: placement for placement in scenario.nodes}
         for node in nodes:
             node.doctor = verdicts.get(node.name, "")
+            after = lab.wire_bytes(placements[node.name].host)
+            node.wire_bytes = after - wire_before[node.name]
         namespaces = lab.namespaces
     left = [name for name in _namespaces() if name in namespaces]
     return LabRun(scenario.name, time.monotonic() - started, nodes, result.ok, result.failures(), left)
