@@ -1,5 +1,8 @@
 """Write protocol/vectors/: frames for every rejection code plus valid ones, and manifest.json.
 
+Two kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind") and presence
+entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9).
+
 Deterministic (fixed keys, timestamps and Ed25519's deterministic signatures), so re-running it
 reproduces the committed files byte for byte; tests/test_vectors.py checks that.
 Usage: python scripts/make_vectors.py [OUT_DIR]
@@ -12,9 +15,19 @@ import json
 import sys
 from pathlib import Path
 
-from swarmnode.envelope import MAX_ENVELOPE_BYTES, MAX_INDEX, PROTOCOL_VERSION, Envelope, encode_batch, shard_of
+from swarmnode.envelope import (
+    DOMAIN_TAG,
+    MAX_ENVELOPE_BYTES,
+    MAX_INDEX,
+    PROTOCOL_VERSION,
+    Envelope,
+    encode_batch,
+    shard_of,
+)
 from swarmnode.identity import Identity
+from swarmnode.presence import MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, Presence, seal_presence
 from swarmnode.proto import swarmnode_pb2 as pb
+from swarmnode.reachability import Reachability
 from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 SWARM = "vectors"
@@ -42,6 +55,26 @@ def batch(**changes) -> RolloutBatch:
 
 def frame(identity: Identity, value: RolloutBatch, version: int = PROTOCOL_VERSION) -> bytes:
     return Envelope.sign(identity, encode_batch(value), version).encode()
+
+
+def presence(**changes) -> Presence:
+    base = Presence(swarm_id=SWARM, window=int(T0 // WINDOW_S), timestamp=T0)
+    return dataclasses.replace(base, **changes)
+
+
+def public(*addresses: str) -> Presence:
+    return presence(reachability=Reachability.PUBLIC, addresses=addresses)
+
+
+def presence_payload(value: Presence) -> bytes:
+    return Envelope.decode(seal_presence(value, ALICE)).payload
+
+
+def presence_frame(
+    identity: Identity, payload: bytes, version: int = PROTOCOL_VERSION, domain: bytes = PRESENCE_DOMAIN_TAG
+) -> bytes:
+    """A frame around any payload bytes, signed under the presence domain tag unless told otherwise."""
+    return Envelope.sign(identity, payload, version, domain).encode()
 
 
 def main(out: Path) -> None:
@@ -74,14 +107,15 @@ def main(out: Path) -> None:
 
     vectors: list[dict] = []
 
-    def add(name: str, data: bytes | list[bytes], expect: str, note: str, **context) -> None:
+    def add(name: str, data: bytes | list[bytes], expect: str, note: str, kind: str | None = None, **context) -> None:
         frames = data if isinstance(data, list) else [data]
         files = []
         for i, content in enumerate(frames):
             filename = f"{name}.bin" if len(frames) == 1 else f"{name}.{i}.bin"
             (out / filename).write_bytes(content)
             files.append(filename)
-        vectors.append({"name": name, "frames": files, "expect": expect, "note": note, **context})
+        kind_field = {"kind": kind} if kind is not None else {}  # no kind: a batch
+        vectors.append({"name": name, **kind_field, "frames": files, "expect": expect, "note": note, **context})
 
     ctx = {"swarm": SWARM, "now": NOW}
     add("valid_minimal", valid, "accept", "one rollout, two completions, no optional fields", **ctx)
@@ -136,6 +170,8 @@ def main(out: Path) -> None:
     unknown = batch(rollouts=(Rollout(dataclasses.replace(REF, family="no_such_family"), (Completion("x"),)),))
     add("unknown_task", frame(ALICE, unknown), "unknown_task", "a family reasoning-gym does not have", **ctx)
 
+    add_presence_vectors(add, ctx, valid)
+
     manifest = {
         "protocol_version": PROTOCOL_VERSION,
         "rules": {"window_s": WINDOW_S, "num_shards": NUM_SHARDS, "max_age_windows": 1, "clock_skew_s": 5.0},
@@ -144,6 +180,188 @@ def main(out: Path) -> None:
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {len(vectors)} vectors to {out}")
+
+
+def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
+    """Presence entries (PROTOCOL.md §4.1), appended after the batch vectors so those stay as they were."""
+    window = int(T0 // WINDOW_S)
+    minimal = seal_presence(presence(), ALICE)
+    private = seal_presence(presence(reachability=Reachability.PRIVATE), ALICE)
+    unknown_field = bytes([15 << 3, 1])
+    # Reachability 7: not one of the three values. Open proto3 enums keep it, so the payload is canonical.
+    unknown_reachability = pb.Presence.FromString(presence_payload(presence()))
+    unknown_reachability.reachability = 7
+    # Reachability UNKNOWN (0) written out: a default value, which canonical form omits.
+    default_written = presence_payload(presence()) + bytes([4 << 3, 0])
+    addresses = [f"/ip4/203.0.113.{i}/tcp/4001" for i in range(1, 6)]
+
+    def add_p(name: str, data: bytes, expect: str, note: str, **context) -> None:
+        add(name, data, expect, note, kind="presence", **context)
+
+    add_p("presence_valid_minimal", minimal, "accept", "reachability UNKNOWN, no addresses: the payload has 3 fields", **ctx)
+    add_p(
+        "presence_valid_public",
+        seal_presence(public("/ip4/203.0.113.7/tcp/4001", "/ip6/2001:db8::7/tcp/4001"), BOB),
+        "accept",
+        "PUBLIC, one IPv4 and one IPv6 address",
+        **ctx,
+    )
+    add_p(
+        "presence_valid_in_slot",
+        private,
+        "accept",
+        "PRIVATE, read from the directory under its signer's subkey",
+        slot=f"{window}/directory/{ALICE.peer_id}",
+        **ctx,
+    )
+    add_p("presence_valid_without_context", minimal, "accept", "no swarm given: only signature and schema checks")
+    add_p("presence_too_large", bytes(MAX_PRESENCE_BYTES + 1), "too_large", "one byte over MAX_PRESENCE_BYTES", **ctx)
+    add_p("presence_malformed_truncated", minimal[:-1], "malformed", "last signature byte missing", **ctx)
+    add_p(
+        "presence_malformed_unknown_field", minimal + unknown_field, "malformed", "an unknown field after the signature",
+        **ctx,
+    )
+    add_p(
+        "presence_malformed_unknown_payload_field",
+        presence_frame(ALICE, presence_payload(presence()) + unknown_field),
+        "malformed",
+        "validly signed Presence payload with an unknown field 15",
+        **ctx,
+    )
+    add_p(
+        "presence_malformed_default_written",
+        presence_frame(ALICE, default_written),
+        "malformed",
+        "validly signed Presence payload that writes reachability UNKNOWN (0) explicitly",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_version",
+        presence_frame(ALICE, presence_payload(presence()), version=2),
+        "bad_version",
+        "validly signed as version 2",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_signature",
+        presence_frame(ALICE, presence_payload(presence()), domain=DOMAIN_TAG),
+        "bad_signature",
+        "a Presence payload signed under the batch domain tag",
+        **ctx,
+    )
+    add_p(
+        "presence_batch_frame",
+        valid_batch,
+        "bad_signature",
+        "a valid batch frame (valid_minimal) read as a presence",
+        **ctx,
+    )
+    add_p(
+        "presence_key_mismatch_subkey",
+        minimal,
+        "key_mismatch",
+        "stored under Bob's subkey",
+        slot=f"{window}/directory/{BOB.peer_id}",
+        **ctx,
+    )
+    add_p(
+        "presence_key_mismatch_window",
+        minimal,
+        "key_mismatch",
+        "copied into the next window's directory",
+        slot=f"{window + 1}/directory/{ALICE.peer_id}",
+        **ctx,
+    )
+    add_p("presence_limit_exceeded", seal_presence(public(*addresses), ALICE), "limit_exceeded", "5 addresses", **ctx)
+    add_p(
+        "presence_bad_value_not_public",
+        seal_presence(presence(reachability=Reachability.PRIVATE, addresses=("/ip4/203.0.113.7/tcp/4001",)), ALICE),
+        "bad_value",
+        "a PRIVATE entry listing an address",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_duplicate",
+        seal_presence(public("/ip4/203.0.113.7/tcp/4001", "/ip4/203.0.113.7/tcp/4001"), ALICE),
+        "bad_value",
+        "the same address twice",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_zone",
+        seal_presence(public("/ip6/fe80::1%eth0/tcp/4001"), ALICE),
+        "bad_value",
+        "an IPv6 address with a zone id",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_mixed_ip6",
+        seal_presence(public("/ip6/::ffff:1.2.3.4/tcp/4001"), ALICE),
+        "bad_value",
+        "an IPv4-mapped IPv6 address in mixed notation (canonical: ::ffff:102:304)",
+        **ctx,
+    )
+    with_peer_id = f"/ip4/203.0.113.7/tcp/4001/p2p/{ALICE.peer_id}"
+    add_p(
+        "presence_limit_exceeded_address_bytes",
+        seal_presence(public(with_peer_id), ALICE),
+        "limit_exceeded",
+        f"an address of {len(with_peer_id)} bytes (it has a /p2p/ part): the length limit comes before the form",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_address",
+        seal_presence(public("/ip4/010.0.0.1/tcp/1"), ALICE),
+        "bad_value",
+        "IPv4 address with a leading zero: not its canonical text form",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_ip6",
+        seal_presence(public("/ip6/2001:db8:0:0:0:0:0:7/tcp/4001"), ALICE),
+        "bad_value",
+        "IPv6 address without the :: compression: not its canonical text form (that is 2001:db8::7)",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_port",
+        seal_presence(public("/ip4/203.0.113.7/tcp/0"), ALICE),
+        "bad_value",
+        "port 0",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_dns",
+        seal_presence(public("/dns4/example.com/tcp/4001"), ALICE),
+        "bad_value",
+        "a DNS name instead of an IP address",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_reachability",
+        presence_frame(ALICE, unknown_reachability.SerializeToString(deterministic=True)),
+        "bad_value",
+        "reachability 7: none of the three values",
+        **ctx,
+    )
+    add_p(
+        "presence_bad_value_window",
+        seal_presence(presence(window=5), ALICE),
+        "bad_value",
+        "window disagrees with timestamp",
+        **ctx,
+    )
+    add_p(
+        "presence_wrong_swarm",
+        seal_presence(presence(swarm_id="elsewhere"), ALICE),
+        "wrong_swarm",
+        "another swarm's entry",
+        **ctx,
+    )
+    add_p("presence_stale", minimal, "stale", "read two windows later", swarm=SWARM, now=T0 + 2 * WINDOW_S)
+    add_p("presence_future", minimal, "future", "signed 60 s ahead of the receiver's clock", swarm=SWARM, now=T0 - 60)
+    # A batch-kind case: a valid presence frame never passes as a batch (another domain tag).
+    add("presence_as_batch", minimal, "bad_signature", "a valid presence frame read as a batch", **ctx)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """A second implementation of PROTOCOL.md's receiving checks (§2-§5.1), written from the text alone.
 
-It shares no code with swarmnode.envelope or swarmnode.record: its own protobuf wire reader (canonical
-form checked field by field instead of by re-encoding), its own limits, its own DHT placement. The fuzzer
-uses it as the judge of what must be accepted; tests run it over the committed vectors.
+It shares no code with swarmnode.envelope, swarmnode.presence or swarmnode.record: its own protobuf wire
+reader (canonical form checked field by field instead of by re-encoding), its own limits, its own DHT
+placement, its own address rule. The fuzzer uses it as the judge of what must be accepted; tests run it
+over the committed vectors: `judge_frame` for batches (§5), `judge_presence` for directory entries (§4.1).
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ LIMITS = {
     "envelope_bytes": 1_048_576, "rollouts": 64, "completions": 32, "completion_bytes": 16_384,
     "token_logprobs": 4_096, "swarm_id_bytes": 64, "model_id_bytes": 200, "suite_version_bytes": 64,
     "family_bytes": 64,
+    # §4.1, P1 and P6
+    "presence_bytes": 1_024, "addresses": 4, "address_bytes": 64,
 }
 DOMAIN = b"swarmnode/envelope\x00"
+PRESENCE_DOMAIN = b"swarmnode/presence\x00"  # §4.1
+REACHABILITY = (0, 1, 2)  # UNKNOWN, PUBLIC, PRIVATE (swarmnode.proto)
 
 # Wire types (protobuf encoding spec).
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -41,7 +46,7 @@ class Refusal(Exception):
 @dataclasses.dataclass(frozen=True)
 class Field:
     number: int
-    kind: str  # uint32, uint64, double, float, string, bytes, message, packed_float
+    kind: str  # uint32, uint64, enum, double, float, string, bytes, message, packed_float
     repeated: bool = False
     explicit_presence: bool = False
     message: str | None = None
@@ -56,8 +61,14 @@ SCHEMA: dict[str, tuple[Field, ...]] = {
         Field(1, "string"), Field(2, "uint64"), Field(3, "uint64"), Field(4, "double"), Field(5, "string"),
         Field(6, "string"), Field(7, "message", repeated=True, message="Rollout"),
     ),
+    # swarm_id, window, timestamp, reachability (enum Reachability), addresses
+    "Presence": (
+        Field(1, "string"), Field(2, "uint64"), Field(3, "double"), Field(4, "enum"), Field(5, "string", repeated=True),
+    ),
 }
-WIRE_TYPE = {"uint32": VARINT, "uint64": VARINT, "double": I64, "float": I32}
+WIRE_TYPE = {"uint32": VARINT, "uint64": VARINT, "enum": VARINT, "double": I64, "float": I32}
+# Fields that may occur once per element (not packed): one record per message or string.
+ONE_RECORD_PER_ELEMENT = ("message", "string")
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -86,8 +97,9 @@ def parse(data: bytes, message: str) -> dict:
         tag, pos = read_varint(data, pos)
         number, wire = tag >> 3, tag & 7
         spec = fields.get(number)
-        if spec is None or number < last or (number == last and not (spec.repeated and spec.kind == "message")):
-            raise Refusal("malformed")  # unknown field, out of order, or a non-repeated field twice
+        per_element = spec is not None and spec.repeated and spec.kind in ONE_RECORD_PER_ELEMENT
+        if spec is None or number < last or (number == last and not per_element):
+            raise Refusal("malformed")  # unknown field, out of order, a non-repeated field twice, a split packed list
         last = number
         expected = WIRE_TYPE.get(spec.kind, LEN)
         if wire != expected:
@@ -96,6 +108,12 @@ def parse(data: bytes, message: str) -> dict:
             value, pos = read_varint(data, pos)
             if value == 0 or (spec.kind == "uint32" and value >= 1 << 32):
                 raise Refusal("malformed")
+            if spec.kind == "enum":
+                # a protobuf enum is an int32, and a negative int32 is written sign-extended to 64 bits: other
+                # varints are the encoding of no enum value at all
+                if 1 << 31 <= value < (1 << 64) - (1 << 31):
+                    raise Refusal("malformed")
+                value = value - (1 << 64) if value >= 1 << 63 else value
         elif wire in (I64, I32):
             size = 8 if wire == I64 else 4
             raw = data[pos : pos + size]
@@ -110,7 +128,7 @@ def parse(data: bytes, message: str) -> dict:
                 raise Refusal("malformed")
             pos += length
             value = _length_delimited(spec, body)
-        if spec.repeated and spec.kind == "message":
+        if per_element:
             out.setdefault(number, []).append(value)
         else:
             out[number] = value
@@ -120,8 +138,8 @@ def parse(data: bytes, message: str) -> dict:
 def _length_delimited(spec: Field, body: bytes):
     if spec.kind == "message":
         return parse(body, spec.message)
-    if not body and spec.kind != "message":
-        raise Refusal("malformed")  # empty strings, bytes and packed lists are omitted in canonical form
+    if not body and spec.kind != "message" and not (spec.repeated and spec.kind == "string"):
+        raise Refusal("malformed")  # empty strings, bytes and packed lists are omitted; a list's "" element is not
     if spec.kind == "string":
         try:
             return body.decode("utf-8")
@@ -165,8 +183,9 @@ def judge_frame(frame: bytes, context: Context = Context()) -> str:
     return ACCEPT
 
 
-def _frame_checks(frame: bytes, c: Context) -> dict:
-    if len(frame) > LIMITS["envelope_bytes"]:
+def _envelope_checks(frame: bytes, c: Context, max_bytes: int, domain: bytes) -> tuple[str, bytes]:
+    """Checks 1-5 of §5 (P1-P4 of §4.1): the signer's peer id and the payload it signed under `domain`."""
+    if len(frame) > max_bytes:
         raise Refusal("too_large")
     envelope = parse(frame, "Envelope")
     signer, payload, signature = envelope.get(2, b""), envelope.get(3, b""), envelope.get(4, b"")
@@ -176,12 +195,17 @@ def _frame_checks(frame: bytes, c: Context) -> dict:
     if version != 1:
         raise Refusal("bad_version")
     try:
-        Ed25519PublicKey.from_public_bytes(signer).verify(signature, DOMAIN + version.to_bytes(4, "big") + payload)
+        Ed25519PublicKey.from_public_bytes(signer).verify(signature, domain + version.to_bytes(4, "big") + payload)
     except (InvalidSignature, ValueError):
         raise Refusal("bad_signature") from None
     signer_id = peer_id(signer)
     if c.slot is not None and c.slot[2] != signer_id:
         raise Refusal("key_mismatch")
+    return signer_id, payload
+
+
+def _frame_checks(frame: bytes, c: Context) -> dict:
+    signer_id, payload = _envelope_checks(frame, c, LIMITS["envelope_bytes"], DOMAIN)
     batch = parse(payload, "RolloutBatch")
     rollouts = batch.get(7, [])
     _limits(batch, rollouts)
@@ -238,6 +262,107 @@ def _values(batch: dict, rollouts: list[dict]) -> None:
             reward = completion.get(2, 0.0)
             if not 0.0 <= reward <= 1.0 or not all(-1000.0 <= v <= 0.0 for v in completion.get(3, [])):
                 raise Refusal("bad_value")
+
+
+def judge_presence(frame: bytes, context: Context = Context()) -> str:
+    """'accept' or the rejection code of §4.1 (P1-P9) for a directory entry; of `context.slot` the subkey
+    (P4) and the window (P8) are used."""
+    try:
+        _presence_checks(frame, context)
+    except Refusal as refusal:
+        return refusal.code
+    return ACCEPT
+
+
+def _presence_checks(frame: bytes, c: Context) -> dict:
+    signer_id, payload = _envelope_checks(frame, c, LIMITS["presence_bytes"], PRESENCE_DOMAIN)  # P1-P4
+    presence = parse(payload, "Presence")  # P5
+    swarm_id, window, timestamp = presence.get(1, ""), presence.get(2, 0), presence.get(3, 0.0)
+    reachability, addresses = presence.get(4, 0), presence.get(5, [])
+    if (
+        len(swarm_id.encode()) > LIMITS["swarm_id_bytes"]
+        or len(addresses) > LIMITS["addresses"]
+        or any(len(address.encode()) > LIMITS["address_bytes"] for address in addresses)
+    ):
+        raise Refusal("limit_exceeded")  # P6
+    if (
+        not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", swarm_id)
+        or not (math.isfinite(timestamp) and timestamp > 0)
+        or reachability not in REACHABILITY
+        or not all(tcp_address_ok(address) for address in addresses)
+        or (addresses and reachability != 1)  # only PUBLIC lists addresses
+        or len(set(addresses)) != len(addresses)
+    ):
+        raise Refusal("bad_value")  # P7
+    if c.swarm_id is not None:
+        if swarm_id != c.swarm_id:
+            raise Refusal("wrong_swarm")  # P8
+        if math.floor(timestamp / c.window_s) != window:
+            raise Refusal("bad_value")
+        if c.slot is not None and c.slot[0] not in (None, window):
+            raise Refusal("key_mismatch")
+        if c.now is not None:  # P9
+            if window < math.floor(c.now / c.window_s) - c.max_age_windows:
+                raise Refusal("stale")
+            if timestamp > c.now + c.clock_skew_s:
+                raise Refusal("future")
+    return {"signer": signer_id, "presence": presence}
+
+
+def tcp_address_ok(text: str) -> bool:
+    """§4.1: /ip4/A.B.C.D/tcp/PORT or /ip6/ADDR/tcp/PORT, the address in its canonical text form (IPv4:
+    dotted decimal without leading zeros; IPv6: RFC 5952 section 4), PORT in 1-65535 in decimal without
+    leading zeros, nothing after it."""
+    parts = text.split("/")
+    if len(parts) != 5 or parts[0] != "" or parts[3] != "tcp":
+        return False
+    _, kind, host, _, port = parts
+    if not re.fullmatch(r"[1-9][0-9]{0,4}", port) or int(port) > 65_535:
+        return False
+    if kind == "ip4":
+        octets = host.split(".")
+        return len(octets) == 4 and all(re.fullmatch(r"0|[1-9][0-9]{0,2}", o) and int(o) <= 255 for o in octets)
+    if kind == "ip6":
+        groups = _ip6_groups(host)
+        return groups is not None and _rfc5952(groups) == host
+    return False
+
+
+def _ip6_groups(text: str) -> list[int] | None:
+    """The eight 16-bit groups of an IPv6 address written in hexadecimal groups (with at most one "::")."""
+    if not re.fullmatch(r"[0-9a-fA-F:]+", text) or text.count("::") > 1:
+        return None
+    if "::" in text:
+        head, tail = text.split("::")
+        left, right = (head.split(":") if head else []), (tail.split(":") if tail else [])
+        if len(left) + len(right) > 7:
+            return None
+        written = [*left, *["0"] * (8 - len(left) - len(right)), *right]
+    else:
+        written = text.split(":")
+    if len(written) != 8 or not all(1 <= len(group) <= 4 for group in written):
+        return None
+    return [int(group, 16) for group in written]
+
+
+def _rfc5952(groups: list[int]) -> str:
+    """RFC 5952 section 4: lowercase hex without leading zeros; the longest run of two or more zero groups
+    (the first of equally long ones) written as "::"."""
+    best_start, best_length, i = 0, 0, 0
+    while i < 8:
+        if groups[i] == 0:
+            j = i
+            while j < 8 and groups[j] == 0:
+                j += 1
+            if j - i > best_length:
+                best_start, best_length = i, j - i
+            i = j
+        else:
+            i += 1
+    text = [format(group, "x") for group in groups]
+    if best_length < 2:
+        return ":".join(text)
+    return ":".join(text[:best_start]) + "::" + ":".join(text[best_start + best_length :])
 
 
 def judge_record(key: bytes, subkey: bytes, value: bytes, expiration: float, context: Context) -> str:

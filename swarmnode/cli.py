@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from pydantic import TypeAdapter, ValidationError
@@ -90,40 +90,60 @@ def _print_identity(identity: Identity) -> None:
 @protocol_app.command("check")
 def protocol_check(
     files: Annotated[list[Path], typer.Argument(help="files holding one encoded envelope (a frame) each")],
-    swarm: Annotated[Optional[str], typer.Option(help="check that batches belong to this swarm")] = None,
+    swarm: Annotated[Optional[str], typer.Option(help="check that frames belong to this swarm")] = None,
     now: Annotated[Optional[float], typer.Option(help="DHT time (Unix seconds) for the freshness checks")] = None,
     window_s: Annotated[float, typer.Option(help="the swarm's window length in seconds")] = 30.0,
-    num_shards: Annotated[int, typer.Option(help="the swarm's shard count")] = 16,
+    num_shards: Annotated[int, typer.Option(help="the swarm's shard count (batches)")] = 16,
     slot: Annotated[
-        Optional[str], typer.Option(help="WINDOW/SHARD/SUBKEY the frames were read from, for the key checks")
+        Optional[str],
+        typer.Option(
+            help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
+            "WINDOW/directory/SUBKEY for a presence (only its subkey is checked)"
+        ),
     ] = None,
     families: Annotated[
         Optional[str], typer.Option(help="comma-separated task families this receiver knows (default: reasoning-gym's)")
     ] = None,
+    kind: Annotated[
+        Literal["batch", "presence"],
+        typer.Option(help="what the frames hold: a rollout batch, or a directory presence entry (PROTOCOL.md §4.1)"),
+    ] = "batch",
 ) -> None:
     """Print `accept` or `reject: <reason_code>` per file, for any content at all; exit 1 if any is rejected.
 
-    Files are checked in order through one replay guard, so a frame given twice is a replay.
+    Batches are checked in order through one replay guard, so a batch given twice is a replay.
     """
     rules = SwarmRules(swarm_id=swarm, window_s=window_s, num_shards=num_shards) if swarm else None
     try:
-        read_slot = _parse_slot(slot) if slot else None
+        read_slot = _parse_slot(slot, kind) if slot else None
     except ValueError:
-        raise fail("--slot must look like WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW...", code=2)
+        shape = "WINDOW/directory/SUBKEY" if kind == "presence" else "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW..."
+        raise fail(f"--slot must look like {shape}", code=2)
+    max_bytes = MAX_ENVELOPE_BYTES
+    if kind == "presence":  # imported here: it pulls in hivemind's p2p layer, which checking batches does not need
+        from swarmnode.presence import MAX_PRESENCE_BYTES, open_presence
+
+        max_bytes = MAX_PRESENCE_BYTES
     known = families.split(",") if families else None
     guard = ReplayGuard()
     rejected_any = False
     for file in files:
         try:
             with open(file, "rb") as handle:
-                frame = handle.read(MAX_ENVELOPE_BYTES + 1)
+                frame = handle.read(max_bytes + 1)
         except OSError as error:
             raise fail(f"{file}: cannot read ({error.strerror})", code=2)
         prefix = f"{file}: " if len(files) > 1 else ""
         try:
-            signed = open_envelope(frame, rules, now=now, slot=read_slot, replay_guard=guard)
-            for rollout in signed.batch.rollouts:
-                known_family_rejection(rollout.task, known)
+            if kind == "presence":
+                open_presence(
+                    frame, rules, now=now, subkey=read_slot.subkey if read_slot else None,
+                    window=read_slot.window if read_slot else None,
+                )
+            else:
+                signed = open_envelope(frame, rules, now=now, slot=read_slot, replay_guard=guard)
+                for rollout in signed.batch.rollouts:
+                    known_family_rejection(rollout.task, known)
         except Rejected as rejected:
             rejected_any = True
             typer.echo(f"{prefix}reject: {rejected.reason.value}")
@@ -135,8 +155,13 @@ def protocol_check(
         raise typer.Exit(1)
 
 
-def _parse_slot(text: str) -> Slot:
+def _parse_slot(text: str, kind: str = "batch") -> Slot:
+    """WINDOW/SHARD/SUBKEY (a batch's shard key) or WINDOW/directory/SUBKEY (a presence); ValueError otherwise."""
     window, shard, subkey = text.split("/", 2)
+    if kind == "presence":
+        if shard != "directory":
+            raise ValueError(f"a presence is read from a directory key, not {shard!r}")
+        return Slot(int(window), None, subkey)
     return Slot(int(window), int(shard), subkey)
 
 

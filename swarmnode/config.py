@@ -55,6 +55,10 @@ class NetworkConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="fixed port (e.g. one your router forwards); 0 = any free port")
     initial_peers: list[str] = Field(default_factory=list, description="several are better: any one that answers will do")
+    fallback_peers: list[str] = Field(
+        default_factory=list,
+        description="also tried, but none answering is no error; `join` adds the public peers it learnt (known_peers.json)",
+    )
     announce_maddrs: list[str] = Field(
         default_factory=list, description="addresses peers can dial you at, e.g. your router's public address and forwarded port"
     )

@@ -309,7 +309,7 @@ class DHTPeer:
     """One hivemind DHT peer with our Ed25519 identity; every public method is safe to call from any thread.
 
     Not hivemind.DHT: that runs the node in a forked process behind a pipe which loses messages from
-    ~16 KB up (DESIGN.md §3); here the node lives on our own loop thread and nothing crosses a pipe.
+    ~16 KB up (docs/DESIGN.md §3); here the node lives on our own loop thread and nothing crosses a pipe.
     """
 
     def __init__(
@@ -360,7 +360,7 @@ class DHTPeer:
                 f"`swarmnode identity new --path {self.identity_path}`",
             )
         host_maddrs = [_listen_maddr(self.network.host, self.network.port)]
-        for peer in self.network.initial_peers:
+        for peer in [*self.network.initial_peers, *self.network.fallback_peers]:
             _check_initial_peer(peer)
         cleaned = clean_stale_daemons()
         if cleaned.sockets_removed or cleaned.daemons_stopped:
@@ -382,7 +382,7 @@ class DHTPeer:
             raise
 
     async def _start(self, host_maddrs: list[str]) -> None:
-        self._initial_peers = _peer_addresses(self.network.initial_peers)
+        self._initial_peers = _peer_addresses([*self.network.initial_peers, *self.network.fallback_peers])
         # UPnP/NAT-PMP discovery sends traffic to the LAN and its gateway: only when asked for, and never
         # from a node that listens on loopback only. AutoNAT is off: our own dial-back check replaces it.
         self._p2p = await SwarmP2P.create(
@@ -406,7 +406,7 @@ class DHTPeer:
         self.reachability = await self._check_reachability(list(self._initial_peers))
         self._node = await self._create_node(client_mode=self.client_mode_for(self.reachability))
         if self._initial_peers:
-            await self._join(self._node, self._initial_peers)
+            await self._join(self._node, self._initial_peers, required=bool(self.network.initial_peers))
         self._rejoin_task = asyncio.create_task(self._keep_joined())
 
     async def _create_node(self, client_mode: bool) -> DHTNode:
@@ -501,11 +501,14 @@ class DHTPeer:
         loopback = self.listens_on_loopback
         return [m for m in self.visible_maddrs if _is_loopback(m) == loopback]
 
-    async def _join(self, node: DHTNode, initial_peers: dict[PeerID, list[Multiaddr]]) -> None:
+    async def _join(
+        self, node: DHTNode, initial_peers: dict[PeerID, list[Multiaddr]], required: bool = True
+    ) -> None:
         """Ping the initial peers until one answers, then look up our own id to fill the routing table.
 
         hivemind's own bootstrap gives up after a single ping (3 s), which a loaded machine misses; we
         retry until the start-up deadline. A clock too far off fails at once: retrying cannot fix it.
+        When only fallback peers were given (`required` false), none answering means starting alone.
         """
         deadline = time.monotonic() + self.network.startup_timeout_s
         while True:
@@ -518,6 +521,9 @@ class DHTPeer:
             problems = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
             clock = [problem for problem in problems if "local time" in str(problem)]
             if clock or time.monotonic() >= deadline:
+                if not required and not clock:
+                    logger.info("none of the fallback peers answered; starting alone")
+                    return
                 raise (clock or problems or [RuntimeError("none of the initial_peers responded")])[0]
             await asyncio.sleep(JOIN_RETRY_S)
         await node.find_nearest_nodes([node.node_id])
@@ -734,6 +740,10 @@ class DHTPeer:
                 entries.pop(peer_id, None)
                 entries[peer_id] = addresses
         self.entry_peers = dict(list(entries.items())[-MAX_ENTRY_PEERS:])
+
+    def entry_maddrs(self) -> list[str]:
+        """The remembered public peers as full multiaddrs, oldest first."""
+        return [f"{maddr}/p2p/{peer_id.to_base58()}" for peer_id, maddrs in self.entry_peers.items() for maddr in maddrs]
 
     def _require_node(self) -> DHTNode:
         if self._node is None:

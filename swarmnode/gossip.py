@@ -350,13 +350,13 @@ class Gossip:
         result.directory_keys_read += len(keys)
         if not result.directory_timed_out:
             self._directory_read.update(keys.values())
-        for entries in found.values():
+        for key, entries in found.items():
             for subkey, (frame, _) in entries.items():
                 result.bytes_in += len(frame)
                 if subkey == self.peer_id:
                     continue
                 try:
-                    signed = open_presence(frame, self.rules, now=now, subkey=subkey)
+                    signed = open_presence(frame, self.rules, now=now, subkey=subkey, window=keys[key])
                 except Rejected as rejected:
                     result.rejected[f"presence_{rejected.reason.value}"] += 1
                     continue

@@ -1,4 +1,4 @@
-"""The node: SAPO rounds one after another (DESIGN.md §1), resumable, reporting as it goes.
+"""The node: SAPO rounds one after another (docs/DESIGN.md §1), resumable, reporting as it goes.
 
 `run_round` is the whole algorithm, top to bottom; everything else here is start-up and shutdown.
 """
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from swarmnode import peerbook
 from swarmnode.checkpoint import Checkpointer, TrainingState
 from swarmnode.config import NodeConfig
 from swarmnode.envelope import Reason
@@ -88,7 +89,9 @@ class Node:
             self.status.round = state.round
             self.metrics.event(f"resumed from checkpoint at round {state.round}")
         if config.gossip.enabled:
-            self.gossip = Gossip(self.identity, identity_path, config.swarm, config.network, config.gossip)
+            known = peerbook.fallback_peers(config.network, peerbook.load(self.data_dir), peer_id)
+            network = config.network.model_copy(update={"fallback_peers": known})
+            self.gossip = Gossip(self.identity, identity_path, config.swarm, network, config.gossip)
             self.gossip.start()
             if state is not None:
                 self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
@@ -270,6 +273,8 @@ class Node:
         path = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
         self._saved = (self.round, time.monotonic())
         self.metrics.event(f"checkpoint {path.name}")
+        if self.gossip is not None and self.gossip.dht.entry_peers:
+            peerbook.save(self.data_dir, [*peerbook.load(self.data_dir), *self.gossip.dht.entry_maddrs()])
 
     def close(self) -> None:
         """Leave the swarm and release the data dir; safe to call more than once."""

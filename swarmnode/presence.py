@@ -29,7 +29,7 @@ from swarmnode.envelope import (
 )
 from swarmnode.identity import Identity
 from swarmnode.proto import swarmnode_pb2 as pb
-from swarmnode.reachability import Reachability
+from swarmnode.reachability import Reachability, canonical_host
 
 PRESENCE_DOMAIN_TAG = b"swarmnode/presence\x00"
 MAX_PRESENCE_BYTES = 1024
@@ -71,9 +71,15 @@ def seal_presence(presence: Presence, identity: Identity) -> bytes:
 
 
 def open_presence(
-    frame: bytes, rules: SwarmRules | None = None, *, now: float | None = None, subkey: str | None = None
+    frame: bytes,
+    rules: SwarmRules | None = None,
+    *,
+    now: float | None = None,
+    subkey: str | None = None,
+    window: int | None = None,
 ) -> SignedPresence:
-    """The checks of PROTOCOL.md §4.1 in order; those whose context is not given are skipped."""
+    """The checks of PROTOCOL.md §4.1 in order; those whose context is not given are skipped (`subkey` and
+    `window`: where the entry was read from)."""
     envelope = verified_envelope(frame, MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, subkey)
     message = parse_canonical(pb.Presence, envelope.payload, "payload")
     text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
@@ -84,6 +90,8 @@ def open_presence(
     presence = _to_presence(message)
     if rules is not None:
         check_swarm_and_window(presence.swarm_id, presence.window, presence.timestamp, rules)
+        if window is not None and window != presence.window:
+            raise Rejected(Reason.KEY_MISMATCH, "read from another window's directory")
         if now is not None:
             check_freshness(presence.window, presence.timestamp, rules, now)
     return SignedPresence(envelope.signer_peer_id, presence)
@@ -99,6 +107,10 @@ def _to_presence(message: pb.Presence) -> Presence:
     for address in message.addresses:
         if not is_tcp_address(address):
             raise Rejected(Reason.BAD_VALUE, f"address {address!r} is not /ip4|ip6/HOST/tcp/PORT")
+    if message.addresses and message.reachability != pb.REACHABILITY_PUBLIC:
+        raise Rejected(Reason.BAD_VALUE, "only a PUBLIC signer lists addresses")
+    if len(set(message.addresses)) != len(message.addresses):
+        raise Rejected(Reason.BAD_VALUE, "an address is listed twice")
     return Presence(
         message.swarm_id,
         message.window,
@@ -109,13 +121,12 @@ def _to_presence(message: pb.Presence) -> Presence:
 
 
 def is_tcp_address(text: str) -> bool:
-    """/ip4/A.B.C.D/tcp/PORT or /ip6/ADDR/tcp/PORT, the address in canonical text form, 1 <= PORT <= 65535."""
+    """/ip4/A.B.C.D/tcp/PORT or /ip6/ADDR/tcp/PORT: the address in canonical text form (`canonical_host`),
+    PORT in 1-65535 written without leading zeros."""
     match = _ADDRESS.fullmatch(text)
     if match is None:
         return False
     kind, host, port = match.groups()
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
+    if canonical_host(host) != host or f"ip{ipaddress.ip_address(host).version}" != kind:
         return False
-    return f"ip{address.version}" == kind and str(address) == host and 1 <= int(port) <= 65535 and port == str(int(port))
+    return 1 <= int(port) <= 65535 and port == str(int(port))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import heapq
-import math
 import threading
 import time
 from collections import Counter
@@ -171,20 +170,19 @@ class DirectoryKeys:
     def __init__(self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time) -> None:
         self.rules = rules
         self._clock = clock
-        # windows whose records may be unexpired (with skew), and one ahead for peers with fast clocks
-        self._behind = math.ceil((rules.record_ttl_s + rules.clock_skew_s) / rules.window_s) + 1
         self._lock = threading.Lock()
-        self._current: int | None = None
+        self._span: tuple[int, int] | None = None
         self._windows: dict[bytes, int] = {}
 
     def window_of(self, key: bytes) -> int | None:
-        current = self.rules.window_of(self._clock())
+        """PROTOCOL.md §5.1: windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 1."""
+        now, rules = self._clock(), self.rules
+        span = (rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 1)
         with self._lock:
-            if current != self._current:
-                self._current = current
+            if span != self._span:
+                self._span = span
                 self._windows = {
-                    key_id(directory_key(self.rules.swarm_id, window)): window
-                    for window in range(current - self._behind, current + 2)
+                    key_id(directory_key(rules.swarm_id, window)): window for window in range(span[0], span[1] + 1)
                 }
             return self._windows.get(key)
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """A gate over the package source: no code paths that turn peer bytes into code or objects."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "swarmnode"
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "proto" not in p.parts)
 FORBIDDEN_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve", "cloudpickle", "joblib"}
 FORBIDDEN_CALLS = {"eval", "exec"}
+WILDCARD = re.compile(r"(/ip4/)?0\.0\.0\.0(/tcp/\d+.*)?|/ip6/::(/tcp/\d+.*)?")
 
 
 def violations(path: Path) -> list[str]:
@@ -36,7 +38,7 @@ def violations(path: Path) -> list[str]:
             if isinstance(trust, ast.Constant) and trust.value is True:
                 found.append(f"{where} passes trust_remote_code=True")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if "0.0.0.0" in node.value or "/ip6/::/" in node.value:
+            if WILDCARD.fullmatch(node.value.strip()):  # a value to bind to; prose may name it as a fix
                 found.append(f"{where} hard-codes a wildcard address {node.value!r}")
     return found
 
@@ -56,12 +58,13 @@ def test_the_gate_itself_catches_each_pattern(tmp_path):
     bad.write_text(
         "import pickle\nimport torch, yaml\n"
         "eval('1')\ntorch.load('x')\nyaml.load('a')\n"
-        "f(trust_remote_code=True)\nhost = '0.0.0.0'\n"
+        "f(trust_remote_code=True)\nhost = '0.0.0.0'\nlisten = '/ip4/0.0.0.0/tcp/4001'\n"
+        "hint = 'set network.host=0.0.0.0 to accept peers'\n"  # prose naming the fix is fine
     )
     global PACKAGE
     saved, PACKAGE = PACKAGE, tmp_path / "swarmnode"
     try:
-        assert len(violations(bad)) == 6
+        assert len(violations(bad)) == 7
     finally:
         PACKAGE = saved
 

@@ -18,7 +18,6 @@ from swarmnode.record import (
     BoundedRecordStorage,
     DirectoryKeys,
     SwarmRecordValidator,
-    check_record,
     directory_key,
     expiration_of,
     key_id,

@@ -1,4 +1,8 @@
-"""The committed test vectors are the protocol's executable spec: every one gives its listed result."""
+"""The committed test vectors are the protocol's executable spec: every one gives its listed result.
+
+Cases without a "kind" are rollout batches (PROTOCOL.md §5); `"kind": "presence"` marks directory entries
+(§4.1), judged by `open_presence`, by `swarmnode protocol check --kind presence` and by the oracle.
+"""
 
 import json
 import subprocess
@@ -6,16 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from protocol_oracle import Context, judge_presence
 from typer.testing import CliRunner
 
-from swarmnode.cli import app
+from swarmnode.cli import _parse_slot, app
 from swarmnode.envelope import Reason, Rejected, ReplayGuard, SwarmRules, open_envelope
+from swarmnode.presence import open_presence
 from swarmnode.tasks import known_family_rejection
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
 CASES = MANIFEST["vectors"]
+PRESENCE = [case for case in CASES if case.get("kind") == "presence"]
 
 
 def check_args(case: dict) -> list[str]:
@@ -27,26 +34,50 @@ def check_args(case: dict) -> list[str]:
         args += ["--now", repr(case["now"])]
     if "slot" in case:
         args += ["--slot", case["slot"]]
+    if case.get("kind") == "presence":
+        args += ["--kind", "presence"]
     return args
 
 
+def rules_of(case: dict) -> SwarmRules | None:
+    rules = MANIFEST["rules"]
+    if "swarm" not in case:
+        return None
+    return SwarmRules(
+        case["swarm"], window_s=rules["window_s"], num_shards=rules["num_shards"],
+        max_age_windows=rules["max_age_windows"], clock_skew_s=rules["clock_skew_s"],
+    )
+
+
 def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
-    expected = {case["expect"] for case in CASES}
+    assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence"}
+    expected = {case["expect"] for case in CASES if "kind" not in case}
     frame_reasons = {reason.value for reason in Reason} - {"reward_mismatch", "bad_expiry", "banned"}
     assert frame_reasons <= expected
-    assert len(CASES) >= 12
+    assert len(CASES) - len(PRESENCE) >= 12
+    # A presence is judged by P1-P9 (PROTOCOL.md §4.1): no replay, no per-rollout checks.
+    presence_reasons = frame_reasons - {"replay", "unknown_task"}
+    assert presence_reasons | {"accept"} == {case["expect"] for case in PRESENCE}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_vector_gives_its_expected_result(case):
-    rules = MANIFEST["rules"]
-    swarm_rules = SwarmRules(case["swarm"], window_s=rules["window_s"], num_shards=rules["num_shards"]) if "swarm" in case else None
+    swarm_rules = rules_of(case)
+    if case.get("kind") == "presence":
+        (name,) = case["frames"]
+        slot = _parse_slot(case["slot"], "presence") if "slot" in case else None
+        try:
+            open_presence(
+                (VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"),
+                subkey=slot.subkey if slot else None, window=slot.window if slot else None,
+            )
+            result = "accept"
+        except Rejected as rejected:
+            result = rejected.reason.value
+        assert result == case["expect"]
+        return
     guard = ReplayGuard()
-    slot = None
-    if "slot" in case:
-        from swarmnode.cli import _parse_slot
-
-        slot = _parse_slot(case["slot"])
+    slot = _parse_slot(case["slot"]) if "slot" in case else None
     result = "accept"
     for name in case["frames"]:
         try:
@@ -69,12 +100,36 @@ def test_cli_check_prints_the_result_and_exit_code(case):
         assert outcome.exit_code == 1 and last_line.endswith(f"reject: {case['expect']}")
 
 
+@pytest.mark.parametrize("case", PRESENCE, ids=[case["name"] for case in PRESENCE])
+def test_the_independent_oracle_gives_every_presence_vector_its_expected_result(case):
+    """scripts/protocol_oracle.py, written from PROTOCOL.md §4.1 alone, agrees with every presence vector."""
+    rules = MANIFEST["rules"]
+    slot = None
+    if "slot" in case:
+        window, directory, subkey = case["slot"].split("/", 2)
+        assert directory == "directory"
+        slot = (int(window), None, subkey)
+    context = Context(
+        case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
+        now=case.get("now"), slot=slot,
+    )
+    assert judge_presence((VECTORS / case["frames"][0]).read_bytes(), context) == case["expect"]
+
+
+def test_cli_check_refuses_a_presence_slot_that_is_not_a_directory_key():
+    frame = str(VECTORS / "presence_valid_minimal.bin")
+    outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "presence", "--slot", "60000000/3/x"])
+    assert outcome.exit_code == 2 and "WINDOW/directory/SUBKEY" in outcome.output
+
+
+@pytest.mark.parametrize("kind", ["batch", "presence"])
 @pytest.mark.parametrize("content", [b"", b"\x00", b"\xff" * 3, bytes(range(256)) * 10])
-def test_cli_check_never_prints_a_traceback(tmp_path, content):
+def test_cli_check_never_prints_a_traceback(tmp_path, content, kind):
     path = tmp_path / "frame.bin"
     path.write_bytes(content)
     outcome = subprocess.run(
-        [sys.executable, "-m", "swarmnode.cli", "protocol", "check", str(path)], capture_output=True, text=True
+        [sys.executable, "-m", "swarmnode.cli", "protocol", "check", str(path), "--kind", kind],
+        capture_output=True, text=True,
     )
     assert outcome.returncode == 1
     assert outcome.stdout.startswith("reject: ")

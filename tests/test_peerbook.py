@@ -1,0 +1,80 @@
+"""The peer book: public peers learnt from the directory let a node rejoin when its bootstrap is gone."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from swarmnode import peerbook
+from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.dht import DHTPeer
+from swarmnode.gossip import Gossip
+from swarmnode.identity import Identity, load_identity, save_identity
+from swarmnode.rollout import Completion, Rollout, TaskRef
+
+SWARM = SwarmConfig(id="peerbook-test")
+PEER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+
+
+def test_only_full_tcp_join_addresses_survive_a_round_trip_and_junk_files_read_as_empty(tmp_path):
+    good = f"/ip4/203.0.113.7/tcp/4001/p2p/{PEER}"
+    peerbook.save(tmp_path, [good, "/ip4/203.0.113.7/tcp/4001", "/dns4/x/tcp/1/p2p/" + PEER, good, 7])
+    assert peerbook.load(tmp_path) == [good]
+    for junk in (b"{not json", b'{"a": 1}', b"[" + b'"x",' * 40_000 + b'"x"]'):
+        (tmp_path / peerbook.PEERBOOK_FILENAME).write_bytes(junk)
+        assert peerbook.load(tmp_path) == []
+
+
+def test_fallback_peers_skip_ours_and_those_configured_already():
+    ours = f"/ip4/10.0.0.1/tcp/1/p2p/{PEER}"
+    other = "/ip4/10.0.0.2/tcp/2/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+    network = NetworkConfig(initial_peers=[other])
+    assert peerbook.fallback_peers(network, [ours, other], PEER) == []
+    assert peerbook.fallback_peers(NetworkConfig(), [ours, other], PEER) == [other]
+
+
+def new_key(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.key"
+    save_identity(Identity.generate(), path)
+    return path
+
+
+def free_port_maddr() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"/ip4/127.0.0.1/tcp/{probe.getsockname()[1]}/p2p/{PEER}"
+
+
+@pytest.mark.network
+def test_a_node_learns_public_peers_from_the_directory_and_rejoins_through_them_without_its_bootstrap(tmp_path):
+    batch = [Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 0), (Completion("<answer>1</answer>"),))]
+    key = new_key(tmp_path, "bootstrap")
+    bootstrap = Gossip(load_identity(key), key, SWARM, NetworkConfig(), GossipConfig())
+    bootstrap.start()
+    try:
+        join = NetworkConfig(initial_peers=bootstrap.advertised_maddrs)
+        key = new_key(tmp_path, "public")
+        with Gossip(load_identity(key), key, SWARM, join, GossipConfig()) as public:
+            assert public.publish(batch, model_id="m", suite_version="v").ok
+            key = new_key(tmp_path, "home")
+            with Gossip(load_identity(key), key, SWARM, join.model_copy(update={"reachability": "private"}),
+                        GossipConfig()) as home:
+                home.collect(8)
+                learnt = home.dht.entry_maddrs()
+            assert learnt == public.advertised_maddrs
+            bootstrap.close()
+            fallback = NetworkConfig(fallback_peers=[free_port_maddr(), *learnt])
+            with DHTPeer(new_key(tmp_path, "restarted"), SWARM.rules(), fallback) as restarted:
+                assert public.peer_id in restarted.known_peer_ids()
+    finally:
+        bootstrap.close()
+    with DHTPeer(new_key(tmp_path, "alone"), SWARM.rules(), NetworkConfig(fallback_peers=[free_port_maddr()])) as alone:
+        assert alone.num_peers() == 0  # nobody answered: it starts alone instead of failing
+
+
+def test_the_peer_book_file_is_plain_json(tmp_path):
+    peerbook.save(tmp_path, [f"/ip6/::1/tcp/4001/p2p/{PEER}"])
+    assert json.loads((tmp_path / peerbook.PEERBOOK_FILENAME).read_text()) == [f"/ip6/::1/tcp/4001/p2p/{PEER}"]
