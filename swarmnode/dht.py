@@ -319,9 +319,11 @@ class DHTPeer:
         network: NetworkConfig,
         *,
         validator: SwarmRecordValidator | None = None,
+        serve: bool = True,
     ) -> None:
         self.identity_path = Path(identity_path)
         self.network = network
+        self.serve = serve  # False: a DHT client whatever its reachability (a probe such as doctor's must not serve)
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
         self.storage = BoundedRecordStorage(directory=self.validator.directory)
         self._loop: LoopThread | None = None
@@ -432,7 +434,7 @@ class DHTPeer:
     def client_mode_for(self, report: ReachabilityReport) -> bool:
         """A node nobody can dial serves no DHT requests and is in nobody's routing table: peers that
         learnt its address would dial it and wait. Unknown reachability keeps today's default, a server."""
-        return report.reachability is Reachability.PRIVATE
+        return not self.serve or report.reachability is Reachability.PRIVATE
 
     @property
     def client_mode(self) -> bool:
@@ -450,15 +452,13 @@ class DHTPeer:
 
     async def _check_reachability(self, peers: list[PeerID]) -> ReachabilityReport:
         """Ask up to DIAL_BACK_PEERS of `peers` to dial us back, unless network.reachability says what we are."""
+        self.port_mapping = await self._port_mapping()
         if self.network.reachability != "auto":
             return ReachabilityReport(Reachability(self.network.reachability), forced=True)
         ports, announced = self.listen_ports, self.announced_hosts
         if peers and ports:
-            report = await check_reachability(self._p2p, peers[:DIAL_BACK_PEERS], ports, announced)
-        else:
-            report = verdict([], ports, announced)
-        self.port_mapping = await self._port_mapping()
-        return report
+            return await check_reachability(self._p2p, peers[:DIAL_BACK_PEERS], ports, announced)
+        return verdict([], ports, announced)
 
     @property
     def listen_ports(self) -> list[int]:

@@ -195,7 +195,9 @@ def check_reachability(context: DoctorContext):
     with tempfile.TemporaryDirectory() as scratch:
         key = Path(scratch) / "doctor.key"
         save_identity(Identity.generate(), key)
-        peer = DHTPeer(key, config.swarm.rules(), network.model_copy(update={"port": port, "reachability": "auto"}))
+        # a client: a peer that served the DHT for a few seconds and left would stall others' lookups
+        probe_network = network.model_copy(update={"port": port, "reachability": "auto"})
+        peer = DHTPeer(key, config.swarm.rules(), probe_network, serve=False)
         try:
             peer.start()
         except GossipStartError as error:
