@@ -8,7 +8,7 @@ new frame. The naive layout is rl-swarm's: all peers store under `swarmnode-naiv
 read that key. Writes benchmarks/results/gossip.json.
 
 Usage: python scripts/bench_gossip.py [--sizes 4,16,64] [--rounds 4] [--latency-samples 40] [--shards 16,256]
-       [--no-naive] [--out FILE]
+       [--no-naive] [--window-s 3600] [--out FILE]
 """
 
 from __future__ import annotations
@@ -185,13 +185,18 @@ def _start_all(calls: Sequence[Callable[[], None]]) -> None:
             future.result()
 
 
-def measure(swarm: Swarm, rounds: int, latency_samples: int, rng: random.Random) -> dict[str, float]:
+def measure(
+    swarm: Swarm, rounds: int, latency_samples: int, rng: random.Random, window_s: float = 3600.0
+) -> dict[str, float]:
+    """Per node and round; with a short `window_s`, every round starts in a new window."""
     size = len(swarm.identities)
     order = list(range(size))
     run_round(swarm, 0, order, rng)  # warm-up: routing tables settle
     before = [swarm.dht(i).traffic() for i in order]
     collected = 0
     for round_index in range(1, rounds + 1):
+        if window_s < 60:
+            time.sleep(window_s - get_dht_time() % window_s)
         collected += run_round(swarm, round_index, order, rng)
     deltas = [swarm.dht(i).traffic() - start for i, start in zip(order, before)]
     latencies = [publish_to_visible(swarm, rounds + 1, rng) for _ in range(latency_samples)]
@@ -248,17 +253,23 @@ def main() -> None:
     parser.add_argument("--per-peer-cap", type=int, default=2)
     parser.add_argument("--shards", default=f"16,{SwarmConfig().num_shards}", help="swarm.num_shards values to compare")
     parser.add_argument("--no-naive", action="store_true", help="skip the one-key-per-round layout")
+    parser.add_argument(
+        "--window-s", type=float, default=3600.0,
+        help="swarm.window_s: the default keeps every round in one window; a few seconds puts each round in a new "
+        "one (rounds slower than a window: a directory entry and read every round, the worst case)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gossip.json")
     args = parser.parse_args()
     workload = Workload(
         args.rollouts, args.completions, args.completion_bytes, args.collect, args.per_peer_cap
     )
     layouts = [
-        ("sharded", ShardedSwarm, SwarmConfig(id="bench", window_s=3600.0, record_ttl_s=7200.0, num_shards=int(shards)))
+        ("sharded", ShardedSwarm,
+         SwarmConfig(id="bench", window_s=args.window_s, record_ttl_s=2 * args.window_s, num_shards=int(shards)))
         for shards in dict.fromkeys(args.shards.split(","))
     ]
     if not args.no_naive:
-        layouts.append(("naive", NaiveSwarm, SwarmConfig(id="bench", window_s=3600.0, record_ttl_s=7200.0)))
+        layouts.append(("naive", NaiveSwarm, SwarmConfig(id="bench", window_s=args.window_s, record_ttl_s=2 * args.window_s)))
     rng = random.Random(0)
     console = Console(width=130)
     load_at_start = os.getloadavg()[0]
@@ -275,7 +286,8 @@ def main() -> None:
                 peers = layout(keys, identities, swarm, workload)
                 shards = swarm.num_shards if name == "sharded" else None
                 try:
-                    row = {"layout": name, "shards": shards, **measure(peers, args.rounds, args.latency_samples, rng)}
+                    measured = measure(peers, args.rounds, args.latency_samples, rng, args.window_s)
+                    row = {"layout": name, "shards": shards, "window_s": args.window_s, **measured}
                 finally:
                     peers.close()
                 row["wall_s"] = time.monotonic() - started

@@ -10,6 +10,7 @@ given only where a node has a single peer. Needs root; writes benchmarks/results
 
 Usage: python scripts/bench_netlab.py [--rounds 20] [--scenarios a,b] [--baseline REF] [--no-baseline]
        [--relay-variant] [--fast] [--out FILE]
+       python scripts/bench_netlab.py --report benchmarks/results/netlab.json   (tables of an earlier run)
 """
 
 from __future__ import annotations
@@ -112,6 +113,31 @@ def print_table(rows: list[dict]) -> None:
     Console(width=240).print(table)
 
 
+def print_nodes(rows: list[dict]) -> None:
+    """Per node of this code's runs: rollouts in per round (after round 2) from home and from public senders."""
+    table = Table(title="network lab, per node (this code): rollouts in per round after round 2, by sender's kind")
+    for column in ("scenario", "node", "kind", "reachability", "DHT", "rounds", "from homes", "from public",
+                   "problems", "doctor"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row["code"] != "current":
+            continue
+        kinds = {node["name"]: "public" if node["kind"] == "public" else "home" for node in row["nodes"]}
+        for node in row["nodes"]:
+            per_kind = {"home": 0.0, "public": 0.0}
+            for sender, counts in node["rollouts_in_by_source"].items():
+                per_kind[kinds[sender]] += sum(counts[2:]) / max(len(counts[2:]), 1)
+            has = {kind for sender, kind in kinds.items() if sender != node["name"]}
+            table.add_row(
+                row["scenario"], node["name"], node["kind"], node["reachability"], node["dht"], str(node["rounds"]),
+                f"{per_kind['home']:.1f}" if "home" in has else "—",
+                f"{per_kind['public']:.1f}" if "public" in has else "—",
+                ", ".join(f"{k} {v}" for k, v in node["problems"].items()) or "none",
+                node["doctor"].split(";")[0],
+            )
+    Console(width=200).print(table)
+
+
 def _fmt(quantiles: dict) -> str:
     return "—" if not quantiles else f"{quantiles['p50']:.2f}/{quantiles['p95']:.2f}/{quantiles['max']:.2f}"
 
@@ -126,7 +152,13 @@ def main() -> None:
     parser.add_argument("--fast", action="store_true", help="small rounds (as the tests use)")
     parser.add_argument("--dir", type=Path, default=ROOT / "runs" / "bench-netlab")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "netlab.json")
+    parser.add_argument("--report", type=Path, help="print the tables of an earlier run's JSON and exit")
     args = parser.parse_args()
+    if args.report is not None:
+        rows = json.loads(args.report.read_text())["rows"]
+        print_table(rows)
+        print_nodes(rows)
+        return
     exit_on_sigterm()
     reason = lab_unavailable_reason()
     if reason is not None:
@@ -154,6 +186,7 @@ def main() -> None:
             if baseline is not None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
     print_table(rows)
+    print_nodes(rows)
     print(f"wrote {args.out}")
 
 

@@ -45,6 +45,7 @@ __all__ = [
 # time, so key_mismatch, wrong_swarm, stale and replay never count against the signer.
 _SIGNER_FAULTS = frozenset({Reason.MALFORMED, Reason.LIMIT_EXCEEDED, Reason.BAD_VALUE, Reason.FUTURE})
 _SEEN_DIGESTS = 16_384
+DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
 _LATENCY_SAMPLES = 1_024
 
 
@@ -179,6 +180,7 @@ class Gossip:
         self._published = self._publish_failures = self._published_local_only = self._collected = 0
         self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
         self._directory_read: set[int] = set()  # windows whose directory an earlier collect read
+        self._presence_window: int | None = None  # the window whose directory another peer holds our entry in
         self._rejected: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()
         self._offences: Counter[str] = Counter()
@@ -235,9 +237,10 @@ class Gossip:
         return self._peer.num_peers()
 
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
-        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch, and
-        our entry in the window's directory (PROTOCOL.md §4.1), refreshed with every batch so that replicas
-        that joined or missed a store since hold it too.
+        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
+        the window's first batch (and the next ones until another peer took it), also our entry in the
+        window's directory (PROTOCOL.md §4.1). Once a window, not every round: every publisher writes to that
+        one key, so its replicas take N stores per window rather than N per round.
 
         Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
         The sequence number advances even if the store fails: the signed frame may have reached a peer.
@@ -259,10 +262,14 @@ class Gossip:
             error = f"the batch would be refused by peers: {rejected}"
         else:
             items = [
-                StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules)),
-                self._presence_item(window, now),
+                StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules))
             ]
-            outcome = self._peer.store(items, timeout_s=self.config.publish_timeout_s)[0]
+            if self._presence_window != window:
+                items.append(self._presence_item(window, now))
+            outcomes = self._peer.store(items, timeout_s=self.config.publish_timeout_s)
+            outcome = outcomes[0]
+            if len(outcomes) > 1 and outcomes[1].remote > 0:
+                self._presence_window = window
             if outcome.remote == 0:
                 kept = "; kept only locally" if outcome.local else ""
                 error = f"no other peer stored the batch within {self.config.publish_timeout_s:g} s{kept}"
@@ -300,7 +307,8 @@ class Gossip:
         taken: Counter[str] = Counter()
         now = get_dht_time()
         window = self.rules.window_of(now)
-        self._read_directory(window, now, deadline, result)
+        if self._directory_due(window, math.ceil(max_rollouts / self.config.max_rollouts_per_peer)):
+            self._read_directory(window, now, deadline, result)
         plan = self._reading_plan(window)
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
             remaining_s = deadline - time.monotonic()
@@ -338,6 +346,19 @@ class Gossip:
             self._signers_seen.update(taken)
         return result
 
+    def _directory_due(self, window: int, peers_needed: int) -> bool:
+        """Once a window; and every round while we know fewer than twice the publishers a collect wants
+        (a small swarm, or one whose other members are all behind NAT). Every collector reads that one key,
+        so reading it every round would make its replicas serve N reads a round."""
+        return window not in self._directory_read or len(self._publishers()) < DIRECTORY_SLACK * peers_needed
+
+    def _publishers(self) -> set[str]:
+        """Peers we know publish: those in our routing table and the signers the directory or recent
+        batches showed us (which include nodes behind NAT, in nobody's routing table)."""
+        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
+        publishers.discard(self.peer_id)
+        return publishers
+
     def _read_directory(self, window: int, now: float, deadline: float, result: CollectResult) -> None:
         """Learn who publishes from the directory of this window (and of the last one, once): every signer
         writes an entry there, also those behind NAT that no routing table holds. Public signers' addresses
@@ -371,16 +392,12 @@ class Gossip:
     def _reading_plan(self, window: int) -> list[tuple[str, Slot, int]]:
         """Keys to read, best first, each with how many peers we know publish under it.
 
-        Known publishers are the peers in our routing table (our signing key is our libp2p identity, so
-        their peer ids tell us their shards) and the signers the directory or recent batches showed us
-        (which include nodes behind NAT, in nobody's routing table). Their shards come first (in random
-        order), each shard's current window then its older ones; then one wave of keys of shards we know no
-        publisher of (a different random few each call), so that signers the directory missed (it is
-        capped) are still reached without every collect reading every empty shard.
+        Known publishers (`_publishers`; our signing key is our libp2p identity, so a peer id tells its
+        shard) come first (in random order), each shard's current window then its older ones; then one wave
+        of keys of shards we know no publisher of (a different random few each call), so that signers the
+        directory missed (it is capped) are still reached without every collect reading every empty shard.
         """
-        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
-        publishers.discard(self.peer_id)
-        known = Counter(shard_of(peer, self.rules.num_shards) for peer in publishers)
+        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._publishers())
         shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
         shards.sort(key=lambda shard: known[shard] == 0)
         windows = range(window, window - self.rules.max_age_windows - 1, -1)
