@@ -38,7 +38,7 @@ from swarmnode.config import GossipConfig, NetworkConfig, load_config
 from swarmnode.dht import DHTPeer
 from swarmnode.gossip import CollectResult, Gossip
 from swarmnode.identity import Identity, load_identity, save_identity
-from swarmnode.learner import ExternalGroups
+from swarmnode.intake import IntakeResult
 from swarmnode.metrics import read_records
 from swarmnode.node import Node
 from swarmnode.rollout import Completion, Rollout
@@ -59,7 +59,7 @@ class Spy:
     """What the victim's collect returned, its learner kept and refused, and what its trainer was given."""
 
     collected: list[CollectResult] = dataclasses.field(default_factory=list)
-    external: list[ExternalGroups] = dataclasses.field(default_factory=list)
+    external: list[IntakeResult] = dataclasses.field(default_factory=list)
     selections: list[Selection] = dataclasses.field(default_factory=list)
 
     @classmethod

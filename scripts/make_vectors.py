@@ -1,7 +1,9 @@
 """Write protocol/vectors/: frames for every rejection code plus valid ones, and manifest.json.
 
 Two kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind") and presence
-entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9).
+entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9). The
+receiver of the batch vectors has swarmnode's default task families (listed in the manifest with their
+config hashes): task references, indices and claimed scores are judged against them (checks 14-15).
 
 Deterministic (fixed keys, timestamps and Ed25519's deterministic signatures), so re-running it
 reproduces the committed files byte for byte; tests/test_vectors.py checks that.
@@ -15,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from swarmnode.config import NodeConfig
 from swarmnode.envelope import (
     DOMAIN_TAG,
     MAX_ENVELOPE_BYTES,
@@ -29,6 +32,7 @@ from swarmnode.presence import MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, Presence
 from swarmnode.proto import swarmnode_pb2 as pb
 from swarmnode.reachability import Reachability
 from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.tasks import GENERATOR, TaskSuite
 
 SWARM = "vectors"
 WINDOW_S = 30.0
@@ -37,7 +41,28 @@ T0 = 1_800_000_015.0  # inside window 60_000_000
 NOW = T0 + 10.0
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
-REF = TaskRef("basic_arithmetic", "00112233445566aa", 7, 42)
+FAMILIES = [family.spec() for family in NodeConfig().tasks.families]  # the receiver's: the node defaults
+SUITE = TaskSuite(FAMILIES)
+HASHES = {spec.name: spec.config_hash for spec in FAMILIES}
+REF = TaskRef("chain_sum", HASHES["chain_sum"], 7, 42)
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+IDENTITY_POINT = bytes([1]) + bytes(31)
+
+
+def oracle_answer(ref: TaskRef) -> str:
+    return str(SUITE.task(ref).entry["answer"])
+
+
+def honest(ref: TaskRef, *texts: str) -> Rollout:
+    """Completions whose claimed score is what the receiver's verifier says."""
+    task = SUITE.task(ref)
+    return Rollout(ref, tuple(Completion(text, SUITE.score(task, text).verifier) for text in texts))
+
+
+def raw_frame(version: int, signer: bytes, payload: bytes, signature: bytes) -> bytes:
+    """An envelope around any signer and signature bytes (for the strict-signature cases)."""
+    return pb.Envelope(version=version, signer=signer, payload=payload, signature=signature).SerializeToString()
 
 
 def batch(**changes) -> RolloutBatch:
@@ -48,7 +73,7 @@ def batch(**changes) -> RolloutBatch:
         timestamp=T0,
         model_id="swarmnode/seed",
         suite_version="reasoning-gym-0.1.25+000000000000",
-        rollouts=(Rollout(REF, (Completion("<answer>4</answer>"), Completion("<answer>5</answer>"))),),
+        rollouts=(Rollout(REF, (Completion(f"<answer>{oracle_answer(REF)}</answer>"), Completion("<answer>-1</answer>"))),),
     )
     return dataclasses.replace(base, **changes)
 
@@ -83,11 +108,14 @@ def main(out: Path) -> None:
     full = batch(
         sequence=9,
         rollouts=tuple(
-            Rollout(
-                TaskRef(family, "0123456789abcdef", 1000 + i, i),
-                tuple(Completion(f"step {j} <answer>{j}</answer>", j / 8, (-0.5, -1.25, -0.0)) for j in range(8)),
+            dataclasses.replace(
+                rollout,
+                completions=tuple(dataclasses.replace(c, token_logprobs=(-0.5, -1.25, -0.0)) for c in rollout.completions),
             )
-            for i, family in enumerate(["basic_arithmetic", "chain_sum", "base_conversion"])
+            for rollout in (
+                honest(TaskRef(family, HASHES[family], 1000 + i, i), *(f"step {j} <answer>{j}</answer>" for j in range(8)))
+                for i, family in enumerate(["chain_sum", "products", "count_bits"])
+            )
         ),
     )
     flipped = bytearray(valid)
@@ -169,12 +197,46 @@ def main(out: Path) -> None:
     add("replay", [valid, valid], "replay", "the same batch twice: the second is refused", **ctx)
     unknown = batch(rollouts=(Rollout(dataclasses.replace(REF, family="no_such_family"), (Completion("x"),)),))
     add("unknown_task", frame(ALICE, unknown), "unknown_task", "a family reasoning-gym does not have", **ctx)
+    foreign = batch(rollouts=(Rollout(dataclasses.replace(REF, config_hash="0123456789abcdef"), (Completion("x"),)),))
+    add("unknown_task_config", frame(ALICE, foreign), "unknown_task", "chain_sum with a config hash not the receiver's", **ctx)
+    beyond = batch(rollouts=(Rollout(dataclasses.replace(REF, index=MAX_INDEX), (Completion("x"),)),))
+    add("unknown_task_index", frame(ALICE, beyond), "unknown_task", "index 2^31-1: within the limit, beyond the dataset size", **ctx)
+    second = batch(rollouts=(batch().rollouts[0], Rollout(dataclasses.replace(REF, family="no_such_family"), (Completion("x"),))))
+    add("unknown_task_second_rollout", frame(ALICE, second), "unknown_task", "the first rollout passes, the second does not", **ctx)
+    right = f"<answer>{oracle_answer(REF)}</answer>"
+    lie_low = batch(rollouts=(Rollout(REF, (Completion(right, 0.0),)),))
+    add("reward_mismatch_low", frame(ALICE, lie_low), "reward_mismatch", "a correct answer claimed to score 0", **ctx)
+    lie_high = batch(rollouts=(Rollout(REF, (Completion("no answer tag", 1.0),)),))
+    add("reward_mismatch_high", frame(ALICE, lie_high), "reward_mismatch", "a completion without <answer> claimed 1", **ctx)
+    add("valid_honest_claims", frame(ALICE, batch(rollouts=(honest(REF, right, "<answer>-1</answer>", "none"),))),
+        "accept", "claims equal to the receiver's verifier scores", **ctx)
+    # Strict Ed25519 (§2.2): the universal forgery under a small-order key, non-canonical A and R, S >= L.
+    payload = encode_batch(batch())
+    add("bad_signature_small_order_key", raw_frame(1, IDENTITY_POINT, payload, IDENTITY_POINT + bytes(32)),
+        "bad_signature", "key = the identity point, R = identity, S = 0: verifies for any message without the check", **ctx)
+    add("bad_signature_noncanonical_key", raw_frame(1, (P + 1).to_bytes(32, "little"), payload, IDENTITY_POINT + bytes(32)),
+        "bad_signature", "key y = p + 1, an unreduced encoding of the identity point", **ctx)
+    honest_signature = Envelope.decode(valid).signature
+    s_value = int.from_bytes(honest_signature[32:], "little")
+    add("bad_signature_s_unreduced", raw_frame(1, ALICE.public_key, Envelope.decode(valid).payload,
+                                               honest_signature[:32] + (s_value + L).to_bytes(32, "little")),
+        "bad_signature", "a valid signature with S + L in place of S", **ctx)
+    add("bad_signature_noncanonical_r", raw_frame(1, ALICE.public_key, Envelope.decode(valid).payload,
+                                                  (P + 1).to_bytes(32, "little") + honest_signature[32:]),
+        "bad_signature", "R with y = p + 1", **ctx)
 
     add_presence_vectors(add, ctx, valid)
 
     manifest = {
         "protocol_version": PROTOCOL_VERSION,
         "rules": {"window_s": WINDOW_S, "num_shards": NUM_SHARDS, "max_age_windows": 1, "clock_skew_s": 5.0},
+        "suite": {
+            "generator": GENERATOR,
+            "families": [
+                {"family": spec.name, "config": dict(spec.config), "size": spec.dataset_size, "config_hash": spec.config_hash}
+                for spec in FAMILIES
+            ],
+        },
         "keys": {"alice": ALICE.peer_id, "bob": BOB.peer_id},
         "vectors": vectors,
     }

@@ -1,15 +1,18 @@
 """A second implementation of PROTOCOL.md's receiving checks (§2-§5.1), written from the text alone.
 
-It shares no code with swarmnode.envelope, swarmnode.presence or swarmnode.record: its own protobuf wire
-reader (canonical form checked field by field instead of by re-encoding), its own limits, its own DHT
-placement, its own address rule. The fuzzer uses it as the judge of what must be accepted; tests run it
-over the committed vectors: `judge_frame` for batches (§5), `judge_presence` for directory entries (§4.1).
+It shares no code with swarmnode (envelope, presence, record, tasks, intake): its own protobuf wire reader
+(canonical form checked field by field instead of by re-encoding), its own strict-signature rules, limits,
+DHT placement, address rule, config hash and verifier score (reasoning-gym is the protocol's generator, so
+it is used directly). The fuzzer uses it as the judge of what must be accepted; tests run it over the
+committed vectors: `judge_frame` for batches (§5, checks 14-15 when the context names a suite),
+`judge_presence` for directory entries (§4.1).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import re
 import struct
@@ -32,6 +35,18 @@ LIMITS = {
 DOMAIN = b"swarmnode/envelope\x00"
 PRESENCE_DOMAIN = b"swarmnode/presence\x00"  # §4.1
 REACHABILITY = (0, 1, 2)  # UNKNOWN, PUBLIC, PRIVATE (swarmnode.proto)
+
+# §2.2, strict Ed25519.
+FIELD_P = 2**255 - 19
+GROUP_L = 2**252 + 27742317777372353535851937790883648493
+SMALL_ORDER_HEX = (  # §2.2's list, sign bit cleared
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+)
+CLAIM_TOLERANCE = 1e-3  # check 15
 
 # Wire types (protobuf encoding spec).
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
@@ -164,6 +179,17 @@ class Context:
     record_ttl_s: float = 60.0
     now: float | None = None
     slot: tuple[int | None, int | None, str] | None = None  # (window, shard, subkey)
+    # the receiver's task families for checks 14-15: (family, config_hash) -> (config, dataset size)
+    suite: dict[tuple[str, str], tuple[dict, int]] | None = None
+
+
+def config_hash(family: str, config: dict, size: int, generator: str) -> str:
+    """§2.4: SHA-256 of the canonical JSON, first 8 bytes in lowercase hex."""
+    canonical = json.dumps(
+        {"config": config, "family": family, "generator": generator, "size": size},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
 
 
 def peer_id(public_key: bytes) -> str:
@@ -175,7 +201,8 @@ def shard(peer: str, num_shards: int) -> int:
 
 
 def judge_frame(frame: bytes, context: Context = Context()) -> str:
-    """'accept' or the rejection code of §5 (checks 1-12; replay needs state and is not judged here)."""
+    """'accept' or the rejection code of §5 (checks 1-12, and 14-15 with a suite; replay needs state and
+    is not judged here)."""
     try:
         _frame_checks(frame, context)
     except Refusal as refusal:
@@ -194,14 +221,60 @@ def _envelope_checks(frame: bytes, c: Context, max_bytes: int, domain: bytes) ->
     version = envelope.get(1, 0)
     if version != 1:
         raise Refusal("bad_version")
-    try:
-        Ed25519PublicKey.from_public_bytes(signer).verify(signature, domain + version.to_bytes(4, "big") + payload)
-    except (InvalidSignature, ValueError):
-        raise Refusal("bad_signature") from None
+    if not strict_signature_ok(signer, signature, domain + version.to_bytes(4, "big") + payload):
+        raise Refusal("bad_signature")
     signer_id = peer_id(signer)
     if c.slot is not None and c.slot[2] != signer_id:
         raise Refusal("key_mismatch")
     return signer_id, payload
+
+
+def strict_signature_ok(key: bytes, signature: bytes, message: bytes) -> bool:
+    """§2.2: S < L; A and R canonical (y < p) and not of small order; then RFC 8032 verification."""
+    r, s = signature[:32], signature[32:]
+    if int.from_bytes(s, "little") >= GROUP_L:
+        return False
+    for point in (key, r):
+        if int.from_bytes(point, "little") % 2**255 >= FIELD_P:
+            return False
+        if (point[:31] + bytes([point[31] & 0x7F])).hex() in SMALL_ORDER_HEX:
+            return False
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _rollout_checks(rollout: dict, suite: dict[tuple[str, str], tuple[dict, int]]) -> None:
+    """Checks 14-15 for one rollout (its fields already passed checks 7-8)."""
+    import reasoning_gym
+
+    task = rollout.get(1, {})
+    family, digest, seed, index = task.get(1, ""), task.get(2, ""), task.get(3, 0), task.get(4, 0)
+    known = suite.get((family, digest))
+    if known is None or index >= known[1]:
+        raise Refusal("unknown_task")
+    config, size = known
+    try:
+        dataset = reasoning_gym.create_dataset(family, size=size, seed=seed, **config)
+        entry = dataset[index]
+    except Exception:
+        raise Refusal("task_error") from None
+    for completion in rollout.get(2, []):
+        if 2 not in completion:  # no claim
+            continue
+        match = re.search(r"<answer>(.*?)</answer>", completion.get(1, ""), re.DOTALL)
+        score = 0.0
+        if match is not None:
+            try:
+                score = float(dataset.score_answer(answer=match.group(1).strip(), entry=entry))
+            except Exception:
+                score = 0.0
+            if not 0.0 <= score <= 1.0:
+                score = 0.0
+        if abs(completion[2] - score) > CLAIM_TOLERANCE:
+            raise Refusal("reward_mismatch")
 
 
 def _frame_checks(frame: bytes, c: Context) -> dict:
@@ -221,11 +294,13 @@ def _frame_checks(frame: bytes, c: Context) -> dict:
             c.slot[0] not in (None, window) or c.slot[1] not in (None, shard(signer_id, c.num_shards))
         ):
             raise Refusal("key_mismatch")
-        if c.now is not None:
-            if window < math.floor(c.now / c.window_s) - c.max_age_windows:
-                raise Refusal("stale")
-            if timestamp > c.now + c.clock_skew_s:
-                raise Refusal("future")
+        if c.now is not None and window < math.floor(c.now / c.window_s) - c.max_age_windows:
+            raise Refusal("stale")
+    if c.now is not None and timestamp > c.now + c.clock_skew_s:  # check 12 needs no swarm, only a clock
+        raise Refusal("future")
+    if c.suite is not None:
+        for rollout in rollouts:
+            _rollout_checks(rollout, c.suite)
     return {"signer": signer_id, "batch": batch}
 
 
@@ -301,11 +376,10 @@ def _presence_checks(frame: bytes, c: Context) -> dict:
             raise Refusal("bad_value")
         if c.slot is not None and c.slot[0] not in (None, window):
             raise Refusal("key_mismatch")
-        if c.now is not None:  # P9
-            if window < math.floor(c.now / c.window_s) - c.max_age_windows:
-                raise Refusal("stale")
-            if timestamp > c.now + c.clock_skew_s:
-                raise Refusal("future")
+        if c.now is not None and window < math.floor(c.now / c.window_s) - c.max_age_windows:  # P9
+            raise Refusal("stale")
+    if c.now is not None and timestamp > c.now + c.clock_skew_s:
+        raise Refusal("future")
     return {"signer": signer_id, "presence": presence}
 
 

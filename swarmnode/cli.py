@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -18,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 
 from swarmnode.config import ConfigError, NodeConfig, load_config
-from swarmnode.envelope import MAX_ENVELOPE_BYTES, Rejected, ReplayGuard, Slot, SwarmRules, open_envelope, seal
+from swarmnode.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, seal
 from swarmnode.identity import (
     IDENTITY_FILENAME,
     Identity,
@@ -28,7 +30,6 @@ from swarmnode.identity import (
     save_identity,
 )
 from swarmnode.rollout import RolloutBatch
-from swarmnode.tasks import known_family_rejection
 
 app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True)
 identity_app = typer.Typer(help="Create and inspect the node's Ed25519 identity.", no_args_is_help=True)
@@ -90,42 +91,52 @@ def _print_identity(identity: Identity) -> None:
 @protocol_app.command("check")
 def protocol_check(
     files: Annotated[list[Path], typer.Argument(help="files holding one encoded envelope (a frame) each")],
-    swarm: Annotated[Optional[str], typer.Option(help="check that frames belong to this swarm")] = None,
-    now: Annotated[Optional[float], typer.Option(help="DHT time (Unix seconds) for the freshness checks")] = None,
-    window_s: Annotated[float, typer.Option(help="the swarm's window length in seconds")] = 30.0,
-    num_shards: Annotated[int, typer.Option(help="the swarm's shard count (batches)")] = 16,
+    config: Annotated[
+        Optional[Path], typer.Option("--config", "-c", help="the receiver's config: swarm rules and task families")
+    ] = None,
+    swarm: Annotated[Optional[str], typer.Option(help="the receiver's swarm id (default: --config's, else any swarm)")] = None,
+    now: Annotated[Optional[float], typer.Option(help="DHT time (Unix seconds) for the stale and future checks")] = None,
+    window_s: Annotated[Optional[float], typer.Option(help="the swarm's window length (default: the config's)")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(help="the swarm's shard count (default: the config's)")] = None,
     slot: Annotated[
         Optional[str],
         typer.Option(
             help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
-            "WINDOW/directory/SUBKEY for a presence (only its subkey is checked)"
+            "WINDOW/directory/SUBKEY for a presence"
         ),
-    ] = None,
-    families: Annotated[
-        Optional[str], typer.Option(help="comma-separated task families this receiver knows (default: reasoning-gym's)")
     ] = None,
     kind: Annotated[
         Literal["batch", "presence"],
         typer.Option(help="what the frames hold: a rollout batch, or a directory presence entry (PROTOCOL.md §4.1)"),
     ] = "batch",
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key, as for join")] = None,
 ) -> None:
-    """Print `accept` or `reject: <reason_code>` per file, for any content at all; exit 1 if any is rejected.
-
-    Batches are checked in order through one replay guard, so a batch given twice is a replay.
+    """Print `accept` or `reject: <reason_code>` per file, for any content at all; exit 1 if any is
+    rejected, 2 on a usage error. A batch goes through the node's own intake (PROTOCOL.md §5, checks 1-15:
+    its task references against the receiver's task families, rescored, claims judged); checks whose
+    context is not given (swarm, --now, --slot) are skipped. Files are checked in order, as one receiver:
+    a batch given twice is a replay.
     """
-    rules = SwarmRules(swarm_id=swarm, window_s=window_s, num_shards=num_shards) if swarm else None
+    from swarmnode.intake import Intake  # imports torch and reasoning-gym, which the other commands do not need
+    from swarmnode.tasks import TaskSuite
+
+    settings = _check_settings(config, swarm, window_s, num_shards, overrides or [])
+    if now is not None and not math.isfinite(now):
+        raise fail(f"--now must be a finite number of seconds, not {now}", code=2)
+    rules = settings.swarm.rules()
+    if swarm is None and config is None:
+        rules = dataclasses.replace(rules, swarm_id=None)  # any swarm: checks 9-11 need to know which
     try:
         read_slot = _parse_slot(slot, kind) if slot else None
     except ValueError:
         shape = "WINDOW/directory/SUBKEY" if kind == "presence" else "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW..."
         raise fail(f"--slot must look like {shape}", code=2)
     max_bytes = MAX_ENVELOPE_BYTES
-    if kind == "presence":  # imported here: it pulls in hivemind's p2p layer, which checking batches does not need
+    if kind == "presence":
         from swarmnode.presence import MAX_PRESENCE_BYTES, open_presence
 
         max_bytes = MAX_PRESENCE_BYTES
-    known = families.split(",") if families else None
-    guard = ReplayGuard()
+    intake = Intake(rules, TaskSuite([family.spec() for family in settings.tasks.families], settings.tasks.reward))
     rejected_any = False
     for file in files:
         try:
@@ -141,9 +152,7 @@ def protocol_check(
                     window=read_slot.window if read_slot else None,
                 )
             else:
-                signed = open_envelope(frame, rules, now=now, slot=read_slot, replay_guard=guard)
-                for rollout in signed.batch.rollouts:
-                    known_family_rejection(rollout.task, known)
+                intake.check_frame(frame, now=now, slot=read_slot)
         except Rejected as rejected:
             rejected_any = True
             typer.echo(f"{prefix}reject: {rejected.reason.value}")
@@ -153,6 +162,20 @@ def protocol_check(
         typer.echo(f"{prefix}accept")
     if rejected_any:
         raise typer.Exit(1)
+
+
+def _check_settings(
+    config: Optional[Path], swarm: Optional[str], window_s: Optional[float], num_shards: Optional[int], overrides: list[str]
+) -> NodeConfig:
+    """The receiver's config with the command's swarm options as overrides, validated like a node's."""
+    flags = list(overrides)
+    for key, value in (("swarm.id", swarm), ("swarm.window_s", window_s), ("swarm.num_shards", num_shards)):
+        if value is not None:
+            flags.append(f"{key}={value}")
+    try:
+        return load_config(config, flags)
+    except ConfigError as error:
+        raise fail(str(error), code=2)
 
 
 def _parse_slot(text: str, kind: str = "batch") -> Slot:

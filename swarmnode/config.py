@@ -27,13 +27,13 @@ class SwarmConfig(Section):
     """Parameters every peer of one swarm must share (PROTOCOL.md §4)."""
 
     id: str = Field("swarmnode-local", pattern=r"^[a-z0-9][a-z0-9._-]*$", max_length=64)
-    window_s: float = Field(30.0, gt=0)
-    record_ttl_s: float = Field(60.0, gt=0)
+    window_s: float = Field(30.0, gt=0, allow_inf_nan=False)
+    record_ttl_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     num_shards: int = Field(
         256, ge=1, le=4096, description="a key holds ~N/num_shards records a window; keep that near what a collect reads"
     )
     max_age_windows: int = Field(1, ge=0)
-    clock_skew_s: float = Field(5.0, ge=0)
+    clock_skew_s: float = Field(5.0, ge=0, allow_inf_nan=False)
 
     def rules(self) -> SwarmRules:
         return SwarmRules(

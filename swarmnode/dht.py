@@ -7,6 +7,7 @@ and daemons left by dead owners, and shutdown that leaves no daemon and no socke
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -257,12 +258,14 @@ class LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
+        """The coroutine's result; the builtin TimeoutError if the loop does not answer in time (before
+        Python 3.11, concurrent.futures raises its own TimeoutError, which `except TimeoutError` misses)."""
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         try:
             return future.result(timeout_s)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:
             future.cancel()
-            raise
+            raise TimeoutError(f"the DHT loop did not answer within {timeout_s} s") from None
 
     def stop(self) -> None:
         async def cancel_remaining() -> None:

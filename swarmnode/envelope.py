@@ -57,10 +57,22 @@ class Reason(str, Enum):
     REPLAY = "replay"
     # Per-rollout checks, run by the receiver's task suite after the envelope is accepted.
     UNKNOWN_TASK = "unknown_task"
+    TASK_ERROR = "task_error"
     REWARD_MISMATCH = "reward_mismatch"
     # Record-level checks of the DHT validator and the collector.
     BAD_EXPIRY = "bad_expiry"
     BANNED = "banned"
+
+
+# PROTOCOL.md §5.2: refusals only the signer can have caused (for a frame, only when it is signed by the
+# key its subkey names). Anyone can re-store a signed frame under another key, in another swarm, later or
+# twice (key_mismatch, wrong_swarm, stale, replay), and an honest peer with another task mix or generator
+# sends what we cannot regenerate (unknown_task, task_error).
+OFFENCES = frozenset({Reason.MALFORMED, Reason.LIMIT_EXCEEDED, Reason.BAD_VALUE, Reason.FUTURE, Reason.REWARD_MISMATCH})
+
+
+def is_offence(reason: Reason | str) -> bool:
+    return Reason(reason) in OFFENCES
 
 
 class Rejected(Exception):
@@ -128,12 +140,13 @@ class SignedBatch:
 
 @dataclass(frozen=True)
 class SwarmRules:
-    """What a receiver needs to judge freshness and placement; all peers of a swarm agree on these."""
+    """What a receiver needs to judge freshness and placement; all peers of a swarm agree on these. A tool
+    that checks frames of any swarm leaves `swarm_id` None (checks 9-11 are then skipped)."""
 
-    swarm_id: str
+    swarm_id: str | None
     window_s: float = 30.0
     record_ttl_s: float = 60.0
-    num_shards: int = 16
+    num_shards: int = 256
     clock_skew_s: float = 5.0
     max_age_windows: int = 1
 
@@ -202,8 +215,9 @@ def open_envelope(
     batch = _to_batch(message)
     if rules is not None:
         check_swarm_and_window(batch.swarm_id, batch.window, batch.timestamp, rules)
-        if slot is not None and not _placed_in(slot, batch.window, shard_of(signer, rules.num_shards)):
-            raise Rejected(Reason.KEY_MISMATCH, "stored under another window or shard")
+        if rules.swarm_id is not None and slot is not None:
+            if not _placed_in(slot, batch.window, shard_of(signer, rules.num_shards)):
+                raise Rejected(Reason.KEY_MISMATCH, "stored under another window or shard")
         if now is not None:
             check_freshness(batch.window, batch.timestamp, rules, now)
     if replay_guard is not None and not replay_guard.first_sighting(signer, batch.window, batch.sequence):
@@ -227,7 +241,10 @@ def verified_envelope(frame: bytes, max_bytes: int, domain: bytes, subkey: str |
 
 
 def check_swarm_and_window(swarm_id: str, window: int, timestamp: float, rules: SwarmRules) -> None:
-    """Check 9: the receiver's swarm, then a window that matches the signed timestamp."""
+    """Check 9: the receiver's swarm, then a window that matches the signed timestamp (another swarm may
+    use another window_s). Skipped when the receiver names no swarm."""
+    if rules.swarm_id is None:
+        return
     if swarm_id != rules.swarm_id:
         raise Rejected(Reason.WRONG_SWARM, f"swarm {swarm_id!r}")
     if rules.window_of(timestamp) != window:
@@ -235,8 +252,9 @@ def check_swarm_and_window(swarm_id: str, window: int, timestamp: float, rules: 
 
 
 def check_freshness(window: int, timestamp: float, rules: SwarmRules, now: float) -> None:
-    """Checks 11-12: not older than max_age_windows, not ahead of our clock by more than the skew."""
-    if window < rules.window_of(now) - rules.max_age_windows:
+    """Checks 11-12: not older than max_age_windows (windows are the swarm's: only with a known swarm), not
+    ahead of our clock by more than the skew."""
+    if rules.swarm_id is not None and window < rules.window_of(now) - rules.max_age_windows:
         raise Rejected(Reason.STALE, f"window {window}")
     if timestamp > now + rules.clock_skew_s:
         raise Rejected(Reason.FUTURE, f"timestamp {timestamp:.1f} is ahead of {now:.1f}")

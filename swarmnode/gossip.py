@@ -21,8 +21,9 @@ from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.dht import DHTPeer, GossipStartError, StartFailure, StoreItem, StoreOutcome
-from swarmnode.envelope import Envelope, Reason, Rejected, ReplayGuard, Slot, open_envelope, seal, shard_of
+from swarmnode.envelope import Envelope, Reason, Rejected, Slot, is_offence, open_envelope, seal, shard_of
 from swarmnode.identity import Identity
+from swarmnode.intake import Intake
 from swarmnode.presence import MAX_ADDRESSES, Presence, is_tcp_address, open_presence, seal_presence
 from swarmnode.reachability import Reachability, ReachabilityReport
 from swarmnode.record import directory_key, expiration_of, record_key
@@ -40,10 +41,6 @@ __all__ = [
     "StartFailure",
 ]
 
-# Collect-time rejections that only the signer can have caused: the frame is signed by the subkey's owner
-# and the fault is in what it signed. Anyone can re-store a signed frame under another key, swarm or
-# time, so key_mismatch, wrong_swarm, stale and replay never count against the signer.
-_SIGNER_FAULTS = frozenset({Reason.MALFORMED, Reason.LIMIT_EXCEEDED, Reason.BAD_VALUE, Reason.FUTURE})
 _SEEN_DIGESTS = 16_384
 DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
 _LATENCY_SAMPLES = 1_024
@@ -165,15 +162,16 @@ class Gossip:
         swarm: SwarmConfig,
         network: NetworkConfig,
         config: GossipConfig,
+        intake: Intake | None = None,
     ) -> None:
         self.identity = identity
         self.peer_id = identity.peer_id
         self.rules = swarm.rules()
+        self.intake = intake or Intake(self.rules)  # the node's own, so frames and rollouts are judged as one
         self.config = config
         self.next_sequence = 0
         self._peer = DHTPeer(identity_path, self.rules, network)
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
-        self._replay_guard = ReplayGuard()
         self._consumed = _DigestSet(_SEEN_DIGESTS)
         self._random = random.Random()
         self._lock = threading.Lock()
@@ -443,12 +441,12 @@ class Gossip:
             result.rejected[Reason.BANNED.value] += 1
             return
         try:
-            signed = open_envelope(frame, self.rules, now=now, slot=slot, replay_guard=self._replay_guard)
+            signed = self.intake.open_frame(frame, now=now, slot=slot)
         except Rejected as rejected:
             result.rejected[rejected.reason.value] += 1
             if rejected.reason is not Reason.FUTURE:
                 self._consumed.add(digest)
-            if rejected.reason in _SIGNER_FAULTS and _signed_by(frame, signer):
+            if is_offence(rejected.reason) and _signed_by(frame, signer):
                 self.report_offence(signer, rejected.reason)
             return
         self._consumed.add(digest)

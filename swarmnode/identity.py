@@ -43,8 +43,44 @@ def peer_id_base58(public_key: bytes) -> str:
     return base58.b58encode(peer_id_bytes(public_key)).decode()
 
 
+# Strict Ed25519 (PROTOCOL.md §2.2), as libsodium verifies: OpenSSL alone accepts a signature R = identity,
+# S = 0 under a small-order key for *every* message, so anyone could sign as that peer id.
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+# Points of order 1, 2, 4 and 8, with the sign bit cleared (libsodium's ge25519_has_small_order list).
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(text)
+    for text in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # y = 0, order 4
+        "0100000000000000000000000000000000000000000000000000000000000000",  # y = 1, the identity
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p - 1, order 2
+    )
+)
+
+
+def canonical_point(encoding: bytes) -> bool:
+    """The encoded y coordinate is reduced (y < p): each point has exactly one accepted encoding."""
+    return int.from_bytes(encoding, "little") & ((1 << 255) - 1) < _P
+
+
+def small_order_point(encoding: bytes) -> bool:
+    return encoding[:31] + bytes([encoding[31] & 0x7F]) in _SMALL_ORDER
+
+
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
-    """True iff `signature` is a valid Ed25519 signature of `message`; any malformed input is False."""
+    """True iff `signature` is a valid strict Ed25519 signature of `message`: S reduced below L, the key
+    and R canonical and of large order, then RFC 8032 verification; any malformed input is False."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    r, s = signature[:32], signature[32:]
+    if int.from_bytes(s, "little") >= _L:
+        return False
+    if not (canonical_point(public_key) and canonical_point(r)):
+        return False
+    if small_order_point(public_key) or small_order_point(r):
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 
 from swarmnode.checkpoint import TrainingState, random_state_from_json, random_state_to_json
 from swarmnode.config import NodeConfig
-from swarmnode.envelope import Rejected
+from swarmnode.intake import Intake, IntakeLimits, IntakeResult, PeerRollout
 from swarmnode.policy import Policy, SamplingSettings
 from swarmnode.rollout import Rollout
-from swarmnode.sapo import Group, SapoTrainer, StepStats, external_group, group_rollout, own_group, select_groups
+from swarmnode.sapo import Group, SapoTrainer, StepStats, group_rollout, own_group, select_groups
 from swarmnode.tasks import Score, Task, TaskSuite, format_prompt
 
 
@@ -46,26 +44,6 @@ class OwnRound:
         return sum(flags) / len(flags)
 
 
-class PeerRollout(Protocol):
-    """A verified rollout from a peer, as the gossip layer (or the simulator) hands it over."""
-
-    signer: str
-    model_id: str
-    rollout: Rollout
-
-
-@dataclass
-class ExternalGroups:
-    groups: list[Group]
-    rejected: Counter[str] = field(default_factory=Counter)
-    offenders: list[tuple[str, str]] = field(default_factory=list)  # (peer id, reason)
-
-    @property
-    def mean_reward(self) -> float | None:
-        rewards = [r for g in self.groups for r in g.rewards]
-        return sum(rewards) / len(rewards) if rewards else None
-
-
 class Learner:
     def __init__(self, config: NodeConfig, policy: Policy, suite: TaskSuite, seed: int, data_seed: int) -> None:
         self.config = config
@@ -82,6 +60,14 @@ class Learner:
         self.task_rng = random.Random(seed)
         self.selection_rng = random.Random(seed + 1)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
+        sampled = frozenset(spec.name for spec in suite.families if spec.weight > 0)
+        limits = IntakeLimits(
+            group_size=config.sapo.completions_per_question,
+            max_completion_tokens=config.model.max_new_tokens,
+            max_prompt_tokens=config.model.max_prompt_tokens,
+            train_families=sampled if config.sapo.external_families == "sampled" else None,
+        )
+        self.intake = Intake(config.swarm.rules(), suite, limits, policy, rng=self.selection_rng)
 
     def sample_round(self, share_logprobs: bool = True) -> OwnRound:
         """Draw Q questions, sample G completions each, score them with our verifier."""
@@ -100,37 +86,11 @@ class Learner:
         tokens = sum(len(c.completion_ids) for completions in sampled for c in completions)
         return OwnRound(tasks, groups, rollouts, scores, tokens, time.perf_counter() - started)
 
-    def external_groups(self, peer_rollouts: Sequence[PeerRollout]) -> ExternalGroups:
-        """Turn peers' rollouts into our groups: regenerate, rescore, re-tokenize; count what fails.
-        Verify-only (weight 0) families are skipped (counted, no offence) unless sapo.external_families=suite:
-        at small scale, peers' other families cost a specialised node 0.2-1.6% of its reward."""
-        result = ExternalGroups([])
-        limit = 2 * self.settings.max_new_tokens
-        sampled_only = self.config.sapo.external_families == "sampled"
-        skipped = self.suite.verify_only_family_names() if sampled_only else frozenset()
-        for item in peer_rollouts:
-            if item.rollout.task.family in skipped:
-                result.rejected["not_sampled_here"] += 1
-                continue
-            try:
-                group = external_group(
-                    item.rollout,
-                    item.signer,
-                    item.model_id == self.policy.model_id,
-                    self.suite,
-                    self.policy,
-                    self.settings.max_prompt_tokens,
-                    limit,
-                )
-            except Rejected as rejected:
-                result.rejected[rejected.reason.value] += 1
-                result.offenders.append((item.signer, rejected.reason.value))
-                continue
-            if len(group.completion_ids) < 2:
-                result.rejected["too_long"] += 1
-                continue
-            result.groups.append(group)
-        return result
+    def external_groups(self, peer_rollouts: Sequence[PeerRollout]) -> IntakeResult:
+        """Peers' rollouts to our groups through the intake: regenerated, rescored, their claims judged,
+        trimmed to our G and token limit. Families we do not sample are verified, not trained on, unless
+        sapo.external_families=suite (at small scale, peers' other families cost a specialised node 0.2-1.6%)."""
+        return self.intake.groups(peer_rollouts)
 
     def train(self, own: Sequence[Group], external: Sequence[Group]) -> StepStats:
         started = time.perf_counter()

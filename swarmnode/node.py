@@ -91,7 +91,9 @@ class Node:
         if config.gossip.enabled:
             known = peerbook.fallback_peers(config.network, peerbook.load(self.data_dir), peer_id)
             network = config.network.model_copy(update={"fallback_peers": known})
-            self.gossip = Gossip(self.identity, identity_path, config.swarm, network, config.gossip)
+            self.gossip = Gossip(
+                self.identity, identity_path, config.swarm, network, config.gossip, intake=self.learner.intake
+            )
             self.gossip.start()
             if state is not None:
                 self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)

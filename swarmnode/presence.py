@@ -90,7 +90,7 @@ def open_presence(
     presence = _to_presence(message)
     if rules is not None:
         check_swarm_and_window(presence.swarm_id, presence.window, presence.timestamp, rules)
-        if window is not None and window != presence.window:
+        if rules.swarm_id is not None and window is not None and window != presence.window:
             raise Rejected(Reason.KEY_MISMATCH, "read from another window's directory")
         if now is not None:
             check_freshness(presence.window, presence.timestamp, rules, now)

@@ -11,11 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from swarmnode.envelope import Reason
-
-# Not the sender's fault, or not provably: an old or repeated frame can be re-published by anyone, and an
-# honest peer with another task mix sends families or configs we cannot regenerate.
-NOT_OFFENCES = frozenset({Reason.STALE, Reason.REPLAY, Reason.BANNED, Reason.UNKNOWN_TASK})
+from swarmnode.envelope import Reason, is_offence
 
 
 class Reputation:
@@ -41,7 +37,7 @@ class Reputation:
 
     def record_offence(self, peer_id: str, reason: Reason) -> bool:
         """Note one offence; returns True if it got the signer banned just now."""
-        if reason in NOT_OFFENCES:
+        if not is_offence(reason):  # not the sender's fault, or not provably
             return False
         now = self._clock()
         with self._lock:

@@ -18,14 +18,12 @@ from typing import Literal
 import torch
 
 from swarmnode.config import SapoConfig
-from swarmnode.envelope import Reason, Rejected
 from swarmnode.policy import Policy, SampledCompletion
 from swarmnode.rollout import Completion, Rollout
-from swarmnode.tasks import Score, Task, TaskSuite, format_prompt
+from swarmnode.tasks import Score, Task
 
 Source = Literal["own", "external"]
 ADVANTAGE_EPS = 1e-6
-REWARD_CLAIM_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -305,40 +303,6 @@ def own_group(task: Task, prompt_ids: list[int], sampled: Sequence[SampledComple
         rewards=[score.reward for score in scores],
         source="own",
         behaviour_logprobs=[list(s.logprobs) for s in sampled],
-    )
-
-
-def external_group(
-    rollout: Rollout,
-    signer: str,
-    same_model: bool,
-    suite: TaskSuite,
-    policy: Policy,
-    max_prompt_tokens: int,
-    max_completion_tokens: int,
-) -> Group:
-    """A peer's rollout as a group of ours: task regenerated from its reference, every completion
-    rescored by our verifier and re-tokenized by our tokenizer. Raises Rejected(unknown_task) or
-    Rejected(reward_mismatch) (a claim that disagrees with the verifier is a lie or a bug: drop it)."""
-    task = suite.task(rollout.task)
-    scores = [suite.score(task, completion.text) for completion in rollout.completions]
-    for completion, score in zip(rollout.completions, scores):
-        if completion.reward is not None and abs(completion.reward - score.verifier) > REWARD_CLAIM_TOLERANCE:
-            raise Rejected(Reason.REWARD_MISMATCH, f"claimed {completion.reward:.3f}, verifier says {score.verifier:.3f}")
-    kept = [
-        (policy.encode_completion(completion.text), completion, score)
-        for completion, score in zip(rollout.completions, scores)
-    ]
-    kept = [(ids, c, s) for ids, c, s in kept if 0 < len(ids) <= max_completion_tokens]
-    prompt_ids = policy.encode_prompts([format_prompt(task.question, policy.tokenizer)], max_prompt_tokens)[0]
-    return Group(
-        task=task,
-        prompt_ids=prompt_ids,
-        completion_ids=[ids for ids, _, _ in kept],
-        rewards=[score.reward for _, _, score in kept],
-        source="external",
-        sender_logprobs=[c.token_logprobs for _, c, _ in kept] if same_model else None,
-        signer=signer,
     )
 
 

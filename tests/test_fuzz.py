@@ -25,8 +25,12 @@ from swarmnode.envelope import Reason, Rejected, open_envelope
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
-# Replay needs receiver state and unknown_task the receiver's task suite: the oracle judges frames alone.
-STATELESS = [case for case in MANIFEST["vectors"] if case["expect"] not in ("replay", "unknown_task")]
+# Replay needs receiver state: the oracle judges frames alone.
+STATELESS = [case for case in MANIFEST["vectors"] if case["expect"] != "replay"]
+SUITE = {
+    (family["family"], family["config_hash"]): (family["config"], family["size"])
+    for family in MANIFEST["suite"]["families"]
+}
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 
 
@@ -38,7 +42,7 @@ def test_the_independent_oracle_gives_every_committed_vector_its_expected_result
     if "slot" in case:
         window, shard, subkey = case["slot"].split("/", 2)  # a presence's slot names the directory, not a shard
         slot = (int(window), None if shard == "directory" else int(shard), subkey)
-    context = Context(case.get("swarm"), rules["window_s"], rules["num_shards"], now=case.get("now"), slot=slot)
+    context = Context(case.get("swarm"), rules["window_s"], rules["num_shards"], now=case.get("now"), slot=slot, suite=SUITE)
     judge = judge_presence if case.get("kind") == "presence" else judge_frame
     assert judge((VECTORS / case["frames"][-1]).read_bytes(), context) == case["expect"]
 

@@ -9,14 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import protocol_oracle
 import pytest
 from protocol_oracle import Context, judge_presence
 from typer.testing import CliRunner
 
 from swarmnode.cli import _parse_slot, app
-from swarmnode.envelope import Reason, Rejected, ReplayGuard, SwarmRules, open_envelope
+from swarmnode.config import NodeConfig
+from swarmnode.envelope import Reason, Rejected, SwarmRules
+from swarmnode.intake import Intake
 from swarmnode.presence import open_presence
-from swarmnode.tasks import known_family_rejection
+from swarmnode.rollout import TaskRef
+from swarmnode.tasks import FamilySpec, TaskSuite
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
@@ -39,24 +43,39 @@ def check_args(case: dict) -> list[str]:
     return args
 
 
-def rules_of(case: dict) -> SwarmRules | None:
+SUITE = MANIFEST["suite"]
+
+
+def rules_of(case: dict) -> SwarmRules:
+    """The receiver's rules; without a swarm in the case, a receiver of any swarm (checks 9-11 skipped)."""
     rules = MANIFEST["rules"]
-    if "swarm" not in case:
-        return None
     return SwarmRules(
-        case["swarm"], window_s=rules["window_s"], num_shards=rules["num_shards"],
+        case.get("swarm"), window_s=rules["window_s"], num_shards=rules["num_shards"],
         max_age_windows=rules["max_age_windows"], clock_skew_s=rules["clock_skew_s"],
     )
+
+
+def receiver_suite() -> TaskSuite:
+    return TaskSuite([FamilySpec(f["family"], 1.0, f["config"], f["size"]) for f in SUITE["families"]])
+
+
+def test_the_manifest_names_the_receivers_families_and_their_config_hashes_are_reproducible():
+    defaults = [f.spec() for f in NodeConfig().tasks.families]  # swarmnode protocol check's default receiver
+    assert [(f["family"], f["config_hash"]) for f in SUITE["families"]] == [(s.name, s.config_hash) for s in defaults]
+    for family in SUITE["families"]:
+        assert protocol_oracle.config_hash(family["family"], family["config"], family["size"], SUITE["generator"]) \
+            == family["config_hash"]
 
 
 def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
     assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence"}
     expected = {case["expect"] for case in CASES if "kind" not in case}
-    frame_reasons = {reason.value for reason in Reason} - {"reward_mismatch", "bad_expiry", "banned"}
+    # task_error needs a generator that fails on a valid reference: none does on the default families
+    frame_reasons = {reason.value for reason in Reason} - {"bad_expiry", "banned", "task_error"}
     assert frame_reasons <= expected
     assert len(CASES) - len(PRESENCE) >= 12
     # A presence is judged by P1-P9 (PROTOCOL.md §4.1): no replay, no per-rollout checks.
-    presence_reasons = frame_reasons - {"replay", "unknown_task"}
+    presence_reasons = frame_reasons - {"replay", "unknown_task", "reward_mismatch"}
     assert presence_reasons | {"accept"} == {case["expect"] for case in PRESENCE}
 
 
@@ -76,14 +95,12 @@ def test_vector_gives_its_expected_result(case):
             result = rejected.reason.value
         assert result == case["expect"]
         return
-    guard = ReplayGuard()
+    intake = Intake(swarm_rules, receiver_suite())  # the node's own receiving path
     slot = _parse_slot(case["slot"]) if "slot" in case else None
     result = "accept"
     for name in case["frames"]:
         try:
-            signed = open_envelope((VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"), slot=slot, replay_guard=guard)
-            for rollout in signed.batch.rollouts:
-                known_family_rejection(rollout.task)
+            intake.check_frame((VECTORS / name).read_bytes(), now=case.get("now"), slot=slot)
             result = "accept"
         except Rejected as rejected:
             result = rejected.reason.value
@@ -146,11 +163,15 @@ def test_sign_command_makes_a_frame_that_check_accepts(tmp_path):
     runner = CliRunner()
     key = tmp_path / "key"
     assert runner.invoke(app, ["identity", "new", "--path", str(key)]).exit_code == 0
+    chain_sum = next(f for f in SUITE["families"] if f["family"] == "chain_sum")
+    reference = {"family": "chain_sum", "config_hash": chain_sum["config_hash"], "seed": 1, "index": 2}
+    suite = receiver_suite()
+    task = suite.task(TaskRef(**reference))
+    text = f"<answer>{task.entry['answer']}</answer>"
     description = {
         "swarm_id": "demo", "window": 60000000, "sequence": 1, "timestamp": 1800000015.0,
         "model_id": "m", "suite_version": "v",
-        "rollouts": [{"task": {"family": "chain_sum", "config_hash": "0123456789abcdef", "seed": 1, "index": 2},
-                      "completions": [{"text": "<answer>3</answer>", "reward": 1.0}]}],
+        "rollouts": [{"task": reference, "completions": [{"text": text, "reward": suite.score(task, text).verifier}]}],
     }
     batch_json = tmp_path / "batch.json"
     batch_json.write_text(json.dumps(description))
@@ -162,3 +183,26 @@ def test_sign_command_makes_a_frame_that_check_accepts(tmp_path):
     batch_json.write_text(json.dumps({**description, "window": "soon"}))
     refused = runner.invoke(app, ["protocol", "sign", str(batch_json), "--key", str(key), "--out", str(frame)])
     assert refused.exit_code == 1 and "window" in refused.output
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--now", "nan"], ["--now", "inf"], ["--window-s", "0"], ["--window-s", "nan"], ["--num-shards", "0"],
+     ["--num-shards", "-1"], ["--swarm", "Not A Swarm"]],
+)
+def test_cli_check_refuses_impossible_options_as_a_usage_error_not_a_traceback_or_a_verdict(options):
+    outcome = CliRunner().invoke(app, ["protocol", "check", str(VECTORS / "valid_minimal.bin"), *options])
+    assert outcome.exit_code == 2, outcome.output
+    assert "Traceback" not in outcome.output and "accept" not in outcome.output
+
+
+def test_cli_check_judges_the_future_without_a_swarm_and_defaults_to_the_protocols_shard_count():
+    case = next(case for case in CASES if case["name"] == "future")
+    outcome = CliRunner().invoke(app, ["protocol", "check", str(VECTORS / case["frames"][0]), "--now", repr(case["now"])])
+    assert outcome.exit_code == 1 and outcome.stdout.strip() == "reject: future"
+    slotted = next(case for case in CASES if case["name"] == "valid_in_slot")  # its slot counts 16 shards
+    args = [str(VECTORS / slotted["frames"][0]), "--swarm", slotted["swarm"], "--now", repr(slotted["now"]),
+            "--slot", slotted["slot"]]
+    assert CliRunner().invoke(app, ["protocol", "check", *args, "--num-shards", "16"]).exit_code == 0
+    by_default = CliRunner().invoke(app, ["protocol", "check", *args])  # 256 shards: another shard
+    assert by_default.exit_code == 1 and by_default.stdout.strip() == "reject: key_mismatch"
