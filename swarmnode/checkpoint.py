@@ -39,6 +39,7 @@ class TrainingState:
     rng: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Any] = field(default_factory=dict)
     generators: dict[str, torch.Tensor] = field(default_factory=dict)  # torch RNG states by name
+    health: dict[str, Any] = field(default_factory=dict)  # the collapse monitor's moving averages
 
 
 def random_state_to_json(state: tuple) -> list:
@@ -149,6 +150,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         rng=meta["rng"],
         counters=meta["counters"],
         generators=generators,
+        health=meta.get("health", {}),  # checkpoints before 2026-11-30 have none: the monitor starts afresh
     )
 
 

@@ -94,6 +94,15 @@ class FamilyConfig(Section):
     def spec(self) -> FamilySpec:
         return FamilySpec(self.name, self.weight, self.config, self.dataset_size)
 
+    @model_validator(mode="after")
+    def _hashable(self) -> FamilyConfig:
+        """The config hash (PROTOCOL.md §2.4) is JSON of the config: it must be JSON without NaN or infinity."""
+        try:
+            self.spec().config_hash
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"config must be plain JSON values without NaN or infinity ({error})") from None
+        return self
+
 
 # What the embedded seed model can learn on a CPU: short integer answers, five phrasings.
 DEFAULT_FAMILIES = (
@@ -150,6 +159,12 @@ class SapoConfig(Section):
     clip_low: float = Field(0.2, ge=0)
     clip_high: float = Field(0.28, ge=0)
     kl_beta: float = Field(0.0, ge=0)
+    kl_to_start: bool | None = Field(
+        None, description="report KL to the start-of-run policy (keeps a frozen copy); null: for models up to 100M parameters"
+    )
+    updates_per_round: int = Field(
+        1, ge=1, description="optimizer steps per round, each on a slice of its samples; from the 2nd the clip acts"
+    )
     token_budget: int | None = Field(
         None, ge=1, description="normalise the loss by this many tokens; default: (I+J) x G x max_new_tokens"
     )

@@ -129,6 +129,14 @@ class HealthMonitor:
         self.collapsed = False
         self.collapses = 0
 
+    def state(self) -> dict[str, float | int | bool | None]:
+        return {name: getattr(self, name) for name in _HEALTH_FIELDS}
+
+    def restore(self, state: dict) -> None:
+        for name in _HEALTH_FIELDS:
+            if name in state:
+                setattr(self, name, state[name])
+
     def observe(self, reward: float, answer_rate: float) -> bool:
         """Feed one round; True when this round enters a collapse."""
         a = self.smoothing
@@ -146,3 +154,6 @@ class HealthMonitor:
         self.collapsed = broken
         self.collapses += int(entered)
         return entered
+
+
+_HEALTH_FIELDS = ("rounds", "answer_ema", "reward_ema", "best_answer", "best_reward", "collapsed", "collapses")

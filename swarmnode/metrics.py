@@ -48,6 +48,14 @@ class RoundRecord:
     collect_timed_out: bool = False
     rollouts_in_by_peer: dict[str, int] = field(default_factory=dict)  # signer peer id -> rollouts collected
     reachability: str = "unknown"
+    # what training did (docs/DESIGN.md §2): 0 updates when the step was skipped
+    updates: int = 0
+    clip_fraction: float = 0.0
+    grad_norm: float = 0.0
+    kl_to_start: float | None = None
+    importance_mean: float = 1.0
+    importance_max: float = 1.0
+    external_token_share: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -99,7 +107,6 @@ class Metrics:
         self.status = status
         self._lock = threading.Lock()
         self._events: deque[str] = deque(maxlen=RECENT_EVENTS)
-        self._rejected: Counter[str] = Counter()
         self.registry = CollectorRegistry()
         r = self.registry
         self.rounds = PromCounter("swarmnode_rounds", "Rounds completed", registry=r)
@@ -121,6 +128,10 @@ class Metrics:
             "swarmnode_published_local_only", "Rounds whose batch only this node stored (not published)", registry=r
         )
         self.replicas = Gauge("swarmnode_publish_replicas", "Other peers that stored the last batch", registry=r)
+        self.training = Gauge(
+            "swarmnode_training", "Last step: clip_fraction, grad_norm, kl_to_start, importance_mean, "
+            "importance_max, external_token_share", ["quantity"], registry=r,
+        )
         self.reachability = Gauge(
             "swarmnode_reachability", "1 for the node's reachability (public, private, unknown)", ["state"], registry=r
         )
@@ -171,12 +182,17 @@ class Metrics:
         if record.collapsed:
             self.collapses.inc()
         self.replicas.set(record.publish_replicas)
+        if record.updates:
+            for quantity in ("clip_fraction", "grad_norm", "kl_to_start", "importance_mean", "importance_max",
+                             "external_token_share"):
+                value = getattr(record, quantity)
+                if value is not None:
+                    self.training.labels(quantity).set(value)
         if record.published_local_only:
             self.local_only.inc()
         for phase, seconds in record.seconds.items():
             self.phase_seconds.labels(phase).observe(seconds)
         with self._lock:
-            self._rejected.update(record.rejected)
             s = self.status
             s.round = record.round
             s.rewards = (s.rewards + [record.reward_local])[-HISTORY_ROUNDS:]
@@ -188,7 +204,7 @@ class Metrics:
             s.rollouts_out_total += record.rollouts_out
             s.rollouts_in_total += record.rollouts_in
             s.trained_external_groups_total += record.groups_external
-            s.rejected_total = dict(self._rejected)
+            s.rejected_total = dict(Counter(s.rejected_total) + Counter(record.rejected))  # kept across restarts
             s.last_phase_seconds = record.seconds
             s.collapses += int(record.collapsed)
             s.published_local_only_total += int(record.published_local_only)

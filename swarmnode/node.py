@@ -81,6 +81,7 @@ class Node:
         self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
         if state is not None:
             self.learner.restore(state)
+            self.health.restore(state.health)
             self.round = state.round
             self._saved = (state.round, time.monotonic())
             for name in COUNTERS:
@@ -180,6 +181,13 @@ class Node:
             collect_timed_out=collected.timed_out,
             rollouts_in_by_peer=dict(Counter(item.signer for item in collected.rollouts)),
             reachability=self.status.reachability,
+            updates=step.updates,
+            clip_fraction=step.clip_fraction,
+            grad_norm=step.grad_norm,
+            kl_to_start=step.kl_to_start,
+            importance_mean=step.importance_mean,
+            importance_max=step.importance_max,
+            external_token_share=step.external_token_share,
         )
         self._phase_seconds = {}
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
@@ -271,6 +279,7 @@ class Node:
             sequence=self.gossip.next_sequence if self.gossip else 0,
             counters={name: getattr(self.status, name) for name in COUNTERS}
             | {"rejected_total": self.status.rejected_total},
+            health=self.health.state(),
         )
         path = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
         self._saved = (self.round, time.monotonic())

@@ -156,9 +156,13 @@ class Policy:
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
     def encode_prompts(self, prompts: list[str], max_prompt_tokens: int) -> list[list[int]]:
-        """Token ids per prompt, keeping the end of over-long prompts (the question is at the end)."""
-        ids = self.tokenizer(prompts, add_special_tokens=True).input_ids
-        return [row[-max_prompt_tokens:] for row in ids]
+        """Token ids per prompt. A chat template already writes the special tokens it wants (a BOS among
+        them): adding them again would double it. An over-long prompt keeps its first half (the system
+        header, the start of the question) and its end (the question's end and the assistant's turn)."""
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        ids = self.tokenizer(prompts, add_special_tokens=not templated).input_ids
+        head = max_prompt_tokens // 2
+        return [row if len(row) <= max_prompt_tokens else row[:head] + row[len(row) - (max_prompt_tokens - head) :] for row in ids]
 
     def encode_completion(self, text: str) -> list[int]:
         """A peer's completion text in our own tokenization (peers may run other tokenizers)."""
@@ -294,15 +298,16 @@ class Policy:
 def _sample_tokens(
     logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A token per row and its log-probability under the distribution it was drawn from: with top_p < 1
+    the nucleus renormalised, so that the recorded behaviour log-probs are the behaviour policy's."""
     log_probs = F.log_softmax(logits / settings.temperature, dim=-1)
-    sampling = log_probs
     if settings.top_p < 1.0:
         sorted_logp, order = log_probs.sort(dim=-1, descending=True)
         cumulative = sorted_logp.exp().cumsum(-1)
         drop_sorted = cumulative - sorted_logp.exp() > settings.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        sampling = log_probs.masked_fill(drop, float("-inf"))
-    token = torch.multinomial(sampling.exp(), 1, generator=generator).squeeze(-1)
+        log_probs = F.log_softmax(log_probs.masked_fill(drop, float("-inf")), dim=-1)
+    token = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(-1)
     return token, log_probs.gather(-1, token[:, None]).squeeze(-1)
 
 

@@ -1,4 +1,5 @@
-"""Plots of a node's run from its metrics.jsonl: reward (own vs peers'), loss, and where round time goes."""
+"""Plots of a node's run from its metrics.jsonl: reward (own vs peers'), loss, what training did (clip,
+gradient norm, KL to the start, importance weights, peers' share of tokens), and where round time goes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class ReportError(Exception):
 
 
 def write_report(data_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    """Write rewards.png, loss.png and round_time.png; returns their paths."""
+    """Write rewards.png, loss.png, training.png and round_time.png; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,6 +59,35 @@ def write_report(data_dir: Path, out_dir: Path | None = None) -> list[Path]:
     axis.set(xlabel="round", ylabel="SAPO loss", title="loss")
     axis.grid(alpha=0.3)
     paths.append(_save(figure, out / "loss.png"))
+
+    stepped = [r for r in records if r.updates]
+    figure, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True)
+    panels = [
+        (axes[0][0], "clip fraction", [r.clip_fraction for r in stepped], "tab:purple"),
+        (axes[0][1], "gradient norm (before clipping)", [r.grad_norm for r in stepped], "tab:orange"),
+        (axes[1][0], "KL to the start (own tokens)", [r.kl_to_start for r in stepped], "tab:brown"),
+        (axes[1][1], "peers' share of trained tokens", [r.external_token_share for r in stepped], "tab:blue"),
+    ]
+    for axis, title, values, color in panels:
+        points = [(r.round, v) for r, v in zip(stepped, values) if v is not None]
+        if points:
+            xs, ys = zip(*points)
+            axis.plot(xs, ys, ".", alpha=0.3, color=color)
+            axis.plot(xs, moving_average(list(ys), MOVING_AVERAGE), color=color)
+        else:
+            axis.text(0.5, 0.5, "not tracked", ha="center", va="center", transform=axis.transAxes, color="grey")
+        axis.set(title=title)
+        axis.grid(alpha=0.3)
+    importance = [(r.round, r.importance_mean, r.importance_max) for r in stepped if r.importance_max != 1.0]
+    if importance:
+        xs, means, maxima = zip(*importance)
+        axes[1][1].plot(xs, maxima, "x", alpha=0.4, color="tab:red", label="importance weight max")
+        axes[1][1].plot(xs, means, "+", alpha=0.4, color="tab:green", label="importance weight mean")
+        axes[1][1].legend(fontsize="small")
+    for axis in axes[1]:
+        axis.set(xlabel="round")
+    figure.suptitle("what training did (steps that ran)")
+    paths.append(_save(figure, out / "training.png"))
 
     figure, axis = plt.subplots(figsize=(9, 4))
     bottom = [0.0] * len(records)

@@ -123,7 +123,8 @@ def clipped_surrogate_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The SAPO/GRPO objective for one micro-batch, summed over tokens and divided by the token budget.
 
-    Shapes: logprobs/mask/importance [N, T]; advantages/weights [N]. Returns (loss, statistics).
+    Shapes: logprobs/mask/importance [N, T]; advantages/weights [N]. Returns (loss, statistics); with
+    `ref_logprobs` the statistics carry the per-token k3 KL to the reference, in the loss only if kl_beta > 0.
     """
     ratio = torch.exp(new_logprobs - old_logprobs)
     adv = advantages[:, None]
@@ -131,38 +132,48 @@ def clipped_surrogate_loss(
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     per_token = -torch.minimum(unclipped, clipped) * importance
     kl = torch.zeros_like(per_token)
-    if kl_beta > 0 and ref_logprobs is not None:
+    if ref_logprobs is not None:
         delta = ref_logprobs - new_logprobs
         kl = torch.exp(delta) - delta - 1.0  # k3 estimator of KL(pi || ref), always >= 0
-        per_token = per_token + kl_beta * kl
+        if kl_beta > 0:
+            per_token = per_token + kl_beta * kl
     mask_f = mask.to(per_token.dtype)
     loss = (per_token * weights[:, None] * mask_f).sum() / token_budget
     with torch.no_grad():
-        tokens = mask_f.sum().clamp(min=1.0)
-        clipped_fraction = (((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).to(mask_f.dtype) * mask_f).sum()
+        outside = ((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).to(mask_f.dtype) * mask_f
         stats = {
             "tokens": float(mask_f.sum()),
-            "clip_fraction_sum": float(clipped_fraction),
-            "kl_sum": float((kl * mask_f).sum()),
-            "importance_sum": float((importance * mask_f).sum()),
-            "ratio_mean": float((ratio * mask_f).sum() / tokens),
+            "clipped": float(outside.sum()),
+            "importance": float((importance * mask_f).sum()),
+            "kl_per_token": kl.detach(),
         }
     return loss, stats
 
 
 @dataclass
 class StepStats:
+    """What one round's training did, for the metrics: besides the loss, whether the clip acted (it cannot
+    with one update: the ratio to the sampling policy is then 1), how large the updates were, how far the
+    policy drifted from where the run started, and how much of the step peers' tokens made."""
+
     skipped_reason: str | None = None
     loss: float = 0.0
     own_groups: int = 0
     external_groups: int = 0
     own_tokens: int = 0
     external_tokens: int = 0
-    grad_norm: float = 0.0
-    clip_fraction: float = 0.0
-    kl: float = 0.0
-    importance_mean: float = 1.0
+    updates: int = 0
+    grad_norm: float = 0.0  # mean over updates, before clipping
+    clip_fraction: float = 0.0  # share of trained tokens whose ratio left [1 - clip_low, 1 + clip_high]
+    kl_to_start: float | None = None  # k3 estimate of KL(policy || policy at start) on own tokens; None if not tracked
+    importance_mean: float = 1.0  # truncated importance weights of same-model peers' tokens (1 elsewhere)
+    importance_max: float = 1.0
     seconds: float = 0.0
+
+    @property
+    def external_token_share(self) -> float:
+        total = self.own_tokens + self.external_tokens
+        return self.external_tokens / total if total else 0.0
 
 
 @dataclass
@@ -172,12 +183,18 @@ class _Sample:
     advantage: float
     weight: float
     source: Source
-    behaviour_logprobs: list[float] | None
+    old_logprobs: list[float] | None  # pi_old: the sampler's for own groups; for peers', ours before the round
     sender_logprobs: tuple[float, ...] | None
 
 
+# A frozen copy of the policy for KL to the start costs one model of memory and a forward per micro-batch:
+# tracked by default only below this size.
+KL_TO_START_MAX_PARAMETERS = 100_000_000
+
+
 class SapoTrainer:
-    """Owns the optimizer (and the frozen reference model when kl_beta > 0) of one node's policy."""
+    """Owns the optimizer, the loss scaler (float16) and the frozen start-of-run policy (when kl_beta > 0 or
+    KL to the start is tracked) of one node's policy."""
 
     def __init__(self, policy: Policy, config: SapoConfig, max_new_tokens: int, temperature: float = 1.0) -> None:
         self.policy = policy
@@ -190,28 +207,44 @@ class SapoTrainer:
         self.optimizer = torch.optim.AdamW(
             trainable, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
         )
+        # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
+        self.scaler = torch.amp.GradScaler(policy.device.type, enabled=policy.compute_dtype == torch.float16)
+        track = config.kl_to_start
+        if track is None:
+            track = sum(p.numel() for p in trainable) <= KL_TO_START_MAX_PARAMETERS
         self.reference = None
-        if config.kl_beta > 0:
+        if config.kl_beta > 0 or track:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
 
     def step(self, selection: Selection) -> StepStats:
-        """One optimizer step on the selected groups (or none, if the selection says skip)."""
+        """`updates_per_round` optimizer steps on the selected groups (or none, if the selection says skip).
+
+        Each update takes an interleaved slice of the round's samples; old log-probs are fixed before the
+        first, so from the second update on the ratio moves and the asymmetric clip acts."""
         if selection.skipped_reason:
             return StepStats(skipped_reason=selection.skipped_reason)
         samples = self._samples(selection)
+        updates = min(self.config.updates_per_round, len(samples))
+        if updates > 1:
+            self._fix_old_logprobs(samples)
         self.policy.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals = {"loss": 0.0, "tokens": 0.0, "clip_fraction_sum": 0.0, "kl_sum": 0.0, "importance_sum": 0.0}
-        for start in range(0, len(samples), self.config.micro_batch_size):
-            chunk = samples[start : start + self.config.micro_batch_size]
-            loss, stats = self._micro_batch_loss(chunk)
-            loss.backward()
-            totals["loss"] += loss.item()
-            for key in ("tokens", "clip_fraction_sum", "kl_sum", "importance_sum"):
-                totals[key] += stats[key]
+        totals = dict.fromkeys(("loss", "tokens", "clipped", "importance", "kl", "kl_tokens"), 0.0)
+        importance_max, grad_norms = 1.0, []
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
-        self.optimizer.step()
+        for update in range(updates):
+            self.optimizer.zero_grad(set_to_none=True)
+            part = samples[update::updates]
+            for start in range(0, len(part), self.config.micro_batch_size):
+                loss, stats = self._micro_batch_loss(part[start : start + self.config.micro_batch_size])
+                self.scaler.scale(loss).backward()
+                totals["loss"] += loss.item()
+                for key in ("tokens", "clipped", "importance", "kl", "kl_tokens"):
+                    totals[key] += stats[key]
+                importance_max = max(importance_max, stats["importance_max"])
+            self.scaler.unscale_(self.optimizer)
+            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         tokens = max(totals["tokens"], 1.0)
         return StepStats(
@@ -220,10 +253,12 @@ class SapoTrainer:
             external_groups=len(selection.external),
             own_tokens=sum(len(s.completion_ids) for s in samples if s.source == "own"),
             external_tokens=sum(len(s.completion_ids) for s in samples if s.source == "external"),
-            grad_norm=float(grad_norm),
-            clip_fraction=totals["clip_fraction_sum"] / tokens,
-            kl=totals["kl_sum"] / tokens,
-            importance_mean=totals["importance_sum"] / tokens,
+            updates=updates,
+            grad_norm=sum(grad_norms) / len(grad_norms),
+            clip_fraction=totals["clipped"] / tokens,
+            kl_to_start=totals["kl"] / totals["kl_tokens"] if self.reference is not None and totals["kl_tokens"] else None,
+            importance_mean=totals["importance"] / tokens,
+            importance_max=importance_max,
         )
 
     def _samples(self, selection: Selection) -> list[_Sample]:
@@ -240,11 +275,24 @@ class SapoTrainer:
                         advantage=advantage,
                         weight=weight,
                         source=group.source,
-                        behaviour_logprobs=group.behaviour_logprobs[i] if group.behaviour_logprobs else None,
+                        old_logprobs=group.behaviour_logprobs[i] if group.behaviour_logprobs else None,
                         sender_logprobs=group.sender_logprobs[i] if group.sender_logprobs else None,
                     )
                 )
         return samples
+
+    @torch.no_grad()
+    def _fix_old_logprobs(self, samples: list[_Sample]) -> None:
+        """Peers' samples have no behaviour log-probs of ours: take our policy's before the round's first update."""
+        missing = [s for s in samples if s.old_logprobs is None]
+        self.policy.model.eval()
+        for start in range(0, len(missing), self.config.micro_batch_size):
+            chunk = missing[start : start + self.config.micro_batch_size]
+            logprobs, _ = self.policy.completion_logprobs(
+                [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], self.temperature
+            )
+            for row, sample in enumerate(chunk):
+                sample.old_logprobs = logprobs[row, logprobs.shape[1] - len(sample.completion_ids) :].tolist()
 
     def _micro_batch_loss(self, chunk: list[_Sample]) -> tuple[torch.Tensor, dict[str, float]]:
         device = self.policy.device
@@ -252,12 +300,12 @@ class SapoTrainer:
             [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], self.temperature
         )
         width = new_logprobs.shape[1]
-        # Without a recorded behaviour policy (peers' groups), pi_old is our policy before this step.
+        # Without fixed old log-probs (one update, peers' groups), pi_old is our policy before this step.
         old = new_logprobs.detach().clone()
         importance = torch.ones_like(old)
         for row, sample in enumerate(chunk):
-            if sample.behaviour_logprobs is not None:
-                old[row, width - len(sample.behaviour_logprobs) :] = torch.tensor(sample.behaviour_logprobs, device=device)
+            if sample.old_logprobs is not None:
+                old[row, width - len(sample.old_logprobs) :] = torch.tensor(sample.old_logprobs, device=device)
             if (
                 self.config.importance_clip is not None
                 and sample.sender_logprobs is not None
@@ -270,7 +318,7 @@ class SapoTrainer:
         if self.reference is not None:
             with torch.no_grad():
                 ref_logprobs, _ = _logprobs_with(self.policy, self.reference, chunk, self.temperature)
-        return clipped_surrogate_loss(
+        loss, stats = clipped_surrogate_loss(
             new_logprobs,
             old,
             mask,
@@ -283,6 +331,11 @@ class SapoTrainer:
             ref_logprobs,
             self.config.kl_beta,
         )
+        own_rows = torch.tensor([s.source == "own" for s in chunk], device=device)[:, None] & mask
+        stats["kl"] = float((stats.pop("kl_per_token") * own_rows).sum()) if ref_logprobs is not None else 0.0
+        stats["kl_tokens"] = float(own_rows.sum())
+        stats["importance_max"] = float(importance[mask].max()) if mask.any() else 1.0
+        return loss, stats
 
 
 def _logprobs_with(policy: Policy, model: torch.nn.Module, chunk: list[_Sample], temperature: float):

@@ -20,6 +20,7 @@ from typing import Any
 import reasoning_gym
 from reasoning_gym.factory import DATASETS
 
+from swarmnode import verifiers
 from swarmnode.envelope import Reason, Rejected
 from swarmnode.rollout import TaskRef
 
@@ -73,6 +74,8 @@ class FamilySpec:
             {"config": dict(self.config), "family": self.name, "generator": GENERATOR, "size": self.dataset_size},
             sort_keys=True,
             separators=(",", ":"),
+            ensure_ascii=True,
+            allow_nan=False,  # PROTOCOL.md §2.4: another implementation could not write NaN the same way
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -124,6 +127,7 @@ class TaskSuite:
                 raise ValueError(f"task family {spec.name!r} has a negative weight")
         if not any(spec.weight > 0 for spec in families):
             raise ValueError("at least one task family needs a positive weight (weight 0 = verify only)")
+        verifiers.harden()  # before any scorer sees text: no scorer may run an answer as code
         self.families = tuple(families)
         self.reward_mode = RewardMode(reward_mode)
         self._by_hash = {spec.config_hash: spec for spec in self.families}

@@ -17,7 +17,9 @@ def record(round_number: int, reward: float) -> RoundRecord:
         groups_external=2, tokens_trained=100, tokens_generated=200, tokens_per_s=400.0,
         seconds={"generate": 0.5, "publish": 0.01, "collect": 0.05, "rescore": 0.02, "train": 0.4, "checkpoint": 0.0},
         peers=3, rollouts_out=8, rollouts_in=6, rejected={"bad_signature": 1} if round_number == 3 else {},
-        published=True,
+        published=True, updates=0 if round_number % 5 == 0 else 2, clip_fraction=0.01 * (round_number % 3),
+        grad_norm=0.5, kl_to_start=0.001 * round_number, importance_mean=0.9, importance_max=1.8,
+        external_token_share=0.25,
     )
 
 
@@ -77,8 +79,13 @@ def test_status_without_a_node_is_one_line_and_exit_1():
     assert shown.exit_code == 1 and "no node answers" in shown.output
 
 
-def test_report_writes_three_pngs(tmp_path):
-    fed_metrics(tmp_path)
+def test_report_writes_four_pngs_and_prometheus_has_the_training_diagnostics(tmp_path):
+    metrics = fed_metrics(tmp_path)
     paths = write_report(tmp_path)
-    assert [p.name for p in paths] == ["rewards.png", "loss.png", "round_time.png"]
+    assert [p.name for p in paths] == ["rewards.png", "loss.png", "training.png", "round_time.png"]
+    from prometheus_client import generate_latest
+
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'swarmnode_training{quantity="kl_to_start"} 0.029' in exposed
+    assert 'swarmnode_training{quantity="external_token_share"} 0.25' in exposed
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 5000 for p in paths)

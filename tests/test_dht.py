@@ -183,3 +183,18 @@ def test_a_missing_identity_file_is_not_replaced_by_a_new_key(tmp_path):
         DHTPeer(tmp_path / "missing.key", RULES, NetworkConfig()).start()
     assert info.value.reason is StartFailure.NO_IDENTITY and "identity new" in str(info.value)
     assert not (tmp_path / "missing.key").exists()
+
+
+def test_a_loop_that_does_not_answer_raises_the_builtin_timeout_error_on_every_python():
+    """Before 3.11, concurrent.futures has its own TimeoutError; callers catch the builtin one (a stuck DHT
+    loop must cost a publish, not the node)."""
+    import asyncio
+
+    from swarmnode.dht import LoopThread
+
+    loop = LoopThread("test-timeout")
+    try:
+        with pytest.raises(TimeoutError):
+            loop.run(asyncio.sleep(5), 0.1)
+    finally:
+        loop.stop()

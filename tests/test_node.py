@@ -165,3 +165,33 @@ def test_checkpoints_wait_for_both_the_round_and_the_time_interval(tmp_path, min
     finally:
         node.close()
     assert sorted(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("round-*")) == saved
+
+
+def test_a_restart_keeps_the_rejection_totals_and_the_collapse_monitor(tmp_path):
+    import threading
+
+    from swarmnode.config import load_config
+    from swarmnode.node import Node
+
+    overrides = [flag for flag in FAST if flag != "--set"] + ["gossip.enabled=false", "metrics.port=null"]
+
+    def node() -> Node:
+        return Node(load_config(None, overrides), tmp_path, lambda event: None, threading.Event())
+
+    first = node()
+    try:
+        first.start()
+        first.run(2)
+        first.status.rejected_total = {"bad_signature": 2}  # as if peers had sent forgeries
+        first.save_checkpoint()
+        monitor = first.health.state()
+    finally:
+        first.close()
+    again = node()
+    try:
+        again.start()
+        assert again.health.state() == monitor and monitor["rounds"] == 2
+        again.run(1)  # the first round after a restart used to overwrite the restored totals
+        assert again.status.rejected_total == {"bad_signature": 2} and again.health.rounds == 3
+    finally:
+        again.close()

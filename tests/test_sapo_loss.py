@@ -23,7 +23,7 @@ def test_loss_matches_a_hand_computation():
     # ratio 0.4 with A<0: min(0.4*-2, 0.8*-2) = -1.6 -> +1.6, weighted 0.5.
     expected = (-(1.28 + 1.0) + 0.5 * 1.6) / 10.0
     assert math.isclose(loss.item(), expected, rel_tol=1e-5)
-    assert stats["tokens"] == 3 and stats["clip_fraction_sum"] == 2
+    assert stats["tokens"] == 3 and stats["clipped"] == 2
 
 
 def test_loss_gradient_raises_good_and_lowers_bad_completions():

@@ -1,0 +1,119 @@
+"""The intake, the one path from peer bytes to a trainable group: peers' groups are cut to our shape,
+generator failures are contained and typed, lies are caught before anything is filtered."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+
+from swarmnode.config import load_config
+from swarmnode.envelope import Reason, Rejected
+from swarmnode.intake import Intake, IntakeLimits
+from swarmnode.policy import Policy
+from swarmnode.rollout import Completion, Rollout, TaskRef
+from swarmnode.tasks import TaskSuite
+
+CONFIG = load_config()
+SUITE = TaskSuite([family.spec() for family in CONFIG.tasks.families])
+POLICY = Policy.load()
+CHAIN_SUM = next(spec for spec in SUITE.families if spec.name == "chain_sum")
+REF = TaskRef("chain_sum", CHAIN_SUM.config_hash, 3, 7)
+ANSWER = str(SUITE.task(REF).entry["answer"])
+
+
+@dataclasses.dataclass(frozen=True)
+class FromPeer:
+    rollout: Rollout
+    signer: str = "12D3KooWpeer"
+    model_id: str = "another-model"
+
+
+def intake(group_size: int = 4, max_tokens: int = 24, families: frozenset[str] | None = None) -> Intake:
+    limits = IntakeLimits(group_size, max_tokens, CONFIG.model.max_prompt_tokens, families)
+    return Intake(CONFIG.swarm.rules(), SUITE, limits, POLICY, rng=random.Random(0))
+
+
+def texts(count: int) -> tuple[Completion, ...]:
+    return tuple(Completion(f"<answer>{ANSWER if i % 2 else i + 100}</answer>") for i in range(count))
+
+
+def test_a_peers_group_of_32_completions_is_cut_to_our_g_so_it_weighs_no_more_than_one_of_ours():
+    result = intake(group_size=4).groups([FromPeer(Rollout(REF, texts(32)))])
+    [group] = result.groups
+    assert len(group.completion_ids) == 4 and len(group.rewards) == 4
+    assert sum(len(ids) for ids in group.completion_ids) <= 4 * 24
+
+
+def test_completions_longer_than_our_token_limit_are_dropped_and_a_group_left_too_small_is_refused():
+    long_text = "<answer>" + " ".join(["word"] * 200) + "</answer>"
+    mixed = (*texts(3), Completion(long_text))
+    [group] = intake(max_tokens=24).groups([FromPeer(Rollout(REF, mixed))]).groups
+    assert len(group.completion_ids) == 3 and all(len(ids) <= 24 for ids in group.completion_ids)
+    refused = intake(max_tokens=24).groups([FromPeer(Rollout(REF, (texts(1)[0], Completion(long_text))))])
+    assert refused.groups == [] and refused.rejected == {"too_long": 1} and refused.offenders == []
+
+
+def test_a_generator_that_raises_on_a_peer_chosen_item_is_a_typed_refusal_not_the_end_of_the_run(monkeypatch):
+    def broken(*_args, **_kwargs):
+        raise ZeroDivisionError("a reasoning-gym bug at this index")
+
+    monkeypatch.setattr(SUITE, "_dataset", broken)
+    result = intake().groups([FromPeer(Rollout(REF, texts(4)))])
+    assert result.groups == [] and result.rejected == {"task_error": 1} and result.offenders == []
+    with pytest.raises(Rejected) as info:
+        intake().judge(Rollout(REF, texts(2)))
+    assert info.value.reason is Reason.TASK_ERROR
+
+
+@pytest.mark.parametrize(
+    ("completion", "reason"),
+    [
+        (Completion(f"<answer>{ANSWER}</answer>", 0.0), "reward_mismatch"),  # a correct answer claimed 0
+        (Completion("no tag at all", 1.0), "reward_mismatch"),  # no answer claimed 1
+    ],
+)
+def test_a_claim_the_verifier_contradicts_is_an_offence_of_the_signer(completion, reason):
+    result = intake().groups([FromPeer(Rollout(REF, (completion, *texts(3))))])
+    assert result.groups == [] and result.rejected == {reason: 1}
+    assert result.offenders == [("12D3KooWpeer", reason)]
+
+
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        (dataclasses.replace(REF, config_hash="0123456789abcdef"), "a config hash not ours"),
+        (dataclasses.replace(REF, index=CHAIN_SUM.dataset_size), "an index at the dataset size"),
+        (dataclasses.replace(REF, family="no_such_family"), "a family we do not have"),
+    ],
+)
+def test_references_we_cannot_regenerate_are_unknown_tasks_and_no_offence(ref, why):
+    result = intake().groups([FromPeer(Rollout(ref, texts(4)))])
+    assert result.rejected == {"unknown_task": 1} and result.offenders == [], why
+
+
+def test_a_lie_in_a_family_we_do_not_train_on_is_still_caught_before_the_family_filter():
+    only_products = frozenset({"products"})
+    lie = Rollout(REF, (Completion(f"<answer>{ANSWER}</answer>", 0.0), *texts(3)))
+    result = intake(families=only_products).groups([FromPeer(lie), FromPeer(Rollout(REF, texts(4)))])
+    assert result.rejected == {"reward_mismatch": 1, "not_sampled_here": 1}
+    assert result.offenders == [("12D3KooWpeer", "reward_mismatch")]
+
+
+def test_a_same_model_peers_log_probs_come_along_and_another_models_do_not():
+    completions = tuple(dataclasses.replace(c, token_logprobs=(-0.5,)) for c in texts(4))
+    same = intake().groups([FromPeer(Rollout(REF, completions), model_id=POLICY.model_id)]).groups[0]
+    other = intake().groups([FromPeer(Rollout(REF, completions))]).groups[0]
+    assert same.sender_logprobs == [(-0.5,)] * 4 and other.sender_logprobs is None
+
+
+def test_fuzzing_with_peer_chosen_references_over_every_family_never_escapes_the_intake():
+    """scripts/fuzz_intake.py, bounded: every reasoning-gym family, our hashes and others, edge seeds and
+    indices, junk and huge texts, honest and false claims. Every outcome is a group or a typed refusal."""
+    import fuzz_intake
+
+    summary = fuzz_intake.run(cases=150, seed=1, size=200)
+    assert summary["crashes"] == 0, summary["crash_examples"]
+    assert summary["families_hit"] >= 60 and summary["groups"] > 0
+    assert set(summary["refused_by_reason"]) <= {reason.value for reason in Reason} | {"too_long", "not_sampled_here"}
