@@ -11,14 +11,19 @@ import importlib.metadata
 import json
 import random
 import re
+import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-import reasoning_gym
-from reasoning_gym.factory import DATASETS
+# cellpylib (a reasoning-gym dependency) compares to literals with `is`: without cached bytecode
+# (PYTHONDONTWRITEBYTECODE) every start printed its SyntaxWarnings above the node's own output.
+warnings.filterwarnings("ignore", category=SyntaxWarning, module=r".*[/\\]cellpylib[/\\]")
+
+import reasoning_gym  # noqa: E402
+from reasoning_gym.factory import DATASETS  # noqa: E402
 
 from swarmnode import verifiers
 from swarmnode.envelope import Reason, Rejected
