@@ -47,7 +47,8 @@ from swarmnode.tasks import TaskSuite
 
 ROOT = Path(__file__).resolve().parents[1]
 SWARM_ID = "adversarial"
-FAST = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12", "model.threads=1"]
+FAST = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12", "model.threads=1",
+        "eval.every_rounds=0"]
 VICTIM = [*FAST, f"swarm.id={SWARM_ID}", "sapo.min_own_groups=0", "checkpoint.every_rounds=1000", "metrics.port=null"]
 MAX_POISON_ROUNDS = 4
 SAMPLE_S = 1.0

@@ -33,7 +33,7 @@ from transformers import (
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from swarmnode.config import DEFAULT_FAMILIES
-from swarmnode.evaluation import evaluate, evaluation_tasks
+from swarmnode.evaluation import evaluate, held_out_tasks
 from swarmnode.policy import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Policy, SamplingSettings
 from swarmnode.tasks import ANSWER_CLOSE, ANSWER_OPEN, EXCLUDED_FAMILIES, TaskSuite, format_prompt
 
@@ -46,7 +46,7 @@ BATCH_SIZE = 32
 LEARNING_RATE = 1e-3
 MAX_STEPS = 3000
 EVAL_EVERY = 50
-EVAL_QUESTIONS = 160
+EVAL_QUESTIONS_PER_FAMILY = 32
 EVAL_SAMPLES = 4
 SETTINGS = SamplingSettings(max_new_tokens=24, temperature=1.0)
 
@@ -158,7 +158,7 @@ def main(out_dir: Path, arch: str, hidden: int, layers: int, vocab_size: int, ta
     parameters = sum(p.numel() for p in model.parameters())
     print(f"corpus {len(corpus)} lines, vocab {len(tokenizer)}, model {parameters / 1e6:.2f}M parameters")
 
-    eval_tasks = evaluation_tasks(suite, EVAL_QUESTIONS)
+    eval_tasks = held_out_tasks(suite, EVAL_QUESTIONS_PER_FAMILY)
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
     batches = supervised_batches(policy, suite, random.Random(SEED))
     history = []
@@ -189,14 +189,14 @@ def main(out_dir: Path, arch: str, hidden: int, layers: int, vocab_size: int, ta
         "supervised_steps": step,
         "history": history,
         "evaluation": {
-            "questions": EVAL_QUESTIONS,
+            "questions": len(eval_tasks),
             "samples_per_question": EVAL_SAMPLES,
             "temperature": SETTINGS.temperature,
             "max_new_tokens": SETTINGS.max_new_tokens,
             "task_suite": suite.version,
             "mean_reward": round(result.mean_reward, 4),
             "answer_rate": round(result.answer_rate, 4),
-            "per_family": {k: round(v, 4) for k, v in result.per_family.items()},
+            "per_family": {k: round(v.mean_reward, 4) for k, v in result.families.items()},
         },
         "seconds": round(time.time() - started, 1),
     }

@@ -33,7 +33,7 @@ NAMESPACE_PREFIX = "snlab"
 INTERNET = "10.77.0"  # the "internet" /24; public host k is .(10+k), home k's router .(100+k)
 NODE_PORT = 31337  # every lab node listens on this port (so a router can forward it)
 BOOTSTRAP_PORT = 4001
-FAST = ("sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12")
+FAST = ("sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12", "eval.every_rounds=0")
 _OWNED = re.compile(rf"^{NAMESPACE_PREFIX}(\d+)-")
 
 

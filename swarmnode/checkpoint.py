@@ -40,6 +40,7 @@ class TrainingState:
     counters: dict[str, Any] = field(default_factory=dict)
     generators: dict[str, torch.Tensor] = field(default_factory=dict)  # torch RNG states by name
     health: dict[str, Any] = field(default_factory=dict)  # the collapse monitor's moving averages
+    held_out: dict[str, Any] = field(default_factory=dict)  # "base" and "last" evaluations (EvalResult.to_dict)
 
 
 def random_state_to_json(state: tuple) -> list:
@@ -151,6 +152,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         counters=meta["counters"],
         generators=generators,
         health=meta.get("health", {}),  # checkpoints before 2026-11-30 have none: the monitor starts afresh
+        held_out=meta.get("held_out", {}),
     )
 
 

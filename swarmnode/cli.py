@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.live import Live
 
-from swarmnode.config import ConfigError, NodeConfig, load_config
+from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
 from swarmnode.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, seal
 from swarmnode.identity import (
     IDENTITY_FILENAME,
@@ -407,6 +407,81 @@ def report(
         raise fail(str(error))
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def export(
+    data_dir: Annotated[Path, typer.Argument(help="a node's data directory (its config.yaml and checkpoints)")],
+    out: Annotated[Path, typer.Argument(help="directory to write (transformers' from_pretrained loads it)")],
+    adapter: Annotated[bool, typer.Option("--adapter", help="LoRA runs: save the adapter (peft) instead of merging it")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace OUT if it exists")] = False,
+    push: Annotated[Optional[str], typer.Option("--push", help="also upload to this hub repo (needs network and a token)")] = None,
+    public: Annotated[bool, typer.Option("--public", help="with --push: make the repo public (default private)")] = False,
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="with --push: hub URL (default: huggingface.co or HF_ENDPOINT)")] = None,
+) -> None:
+    """Write the trained model (safetensors, config, tokenizer, generation config) and a model card with the
+    held-out pass rates before and after; optionally upload it."""
+    from swarmnode.export import ExportError, export_model
+    from swarmnode.export import push as push_to_hub
+    from swarmnode.policy import PolicyLoadError
+
+    try:
+        written = export_model(data_dir, out, adapter=adapter, force=force)
+        console.print(f"wrote {written} (model card: {written / 'README.md'})", highlight=False)
+        if push:
+            console.print(f"uploaded: {push_to_hub(written, push, private=not public, endpoint=endpoint)}", highlight=False)
+    except (ExportError, PolicyLoadError, ConfigError) as error:
+        raise fail(str(error))
+
+
+@app.command("eval")
+def eval_models(
+    models: Annotated[list[str], typer.Argument(help="model names, model directories or node data dirs, compared side by side")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="task families and sampling (default: the first data dir's, else built-in)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="config override, e.g. --set eval.questions_per_family=64")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+) -> None:
+    """Score models on the held-out questions (the same reserved items the nodes evaluate): greedy and sampled
+    pass rate per family, side by side (e.g. the base model vs a trained data dir or an export)."""
+    from rich.table import Table
+
+    from swarmnode.evaluation import evaluate, held_out_tasks
+    from swarmnode.export import ExportError, is_data_dir, load_trained
+    from swarmnode.policy import Policy, PolicyLoadError, SamplingSettings
+    from swarmnode.tasks import TaskSuite
+
+    first_data_dir = next((Path(m) for m in models if is_data_dir(Path(m))), None)
+    if config is None and first_data_dir is not None:
+        config = first_data_dir / CONFIG_FILENAME
+    settings = _load(config, list(overrides or []))
+    suite = TaskSuite([family.spec() for family in settings.tasks.families], settings.tasks.reward)
+    tasks = held_out_tasks(suite, settings.eval.questions_per_family)
+    results = []
+    for name in models:
+        try:
+            if is_data_dir(Path(name)):
+                policy = load_trained(Path(name)).policy
+            else:
+                policy = Policy.load(name, device=settings.model.device, dtype=settings.model.dtype, threads=settings.model.threads)
+        except (ExportError, PolicyLoadError, ConfigError) as error:
+            raise fail(str(error))
+        if not as_json:
+            err_console.print(f"evaluating {name} on {len(tasks)} questions …", highlight=False)
+        result = evaluate(policy, suite, tasks, SamplingSettings.of(settings.model), settings.eval.samples_per_question)
+        results.append((name, result))
+    if as_json:
+        typer.echo(json.dumps([{"model": name, **result.to_dict()} for name, result in results]))
+        return
+    table = Table(title=f"held-out pass rate: greedy / sampled ({settings.eval.questions_per_family} questions per family, "
+                        f"{settings.eval.samples_per_question} samples each)")
+    table.add_column("family")
+    for name, _ in results:
+        table.add_column(Path(name).name or name, justify="right")
+    for family in sorted({family for _, result in results for family in result.families}):
+        cells = [result.families.get(family) for _, result in results]
+        table.add_row(family, *(f"{c.greedy:.3f} / {c.sampled:.3f}" if c else "—" for c in cells))
+    table.add_row("[bold]mean[/]", *(f"[bold]{r.greedy:.3f} / {r.sampled:.3f}[/]" for _, r in results))
+    console.print(table)
 
 
 @app.command()

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from swarmnode.envelope import SwarmRules
-from swarmnode.tasks import DEFAULT_DATASET_SIZE, FamilySpec, RewardMode
+from swarmnode.tasks import DEFAULT_DATASET_SIZE, HELD_OUT_SPAN, MAX_TRAINING_SEED, FamilySpec, RewardMode
 
 
 class ConfigError(Exception):
@@ -120,7 +120,9 @@ DEFAULT_FAMILIES = (
 class TasksConfig(Section):
     families: list[FamilyConfig] = Field(default_factory=lambda: list(DEFAULT_FAMILIES), min_length=1)
     reward: RewardMode = RewardMode.GUARDED
-    seed: int | None = Field(None, ge=0, description="dataset seed; default: derived from the node's peer id")
+    seed: int | None = Field(
+        None, ge=0, lt=MAX_TRAINING_SEED, description="dataset seed; default: derived from the node's peer id"
+    )
 
     @model_validator(mode="after")
     def _something_to_sample(self) -> TasksConfig:
@@ -198,6 +200,15 @@ class CheckpointConfig(Section):
     keep_last: int = Field(3, ge=1)
 
 
+class EvalConfig(Section):
+    """Held-out evaluation (docs/DESIGN.md §7): the same reserved questions per family at round 0 (the base
+    model) and every `every_rounds` rounds, greedy and sampled. Its cost is one phase of the rounds it runs in."""
+
+    every_rounds: int = Field(50, ge=0, description="0 disables evaluation in the node")
+    questions_per_family: int = Field(32, ge=1, le=HELD_OUT_SPAN)
+    samples_per_question: int = Field(2, ge=1, description="samples at the training temperature, besides the greedy one")
+
+
 class MetricsConfig(Section):
     """Prometheus /metrics and the dashboard's /status; loopback unless you choose otherwise."""
 
@@ -215,6 +226,7 @@ class NodeConfig(Section):
     model: ModelConfig = ModelConfig()
     sapo: SapoConfig = SapoConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
     metrics: MetricsConfig = MetricsConfig()
 
 
@@ -244,6 +256,15 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
         return NodeConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(_describe(error, source)) from None
+
+
+CONFIG_FILENAME = "config.yaml"  # in a data dir: the config the node last ran with (written at every start)
+
+
+def config_yaml(config: NodeConfig) -> str:
+    """The resolved config as YAML that `load_config` reads back: a data dir keeps the one it ran with
+    (`swarmnode export` and `eval` rebuild its model from it)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
 def _assign(data: dict[str, Any], keys: list[str], value: Any, override: str) -> None:

@@ -19,7 +19,7 @@ from swarmnode.metrics import Status
 
 SPARK = "▁▂▃▄▅▆▇█"
 MOVING_AVERAGE_ROUNDS = 10
-PHASES = ("generate", "publish", "collect", "rescore", "train", "checkpoint")
+PHASES = ("evaluate", "generate", "publish", "collect", "rescore", "train", "checkpoint")
 
 
 def moving_average(values: list[float], window: int = MOVING_AVERAGE_ROUNDS) -> list[float]:
@@ -62,7 +62,29 @@ def render(status: Status, now: float | None = None) -> RenderableType:
     body.add_column(ratio=1)
     body.add_column(ratio=1)
     body.add_row(_learning(status), _swarm(status))
-    return Group(Panel(header), body, _events(status))
+    parts: list[RenderableType] = [Panel(header), body]
+    if status.held_out_last:
+        parts.append(_held_out(status))
+    return Group(*parts, _events(status))
+
+
+def _held_out(status: Status) -> Panel:
+    """Pass rates on the held-out questions, base model -> latest evaluation, per family."""
+    table = Table(box=None, padding=(0, 2), header_style="dim")
+    table.add_column("family")
+    table.add_column("greedy: base → now", justify="right")
+    table.add_column("sampled: base → now", justify="right")
+    for family, now in sorted(status.held_out_last.items()):
+        base = status.held_out_base.get(family)
+        table.add_row(family, *(_base_to_now(base and base[mode], now[mode]) for mode in ("greedy", "sampled")))
+    return Panel(table, title=f"held-out pass rate (after round {status.held_out_round})", border_style="magenta")
+
+
+def _base_to_now(base: float | None, now: float) -> Text:
+    if base is None:
+        return Text(f"— → {now:.2f}")
+    style = "green" if now > base else "red" if now < base else ""
+    return Text(f"{base:.2f} → {now:.2f}", style=style)
 
 
 def _learning(status: Status) -> Panel:

@@ -4,7 +4,8 @@ A frame: size -> decode -> strict signature -> placement -> replay (`open_frame`
 its rollouts: task reference (family and config hash in our suite, index below its size: check 14) ->
 regenerate (any exception of the generator is a typed refusal, `task_error`) -> rescore with our verifier
 and judge the sender's claim (check 15) (`judge`) -> family filter -> trim to this node's G and token limit
-(`group`). What the signer alone can have caused counts against it (`envelope.is_offence`).
+(`group`). Items reserved for held-out evaluation are never trained on (`held_out`, before any work).
+What the signer alone can have caused counts against it (`envelope.is_offence`).
 
 The node's collect and rescore, the in-process simulator and `swarmnode protocol check` all go through
 here, so that what the spec says, what the tools check and what a node trains on are one thing.
@@ -22,7 +23,7 @@ from swarmnode.envelope import Reason, Rejected, ReplayGuard, SignedBatch, Slot,
 from swarmnode.policy import Policy
 from swarmnode.rollout import Completion, Rollout
 from swarmnode.sapo import Group
-from swarmnode.tasks import Score, Task, TaskSuite, format_prompt
+from swarmnode.tasks import Score, Task, TaskSuite, format_prompt, is_held_out
 
 REWARD_CLAIM_TOLERANCE = 1e-3
 MIN_GROUP_SIZE = 2  # one completion carries no advantage
@@ -152,6 +153,9 @@ class Intake:
         model_id = self.policy.model_id if self.policy is not None else None
         families = self.limits.train_families if self.limits is not None else None
         for item in peer_rollouts:
+            if is_held_out(item.rollout.task):
+                result.rejected["held_out"] += 1  # reserved for evaluation (PROTOCOL.md §2.5): never trained on
+                continue
             try:
                 judged = self.judge(item.rollout)
             except Rejected as rejected:

@@ -50,12 +50,7 @@ class Learner:
         self.policy = policy
         self.suite = suite
         self.data_seed = data_seed
-        self.settings = SamplingSettings(
-            max_new_tokens=config.model.max_new_tokens,
-            temperature=config.model.temperature,
-            top_p=config.model.top_p,
-            max_prompt_tokens=config.model.max_prompt_tokens,
-        )
+        self.settings = SamplingSettings.of(config.model)
         self.trainer = SapoTrainer(policy, config.sapo, config.model.max_new_tokens, config.model.temperature)
         self.task_rng = random.Random(seed)
         self.selection_rng = random.Random(seed + 1)

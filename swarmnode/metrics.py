@@ -56,6 +56,8 @@ class RoundRecord:
     importance_mean: float = 1.0
     importance_max: float = 1.0
     external_token_share: float = 0.0
+    # the held-out evaluation run at the start of this round (of the policy after `after_rounds` rounds), if any
+    held_out: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -92,6 +94,10 @@ class Status:
     port_mapping: str = "off"
     published_local_only_total: int = 0
     problems_total: dict[str, int] = field(default_factory=dict)  # kind -> count: publish_failed, ...
+    # held-out pass rates per family, {"greedy": x, "sampled": y}: of the base model and of the latest evaluation
+    held_out_base: dict[str, dict[str, float]] = field(default_factory=dict)
+    held_out_last: dict[str, dict[str, float]] = field(default_factory=dict)
+    held_out_round: int | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Status:
@@ -132,6 +138,10 @@ class Metrics:
             "swarmnode_training", "Last step: clip_fraction, grad_norm, kl_to_start, importance_mean, "
             "importance_max, external_token_share", ["quantity"], registry=r,
         )
+        self.held_out = Gauge(
+            "swarmnode_held_out_pass_rate", "Held-out pass rate per family: greedy or sampled, of the base model "
+            "(at=base) or the latest evaluation (at=last)", ["family", "mode", "at"], registry=r,
+        )
         self.reachability = Gauge(
             "swarmnode_reachability", "1 for the node's reachability (public, private, unknown)", ["state"], registry=r
         )
@@ -154,6 +164,18 @@ class Metrics:
         with self._lock:
             self.status.problems_total[kind] = self.status.problems_total.get(kind, 0) + 1
         self.event(message)
+
+    def set_held_out(self, base: dict[str, Any] | None, last: dict[str, Any] | None) -> None:
+        """Evaluations as EvalResult.to_dict(): gauges and the dashboard's base -> now per family."""
+        for at, result in (("base", base), ("last", last)):
+            for family, score in (result or {}).get("families", {}).items():
+                for mode in ("greedy", "sampled"):
+                    self.held_out.labels(family, mode, at).set(score[mode])
+        with self._lock:
+            status = self.status
+            status.held_out_base = _pass_rates(base)
+            status.held_out_last = _pass_rates(last)
+            status.held_out_round = last["after_rounds"] if last else None
 
     def set_reachability(self, state: str, detail: str, dht_mode: str, port_mapping: str, maddrs: list[str]) -> None:
         for known in ("public", "private", "unknown"):
@@ -242,6 +264,12 @@ class Metrics:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="swarmnode-metrics", daemon=True).start()
         return server
+
+
+def _pass_rates(result: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    if not result:
+        return {}
+    return {family: {"greedy": score["greedy"], "sampled": score["sampled"]} for family, score in result["families"].items()}
 
 
 def read_records(path: Path) -> list[RoundRecord]:

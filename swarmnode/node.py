@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import threading
 import time
@@ -16,9 +17,10 @@ from typing import Any
 
 from swarmnode import peerbook
 from swarmnode.checkpoint import Checkpointer, TrainingState
-from swarmnode.config import NodeConfig
+from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
 from swarmnode.envelope import Reason
-from swarmnode.files import DataDirLock, remove_stale_temp_files
+from swarmnode.evaluation import evaluate, held_out_tasks
+from swarmnode.files import DataDirLock, atomic_write_bytes, remove_stale_temp_files
 from swarmnode.gossip import CollectResult, Gossip, PublishResult
 from swarmnode.identity import IDENTITY_FILENAME, load_or_create_identity
 from swarmnode.learner import HealthMonitor, Learner
@@ -54,12 +56,14 @@ class Node:
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
         self.warnings: list[str] = []
+        self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         remove_stale_temp_files(self.data_dir)
+        atomic_write_bytes(self.data_dir / CONFIG_FILENAME, config_yaml(self.config).encode())
         identity_path = self.data_dir / IDENTITY_FILENAME
         self.identity = load_or_create_identity(identity_path)
         config = self.config
@@ -88,7 +92,10 @@ class Node:
                 setattr(self.status, name, state.counters.get(name, 0))
             self.status.rejected_total = dict(state.counters.get("rejected_total", {}))
             self.status.round = state.round
+            self.held_out = dict(state.held_out)
             self.metrics.event(f"resumed from checkpoint at round {state.round}")
+        self.held_out_tasks = held_out_tasks(suite, config.eval.questions_per_family) if config.eval.every_rounds else []
+        self.metrics.set_held_out(self.held_out.get("base"), self.held_out.get("last"))
         if config.gossip.enabled:
             known = peerbook.fallback_peers(config.network, peerbook.load(self.data_dir), peer_id)
             network = config.network.model_copy(update={"fallback_peers": known})
@@ -139,6 +146,10 @@ class Node:
         """One SAPO round: sample and score, share, collect and rescore, train, report, checkpoint (a save's
         seconds appear in the next round's record, as the time between two records includes it)."""
         learner, sapo = self.learner, self.config.sapo
+        held_out = None
+        if self._evaluation_due():
+            with self._phase("evaluate"):
+                held_out = self._evaluate()
         with self._phase("generate"):
             own = learner.sample_round(share_logprobs=True)
         with self._phase("publish"):
@@ -188,6 +199,7 @@ class Node:
             importance_mean=step.importance_mean,
             importance_max=step.importance_max,
             external_token_share=step.external_token_share,
+            held_out=held_out,
         )
         self._phase_seconds = {}
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
@@ -196,6 +208,28 @@ class Node:
                 self.save_checkpoint()
         self.metrics.set_phase("idle")
         return record
+
+    def _evaluation_due(self) -> bool:
+        """At round 0 (the base model) and every `eval.every_rounds` rounds, once (a resumed node does not redo it)."""
+        every, last = self.config.eval.every_rounds, self.held_out.get("last")
+        return every > 0 and self.round % every == 0 and (last is None or last["after_rounds"] != self.round)
+
+    def _evaluate(self) -> dict:
+        """The held-out set under the current policy: kept as base (round 0) and last, shown and logged."""
+        learner = self.learner
+        result = evaluate(
+            learner.policy, learner.suite, self.held_out_tasks, learner.settings, self.config.eval.samples_per_question
+        )
+        data = dataclasses.replace(result, after_rounds=self.round).to_dict()
+        if self.round == 0:
+            self.held_out["base"] = data
+        self.held_out["last"] = data
+        self.metrics.set_held_out(self.held_out.get("base"), data)
+        self.log({
+            "event": "held_out", "after_rounds": self.round, "greedy": round(result.greedy, 4),
+            "sampled": round(result.sampled, 4), "seconds": round(result.seconds, 3),
+        })
+        return data
 
     def _publish(self, rollouts: list) -> PublishResult:
         if self.gossip is None:
@@ -280,6 +314,7 @@ class Node:
             counters={name: getattr(self.status, name) for name in COUNTERS}
             | {"rejected_total": self.status.rejected_total},
             health=self.health.state(),
+            held_out=self.held_out,
         )
         path = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
         self._saved = (self.round, time.monotonic())

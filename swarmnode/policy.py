@@ -11,7 +11,7 @@ import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.utils import logging as transformers_logging
 
 from swarmnode.tasks import ANSWER_CLOSE
+
+if TYPE_CHECKING:
+    from swarmnode.config import ModelConfig
 
 EMBEDDED_MODEL_NAME = "swarmnode-seed"
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "seed_model"
@@ -39,9 +42,14 @@ class SampledCompletion:
 @dataclass(frozen=True)
 class SamplingSettings:
     max_new_tokens: int = 48
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0: greedy
     top_p: float = 1.0
     max_prompt_tokens: int = 256
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> SamplingSettings:
+        """The node's sampling as configured (training, evaluation and export use the same)."""
+        return cls(model.max_new_tokens, model.temperature, model.top_p, model.max_prompt_tokens)
 
 
 def resolve_model_path(name: str) -> str:
@@ -299,7 +307,11 @@ def _sample_tokens(
     logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A token per row and its log-probability under the distribution it was drawn from: with top_p < 1
-    the nucleus renormalised, so that the recorded behaviour log-probs are the behaviour policy's."""
+    the nucleus renormalised, so that the recorded behaviour log-probs are the behaviour policy's. Temperature
+    0 is greedy (evaluation): the argmax, with log-probability 0 under that point mass."""
+    if settings.temperature == 0:
+        token = logits.argmax(dim=-1)
+        return token, torch.zeros_like(token, dtype=logits.dtype)
     log_probs = F.log_softmax(logits / settings.temperature, dim=-1)
     if settings.top_p < 1.0:
         sorted_logp, order = log_probs.sort(dim=-1, descending=True)

@@ -1,5 +1,6 @@
 """Plots of a node's run from its metrics.jsonl: reward (own vs peers'), loss, what training did (clip,
-gradient norm, KL to the start, importance weights, peers' share of tokens), and where round time goes."""
+gradient norm, KL to the start, importance weights, peers' share of tokens), held-out pass rates per family,
+and where round time goes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class ReportError(Exception):
 
 
 def write_report(data_dir: Path, out_dir: Path | None = None) -> list[Path]:
-    """Write rewards.png, loss.png, training.png and round_time.png; returns their paths."""
+    """Write rewards.png, loss.png, training.png, held_out.png (when evaluations ran) and round_time.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,6 +90,10 @@ def write_report(data_dir: Path, out_dir: Path | None = None) -> list[Path]:
     figure.suptitle("what training did (steps that ran)")
     paths.append(_save(figure, out / "training.png"))
 
+    evaluations = [r.held_out for r in records if r.held_out]
+    if evaluations:
+        paths.append(_held_out_plot(evaluations, out / "held_out.png"))
+
     figure, axis = plt.subplots(figsize=(9, 4))
     bottom = [0.0] * len(records)
     for phase in PHASES:
@@ -99,6 +104,33 @@ def write_report(data_dir: Path, out_dir: Path | None = None) -> list[Path]:
     axis.legend(ncol=len(PHASES), fontsize="small")
     paths.append(_save(figure, out / "round_time.png"))
     return paths
+
+
+def _held_out_plot(evaluations: list[dict], path: Path) -> Path:
+    """One panel per family: greedy and sampled pass rates on the held-out questions against rounds trained."""
+    import matplotlib.pyplot as plt
+
+    families = sorted({family for evaluation in evaluations for family in evaluation["families"]})
+    columns = min(3, len(families))
+    rows = -(-len(families) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False, sharey=True)
+    for axis, family in zip(axes.flat, families):
+        points = [(e["after_rounds"], e["families"][family]) for e in evaluations if family in e["families"]]
+        xs = [x for x, _ in points]
+        axis.plot(xs, [score["greedy"] for _, score in points], "o-", color="tab:blue", label="greedy")
+        axis.plot(xs, [score["sampled"] for _, score in points], "s--", color="tab:orange", label="sampled")
+        axis.set(title=family, xlabel="rounds trained", ylim=(-0.02, 1.02))
+        axis.grid(alpha=0.3)
+    for axis in axes.flat[len(families) :]:
+        axis.axis("off")
+    axes[0][0].set(ylabel="pass rate")
+    axes[0][0].legend(fontsize="small")
+    first = evaluations[0]
+    figure.suptitle(
+        f"held-out pass rate ({first['questions'] // len(families)} questions per family, greedy and "
+        f"{first['samples_per_question']} samples each; round 0 is the base model)"
+    )
+    return _save(figure, path)
 
 
 def _save(figure, path: Path) -> Path:

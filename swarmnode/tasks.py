@@ -85,6 +85,19 @@ class FamilySpec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# Held-out items (PROTOCOL.md §2.5): reasoning-gym builds item `index` of dataset `seed` from Random(seed + index)
+# for almost every family, so a stream position seed + index names an item. These positions are reserved for
+# evaluation: own training seeds stay below MAX_TRAINING_SEED and peers' references into them are not trained on.
+HELD_OUT_SEED = 2**40
+HELD_OUT_SPAN = 2**16
+MAX_TRAINING_SEED = 2**32
+
+
+def is_held_out(ref: TaskRef) -> bool:
+    """Whether a reference names a reserved item: no node trains on it, whoever sampled it."""
+    return HELD_OUT_SEED <= ref.seed + ref.index < HELD_OUT_SEED + HELD_OUT_SPAN
+
+
 @dataclass(frozen=True)
 class Task:
     ref: TaskRef

@@ -89,3 +89,33 @@ def test_report_writes_four_pngs_and_prometheus_has_the_training_diagnostics(tmp
     assert 'swarmnode_training{quantity="kl_to_start"} 0.029' in exposed
     assert 'swarmnode_training{quantity="external_token_share"} 0.25' in exposed
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 5000 for p in paths)
+
+
+def evaluation(after_rounds: int, greedy: float) -> dict:
+    families = {
+        family: {"greedy": greedy, "sampled": greedy / 2, "mean_reward": greedy / 2, "answer_rate": 1.0}
+        for family in ("chain_sum", "gcd")
+    }
+    return {"families": families, "questions": 32, "samples_per_question": 2, "seconds": 3.0,
+            "after_rounds": after_rounds, "model": "m", "greedy": greedy, "sampled": greedy / 2}
+
+
+def test_held_out_pass_rates_show_base_to_now_in_the_dashboard_prometheus_and_the_report(tmp_path):
+    import dataclasses
+
+    metrics = Metrics(tmp_path / "metrics.jsonl", Status(peer_id="12D3KooWabcdefghijklmnop", swarm_id="demo", model_id="m"))
+    for i in range(1, 31):
+        held_out = evaluation(i - 1, 0.25 + (i - 1) / 40) if i % 10 == 1 else None
+        metrics.record(dataclasses.replace(record(i, 0.2), held_out=held_out))
+    metrics.set_held_out(evaluation(0, 0.25), evaluation(20, 0.75))
+    screen = text_of(render(metrics.status, now=100.0))
+    assert "held-out pass rate (after round 20)" in screen
+    assert "chain_sum" in screen and "0.25 → 0.75" in screen and "0.12 → 0.38" in screen
+    from prometheus_client import generate_latest
+
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'swarmnode_held_out_pass_rate{at="base",family="gcd",mode="greedy"} 0.25' in exposed
+    assert 'swarmnode_held_out_pass_rate{at="last",family="gcd",mode="sampled"} 0.375' in exposed
+    paths = write_report(tmp_path)
+    assert "held_out.png" in [p.name for p in paths]
+    assert [r.held_out["after_rounds"] for r in read_records(tmp_path / "metrics.jsonl") if r.held_out] == [0, 10, 20]

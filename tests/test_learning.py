@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from swarmnode.config import load_config
-from swarmnode.evaluation import evaluate, evaluation_tasks
+from swarmnode.evaluation import evaluate, held_out_tasks
 from swarmnode.learner import Learner
 from swarmnode.policy import Policy
 from swarmnode.tasks import TaskSuite
@@ -17,7 +17,7 @@ def held_out_gain(overrides: list[str], rounds: int, seed: int = 0) -> tuple[flo
     config = load_config(None, ["sapo.local_groups=8", "sapo.external_groups=0", "gossip.enabled=false", *overrides])
     suite = TaskSuite([f.spec() for f in config.tasks.families], config.tasks.reward)
     learner = Learner(config, Policy.load(dtype=config.model.dtype), suite, seed=seed, data_seed=11 + seed)
-    held_out = evaluation_tasks(suite, 128)
+    held_out = held_out_tasks(suite, 128 // sum(spec.weight > 0 for spec in suite.families))
     before = evaluate(learner.policy, suite, held_out, learner.settings, 4).mean_reward
     training = []
     for _ in range(rounds):

@@ -16,7 +16,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 local_swarm = pytest.importorskip("local_swarm")
 
-FAST = ("sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12")
+FAST = ("sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12", "eval.every_rounds=0")
 
 
 def survivors(pids: set[int]) -> list[str]:
