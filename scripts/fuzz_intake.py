@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import random
+import sys
 import time
 import traceback
 from collections import Counter
@@ -29,7 +30,8 @@ from swarmnode.tasks import EXCLUDED_FAMILIES, FamilySpec, TaskSuite
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS_PER_FAMILY = (0, 1, 7, MAX_SEED)  # few seeds, so datasets are built once each and cached
-JUNK = ["", " ", "\x00", "</answer><answer>", "<answer></answer>", "<answer>" * 40, "é∂ƒ😀", "NaN", "-1e309", "[1, 2"]
+JUNK = ["", " ", "\x00", "</answer><answer>", "<answer></answer>", "<answer>" * 40, "é∂ƒ😀", "NaN", "-1e309", "[1, 2",
+        "1e999999999", "9" * 5000, "9**9**9**9", "[" * 5000]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +80,11 @@ def run(cases: int, seed: int, size: int) -> dict:
     families_hit: Counter[str] = Counter()
     crashes: list[str] = []
     groups = 0
+    slowest: list[tuple[float, str]] = []
     started = time.monotonic()
-    for _ in range(cases):
+    for case in range(cases):
+        if case % 500 == 0:
+            print(f"case {case}/{cases}, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
         spec = rng.choice(specs)
         ref = reference(rng, spec, specs)
         try:
@@ -96,11 +101,13 @@ def run(cases: int, seed: int, size: int) -> dict:
         texts = tuple(completion(rng, answer, claims, truth) for _ in range(count))
         item = FromPeer(Rollout(ref, texts), "12D3KooWfuzz", rng.choice([policy.model_id, "other"]))
         families_hit[spec.name] += 1
+        case_started = time.monotonic()
         try:
             result = intake.groups([item])
         except Exception:  # the one thing the intake must never do
             crashes.append(f"{ref}: {traceback.format_exc(limit=3)}")
             continue
+        slowest = sorted([*slowest, (time.monotonic() - case_started, spec.name)], reverse=True)[:5]
         refused.update(result.rejected)
         groups += len(result.groups)
     return {
@@ -108,6 +115,7 @@ def run(cases: int, seed: int, size: int) -> dict:
         "families_hit": len(families_hit), "groups": groups, "crashes": len(crashes),
         "crash_examples": crashes[:5], "refused_by_reason": dict(sorted(refused.items())),
         "scorer_errors_by_family": dict(sorted(suite.scorer_errors.items())),
+        "slowest_cases": [{"family": family, "seconds": round(seconds, 2)} for seconds, family in slowest],
         "seconds": round(time.monotonic() - started, 1),
     }
 

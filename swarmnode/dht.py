@@ -53,6 +53,17 @@ from swarmnode.record import BoundedRecordStorage, SwarmRecordValidator, reading
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
+
+class _ChildReapedAfterClose(logging.Filter):
+    """A p2pd whose start failed may exit after our loop closed; asyncio's child watcher (Python 3.10) then
+    prints "Loop ... that handles pid ... is closed" on stderr, under the node's one-line error. Nothing is lost."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Loop %r that handles pid")
+
+
+logging.getLogger("asyncio").addFilter(_ChildReapedAfterClose())
+
 # p2pd's unix sockets live here (hivemind hard-codes /tmp; a long TMPDIR would overflow sun_path).
 SOCKET_DIR = Path("/tmp")
 SOCKET_TAG = "hivemind-swarmnode-"

@@ -2,11 +2,14 @@
 
 Nine reasoning-gym scorers (0.1.25) evaluate the answer text: four with Python's `eval` (a peer's
 `<answer>__import__('os').system(...)</answer>` would run on every node that rescores it), five with
-sympy's `parse_expr`, which is `eval` underneath and also computes whatever power tower it is given.
+sympy's `parse_expr`, which is `eval` underneath and also computes whatever power tower it is given; and
+coin_flip's `Fraction(answer)` turns `1e999999999` into a billion-digit integer (minutes of CPU per
+completion, found by scripts/fuzz_intake.py).
 `harden()` rebinds those names inside the scorers' modules, nowhere else: `eval` becomes a literal-only
 evaluator (`ast.literal_eval`: what an honest answer to those tasks is, a list or a string), and
 `parse_expr` refuses any text that is not a short formula of numbers, single-letter variables and common
-functions with small integer exponents (PROTOCOL.md §2.4). A refused text raises inside the scorer, which
+functions with small integer exponents, and coin_flip's `Fraction` refuses exponents of more than 3 digits
+(PROTOCOL.md §2.4). A refused text raises inside the scorer, which
 scores it as unparsable, exactly as reasoning-gym scores any other malformed answer.
 """
 
@@ -16,6 +19,7 @@ import ast
 import importlib
 import re
 import types
+from fractions import Fraction
 from typing import Any
 
 EVAL_SCORERS = (  # modules whose score_answer calls eval(answer)
@@ -30,10 +34,12 @@ SYMPY_USERS = {  # modules that call sympy.parse_expr (or sp.parse_expr) through
     "reasoning_gym.algebra.intermediate_integration": "sympy",
     "reasoning_gym.algebra.polynomial_multiplication": "sp",
 }
+FRACTION_SCORERS = ("reasoning_gym.probability.coin_flip",)  # `from fractions import Fraction`; Fraction(answer)
 UNSAFE_FAMILIES = frozenset({
     "binary_matrix", "spiral_matrix", "string_insertion", "n_queens", "countdown", "puzzle24",
-    "simple_integration", "intermediate_integration", "polynomial_multiplication",
+    "simple_integration", "intermediate_integration", "polynomial_multiplication", "coin_flip",
 })
+MAX_DECIMAL_EXPONENT_DIGITS = 3  # Fraction("1e999999999") builds a billion-digit integer: minutes of CPU
 
 MAX_FORMULA_CHARS = 256
 MAX_NUMBER_CHARS = 12
@@ -106,6 +112,17 @@ def literal_eval(text: Any, *_ignored: Any) -> Any:
     return ast.literal_eval(text)
 
 
+_LONG_EXPONENT = re.compile(rf"[eE][+-]?\d{{{MAX_DECIMAL_EXPONENT_DIGITS + 1},}}")
+
+
+def bounded_fraction(value: Any = 0, denominator: Any = None) -> Fraction:
+    """`Fraction` for scorers that parse answer text: a decimal exponent of more than 3 digits raises
+    ValueError (unparsable) instead of computing 10**exponent."""
+    if isinstance(value, str) and _LONG_EXPONENT.search(value):
+        raise ValueError("exponent too large")
+    return Fraction(value) if denominator is None else Fraction(value, denominator)
+
+
 def guarded_parse_expr(parse_expr: Any) -> Any:
     def parse(text: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(text, str) or not admissible_formula(text):
@@ -131,6 +148,8 @@ def harden() -> None:
     """Rebind eval / parse_expr in the scorers' modules (idempotent); call before scoring any text."""
     for name in EVAL_SCORERS:
         importlib.import_module(name).eval = literal_eval
+    for name in FRACTION_SCORERS:
+        importlib.import_module(name).Fraction = bounded_fraction
     for name in PARSE_EXPR_IMPORTERS:
         module = importlib.import_module(name)
         if not getattr(module.parse_expr, "swarmnode_guarded", False):

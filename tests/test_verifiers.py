@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import importlib
 import random
 import time
@@ -31,9 +32,10 @@ def test_a_python_payload_in_an_answer_is_not_run_by_the_scorers_that_eval(famil
 
 @pytest.mark.parametrize("family", sorted(verifiers.UNSAFE_FAMILIES - {"binary_matrix", "spiral_matrix",
                                                                       "string_insertion", "n_queens"}))
-def test_sympy_scorers_refuse_code_and_power_towers_quickly(family, tmp_path):
+def test_parsing_scorers_refuse_code_power_towers_and_huge_exponents_quickly(family, tmp_path):
     marker = tmp_path / "pwned"
-    for answer in (f"__import__('os').system('touch {marker}')", "9**99**99", "((9**99)**99)**99", "x.__class__", "-1e309123456"):
+    for answer in (f"__import__('os').system('touch {marker}')", "9**99**99", "((9**99)**99)**99", "x.__class__",
+                   "-1e309123456", "1e999999999", "1/1E+9999"):
         started = time.monotonic()
         assert score(family, answer) <= 0.05
         assert time.monotonic() - started < 2.0
@@ -46,6 +48,9 @@ def unhardened(module_name: str) -> dict:
     saved = {}
     if module_name in verifiers.EVAL_SCORERS:
         saved["eval"] = module.__dict__.pop("eval")
+    elif module_name in verifiers.FRACTION_SCORERS:
+        saved["Fraction"] = module.Fraction
+        module.Fraction = fractions.Fraction
     elif module_name in verifiers.PARSE_EXPR_IMPORTERS:
         saved["parse_expr"] = module.parse_expr
         module.parse_expr = module.parse_expr.__closure__[0].cell_contents
@@ -56,7 +61,10 @@ def unhardened(module_name: str) -> dict:
     return saved
 
 
-@pytest.mark.parametrize("module_name", [*verifiers.EVAL_SCORERS, *verifiers.PARSE_EXPR_IMPORTERS, *verifiers.SYMPY_USERS])
+@pytest.mark.parametrize(
+    "module_name",
+    [*verifiers.EVAL_SCORERS, *verifiers.PARSE_EXPR_IMPORTERS, *verifiers.SYMPY_USERS, *verifiers.FRACTION_SCORERS],
+)
 def test_honest_answers_score_exactly_as_reasoning_gym_scores_them(module_name):
     family = Path(module_name.replace(".", "/")).name
     spec = next(spec for spec in SUITE.families if spec.name == family)
