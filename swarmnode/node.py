@@ -225,6 +225,9 @@ class Node:
             self.held_out["base"] = data
         self.held_out["last"] = data
         self.metrics.set_held_out(self.held_out.get("base"), data)
+        self.metrics.event(
+            f"held-out after round {self.round}: greedy {result.greedy:.3f}, sampled {result.sampled:.3f} ({result.seconds:.1f} s)"
+        )
         self.log({
             "event": "held_out", "after_rounds": self.round, "greedy": round(result.greedy, 4),
             "sampled": round(result.sampled, 4), "seconds": round(result.seconds, 3),
