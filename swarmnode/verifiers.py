@@ -3,13 +3,13 @@
 Nine reasoning-gym scorers (0.1.25) evaluate the answer text: four with Python's `eval` (a peer's
 `<answer>__import__('os').system(...)</answer>` would run on every node that rescores it), five with
 sympy's `parse_expr`, which is `eval` underneath and also computes whatever power tower it is given; and
-coin_flip's `Fraction(answer)` turns `1e999999999` into a billion-digit integer (minutes of CPU per
-completion, found by scripts/fuzz_intake.py).
+coin_flip's `Fraction(answer)` turns `1e999999999` into a billion-digit integer and rubiks_cube applies
+`U999999` as that many moves (minutes of CPU per completion; both found by scripts/fuzz_intake.py).
 `harden()` rebinds those names inside the scorers' modules, nowhere else: `eval` becomes a literal-only
 evaluator (`ast.literal_eval`: what an honest answer to those tasks is, a list or a string), and
 `parse_expr` refuses any text that is not a short formula of numbers, single-letter variables and common
-functions with small integer exponents, and coin_flip's `Fraction` refuses exponents of more than 3 digits
-(PROTOCOL.md §2.4). A refused text raises inside the scorer, which
+functions with small integer exponents, coin_flip's `Fraction` refuses exponents of more than 3 digits, and
+rubiks_cube gives a move list of more than 1,000 moves the score of one it cannot apply (PROTOCOL.md §2.4). A refused text raises inside the scorer, which
 scores it as unparsable, exactly as reasoning-gym scores any other malformed answer.
 """
 
@@ -35,10 +35,13 @@ SYMPY_USERS = {  # modules that call sympy.parse_expr (or sp.parse_expr) through
     "reasoning_gym.algebra.polynomial_multiplication": "sp",
 }
 FRACTION_SCORERS = ("reasoning_gym.probability.coin_flip",)  # `from fractions import Fraction`; Fraction(answer)
+CUBE_SCORER = "reasoning_gym.cognition.rubiks_cube"  # expands "U999999" into that many moves, then applies them
 UNSAFE_FAMILIES = frozenset({
     "binary_matrix", "spiral_matrix", "string_insertion", "n_queens", "countdown", "puzzle24",
-    "simple_integration", "intermediate_integration", "polynomial_multiplication", "coin_flip",
+    "simple_integration", "intermediate_integration", "polynomial_multiplication", "coin_flip", "rubiks_cube",
 })
+MAX_CUBE_MOVES = 1000  # a solution is tens of moves; "U20000" took 0.85 s to apply, 16 KB of digits forever
+CUBE_UNAPPLIABLE_SCORE = 0.01  # what rubiks_cube's scorer gives a move list it cannot apply
 MAX_DECIMAL_EXPONENT_DIGITS = 3  # Fraction("1e999999999") builds a billion-digit integer: minutes of CPU
 
 MAX_FORMULA_CHARS = 256
@@ -123,6 +126,29 @@ def bounded_fraction(value: Any = 0, denominator: Any = None) -> Fraction:
     return Fraction(value) if denominator is None else Fraction(value, denominator)
 
 
+_CUBE_TOKEN = re.compile(r"([^\d]*)(\d*)")
+
+
+def cube_moves(answer: str) -> int:
+    """The number of moves rubiks_cube's `expand_moves` would make of an answer (a count per token)."""
+    total = 0
+    for token in answer.split():
+        match = _CUBE_TOKEN.fullmatch(token)
+        count = match.group(2) if match else ""
+        total += 1 if not count else MAX_CUBE_MOVES + 1 if len(count) > 6 else int(count)
+    return total
+
+
+def bounded_cube_score(score_answer: Any) -> Any:
+    def score(self: Any, answer: Any, entry: Any) -> float:
+        if isinstance(answer, str) and cube_moves(answer) > MAX_CUBE_MOVES:
+            return CUBE_UNAPPLIABLE_SCORE
+        return score_answer(self, answer, entry)
+
+    score.swarmnode_guarded = True
+    return score
+
+
 def guarded_parse_expr(parse_expr: Any) -> Any:
     def parse(text: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(text, str) or not admissible_formula(text):
@@ -150,6 +176,9 @@ def harden() -> None:
         importlib.import_module(name).eval = literal_eval
     for name in FRACTION_SCORERS:
         importlib.import_module(name).Fraction = bounded_fraction
+    cube = importlib.import_module(CUBE_SCORER).RubiksCubeDataset
+    if not getattr(cube.score_answer, "swarmnode_guarded", False):
+        cube.score_answer = bounded_cube_score(cube.score_answer)
     for name in PARSE_EXPR_IMPORTERS:
         module = importlib.import_module(name)
         if not getattr(module.parse_expr, "swarmnode_guarded", False):

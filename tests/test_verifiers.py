@@ -102,3 +102,23 @@ def test_answering_an_integral_with_the_integral_itself_earns_nothing():
         for name, value in saved.items():
             setattr(module, name, value)
     assert SUITE.score(task, hack).verifier == 0.0
+
+
+def test_the_cube_scorer_refuses_move_lists_no_solution_needs_quickly_and_scores_the_rest_as_before():
+    """rubiks_cube expands "U999999" into that many moves and applies them: minutes per completion."""
+    suite = TaskSuite([FamilySpec("rubiks_cube", 1.0, {}, 2000)])
+    spec = suite.families[0]
+    task = suite.task(type(suite.sample(random.Random(0), 1, 0)[0].ref)("rubiks_cube", spec.config_hash, 0, 1))
+    for answer in ("U999999", "U" + "9" * 5000, "R " * 1001):
+        started = time.monotonic()
+        assert suite.score(task, f"<answer>{answer}</answer>").verifier == verifiers.CUBE_UNAPPLIABLE_SCORE
+        assert time.monotonic() - started < 1.0
+    cube = importlib.import_module(verifiers.CUBE_SCORER).RubiksCubeDataset
+    answers = ["R U R' U'", "U2 R2 F2", "F " * 999, "", "U3 D'", task.entry["metadata"]["scramble_moves"]]
+    hardened = [suite.score(task, f"<answer>{a}</answer>").verifier for a in answers]
+    guarded = cube.score_answer
+    cube.score_answer = guarded.__closure__[0].cell_contents
+    try:
+        assert [suite.score(task, f"<answer>{a}</answer>").verifier for a in answers] == hardened
+    finally:
+        cube.score_answer = guarded
