@@ -481,7 +481,8 @@ def eval_models(
         cells = [result.families.get(family) for _, result in results]
         table.add_row(family, *(f"{c.greedy:.3f} / {c.sampled:.3f}" if c else "—" for c in cells))
     table.add_row("[bold]mean[/]", *(f"[bold]{r.greedy:.3f} / {r.sampled:.3f}[/]" for _, r in results))
-    console.print(table)
+    wide = console if console.is_terminal else Console(width=max(80, 20 + 18 * len(results)))  # piped: 80 columns cut names
+    wide.print(table)
 
 
 @app.command()
