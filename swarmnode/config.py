@@ -78,6 +78,9 @@ class GossipConfig(Section):
     enabled: bool = True
     publish_timeout_s: float = Field(5.0, gt=0)
     collect_timeout_s: float = Field(3.0, gt=0)
+    rescore_budget_s: float = Field(
+        10.0, gt=0, description="stop judging peers' rollouts after this long in a round (some reasoning-gym scorers take seconds)"
+    )
     shards_per_wave: int = Field(4, ge=1)
     max_rollouts_per_peer: int = Field(4, ge=1)
     ban_after_offences: int = Field(5, ge=1)

@@ -4,7 +4,8 @@ A frame: size -> decode -> strict signature -> placement -> replay (`open_frame`
 its rollouts: task reference (family and config hash in our suite, index below its size: check 14) ->
 regenerate (any exception of the generator is a typed refusal, `task_error`) -> rescore with our verifier
 and judge the sender's claim (check 15) (`judge`) -> family filter -> trim to this node's G and token limit
-(`group`). Items reserved for held-out evaluation are never trained on (`held_out`, before any work).
+(`group`). Items reserved for held-out evaluation are never trained on (`held_out`, before any work), and
+judging stops when a round's budget is spent (`rescore_budget`: some reasoning-gym scorers take seconds).
 What the signer alone can have caused counts against it (`envelope.is_offence`).
 
 The node's collect and rescore, the in-process simulator and `swarmnode protocol check` all go through
@@ -14,6 +15,7 @@ here, so that what the spec says, what the tools check and what a node trains on
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ class IntakeLimits:
     max_completion_tokens: int
     max_prompt_tokens: int
     train_families: frozenset[str] | None = None
+    budget_s: float | None = None  # judging stops after this long per call; the rest is refused (rescore_budget)
 
 
 @dataclass
@@ -152,7 +155,13 @@ class Intake:
         result = IntakeResult()
         model_id = self.policy.model_id if self.policy is not None else None
         families = self.limits.train_families if self.limits is not None else None
-        for item in peer_rollouts:
+        budget_s = self.limits.budget_s if self.limits is not None else None
+        started = time.monotonic()
+        for position, item in enumerate(peer_rollouts):
+            if budget_s is not None and time.monotonic() - started > budget_s:
+                # a scorer can take seconds on a peer-chosen item: the work a round spends on peers is bounded
+                result.rejected["rescore_budget"] += len(peer_rollouts) - position
+                break
             if is_held_out(item.rollout.task):
                 result.rejected["held_out"] += 1  # reserved for evaluation (PROTOCOL.md §2.5): never trained on
                 continue

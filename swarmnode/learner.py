@@ -61,6 +61,7 @@ class Learner:
             max_completion_tokens=config.model.max_new_tokens,
             max_prompt_tokens=config.model.max_prompt_tokens,
             train_families=sampled if config.sapo.external_families == "sampled" else None,
+            budget_s=config.gossip.rescore_budget_s,
         )
         self.intake = Intake(config.swarm.rules(), suite, limits, policy, rng=self.selection_rng)
 

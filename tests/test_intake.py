@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import time
 
 import pytest
 
@@ -65,6 +66,23 @@ def test_a_generator_that_raises_on_a_peer_chosen_item_is_a_typed_refusal_not_th
     with pytest.raises(Rejected) as info:
         intake().judge(Rollout(REF, texts(2)))
     assert info.value.reason is Reason.TASK_ERROR
+
+
+def test_a_slow_scorer_cannot_make_a_round_spend_more_than_its_rescore_budget_on_peers(monkeypatch):
+    score = SUITE.score
+
+    def slow(task, text):  # as knight_swap or futoshiki can be on a peer-chosen item
+        time.sleep(0.05)
+        return score(task, text)
+
+    monkeypatch.setattr(SUITE, "score", slow)
+    limits = IntakeLimits(4, 24, CONFIG.model.max_prompt_tokens, budget_s=0.3)
+    budgeted = Intake(CONFIG.swarm.rules(), SUITE, limits, POLICY, rng=random.Random(0))
+    started = time.monotonic()
+    result = budgeted.groups([FromPeer(Rollout(REF, texts(4))) for _ in range(20)])  # 0.2 s of scoring each
+    assert time.monotonic() - started < 0.3 + 0.5
+    assert 1 <= len(result.groups) <= 3 and result.rejected["rescore_budget"] == 20 - len(result.groups)
+    assert result.offenders == []  # our budget is not the sender's fault
 
 
 @pytest.mark.parametrize(
