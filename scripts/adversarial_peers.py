@@ -129,7 +129,7 @@ class AttackScene:
         self.honest = self._stack.enter_context(
             Gossip(load_identity(honest_key), honest_key, config.swarm, join, GossipConfig())
         )
-        self.suite = TaskSuite([family.spec() for family in config.tasks.families], config.tasks.reward)
+        self.suite = config.tasks.suite()
         victim_config = load_config(None, [*VICTIM, f"network.initial_peers={json.dumps(join.initial_peers)}"])
         self.victim = Node(victim_config, self.directory / "victim", log=lambda event: None)
         self._stack.callback(self.victim.close)

@@ -118,7 +118,6 @@ def protocol_check(
     a batch given twice is a replay.
     """
     from swarmnode.intake import Intake  # imports torch and reasoning-gym, which the other commands do not need
-    from swarmnode.tasks import TaskSuite
 
     settings = _check_settings(config, swarm, window_s, num_shards, overrides or [])
     if now is not None and not math.isfinite(now):
@@ -136,7 +135,7 @@ def protocol_check(
         from swarmnode.presence import MAX_PRESENCE_BYTES, open_presence
 
         max_bytes = MAX_PRESENCE_BYTES
-    intake = Intake(rules, TaskSuite([family.spec() for family in settings.tasks.families], settings.tasks.reward))
+    intake = Intake(rules, settings.tasks.suite())
     rejected_any = False
     for file in files:
         try:
@@ -448,13 +447,12 @@ def eval_models(
     from swarmnode.evaluation import evaluate, held_out_tasks
     from swarmnode.export import ExportError, is_data_dir, load_trained
     from swarmnode.policy import Policy, PolicyLoadError, SamplingSettings
-    from swarmnode.tasks import TaskSuite
 
     first_data_dir = next((Path(m) for m in models if is_data_dir(Path(m))), None)
     if config is None and first_data_dir is not None:
         config = first_data_dir / CONFIG_FILENAME
     settings = _load(config, list(overrides or []))
-    suite = TaskSuite([family.spec() for family in settings.tasks.families], settings.tasks.reward)
+    suite = settings.tasks.suite()
     tasks = held_out_tasks(suite, settings.eval.questions_per_family)
     results = []
     for name in models:

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from swarmnode.envelope import SwarmRules
-from swarmnode.tasks import DEFAULT_DATASET_SIZE, HELD_OUT_SPAN, MAX_TRAINING_SEED, FamilySpec, RewardMode
+from swarmnode.tasks import DEFAULT_DATASET_SIZE, HELD_OUT_SPAN, MAX_TRAINING_SEED, FamilySpec, RewardMode, TaskSuite
 
 
 class ConfigError(Exception):
@@ -126,6 +126,9 @@ class TasksConfig(Section):
     seed: int | None = Field(
         None, ge=0, lt=MAX_TRAINING_SEED, description="dataset seed; default: derived from the node's peer id"
     )
+
+    def suite(self) -> TaskSuite:
+        return TaskSuite([family.spec() for family in self.families], self.reward)
 
     @model_validator(mode="after")
     def _something_to_sample(self) -> TasksConfig:

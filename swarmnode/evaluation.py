@@ -26,10 +26,11 @@ def held_out_tasks(suite: TaskSuite, per_family: int) -> list[Task]:
     node with the same family configs, so results compare across nodes, runs and models."""
     if not 1 <= per_family <= HELD_OUT_SPAN:
         raise ValueError(f"per_family must be between 1 and {HELD_OUT_SPAN}")
+    sampled = suite.sampled_family_names()
     return [
         suite.task(TaskRef(spec.name, spec.config_hash, HELD_OUT_SEED, index))
         for spec in suite.families
-        if spec.weight > 0
+        if spec.name in sampled
         for index in range(min(per_family, spec.dataset_size))
     ]
 

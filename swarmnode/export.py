@@ -23,7 +23,7 @@ from swarmnode.evaluation import EvalResult, evaluate, held_out_tasks
 from swarmnode.files import fsync_dir, fsync_file
 from swarmnode.metrics import read_records
 from swarmnode.policy import Policy, SamplingSettings, resolve_model_path
-from swarmnode.tasks import SYSTEM_PROMPT, TaskSuite
+from swarmnode.tasks import SYSTEM_PROMPT
 
 
 class ExportError(Exception):
@@ -74,7 +74,7 @@ def held_out_before_after(trained: Trained) -> tuple[EvalResult | None, EvalResu
     if last is not None and last["after_rounds"] == trained.rounds:
         return (EvalResult.from_dict(base) if base else None), EvalResult.from_dict(last)
     config = trained.config
-    suite = TaskSuite([family.spec() for family in config.tasks.families], config.tasks.reward)
+    suite = config.tasks.suite()
     result = evaluate(
         trained.policy, suite, held_out_tasks(suite, config.eval.questions_per_family),
         SamplingSettings.of(config.model), config.eval.samples_per_question,

@@ -55,12 +55,11 @@ class Learner:
         self.task_rng = random.Random(seed)
         self.selection_rng = random.Random(seed + 1)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
-        sampled = frozenset(spec.name for spec in suite.families if spec.weight > 0)
         limits = IntakeLimits(
             group_size=config.sapo.completions_per_question,
             max_completion_tokens=config.model.max_new_tokens,
             max_prompt_tokens=config.model.max_prompt_tokens,
-            train_families=sampled if config.sapo.external_families == "sampled" else None,
+            train_families=suite.sampled_family_names() if config.sapo.external_families == "sampled" else None,
             budget_s=config.gossip.rescore_budget_s,
         )
         self.intake = Intake(config.swarm.rules(), suite, limits, policy, rng=self.selection_rng)

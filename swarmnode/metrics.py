@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client import Counter as PromCounter
 
 HISTORY_ROUNDS = 240
+# what a training step reports (sapo.StepStats), per round in RoundRecord and as swarmnode_training{quantity}
+TRAINING_QUANTITIES = ("clip_fraction", "grad_norm", "kl_to_start", "importance_mean", "importance_max", "external_token_share")
 RECENT_EVENTS = 30
 
 
@@ -205,8 +207,7 @@ class Metrics:
             self.collapses.inc()
         self.replicas.set(record.publish_replicas)
         if record.updates:
-            for quantity in ("clip_fraction", "grad_norm", "kl_to_start", "importance_mean", "importance_max",
-                             "external_token_share"):
+            for quantity in TRAINING_QUANTITIES:
                 value = getattr(record, quantity)
                 if value is not None:
                     self.training.labels(quantity).set(value)

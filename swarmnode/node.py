@@ -24,10 +24,9 @@ from swarmnode.files import DataDirLock, atomic_write_bytes, remove_stale_temp_f
 from swarmnode.gossip import CollectResult, Gossip, PublishResult
 from swarmnode.identity import IDENTITY_FILENAME, load_or_create_identity
 from swarmnode.learner import HealthMonitor, Learner
-from swarmnode.metrics import Metrics, RoundRecord, Status
+from swarmnode.metrics import TRAINING_QUANTITIES, Metrics, RoundRecord, Status
 from swarmnode.policy import Policy
 from swarmnode.reachability import network_warnings
-from swarmnode.tasks import TaskSuite
 
 COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
 
@@ -71,7 +70,7 @@ class Node:
             config.model.name, device=config.model.device, dtype=config.model.dtype,
             lora=config.model.lora, threads=config.model.threads,
         )
-        suite = TaskSuite([family.spec() for family in config.tasks.families], config.tasks.reward)
+        suite = config.tasks.suite()
         peer_id = self.identity.peer_id
         seed = config.seed if config.seed is not None else derive_seed(peer_id, "node")
         data_seed = config.tasks.seed if config.tasks.seed is not None else derive_seed(peer_id, "tasks")
@@ -193,12 +192,7 @@ class Node:
             rollouts_in_by_peer=dict(Counter(item.signer for item in collected.rollouts)),
             reachability=self.status.reachability,
             updates=step.updates,
-            clip_fraction=step.clip_fraction,
-            grad_norm=step.grad_norm,
-            kl_to_start=step.kl_to_start,
-            importance_mean=step.importance_mean,
-            importance_max=step.importance_max,
-            external_token_share=step.external_token_share,
+            **{quantity: getattr(step, quantity) for quantity in TRAINING_QUANTITIES},
             held_out=held_out,
         )
         self._phase_seconds = {}

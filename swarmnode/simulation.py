@@ -13,7 +13,6 @@ from swarmnode.config import NodeConfig
 from swarmnode.learner import HealthMonitor, Learner
 from swarmnode.policy import Policy
 from swarmnode.rollout import Rollout
-from swarmnode.tasks import TaskSuite
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ def simulate(nodes: list[SimulatedNode], rounds: int, seed: int) -> list[NodeTra
     for index, node in enumerate(nodes):
         torch.manual_seed(seed * 1000 + index)
         policy = Policy.load(node.model, dtype=node.config.model.dtype)
-        suite = TaskSuite([f.spec() for f in node.config.tasks.families], node.config.tasks.reward)
+        suite = node.config.tasks.suite()
         learners.append(Learner(node.config, policy, suite, seed=seed * 1000 + index, data_seed=seed * 1000 + index))
         monitors.append(HealthMonitor())
         traces.append(NodeTrace(f"node{index}", policy.model_id, suite.family_names()))

@@ -163,9 +163,9 @@ class TaskSuite:
     def family_names(self) -> list[str]:
         return [spec.name for spec in self.families]
 
-    def verify_only_family_names(self) -> frozenset[str]:
-        """Families of weight 0: never asked here (so not part of this node's reward), only verifiable."""
-        return frozenset(spec.name for spec in self.families if spec.weight == 0)
+    def sampled_family_names(self) -> frozenset[str]:
+        """Families of weight > 0: the ones this node asks (weight 0 is verify-only)."""
+        return frozenset(spec.name for spec in self.families if spec.weight > 0)
 
     def sample(self, rng: random.Random, count: int, seed: int) -> list[Task]:
         """`count` fresh questions from the weighted mix, drawn with `rng` from dataset `seed`."""

@@ -22,7 +22,7 @@ import types
 from fractions import Fraction
 from typing import Any
 
-EVAL_SCORERS = (  # modules whose score_answer calls eval(answer)
+EVAL_SCORERS = (  # modules whose score_answer runs the answer through the builtin evaluator
     "reasoning_gym.algorithmic.binary_matrix",
     "reasoning_gym.algorithmic.spiral_matrix",
     "reasoning_gym.algorithmic.string_insertion",
