@@ -1,7 +1,8 @@
 """Write protocol/vectors/: frames for every rejection code plus valid ones, and manifest.json.
 
-Two kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind") and presence
-entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9). The
+Three kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind"), presence
+entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9) and beacons
+of the census (§4.2; `"kind": "beacon"`, judged by the checks B1-B9; a slot `census/BUCKET/SUBKEY`). The
 receiver of the batch vectors has swarmnode's default task families (listed in the manifest with their
 config hashes): task references, indices and claimed scores are judged against them (checks 14-15).
 
@@ -17,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from swarmnode.beacon import BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon, beacon_bucket, seal_beacon
 from swarmnode.config import NodeConfig
 from swarmnode.envelope import (
     DOMAIN_TAG,
@@ -226,6 +228,7 @@ def main(out: Path) -> None:
         "bad_signature", "R with y = p + 1", **ctx)
 
     add_presence_vectors(add, ctx, valid)
+    add_beacon_vectors(add, ctx, valid)
 
     manifest = {
         "protocol_version": PROTOCOL_VERSION,
@@ -424,6 +427,156 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     add_p("presence_future", minimal, "future", "signed 60 s ahead of the receiver's clock", swarm=SWARM, now=T0 - 60)
     # A batch-kind case: a valid presence frame never passes as a batch (another domain tag).
     add("presence_as_batch", minimal, "bad_signature", "a valid presence frame read as a batch", **ctx)
+
+
+def beacon(**changes) -> Beacon:
+    base = Beacon(
+        swarm_id=SWARM, window=int(T0 // WINDOW_S), timestamp=T0, software="swarmnode/0.1.0", model_id="swarmnode/seed"
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def beacon_payload(value: Beacon) -> bytes:
+    return Envelope.decode(seal_beacon(value, ALICE)).payload
+
+
+def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
+    """Beacons of the census (PROTOCOL.md §4.2), appended after the presence vectors so those stay as they were."""
+    bucket = beacon_bucket(ALICE.peer_id)
+    sealed = seal_beacon(beacon(), ALICE)
+    minimal = seal_beacon(beacon(software="", model_id=""), ALICE)
+    unknown_field = bytes([15 << 3, 1])
+    unknown_payload_field = bytes([0x90, 0x01, 1])  # field 18, varint 1: unknown to version 1
+    # rounds_per_hour +0.0 written out (field 15, fixed32): a default value of a field without explicit presence
+    default_written = beacon_payload(beacon()) + bytes([15 << 3 | 5]) + bytes(4)
+    unknown_reachability = pb.Beacon.FromString(beacon_payload(beacon()))
+    unknown_reachability.reachability = 7  # open proto3 enum: kept, so the payload is canonical
+    presence_minimal = seal_presence(presence(), ALICE)
+
+    def add_b(name: str, data: bytes, expect: str, note: str, **context) -> None:
+        add(name, data, expect, note, kind="beacon", **context)
+
+    add_b("beacon_valid_minimal", minimal, "accept", "software and model_id empty: the payload has 3 fields", **ctx)
+    full = beacon(
+        model_id="Qwen/Qwen2.5-0.5B-Instruct", round=120, reward=0.625, held_out=0.375, held_out_round=100,
+        rollouts_shared=960, rollouts_received=2400, peer_groups_trained=300, reachability=Reachability.PUBLIC,
+        uptime_s=3600.5, rounds_per_hour=30.0, rollouts_per_hour=240.0, phase="train",
+    )
+    add_b("beacon_valid_full", seal_beacon(full, BOB), "accept", "every field set", **ctx)
+    bounds = beacon(
+        software="swarmnode/0.1.0 (test build)", model_id="modèle d'essai 模型 ✓", reward=0.0, held_out=1.0,
+        reachability=Reachability.PRIVATE, uptime_s=MAX_UPTIME_S, rounds_per_hour=1e7, rollouts_per_hour=1e7, phase="_",
+    )
+    add_b(
+        "beacon_valid_bounds", seal_beacon(bounds, ALICE), "accept",
+        "reward 0 written (explicit presence), held_out 1, uptime 100 years, rates 1e7, non-ASCII text with spaces",
+        **ctx,
+    )
+    add_b(
+        "beacon_valid_in_slot", sealed, "accept", "read from its signer's census bucket under its subkey",
+        slot=f"census/{bucket}/{ALICE.peer_id}", **ctx,
+    )
+    add_b("beacon_valid_without_context", sealed, "accept", "no swarm given: only signature and schema checks")
+    add_b(
+        "beacon_valid_previous_window", sealed, "accept", "read one window later: still shown",
+        swarm=SWARM, now=T0 + WINDOW_S,
+    )
+    add_b("beacon_too_large", bytes(MAX_BEACON_BYTES + 1), "too_large", "one byte over MAX_BEACON_BYTES", **ctx)
+    add_b("beacon_malformed_truncated", sealed[:-1], "malformed", "last signature byte missing", **ctx)
+    add_b(
+        "beacon_malformed_unknown_field", sealed + unknown_field, "malformed", "an unknown field after the signature",
+        **ctx,
+    )
+    add_b(
+        "beacon_malformed_unknown_payload_field",
+        presence_frame(ALICE, beacon_payload(beacon()) + unknown_payload_field, domain=BEACON_DOMAIN_TAG),
+        "malformed",
+        "validly signed Beacon payload with an unknown field 18",
+        **ctx,
+    )
+    add_b(
+        "beacon_malformed_default_written",
+        presence_frame(ALICE, default_written, domain=BEACON_DOMAIN_TAG),
+        "malformed",
+        "validly signed Beacon payload that writes rounds_per_hour +0.0 explicitly (no explicit presence)",
+        **ctx,
+    )
+    add_b(
+        "beacon_bad_version",
+        presence_frame(ALICE, beacon_payload(beacon()), version=2, domain=BEACON_DOMAIN_TAG),
+        "bad_version",
+        "validly signed as version 2",
+        **ctx,
+    )
+    add_b(
+        "beacon_bad_signature_batch_tag",
+        presence_frame(ALICE, beacon_payload(beacon()), domain=DOMAIN_TAG),
+        "bad_signature",
+        "a Beacon payload signed under the batch domain tag",
+        **ctx,
+    )
+    add_b(
+        "beacon_bad_signature_presence_tag",
+        presence_frame(ALICE, beacon_payload(beacon())),
+        "bad_signature",
+        "a Beacon payload signed under the presence domain tag",
+        **ctx,
+    )
+    add_b(
+        "beacon_presence_frame", presence_minimal, "bad_signature",
+        "a valid presence frame (presence_valid_minimal) read as a beacon", **ctx,
+    )
+    add_b(
+        "beacon_batch_frame", valid_batch, "bad_signature", "a valid batch frame (valid_minimal) read as a beacon",
+        **ctx,
+    )
+    add_b(
+        "beacon_key_mismatch_subkey", sealed, "key_mismatch", "stored under Bob's subkey",
+        slot=f"census/{bucket}/{BOB.peer_id}", **ctx,
+    )
+    add_b(
+        "beacon_key_mismatch_bucket", sealed, "key_mismatch", "copied into another census bucket",
+        slot=f"census/{(bucket + 1) % 8}/{ALICE.peer_id}", **ctx,
+    )
+    reachability_7 = presence_frame(
+        ALICE, unknown_reachability.SerializeToString(deterministic=True), domain=BEACON_DOMAIN_TAG
+    )
+    for name, value, expect, note in [
+        ("beacon_limit_exceeded_swarm_id", beacon(swarm_id="s" * 65), "limit_exceeded", "swarm_id of 65 bytes"),
+        ("beacon_limit_exceeded_software", beacon(software="x" * 65), "limit_exceeded", "software of 65 bytes"),
+        ("beacon_limit_exceeded_model_id", beacon(model_id="é" * 101), "limit_exceeded", "model_id of 202 bytes"),
+        ("beacon_limit_exceeded_phase", beacon(phase="a" * 17), "limit_exceeded", "phase of 17 bytes"),
+        (
+            "beacon_bad_value_escape", beacon(model_id="\x1b[2J\x1b[31mswarmnode/seed"), "bad_value",
+            "model_id holds an escape sequence (ESC [2J: clear the screen)",
+        ),
+        (
+            "beacon_bad_value_bidi", beacon(software="swarmnode/0.1.0\u202e"), "bad_value",
+            "software holds U+202E RIGHT-TO-LEFT OVERRIDE (in U+2028-202F)",
+        ),
+        (
+            "beacon_bad_value_nbsp", beacon(model_id="swarmnode\u00a0seed"), "bad_value",
+            "model_id holds U+00A0 NO-BREAK SPACE (in U+007F-00A0)",
+        ),
+        ("beacon_bad_value_phase", beacon(phase="Train"), "bad_value", "phase with an uppercase letter"),
+        ("beacon_bad_value_reward", beacon(reward=1.5), "bad_value", "reward 1.5"),
+        ("beacon_bad_value_nan_reward", beacon(reward=float("nan")), "bad_value", "reward is NaN"),
+        ("beacon_bad_value_uptime", beacon(uptime_s=-1.0), "bad_value", "uptime_s -1"),
+        ("beacon_bad_value_rate", beacon(rollouts_per_hour=2e7), "bad_value", "rollouts_per_hour 2e7"),
+        ("beacon_bad_value_reachability", reachability_7, "bad_value", "reachability 7: none of the three values"),
+        (
+            "beacon_bad_value_swarm_id", beacon(swarm_id="Vectors"), "bad_value",
+            "swarm_id with an uppercase letter: bad_value, before the swarm is compared",
+        ),
+        ("beacon_bad_value_window", beacon(window=5), "bad_value", "window disagrees with timestamp"),
+        ("beacon_wrong_swarm", beacon(swarm_id="elsewhere"), "wrong_swarm", "another swarm's beacon"),
+    ]:
+        add_b(name, value if isinstance(value, bytes) else seal_beacon(value, ALICE), expect, note, **ctx)
+    add_b("beacon_stale", sealed, "stale", "read two windows later", swarm=SWARM, now=T0 + 2 * WINDOW_S)
+    add_b("beacon_future", sealed, "future", "signed 60 s ahead of the receiver's clock", swarm=SWARM, now=T0 - 60)
+    # A beacon never passes as a batch or a presence (another domain tag).
+    add("beacon_as_batch", sealed, "bad_signature", "a valid beacon frame read as a batch", **ctx)
+    add("beacon_as_presence", sealed, "bad_signature", "a valid beacon frame read as a presence", "presence", **ctx)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ It shares no code with swarmnode (envelope, presence, record, tasks, intake): it
 DHT placement, address rule, config hash and verifier score (reasoning-gym is the protocol's generator, so
 it is used directly). The fuzzer uses it as the judge of what must be accepted; tests run it over the
 committed vectors: `judge_frame` for batches (§5, checks 14-15 when the context names a suite),
-`judge_presence` for directory entries (§4.1).
+`judge_presence` for directory entries (§4.1), `judge_beacon` for census beacons (§4.2).
 """
 
 from __future__ import annotations
@@ -31,9 +31,21 @@ LIMITS = {
     "family_bytes": 64,
     # §4.1, P1 and P6
     "presence_bytes": 1_024, "addresses": 4, "address_bytes": 64,
+    # §4.2, B1 and B6 (swarm_id and model_id as above)
+    "beacon_bytes": 1_024, "software_bytes": 64, "phase_bytes": 16,
 }
 DOMAIN = b"swarmnode/envelope\x00"
 PRESENCE_DOMAIN = b"swarmnode/presence\x00"  # §4.1
+BEACON_DOMAIN = b"swarmnode/beacon\x00"  # §4.2
+BEACON_BUCKETS = 8  # §4.2: bucket = shard(signer) with 8 shards
+BEACON_MAX_UPTIME_S = 100 * 365 * 86_400  # §4.2, B7
+BEACON_MAX_RATE = 1e7
+# §4.2 "showable": no code point in these ranges
+NOT_SHOWABLE = (  # §4.2, closed ranges of code points
+    (0x0, 0x1F), (0x7F, 0xA0), (0xAD, 0xAD), (0x61C, 0x61C), (0x115F, 0x1160), (0x1680, 0x1680), (0x180E, 0x180E),
+    (0x2000, 0x200F), (0x2028, 0x202F), (0x205F, 0x206F), (0x3000, 0x3000), (0x3164, 0x3164), (0xD800, 0xDFFF),
+    (0xE000, 0xF8FF), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0xE0000, 0xE007F), (0xF0000, 0x10FFFF),
+)
 REACHABILITY = (0, 1, 2)  # UNKNOWN, PUBLIC, PRIVATE (swarmnode.proto)
 
 # §2.2, strict Ed25519.
@@ -79,6 +91,15 @@ SCHEMA: dict[str, tuple[Field, ...]] = {
     # swarm_id, window, timestamp, reachability (enum Reachability), addresses
     "Presence": (
         Field(1, "string"), Field(2, "uint64"), Field(3, "double"), Field(4, "enum"), Field(5, "string", repeated=True),
+    ),
+    # swarm_id, window, timestamp, software, model_id, round, reward (optional), held_out (optional), held_out_round,
+    # rollouts_shared, rollouts_received, peer_groups_trained, reachability, uptime_s, rounds_per_hour,
+    # rollouts_per_hour, phase
+    "Beacon": (
+        Field(1, "string"), Field(2, "uint64"), Field(3, "double"), Field(4, "string"), Field(5, "string"),
+        Field(6, "uint64"), Field(7, "float", explicit_presence=True), Field(8, "float", explicit_presence=True),
+        Field(9, "uint64"), Field(10, "uint64"), Field(11, "uint64"), Field(12, "uint64"), Field(13, "enum"),
+        Field(14, "double"), Field(15, "float"), Field(16, "float"), Field(17, "string"),
     ),
 }
 WIRE_TYPE = {"uint32": VARINT, "uint64": VARINT, "enum": VARINT, "double": I64, "float": I32}
@@ -178,7 +199,8 @@ class Context:
     clock_skew_s: float = 5.0
     record_ttl_s: float = 60.0
     now: float | None = None
-    slot: tuple[int | None, int | None, str] | None = None  # (window, shard, subkey)
+    # (window, shard, subkey); for a beacon (None, bucket, subkey)
+    slot: tuple[int | None, int | None, str] | None = None
     # the receiver's task families for checks 14-15: (family, config_hash) -> (config, dataset size)
     suite: dict[tuple[str, str], tuple[dict, int]] | None = None
 
@@ -381,6 +403,56 @@ def _presence_checks(frame: bytes, c: Context) -> dict:
     if c.now is not None and timestamp > c.now + c.clock_skew_s:
         raise Refusal("future")
     return {"signer": signer_id, "presence": presence}
+
+
+def judge_beacon(frame: bytes, context: Context = Context()) -> str:
+    """'accept' or the rejection code of §4.2 (B1-B9) for a census beacon; of `context.slot` the bucket and the
+    subkey (B4) are used. Whatever `context.max_age_windows`, a beacon is stale after one window (B9)."""
+    try:
+        _beacon_checks(frame, context)
+    except Refusal as refusal:
+        return refusal.code
+    return ACCEPT
+
+
+def _beacon_checks(frame: bytes, c: Context) -> dict:
+    signer_id, payload = _envelope_checks(frame, c, LIMITS["beacon_bytes"], BEACON_DOMAIN)  # B1-B4: the subkey
+    if c.slot is not None and c.slot[1] not in (None, shard(signer_id, BEACON_BUCKETS)):
+        raise Refusal("key_mismatch")  # B4: the bucket
+    beacon = parse(payload, "Beacon")  # B5
+    swarm_id, window, timestamp = beacon.get(1, ""), beacon.get(2, 0), beacon.get(3, 0.0)
+    software, model_id, phase = beacon.get(4, ""), beacon.get(5, ""), beacon.get(17, "")
+    for text, limit in ((swarm_id, "swarm_id_bytes"), (software, "software_bytes"), (model_id, "model_id_bytes"),
+                        (phase, "phase_bytes")):
+        if len(text.encode()) > LIMITS[limit]:
+            raise Refusal("limit_exceeded")  # B6
+    in_range = [0.0 <= beacon[number] <= 1.0 for number in (7, 8) if number in beacon]  # reward, held_out
+    in_range.append(0.0 <= beacon.get(14, 0.0) <= BEACON_MAX_UPTIME_S)
+    in_range += [0.0 <= beacon.get(number, 0.0) <= BEACON_MAX_RATE for number in (15, 16)]
+    if (
+        not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", swarm_id)
+        or not (math.isfinite(timestamp) and timestamp > 0)
+        or not (showable(software) and showable(model_id))
+        or not re.fullmatch(r"[a-z_]*", phase)
+        or beacon.get(13, 0) not in REACHABILITY
+        or not all(in_range)  # comparisons with NaN are false: NaN is out of every range
+    ):
+        raise Refusal("bad_value")  # B7
+    if c.swarm_id is not None:
+        if swarm_id != c.swarm_id:
+            raise Refusal("wrong_swarm")  # B8
+        if math.floor(timestamp / c.window_s) != window:
+            raise Refusal("bad_value")
+        if c.now is not None and window < math.floor(c.now / c.window_s) - 1:  # B9: current and previous window
+            raise Refusal("stale")
+    if c.now is not None and timestamp > c.now + c.clock_skew_s:
+        raise Refusal("future")
+    return {"signer": signer_id, "beacon": beacon}
+
+
+def showable(text: str) -> bool:
+    """§4.2: no code point in the listed ranges."""
+    return all(not any(low <= ord(char) <= high for low, high in NOT_SHOWABLE) for char in text)
 
 
 def tcp_address_ok(text: str) -> bool:

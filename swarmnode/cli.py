@@ -102,12 +102,15 @@ def protocol_check(
         Optional[str],
         typer.Option(
             help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
-            "WINDOW/directory/SUBKEY for a presence"
+            "WINDOW/directory/SUBKEY for a presence, census/BUCKET/SUBKEY for a beacon"
         ),
     ] = None,
     kind: Annotated[
-        Literal["batch", "presence"],
-        typer.Option(help="what the frames hold: a rollout batch, or a directory presence entry (PROTOCOL.md §4.1)"),
+        Literal["batch", "presence", "beacon"],
+        typer.Option(
+            help="what the frames hold: a rollout batch, a directory presence entry (PROTOCOL.md §4.1) or a census "
+            "beacon (§4.2)"
+        ),
     ] = "batch",
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key, as for join")] = None,
 ) -> None:
@@ -128,13 +131,19 @@ def protocol_check(
     try:
         read_slot = _parse_slot(slot, kind) if slot else None
     except ValueError:
-        shape = "WINDOW/directory/SUBKEY" if kind == "presence" else "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW..."
+        shape = {"presence": "WINDOW/directory/SUBKEY", "beacon": "census/BUCKET/SUBKEY, BUCKET in 0-7"}.get(
+            kind, "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW..."
+        )
         raise fail(f"--slot must look like {shape}", code=2)
     max_bytes = MAX_ENVELOPE_BYTES
     if kind == "presence":
         from swarmnode.presence import MAX_PRESENCE_BYTES, open_presence
 
         max_bytes = MAX_PRESENCE_BYTES
+    elif kind == "beacon":
+        from swarmnode.beacon import MAX_BEACON_BYTES, open_beacon
+
+        max_bytes = MAX_BEACON_BYTES
     intake = Intake(rules, settings.tasks.suite())
     rejected_any = False
     for file in files:
@@ -149,6 +158,11 @@ def protocol_check(
                 open_presence(
                     frame, rules, now=now, subkey=read_slot.subkey if read_slot else None,
                     window=read_slot.window if read_slot else None,
+                )
+            elif kind == "beacon":
+                open_beacon(
+                    frame, rules, now=now, subkey=read_slot.subkey if read_slot else None,
+                    bucket=read_slot.shard if read_slot else None,
                 )
             else:
                 intake.check_frame(frame, now=now, slot=read_slot)
@@ -178,8 +192,15 @@ def _check_settings(
 
 
 def _parse_slot(text: str, kind: str = "batch") -> Slot:
-    """WINDOW/SHARD/SUBKEY (a batch's shard key) or WINDOW/directory/SUBKEY (a presence); ValueError otherwise."""
+    """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/SUBKEY (a presence) or census/BUCKET/SUBKEY
+    (a beacon: Slot(None, bucket, subkey)); ValueError otherwise."""
     window, shard, subkey = text.split("/", 2)
+    if kind == "beacon":
+        from swarmnode.beacon import BEACON_BUCKETS
+
+        if window != "census" or not 0 <= int(shard) < BEACON_BUCKETS:
+            raise ValueError(f"a beacon is read from a census key census/0..{BEACON_BUCKETS - 1}, not {window}/{shard}")
+        return Slot(None, int(shard), subkey)
     if kind == "presence":
         if shard != "directory":
             raise ValueError(f"a presence is read from a directory key, not {shard!r}")
@@ -390,6 +411,59 @@ def status(
     except OSError as error:
         raise fail(f"no node answers at {url}/status ({error}); is it running with --metrics-port?")
     console.print(render(snapshot), height=30)
+
+
+@app.command()
+def swarm(
+    url: Annotated[str, typer.Option(help="base URL of a running node's metrics endpoint (it takes the census)")] = "http://127.0.0.1:9480",
+    peers: Annotated[Optional[list[str]], typer.Option("--peers", help="instead: join through this multiaddr as a bare DHT client (repeatable)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="with --peers: the swarm's config (swarm.id, window_s)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="with --peers: config override, e.g. --set swarm.id=demo")] = None,
+    sort: Annotated[str, typer.Option(help="reward, held_out, round, model, last_seen or peer")] = "reward",
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the census")] = 20.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the census as JSON")] = False,
+) -> None:
+    """The swarm's live nodes from their signed beacons (PROTOCOL.md §4.2): model, round, reward, held-out
+    score, rollouts shared, reachability, last seen; with totals. No central server: any node, or a bare
+    DHT client, reads every census bucket."""
+    import urllib.error
+    import urllib.request
+
+    from rich.text import Text
+
+    from swarmnode.census import SORT_KEYS, Census, take_census_as_client
+    from swarmnode.dashboard import census_table, census_title
+    from swarmnode.gossip import GossipStartError
+
+    if sort not in SORT_KEYS:
+        raise fail(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}", code=2)
+    if peers:
+        settings = _load(config, [*(overrides or []), f"network.initial_peers={json.dumps(peers)}"])
+        try:
+            census = take_census_as_client(settings.swarm.rules(), settings.network, timeout_s=timeout)
+        except GossipStartError as error:
+            raise fail(str(error))
+    else:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/census", timeout=timeout) as response:
+                census = Census.from_json(json.loads(response.read()))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise fail(
+                f"no census from {url}/census ({error}); is a node running there with gossip and beacons on? "
+                f"Or ask the swarm directly: --peers MULTIADDR"
+            )
+    if as_json:
+        typer.echo(json.dumps(census.to_json()))
+        return
+    now = time.time()
+    wide = console if console.is_terminal else Console(width=200)  # piped: keep every column
+    wide.print(Text(census_title(census)))
+    if census.entries:
+        wide.print(census_table(census, now, sort=sort))
+    if census.refused:
+        wide.print(f"refused beacons: {', '.join(f'{reason} {count}' for reason, count in sorted(census.refused.items()))}", highlight=False)
+    if census.timed_out:
+        wide.print(f"[yellow]the census hit its {timeout:g} s deadline: some buckets are missing[/]")
 
 
 @app.command()

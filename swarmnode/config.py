@@ -82,6 +82,9 @@ class GossipConfig(Section):
         10.0, gt=0, description="stop judging peers' rollouts after this long in a round (some reasoning-gym scorers take seconds)"
     )
     shards_per_wave: int = Field(4, ge=1)
+    beacon: bool = Field(
+        True, description="store a signed status beacon once a window (`swarmnode swarm` lists the node) and keep a census"
+    )
     max_rollouts_per_peer: int = Field(4, ge=1)
     ban_after_offences: int = Field(5, ge=1)
     ban_window_s: float = Field(300.0, gt=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 
@@ -15,11 +16,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from swarmnode.metrics import Status
+from swarmnode.census import Census
+from swarmnode.metrics import MOVING_AVERAGE_ROUNDS, Status
 
 SPARK = "▁▂▃▄▅▆▇█"
-MOVING_AVERAGE_ROUNDS = 10
 PHASES = ("evaluate", "generate", "publish", "collect", "rescore", "train", "checkpoint")
+PANEL_NODES = 8  # rows of the dashboard's swarm table; `swarmnode swarm` lists every node
+REACHABILITY_STYLE = {"public": "green", "private": "yellow"}
 
 
 def moving_average(values: list[float], window: int = MOVING_AVERAGE_ROUNDS) -> list[float]:
@@ -63,9 +66,67 @@ def render(status: Status, now: float | None = None) -> RenderableType:
     body.add_column(ratio=1)
     body.add_row(_learning(status), _swarm(status))
     parts: list[RenderableType] = [Panel(header), body]
+    if status.census is not None:
+        parts.append(_census(Census.from_json(status.census), now))
     if status.held_out_last:
         parts.append(_held_out(status))
     return Group(*parts, _events(status))
+
+
+def census_title(census: Census) -> str:
+    """The swarm's totals in one line; `≈` and the buckets read when the census saw only part of the swarm."""
+    totals = census.totals()
+    about = "≈" if totals.estimated else ""
+    reach = ", ".join(f"{count} {state}" for state, count in sorted(totals.reachability.items()))
+    coverage = "" if census.complete else f"  ({census.buckets_read} of {census.buckets_total} buckets read)"
+    return (
+        f"swarm {census.swarm_id}: {about}{totals.nodes:.0f} nodes ({reach or 'none'}), {totals.models} models, "
+        f"{about}{totals.rounds_per_hour:,.0f} rounds/h, {about}{totals.rollouts_per_hour:,.0f} rollouts/h{coverage}"
+    )
+
+
+def peer_text(text: str) -> Text:
+    """A peer's text as plain Text (never markup), with what this Python's Unicode database calls a control,
+    format, private-use or separator character blanked (U+FFFD): beacons are checked against a fixed list."""
+    return Text("".join(
+        "\ufffd" if char != " " and unicodedata.category(char)[0] in "CZ" and unicodedata.category(char) != "Cn" else char
+        for char in text
+    ))
+
+
+def census_table(census: Census, now: float, *, sort: str = "reward", limit: int | None = None) -> Table:
+    """The live nodes, best first. Every text in it comes from a peer: shown through `peer_text`."""
+    table = Table(box=None, padding=(0, 1), header_style="dim")
+    for name, justify in (
+        ("peer", "left"), ("model", "left"), ("round", "right"), ("reward", "right"), ("held-out", "right"),
+        ("shared", "right"), ("received", "right"), ("reach", "left"), ("seen", "right"), ("up", "right"),
+        ("phase", "left"), ("software", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "model", overflow="ellipsis")
+    entries = census.sorted(sort)
+    for entry in entries[:limit]:
+        beacon = entry.beacon
+        table.add_row(
+            peer_text(entry.peer_id[-12:]), peer_text(beacon.model_id), f"{beacon.round:,}",
+            "—" if beacon.reward is None else f"{beacon.reward:.3f}",
+            "—" if beacon.held_out is None else f"{beacon.held_out:.3f} @{beacon.held_out_round}",
+            f"{beacon.rollouts_shared:,}", f"{beacon.rollouts_received:,}",
+            Text(beacon.reachability.value, style=REACHABILITY_STYLE.get(beacon.reachability.value, "dim")),
+            f"{max(now - beacon.timestamp, 0.0):.0f} s ago", _duration(beacon.uptime_s), peer_text(beacon.phase),
+            peer_text(beacon.software),
+        )
+    if limit is not None and len(entries) > limit:
+        table.add_row(Text(f"… {len(entries) - limit} more: swarmnode swarm", style="dim"))
+    return table
+
+
+def _census(census: Census, now: float) -> Panel:
+    refused = sum(census.refused.values())
+    subtitle = f"{refused} beacons refused" if refused else None
+    return Panel(
+        census_table(census, now, limit=PANEL_NODES), title=Text(census_title(census)), subtitle=subtitle,
+        border_style="cyan",
+    )
 
 
 def _held_out(status: Status) -> Panel:
@@ -129,9 +190,19 @@ def _swarm(status: Status) -> Panel:
     problems = sorted(status.problems_total.items(), key=lambda item: -item[1])
     table.add_row("problems", Text(", ".join(f"{kind} {count}" for kind, count in problems) or "none",
                                    style="yellow" if problems else ""))
+    if status.traffic_in_per_s:
+        total = [i + o for i, o in zip(status.traffic_in_per_s, status.traffic_out_per_s)]
+        table.add_row("traffic", Text(sparkline(moving_average(total)), style="blue"))
+        table.add_row("", f"{_bytes(status.traffic_in_per_s[-1])}/s in, {_bytes(status.traffic_out_per_s[-1])}/s out")
     for maddr in status.maddrs[:2]:
         table.add_row("join with", Text(maddr, overflow="fold"))
     return Panel(table, title="swarm", border_style="blue")
+
+
+def _bytes(count: float) -> str:
+    if count < 1e3:
+        return f"{count:.0f} B"
+    return f"{count / 1e3:.1f} KB" if count < 1e6 else f"{count / 1e6:.1f} MB"
 
 
 def _events(status: Status) -> Panel:

@@ -124,11 +124,14 @@ class TrafficSnapshot:
     bytes_in: int = 0
 
     def __sub__(self, other: TrafficSnapshot) -> TrafficSnapshot:
+        return self + TrafficSnapshot(-other.requests_sent, -other.requests_served, -other.bytes_out, -other.bytes_in)
+
+    def __add__(self, other: TrafficSnapshot) -> TrafficSnapshot:
         return TrafficSnapshot(
-            self.requests_sent - other.requests_sent,
-            self.requests_served - other.requests_served,
-            self.bytes_out - other.bytes_out,
-            self.bytes_in - other.bytes_in,
+            self.requests_sent + other.requests_sent,
+            self.requests_served + other.requests_served,
+            self.bytes_out + other.bytes_out,
+            self.bytes_in + other.bytes_in,
         )
 
 
@@ -339,7 +342,7 @@ class DHTPeer:
         self.network = network
         self.serve = serve  # False: a DHT client whatever its reachability (a probe such as doctor's must not serve)
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
-        self.storage = BoundedRecordStorage(directory=self.validator.directory)
+        self.storage = BoundedRecordStorage(kinds=self.validator.kinds)
         self._loop: LoopThread | None = None
         self._p2p: SwarmP2P | None = None
         self._node: DHTNode | None = None

@@ -8,15 +8,20 @@ import json
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
 
+if TYPE_CHECKING:
+    from swarmnode.census import Census
+
 HISTORY_ROUNDS = 240
+MOVING_AVERAGE_ROUNDS = 10
 # what a training step reports (sapo.StepStats), per round in RoundRecord and as swarmnode_training{quantity}
 TRAINING_QUANTITIES = ("clip_fraction", "grad_norm", "kl_to_start", "importance_mean", "importance_max", "external_token_share")
 RECENT_EVENTS = 30
@@ -50,6 +55,9 @@ class RoundRecord:
     collect_timed_out: bool = False
     rollouts_in_by_peer: dict[str, int] = field(default_factory=dict)  # signer peer id -> rollouts collected
     reachability: str = "unknown"
+    # DHT traffic of this peer during the round (protobuf bytes, requests served for others and beacons included)
+    bytes_in: int = 0
+    bytes_out: int = 0
     # what training did (docs/DESIGN.md §2): 0 updates when the step was skipped
     updates: int = 0
     clip_fraction: float = 0.0
@@ -100,6 +108,9 @@ class Status:
     held_out_base: dict[str, dict[str, float]] = field(default_factory=dict)
     held_out_last: dict[str, dict[str, float]] = field(default_factory=dict)
     held_out_round: int | None = None
+    traffic_in_per_s: list[float] = field(default_factory=list)  # DHT bytes per second, per round
+    traffic_out_per_s: list[float] = field(default_factory=list)
+    census: dict[str, Any] | None = None  # the node's latest census (census.Census.to_json)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Status:
@@ -147,6 +158,18 @@ class Metrics:
         self.reachability = Gauge(
             "swarmnode_reachability", "1 for the node's reachability (public, private, unknown)", ["state"], registry=r
         )
+        # the swarm as the node's latest census saw it; no label comes from a peer (a peer could mint millions)
+        self.swarm = Gauge(
+            "swarmnode_swarm", "Latest census: nodes, models, rounds_per_hour, rollouts_per_hour (scaled up when "
+            "the census read only some buckets: see swarmnode_swarm_census_complete)", ["quantity"], registry=r,
+        )
+        self.swarm_reachability = Gauge(
+            "swarmnode_swarm_nodes_by_reachability", "Live nodes in the latest census by reachability", ["state"], registry=r
+        )
+        self.census_complete = Gauge("swarmnode_swarm_census_complete", "1 if the latest census read every bucket", registry=r)
+        self.beacons_refused = PromCounter(
+            "swarmnode_beacons_refused", "Peers' beacons that failed their checks in a census", ["reason"], registry=r
+        )
         self.phase_seconds = Histogram(
             "swarmnode_phase_seconds", "Seconds per round phase", ["phase"], registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -187,6 +210,20 @@ class Metrics:
             status.reachability, status.reachability_detail = state, detail
             status.dht_mode, status.port_mapping, status.maddrs = dht_mode, port_mapping, list(maddrs)
 
+    def set_census(self, census: Census) -> None:
+        """The node's latest census: gauges and the dashboard's swarm table."""
+        totals = census.totals()
+        for quantity in ("nodes", "models", "rounds_per_hour", "rollouts_per_hour"):
+            self.swarm.labels(quantity).set(getattr(totals, quantity))
+        for state in ("public", "private", "unknown"):
+            self.swarm_reachability.labels(state).set(totals.reachability.get(state, 0))
+        self.census_complete.set(int(census.complete))
+        for reason, count in census.refused.items():
+            self.beacons_refused.labels(reason).inc(count)
+        snapshot = census.to_json()
+        with self._lock:
+            self.status.census = snapshot
+
     def record(self, record: RoundRecord) -> None:
         self.rounds.inc()
         self.reward.set(record.reward_local)
@@ -221,7 +258,10 @@ class Metrics:
             s.rewards = (s.rewards + [record.reward_local])[-HISTORY_ROUNDS:]
             s.external_rewards = (s.external_rewards + [record.reward_external])[-HISTORY_ROUNDS:]
             s.losses = (s.losses + [record.loss])[-HISTORY_ROUNDS:]
+            seconds = max(sum(record.seconds.values()), 1e-9)
             s.round_seconds = (s.round_seconds + [sum(record.seconds.values())])[-HISTORY_ROUNDS:]
+            s.traffic_in_per_s = (s.traffic_in_per_s + [record.bytes_in / seconds])[-HISTORY_ROUNDS:]
+            s.traffic_out_per_s = (s.traffic_out_per_s + [record.bytes_out / seconds])[-HISTORY_ROUNDS:]
             s.tokens_per_s = record.tokens_per_s
             s.peers = record.peers
             s.rollouts_out_total += record.rollouts_out
@@ -239,8 +279,9 @@ class Metrics:
         with self._lock:
             return asdict(self.status)
 
-    def serve(self, host: str, port: int) -> ThreadingHTTPServer:
-        """Serve /metrics (Prometheus text) and /status (JSON) from a daemon thread."""
+    def serve(self, host: str, port: int, census: Callable[[], Census] | None = None) -> ThreadingHTTPServer:
+        """Serve /metrics (Prometheus text), /status (JSON) and, given `census`, /census (JSON of a census of
+        every bucket: `swarmnode swarm --url`) from a daemon thread."""
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -249,8 +290,14 @@ class Metrics:
                     body, kind = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
                 elif self.path == "/status":
                     body, kind = json.dumps(metrics.snapshot()).encode(), "application/json"
+                elif self.path == "/census" and census is not None:
+                    try:
+                        body, kind = json.dumps(census().to_json()).encode(), "application/json"
+                    except Exception as error:  # the DHT is closing or its loop is stuck: say so, keep serving
+                        self.send_error(503, f"census failed: {type(error).__name__}: {error}")
+                        return
                 else:
-                    self.send_error(404, "try /metrics or /status")
+                    self.send_error(404, "try /metrics, /status or /census (with gossip and beacons on)")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", kind)

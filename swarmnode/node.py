@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import statistics
 import threading
 import time
 from collections import Counter
@@ -15,18 +16,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from swarmnode import peerbook
+from swarmnode import __version__, peerbook
+from swarmnode.beacon import Beacon
+from swarmnode.census import BeaconService
 from swarmnode.checkpoint import Checkpointer, TrainingState
 from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
+from swarmnode.dht import TrafficSnapshot
 from swarmnode.envelope import Reason
 from swarmnode.evaluation import evaluate, held_out_tasks
 from swarmnode.files import DataDirLock, atomic_write_bytes, remove_stale_temp_files
 from swarmnode.gossip import CollectResult, Gossip, PublishResult
 from swarmnode.identity import IDENTITY_FILENAME, load_or_create_identity
 from swarmnode.learner import HealthMonitor, Learner
-from swarmnode.metrics import TRAINING_QUANTITIES, Metrics, RoundRecord, Status
+from swarmnode.metrics import MOVING_AVERAGE_ROUNDS, TRAINING_QUANTITIES, Metrics, RoundRecord, Status
 from swarmnode.policy import Policy
-from swarmnode.reachability import network_warnings
+from swarmnode.reachability import Reachability, network_warnings
 
 COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
 
@@ -49,7 +53,9 @@ class Node:
         self.stop = stop or threading.Event()
         self.round = 0
         self.gossip: Gossip | None = None
+        self.beacons: BeaconService | None = None
         self.http_server = None
+        self._traffic = TrafficSnapshot()  # the DHT traffic counted up to the last round's end
         self._lock = DataDirLock(self.data_dir)
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
@@ -105,8 +111,15 @@ class Node:
             if state is not None:
                 self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
             self._update_reachability()
+            if config.gossip.beacon:
+                self.beacons = BeaconService(
+                    self.gossip.dht, self.identity, self.gossip.rules, self._beacon, self.metrics.set_census,
+                    timeout_s=config.gossip.publish_timeout_s,
+                )
+                self.beacons.start()
         if config.metrics.port is not None:
-            self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port)
+            census = self.beacons.full_census if self.beacons is not None else None
+            self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port, census=census)
         self.log({
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
@@ -161,6 +174,7 @@ class Node:
         with self._phase("train"):
             step = learner.train(own.groups, external.groups)
         self.round += 1
+        traffic = self._round_traffic()
         if self.gossip is not None:
             self._update_reachability()
         collapsed = self.health.observe(own.mean_reward, own.answer_rate)
@@ -191,6 +205,8 @@ class Node:
             collect_timed_out=collected.timed_out,
             rollouts_in_by_peer=dict(Counter(item.signer for item in collected.rollouts)),
             reachability=self.status.reachability,
+            bytes_in=traffic.bytes_in,
+            bytes_out=traffic.bytes_out,
             updates=step.updates,
             **{quantity: getattr(step, quantity) for quantity in TRAINING_QUANTITIES},
             held_out=held_out,
@@ -275,6 +291,32 @@ class Node:
             gossip.dht.port_mapping, gossip.advertised_maddrs,
         )
 
+    def _round_traffic(self) -> TrafficSnapshot:
+        """All DHT traffic of this peer since the last round (beacons and requests served for others included)."""
+        if self.gossip is None:
+            return TrafficSnapshot()
+        total = self.gossip.dht.traffic()
+        new, self._traffic = total - self._traffic, total
+        return new
+
+    def _beacon(self, window: int, now: float) -> Beacon:
+        """What this node tells the swarm about itself (PROTOCOL.md §4.2); read from the beacon thread."""
+        status, last = self.status, self.held_out.get("last")
+        seconds = status.round_seconds[-MOVING_AVERAGE_ROUNDS:]
+        rewards = status.rewards[-MOVING_AVERAGE_ROUNDS:]
+        rounds_per_hour = 3600 * len(seconds) / sum(seconds) if seconds and sum(seconds) > 0 else 0.0
+        return Beacon(
+            swarm_id=self.config.swarm.id, window=window, timestamp=now, software=f"swarmnode/{__version__}",
+            model_id=status.model_id, round=status.round,
+            reward=statistics.fmean(rewards) if rewards else None,
+            held_out=last["greedy"] if last else None, held_out_round=last["after_rounds"] if last else 0,
+            rollouts_shared=status.rollouts_out_total, rollouts_received=status.rollouts_in_total,
+            peer_groups_trained=status.trained_external_groups_total,
+            reachability=Reachability(status.reachability), uptime_s=max(time.time() - status.started_at, 0.0),
+            rounds_per_hour=rounds_per_hour, rollouts_per_hour=rounds_per_hour * self.config.sapo.questions_per_round,
+            phase=status.phase,
+        )
+
     def _new_dht_refusals(self) -> Counter[str]:
         """Records our DHT peer refused since the last round (to store, or in a peer's answer), as
         `dht_<reason>`: nothing reaches the collector from them, but a volunteer should see the attack."""
@@ -321,6 +363,9 @@ class Node:
 
     def close(self) -> None:
         """Leave the swarm and release the data dir; safe to call more than once."""
+        if self.beacons is not None:
+            self.beacons.stop()
+            self.beacons = None
         if self.gossip is not None:
             self.gossip.close()
             self.gossip = None

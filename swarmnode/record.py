@@ -2,9 +2,10 @@
 the budget of what a peer stores for others.
 
 A swarmnode DHT holds nothing but signed frames placed exactly where the layout says: rollout batches
-under their shard keys, presence entries under their window's directory key (§4.1). Anything else is
-refused when a peer asks us to store it and when a peer returns it to us. Valid frames cost an attacker
-nothing but fresh keys, so what we hold is bounded in bytes, and a directory key in entries (§5.1).
+under their shard keys, presence entries under their window's directory key (§4.1), beacons under their
+signer's census bucket (§4.2). Anything else is refused when a peer asks us to store it and when a peer
+returns it to us. Valid frames cost an attacker nothing but fresh keys, so what we hold is bounded in bytes,
+a directory or census key in entries, and a signer's beacon to one per window (§5.1).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from enum import Enum
 
 import msgpack
 from hivemind.dht.routing import DHTID, Subkey
@@ -24,6 +26,7 @@ from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils import get_dht_time
 from hivemind.utils.timed_storage import MAX_DHT_TIME_DISCREPANCY_SECONDS, TimedStorage
 
+from swarmnode.beacon import BEACON_BUCKETS, MAX_BEACON_BYTES, SignedBeacon, beacon_bucket, open_beacon
 from swarmnode.envelope import (
     MAX_ENVELOPE_BYTES,
     Reason,
@@ -46,6 +49,8 @@ MAX_STORED_BYTES = 128 * 2**20
 # A directory key holds at most this many entries: a collector reads the whole key each round, so this
 # bounds its cost whatever the swarm's size (§4.1). First come, first kept within a window.
 MAX_DIRECTORY_ENTRIES = 32
+# A census bucket key holds at most this many signers' beacons (a full census reads every bucket).
+MAX_BEACONS_PER_BUCKET = 64
 RECOUNT_INTERVAL_S = 1.0
 
 # msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
@@ -63,6 +68,10 @@ def record_key(swarm_id: str, window: int, shard: int) -> str:
 
 def directory_key(swarm_id: str, window: int) -> str:
     return f"{KEY_PREFIX}{swarm_id}/{window}/directory"
+
+
+def census_key(swarm_id: str, bucket: int) -> str:
+    return f"{KEY_PREFIX}{swarm_id}/census/{bucket}"
 
 
 def key_id(key: str) -> bytes:
@@ -104,6 +113,14 @@ def _unpack(data: bytes, headers: dict[int, int], reason: Reason, what: str) -> 
     return body
 
 
+class RecordKind(str, Enum):
+    """What a record must be, told by the key it is stored under (PROTOCOL.md §4)."""
+
+    BATCH = "batch"
+    PRESENCE = "presence"
+    BEACON = "beacon"
+
+
 def shard_key_of(batch: RolloutBatch, signer: str, rules: SwarmRules) -> str:
     """PROTOCOL.md §4: the key a batch belongs under."""
     return record_key(batch.swarm_id, batch.window, shard_of(signer, rules.num_shards))
@@ -116,35 +133,38 @@ def check_record(
     *,
     reading: bool = False,
     key_of: KeyOf = shard_key_of,
-    directory_window: int | None = None,
-) -> SignedBatch | SignedPresence:
-    """Accept a record only as a valid frame stored exactly where PROTOCOL.md §4 puts it, else raise Rejected.
-
-    `directory_window` is the window whose directory key the record is stored under (a presence entry),
-    None for any other key (then it must be a batch under its shard key).
+    kind: RecordKind = RecordKind.BATCH,
+) -> SignedBatch | SignedPresence | SignedBeacon:
+    """Accept a record only as a valid frame of `kind` stored exactly where PROTOCOL.md §4 puts it, else
+    raise Rejected. `kind` comes from the key (`KeyKinds`): a directory key holds presence entries, a census
+    key beacons, any other key batches under their shard key.
 
     Freshness is judged on the record's expiration, not on windows: a record stays legitimately stored until
     it expires. When `reading` (a peer returned the record to us), the future bound is widened by the clock
     difference hivemind tolerates between two peers, because hivemind drops a peer's whole answer for a key
     if one entry fails: an entry that a peer with a slightly faster clock accepted must not blank the shard.
     """
-    limit = MAX_ENVELOPE_BYTES if directory_window is None else MAX_PRESENCE_BYTES
+    limit = _MAX_FRAME_BYTES[kind]
     if len(record.value) > limit + 5:
         raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
     frame = unpack_bin(record.value)
     subkey = unpack_str(record.subkey)
-    signed: SignedBatch | SignedPresence
-    if directory_window is None:
+    signed: SignedBatch | SignedPresence | SignedBeacon
+    if kind is RecordKind.BATCH:
         signed = open_envelope(frame, rules, slot=Slot(window=None, shard=None, subkey=subkey))
         timestamp, expected_key = signed.batch.timestamp, key_of(signed.batch, subkey, rules)
-    else:
+    elif kind is RecordKind.PRESENCE:
         signed = open_presence(frame, rules, subkey=subkey)
         timestamp = signed.presence.timestamp
         expected_key = directory_key(signed.presence.swarm_id, signed.presence.window)
+    else:
+        signed = open_beacon(frame, rules, subkey=subkey)
+        timestamp = signed.beacon.timestamp
+        expected_key = census_key(signed.beacon.swarm_id, beacon_bucket(subkey))
     if record.subkey != msgpack.packb(signed.signer_peer_id):
         raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
     if record.key != key_id(expected_key):
-        raise Rejected(Reason.KEY_MISMATCH, "stored under another key than its window and shard")
+        raise Rejected(Reason.KEY_MISMATCH, "stored under another key than the one its content places it under")
     # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
     if not abs(record.expiration_time - (timestamp + rules.record_ttl_s)) <= EXPIRY_TOLERANCE_S:
         raise Rejected(
@@ -159,12 +179,19 @@ def check_record(
     return signed
 
 
-class DirectoryKeys:
-    """Which DHT key ids are directory keys of windows whose entries can still be stored (by expiration).
+_MAX_FRAME_BYTES = {
+    RecordKind.BATCH: MAX_ENVELOPE_BYTES,
+    RecordKind.PRESENCE: MAX_PRESENCE_BYTES,
+    RecordKind.BEACON: MAX_BEACON_BYTES,
+}
 
-    A peer asked to store a record sees only the key's hash; it tells a presence entry from a batch by
-    whether the hash is one of these (computed, not learnt from the record), so neither kind can be
-    passed off as the other.
+
+class KeyKinds:
+    """Which kind of record a DHT key id holds: the swarm's census keys, directory keys of windows whose
+    entries can still be stored (by expiration), else batches.
+
+    A peer asked to store a record sees only the key's hash; it tells the kinds apart by whether the hash is
+    one of these (computed, not learnt from the record), so no kind can be passed off as another.
     """
 
     def __init__(self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time) -> None:
@@ -172,19 +199,22 @@ class DirectoryKeys:
         self._clock = clock
         self._lock = threading.Lock()
         self._span: tuple[int, int] | None = None
-        self._windows: dict[bytes, int] = {}
+        self._directories: set[bytes] = set()
+        self._census = {key_id(census_key(rules.swarm_id, bucket)) for bucket in range(BEACON_BUCKETS)}
 
-    def window_of(self, key: bytes) -> int | None:
-        """PROTOCOL.md §5.1: windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 1."""
+    def kind_of(self, key: bytes) -> RecordKind:
+        """PROTOCOL.md §5.1: directory windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 1."""
+        if key in self._census:
+            return RecordKind.BEACON
         now, rules = self._clock(), self.rules
         span = (rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 1)
         with self._lock:
             if span != self._span:
                 self._span = span
-                self._windows = {
-                    key_id(directory_key(rules.swarm_id, window)): window for window in range(span[0], span[1] + 1)
+                self._directories = {
+                    key_id(directory_key(rules.swarm_id, window)) for window in range(span[0], span[1] + 1)
                 }
-            return self._windows.get(key)
+            return RecordKind.PRESENCE if key in self._directories else RecordKind.BATCH
 @contextlib.contextmanager
 def reading_records() -> Iterator[None]:
     """Mark the records validated inside this block (and tasks it starts) as answers to our own reads."""
@@ -207,7 +237,7 @@ class SwarmRecordValidator(RecordValidatorBase):
         self.rules = rules
         self._clock = clock
         self._key_of = key_of
-        self.directory = DirectoryKeys(rules, clock)
+        self.kinds = KeyKinds(rules, clock)
         self._lock = threading.Lock()
         self._refused: Counter[str] = Counter()
 
@@ -215,7 +245,7 @@ class SwarmRecordValidator(RecordValidatorBase):
         try:
             check_record(
                 record, self.rules, self._clock(), reading=_reading.get(), key_of=self._key_of,
-                directory_window=self.directory.window_of(record.key),
+                kind=self.kinds.kind_of(record.key),
             )
         except Rejected as rejected:
             with self._lock:
@@ -239,22 +269,25 @@ class BoundedRecordStorage(DHTLocalStorage):
     recounted at most once a second for expirations (which hivemind performs silently), so they never
     under-count. Also avoids two hivemind habits under floods: every store pushes an expiration-heap
     entry, dropped only when it expires (so the heap grows with the store rate), and a refused older record
-    re-points the subkey's expiry at itself, deleting the newer one early. A directory key (`directory`
-    tells which keys are) holds at most `max_directory_entries` signers (`directory_full`).
+    re-points the subkey's expiry at itself, deleting the newer one early. A directory key (`kinds` tells
+    which keys are) holds at most `max_directory_entries` signers (`directory_full`), a census key
+    `max_beacons_per_bucket` (`census_full`), and a signer's beacon is replaced only by one of a later
+    window (`beacon_rate`): a beacon costs its replicas one store per signer and window, however often sent.
     """
 
     def __init__(
         self,
         max_key_bytes: int = MAX_KEY_BYTES,
         max_total_bytes: int = MAX_STORED_BYTES,
-        directory: DirectoryKeys | None = None,
+        kinds: KeyKinds | None = None,
         max_directory_entries: int = MAX_DIRECTORY_ENTRIES,
+        max_beacons_per_bucket: int = MAX_BEACONS_PER_BUCKET,
     ) -> None:
         super().__init__()
         self.max_key_bytes = max_key_bytes
         self.max_total_bytes = max_total_bytes
-        self.directory = directory
-        self.max_directory_entries = max_directory_entries
+        self.kinds = kinds
+        self.max_entries = {RecordKind.PRESENCE: max_directory_entries, RecordKind.BEACON: max_beacons_per_bucket}
         self._key_bytes: dict[DHTID, int] = {}
         self._total_bytes = 0
         self._counted_at = float("-inf")
@@ -272,9 +305,12 @@ class BoundedRecordStorage(DHTLocalStorage):
         previous = records.get(subkey) if records is not None else None
         if previous is not None and previous.expiration_time >= expiration_time:
             return False
-        if previous is None and records is not None and self._is_directory(key):
-            if len(records) >= self.max_directory_entries:
-                return self._refuse("directory_full")
+        kind = self.kinds.kind_of(key.to_bytes()) if self.kinds is not None else RecordKind.BATCH
+        if previous is None and records is not None and kind in self.max_entries:
+            if len(records) >= self.max_entries[kind]:
+                return self._refuse("directory_full" if kind is RecordKind.PRESENCE else "census_full")
+        if previous is not None and kind is RecordKind.BEACON and self._same_window(previous.expiration_time, expiration_time):
+            return self._refuse("beacon_rate")
         self._recount_if_due()
         growth = len(value) - (len(previous.value) if previous is not None else 0)
         key_bytes = self._key_bytes.get(key, 0)
@@ -292,8 +328,11 @@ class BoundedRecordStorage(DHTLocalStorage):
             _compact(entry.value)
         return True
 
-    def _is_directory(self, key: DHTID) -> bool:
-        return self.directory is not None and self.directory.window_of(key.to_bytes()) is not None
+    def _same_window(self, expiration_a: float, expiration_b: float) -> bool:
+        """Whether two records of a key signed in the same window (the validator tied expiration to timestamp)."""
+        assert self.kinds is not None
+        rules = self.kinds.rules
+        return rules.window_of(expiration_a - rules.record_ttl_s) == rules.window_of(expiration_b - rules.record_ttl_s)
 
     @property
     def stored_bytes(self) -> int:

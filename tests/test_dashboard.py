@@ -1,12 +1,16 @@
 import io
 import json
 
+from prometheus_client import generate_latest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from swarmnode.beacon import Beacon
+from swarmnode.census import Census, CensusEntry
 from swarmnode.cli import app
 from swarmnode.dashboard import moving_average, render, sparkline
 from swarmnode.metrics import Metrics, RoundRecord, Status, read_records
+from swarmnode.reachability import Reachability
 from swarmnode.report import write_report
 
 
@@ -19,7 +23,7 @@ def record(round_number: int, reward: float) -> RoundRecord:
         peers=3, rollouts_out=8, rollouts_in=6, rejected={"bad_signature": 1} if round_number == 3 else {},
         published=True, updates=0 if round_number % 5 == 0 else 2, clip_fraction=0.01 * (round_number % 3),
         grad_norm=0.5, kl_to_start=0.001 * round_number, importance_mean=0.9, importance_max=1.8,
-        external_token_share=0.25,
+        external_token_share=0.25, bytes_in=2000 * round_number, bytes_out=1000,
     )
 
 
@@ -119,3 +123,23 @@ def test_held_out_pass_rates_show_base_to_now_in_the_dashboard_prometheus_and_th
     paths = write_report(tmp_path)
     assert "held_out.png" in [p.name for p in paths]
     assert [r.held_out["after_rounds"] for r in read_records(tmp_path / "metrics.jsonl") if r.held_out] == [0, 10, 20]
+
+
+def test_the_swarm_panel_traffic_sparkline_and_swarm_gauges_show_the_latest_census(tmp_path):
+    metrics = fed_metrics(tmp_path)
+    beacons = [
+        Beacon("demo", 1, 95.0, "swarmnode/0.1.0", f"model-{k}", round=10 * k, reward=0.1 * k,
+               reachability=Reachability.PRIVATE if k else Reachability.PUBLIC, rounds_per_hour=60.0, rollouts_per_hour=480.0)
+        for k in range(3)
+    ]
+    census = Census("demo", 99.0, [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)], buckets_read=4)
+    metrics.set_census(census)
+    screen = text_of(render(metrics.status, now=100.0))
+    assert "≈6 nodes (2 private, 1 public), 3 models" in screen and "(4 of 8 buckets read)" in screen
+    assert screen.index("model-2") < screen.index("model-1") < screen.index("model-0")  # best reward first
+    assert "5 s ago" in screen and "traffic" in screen and "61.2 KB/s in" in screen  # 60 KB in a 0.98 s round
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'swarmnode_swarm{quantity="nodes"} 6.0' in exposition
+    assert 'swarmnode_swarm_nodes_by_reachability{state="private"} 2.0' in exposition
+    assert "swarmnode_swarm_census_complete 0.0" in exposition
+    assert "model-1" not in exposition  # no label comes from a peer

@@ -18,7 +18,7 @@ import fuzz_envelope as fuzz
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_oracle import Context, judge_frame, judge_presence
+from protocol_oracle import Context, judge_beacon, judge_frame, judge_presence
 
 from swarmnode.envelope import Reason, Rejected, open_envelope
 
@@ -41,9 +41,12 @@ def test_the_independent_oracle_gives_every_committed_vector_its_expected_result
     slot = None
     if "slot" in case:
         window, shard, subkey = case["slot"].split("/", 2)  # a presence's slot names the directory, not a shard
-        slot = (int(window), None if shard == "directory" else int(shard), subkey)
+        if window == "census":  # a beacon's: census/BUCKET/SUBKEY
+            slot = (None, int(shard), subkey)
+        else:
+            slot = (int(window), None if shard == "directory" else int(shard), subkey)
     context = Context(case.get("swarm"), rules["window_s"], rules["num_shards"], now=case.get("now"), slot=slot, suite=SUITE)
-    judge = judge_presence if case.get("kind") == "presence" else judge_frame
+    judge = {"presence": judge_presence, "beacon": judge_beacon}.get(case.get("kind"), judge_frame)
     assert judge((VECTORS / case["frames"][-1]).read_bytes(), context) == case["expect"]
 
 

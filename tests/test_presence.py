@@ -16,7 +16,8 @@ from swarmnode.presence import MAX_PRESENCE_BYTES, Presence, is_tcp_address, ope
 from swarmnode.reachability import Reachability
 from swarmnode.record import (
     BoundedRecordStorage,
-    DirectoryKeys,
+    KeyKinds,
+    RecordKind,
     SwarmRecordValidator,
     directory_key,
     expiration_of,
@@ -125,8 +126,7 @@ def test_any_single_bit_flip_of_an_entry_is_refused(position, bit):
 
 
 def test_a_directory_key_holds_a_bounded_number_of_signers_and_replacements_still_land():
-    directory = DirectoryKeys(RULES, clock=lambda: T0 + 1)
-    storage = BoundedRecordStorage(directory=directory, max_directory_entries=3)
+    storage = BoundedRecordStorage(kinds=KeyKinds(RULES, clock=lambda: T0 + 1), max_directory_entries=3)
     key = DHTID.from_bytes(key_id(directory_key(RULES.swarm_id, WINDOW)))
     assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, T0 + 60) for i in range(5)] == [True] * 3 + [False] * 2
     assert storage.store_subkey(key, "signer0", b"y" * 100, T0 + 61)  # a signer refreshing its entry
@@ -137,11 +137,11 @@ def test_a_directory_key_holds_a_bounded_number_of_signers_and_replacements_stil
 
 def test_directory_keys_follow_the_clock():
     now = [T0]
-    directory = DirectoryKeys(RULES, clock=lambda: now[0])
-    assert directory.window_of(key_id(directory_key(RULES.swarm_id, WINDOW))) == WINDOW
-    assert directory.window_of(key_id(record_key(RULES.swarm_id, WINDOW, 0))) is None
+    kinds = KeyKinds(RULES, clock=lambda: now[0])
+    assert kinds.kind_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is RecordKind.PRESENCE
+    assert kinds.kind_of(key_id(record_key(RULES.swarm_id, WINDOW, 0))) is RecordKind.BATCH
     now[0] += 3600
-    assert directory.window_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is None
+    assert kinds.kind_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is RecordKind.BATCH
 
 
 @pytest.mark.parametrize(

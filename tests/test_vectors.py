@@ -1,7 +1,8 @@
 """The committed test vectors are the protocol's executable spec: every one gives its listed result.
 
 Cases without a "kind" are rollout batches (PROTOCOL.md §5); `"kind": "presence"` marks directory entries
-(§4.1), judged by `open_presence`, by `swarmnode protocol check --kind presence` and by the oracle.
+(§4.1), judged by `open_presence`, by `swarmnode protocol check --kind presence` and by the oracle;
+`"kind": "beacon"` census beacons (§4.2), judged by `open_beacon`, by `--kind beacon` and by the oracle.
 """
 
 import json
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import protocol_oracle
 import pytest
-from protocol_oracle import Context, judge_presence
+from protocol_oracle import Context, judge_beacon, judge_presence
 from typer.testing import CliRunner
 
+from swarmnode.beacon import open_beacon
 from swarmnode.cli import _parse_slot, app
 from swarmnode.config import NodeConfig
 from swarmnode.envelope import Reason, Rejected, SwarmRules
@@ -27,6 +29,7 @@ VECTORS = ROOT / "protocol" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
 CASES = MANIFEST["vectors"]
 PRESENCE = [case for case in CASES if case.get("kind") == "presence"]
+BEACONS = [case for case in CASES if case.get("kind") == "beacon"]
 
 
 def check_args(case: dict) -> list[str]:
@@ -38,8 +41,8 @@ def check_args(case: dict) -> list[str]:
         args += ["--now", repr(case["now"])]
     if "slot" in case:
         args += ["--slot", case["slot"]]
-    if case.get("kind") == "presence":
-        args += ["--kind", "presence"]
+    if "kind" in case:
+        args += ["--kind", case["kind"]]
     return args
 
 
@@ -68,15 +71,17 @@ def test_the_manifest_names_the_receivers_families_and_their_config_hashes_are_r
 
 
 def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
-    assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence"}
+    assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence", "beacon"}
     expected = {case["expect"] for case in CASES if "kind" not in case}
     # task_error needs a generator that fails on a valid reference: none does on the default families
     frame_reasons = {reason.value for reason in Reason} - {"bad_expiry", "banned", "task_error"}
     assert frame_reasons <= expected
-    assert len(CASES) - len(PRESENCE) >= 12
+    assert len(CASES) - len(PRESENCE) - len(BEACONS) >= 12
     # A presence is judged by P1-P9 (PROTOCOL.md §4.1): no replay, no per-rollout checks.
     presence_reasons = frame_reasons - {"replay", "unknown_task", "reward_mismatch"}
     assert presence_reasons | {"accept"} == {case["expect"] for case in PRESENCE}
+    # A beacon by B1-B9 (§4.2): the same codes as a presence.
+    assert presence_reasons | {"accept"} == {case["expect"] for case in BEACONS}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
@@ -89,6 +94,19 @@ def test_vector_gives_its_expected_result(case):
             open_presence(
                 (VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"),
                 subkey=slot.subkey if slot else None, window=slot.window if slot else None,
+            )
+            result = "accept"
+        except Rejected as rejected:
+            result = rejected.reason.value
+        assert result == case["expect"]
+        return
+    if case.get("kind") == "beacon":
+        (name,) = case["frames"]
+        slot = _parse_slot(case["slot"], "beacon") if "slot" in case else None
+        try:
+            open_beacon(
+                (VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"),
+                subkey=slot.subkey if slot else None, bucket=slot.shard if slot else None,
             )
             result = "accept"
         except Rejected as rejected:
@@ -133,13 +151,48 @@ def test_the_independent_oracle_gives_every_presence_vector_its_expected_result(
     assert judge_presence((VECTORS / case["frames"][0]).read_bytes(), context) == case["expect"]
 
 
+@pytest.mark.parametrize("case", BEACONS, ids=[case["name"] for case in BEACONS])
+def test_the_independent_oracle_gives_every_beacon_vector_its_expected_result(case):
+    """scripts/protocol_oracle.py, written from PROTOCOL.md §4.2 alone, agrees with every beacon vector."""
+    rules = MANIFEST["rules"]
+    slot = None
+    if "slot" in case:
+        census, bucket, subkey = case["slot"].split("/", 2)
+        assert census == "census"
+        slot = (None, int(bucket), subkey)
+    context = Context(
+        case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
+        now=case.get("now"), slot=slot,
+    )
+    assert judge_beacon((VECTORS / case["frames"][0]).read_bytes(), context) == case["expect"]
+
+
+def test_a_beacon_is_stale_after_one_window_whatever_max_age_windows():
+    """PROTOCOL.md §4.2, B9: readers show the current and previous window only."""
+    case = next(case for case in BEACONS if case["name"] == "beacon_stale")
+    frame = (VECTORS / case["frames"][0]).read_bytes()
+    rules = MANIFEST["rules"]
+    with pytest.raises(Rejected) as rejected:
+        open_beacon(frame, SwarmRules(case["swarm"], window_s=rules["window_s"], max_age_windows=5), now=case["now"])
+    assert rejected.value.reason is Reason.STALE
+    context = Context(case["swarm"], rules["window_s"], max_age_windows=5, now=case["now"])
+    assert judge_beacon(frame, context) == "stale"
+
+
+@pytest.mark.parametrize("slot", ["60000000/3/x", "census/8/x", "census/-1/x", "directory/3/x", "census/x"])
+def test_cli_check_refuses_a_beacon_slot_that_is_not_a_census_key(slot):
+    frame = str(VECTORS / "beacon_valid_minimal.bin")
+    outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "beacon", "--slot", slot])
+    assert outcome.exit_code == 2 and "census/BUCKET/SUBKEY" in outcome.output
+
+
 def test_cli_check_refuses_a_presence_slot_that_is_not_a_directory_key():
     frame = str(VECTORS / "presence_valid_minimal.bin")
     outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "presence", "--slot", "60000000/3/x"])
     assert outcome.exit_code == 2 and "WINDOW/directory/SUBKEY" in outcome.output
 
 
-@pytest.mark.parametrize("kind", ["batch", "presence"])
+@pytest.mark.parametrize("kind", ["batch", "presence", "beacon"])
 def test_cli_check_never_prints_a_traceback(tmp_path, kind):
     """One process per kind (each start imports torch and reasoning-gym), every junk frame in it."""
     paths = []

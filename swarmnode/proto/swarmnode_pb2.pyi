@@ -90,6 +90,44 @@ class Presence(_message.Message):
     addresses: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, swarm_id: _Optional[str] = ..., window: _Optional[int] = ..., timestamp: _Optional[float] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class Beacon(_message.Message):
+    __slots__ = ("swarm_id", "window", "timestamp", "software", "model_id", "round", "reward", "held_out", "held_out_round", "rollouts_shared", "rollouts_received", "peer_groups_trained", "reachability", "uptime_s", "rounds_per_hour", "rollouts_per_hour", "phase")
+    SWARM_ID_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    SOFTWARE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_FIELD_NUMBER: _ClassVar[int]
+    HELD_OUT_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_SHARED_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    PEER_GROUPS_TRAINED_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUTS_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    swarm_id: str
+    window: int
+    timestamp: float
+    software: str
+    model_id: str
+    round: int
+    reward: float
+    held_out: float
+    held_out_round: int
+    rollouts_shared: int
+    rollouts_received: int
+    peer_groups_trained: int
+    reachability: Reachability
+    uptime_s: float
+    rounds_per_hour: float
+    rollouts_per_hour: float
+    phase: str
+    def __init__(self, swarm_id: _Optional[str] = ..., window: _Optional[int] = ..., timestamp: _Optional[float] = ..., software: _Optional[str] = ..., model_id: _Optional[str] = ..., round: _Optional[int] = ..., reward: _Optional[float] = ..., held_out: _Optional[float] = ..., held_out_round: _Optional[int] = ..., rollouts_shared: _Optional[int] = ..., rollouts_received: _Optional[int] = ..., peer_groups_trained: _Optional[int] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., uptime_s: _Optional[float] = ..., rounds_per_hour: _Optional[float] = ..., rollouts_per_hour: _Optional[float] = ..., phase: _Optional[str] = ...) -> None: ...
+
 class DialBackRequest(_message.Message):
     __slots__ = ("ports",)
     PORTS_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,223 @@
+"""Beacons and the census (PROTOCOL.md §4.2): signed, placed, bounded in size and rate, safe to print."""
+
+import dataclasses
+import io
+
+import msgpack
+import pytest
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import DHTRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from swarmnode.beacon import (
+    BEACON_BUCKETS,
+    MAX_BEACON_BYTES,
+    Beacon,
+    beacon_bucket,
+    open_beacon,
+    seal_beacon,
+    showable,
+)
+from swarmnode.census import BeaconService, Census, CensusEntry
+from swarmnode.dashboard import census_table, census_title, peer_text
+from swarmnode.envelope import Envelope, Reason, Rejected, SwarmRules
+from swarmnode.identity import Identity
+from swarmnode.presence import Presence, seal_presence
+from swarmnode.proto import swarmnode_pb2 as pb
+from swarmnode.reachability import Reachability
+from swarmnode.record import (
+    BoundedRecordStorage,
+    KeyKinds,
+    RecordKind,
+    SwarmRecordValidator,
+    census_key,
+    directory_key,
+    expiration_of,
+    key_id,
+    record_key,
+)
+
+ALICE = Identity.from_seed(b"\x41" * 32)
+MALLORY = Identity.from_seed(b"\x42" * 32)
+RULES = SwarmRules("beacon-test", window_s=30.0, record_ttl_s=60.0, num_shards=16, clock_skew_s=5.0)
+T0 = 1_800_000_010.0
+WINDOW = RULES.window_of(T0)
+
+
+def beacon(**changes) -> Beacon:
+    base = Beacon(
+        RULES.swarm_id, WINDOW, T0, "swarmnode/0.1.0", "Qwen/Qwen2.5-0.5B-Instruct", round=120, reward=0.5,
+        held_out=0.25, held_out_round=100, rollouts_shared=960, rollouts_received=700, peer_groups_trained=300,
+        reachability=Reachability.PRIVATE, uptime_s=3600.0, rounds_per_hour=60.0, rollouts_per_hour=480.0, phase="train",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def stored(signer: Identity = ALICE, content: Beacon | None = None, **changes) -> DHTRecord:
+    """A beacon as a peer asks us to store it: under the signer's census bucket."""
+    content = content or beacon()
+    base = DHTRecord(
+        key=key_id(census_key(content.swarm_id, beacon_bucket(signer.peer_id))),
+        subkey=msgpack.packb(signer.peer_id),
+        value=msgpack.packb(seal_beacon(content, signer)),
+        expiration_time=expiration_of(content.timestamp, RULES),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
+    validator = SwarmRecordValidator(RULES, clock=lambda: now)
+    assert not validator.validate(record)
+    [(reason, _)] = validator.refusals().items()
+    return Reason(reason)
+
+
+def test_an_honest_beacon_round_trips_and_is_stored_under_its_bucket():
+    signed = open_beacon(
+        seal_beacon(beacon(), ALICE), RULES, now=T0 + 1, subkey=ALICE.peer_id, bucket=beacon_bucket(ALICE.peer_id)
+    )
+    assert signed.signer_peer_id == ALICE.peer_id
+    assert dataclasses.replace(signed.beacon, reward=0.5, held_out=0.25) == beacon()  # float32 on the wire
+    assert abs(signed.beacon.reward - 0.5) < 1e-6
+    assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored())
+    minimal = open_beacon(seal_beacon(beacon(reward=None, held_out=None), ALICE), RULES, now=T0 + 1).beacon
+    assert minimal.reward is None and minimal.held_out is None  # absent, not 0.0
+
+
+def test_a_forged_beacon_under_alices_subkey_is_refused():
+    envelope = Envelope.decode(seal_beacon(beacon(model_id="alice/is-slow"), MALLORY))
+    forged = dataclasses.replace(envelope, signer=ALICE.public_key).encode()
+    assert refusal(stored(value=msgpack.packb(forged))) is Reason.BAD_SIGNATURE
+    assert refusal(stored(signer=MALLORY, subkey=msgpack.packb(ALICE.peer_id))) is Reason.KEY_MISMATCH
+
+
+def test_an_oversized_beacon_is_refused_before_it_is_parsed():
+    payload = pb.Beacon(swarm_id=RULES.swarm_id, window=WINDOW, timestamp=T0, model_id="m" * 2000).SerializeToString()
+    frame = Envelope.sign(ALICE, payload, domain=b"swarmnode/beacon\x00").encode()
+    assert len(frame) > MAX_BEACON_BYTES
+    assert refusal(stored(value=msgpack.packb(frame))) is Reason.TOO_LARGE
+    with pytest.raises(Rejected) as info:
+        open_beacon(frame)
+    assert info.value.reason is Reason.TOO_LARGE
+
+
+def test_no_kind_of_record_passes_for_another():
+    presence = seal_presence(Presence(RULES.swarm_id, WINDOW, T0), ALICE)
+    assert refusal(stored(value=msgpack.packb(presence))) is Reason.BAD_SIGNATURE  # a presence under a census key
+    shard = key_id(record_key(RULES.swarm_id, WINDOW, 3))
+    assert refusal(stored(key=shard)) is Reason.BAD_SIGNATURE  # a beacon under a shard key is checked as a batch
+    directory = key_id(directory_key(RULES.swarm_id, WINDOW))
+    assert refusal(stored(key=directory)) is Reason.BAD_SIGNATURE
+    other_bucket = (beacon_bucket(ALICE.peer_id) + 1) % BEACON_BUCKETS
+    assert refusal(stored(key=key_id(census_key(RULES.swarm_id, other_bucket)))) is Reason.KEY_MISMATCH
+    assert refusal(stored(expiration_time=T0 + 3600)) is Reason.BAD_EXPIRY
+    assert refusal(stored(), now=T0 + 3600) is Reason.STALE
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"model_id": "\x1b]0;pwned\x07Qwen"}, Reason.BAD_VALUE),  # a terminal escape
+        ({"software": "swarmnode\u202e0.1"}, Reason.BAD_VALUE),  # a bidi override
+        ({"model_id": "line\u2028break"}, Reason.BAD_VALUE),
+        ({"phase": "Train"}, Reason.BAD_VALUE),
+        ({"reward": 1.5}, Reason.BAD_VALUE),
+        ({"held_out": float("nan")}, Reason.BAD_VALUE),
+        ({"uptime_s": -1.0}, Reason.BAD_VALUE),
+        ({"rollouts_per_hour": 1e12}, Reason.BAD_VALUE),
+        ({"timestamp": T0 + 3600}, Reason.BAD_VALUE),  # outside its window
+        ({"model_id": "m" * 201}, Reason.LIMIT_EXCEEDED),
+        ({"phase": "a" * 17}, Reason.LIMIT_EXCEEDED),
+        ({"swarm_id": "another-swarm"}, Reason.WRONG_SWARM),
+    ],
+)
+def test_beacons_with_bad_fields_are_refused_with_their_reason(changes, reason):
+    content = beacon(**changes)
+    with pytest.raises(Rejected) as info:
+        open_beacon(seal_beacon(content, ALICE), RULES)
+    assert info.value.reason is reason
+    assert not SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored(content=content))
+
+
+def test_readers_keep_only_the_current_and_previous_window():
+    frame = seal_beacon(beacon(), ALICE)
+    open_beacon(frame, RULES, now=T0 + RULES.window_s)
+    lenient = dataclasses.replace(RULES, max_age_windows=5)  # a swarm's batch age does not stretch the census
+    with pytest.raises(Rejected) as info:
+        open_beacon(frame, lenient, now=T0 + 2 * RULES.window_s)
+    assert info.value.reason is Reason.STALE
+
+
+@settings(max_examples=150, deadline=None)
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+def test_any_single_bit_flip_of_a_stored_beacon_is_refused(position, bit):
+    value = bytearray(stored().value)
+    value[position % len(value)] ^= 1 << bit
+    assert not SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(dataclasses.replace(stored(), value=bytes(value)))
+
+
+def test_a_census_key_holds_a_bounded_number_of_signers_and_one_beacon_per_signer_and_window():
+    kinds = KeyKinds(RULES, clock=lambda: T0 + 1)
+    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, 0))) is RecordKind.BEACON
+    storage = BoundedRecordStorage(kinds=kinds, max_beacons_per_bucket=3)
+    key = DHTID.from_bytes(key_id(census_key(RULES.swarm_id, 0)))
+    expiry = expiration_of(T0, RULES)
+    assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, expiry) for i in range(5)] == [True] * 3 + [False] * 2
+    assert not storage.store_subkey(key, "signer0", b"y" * 100, expiry + 1)  # same window: once is enough
+    assert storage.store_subkey(key, "signer0", b"z" * 100, expiry + RULES.window_s)  # the next window's lands
+    assert storage.refusals() == {"census_full": 2, "beacon_rate": 1}
+
+
+def test_showable_text_excludes_what_could_rewrite_a_terminal_and_the_display_blanks_the_rest():
+    assert showable("Qwen/Qwen2.5-0.5B-Instruct") and showable("模型 v2") and showable("a b")
+    assert not any(showable(text) for text in ("a\tb", "a\x1b[2J", "a\u200bb", "a\u00a0b", "a\ue000", "a\u2029", "a\U000e0041"))
+    # U+110BD is a format character this Python knows but the fixed wire list does not name: shown blanked
+    assert showable("kaithi\U000110bd") and peer_text("kaithi\U000110bd").plain == "kaithi\ufffd"
+
+
+def census_of(*beacons: tuple[str, Beacon], buckets_read: int = BEACON_BUCKETS) -> Census:
+    return Census(RULES.swarm_id, T0 + 5, [CensusEntry(peer, content) for peer, content in beacons], buckets_read)
+
+
+def test_totals_sum_the_swarm_and_are_scaled_up_from_a_sample():
+    census = census_of(
+        ("peer-a", beacon(reachability=Reachability.PUBLIC)), ("peer-b", beacon(model_id="swarmnode-seed")),
+    )
+    totals = census.totals()
+    assert (totals.nodes, totals.models, totals.rounds_per_hour, totals.rollouts_per_hour) == (2, 2, 120.0, 960.0)
+    assert totals.reachability == {"public": 1, "private": 1} and not totals.estimated
+    sample = census_of(("peer-a", beacon()), buckets_read=2).totals()
+    assert sample.estimated and sample.nodes == 4 and sample.rollouts_per_hour == 4 * 480.0
+    assert Census.from_json(census.to_json()) == census
+
+
+def test_the_census_sorts_best_first_with_missing_values_last():
+    census = census_of(
+        ("peer-a", beacon(reward=0.2, round=5)), ("peer-b", beacon(reward=None, round=50)), ("peer-c", beacon(reward=0.9, round=1)),
+    )
+    assert [entry.peer_id for entry in census.sorted("reward")] == ["peer-c", "peer-a", "peer-b"]
+    assert [entry.peer_id for entry in census.sorted("round")] == ["peer-b", "peer-a", "peer-c"]
+    with pytest.raises(ValueError):
+        census.sorted("rewards")
+
+
+def test_a_peers_text_is_printed_as_text_not_as_markup():
+    census = census_of(("peer-a", beacon(model_id="[bold red]OFFICIAL[/] [link=https://x]click[/link]")))
+    out = io.StringIO()
+    Console(file=out, width=300, force_terminal=False).print(census_table(census, T0 + 10))
+    assert "[bold red]OFFICIAL[/] [link=https://x]click[/link]" in out.getvalue()
+    assert "1 nodes (1 private), 1 models" in census_title(census)
+
+
+def test_a_beacon_peers_would_refuse_is_not_sent():
+    long_name = beacon(model_id="/home/volunteer/" + "checkpoints/" * 20)
+
+    class NoDHT:
+        def store(self, items, timeout_s):
+            raise AssertionError("nothing should be stored")
+
+    service = BeaconService(NoDHT(), ALICE, RULES, lambda window, now: dataclasses.replace(long_name, window=window, timestamp=now),
+                            lambda census: None, timeout_s=1.0)
+    assert not service.publish() and "limit_exceeded" in service.last_error and service.failures == 1

@@ -1,0 +1,201 @@
+"""The census on a real DHT (p2pd peers on 127.0.0.1): nodes listed with their reachability, a node that
+leaves gone within two windows, forged, oversized and too frequent beacons refused at store time, and
+`swarmnode swarm` from a bare client and from a node's HTTP endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hivemind.utils import get_dht_time
+from typer.testing import CliRunner
+
+from swarmnode.beacon import BEACON_BUCKETS, BEACON_DOMAIN_TAG, Beacon, beacon_bucket, seal_beacon
+from swarmnode.census import BeaconService, Census, take_census, take_census_as_client
+from swarmnode.cli import app
+from swarmnode.config import NetworkConfig, SwarmConfig
+from swarmnode.dht import DHTPeer, StoreItem
+from swarmnode.envelope import Envelope
+from swarmnode.identity import Identity, load_identity, save_identity
+from swarmnode.metrics import Metrics, Status
+from swarmnode.proto import swarmnode_pb2 as pb
+from swarmnode.record import census_key, expiration_of
+
+pytestmark = pytest.mark.network
+
+SWARM = SwarmConfig(id="census-test", window_s=2.0, record_ttl_s=4.0)
+RULES = SWARM.rules()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Member:
+    """A DHT peer that publishes beacons like a node (its thread, once a window)."""
+
+    name: str
+    identity: Identity
+    dht: DHTPeer
+    service: BeaconService
+    censuses: list[Census]
+
+    def close(self) -> None:
+        self.service.stop()
+        self.dht.close()
+
+
+@contextlib.contextmanager
+def members(tmp_path: Path, names: list[str], *, private: tuple[str, ...] = ()) -> Iterator[dict[str, Member]]:
+    """The first member is the entry point; the ones named in `private` join as clients (behind NAT)."""
+    started: dict[str, Member] = {}
+    try:
+        for name in names:
+            key = tmp_path / f"{name}.key"
+            save_identity(Identity.generate(), key)
+            identity = load_identity(key)
+            entry = next(iter(started.values()), None)
+            network = NetworkConfig(
+                initial_peers=entry.dht.advertised_maddrs() if entry else [],
+                reachability="private" if name in private else "auto",
+            )
+            dht = DHTPeer(key, RULES, network)
+            dht.start()
+            censuses: list[Census] = []
+            source = beacon_source(name, dht)
+            service = BeaconService(dht, identity, RULES, source, censuses.append, timeout_s=3.0)
+            started[name] = Member(name, identity, dht, service, censuses)
+        yield started
+    finally:
+        for member in started.values():
+            member.close()
+
+
+def beacon_source(name: str, dht: DHTPeer):
+    def source(window: int, now: float) -> Beacon:
+        return Beacon(
+            RULES.swarm_id, window, now, "swarmnode/test", f"model-of-{name}", round=7, reward=0.5,
+            reachability=dht.reachability.reachability, rounds_per_hour=100.0, rollouts_per_hour=800.0, phase="train",
+        )
+
+    return source
+
+
+def listed(census: Census) -> dict[str, Beacon]:
+    return {entry.peer_id: entry.beacon for entry in census.entries}
+
+
+def test_a_bare_client_lists_every_node_with_its_reachability(tmp_path):
+    with members(tmp_path, ["entry", "a", "home"], private=("home",)) as swarm:
+        for member in swarm.values():
+            assert member.service.publish()
+        census = take_census_as_client(RULES, NetworkConfig(initial_peers=swarm["entry"].dht.advertised_maddrs()), timeout_s=10)
+        nodes = listed(census)
+        assert set(nodes) == {member.identity.peer_id for member in swarm.values()}
+        assert nodes[swarm["home"].identity.peer_id].reachability.value == "private"
+        assert nodes[swarm["a"].identity.peer_id].model_id == "model-of-a"
+        totals = census.totals()
+        assert census.complete and (totals.nodes, totals.models, totals.rollouts_per_hour) == (3, 3, 2400.0)
+        assert not census.refused
+
+
+def test_a_node_that_leaves_disappears_within_two_windows_while_the_others_stay(tmp_path):
+    with members(tmp_path, ["entry", "stays", "leaves"]) as swarm:
+        for member in swarm.values():
+            member.service.start()
+        reader = swarm["entry"].dht
+        deadline = time.monotonic() + 15
+        while len(listed(take_census(reader, RULES, timeout_s=3))) < 3:
+            assert time.monotonic() < deadline, "the beacons never all showed"
+            time.sleep(0.2)
+        swarm["leaves"].close()
+        left_at = get_dht_time()
+        leaver, stayer = swarm["leaves"].identity.peer_id, swarm["stays"].identity.peer_id
+        while leaver in (nodes := listed(take_census(reader, RULES, timeout_s=3))):
+            assert stayer in nodes  # the live node is republished every window, never missing
+            assert get_dht_time() - left_at < 2 * RULES.window_s + 1.0, "still listed two windows after leaving"
+            time.sleep(0.2)
+        gone_after = get_dht_time() - left_at
+        assert stayer in nodes and gone_after <= 2 * RULES.window_s + 1.0
+        assert swarm["stays"].censuses, "the node's own census reached its callback"
+
+
+def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_path):
+    with members(tmp_path, ["entry", "a", "b"]) as swarm:
+        a, b = swarm["a"], swarm["b"]
+        now = get_dht_time()
+        content = beacon_source("a", a.dht)(RULES.window_of(now), now)
+        key = census_key(RULES.swarm_id, beacon_bucket(a.identity.peer_id))
+        # Mallory (b) signs "a is running model-of-mallory" and stores it under a's subkey
+        forged = Envelope.decode(seal_beacon(dataclasses.replace(content, model_id="model-of-mallory"), b.identity))
+        forged = dataclasses.replace(forged, signer=a.identity.public_key).encode()
+        huge = Envelope.sign(
+            a.identity, pb.Beacon(swarm_id=RULES.swarm_id, window=content.window, timestamp=now, model_id="m" * 1500).SerializeToString(),
+            domain=BEACON_DOMAIN_TAG,
+        ).encode()
+        expiry = expiration_of(now, RULES)
+        outcomes = b.dht.store(
+            [StoreItem(key, a.identity.peer_id, forged, expiry), StoreItem(key, a.identity.peer_id, huge, expiry)], timeout_s=5
+        )
+        assert [outcome.remote for outcome in outcomes] == [0, 0]
+        refused = swarm["entry"].dht.refusals() + a.dht.refusals()
+        assert refused["bad_signature"] >= 1 and refused["too_large"] >= 1
+        assert a.service.publish()  # a's own beacon lands; a second one in the same window does not
+        assert not a.service.publish() and "no other peer stored" in a.service.last_error
+        assert (swarm["entry"].dht.refusals() + b.dht.refusals())["beacon_rate"] >= 1
+        census = take_census(swarm["entry"].dht, RULES, timeout_s=5)
+        assert listed(census)[a.identity.peer_id].model_id == "model-of-a"
+
+
+def test_a_nodes_own_census_stops_reading_buckets_once_it_has_seen_enough(tmp_path):
+    with members(tmp_path, ["entry", "a", "b", "c"]) as swarm:
+        for member in swarm.values():
+            assert member.service.publish()
+        occupied = {beacon_bucket(member.identity.peer_id) for member in swarm.values()}
+        order = list(range(BEACON_BUCKETS))
+        random.Random(7).shuffle(order)  # the order take_census reads buckets in with this seed
+        waves = [order[:2], order[2:4], order[4:6], order[6:]]  # 1 node wanted of 4 expected: 2 buckets a wave
+        expected_reads = 2 * next(k + 1 for k, wave in enumerate(waves) if occupied & set(wave))
+        sample = take_census(swarm["entry"].dht, RULES, timeout_s=5, enough=1, expected_nodes=4, rng=random.Random(7))
+        full = take_census(swarm["entry"].dht, RULES, timeout_s=5)
+        assert sample.buckets_read == expected_reads and len(sample.entries) >= 1
+        assert full.buckets_read == BEACON_BUCKETS and full.totals().nodes == 4 and not full.totals().estimated
+        assert sample.totals().estimated == (expected_reads < BEACON_BUCKETS)
+        unknown_size = take_census(swarm["entry"].dht, RULES, timeout_s=5, enough=1)
+        assert unknown_size.buckets_read == BEACON_BUCKETS  # a swarm of unknown size is read in one wave
+
+
+def test_swarmnode_swarm_from_a_bare_client_and_from_a_nodes_endpoint(tmp_path):
+    with members(tmp_path, ["entry", "a"]) as swarm:
+        for member in swarm.values():
+            member.service.start()  # windows are 2 s here: a process takes longer than that to start
+        peers = [arg for maddr in swarm["entry"].dht.advertised_maddrs() for arg in ("--peers", maddr)]
+        swarm_rules = ["--set", f"swarm.id={SWARM.id}", "--set", f"swarm.window_s={SWARM.window_s}", "--set", f"swarm.record_ttl_s={SWARM.record_ttl_s}"]
+        as_client = run_cli("swarm", *peers, *swarm_rules, "--json")
+        assert {node["model_id"] for node in as_client["nodes"]} == {"model-of-entry", "model-of-a"}
+        assert as_client["complete"] and as_client["totals"]["nodes"] == 2
+        metrics = Metrics(None, Status())
+        server = metrics.serve("127.0.0.1", 0, census=swarm["a"].service.full_census)
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            from_node = json.loads(CliRunner().invoke(app, ["swarm", "--url", url, "--json"]).stdout)
+            assert {node["peer_id"] for node in from_node["nodes"]} == {m.identity.peer_id for m in swarm.values()}
+            table = CliRunner().invoke(app, ["swarm", "--url", url, "--sort", "round"])
+            assert table.exit_code == 0 and "model-of-entry" in table.stdout and "2 nodes" in table.stdout
+        finally:
+            server.shutdown()
+            server.server_close()
+        nobody = CliRunner().invoke(app, ["swarm", "--url", "http://127.0.0.1:9", "--timeout", "2"])
+        assert nobody.exit_code == 1 and "--peers" in nobody.output
+
+
+def run_cli(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "swarmnode.cli", *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
