@@ -369,6 +369,7 @@ class NodeReport:
     published: int
     problems: dict[str, int]
     doctor: str = ""
+    peer_id: str = ""
     exit_code: int | None = None
     stderr_tail: str = ""
 
@@ -403,6 +404,7 @@ class LabRun:
     ok: bool
     failures: str = ""
     namespaces_left: list[str] = field(default_factory=list)
+    census: dict | None = None  # `swarmnode swarm --json` from the bootstrap's host while the nodes ran
 
 
 def report(result: SwarmResult, scenario: Scenario, lab: NetLab) -> list[NodeReport]:
@@ -437,7 +439,8 @@ def report(result: SwarmResult, scenario: Scenario, lab: NetLab) -> list[NodeRep
             node.name, kind, len(node.records), started.get("reachability", "?"), started.get("dht_mode", "?"),
             list(started.get("maddrs", [])), by_source,
             [r.seconds.get("publish", 0.0) for r in node.records], [r.seconds.get("collect", 0.0) for r in node.records],
-            sum(1 for r in node.records if r.published), problems, exit_code=node.returncode, stderr_tail=node.stderr_tail,
+            sum(1 for r in node.records if r.published), problems, peer_id=node.peer_id or "",
+            exit_code=node.returncode, stderr_tail=node.stderr_tail,
             collect_started=collect_started,
             published_at=[moment for moment, r in zip(collect_started, node.records) if r.published],
         ))
@@ -471,6 +474,25 @@ def doctor_verdict(lab: NetLab, host: str, initial_peer: str, overrides: Sequenc
     return f"doctor failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}"
 
 
+def lab_census(
+    lab: NetLab, host: str, initial_peer: str, swarm_id: str, nodes: int, overrides: Sequence[str] = (), attempts: int = 4
+) -> dict | None:
+    """`swarmnode swarm --json` on `host`: a bare DHT client joins through `initial_peer` and reads the census;
+    again (up to `attempts` times) until it lists `nodes` nodes, e.g. while a node's first beacon is on its way."""
+    flags = [part for flag in (f"swarm.id={swarm_id}", *(o for o in overrides if o.startswith("swarm."))) for part in ("--set", flag)]
+    census = None
+    for _ in range(attempts):
+        done = subprocess.run(
+            [*lab.prefix(host), sys.executable, "-m", "swarmnode.cli", "swarm", "--peers", initial_peer, *flags, "--json"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )
+        with contextlib.suppress(json.JSONDecodeError):
+            census = json.loads(done.stdout)
+        if census is not None and len(census["nodes"]) >= nodes:
+            break
+    return census
+
+
 def run_scenario(
     scenario: Scenario,
     base_dir: Path,
@@ -480,8 +502,9 @@ def run_scenario(
     fast: bool = True,
     code_dir: Path = ROOT,
 ) -> LabRun:
-    """Build the lab, start the swarm, ask doctor on each node's host while the swarm runs, wait until every
-    node has done `rounds`, report (with each host's bytes on the wire), tear down."""
+    """Build the lab, start the swarm, ask doctor on each node's host and take a census from the bootstrap's
+    host while the swarm runs, wait until every node has done `rounds`, report (with each host's bytes on the
+    wire), tear down."""
     started = time.monotonic()
     with NetLab(scenario.hosts) as lab:
         swarm = lab_swarm(lab, scenario, base_dir, rounds, overrides, fast=fast, code_dir=code_dir)
@@ -493,6 +516,9 @@ def run_scenario(
                     verdicts[placement.node] = doctor_verdict(
                         lab, placement.host, swarm.bootstrap_maddr, placement.settings(lab)
                     )
+            census = lab_census(
+                lab, scenario.bootstrap_host, swarm.bootstrap_maddr, swarm.swarm_id, len(scenario.nodes), overrides
+            )
             result = swarm.wait()
         nodes = report(result, scenario, lab)
         placements = {placement.node: placement for placement in scenario.nodes}
@@ -502,12 +528,13 @@ def run_scenario(
             node.wire_bytes = after - wire_before[node.name]
         namespaces = lab.namespaces
     left = [name for name in _namespaces() if name in namespaces]
-    return LabRun(scenario.name, time.monotonic() - started, nodes, result.ok, result.failures(), left)
+    return LabRun(scenario.name, time.monotonic() - started, nodes, result.ok, result.failures(), left, census)
 
 
 def print_run(run: LabRun) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{run.scenario} ({run.seconds:.0f} s){'' if run.ok else ' — FAILED'}")
     for column in ("node", "kind", "reach", "DHT", "rounds",
@@ -525,7 +552,14 @@ def print_run(run: LabRun) -> None:
             node.name, node.kind, node.reachability, node.dht_mode, str(node.rounds), sources,
             _p50_max(node.publish_s), _p50_max(node.collect_s), node.doctor,
         )
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    if run.census is not None:
+        from swarmnode.census import Census
+        from swarmnode.dashboard import census_table, census_title
+
+        census = Census.from_json(run.census)
+        console.print(Text(census_title(census)), census_table(census, census.taken_at))
     if not run.ok:
         print(run.failures)
 

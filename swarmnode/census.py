@@ -29,7 +29,7 @@ from swarmnode.dht import DHTPeer, StoreItem
 from swarmnode.envelope import Reason, Rejected, SwarmRules
 from swarmnode.identity import Identity, save_identity
 from swarmnode.reachability import Reachability
-from swarmnode.record import census_key, expiration_of
+from swarmnode.record import MAX_BEACONS_PER_BUCKET, census_key, expiration_of
 
 CENSUS_SAMPLE = 32  # a node's own census stops reading buckets once it has seen this many nodes
 BUCKETS_PER_WAVE = 2
@@ -146,11 +146,14 @@ def take_census(
 ) -> Census:
     """Read census buckets (all at once, or in random waves until `enough` live nodes were seen) and keep
     the valid beacons of the current and previous window. Stale beacons (departed nodes) are left out
-    silently; any other failed check is counted by reason.
+    silently; any other failed check is counted by reason. A key holds at most MAX_BEACONS_PER_BUCKET
+    signers on honest replicas; what a replica returns beyond that is not opened (`census_full`).
 
     Each wave is one DHT read; the first reads as many buckets as should hold `enough` of `expected_nodes`
-    (all of them when the swarm's size is unknown or small), later ones BUCKETS_PER_WAVE."""
-    assert rules.swarm_id is not None, "a census is of one swarm"
+    (all of them when the swarm's size is unknown or small), later ones BUCKETS_PER_WAVE. A wave cut by the
+    deadline counts only the buckets it returned as read."""
+    if rules.swarm_id is None:
+        raise ValueError("a census is of one swarm: the rules must name it")
     deadline = time.monotonic() + timeout_s
     buckets = list(range(BEACON_BUCKETS))
     (rng or random.Random()).shuffle(buckets)
@@ -164,10 +167,12 @@ def take_census(
         wave_size = BUCKETS_PER_WAVE
         keys = {census_key(rules.swarm_id, bucket): bucket for bucket in wave}
         found, census.timed_out = dht.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
-        census.buckets_read += len(wave)
+        census.buckets_read += len(found) if census.timed_out else len(wave)
         now = get_dht_time()
         for key, entries in found.items():
-            for subkey, (frame, _) in entries.items():
+            if len(entries) > MAX_BEACONS_PER_BUCKET:
+                refused["census_full"] += len(entries) - MAX_BEACONS_PER_BUCKET
+            for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
                 census.bytes_in += len(frame)
                 try:
                     signed = open_beacon(frame, rules, now=now, subkey=subkey, bucket=keys[key])
@@ -194,6 +199,7 @@ def take_census_as_client(rules: SwarmRules, network: NetworkConfig, *, timeout_
 
 
 BeaconSource = Callable[[int, float], Beacon]  # (window, DHT time) -> our beacon
+CensusSink = Callable[[Census | None], None]  # after each beacon: the census, or None if it failed
 
 
 class BeaconService:
@@ -208,7 +214,7 @@ class BeaconService:
         identity: Identity,
         rules: SwarmRules,
         source: BeaconSource,
-        on_census: Callable[[Census], None],
+        on_census: CensusSink,
         *,
         timeout_s: float,
     ) -> None:
@@ -221,7 +227,8 @@ class BeaconService:
         self._full: Census | None = None
         self._expected_nodes: float | None = None  # from our last census: how many buckets the next one reads
         self.published = self.failures = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why the latest beacon was not stored
+        self.census_error: str | None = None  # why the latest census failed
 
     def start(self) -> None:
         self._thread.start()
@@ -235,8 +242,21 @@ class BeaconService:
     def _run(self) -> None:
         delay = 0.0
         while not self._stop.wait(delay):
-            self.publish()
-            self._on_census(self.sampled_census())
+            # the census is for people: a failure is counted and shown, it never ends the thread
+            try:
+                self.publish()
+            except Exception as error:
+                self.failures += 1
+                self.last_error = f"{type(error).__name__}: {error}"
+            census = None
+            if not self._stop.is_set():
+                try:
+                    census = self.sampled_census()
+                except Exception as error:
+                    self.census_error = f"{type(error).__name__}: {error}"
+                else:
+                    self.census_error = None
+            self._on_census(census)
             now = get_dht_time()
             next_window = (self.rules.window_of(now) + 1) * self.rules.window_s
             delay = next_window - now + self._random.uniform(0.0, min(MAX_JITTER_S, self.rules.window_s / 4))
@@ -269,7 +289,8 @@ class BeaconService:
             self.dht, self.rules, timeout_s=self._timeout_s, enough=CENSUS_SAMPLE,
             expected_nodes=self._expected_nodes, rng=self._random,
         )
-        self._expected_nodes = census.totals().nodes if not census.timed_out else None
+        if not census.timed_out:  # a cut census would undercount: keep the previous estimate
+            self._expected_nodes = census.totals().nodes
         return census
 
     def full_census(self) -> Census:

@@ -41,6 +41,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+MAX_CENSUS_JSON_BYTES = 8 * 2**20  # 8 buckets x 64 beacons is ~200 KB of JSON
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("SWARMNODE_HOME", Path.home() / ".swarmnode"))
 
@@ -432,7 +435,7 @@ def swarm(
     from rich.text import Text
 
     from swarmnode.census import SORT_KEYS, Census, take_census_as_client
-    from swarmnode.dashboard import census_table, census_title
+    from swarmnode.dashboard import census_notes, census_table, census_title, peer_text
     from swarmnode.gossip import GossipStartError
 
     if sort not in SORT_KEYS:
@@ -446,7 +449,7 @@ def swarm(
     else:
         try:
             with urllib.request.urlopen(f"{url.rstrip('/')}/census", timeout=timeout) as response:
-                census = Census.from_json(json.loads(response.read()))
+                census = Census.from_json(json.loads(response.read(MAX_CENSUS_JSON_BYTES)))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise fail(
                 f"no census from {url}/census ({error}); is a node running there with gossip and beacons on? "
@@ -460,10 +463,8 @@ def swarm(
     wide.print(Text(census_title(census)))
     if census.entries:
         wide.print(census_table(census, now, sort=sort))
-    if census.refused:
-        wide.print(f"refused beacons: {', '.join(f'{reason} {count}' for reason, count in sorted(census.refused.items()))}", highlight=False)
-    if census.timed_out:
-        wide.print(f"[yellow]the census hit its {timeout:g} s deadline: some buckets are missing[/]")
+    if census_notes(census):
+        wide.print(peer_text(census_notes(census)), style="yellow")
 
 
 @app.command()

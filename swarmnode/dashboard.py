@@ -66,8 +66,9 @@ def render(status: Status, now: float | None = None) -> RenderableType:
     body.add_column(ratio=1)
     body.add_row(_learning(status), _swarm(status))
     parts: list[RenderableType] = [Panel(header), body]
-    if status.census is not None:
-        parts.append(_census(Census.from_json(status.census), now))
+    census = _census_of(status)
+    if census is not None:
+        parts.append(_census(census, now))
     if status.held_out_last:
         parts.append(_held_out(status))
     return Group(*parts, _events(status))
@@ -78,11 +79,21 @@ def census_title(census: Census) -> str:
     totals = census.totals()
     about = "≈" if totals.estimated else ""
     reach = ", ".join(f"{count} {state}" for state, count in sorted(totals.reachability.items()))
-    coverage = "" if census.complete else f"  ({census.buckets_read} of {census.buckets_total} buckets read)"
+    seen = f"{len(census.entries)} seen: " if totals.estimated else ""  # the breakdown is of the nodes seen
     return (
-        f"swarm {census.swarm_id}: {about}{totals.nodes:.0f} nodes ({reach or 'none'}), {totals.models} models, "
-        f"{about}{totals.rounds_per_hour:,.0f} rounds/h, {about}{totals.rollouts_per_hour:,.0f} rollouts/h{coverage}"
+        f"swarm {peer_text(census.swarm_id).plain}: {about}{totals.nodes:.0f} nodes ({seen}{reach or 'none'}), "
+        f"{totals.models} models, {about}{totals.rounds_per_hour:,.0f} rounds/h, "
+        f"{about}{totals.rollouts_per_hour:,.0f} rollouts/h"
     )
+
+
+def census_notes(census: Census) -> str:
+    """What a census missed: buckets not read (a sample, or cut by its deadline) and refused beacons."""
+    notes = [] if census.complete else [f"{census.buckets_read} of {census.buckets_total} buckets read"]
+    if census.timed_out:
+        notes.append("cut by its deadline")
+    notes += [f"{count} beacons refused: {reason}" for reason, count in sorted(census.refused.items())]
+    return "; ".join(notes)
 
 
 def peer_text(text: str) -> Text:
@@ -120,12 +131,18 @@ def census_table(census: Census, now: float, *, sort: str = "reward", limit: int
     return table
 
 
+def _census_of(status: Status) -> Census | None:
+    """The node's latest census; None before the first, or from a node whose /status has another shape."""
+    try:
+        return Census.from_json(status.census) if status.census is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _census(census: Census, now: float) -> Panel:
-    refused = sum(census.refused.values())
-    subtitle = f"{refused} beacons refused" if refused else None
     return Panel(
-        census_table(census, now, limit=PANEL_NODES), title=Text(census_title(census)), subtitle=subtitle,
-        border_style="cyan",
+        census_table(census, now, limit=PANEL_NODES), title=Text(census_title(census)),
+        subtitle=peer_text(census_notes(census)) or None, border_style="cyan",
     )
 
 

@@ -141,7 +141,7 @@ class Metrics:
         self.skipped = PromCounter("swarmnode_steps_skipped", "Training steps skipped", registry=r)
         self.collapses = PromCounter("swarmnode_collapses", "Collapse detections", registry=r)
         self.problems = PromCounter(
-            "swarmnode_problems", "Problems by kind: publish_failed, collect_timed_out, collect_failed", ["kind"], registry=r
+            "swarmnode_problems", "Problems by kind: publish_failed, collect_timed_out, collect_failed, beacon_failed", ["kind"], registry=r
         )
         self.local_only = PromCounter(
             "swarmnode_published_local_only", "Rounds whose batch only this node stored (not published)", registry=r
@@ -164,7 +164,8 @@ class Metrics:
             "the census read only some buckets: see swarmnode_swarm_census_complete)", ["quantity"], registry=r,
         )
         self.swarm_reachability = Gauge(
-            "swarmnode_swarm_nodes_by_reachability", "Live nodes in the latest census by reachability", ["state"], registry=r
+            "swarmnode_swarm_nodes_by_reachability", "Live nodes the latest census saw, by reachability (not scaled up)",
+            ["state"], registry=r
         )
         self.census_complete = Gauge("swarmnode_swarm_census_complete", "1 if the latest census read every bucket", registry=r)
         self.beacons_refused = PromCounter(
@@ -294,7 +295,7 @@ class Metrics:
                     try:
                         body, kind = json.dumps(census().to_json()).encode(), "application/json"
                     except Exception as error:  # the DHT is closing or its loop is stuck: say so, keep serving
-                        self.send_error(503, f"census failed: {type(error).__name__}: {error}")
+                        self.send_error(503, "census failed", explain=f"{type(error).__name__}: {error}")
                         return
                 else:
                     self.send_error(404, "try /metrics, /status or /census (with gossip and beacons on)")

@@ -18,7 +18,7 @@ from typing import Any
 
 from swarmnode import __version__, peerbook
 from swarmnode.beacon import Beacon
-from swarmnode.census import BeaconService
+from swarmnode.census import BeaconService, Census
 from swarmnode.checkpoint import Checkpointer, TrainingState
 from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
 from swarmnode.dht import TrafficSnapshot
@@ -56,6 +56,8 @@ class Node:
         self.beacons: BeaconService | None = None
         self.http_server = None
         self._traffic = TrafficSnapshot()  # the DHT traffic counted up to the last round's end
+        self._beacon_failures = 0  # windows in a row whose beacon no peer stored
+        self._beacon_warned = False  # shown for this streak of failures
         self._lock = DataDirLock(self.data_dir)
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
@@ -108,12 +110,13 @@ class Node:
                 self.identity, identity_path, config.swarm, network, config.gossip, intake=self.learner.intake
             )
             self.gossip.start()
+            self._traffic = self.gossip.dht.traffic()  # joining is not the first round's traffic
             if state is not None:
                 self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
             self._update_reachability()
             if config.gossip.beacon:
                 self.beacons = BeaconService(
-                    self.gossip.dht, self.identity, self.gossip.rules, self._beacon, self.metrics.set_census,
+                    self.gossip.dht, self.identity, self.gossip.rules, self._beacon, self._census_taken,
                     timeout_s=config.gossip.publish_timeout_s,
                 )
                 self.beacons.start()
@@ -317,6 +320,24 @@ class Node:
             phase=status.phase,
         )
 
+    def _census_taken(self, census: Census | None) -> None:
+        """After each beacon (on the beacon thread): show the census, and warn once when beacons failed two
+        windows in a row while peers exist (one failure can be a restart within the window, whose earlier
+        beacon still stands; alone, e.g. founding a swarm, nobody can store them)."""
+        beacons = self.beacons
+        if beacons is None:
+            return
+        if census is not None:
+            self.metrics.set_census(census)
+        elif beacons.census_error is not None:
+            self.metrics.event(f"census failed: {beacons.census_error}")
+        self._beacon_failures = 0 if beacons.last_error is None else self._beacon_failures + 1
+        if self._beacon_failures == 0:
+            self._beacon_warned = False
+        elif self._beacon_failures >= 2 and not self._beacon_warned and self.gossip is not None and self.gossip.num_peers() > 0:
+            self._beacon_warned = True
+            self._warn("beacon_failed", f"beacon not published: {beacons.last_error}; the swarm does not list this node")
+
     def _new_dht_refusals(self) -> Counter[str]:
         """Records our DHT peer refused since the last round (to store, or in a peer's answer), as
         `dht_<reason>`: nothing reaches the collector from them, but a volunteer should see the attack."""
@@ -363,14 +384,14 @@ class Node:
 
     def close(self) -> None:
         """Leave the swarm and release the data dir; safe to call more than once."""
+        if self.http_server is not None:  # first: a /census request would read a closing DHT
+            self.http_server.shutdown()
+            self.http_server.server_close()
+            self.http_server = None
         if self.beacons is not None:
             self.beacons.stop()
             self.beacons = None
         if self.gossip is not None:
             self.gossip.close()
             self.gossip = None
-        if self.http_server is not None:
-            self.http_server.shutdown()
-            self.http_server.server_close()
-            self.http_server = None
         self._lock.release()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import time
 
 import msgpack
 import pytest
@@ -221,3 +222,25 @@ def test_a_beacon_peers_would_refuse_is_not_sent():
     service = BeaconService(NoDHT(), ALICE, RULES, lambda window, now: dataclasses.replace(long_name, window=window, timestamp=now),
                             lambda census: None, timeout_s=1.0)
     assert not service.publish() and "limit_exceeded" in service.last_error and service.failures == 1
+
+
+def test_a_failing_dht_does_not_end_the_beacon_thread():
+    class BrokenDHT:
+        calls = 0
+
+        def store(self, items, timeout_s):
+            BrokenDHT.calls += 1
+            raise RuntimeError("the DHT loop is gone")
+
+    fast = dataclasses.replace(RULES, window_s=0.05)  # a new window every 50 ms
+
+    def source(window: int, now: float) -> Beacon:
+        return beacon(window=window, timestamp=now)
+
+    service = BeaconService(BrokenDHT(), ALICE, fast, source, lambda census: None, timeout_s=0.1)
+    service.start()
+    deadline = time.monotonic() + 10
+    while BrokenDHT.calls < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    service.stop()
+    assert BrokenDHT.calls >= 3 and "RuntimeError: the DHT loop is gone" in service.last_error

@@ -91,10 +91,25 @@ def listed(census: Census) -> dict[str, Beacon]:
     return {entry.peer_id: entry.beacon for entry in census.entries}
 
 
+def all_publishing(swarm: dict[str, Member]) -> None:
+    """Start every member's beacon thread and wait until a census lists them all (windows are 2 s here, so
+    a beacon stored once would go stale while a loaded machine starts the next step)."""
+    for member in swarm.values():
+        member.service.start()
+    reader, deadline = next(iter(swarm.values())).dht, time.monotonic() + 30
+    while len(listed(take_census(reader, RULES, timeout_s=3))) < len(swarm):
+        assert time.monotonic() < deadline, "the beacons never all showed"
+        time.sleep(0.2)
+
+
+def at_window_start() -> None:
+    """Sleep until just after a window begins: two steps then fall in one window on a loaded machine too."""
+    time.sleep(RULES.window_s - get_dht_time() % RULES.window_s + 0.05)
+
+
 def test_a_bare_client_lists_every_node_with_its_reachability(tmp_path):
     with members(tmp_path, ["entry", "a", "home"], private=("home",)) as swarm:
-        for member in swarm.values():
-            assert member.service.publish()
+        all_publishing(swarm)
         census = take_census_as_client(RULES, NetworkConfig(initial_peers=swarm["entry"].dht.advertised_maddrs()), timeout_s=10)
         nodes = listed(census)
         assert set(nodes) == {member.identity.peer_id for member in swarm.values()}
@@ -107,28 +122,24 @@ def test_a_bare_client_lists_every_node_with_its_reachability(tmp_path):
 
 def test_a_node_that_leaves_disappears_within_two_windows_while_the_others_stay(tmp_path):
     with members(tmp_path, ["entry", "stays", "leaves"]) as swarm:
-        for member in swarm.values():
-            member.service.start()
+        all_publishing(swarm)
         reader = swarm["entry"].dht
-        deadline = time.monotonic() + 15
-        while len(listed(take_census(reader, RULES, timeout_s=3))) < 3:
-            assert time.monotonic() < deadline, "the beacons never all showed"
-            time.sleep(0.2)
         swarm["leaves"].close()
         left_at = get_dht_time()
         leaver, stayer = swarm["leaves"].identity.peer_id, swarm["stays"].identity.peer_id
-        while leaver in (nodes := listed(take_census(reader, RULES, timeout_s=3))):
+        while leaver in (nodes := listed(census := take_census(reader, RULES, timeout_s=3))):
             assert stayer in nodes  # the live node is republished every window, never missing
-            assert get_dht_time() - left_at < 2 * RULES.window_s + 1.0, "still listed two windows after leaving"
+            # judged by when the census began reading: a read that began in time may still see it
+            assert census.taken_at - left_at <= 2 * RULES.window_s, "still listed two windows after leaving"
             time.sleep(0.2)
-        gone_after = get_dht_time() - left_at
-        assert stayer in nodes and gone_after <= 2 * RULES.window_s + 1.0
-        assert swarm["stays"].censuses, "the node's own census reached its callback"
+        assert stayer in nodes
+        assert any(census is not None for census in swarm["stays"].censuses), "the node's own census reached its callback"
 
 
 def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_path):
     with members(tmp_path, ["entry", "a", "b"]) as swarm:
         a, b = swarm["a"], swarm["b"]
+        at_window_start()
         now = get_dht_time()
         content = beacon_source("a", a.dht)(RULES.window_of(now), now)
         key = census_key(RULES.swarm_id, beacon_bucket(a.identity.peer_id))
@@ -155,8 +166,7 @@ def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_pat
 
 def test_a_nodes_own_census_stops_reading_buckets_once_it_has_seen_enough(tmp_path):
     with members(tmp_path, ["entry", "a", "b", "c"]) as swarm:
-        for member in swarm.values():
-            assert member.service.publish()
+        all_publishing(swarm)
         occupied = {beacon_bucket(member.identity.peer_id) for member in swarm.values()}
         order = list(range(BEACON_BUCKETS))
         random.Random(7).shuffle(order)  # the order take_census reads buckets in with this seed
@@ -173,8 +183,7 @@ def test_a_nodes_own_census_stops_reading_buckets_once_it_has_seen_enough(tmp_pa
 
 def test_swarmnode_swarm_from_a_bare_client_and_from_a_nodes_endpoint(tmp_path):
     with members(tmp_path, ["entry", "a"]) as swarm:
-        for member in swarm.values():
-            member.service.start()  # windows are 2 s here: a process takes longer than that to start
+        all_publishing(swarm)  # windows are 2 s here: the CLI process takes longer than that to start
         peers = [arg for maddr in swarm["entry"].dht.advertised_maddrs() for arg in ("--peers", maddr)]
         swarm_rules = ["--set", f"swarm.id={SWARM.id}", "--set", f"swarm.window_s={SWARM.window_s}", "--set", f"swarm.record_ttl_s={SWARM.record_ttl_s}"]
         as_client = run_cli("swarm", *peers, *swarm_rules, "--json")

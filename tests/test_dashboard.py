@@ -135,7 +135,7 @@ def test_the_swarm_panel_traffic_sparkline_and_swarm_gauges_show_the_latest_cens
     census = Census("demo", 99.0, [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)], buckets_read=4)
     metrics.set_census(census)
     screen = text_of(render(metrics.status, now=100.0))
-    assert "≈6 nodes (2 private, 1 public), 3 models" in screen and "(4 of 8 buckets read)" in screen
+    assert "≈6 nodes (3 seen: 2 private, 1 public), 3 models" in screen and "4 of 8 buckets read" in screen
     assert screen.index("model-2") < screen.index("model-1") < screen.index("model-0")  # best reward first
     assert "5 s ago" in screen and "traffic" in screen and "61.2 KB/s in" in screen  # 60 KB in a 0.98 s round
     exposition = generate_latest(metrics.registry).decode()

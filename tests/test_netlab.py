@@ -66,6 +66,9 @@ def test_two_homes_behind_nat_share_through_a_bootstrap_and_never_wait_on_each_o
         assert sum(node.rollouts_in_by_source[other.name]) > 0
         assert node.fresh_delivery(other) >= 0.75, node.rollouts_in_by_source
         assert max(node.publish_s) < 1.0 and max(node.collect_s) < 1.0  # no wait on a dial to a private address
+    # `swarmnode swarm` from the bootstrap's host lists both homes, behind NAT, with their reachability
+    listed = {node["peer_id"]: node["reachability"] for node in run.census["nodes"]}
+    assert listed == {node.peer_id: "private" for node in run.nodes}
 
 
 @pytest.mark.network

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,8 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
     try:
         started = wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
         second = join(tmp_path / "b", "--set", "swarm.id=pair", "--peers", started["maddrs"][0], "--rounds", "8")
+        listed = census_until(started["metrics_url"], lambda nodes: len(nodes) == 2, timeout_s=60)  # both beacons
+        assert started["peer_id"] in listed and all(node["model_id"] == started["model"] for node in listed.values())
         stdout, stderr = second.communicate(timeout=240)
         assert second.returncode == 0, stderr
     finally:
@@ -145,6 +148,19 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
     assert max(r["peers"] for r in rounds) >= 1
     first_records = read_records(tmp_path / "a" / "metrics.jsonl")
     assert sum(r.rollouts_in for r in first_records) > 0
+    with_peers = [r for r in first_records if r.peers >= 1]  # alone, a node sends nothing
+    assert with_peers and all(r.bytes_in > 0 and r.bytes_out > 0 for r in with_peers)  # the traffic sparkline's data
+
+
+def census_until(url: str, done, timeout_s: float) -> dict[str, dict]:
+    """Poll a node's /census (what `swarmnode swarm --url` reads) until `done(nodes by peer id)`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"{url}/census", timeout=30) as response:
+            nodes = {node["peer_id"]: node for node in json.loads(response.read())["nodes"]}
+        if done(nodes) or time.monotonic() > deadline:
+            return nodes
+        time.sleep(1.0)
 
 
 @pytest.mark.parametrize(("min_interval_s", "saved"), [(0.0, [1, 2, 3]), (3600.0, [3])])
