@@ -516,6 +516,9 @@ def run_scenario(
                     verdicts[placement.node] = doctor_verdict(
                         lab, placement.host, swarm.bootstrap_maddr, placement.settings(lab)
                     )
+            deadline = time.monotonic() + 300  # the census mid-run, when every node has rounds to report
+            while min(swarm.rounds_done().values()) < rounds // 2 and time.monotonic() < deadline:
+                time.sleep(1.0)
             census = lab_census(
                 lab, scenario.bootstrap_host, swarm.bootstrap_maddr, swarm.swarm_id, len(scenario.nodes), overrides
             )
@@ -559,7 +562,8 @@ def print_run(run: LabRun) -> None:
         from swarmnode.dashboard import census_table, census_title
 
         census = Census.from_json(run.census)
-        console.print(Text(census_title(census)), census_table(census, census.taken_at))
+        console.print(Text(f"swarmnode swarm on {run.scenario}'s bootstrap host: {census_title(census)}"),
+                      census_table(census, census.taken_at))
     if not run.ok:
         print(run.failures)
 
