@@ -142,8 +142,12 @@ class TasksConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field("swarmnode-seed", description="'swarmnode-seed' (embedded), a hub id, or a local directory")
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$", description="auto: a CUDA GPU, else MPS, else the CPU"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="compute dtype of forward passes; weights and optimizer stay float32 (docs/DESIGN.md §3)"
+    )
     threads: int | None = Field(None, ge=1)
     lora: dict[str, Any] | None = None
     max_new_tokens: int = Field(24, ge=1)

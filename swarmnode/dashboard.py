@@ -58,7 +58,7 @@ def render(status: Status, now: float | None = None) -> RenderableType:
         ("phase ", "dim"), (status.phase, "bold yellow"),
         ("  peer ", "dim"), status.peer_id[:16] + ("…" if len(status.peer_id) > 16 else ""),
         ("  swarm ", "dim"), status.swarm_id,
-        ("  model ", "dim"), status.model_id,
+        ("  model ", "dim"), status.model_id, _model_detail(status),
         ("  up ", "dim"), _duration(now - status.started_at),
     )
     body = Table.grid(expand=True)
@@ -144,6 +144,14 @@ def _census(census: Census, now: float) -> Panel:
         census_table(census, now, limit=PANEL_NODES), title=Text(census_title(census)),
         subtitle=peer_text(census_notes(census)) or None, border_style="cyan",
     )
+
+
+def _model_detail(status: Status) -> str:
+    """" (5.5M, cpu, float32)", with the trainable share under LoRA; empty for an older node's /status."""
+    if not status.parameters:
+        return ""
+    lora = f" ({status.trainable_parameters / 1e6:.1f}M trained)" if status.trainable_parameters < status.parameters else ""
+    return f" ({status.parameters / 1e6:.1f}M{lora}, {status.device}, {status.dtype})"
 
 
 def _held_out(status: Status) -> Panel:

@@ -240,15 +240,16 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def check_model(context: DoctorContext):
-    from swarmnode.policy import Policy, PolicyLoadError
+    from swarmnode.policy import DeviceError, Policy, PolicyLoadError
 
     config = context.config or NodeConfig()
     try:
         policy = Policy.load(config.model.name, device=config.model.device, dtype=config.model.dtype)
     except PolicyLoadError as error:
+        if isinstance(error, DeviceError):
+            return Outcome.FAIL, str(error), "set model.device / model.dtype as the message says"
         return Outcome.FAIL, str(error), "set model.name to a local directory or the embedded swarmnode-seed"
-    parameters = sum(p.numel() for p in policy.model.parameters())
-    return Outcome.PASS, f"{policy.model_id}: {parameters / 1e6:.1f}M parameters on {policy.device}, {policy.compute_dtype}", ""
+    return Outcome.PASS, f"{policy.model_id}: {policy.parameters / 1e6:.1f}M parameters on {policy.device}, {policy.compute_dtype}", ""
 
 
 CHECKS: list[tuple[str, Callable[[DoctorContext], tuple[Outcome, str, str]]]] = [

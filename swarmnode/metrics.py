@@ -80,6 +80,10 @@ class Status:
     peer_id: str = ""
     swarm_id: str = ""
     model_id: str = ""
+    device: str = ""  # where the policy runs, e.g. cpu or cuda:0
+    dtype: str = ""  # compute dtype of its forward passes (weights stay float32)
+    parameters: int = 0
+    trainable_parameters: int = 0  # fewer than parameters with LoRA
     maddrs: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     round: int = 0

@@ -87,7 +87,11 @@ class Node:
         self.checkpointer = Checkpointer(self.data_dir / "checkpoints", config.checkpoint.keep_last)
         self.checkpointer.remove_stale_staging()
         state = self.checkpointer.load(policy.model, self.learner.trainer.optimizer)
-        self.status = Status(peer_id=peer_id, swarm_id=config.swarm.id, model_id=policy.model_id)
+        self.status = Status(
+            peer_id=peer_id, swarm_id=config.swarm.id, model_id=policy.model_id, device=str(policy.device),
+            dtype=str(policy.compute_dtype).removeprefix("torch."), parameters=policy.parameters,
+            trainable_parameters=policy.trainable_parameters,
+        )
         self.status.gossip_enabled = config.gossip.enabled
         self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
         if state is not None:
@@ -125,6 +129,8 @@ class Node:
             self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port, census=census)
         self.log({
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
+            "device": self.status.device, "dtype": self.status.dtype, "parameters": policy.parameters,
+            "trainable_parameters": policy.trainable_parameters,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,

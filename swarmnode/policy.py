@@ -31,6 +31,10 @@ class PolicyLoadError(Exception):
     """The model could not be loaded; the message says where we looked and what to do."""
 
 
+class DeviceError(PolicyLoadError):
+    """The configured device or dtype cannot be used here; the message says why and what to set instead."""
+
+
 @dataclass(frozen=True)
 class SampledCompletion:
     completion_ids: tuple[int, ...]
@@ -58,8 +62,30 @@ def resolve_model_path(name: str) -> str:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """The configured device, or the best one present for `auto`; a device this torch cannot use is one
+    PolicyLoadError saying why (a CPU-only build, no GPU visible, no such GPU index), never a silent CPU."""
     if requested != "auto":
-        return torch.device(requested)
+        device = torch.device(requested)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                why = (
+                    "this torch is a CPU-only build" if torch.version.cuda is None
+                    else "torch sees no CUDA GPU (check the driver with nvidia-smi, and CUDA_VISIBLE_DEVICES)"
+                )
+                raise DeviceError(
+                    f"model.device={requested!r} but {why} (torch {torch.__version__}); set model.device=auto "
+                    f"(a GPU when there is one) or cpu, or install a CUDA build of torch"
+                )
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise DeviceError(
+                    f"model.device={requested!r} but only {torch.cuda.device_count()} CUDA GPU(s) are visible"
+                )
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DeviceError(
+                f"model.device={requested!r} but MPS is not available here (it needs Apple silicon and a torch "
+                f"built with MPS); set model.device=auto or cpu"
+            )
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -83,6 +109,13 @@ CPU_BF16_MIN_PARAMETERS = 20_000_000
 
 
 def pick_compute_dtype(requested: str, device: torch.device, parameters: int) -> torch.dtype:
+    """The configured compute dtype, or for `auto` the fastest sound one on `device`. float16 trains with a
+    loss scaler (sapo.Trainer); bfloat16 on a GPU without it is refused rather than emulated."""
+    if requested == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError(
+            "model.dtype=bfloat16 but this GPU has no bfloat16 (compute capability below 8.0); "
+            "set model.dtype=float16 (trained with loss scaling) or auto"
+        )
     if requested != "auto":
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[requested]
     if device.type == "cuda":
@@ -138,7 +171,7 @@ class Policy:
             torch.set_num_threads(threads)
         transformers_logging.disable_progress_bar()  # a node's logs are JSON lines or a dashboard, not bars
         path = resolve_model_path(name)
-        torch_device = pick_device(device)
+        torch_device = pick_device(device)  # before loading: a device we cannot use fails in a second, not after
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -157,6 +190,14 @@ class Policy:
         model_id = name if not Path(name).exists() else Path(name).resolve().name
         parameters = sum(p.numel() for p in model.parameters())
         return cls(model, tokenizer, model_id, torch_device, pick_compute_dtype(dtype, torch_device, parameters))
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.compute_dtype == torch.float32:

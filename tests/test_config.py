@@ -56,3 +56,9 @@ def test_overrides_apply_after_the_file(tmp_path):
     assert config.sapo.learning_rate == 5e-5 and config.network.initial_peers == ["/ip4/127.0.0.1/tcp/1/p2p/x"]
     with pytest.raises(ConfigError, match="expected key.path=value"):
         load_config(None, ["sapo.learning_rate"])
+
+
+def test_a_device_that_is_no_device_is_refused_with_its_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.device: .*auto\|cpu\|mps\|cuda"):
+        load_config(write(tmp_path, "model:\n  device: gpu\n"))
+    assert load_config(write(tmp_path, "model:\n  device: cuda:1\n")).model.device == "cuda:1"

@@ -143,3 +143,9 @@ def test_the_swarm_panel_traffic_sparkline_and_swarm_gauges_show_the_latest_cens
     assert 'swarmnode_swarm_nodes_by_reachability{state="private"} 2.0' in exposition
     assert "swarmnode_swarm_census_complete 0.0" in exposition
     assert "model-1" not in exposition  # no label comes from a peer
+
+
+def test_the_header_says_where_the_model_runs_and_how_much_of_it_trains(tmp_path):
+    status = Status(model_id="Qwen/Qwen2.5-0.5B", device="cuda:0", dtype="bfloat16", parameters=494_000_000,
+                    trainable_parameters=4_400_000)
+    assert "Qwen/Qwen2.5-0.5B (494.0M (4.4M trained), cuda:0, bfloat16)" in text_of(render(status, now=0.0))

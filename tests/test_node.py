@@ -50,6 +50,8 @@ def test_join_completes_rounds_headless_with_json_lines_only(tmp_path):
     logged = events(stdout)
     assert [e["event"] for e in logged] == ["started", "round", "round", "stopped"]
     assert logged[0]["maddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
+    assert (logged[0]["device"], logged[0]["dtype"]) == ("cpu", "float32")  # the seed model: float32 on a CPU
+    assert logged[0]["parameters"] == logged[0]["trainable_parameters"] > 5_000_000
     records = read_records(tmp_path / "metrics.jsonl")
     assert [r.round for r in records] == [1, 2]
     assert [(r.published, r.published_local_only) for r in records] == [(False, True)] * 2  # alone: nobody to share with

@@ -11,7 +11,7 @@ from models import make_tiny_gpt2
 
 from swarmnode.config import load_config
 from swarmnode.learner import Learner
-from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy, PolicyLoadError, SamplingSettings
+from swarmnode.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings
 from swarmnode.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
 
 SEED_POLICY = Policy.load(dtype="float32")
@@ -117,3 +117,14 @@ def test_peers_groups_of_a_family_we_do_not_sample_are_used_only_when_asked(scop
     assert len(external.groups) == (len(rollouts) if trained else 0)
     assert external.rejected.get("not_sampled_here", 0) == (0 if trained else len(rollouts))
     assert not external.offenders
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="needs a machine without a GPU")
+def test_a_device_this_torch_cannot_use_is_one_clear_error_not_a_silent_cpu():
+    with pytest.raises(DeviceError, match=r"model.device='cuda' but (this torch is a CPU-only build|torch sees no CUDA GPU)"):
+        Policy.load(device="cuda")
+    with pytest.raises(DeviceError, match=r"model.device='mps' but MPS is not available here"):
+        Policy.load(device="mps")
+    policy = Policy.load(device="cpu", dtype="bfloat16")
+    assert (policy.device.type, policy.compute_dtype) == ("cpu", torch.bfloat16)
+    assert policy.parameters == policy.trainable_parameters > 5_000_000
