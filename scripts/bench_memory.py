@@ -1,0 +1,139 @@
+"""Peak memory and time of SAPO training steps by model size, full fine-tune and LoRA, on this machine.
+
+Each configuration runs in a fresh process (peak RSS is per process): a random-init Qwen2-geometry model
+made locally (no hub), the node's own SapoTrainer, and one round's worth of groups (I+J = 8 groups of G = 8
+completions of `--tokens` tokens after a 128-token prompt). The first step allocates the optimizer state and
+is not timed. `--code DIR` runs another checkout's swarmnode (e.g. a worktree of an older commit) for a
+before/after comparison in one table. Writes benchmarks/results/memory.json.
+
+Usage: python scripts/bench_memory.py [--sizes seed,30m,120m,0.5b] [--modes full,lora] [--tokens 24]
+       [--micro-batch 32] [--steps 2] [--code DIR ...] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Qwen2 geometries: (hidden, layers, heads, kv heads, intermediate, vocabulary); "seed" is the embedded model.
+GEOMETRIES = {
+    "30m": (512, 8, 8, 2, 1536, 32_000),
+    "120m": (768, 12, 12, 4, 2048, 50_000),
+    "0.5b": (896, 24, 14, 2, 4864, 151_936),  # Qwen2.5-0.5B's
+}
+PROMPT_TOKENS = 128
+GROUPS, GROUP_SIZE = 8, 8
+
+
+def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict:
+    """Runs inside the measured process."""
+    import resource
+    import time
+
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from swarmnode.config import SapoConfig
+    from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy, _with_lora, pick_compute_dtype
+    from swarmnode.sapo import Group, SapoTrainer, Selection
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR)
+    if size == "seed":
+        model = Policy.load().model
+    else:
+        hidden, layers, heads, kv_heads, intermediate, vocabulary = GEOMETRIES[size]
+        model = Qwen2ForCausalLM(Qwen2Config(
+            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+            intermediate_size=intermediate, vocab_size=vocabulary, tie_word_embeddings=True,
+            max_position_embeddings=2048,
+        ))
+    if mode == "lora":
+        model = _with_lora(model, {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
+    parameters = sum(p.numel() for p in model.parameters())
+    device = torch.device("cpu")
+    policy = Policy(model, tokenizer, size, device, pick_compute_dtype("auto", device, parameters))
+    config = SapoConfig(micro_batch_size=micro_batch, kl_to_start=False)
+    trainer = SapoTrainer(policy, config, max_new_tokens=tokens)
+    vocabulary = model.config.vocab_size if hasattr(model, "config") else 4096
+    generator = torch.Generator().manual_seed(0)
+
+    def ids(count: int) -> list[int]:
+        return torch.randint(10, min(vocabulary, len(tokenizer)), (count,), generator=generator).tolist()
+
+    groups = [
+        Group(task=None, prompt_ids=ids(PROMPT_TOKENS), completion_ids=[ids(tokens) for _ in range(GROUP_SIZE)],
+              rewards=[float(k % 2) for k in range(GROUP_SIZE)], source="own" if g < GROUPS // 2 else "external")
+        for g in range(GROUPS)
+    ]
+    selection = Selection(groups[: GROUPS // 2], groups[GROUPS // 2 :])
+    seconds = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        trainer.step(selection)
+        seconds.append(time.perf_counter() - started)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "size": size, "mode": mode, "parameters": parameters,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "compute_dtype": str(policy.compute_dtype).removeprefix("torch."), "tokens": tokens, "micro_batch": micro_batch,
+        "peak_rss_bytes": peak, "bytes_per_parameter": peak / parameters,
+        "step_s": min(seconds[1:]) if len(seconds) > 1 else seconds[0],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="seed,30m,120m,0.5b")
+    parser.add_argument("--modes", default="full,lora")
+    parser.add_argument("--tokens", type=int, default=24, help="completion tokens (model.max_new_tokens)")
+    parser.add_argument("--micro-batch", type=int, default=32, help="sapo.micro_batch_size")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--code", action="append", default=[], help="another checkout to run (repeatable); default this one")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(**json.loads(args.one))))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    results = []
+    for code in args.code or [str(ROOT)]:
+        commit = subprocess.run(["git", "-C", code, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+        for size in args.sizes.split(","):
+            for mode in args.modes.split(","):
+                spec = {"size": size, "mode": mode, "tokens": args.tokens, "micro_batch": args.micro_batch, "steps": args.steps}
+                env = {**os.environ, "PYTHONPATH": code}
+                done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, env=env, cwd=code)
+                if done.returncode != 0:
+                    print(f"{commit} {size} {mode}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                    continue
+                row = {"code": commit, **json.loads(done.stdout.strip().splitlines()[-1])}
+                results.append(row)
+                print(f"{commit} {size:>5} {mode:<4} peak {row['peak_rss_bytes'] / 2**30:.2f} GiB, step {row['step_s']:.1f} s", flush=True)
+    table = Table(title=f"SAPO step on this CPU: {GROUPS} groups x {GROUP_SIZE} completions x {args.tokens} tokens, "
+                        f"{PROMPT_TOKENS}-token prompts, micro-batch {args.micro_batch}")
+    for column in ("code", "model", "mode", "parameters", "trainable", "dtype", "peak RSS GiB", "bytes/param", "step s"):
+        table.add_column(column, justify="right")
+    for row in results:
+        table.add_row(row["code"], row["size"], row["mode"], f"{row['parameters'] / 1e6:.1f}M", f"{row['trainable'] / 1e6:.1f}M",
+                      row["compute_dtype"], f"{row['peak_rss_bytes'] / 2**30:.2f}", f"{row['bytes_per_parameter']:.1f}", f"{row['step_s']:.1f}")
+    Console(width=150).print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_1m_at_start": os.getloadavg()[0]},
+        "results": results,
+    }, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
