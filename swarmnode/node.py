@@ -182,6 +182,11 @@ class Node:
             self._report_offences(external.offenders)
         with self._phase("train"):
             step = learner.train(own.groups, external.groups)
+        if step.out_of_memory:
+            self._warn(
+                "out_of_memory", f"training ran out of memory {step.out_of_memory} time(s): micro-batch now "
+                f"{step.micro_batch_size}" + (f"; {step.skipped_reason}" if step.skipped_reason else ""),
+            )
         self.round += 1
         traffic = self._round_traffic()
         if self.gossip is not None:

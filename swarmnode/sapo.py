@@ -9,6 +9,7 @@ fixed token budget, so a step's size does not depend on how many groups survived
 from __future__ import annotations
 
 import copy
+import gc
 import math
 import random
 from collections.abc import Sequence
@@ -169,6 +170,8 @@ class StepStats:
     importance_mean: float = 1.0  # truncated importance weights of same-model peers' tokens (1 elsewhere)
     importance_max: float = 1.0
     seconds: float = 0.0
+    micro_batch_size: int = 0  # rows per forward pass at the end of the step (halved after an allocation failure)
+    out_of_memory: int = 0  # allocation failures absorbed by halving the micro-batch
 
     @property
     def external_token_share(self) -> float:
@@ -190,6 +193,16 @@ class _Sample:
 # A frozen copy of the policy for KL to the start costs one model of memory and a forward per micro-batch:
 # tracked by default only below this size.
 KL_TO_START_MAX_PARAMETERS = 100_000_000
+
+
+class OutOfMemory(Exception):
+    """Even a micro-batch of one row did not fit."""
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's (a RuntimeError or MemoryError)."""
+    text = str(error)
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text or "out of memory" in text
 
 
 class SapoTrainer:
@@ -215,6 +228,7 @@ class SapoTrainer:
         self.reference = None
         if config.kl_beta > 0 or track:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+        self.micro_batch_size = config.micro_batch_size  # halved for good after an allocation failure
 
     def step(self, selection: Selection) -> StepStats:
         """`updates_per_round` optimizer steps on the selected groups (or none, if the selection says skip).
@@ -225,28 +239,27 @@ class SapoTrainer:
             return StepStats(skipped_reason=selection.skipped_reason)
         samples = self._samples(selection)
         updates = min(self.config.updates_per_round, len(samples))
-        if updates > 1:
-            self._fix_old_logprobs(samples)
-        self.policy.model.train()
-        totals = dict.fromkeys(("loss", "tokens", "clipped", "importance", "kl", "kl_tokens"), 0.0)
-        importance_max, grad_norms = 1.0, []
-        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
-        for update in range(updates):
+        failures, grad_norms = [0], []
+        try:
+            if updates > 1:
+                self._with_backoff(lambda: self._fix_old_logprobs(samples), failures)
+            self.policy.model.train()
+            totals = dict.fromkeys(("loss", "tokens", "clipped", "importance", "kl", "kl_tokens", "importance_max"), 0.0)
+            for update in range(updates):
+                part = samples[update::updates]
+                update_totals = self._with_backoff(lambda: self._accumulate(part), failures)
+                for key, value in update_totals.items():
+                    totals[key] = max(totals[key], value) if key == "importance_max" else totals[key] + value
+                grad_norms.append(self._apply())
+        except OutOfMemory as error:
             self.optimizer.zero_grad(set_to_none=True)
-            part = samples[update::updates]
-            for start in range(0, len(part), self.config.micro_batch_size):
-                loss, stats = self._micro_batch_loss(part[start : start + self.config.micro_batch_size])
-                self.scaler.scale(loss).backward()
-                totals["loss"] += loss.item()
-                for key in ("tokens", "clipped", "importance", "kl", "kl_tokens"):
-                    totals[key] += stats[key]
-                importance_max = max(importance_max, stats["importance_max"])
-            self.scaler.unscale_(self.optimizer)
-            grad_norms.append(float(torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            return StepStats(
+                skipped_reason=f"out of memory with a micro-batch of 1 ({error}); lower model.max_new_tokens or use LoRA",
+                updates=len(grad_norms), micro_batch_size=1, out_of_memory=failures[0],
+            )
         self.optimizer.zero_grad(set_to_none=True)
         tokens = max(totals["tokens"], 1.0)
+        importance_max = max(totals["importance_max"], 1.0)
         return StepStats(
             loss=totals["loss"],
             own_groups=len(selection.own),
@@ -259,7 +272,51 @@ class SapoTrainer:
             kl_to_start=totals["kl"] / totals["kl_tokens"] if self.reference is not None and totals["kl_tokens"] else None,
             importance_mean=totals["importance"] / tokens,
             importance_max=importance_max,
+            micro_batch_size=self.micro_batch_size,
+            out_of_memory=failures[0],
         )
+
+    def _accumulate(self, part: list[_Sample]) -> dict[str, float]:
+        """Gradients of one update's samples, a micro-batch at a time; the update's totals for the stats."""
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = dict.fromkeys(("loss", "tokens", "clipped", "importance", "kl", "kl_tokens", "importance_max"), 0.0)
+        for start in range(0, len(part), self.micro_batch_size):
+            loss, stats = self._micro_batch_loss(part[start : start + self.micro_batch_size])
+            self.scaler.scale(loss).backward()
+            totals["loss"] += loss.item()
+            for key in ("tokens", "clipped", "importance", "kl", "kl_tokens"):
+                totals[key] += stats[key]
+            totals["importance_max"] = max(totals["importance_max"], stats["importance_max"])
+        return totals
+
+    def _apply(self) -> float:
+        """One optimizer step on the accumulated gradients; the gradient norm before clipping."""
+        trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.scaler.unscale_(self.optimizer)
+        norm = float(torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return norm
+
+    def _with_backoff(self, work, failures: list[int]):
+        """`work()`, again with half the micro-batch after each allocation failure (nothing of a failed
+        attempt was applied: gradients are cleared, the optimizer has not stepped). At a micro-batch of 1
+        the failure is raised as OutOfMemory, and the node skips the step instead of dying."""
+        while True:
+            try:
+                return work()
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
+                if not _is_out_of_memory(error) or self.micro_batch_size == 1:
+                    if _is_out_of_memory(error):
+                        raise OutOfMemory(str(error).splitlines()[0]) from None
+                    raise
+                failures[0] += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                del error
+                gc.collect()
+                if self.policy.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.micro_batch_size = max(1, self.micro_batch_size // 2)
 
     def _samples(self, selection: Selection) -> list[_Sample]:
         samples = []
@@ -286,8 +343,8 @@ class SapoTrainer:
         """Peers' samples have no behaviour log-probs of ours: take our policy's before the round's first update."""
         missing = [s for s in samples if s.old_logprobs is None]
         self.policy.model.eval()
-        for start in range(0, len(missing), self.config.micro_batch_size):
-            chunk = missing[start : start + self.config.micro_batch_size]
+        for start in range(0, len(missing), self.micro_batch_size):
+            chunk = missing[start : start + self.micro_batch_size]
             logprobs, _ = self.policy.completion_logprobs(
                 [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], self.temperature
             )
