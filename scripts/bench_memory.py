@@ -73,6 +73,7 @@ def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict
         for g in range(GROUPS)
     ]
     selection = Selection(groups[: GROUPS // 2], groups[GROUPS // 2 :])
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # model made: what the steps add comes on top
     seconds = []
     for _ in range(steps):
         started = time.perf_counter()
@@ -83,7 +84,7 @@ def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict
         "size": size, "mode": mode, "parameters": parameters,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "compute_dtype": str(policy.compute_dtype).removeprefix("torch."), "tokens": tokens, "micro_batch": micro_batch,
-        "peak_rss_bytes": peak, "bytes_per_parameter": peak / parameters,
+        "peak_rss_bytes": peak, "loaded_rss_bytes": loaded, "bytes_per_parameter": peak / parameters,
         "step_s": min(seconds[1:]) if len(seconds) > 1 else seconds[0],
     }
 
@@ -121,11 +122,12 @@ def main() -> None:
                 print(f"{commit} {size:>5} {mode:<4} peak {row['peak_rss_bytes'] / 2**30:.2f} GiB, step {row['step_s']:.1f} s", flush=True)
     table = Table(title=f"SAPO step on this CPU: {GROUPS} groups x {GROUP_SIZE} completions x {args.tokens} tokens, "
                         f"{PROMPT_TOKENS}-token prompts, micro-batch {args.micro_batch}")
-    for column in ("code", "model", "mode", "parameters", "trainable", "dtype", "peak RSS GiB", "bytes/param", "step s"):
+    for column in ("code", "model", "mode", "parameters", "trainable", "dtype", "peak RSS GiB", "of it at load", "bytes/param", "step s"):
         table.add_column(column, justify="right")
     for row in results:
         table.add_row(row["code"], row["size"], row["mode"], f"{row['parameters'] / 1e6:.1f}M", f"{row['trainable'] / 1e6:.1f}M",
-                      row["compute_dtype"], f"{row['peak_rss_bytes'] / 2**30:.2f}", f"{row['bytes_per_parameter']:.1f}", f"{row['step_s']:.1f}")
+                      row["compute_dtype"], f"{row['peak_rss_bytes'] / 2**30:.2f}", f"{row.get('loaded_rss_bytes', 0) / 2**30:.2f}",
+                      f"{row['bytes_per_parameter']:.1f}", f"{row['step_s']:.1f}")
     Console(width=150).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
@@ -327,7 +326,8 @@ class Policy:
                 **{self._cache_keyword: cache},
                 use_cache=True,
             ).logits[:, :-1, :]
-        left_aligned = token_logprobs(torch.cat([first[rows, None, :], rest], dim=1), completions, temperature)
+        logits = torch.cat([first[rows, None, :], rest], dim=1).float() / temperature
+        left_aligned = torch.gather(F.log_softmax(logits, dim=-1), 2, completions.unsqueeze(-1)).squeeze(-1)
         shift = width - completion_mask.sum(dim=1, keepdim=True)
         source = torch.arange(width, device=self.device)[None, :] - shift
         mask = source >= 0
@@ -342,32 +342,6 @@ class Policy:
         text = self.tokenizer.decode(row_tokens, skip_special_tokens=True)
         end = text.find(ANSWER_CLOSE)
         return text[: end + len(ANSWER_CLOSE)] if end >= 0 else text
-
-
-# Rows of logits turned into log-probs at a time. A row of a 150k-token vocabulary is 0.6 MB per position in
-# float32; the whole [rows, tokens, vocabulary] block in float32 would be gigabytes (docs/DESIGN.md §3).
-LOGPROB_CHUNK_ROWS = 4
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log softmax(logits / temperature) at `tokens`, [N, T] from [N, T, V] logits in any dtype.
-
-    Computed in float32 a few rows at a time, and under gradients recomputed in the backward pass
-    (checkpointed) rather than kept: the only full-size tensor is the logits the model already made, not
-    a float32 copy plus a log-softmax of it."""
-
-    def chunk_logprobs(chunk: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        scaled = chunk.float() / temperature
-        return scaled.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scaled, dim=-1)
-
-    parts = []
-    for start in range(0, logits.shape[0], LOGPROB_CHUNK_ROWS):
-        chunk, ids = logits[start : start + LOGPROB_CHUNK_ROWS], tokens[start : start + LOGPROB_CHUNK_ROWS]
-        if torch.is_grad_enabled() and chunk.requires_grad:
-            parts.append(checkpoint(chunk_logprobs, chunk, ids, use_reentrant=False))
-        else:
-            parts.append(chunk_logprobs(chunk, ids))
-    return torch.cat(parts)
 
 
 def _sample_tokens(

@@ -11,7 +11,7 @@ from models import make_tiny_gpt2
 
 from swarmnode.config import load_config
 from swarmnode.learner import Learner
-from swarmnode.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings, token_logprobs
+from swarmnode.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings
 from swarmnode.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
 
 SEED_POLICY = Policy.load(dtype="float32")
@@ -128,17 +128,3 @@ def test_a_device_this_torch_cannot_use_is_one_clear_error_not_a_silent_cpu():
     policy = Policy.load(device="cpu", dtype="bfloat16")
     assert (policy.device.type, policy.compute_dtype) == ("cpu", torch.bfloat16)
     assert policy.parameters == policy.trainable_parameters > 5_000_000
-
-
-def test_chunked_token_logprobs_match_the_full_log_softmax_in_value_and_gradient():
-    torch.manual_seed(0)
-    logits = torch.randn(9, 5, 300, dtype=torch.float64, requires_grad=True)  # 9 rows: chunks of 4, 4 and 1
-    tokens = torch.randint(0, 300, (9, 5))
-    weights = torch.randn(9, 5, dtype=torch.float64)
-    full = torch.gather(torch.log_softmax(logits.float() / 0.7, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
-    (expected,) = torch.autograd.grad((full * weights).sum(), logits)
-    chunked = token_logprobs(logits, tokens, temperature=0.7)
-    (got,) = torch.autograd.grad((chunked * weights).sum(), logits)
-    assert torch.allclose(chunked, full, atol=1e-5) and torch.allclose(got, expected, atol=1e-5)
-    with torch.no_grad():
-        assert torch.allclose(token_logprobs(logits, tokens, 0.7), full, atol=1e-5)
