@@ -229,6 +229,7 @@ class SapoTrainer:
         if config.kl_beta > 0 or track:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
         self.micro_batch_size = config.micro_batch_size  # halved for good after an allocation failure
+        self._failures = 0
 
     def step(self, selection: Selection) -> StepStats:
         """`updates_per_round` optimizer steps on the selected groups (or none, if the selection says skip).
@@ -239,15 +240,15 @@ class SapoTrainer:
             return StepStats(skipped_reason=selection.skipped_reason)
         samples = self._samples(selection)
         updates = min(self.config.updates_per_round, len(samples))
-        failures, grad_norms = [0], []
+        self._failures, grad_norms = 0, []  # allocation failures absorbed in this step
         try:
             if updates > 1:
-                self._with_backoff(lambda: self._fix_old_logprobs(samples), failures)
+                self._with_backoff(lambda: self._fix_old_logprobs(samples))
             self.policy.model.train()
             totals = dict.fromkeys(("loss", "tokens", "clipped", "importance", "kl", "kl_tokens", "importance_max"), 0.0)
             for update in range(updates):
                 part = samples[update::updates]
-                update_totals = self._with_backoff(lambda: self._accumulate(part), failures)
+                update_totals = self._with_backoff(lambda: self._accumulate(part))
                 for key, value in update_totals.items():
                     totals[key] = max(totals[key], value) if key == "importance_max" else totals[key] + value
                 grad_norms.append(self._apply())
@@ -255,7 +256,7 @@ class SapoTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             return StepStats(
                 skipped_reason=f"out of memory with a micro-batch of 1 ({error}); lower model.max_new_tokens or use LoRA",
-                updates=len(grad_norms), micro_batch_size=1, out_of_memory=failures[0],
+                updates=len(grad_norms), micro_batch_size=1, out_of_memory=self._failures,
             )
         self.optimizer.zero_grad(set_to_none=True)
         tokens = max(totals["tokens"], 1.0)
@@ -273,7 +274,7 @@ class SapoTrainer:
             importance_mean=totals["importance"] / tokens,
             importance_max=importance_max,
             micro_batch_size=self.micro_batch_size,
-            out_of_memory=failures[0],
+            out_of_memory=self._failures,
         )
 
     def _accumulate(self, part: list[_Sample]) -> dict[str, float]:
@@ -298,7 +299,7 @@ class SapoTrainer:
         self.scaler.update()
         return norm
 
-    def _with_backoff(self, work, failures: list[int]):
+    def _with_backoff(self, work):
         """`work()`, again with half the micro-batch after each allocation failure (nothing of a failed
         attempt was applied: gradients are cleared, the optimizer has not stepped). At a micro-batch of 1
         the failure is raised as OutOfMemory, and the node skips the step instead of dying."""
@@ -310,7 +311,7 @@ class SapoTrainer:
                     if _is_out_of_memory(error):
                         raise OutOfMemory(str(error).splitlines()[0]) from None
                     raise
-                failures[0] += 1
+                self._failures += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 del error
                 gc.collect()
