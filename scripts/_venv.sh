@@ -1,6 +1,7 @@
 # Sourced by scripts/swarmnode and scripts/test: make sure .venv exists and holds this checkout.
-# torch 2.13.0 goes in first when no torch is importable: a bare `torch` requirement would make pip
-# fetch a multi-GB CUDA build; users who already have a torch (e.g. a CUDA one) keep theirs.
+# torch 2.13.0 goes in first when no torch is importable, from where scripts/_torch_index.sh says (the
+# CPU build without an NVIDIA GPU): a bare `torch` requirement would make pip fetch a multi-GB CUDA
+# build; users who already have a torch (e.g. a CUDA one) keep theirs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${SWARMNODE_VENV:-$ROOT/.venv}"
@@ -17,8 +18,9 @@ fi
 STAMP="$VENV/.swarmnode-installed-${EXTRAS:-base}-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
     if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
-        echo "installing torch 2.13.0 (CPU build where available)" >&2
-        "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+        TORCH_INDEX="$(bash "$ROOT/scripts/_torch_index.sh" "$VENV/bin/python")"
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+            ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.13.0"
     fi
     echo "installing swarmnode${EXTRAS:+[$EXTRAS]} into $VENV" >&2
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}"
