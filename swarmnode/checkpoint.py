@@ -1,29 +1,43 @@
 """Checkpoints: everything a node needs to resume exactly where it was, written so a crash cannot tear one.
 
-A checkpoint is a directory `round-NNNNNNNN/` (weights as safetensors, optimizer state, RNG states,
-JSON state), assembled under a temporary name, fsynced, then renamed into place; the last K are kept.
+A checkpoint is a directory `round-NNNNNNNN/`: trainable weights (model.safetensors), the optimizer's
+tensors (optimizer.safetensors) and hyperparameters (optimizer.json), RNG states (rng.safetensors) and JSON
+state (state.json), assembled under a temporary name, fsynced, then renamed into place. Tensors go to disk
+one at a time from their own memory, so a save holds no copy of the state (a 0.5B model's AdamW state is
+4 GB). The last `keep_last` are kept, within a disk budget.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import math
 import os
 import re
 import shutil
+import struct
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from swarmnode.files import fsync_dir, fsync_file
 
 _NAME = re.compile(r"^round-(\d{8})$")
+# kept at 1 when optimizer.pt gave way to optimizer.safetensors + optimizer.json: the files tell the two apart,
+# and an older swarmnode still exports (reads the weights of) a newer checkpoint
 FORMAT_VERSION = 1
+# torch dtypes as safetensors names them (what a node's weights, optimizer state and RNG states are made of)
+_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+# the keys of an optimizer's param group that are lists; its other sequences (AdamW's betas) are tuples
+_LIST_KEYS = ("params", "param_names")
 
 
 class CheckpointError(Exception):
@@ -53,26 +67,43 @@ def random_state_from_json(data: list) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """What a save wrote and cost, for the node's metrics and its event line."""
+
+    path: Path
+    size: int  # bytes of this checkpoint
+    seconds: float  # the whole save: write, fsync, rename, prune
+    disk: int  # bytes of all checkpoints kept after it
+
+
 class Checkpointer:
-    def __init__(self, directory: Path, keep_last: int = 3) -> None:
+    def __init__(self, directory: Path, keep_last: int = 3, max_bytes: float = math.inf) -> None:
+        """Keep the newest `keep_last` checkpoints, fewer where they would take more than `max_bytes` (with
+        the one being written); the newest complete checkpoint is never removed."""
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.max_bytes = max_bytes
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> Path:
-        """Write a complete checkpoint or nothing (the previous ones stay intact on any error)."""
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> SavedCheckpoint:
+        """Write a complete checkpoint or nothing (on any error the newest one and those kept with it are
+        intact). Those beyond keep_last or the disk budget, counting this one, go first, so both hold meanwhile."""
+        started = time.perf_counter()
         final = self.directory / f"round-{state.round:08d}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            newest = self.latest()
+            self._prune(slots=1, room=_disk_size(newest) if newest else 0)
             staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.directory))
         except OSError as error:
             raise CheckpointError(self._write_hint(error)) from None
         try:
-            save_file(_trainable_tensors(model), staging / "model.safetensors")
-            buffer = io.BytesIO()
-            torch.save(optimizer.state_dict(), buffer)
-            (staging / "optimizer.pt").write_bytes(buffer.getvalue())
+            _write_tensors(staging / "model.safetensors", _trainable_tensors(model))
+            optimizer_tensors, optimizer_meta = _split_optimizer_state(optimizer.state_dict())
+            _write_tensors(staging / "optimizer.safetensors", optimizer_tensors)
+            (staging / "optimizer.json").write_text(json.dumps(optimizer_meta, indent=1))
             if state.generators:
-                save_file({k: v.contiguous() for k, v in state.generators.items()}, staging / "rng.safetensors")
+                _write_tensors(staging / "rng.safetensors", state.generators)
             meta = {k: v for k, v in asdict(state).items() if k != "generators"}
             meta["format_version"] = FORMAT_VERSION
             (staging / "state.json").write_text(json.dumps(meta, indent=1))
@@ -83,11 +114,11 @@ class Checkpointer:
                 shutil.rmtree(final)
             os.rename(staging, final)
             fsync_dir(self.directory)
-        except (OSError, SafetensorError) as error:  # safetensors reports ENOSPC as its own error type
+        except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
             raise CheckpointError(self._write_hint(error)) from None
-        self._prune()
-        return final
+        disk = self._prune()
+        return SavedCheckpoint(final, _disk_size(final), time.perf_counter() - started, disk)
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
@@ -121,9 +152,15 @@ class Checkpointer:
             shutil.rmtree(path, ignore_errors=True)
         return len(stale)
 
-    def _prune(self) -> None:
-        for old in self.checkpoints()[: -self.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+    def _prune(self, slots: int = 0, room: int = 0) -> int:
+        """Drop the oldest checkpoints until, with `slots` more taking `room` bytes, at most keep_last remain
+        within max_bytes; never the newest. Returns the bytes of those kept."""
+        kept = [(path, _disk_size(path)) for path in self.checkpoints()]
+        while len(kept) > 1 and (
+            len(kept) + slots > self.keep_last or sum(size for _, size in kept) + room > self.max_bytes
+        ):
+            shutil.rmtree(kept.pop(0)[0], ignore_errors=True)
+        return sum(size for _, size in kept)
 
     def _write_hint(self, error: Exception) -> str:
         return (
@@ -140,8 +177,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         tensors = load_file(path / "model.safetensors", device=str(next(model.parameters()).device))
         _load_trainable(model, tensors, path)
         if optimizer is not None:
-            optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(optimizer_state)
+            optimizer.load_state_dict(_read_optimizer_state(path))
         generators = load_file(path / "rng.safetensors") if (path / "rng.safetensors").exists() else {}
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
@@ -156,9 +192,61 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     )
 
 
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write a safetensors file one tensor at a time from the tensor's own memory: safetensors' save_file
+    needs all of them in host memory at once, a whole copy of the state when it lives on a GPU."""
+    header, offset = {}, 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for tensor in tensors.values():
+            handle.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state dict as tensors named `index.key` (AdamW: step, exp_avg, exp_avg_sq per
+    parameter) and JSON (param groups, any non-tensor state): no pickle, no copy."""
+    tensors: dict[str, torch.Tensor] = {}
+    other: dict[str, dict[str, Any]] = {}
+    for index, entries in state_dict["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value
+            else:
+                other.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": other}
+
+
+def _read_optimizer_state(path: Path) -> dict[str, Any]:
+    """The optimizer's state dict. Older checkpoints hold it as optimizer.pt (torch.save), read here without
+    unpickling code (weights_only), so a node upgraded in place resumes."""
+    if not (path / "optimizer.safetensors").exists():
+        return torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    meta = json.loads((path / "optimizer.json").read_text())
+    state: dict[int, dict[str, Any]] = {int(index): dict(entries) for index, entries in meta["state"].items()}
+    for name, tensor in load_file(path / "optimizer.safetensors").items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = tensor
+    groups = [
+        {key: tuple(value) if isinstance(value, list) and key not in _LIST_KEYS else value for key, value in group.items()}
+        for group in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+def _disk_size(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.iterdir())
+
+
 def _trainable_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Parameters that training changes (tied weights appear once; with LoRA, only the adapters)."""
-    return {name: p.detach().contiguous().cpu() for name, p in model.named_parameters() if p.requires_grad}
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
 def _load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:

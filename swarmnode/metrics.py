@@ -175,6 +175,11 @@ class Metrics:
         self.beacons_refused = PromCounter(
             "swarmnode_beacons_refused", "Peers' beacons that failed their checks in a census", ["reason"], registry=r
         )
+        self.checkpoint_bytes = Gauge("swarmnode_checkpoint_bytes", "Size of the last checkpoint on disk", registry=r)
+        self.checkpoint_seconds = Gauge(
+            "swarmnode_checkpoint_seconds", "Seconds the last checkpoint took: write, fsync, rename, prune", registry=r
+        )
+        self.checkpoints_disk = Gauge("swarmnode_checkpoints_disk_bytes", "Bytes of all checkpoints kept", registry=r)
         self.phase_seconds = Histogram(
             "swarmnode_phase_seconds", "Seconds per round phase", ["phase"], registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -214,6 +219,13 @@ class Metrics:
             status = self.status
             status.reachability, status.reachability_detail = state, detail
             status.dht_mode, status.port_mapping, status.maddrs = dht_mode, port_mapping, list(maddrs)
+
+    def set_checkpoint(self, name: str, size: int, seconds: float, disk: int) -> None:
+        """A save: gauges, and an event that tells a volunteer what checkpoints cost their disk and time."""
+        self.checkpoint_bytes.set(size)
+        self.checkpoint_seconds.set(seconds)
+        self.checkpoints_disk.set(disk)
+        self.event(f"checkpoint {name} ({_size_text(size)} in {seconds:.1f} s; {_size_text(disk)} kept in all)")
 
     def set_census(self, census: Census) -> None:
         """The node's latest census: gauges and the dashboard's swarm table."""
@@ -317,6 +329,14 @@ class Metrics:
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, name="swarmnode-metrics", daemon=True).start()
         return server
+
+
+def _size_text(size: int) -> str:
+    """Disk sizes as disks are sold: 5.9 GB, 12.4 MB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def _pass_rates(result: dict[str, Any] | None) -> dict[str, dict[str, float]]:

@@ -84,7 +84,9 @@ class Node:
         data_seed = config.tasks.seed if config.tasks.seed is not None else derive_seed(peer_id, "tasks")
         self.learner = Learner(config, policy, suite, seed, data_seed)
         self.health = HealthMonitor()
-        self.checkpointer = Checkpointer(self.data_dir / "checkpoints", config.checkpoint.keep_last)
+        self.checkpointer = Checkpointer(
+            self.data_dir / "checkpoints", config.checkpoint.keep_last, config.checkpoint.max_disk_gb * 1e9
+        )
         self.checkpointer.remove_stale_staging()
         state = self.checkpointer.load(policy.model, self.learner.trainer.optimizer)
         self.status = Status(
@@ -387,9 +389,9 @@ class Node:
             health=self.health.state(),
             held_out=self.held_out,
         )
-        path = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
+        saved = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
         self._saved = (self.round, time.monotonic())
-        self.metrics.event(f"checkpoint {path.name}")
+        self.metrics.set_checkpoint(saved.path.name, saved.size, saved.seconds, saved.disk)
         if self.gossip is not None and self.gossip.dht.entry_peers:
             peerbook.save(self.data_dir, [*peerbook.load(self.data_dir), *self.gossip.dht.entry_maddrs()])
 

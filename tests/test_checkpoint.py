@@ -1,12 +1,15 @@
 import contextlib
+import re
 import subprocess
 
 import pytest
 import torch
 
+from swarmnode import checkpoint
 from swarmnode.checkpoint import Checkpointer, CheckpointError, TrainingState
 from swarmnode.config import load_config
 from swarmnode.learner import Learner
+from swarmnode.metrics import Metrics, Status
 from swarmnode.policy import Policy
 from swarmnode.tasks import TaskSuite
 
@@ -117,3 +120,99 @@ def test_a_full_or_read_only_disk_gives_a_clear_error_and_never_a_half_written_c
         checkpointer.save(learner.policy.model, learner.trainer.optimizer, learner.capture(TrainingState(round=3)))
     assert [p.name for p in (small_disk / "checkpoints").iterdir()] == ["round-00000001"]
     assert Checkpointer(small_disk / "checkpoints").load(learner.policy.model, None).round == 1
+
+
+def tiny_training(steps: int, seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A small model after `steps` AdamW steps; its last layer never gets a gradient, so has no optimizer state."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3), torch.nn.Linear(3, 2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)
+    for _ in range(steps):
+        tiny_step(model, optimizer)
+    return model, optimizer
+
+
+def tiny_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    model[:3](torch.linspace(-1, 1, 24).reshape(4, 6)).square().sum().backward()
+    optimizer.step()
+
+
+def directory_bytes(directory) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("layout", ["optimizer.safetensors", "optimizer.pt"])
+def test_the_optimizer_state_round_trips_exactly_and_training_goes_on_as_if_never_saved(tmp_path, layout):
+    model, optimizer = tiny_training(steps=2)
+    saved = Checkpointer(tmp_path).save(model, optimizer, TrainingState(round=2))
+    assert sorted(p.name for p in saved.path.iterdir()) == [
+        "model.safetensors", "optimizer.json", "optimizer.safetensors", "state.json"
+    ]
+    if layout == "optimizer.pt":  # what a node wrote before this layout: its checkpoints must still resume
+        (saved.path / "optimizer.safetensors").unlink()
+        (saved.path / "optimizer.json").unlink()
+        torch.save(optimizer.state_dict(), saved.path / "optimizer.pt")
+
+    resumed, resumed_optimizer = tiny_training(steps=0, seed=1)
+    assert Checkpointer(tmp_path).load(resumed, resumed_optimizer).round == 2
+    expected, observed = optimizer.state_dict(), resumed_optimizer.state_dict()
+    assert observed["param_groups"] == expected["param_groups"]  # betas a tuple again, as AdamW made it
+    assert sorted(observed["state"]) == sorted(expected["state"]) == [0, 1, 2, 3]
+    for index, entries in expected["state"].items():
+        assert sorted(observed["state"][index]) == sorted(entries) == ["exp_avg", "exp_avg_sq", "step"]
+        for key, value in entries.items():
+            assert torch.equal(observed["state"][index][key], value)
+
+    tiny_step(model, optimizer)
+    tiny_step(resumed, resumed_optimizer)
+    for a, b in zip(model.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_save_reports_its_size_and_seconds(tmp_path):
+    model, optimizer = tiny_training(steps=1)
+    checkpointer = Checkpointer(tmp_path)
+    first = checkpointer.save(model, optimizer, TrainingState(round=1))
+    second = checkpointer.save(model, optimizer, TrainingState(round=2))
+    assert second.size == directory_bytes(second.path)
+    assert second.disk == first.size + second.size == directory_bytes(tmp_path)
+    assert 0 < second.seconds < 60
+
+
+def test_the_disk_budget_keeps_the_newest_and_holds_while_a_checkpoint_is_written(tmp_path, monkeypatch):
+    model, optimizer = tiny_training(steps=1)
+    size = Checkpointer(tmp_path / "probe").save(model, optimizer, TrainingState(round=1)).size
+    used_while_writing = []
+    fsync_dir = checkpoint.fsync_dir
+
+    def measuring_fsync_dir(directory) -> None:  # called with the new checkpoint complete, before and after its rename
+        used_while_writing.append(directory_bytes(tmp_path / "budget"))
+        fsync_dir(directory)
+
+    monkeypatch.setattr(checkpoint, "fsync_dir", measuring_fsync_dir)
+    checkpointer = Checkpointer(tmp_path / "budget", keep_last=5, max_bytes=2.5 * size)
+    for round_number in range(1, 5):
+        saved = checkpointer.save(model, optimizer, TrainingState(round=round_number))
+    assert [p.name for p in checkpointer.checkpoints()] == ["round-00000003", "round-00000004"]
+    assert saved.disk == 2 * size
+    assert max(used_while_writing) == 2 * size  # not 3: the oldest went before the new one was written
+
+    alone = Checkpointer(tmp_path / "budget", keep_last=5, max_bytes=size / 2)  # smaller than one checkpoint
+    saved = alone.save(model, optimizer, TrainingState(round=5))
+    assert [p.name for p in alone.checkpoints()] == ["round-00000005"] and saved.disk == size
+    assert max(used_while_writing[-2:]) == 2 * size  # round 4 stayed until round 5 was complete
+
+
+def test_the_metrics_and_the_event_carry_a_saves_size_and_seconds():
+    metrics = Metrics(None, Status())
+    metrics.set_checkpoint("round-00000020", 5_930_000_000, 41.23, 11_860_000_000)
+    value = metrics.registry.get_sample_value
+    assert value("swarmnode_checkpoint_bytes") == 5_930_000_000
+    assert value("swarmnode_checkpoint_seconds") == 41.23
+    assert value("swarmnode_checkpoints_disk_bytes") == 11_860_000_000
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d checkpoint round-00000020 \(5\.9 GB in 41\.2 s; 11\.9 GB kept in all\)", metrics.status.events[-1]
+    )
+    metrics.set_checkpoint("round-00000021", 12_400_000, 0.31, 37_200_000)  # LoRA: MB, not 0.0 GB
+    assert metrics.status.events[-1].endswith("checkpoint round-00000021 (12.4 MB in 0.3 s; 37.2 MB kept in all)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -183,6 +184,11 @@ def test_checkpoints_wait_for_both_the_round_and_the_time_interval(tmp_path, min
     finally:
         node.close()
     assert sorted(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("round-*")) == saved
+    newest = tmp_path / "checkpoints" / f"round-{saved[-1]:08d}"
+    assert node.metrics.registry.get_sample_value("swarmnode_checkpoint_bytes") == sum(
+        path.stat().st_size for path in newest.iterdir()
+    )
+    assert re.search(rf" checkpoint {newest.name} \(\d+\.\d MB in \d+\.\d s; ", node.status.events[-1])
 
 
 def test_a_restart_keeps_the_rejection_totals_and_the_collapse_monitor(tmp_path):
