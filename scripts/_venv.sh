@@ -15,7 +15,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
-STAMP="$VENV/.swarmnode-installed-${EXTRAS:-base}-$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+# the stamp names pyproject.toml's hash (Python's: macOS has no sha256sum): a changed dependency list reinstalls
+HASH="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()[:16])' "$ROOT/pyproject.toml")"
+STAMP="$VENV/.swarmnode-installed-${EXTRAS:-base}-$HASH"
 if [ ! -f "$STAMP" ]; then
     if ! "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
         TORCH_INDEX="$(bash "$ROOT/scripts/_torch_index.sh" "$VENV/bin/python")"

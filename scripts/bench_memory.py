@@ -29,22 +29,16 @@ GEOMETRIES = {
 }
 PROMPT_TOKENS = 128
 GROUPS, GROUP_SIZE = 8, 8
+LORA = {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 
-def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict:
-    """Runs inside the measured process."""
-    import resource
-    import time
-
-    import torch
+def make_model(size: str, mode: str, tokenizer_dir: Path):
+    """(model, tokenizer): the embedded seed, or a random-init Qwen2 of `size`'s geometry; with LoRA if asked."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-    from swarmnode.config import SapoConfig
-    from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy, _with_lora, pick_compute_dtype
-    from swarmnode.sapo import Group, SapoTrainer, Selection
+    from swarmnode.policy import Policy, _with_lora
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     if size == "seed":
         model = Policy.load().model
     else:
@@ -54,8 +48,22 @@ def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict
             intermediate_size=intermediate, vocab_size=vocabulary, tie_word_embeddings=True,
             max_position_embeddings=2048,
         ))
-    if mode == "lora":
-        model = _with_lora(model, {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
+    return (_with_lora(model, LORA) if mode == "lora" else model), tokenizer
+
+
+def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict:
+    """Runs inside the measured process."""
+    import resource
+    import time
+
+    import torch
+
+    from swarmnode.config import SapoConfig
+    from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy, pick_compute_dtype
+    from swarmnode.sapo import Group, SapoTrainer, Selection
+
+    torch.manual_seed(0)
+    model, tokenizer = make_model(size, mode, EMBEDDED_MODEL_DIR)
     parameters = sum(p.numel() for p in model.parameters())
     device = torch.device("cpu")
     policy = Policy(model, tokenizer, size, device, pick_compute_dtype("auto", device, parameters))

@@ -182,6 +182,10 @@ class LocalSwarm:
     def _children(self) -> list[_Child]:
         return self._processes[1:]
 
+    def node_pids(self) -> dict[str, int]:
+        """Each node's process id, by name (e.g. to put it in a cgroup)."""
+        return {child.name: child.popen.pid for child in self._children}
+
     def wait(self, progress: Callable[[dict[str, int]], None] | None = None, progress_every_s: float = 30.0) -> SwarmResult:
         """Until every node has exited, one has failed, or the deadline passes; then collect metrics."""
         started = time.monotonic()

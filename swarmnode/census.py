@@ -33,7 +33,6 @@ from swarmnode.record import MAX_BEACONS_PER_BUCKET, census_key, expiration_of
 
 CENSUS_SAMPLE = 32  # a node's own census stops reading buckets once it has seen this many nodes
 BUCKETS_PER_WAVE = 2
-MAX_JITTER_S = 5.0  # beacons go out at a random moment early in the window, not all at its first second
 FULL_CENSUS_CACHE_S = 5.0
 SORT_KEYS = ("reward", "held_out", "round", "model", "last_seen", "peer")
 
@@ -257,9 +256,7 @@ class BeaconService:
                 else:
                     self.census_error = None
             self._on_census(census)
-            now = get_dht_time()
-            next_window = (self.rules.window_of(now) + 1) * self.rules.window_s
-            delay = next_window - now + self._random.uniform(0.0, min(MAX_JITTER_S, self.rules.window_s / 4))
+            delay = self.rules.seconds_to_next_window(get_dht_time(), self._random)
 
     def publish(self) -> bool:
         """Store this window's beacon; True if another peer accepted it. A beacon peers would refuse (e.g. a

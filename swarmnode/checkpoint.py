@@ -3,8 +3,7 @@
 A checkpoint is a directory `round-NNNNNNNN/`: trainable weights (model.safetensors), the optimizer's
 tensors (optimizer.safetensors) and hyperparameters (optimizer.json), RNG states (rng.safetensors) and JSON
 state (state.json), assembled under a temporary name, fsynced, then renamed into place. Tensors go to disk
-one at a time from their own memory, so a save holds no copy of the state (a 0.5B model's AdamW state is
-4 GB). The last `keep_last` are kept, within a disk budget.
+from their own memory, so a save on a CPU holds no copy of the state (a 0.5B model's AdamW state is 4 GB). The last `keep_last` are kept, within a disk budget.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,7 +21,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from swarmnode.files import fsync_dir, fsync_file
 
@@ -31,11 +29,6 @@ _NAME = re.compile(r"^round-(\d{8})$")
 # kept at 1 when optimizer.pt gave way to optimizer.safetensors + optimizer.json: the files tell the two apart,
 # and an older swarmnode still exports (reads the weights of) a newer checkpoint
 FORMAT_VERSION = 1
-# torch dtypes as safetensors names them (what a node's weights, optimizer state and RNG states are made of)
-_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-}
 # the keys of an optimizer's param group that are lists; its other sequences (AdamW's betas) are tuples
 _LIST_KEYS = ("params", "param_names")
 
@@ -114,7 +107,7 @@ class Checkpointer:
                 shutil.rmtree(final)
             os.rename(staging, final)
             fsync_dir(self.directory)
-        except OSError as error:
+        except (OSError, SafetensorError) as error:  # safetensors reports ENOSPC as its own error type
             shutil.rmtree(staging, ignore_errors=True)
             raise CheckpointError(self._write_hint(error)) from None
         disk = self._prune()
@@ -193,20 +186,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write a safetensors file one tensor at a time from the tensor's own memory: safetensors' save_file
-    needs all of them in host memory at once, a whole copy of the state when it lives on a GPU."""
-    header, offset = {}, 0
-    for name, tensor in tensors.items():
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    with open(path, "wb") as handle:
-        handle.write(struct.pack("<Q", len(encoded)))
-        handle.write(encoded)
-        for tensor in tensors.values():
-            handle.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    """safetensors straight from the tensors' memory on a CPU (no copy of a contiguous CPU tensor); from a GPU
+    one host copy of the state, freed after the write."""
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, path)
 
 
 def _split_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -86,6 +86,10 @@ class GossipConfig(Section):
         True, description="store a signed status beacon once a window (`swarmnode swarm` lists the node) and keep a census"
     )
     max_rollouts_per_peer: int = Field(4, ge=1)
+    refresh_for_s: float = Field(
+        1800.0, ge=0, description="re-store our latest batch each window until a newer one replaces it, for up to "
+        "this long: rounds longer than swarm.record_ttl_s still share; 0 disables"
+    )
     ban_after_offences: int = Field(5, ge=1)
     ban_window_s: float = Field(300.0, gt=0)
     ban_duration_s: float = Field(600.0, gt=0)
@@ -146,7 +150,7 @@ class ModelConfig(Section):
         "auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$", description="auto: a CUDA GPU, else MPS, else the CPU"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="compute dtype of forward passes; weights and optimizer stay float32 (docs/DESIGN.md §3)"
+        "auto", description="compute dtype of forward passes and of frozen (LoRA base) weights; trained weights and optimizer stay float32 (docs/DESIGN.md §9)"
     )
     threads: int | None = Field(None, ge=1)
     lora: dict[str, Any] | None = None
@@ -183,7 +187,12 @@ class SapoConfig(Section):
     token_budget: int | None = Field(
         None, ge=1, description="normalise the loss by this many tokens; default: (I+J) x G x max_new_tokens"
     )
-    micro_batch_size: int = Field(32, ge=1)
+    micro_batch_size: int | Literal["auto"] = Field(
+        "auto", description="rows per forward/backward pass; auto: the largest up to 32 that the memory estimate fits"
+    )
+    memory_budget_gib: float | None = Field(
+        None, gt=0, description="what `auto` may plan a step into; null: what the node holds + 80% of free memory"
+    )
     min_own_groups: int = Field(1, ge=0, description="skip the step when fewer own informative groups exist")
     own_first: bool = Field(
         True, description="own informative groups take the I+J slots first; peers' groups fill what is left (<= J)"

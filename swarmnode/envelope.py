@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -138,6 +139,9 @@ class SignedBatch:
     frame_bytes: int
 
 
+WINDOW_JITTER_S = 5.0
+
+
 @dataclass(frozen=True)
 class SwarmRules:
     """What a receiver needs to judge freshness and placement; all peers of a swarm agree on these. A tool
@@ -152,6 +156,12 @@ class SwarmRules:
 
     def window_of(self, dht_time: float) -> int:
         return math.floor(dht_time / self.window_s)
+
+    def seconds_to_next_window(self, dht_time: float, rng: random.Random) -> float:
+        """Until a random moment early in the next window: peers' once-a-window stores (beacons, refreshed
+        batches) spread over its first seconds instead of all landing at once."""
+        jitter = rng.uniform(0.0, min(WINDOW_JITTER_S, self.window_s / 4))
+        return (self.window_of(dht_time) + 1) * self.window_s - dht_time + jitter
 
 
 @dataclass(frozen=True)

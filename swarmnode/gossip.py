@@ -131,6 +131,20 @@ class GossipStats:
     get_latency: LatencySummary
     peers_seen: int
     banned_peers: int
+    refreshed: int = 0  # re-stores of our latest batch in a later window (slow rounds)
+
+
+@dataclass
+class _Latest:
+    """What `refresh` re-signs: our last batch's content, its sequence, when it was made, and the window it
+    was last stored in (None until a store returns)."""
+
+    rollouts: tuple[Rollout, ...]
+    model_id: str
+    suite_version: str
+    sequence: int
+    made: float  # time.monotonic()
+    window: int | None = None
 
 
 class _DigestSet:
@@ -170,12 +184,16 @@ class Gossip:
         self.intake = intake or Intake(self.rules)  # the node's own, so frames and rollouts are judged as one
         self.config = config
         self.next_sequence = 0
+        self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
+        self._refresher: threading.Thread | None = None
+        self._stop_refreshing = threading.Event()
         self._peer = DHTPeer(identity_path, self.rules, network)
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
         self._consumed = _DigestSet(_SEEN_DIGESTS)
+        self._consumed_batches = _DigestSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
         self._random = random.Random()
         self._lock = threading.Lock()
-        self._published = self._publish_failures = self._published_local_only = self._collected = 0
+        self._published = self._publish_failures = self._published_local_only = self._collected = self._refreshed = 0
         self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
         self._directory_read: set[int] = set()  # windows whose directory an earlier collect read
         self._presence_window: int | None = None  # the window whose directory another peer holds our entry in
@@ -207,7 +225,25 @@ class Gossip:
             )
 
     def close(self) -> None:
+        self._stop_refreshing.set()
+        if self._refresher is not None and self._refresher.is_alive():
+            self._refresher.join(timeout=self.config.publish_timeout_s * 3)
         self._peer.close()
+
+    def start_refreshing(self) -> None:
+        """Once a window, on its own thread, `refresh()`: a node in a round of many minutes keeps its latest
+        batch readable (records live `record_ttl_s`, collectors read the last `max_age_windows + 1` windows)."""
+        if self._refresher is None and self.config.refresh_for_s > 0:
+            self._refresher = threading.Thread(target=self._refresh_each_window, name="swarmnode-refresh", daemon=True)
+            self._refresher.start()
+
+    def _refresh_each_window(self) -> None:
+        while not self._stop_refreshing.wait(self.rules.seconds_to_next_window(get_dht_time(), self._random)):
+            try:
+                self.refresh()
+            except Exception:  # a failed refresh is counted by publish's stats; the thread must go on
+                with self._lock:
+                    self._publish_failures += 1
 
     @property
     def dht(self) -> DHTPeer:
@@ -243,13 +279,47 @@ class Gossip:
         Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
         The sequence number advances even if the store fails: the signed frame may have reached a peer.
         """
+        with self._lock:
+            sequence = self.next_sequence
+            self.next_sequence += 1
+            self._latest = _Latest(tuple(rollouts), model_id, suite_version, sequence, time.monotonic())
+        result = self._store_batch(self._latest)
+        with self._lock:
+            self._latest.window = result.window
+            if result.ok:
+                self._published += 1
+                self._store_latency_s.append(result.latency_s)
+            else:
+                self._publish_failures += 1
+                self._published_local_only += int(result.stored_locally)
+        return result
+
+    def refresh(self) -> PublishResult | None:
+        """Re-sign our latest batch for the current window if no newer one was published in it, for up to
+        `refresh_for_s` after it was made: records live until replaced, so rounds longer than `record_ttl_s`
+        still share. Same sequence and rollouts: a collector that took the batch before skips it (PROTOCOL.md §2.3)."""
+        with self._lock:
+            latest = self._latest
+            if latest is None or time.monotonic() - latest.made > self.config.refresh_for_s:
+                return None
+            if latest.window is not None and latest.window >= self.rules.window_of(get_dht_time()):
+                return None
+        result = self._store_batch(latest)
+        with self._lock:
+            if self._latest is latest:
+                latest.window = result.window
+            if result.ok:
+                self._refreshed += 1
+            else:
+                self._publish_failures += 1
+        return result
+
+    def _store_batch(self, latest: _Latest) -> PublishResult:
         started = time.monotonic()
         now = get_dht_time()
         window = self.rules.window_of(now)
-        sequence = self.next_sequence
-        self.next_sequence += 1
         batch = RolloutBatch(
-            self.rules.swarm_id, window, sequence, now, model_id, suite_version, tuple(rollouts)
+            self.rules.swarm_id, window, latest.sequence, now, latest.model_id, latest.suite_version, latest.rollouts
         )
         frame = seal(batch, self.identity)
         shard = shard_of(self.peer_id, self.rules.num_shards)
@@ -272,14 +342,9 @@ class Gossip:
                 kept = "; kept only locally" if outcome.local else ""
                 error = f"no other peer stored the batch within {self.config.publish_timeout_s:g} s{kept}"
         latency_s = time.monotonic() - started
-        with self._lock:
-            if error is None:
-                self._published += 1
-                self._store_latency_s.append(latency_s)
-            else:
-                self._publish_failures += 1
-                self._published_local_only += int(outcome.local)
-        return PublishResult(error is None, window, sequence, len(frame), latency_s, error, outcome.remote, outcome.local)
+        return PublishResult(
+            error is None, window, latest.sequence, len(frame), latency_s, error, outcome.remote, outcome.local
+        )
 
     def _presence_item(self, window: int, now: float) -> StoreItem:
         """Our directory entry: reachability, and where peers dialled us back (only if they could)."""
@@ -452,6 +517,11 @@ class Gossip:
         self._consumed.add(digest)
         batch = signed.batch
         self._signers[signer] = max(self._signers.get(signer, 0), batch.window)
+        taken_before = hashlib.blake2b(repr((signer, batch.sequence, batch.rollouts)).encode(), digest_size=16).digest()
+        if taken_before in self._consumed_batches:
+            result.skipped["already_seen"] += 1
+            return
+        self._consumed_batches.add(taken_before)
         room = min(self.config.max_rollouts_per_peer - taken[signer], max_rollouts - len(result.rollouts))
         for rollout in self._random.sample(batch.rollouts, min(room, len(batch.rollouts))):
             result.rollouts.append(
@@ -487,6 +557,7 @@ class Gossip:
                 get_latency=LatencySummary.of(list(self._get_latency_s)),
                 peers_seen=len(self._signers_seen),
                 banned_peers=len(self._reputation.banned_peers()),
+                refreshed=self._refreshed,
             )
 
 

@@ -51,7 +51,9 @@ class Learner:
         self.suite = suite
         self.data_seed = data_seed
         self.settings = SamplingSettings.of(config.model)
-        self.trainer = SapoTrainer(policy, config.sapo, config.model.max_new_tokens, config.model.temperature)
+        self.trainer = SapoTrainer(
+            policy, config.sapo, config.model.max_new_tokens, config.model.temperature, config.model.max_prompt_tokens
+        )
         self.task_rng = random.Random(seed)
         self.selection_rng = random.Random(seed + 1)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)

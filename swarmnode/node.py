@@ -116,6 +116,7 @@ class Node:
                 self.identity, identity_path, config.swarm, network, config.gossip, intake=self.learner.intake
             )
             self.gossip.start()
+            self.gossip.start_refreshing()
             self._traffic = self.gossip.dht.traffic()  # joining is not the first round's traffic
             if state is not None:
                 self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
@@ -133,6 +134,8 @@ class Node:
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
             "device": self.status.device, "dtype": self.status.dtype, "parameters": policy.parameters,
             "trainable_parameters": policy.trainable_parameters,
+            "micro_batch_size": self.learner.trainer.micro_batch_size,
+            "memory_plan": plan.describe() if (plan := self.learner.trainer.memory_plan) else None,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
@@ -141,6 +144,9 @@ class Node:
         self.warnings = network_warnings(config.network.host, config.network.initial_peers) if self.gossip else []
         for warning in self.warnings:
             self._warn("network_warning", warning)
+        plan = self.learner.trainer.memory_plan
+        if plan is not None and not plan.fits:
+            self._warn("memory_tight", f"training memory estimate: {plan.describe()}")
 
     @property
     def metrics_url(self) -> str | None:

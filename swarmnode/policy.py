@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
@@ -133,7 +134,8 @@ def _cache_keyword(model: Any) -> str:
 
 
 class Policy:
-    """A causal LM plus its tokenizer. Weights stay float32 (Adam needs it); the forward passes of
+    """A causal LM plus its tokenizer. Trained weights stay float32 (Adam's updates at a learning rate of
+    1e-6 vanish in bfloat16's 8-bit mantissa), frozen ones are kept in `compute_dtype`; the forward passes of
     sampling and training run under autocast in `compute_dtype` (bf16 where the hardware has it)."""
 
     def __init__(
@@ -155,6 +157,8 @@ class Policy:
         self._closing_token_ids = _tokens_containing(tokenizer, ">")
         self._closing_tail_tokens = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False).input_ids) + 1
         self._cache_keyword = _cache_keyword(model)
+        with self.autocast():
+            self._split_head = _splits_at_head(model)
 
     @classmethod
     def load(
@@ -185,11 +189,13 @@ class Policy:
             raise PolicyLoadError(f"cannot load model {name!r}: {str(error).splitlines()[0]}; {hint}") from None
         if lora:
             model = _with_lora(model, lora)
+        parameters = sum(p.numel() for p in model.parameters())
+        compute_dtype = pick_compute_dtype(dtype, torch_device, parameters)
+        _keep_frozen_in(model, compute_dtype)
         model.to(torch_device)
         model.config.use_cache = True
         model_id = name if not Path(name).exists() else Path(name).resolve().name
-        parameters = sum(p.numel() for p in model.parameters())
-        return cls(model, tokenizer, model_id, torch_device, pick_compute_dtype(dtype, torch_device, parameters))
+        return cls(model, tokenizer, model_id, torch_device, compute_dtype)
 
     @property
     def parameters(self) -> int:
@@ -227,19 +233,28 @@ class Policy:
     ) -> list[list[SampledCompletion]]:
         """`group_size` completions per prompt: prompt encoded once per group, finished rows dropped."""
         self.model.eval()
+        with self.autocast():  # one region for all decode steps: float32 weights are cast once, not per token
+            return self._sample(prompts, group_size, settings, generator)
+
+    def _sample(
+        self,
+        prompts: list[str],
+        group_size: int,
+        settings: SamplingSettings,
+        generator: torch.Generator | None,
+    ) -> list[list[SampledCompletion]]:
         prompt_ids = self.encode_prompts(prompts, settings.max_prompt_tokens)
         input_ids, attention_mask = _pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        with self.autocast():
-            out = self.model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=positions,
-                **{self._cache_keyword: cache},
-                use_cache=True,
-                logits_to_keep=1,
-            )
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            **{self._cache_keyword: cache},
+            use_cache=True,
+            logits_to_keep=1,
+        )
         logits = out.logits[:, -1, :].float().repeat_interleave(group_size, dim=0)
         cache.batch_repeat_interleave(group_size)
         attention_mask = attention_mask.repeat_interleave(group_size, dim=0)
@@ -274,14 +289,13 @@ class Policy:
                 active, token = active[kept], token[kept]
                 attention_mask, next_position = attention_mask[kept], next_position[kept]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], dim=1)
-            with self.autocast():
-                out = self.model(
-                    input_ids=token[:, None],
-                    attention_mask=attention_mask,
-                    position_ids=next_position,
-                    **{self._cache_keyword: cache},
-                    use_cache=True,
-                )
+            out = self.model(
+                input_ids=token[:, None],
+                attention_mask=attention_mask,
+                position_ids=next_position,
+                **{self._cache_keyword: cache},
+                use_cache=True,
+            )
             logits = out.logits[:, -1, :].float()
             next_position = next_position + 1
 
@@ -299,7 +313,9 @@ class Policy:
 
         Rows that share a prompt (a GRPO group) share one forward pass of it: the prompt's key/value
         cache is computed once, with gradients, and gathered per row, so a group of G costs one prompt
-        plus G short completions instead of G full sequences. Only completion logits are materialised.
+        plus G short completions instead of G full sequences. The vocabulary projection runs a few
+        hundred tokens at a time and is recomputed in the backward pass (`_token_logprobs`): the
+        [N, T, vocabulary] logits, 2.5 GB in float32 for 8 x 512 tokens of a 152k vocabulary, never exist.
         """
         slots: dict[tuple[int, ...], int] = {}
         row_prompt = [slots.setdefault(tuple(p), len(slots)) for p in prompt_ids]
@@ -308,26 +324,30 @@ class Policy:
         rows = torch.tensor(row_prompt, device=self.device)
         completions, completion_mask = _pad(completion_ids, self.tokenizer.pad_token_id, self.device, side="right")
         width = completions.shape[1]
+        trunk, head = _trunk_and_head(self.model) if self._split_head else (self.model, torch.nn.Identity())
+        output = "last_hidden_state" if self._split_head else "logits"
+        keep = {} if self._split_head else {"logits_to_keep": 1}
+        cache_keyword = _cache_keyword(trunk)
         cache = DynamicCache()
         with self.autocast():
-            first = self.model(
+            first = getattr(trunk(
                 input_ids=prompt_batch,
                 attention_mask=prompt_mask,
                 position_ids=prompt_positions,
-                **{self._cache_keyword: cache},
+                **{cache_keyword: cache},
                 use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1, :]
+                **keep,
+            ), output)[:, -1, :]
             cache.batch_select_indices(rows)
-            rest = self.model(
+            rest = getattr(trunk(
                 input_ids=completions,
                 attention_mask=torch.cat([prompt_mask[rows], completion_mask], dim=1),
                 position_ids=prompt_positions[rows, -1:] + 1 + torch.arange(width, device=self.device)[None, :],
-                **{self._cache_keyword: cache},
+                **{cache_keyword: cache},
                 use_cache=True,
-            ).logits[:, :-1, :]
-        logits = torch.cat([first[rows, None, :], rest], dim=1).float() / temperature
-        left_aligned = torch.gather(F.log_softmax(logits, dim=-1), 2, completions.unsqueeze(-1)).squeeze(-1)
+            ), output)[:, :-1, :]
+            states = torch.cat([first[rows, None, :], rest], dim=1)
+            left_aligned = _token_logprobs(head, states, completions, completion_mask.bool(), temperature)
         shift = width - completion_mask.sum(dim=1, keepdim=True)
         source = torch.arange(width, device=self.device)[None, :] - shift
         mask = source >= 0
@@ -364,6 +384,66 @@ def _sample_tokens(
     return token, log_probs.gather(-1, token[:, None]).squeeze(-1)
 
 
+LOGIT_CHUNK_BYTES = 64 * 2**20  # float32 logits of one chunk of tokens: 110 tokens of a 152k vocabulary
+
+
+def _trunk_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body (hidden states out) and the vocabulary projection of a causal LM, LoRA or not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, base.base_model_prefix), base.get_output_embeddings()
+
+
+def _splits_at_head(model: PreTrainedModel) -> bool:
+    """Whether logits are exactly head(trunk(ids)): some architectures scale or cap logits after the head,
+    and those keep the whole-model path (correct, only without the chunked projection's memory saving)."""
+    try:
+        trunk, head = _trunk_and_head(model)
+    except AttributeError:
+        return False
+    if not isinstance(trunk, torch.nn.Module) or not isinstance(head, torch.nn.Module):
+        return False
+    device = next(model.parameters()).device
+    ids = torch.arange(1, 5, device=device)[None, :]
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            whole = model(input_ids=ids, use_cache=False).logits.float()
+            split = head(trunk(input_ids=ids, use_cache=False).last_hidden_state).float()
+    except (TypeError, AttributeError, RuntimeError):
+        return False
+    finally:
+        model.train(training)
+    return whole.shape == split.shape and torch.allclose(whole, split, rtol=1e-4, atol=1e-4)
+
+
+def _chunk_logprobs(head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    logits = head(states).float() / temperature
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _token_logprobs(
+    head: torch.nn.Module, states: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """log p(target) at each masked position of [N, T] hidden states, zero elsewhere. Only masked positions
+    are projected, a chunk of LOGIT_CHUNK_BYTES of logits at a time; with gradients each chunk's logits are
+    recomputed in the backward pass instead of kept, so training holds one chunk's logits, not N x T of them."""
+    positions = mask.flatten().nonzero().squeeze(-1)
+    flat_states = states.reshape(-1, states.shape[-1])[positions]
+    flat_targets = targets.flatten()[positions]
+    vocabulary = head.weight.shape[0] if isinstance(getattr(head, "weight", None), torch.Tensor) else states.shape[-1]
+    chunk = max(1, LOGIT_CHUNK_BYTES // (4 * vocabulary))
+    pieces = []
+    for start in range(0, len(positions), chunk):
+        args = (head, flat_states[start : start + chunk], flat_targets[start : start + chunk], temperature)
+        if torch.is_grad_enabled():
+            pieces.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, *args, use_reentrant=False))
+        else:
+            pieces.append(_chunk_logprobs(*args))
+    values = torch.cat(pieces) if pieces else flat_states.new_zeros(0, dtype=torch.float32)
+    return values.new_zeros(mask.numel()).index_put((positions,), values).view(mask.shape)
+
+
 def _pad(
     rows: list[list[int]], pad_id: int, device: torch.device, side: str = "left"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -393,6 +473,16 @@ def _tokens_containing(tokenizer: Any, fragment: str) -> set[int]:
     vocab_size = len(tokenizer)
     texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
     return {i for i, text in enumerate(texts) if fragment in text}
+
+
+def _keep_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Weights training never changes (a LoRA model's base) are kept in the compute dtype: half the memory
+    in bfloat16, and no cast per forward pass. Trained weights stay float32 masters (docs/DESIGN.md §9)."""
+    if dtype == torch.float32:
+        return
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            parameter.data = parameter.data.to(dtype)
 
 
 def _with_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:

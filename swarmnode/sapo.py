@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 
 from swarmnode.config import SapoConfig
+from swarmnode.memory import MemoryPlan, budget_bytes, plan_micro_batch
 from swarmnode.policy import Policy, SampledCompletion
 from swarmnode.rollout import Completion, Rollout
 from swarmnode.tasks import Score, Task
@@ -199,6 +200,16 @@ class OutOfMemory(Exception):
     """Even a micro-batch of one row did not fit."""
 
 
+def _adamw(parameters: list[torch.nn.Parameter], config: SapoConfig) -> torch.optim.AdamW:
+    """AdamW, fused where this torch has it for the device: one pass over each tensor, and none of the
+    foreach implementation's whole-model temporaries (a 0.5B model's step would take 2 GB more)."""
+    options = dict(lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)
+    try:
+        return torch.optim.AdamW(parameters, fused=True, **options)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(parameters, foreach=False, **options)
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     """An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's (a RuntimeError or MemoryError)."""
     text = str(error)
@@ -209,7 +220,14 @@ class SapoTrainer:
     """Owns the optimizer, the loss scaler (float16) and the frozen start-of-run policy (when kl_beta > 0 or
     KL to the start is tracked) of one node's policy."""
 
-    def __init__(self, policy: Policy, config: SapoConfig, max_new_tokens: int, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        config: SapoConfig,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        max_prompt_tokens: int = 192,
+    ) -> None:
         self.policy = policy
         self.config = config
         self.temperature = temperature
@@ -217,18 +235,30 @@ class SapoTrainer:
             (config.local_groups + config.external_groups) * config.completions_per_question * max_new_tokens
         )
         trainable = [p for p in policy.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            trainable, lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
-        )
+        self.optimizer = _adamw(trainable, config)
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
         self.scaler = torch.amp.GradScaler(policy.device.type, enabled=policy.compute_dtype == torch.float16)
         track = config.kl_to_start
         if track is None:
             track = sum(p.numel() for p in trainable) <= KL_TO_START_MAX_PARAMETERS
-        self.reference = None
-        if config.kl_beta > 0 or track:
-            self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
-        self.micro_batch_size = config.micro_batch_size  # halved for good after an allocation failure
+        self.reference: torch.nn.Module | None = None  # the policy at start, for KL; with LoRA, adapters off
+        if (config.kl_beta > 0 or track) and not hasattr(policy.model, "disable_adapter"):
+            self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False).to(policy.compute_dtype)
+        self.tracks_kl = config.kl_beta > 0 or track
+        self.memory_plan: MemoryPlan | None = None
+        if config.micro_batch_size == "auto":
+            reference = self.reference
+            self.memory_plan = plan_micro_batch(
+                policy.model,
+                budget_bytes(policy.device, config.memory_budget_gib),
+                prompt_tokens=max_prompt_tokens,
+                completion_tokens=max_new_tokens,
+                group_size=config.completions_per_question,
+                compute_dtype=policy.compute_dtype,
+                reference_bytes=sum(p.numel() * p.element_size() for p in reference.parameters()) if reference else 0,
+            )
+        # halved for good after an allocation failure
+        self.micro_batch_size = self.memory_plan.micro_batch_size if self.memory_plan else config.micro_batch_size
         self._failures = 0
 
     def step(self, selection: Selection) -> StepStats:
@@ -270,7 +300,7 @@ class SapoTrainer:
             updates=updates,
             grad_norm=sum(grad_norms) / len(grad_norms),
             clip_fraction=totals["clipped"] / tokens,
-            kl_to_start=totals["kl"] / totals["kl_tokens"] if self.reference is not None and totals["kl_tokens"] else None,
+            kl_to_start=totals["kl"] / totals["kl_tokens"] if self.tracks_kl and totals["kl_tokens"] else None,
             importance_mean=totals["importance"] / tokens,
             importance_max=importance_max,
             micro_batch_size=self.micro_batch_size,
@@ -352,6 +382,19 @@ class SapoTrainer:
             for row, sample in enumerate(chunk):
                 sample.old_logprobs = logprobs[row, logprobs.shape[1] - len(sample.completion_ids) :].tolist()
 
+    def _reference_logprobs(self, chunk: list[_Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs under the policy at start: a LoRA model's base with its adapters off (LoRA starts at
+        zero, so that is the start, without a second copy of the weights); else the frozen copy."""
+        prompts, completions = [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk]
+        if self.reference is None:
+            with self.policy.model.disable_adapter():
+                return self.policy.completion_logprobs(prompts, completions, self.temperature)
+        live, self.policy.model = self.policy.model, self.reference
+        try:
+            return self.policy.completion_logprobs(prompts, completions, self.temperature)
+        finally:
+            self.policy.model = live
+
     def _micro_batch_loss(self, chunk: list[_Sample]) -> tuple[torch.Tensor, dict[str, float]]:
         device = self.policy.device
         new_logprobs, mask = self.policy.completion_logprobs(
@@ -373,9 +416,9 @@ class SapoTrainer:
                 ours = old[row, width - len(sender) :]
                 importance[row, width - len(sender) :] = torch.exp(ours - sender).clamp(max=self.config.importance_clip)
         ref_logprobs = None
-        if self.reference is not None:
+        if self.tracks_kl:
             with torch.no_grad():
-                ref_logprobs, _ = _logprobs_with(self.policy, self.reference, chunk, self.temperature)
+                ref_logprobs, _ = self._reference_logprobs(chunk)
         loss, stats = clipped_surrogate_loss(
             new_logprobs,
             old,
@@ -394,16 +437,6 @@ class SapoTrainer:
         stats["kl_tokens"] = float(own_rows.sum())
         stats["importance_max"] = float(importance[mask].max()) if mask.any() else 1.0
         return loss, stats
-
-
-def _logprobs_with(policy: Policy, model: torch.nn.Module, chunk: list[_Sample], temperature: float):
-    """Log-probs under another model sharing the policy's tokenizer (the frozen reference)."""
-    live = policy.model
-    policy.model = model
-    try:
-        return policy.completion_logprobs([s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], temperature)
-    finally:
-        policy.model = live
 
 
 def own_group(task: Task, prompt_ids: list[int], sampled: Sequence[SampledCompletion], scores: Sequence[Score]) -> Group:

@@ -1,7 +1,8 @@
 """One SAPO step under an address-space limit (run as its own process by tests/test_memory.py).
 
-A one-layer model with Qwen2.5's 151,936-token vocabulary: a row's logits are large (29 MB), so a
-micro-batch of 16 needs most of a gigabyte and one of 2 under a hundred megabytes. The optimizer state is allocated by a first
+A one-layer model with Qwen2.5's 151,936-token vocabulary, projected in one chunk (not the node's default of a
+few hundred tokens): a row's logits are large (29 MB), so a micro-batch of 16 needs most of a gigabyte and one
+of 2 under a hundred megabytes. The optimizer state is allocated by a first
 step before the limit is set; the second step must fit by halving its micro-batch.
 Usage: python oom_probe.py MICRO_BATCH HEADROOM_MIB  -> prints the step's stats as JSON
 """
@@ -13,6 +14,7 @@ import sys
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+from swarmnode import policy as policy_module
 from swarmnode.config import SapoConfig
 from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy
 from swarmnode.sapo import Group, SapoTrainer, Selection
@@ -20,6 +22,7 @@ from swarmnode.sapo import Group, SapoTrainer, Selection
 
 def main(micro_batch: int, headroom_mib: float) -> None:
     torch.set_num_threads(1)
+    policy_module.LOGIT_CHUNK_BYTES = 2**40  # all of a micro-batch's logits at once: they grow with it
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(Qwen2Config(
         hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=128,

@@ -278,6 +278,37 @@ def test_publish_refuses_a_batch_peers_would_refuse_and_counts_it(trio):
 
 
 @pytest.mark.network
+def test_a_batch_refreshed_each_window_outlives_its_record_ttl_and_is_taken_once(tmp_path):
+    """A slow node's round outlasts record_ttl_s: its refreshed batch is still read, a plain one is gone."""
+    swarm = SwarmConfig(id="itest-slow", window_s=1.0, record_ttl_s=2.0, clock_skew_s=1.0)
+    refreshing = GossipConfig(max_rollouts_per_peer=8, collect_timeout_s=5.0, refresh_for_s=60.0)
+    peers: dict[str, Gossip] = {}
+    try:
+        for name in ("slow", "plain", "early", "late"):
+            path = new_key(tmp_path, name)
+            config = refreshing if name != "plain" else refreshing.model_copy(update={"refresh_for_s": 0.0})
+            network = NetworkConfig(initial_peers=peers["slow"].visible_maddrs if peers else [])
+            peers[name] = Gossip(load_identity(path), path, swarm, network, config)
+            peers[name].start()
+            peers[name].start_refreshing()
+        slow, plain, early, late = peers.values()
+        published = slow.publish(rollouts(1), model_id="m", suite_version="v")
+        assert published.ok
+        assert plain.publish(rollouts(2), model_id="m", suite_version="v").ok
+        assert {item.signer for item in early.collect(100).rollouts} == {slow.peer_id, plain.peer_id}
+        time.sleep(swarm.record_ttl_s + 2.5 * swarm.window_s)  # a round longer than records live
+        collected = late.collect(100)
+        assert {(item.signer, item.rollout.task.seed) for item in collected.rollouts} == {(slow.peer_id, 1)}
+        assert all(item.window > published.window and item.sequence == published.sequence for item in collected.rollouts)
+        again = early.collect(100)
+        assert again.rollouts == [] and again.skipped["already_seen"] >= 1 and not again.rejected
+        assert slow.stats.refreshed >= 2 and plain.stats.refreshed == 0
+    finally:
+        for peer in peers.values():
+            peer.close()
+
+
+@pytest.mark.network
 def test_nodes_nobody_can_dial_find_each_others_batches_through_the_directory(tmp_path):
     """Two DHT clients (as behind NAT) are in no routing table; the window's directory names them."""
     entry_key = new_key(tmp_path, "entry")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from models import make_tiny_gpt2
 
+from swarmnode import policy as policy_module
 from swarmnode.config import load_config
 from swarmnode.learner import Learner
 from swarmnode.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings
@@ -48,6 +49,58 @@ def test_sampler_log_probs_equal_a_full_forward_pass():
     for row, (_, completion) in enumerate(flat):
         recomputed = logprobs[row][mask[row]].tolist()
         assert recomputed == pytest.approx(list(completion.logprobs), abs=1e-4)
+
+
+def _whole_logits_logprobs(policy: Policy, prompt_ids, completion_ids):
+    """The reference computation: each row's full sequence through the whole model, log-softmax of all logits."""
+    rows = []
+    for prompt, completion in zip(prompt_ids, completion_ids):
+        logits = policy.model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+        rows.append(torch.log_softmax(logits.float(), dim=-1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1))
+    return rows
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_chunked_vocabulary_projection_gives_the_whole_logits_values_and_gradients(monkeypatch, lora):
+    policy = Policy.load(dtype="float32", lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]} if lora else None)
+    assert policy._split_head
+    monkeypatch.setattr(policy_module, "LOGIT_CHUNK_BYTES", 4 * policy.tokenizer.vocab_size * 3)  # 3 tokens a chunk
+    if lora:  # adapters start at zero; move them so their gradients differ from a base-only path
+        with torch.no_grad():
+            for name, parameter in policy.model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.05)
+    generator = torch.Generator().manual_seed(3)
+    prompt_ids = [torch.randint(5, 200, (n,), generator=generator).tolist() for n in (6, 6, 9)]
+    completion_ids = [torch.randint(5, 200, (n,), generator=generator).tolist() for n in (5, 2, 7)]
+    trainable = [p for p in policy.model.parameters() if p.requires_grad]
+
+    chunked, mask = policy.completion_logprobs(prompt_ids, completion_ids)
+    chunked_grads = torch.autograd.grad(chunked.sum(), trainable)
+    whole = _whole_logits_logprobs(policy, prompt_ids, completion_ids)
+    whole_grads = torch.autograd.grad(sum(row.sum() for row in whole), trainable)
+
+    for row, expected in enumerate(whole):
+        assert chunked[row][mask[row]].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(chunked_grads, whole_grads))  # float32 sums in another order
+
+
+def test_a_model_that_scales_logits_after_its_head_keeps_the_whole_model_path():
+    model = Policy.load(dtype="float32").model
+    forward = model.forward
+
+    def scaled(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits * 0.5
+        return out
+
+    model.forward = scaled
+    policy = Policy(model, SEED_POLICY.tokenizer, "scaled", torch.device("cpu"))
+    assert not policy._split_head
+    prompt_ids, completion_ids = [[5, 6, 7, 8], [5, 6, 7, 8]], [[9, 10, 11], [12]]
+    logprobs, mask = policy.completion_logprobs(prompt_ids, completion_ids)
+    for row, expected in enumerate(_whole_logits_logprobs(policy, prompt_ids, completion_ids)):
+        assert logprobs[row][mask[row]].tolist() == pytest.approx(expected.tolist(), abs=1e-5)
 
 
 def test_same_seed_same_samples():
