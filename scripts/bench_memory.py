@@ -51,7 +51,7 @@ def make_model(size: str, mode: str, tokenizer_dir: Path):
     return (_with_lora(model, LORA) if mode == "lora" else model), tokenizer
 
 
-def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict:
+def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_gib: float | None = None) -> dict:
     """Runs inside the measured process."""
     import resource
     import time
@@ -67,8 +67,11 @@ def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict
     parameters = sum(p.numel() for p in model.parameters())
     device = torch.device("cpu")
     policy = Policy(model, tokenizer, size, device, pick_compute_dtype("auto", device, parameters))
-    config = SapoConfig(micro_batch_size=micro_batch, kl_to_start=False)
-    trainer = SapoTrainer(policy, config, max_new_tokens=tokens)
+    if micro_batch == "auto":  # planned (this code only: older checkouts take a number)
+        config = SapoConfig(micro_batch_size="auto", memory_budget_gib=budget_gib, kl_to_start=False)
+        trainer = SapoTrainer(policy, config, max_new_tokens=tokens, max_prompt_tokens=PROMPT_TOKENS)
+    else:
+        trainer = SapoTrainer(policy, SapoConfig(micro_batch_size=int(micro_batch), kl_to_start=False), max_new_tokens=tokens)
     vocabulary = model.config.vocab_size if hasattr(model, "config") else 4096
     generator = torch.Generator().manual_seed(0)
 
@@ -91,7 +94,7 @@ def one(size: str, mode: str, tokens: int, micro_batch: int, steps: int) -> dict
     return {
         "size": size, "mode": mode, "parameters": parameters,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "compute_dtype": str(policy.compute_dtype).removeprefix("torch."), "tokens": tokens, "micro_batch": micro_batch,
+        "compute_dtype": str(policy.compute_dtype).removeprefix("torch."), "tokens": tokens, "micro_batch": trainer.micro_batch_size,
         "peak_rss_bytes": peak, "loaded_rss_bytes": loaded, "bytes_per_parameter": peak / parameters,
         "step_s": min(seconds[1:]) if len(seconds) > 1 else seconds[0],
     }
@@ -102,7 +105,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="seed,30m,120m,0.5b")
     parser.add_argument("--modes", default="full,lora")
     parser.add_argument("--tokens", type=int, default=24, help="completion tokens (model.max_new_tokens)")
-    parser.add_argument("--micro-batch", type=int, default=32, help="sapo.micro_batch_size")
+    parser.add_argument("--micro-batch", default="32", help="sapo.micro_batch_size: a number, or auto (this code only)")
+    parser.add_argument("--budget-gib", type=float, default=None, help="sapo.memory_budget_gib, with --micro-batch auto")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--code", action="append", default=[], help="another checkout to run (repeatable); default this one")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")
@@ -119,7 +123,8 @@ def main() -> None:
         commit = subprocess.run(["git", "-C", code, "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
         for size in args.sizes.split(","):
             for mode in args.modes.split(","):
-                spec = {"size": size, "mode": mode, "tokens": args.tokens, "micro_batch": args.micro_batch, "steps": args.steps}
+                spec = {"size": size, "mode": mode, "tokens": args.tokens, "micro_batch": args.micro_batch, "steps": args.steps,
+                        "budget_gib": args.budget_gib}
                 env = {**os.environ, "PYTHONPATH": code}
                 done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, env=env, cwd=code)
                 if done.returncode != 0:

@@ -86,7 +86,8 @@ class Checkpointer:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             newest = self.latest()
-            self._prune(slots=1, room=_disk_size(newest) if newest else 0)
+            if not final.exists():  # a re-save of the same round replaces it: no room to make, no fallback to drop
+                self._prune(slots=1, room=_disk_size(newest) if newest else 0)
             staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.directory))
         except OSError as error:
             raise CheckpointError(self._write_hint(error)) from None
@@ -170,7 +171,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         tensors = load_file(path / "model.safetensors", device=str(next(model.parameters()).device))
         _load_trainable(model, tensors, path)
         if optimizer is not None:
-            optimizer.load_state_dict(_read_optimizer_state(path))
+            _load_optimizer(optimizer, _read_optimizer_state(path))
         generators = load_file(path / "rng.safetensors") if (path / "rng.safetensors").exists() else {}
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
@@ -220,6 +221,15 @@ def _read_optimizer_state(path: Path) -> dict[str, Any]:
         for group in meta["param_groups"]
     ]
     return {"state": state, "param_groups": groups}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """The saved state, with this run's implementation flags: a checkpoint from a device with fused AdamW
+    resumes on one without it (load_state_dict would take the saved `fused` and fail at the first step)."""
+    implementation = [{key: group[key] for key in ("fused", "foreach") if key in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, implementation):
+        group.update(flags)
 
 
 def _disk_size(path: Path) -> int:

@@ -6,12 +6,12 @@ Every error names the file, the dotted key and what would be accepted, so a volu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from swarmnode.envelope import SwarmRules
+from swarmnode.envelope import MAX_ROLLOUTS_PER_BATCH, SwarmRules
 from swarmnode.tasks import DEFAULT_DATASET_SIZE, HELD_OUT_SPAN, MAX_TRAINING_SEED, FamilySpec, RewardMode, TaskSuite
 
 
@@ -163,7 +163,9 @@ class ModelConfig(Section):
 class SapoConfig(Section):
     """SAPO per round: Q questions, G completions each; train on I own + J external groups."""
 
-    questions_per_round: int = Field(8, ge=1)
+    questions_per_round: int = Field(
+        8, ge=1, le=MAX_ROLLOUTS_PER_BATCH, description="a round's groups travel in one batch, of at most 64 rollouts (PROTOCOL.md, limits)"
+    )
     completions_per_question: int = Field(8, ge=2)
     local_groups: int = Field(4, ge=0, description="I")
     external_groups: int = Field(4, ge=0, description="J")
@@ -187,7 +189,7 @@ class SapoConfig(Section):
     token_budget: int | None = Field(
         None, ge=1, description="normalise the loss by this many tokens; default: (I+J) x G x max_new_tokens"
     )
-    micro_batch_size: int | Literal["auto"] = Field(
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="rows per forward/backward pass; auto: the largest up to 32 that the memory estimate fits"
     )
     memory_budget_gib: float | None = Field(

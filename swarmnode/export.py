@@ -114,7 +114,7 @@ def _write_model(trained: Trained, directory: Path, adapter: bool) -> None:
     policy, model_config = trained.policy, trained.config.model
     model = policy.model
     if model_config.lora and not adapter:
-        model = model.merge_and_unload()
+        model = model.float().merge_and_unload()  # a bfloat16 base would round the trained delta away
     if adapter:
         model.peft_config["default"].base_model_name_or_path = resolve_model_path(model_config.name)
     model.save_pretrained(directory, safe_serialization=True)

@@ -186,6 +186,7 @@ class Gossip:
         self.next_sequence = 0
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
         self._refresher: threading.Thread | None = None
+        self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
         self._stop_refreshing = threading.Event()
         self._peer = DHTPeer(identity_path, self.rules, network)
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
@@ -282,10 +283,11 @@ class Gossip:
         with self._lock:
             sequence = self.next_sequence
             self.next_sequence += 1
-            self._latest = _Latest(tuple(rollouts), model_id, suite_version, sequence, time.monotonic())
-        result = self._store_batch(self._latest)
+            latest = self._latest = _Latest(tuple(rollouts), model_id, suite_version, sequence, time.monotonic())
+        with self._store_lock:
+            result = self._store_batch(latest)
         with self._lock:
-            self._latest.window = result.window
+            latest.window = result.window
             if result.ok:
                 self._published += 1
                 self._store_latency_s.append(result.latency_s)
@@ -295,19 +297,21 @@ class Gossip:
         return result
 
     def refresh(self) -> PublishResult | None:
-        """Re-sign our latest batch for the current window if no newer one was published in it, for up to
-        `refresh_for_s` after it was made: records live until replaced, so rounds longer than `record_ttl_s`
-        still share. Same sequence and rollouts: a collector that took the batch before skips it (PROTOCOL.md §2.3)."""
-        with self._lock:
-            latest = self._latest
-            if latest is None or time.monotonic() - latest.made > self.config.refresh_for_s:
+        """Re-sign our latest batch for the current window once it has left the windows collectors read
+        (`max_age_windows` back), for up to `refresh_for_s` after it was made: records live until replaced, so
+        rounds longer than `record_ttl_s` still share, and a node that publishes every window never refreshes.
+        Same sequence and rollouts: a collector that took the batch before skips it (PROTOCOL.md §2.3)."""
+        with self._store_lock:
+            with self._lock:
+                latest = self._latest
+            window = self.rules.window_of(get_dht_time())
+            if latest is None or latest.window is None or time.monotonic() - latest.made > self.config.refresh_for_s:
+                return None  # nothing yet, or a publish is about to store it
+            if latest.window is not None and latest.window >= window - self.rules.max_age_windows:
                 return None
-            if latest.window is not None and latest.window >= self.rules.window_of(get_dht_time()):
-                return None
-        result = self._store_batch(latest)
+            result = self._store_batch(latest)
         with self._lock:
-            if self._latest is latest:
-                latest.window = result.window
+            latest.window = result.window
             if result.ok:
                 self._refreshed += 1
             else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import torch
@@ -17,7 +18,7 @@ import torch
 from swarmnode.policy import LOGIT_CHUNK_BYTES
 
 AUTO_MAX_MICRO_BATCH = 32  # the fixed default before `auto`; larger gains no speed on a CPU and little on a GPU
-RUNTIME_BYTES = 700 * 2**20  # Python, torch, transformers, tokenizer and task generators: an idle node minus its weights
+RUNTIME_BYTES = 2**30  # Python, torch, transformers, hivemind, task generators: a seed node runs at 0.6-0.9 GB RSS
 BUDGET_SHARE_OF_FREE = 0.8  # of the memory free at start; the rest for the DHT daemon, the OS and other work
 ADAM_STATE_BYTES = 8  # two float32 moments per trained parameter
 
@@ -65,44 +66,42 @@ def step_bytes(
     group_size: int,
     compute_dtype: torch.dtype,
     reference_bytes: int = 0,
+    chunked_logits: bool = True,
+    runtime_bytes: int = RUNTIME_BYTES,
 ) -> tuple[int, int]:
     """(fixed, per-micro-batch) bytes of one training step at the configured maximum lengths.
 
-    Per token and layer, a decoder block keeps about 7 hidden-size and 4 MLP-size activations for the
-    backward pass (norm inputs and outputs, q/k/v, attention output; gate, up, their product, the
-    activation); rows of a group share their prompt's pass. The vocabulary projection holds one chunk of
-    logits, its softmax and their gradient."""
+    Per token and layer, a step's peak holds about 16 hidden-size and 9 MLP-size values: what a decoder
+    block keeps for the backward pass (norm inputs and outputs in float32, q/k/v with the grouped heads
+    repeated, the attention output; gate, up, the activation, their product) and the backward's own
+    temporaries. Measured, not derived: scripts/bench_memory.py on the 120M and 0.5B Qwen2 shapes in
+    float32, full fine-tune; with most weights frozen (LoRA) two thirds of that, also measured: a frozen
+    layer's weight needs no gradient, so its input is not kept for one. Rows of a group share their prompt's
+    pass. The vocabulary projection holds one chunk of logits, its softmax and their gradient, or, for a model
+    whose logits are not head(body) (policy.chunked_logits false), all of the micro-batch's."""
     config = model.config
     hidden = _first(config, "hidden_size", "n_embd", "d_model")
     layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
     intermediate = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    parameters = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    fixed = weights + trained * (4 + ADAM_STATE_BYTES) + reference_bytes + RUNTIME_BYTES
+    fixed = weights + trained * (4 + ADAM_STATE_BYTES) + reference_bytes + runtime_bytes
     tokens = micro_batch * completion_tokens + math.ceil(micro_batch / group_size) * prompt_tokens
     element = 4 if compute_dtype == torch.float32 else 2
-    activations = tokens * layers * (7 * hidden + 4 * intermediate) * element
-    return fixed, activations + 3 * LOGIT_CHUNK_BYTES
+    activations = tokens * layers * (16 * hidden + 9 * intermediate) * element
+    if trained < parameters / 2:
+        activations = activations * 2 // 3
+    logits = LOGIT_CHUNK_BYTES if chunked_logits else micro_batch * completion_tokens * config.vocab_size * 4
+    return fixed, activations + 3 * logits
 
 
-def plan_micro_batch(
-    model: torch.nn.Module,
-    budget: int,
-    *,
-    prompt_tokens: int,
-    completion_tokens: int,
-    group_size: int,
-    compute_dtype: torch.dtype,
-    reference_bytes: int = 0,
-    largest: int = AUTO_MAX_MICRO_BATCH,
-) -> MemoryPlan:
-    """The largest power of two up to `largest` whose estimate fits `budget`; 1 if none does."""
+def plan_micro_batch(model: torch.nn.Module, budget: int, largest: int = AUTO_MAX_MICRO_BATCH, **estimate: Any) -> MemoryPlan:
+    """The largest power of two up to `largest` whose estimate (`step_bytes` with `estimate`) fits `budget`;
+    1 if none does."""
     candidate = 1 << (max(largest, 1).bit_length() - 1)
     while True:
-        fixed, variable = step_bytes(
-            model, candidate, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            group_size=group_size, compute_dtype=compute_dtype, reference_bytes=reference_bytes,
-        )
+        fixed, variable = step_bytes(model, candidate, **estimate)
         if fixed + variable <= budget or candidate == 1:
             return MemoryPlan(candidate, fixed + variable, budget, fixed)
         candidate //= 2

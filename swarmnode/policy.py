@@ -158,7 +158,7 @@ class Policy:
         self._closing_tail_tokens = len(tokenizer(ANSWER_CLOSE, add_special_tokens=False).input_ids) + 1
         self._cache_keyword = _cache_keyword(model)
         with self.autocast():
-            self._split_head = _splits_at_head(model)
+            self.chunked_logits = _splits_at_head(model)  # else the whole-model path, full logits
 
     @classmethod
     def load(
@@ -191,7 +191,7 @@ class Policy:
             model = _with_lora(model, lora)
         parameters = sum(p.numel() for p in model.parameters())
         compute_dtype = pick_compute_dtype(dtype, torch_device, parameters)
-        _keep_frozen_in(model, compute_dtype)
+        keep_frozen_in(model, compute_dtype)
         model.to(torch_device)
         model.config.use_cache = True
         model_id = name if not Path(name).exists() else Path(name).resolve().name
@@ -313,9 +313,9 @@ class Policy:
 
         Rows that share a prompt (a GRPO group) share one forward pass of it: the prompt's key/value
         cache is computed once, with gradients, and gathered per row, so a group of G costs one prompt
-        plus G short completions instead of G full sequences. The vocabulary projection runs a few
-        hundred tokens at a time and is recomputed in the backward pass (`_token_logprobs`): the
-        [N, T, vocabulary] logits, 2.5 GB in float32 for 8 x 512 tokens of a 152k vocabulary, never exist.
+        plus G short completions instead of G full sequences. The vocabulary projection runs a chunk of
+        tokens at a time (110 at Qwen's 152k vocabulary), recomputed in the backward pass (`_token_logprobs`):
+        the [N, T, vocabulary] logits, 2.5 GB in float32 for 8 x 512 tokens of a 152k vocabulary, never exist.
         """
         slots: dict[tuple[int, ...], int] = {}
         row_prompt = [slots.setdefault(tuple(p), len(slots)) for p in prompt_ids]
@@ -324,9 +324,9 @@ class Policy:
         rows = torch.tensor(row_prompt, device=self.device)
         completions, completion_mask = _pad(completion_ids, self.tokenizer.pad_token_id, self.device, side="right")
         width = completions.shape[1]
-        trunk, head = _trunk_and_head(self.model) if self._split_head else (self.model, torch.nn.Identity())
-        output = "last_hidden_state" if self._split_head else "logits"
-        keep = {} if self._split_head else {"logits_to_keep": 1}
+        trunk, head = _trunk_and_head(self.model) if self.chunked_logits else (self.model, torch.nn.Identity())
+        output = "last_hidden_state" if self.chunked_logits else "logits"
+        keep = {} if self.chunked_logits else {"logits_to_keep": 1}
         cache_keyword = _cache_keyword(trunk)
         cache = DynamicCache()
         with self.autocast():
@@ -410,6 +410,8 @@ def _splits_at_head(model: PreTrainedModel) -> bool:
         with torch.no_grad():
             whole = model(input_ids=ids, use_cache=False).logits.float()
             split = head(trunk(input_ids=ids, use_cache=False).last_hidden_state).float()
+    except torch.OutOfMemoryError:
+        raise
     except (TypeError, AttributeError, RuntimeError):
         return False
     finally:
@@ -475,7 +477,7 @@ def _tokens_containing(tokenizer: Any, fragment: str) -> set[int]:
     return {i for i, text in enumerate(texts) if fragment in text}
 
 
-def _keep_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
+def keep_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Weights training never changes (a LoRA model's base) are kept in the compute dtype: half the memory
     in bfloat16, and no cast per forward pass. Trained weights stay float32 masters (docs/DESIGN.md §9)."""
     if dtype == torch.float32:

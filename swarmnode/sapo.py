@@ -19,8 +19,8 @@ from typing import Literal
 import torch
 
 from swarmnode.config import SapoConfig
-from swarmnode.memory import MemoryPlan, budget_bytes, plan_micro_batch
-from swarmnode.policy import Policy, SampledCompletion
+from swarmnode.memory import RUNTIME_BYTES, MemoryPlan, budget_bytes, plan_micro_batch
+from swarmnode.policy import Policy, SampledCompletion, keep_frozen_in
 from swarmnode.rollout import Completion, Rollout
 from swarmnode.tasks import Score, Task
 
@@ -210,6 +210,13 @@ def _adamw(parameters: list[torch.nn.Parameter], config: SapoConfig) -> torch.op
         return torch.optim.AdamW(parameters, foreach=False, **options)
 
 
+def _adapters_start_at_zero(model: torch.nn.Module) -> bool:
+    """A LoRA model whose adapters were initialised to zero (peft's default): with them disabled it is the
+    policy at start. Other inits (gaussian, PiSSA, LoftQ) change the start or the base, so they get a copy."""
+    configs = getattr(model, "peft_config", None)
+    return bool(configs) and all(config.init_lora_weights is True for config in configs.values())
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     """An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's (a RuntimeError or MemoryError)."""
     text = str(error)
@@ -241,10 +248,11 @@ class SapoTrainer:
         track = config.kl_to_start
         if track is None:
             track = sum(p.numel() for p in trainable) <= KL_TO_START_MAX_PARAMETERS
-        self.reference: torch.nn.Module | None = None  # the policy at start, for KL; with LoRA, adapters off
-        if (config.kl_beta > 0 or track) and not hasattr(policy.model, "disable_adapter"):
-            self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False).to(policy.compute_dtype)
         self.tracks_kl = config.kl_beta > 0 or track
+        self.reference: torch.nn.Module | None = None  # the policy at start, for KL; zero-init LoRA: adapters off
+        if self.tracks_kl and not _adapters_start_at_zero(policy.model):
+            self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+            keep_frozen_in(self.reference, policy.compute_dtype)
         self.memory_plan: MemoryPlan | None = None
         if config.micro_batch_size == "auto":
             reference = self.reference
@@ -256,6 +264,8 @@ class SapoTrainer:
                 group_size=config.completions_per_question,
                 compute_dtype=policy.compute_dtype,
                 reference_bytes=sum(p.numel() * p.element_size() for p in reference.parameters()) if reference else 0,
+                chunked_logits=policy.chunked_logits,
+                runtime_bytes=0 if policy.device.type == "cuda" else RUNTIME_BYTES,  # the runtime lives in host RAM
             )
         # halved for good after an allocation failure
         self.micro_batch_size = self.memory_plan.micro_batch_size if self.memory_plan else config.micro_batch_size

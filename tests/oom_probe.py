@@ -1,7 +1,7 @@
 """One SAPO step under an address-space limit (run as its own process by tests/test_memory.py).
 
-A one-layer model with Qwen2.5's 151,936-token vocabulary, projected in one chunk (not the node's default of a
-few hundred tokens): a row's logits are large (29 MB), so a micro-batch of 16 needs most of a gigabyte and one
+A one-layer model with Qwen2.5's 151,936-token vocabulary, projected in one chunk (not the node's default of
+110 tokens at this vocabulary): a row's logits are large (29 MB), so a micro-batch of 16 needs most of a gigabyte and one
 of 2 under a hundred megabytes. The optimizer state is allocated by a first
 step before the limit is set; the second step must fit by halving its micro-batch.
 Usage: python oom_probe.py MICRO_BATCH HEADROOM_MIB  -> prints the step's stats as JSON

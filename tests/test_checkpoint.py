@@ -216,3 +216,23 @@ def test_the_metrics_and_the_event_carry_a_saves_size_and_seconds():
     )
     metrics.set_checkpoint("round-00000021", 12_400_000, 0.31, 37_200_000)  # LoRA: MB, not 0.0 GB
     assert metrics.status.events[-1].endswith("checkpoint round-00000021 (12.4 MB in 0.3 s; 37.2 MB kept in all)")
+
+
+def test_a_resave_of_the_same_round_keeps_the_checkpoint_to_fall_back_to(tmp_path):
+    learner = fresh_learner()
+    keeper = Checkpointer(tmp_path, keep_last=2)
+    for round_number in (1, 2, 2):  # e.g. a save on exit right after the periodic one
+        state = learner.capture(TrainingState(round=round_number))
+        keeper.save(learner.policy.model, learner.trainer.optimizer, state)
+    assert [path.name for path in keeper.checkpoints()] == ["round-00000001", "round-00000002"]
+
+
+def test_a_checkpoint_from_a_fused_optimizer_resumes_on_one_without_it(tmp_path):
+    learner = fresh_learner()
+    run_rounds(learner, 1)
+    assert learner.trainer.optimizer.param_groups[0]["fused"]
+    save(learner, tmp_path, 1)
+    plain = torch.optim.AdamW(learner.policy.model.parameters(), foreach=False)
+    checkpoint.load_checkpoint(tmp_path / "round-00000001", learner.policy.model, plain)
+    assert not plain.param_groups[0]["fused"] and plain.param_groups[0]["foreach"] is False
+    assert plain.state and plain.param_groups[0]["lr"] == learner.trainer.optimizer.param_groups[0]["lr"]

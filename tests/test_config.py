@@ -62,3 +62,8 @@ def test_a_device_that_is_no_device_is_refused_with_its_field(tmp_path):
     with pytest.raises(ConfigError, match=r"model.device: .*auto\|cpu\|mps\|cuda"):
         load_config(write(tmp_path, "model:\n  device: gpu\n"))
     assert load_config(write(tmp_path, "model:\n  device: cuda:1\n")).model.device == "cuda:1"
+
+
+def test_more_questions_than_one_batch_carries_is_refused_at_load_not_at_every_publish():
+    with pytest.raises(ConfigError, match="sapo.questions_per_round.*less than or equal to 64"):
+        load_config(None, ["sapo.questions_per_round=65"])

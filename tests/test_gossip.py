@@ -302,7 +302,7 @@ def test_a_batch_refreshed_each_window_outlives_its_record_ttl_and_is_taken_once
         assert all(item.window > published.window and item.sequence == published.sequence for item in collected.rollouts)
         again = early.collect(100)
         assert again.rollouts == [] and again.skipped["already_seen"] >= 1 and not again.rejected
-        assert slow.stats.refreshed >= 2 and plain.stats.refreshed == 0
+        assert slow.stats.refreshed >= 1 and plain.stats.refreshed == 0
     finally:
         for peer in peers.values():
             peer.close()

@@ -1,5 +1,6 @@
-"""A node that runs out of memory while training halves its micro-batch and goes on, on a real CPU allocator
-failure (an address-space limit, tests/oom_probe.py); when not even one row fits it skips the step. Never dies."""
+"""Training memory: the micro-batch `auto` plans from an estimate fits the budget it is given, and a node
+that runs out of memory anyway halves its micro-batch and goes on, on a real CPU allocator failure (an
+address-space limit, tests/oom_probe.py); when not even one row fits it skips the step. Never dies."""
 
 import json
 import subprocess
@@ -7,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from swarmnode.memory import plan_micro_batch, step_bytes
 
 PROBE = Path(__file__).resolve().parent / "oom_probe.py"
 
@@ -29,3 +34,38 @@ def test_an_allocation_failure_halves_the_micro_batch_and_when_one_row_does_not_
     assert halves["skipped_reason"] is None and halves["updates"] == 1 and halves["weights_changed"]
     assert skips["micro_batch_size"] == 1 and skips["out_of_memory"] >= 2
     assert "out of memory with a micro-batch of 1" in skips["skipped_reason"] and not skips["weights_changed"]
+
+
+QWEN_05B_SHAPE = Qwen2Config(
+    hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, intermediate_size=4864,
+    vocab_size=151_936, tie_word_embeddings=True,
+)
+LENGTHS = {"prompt_tokens": 192, "completion_tokens": 24, "group_size": 8, "compute_dtype": torch.float32}
+
+
+@pytest.fixture(scope="module")
+def half_billion() -> torch.nn.Module:
+    with torch.device("meta"):  # the geometry and parameter count, without 2 GB of weights
+        return Qwen2ForCausalLM(QWEN_05B_SHAPE)
+
+
+def test_auto_plans_the_largest_micro_batch_that_fits_and_says_when_none_does(half_billion):
+    gib = 2**30
+    roomy, tight = (plan_micro_batch(half_billion, budget * gib, **LENGTHS) for budget in (64, 10))
+    assert roomy.micro_batch_size == 32 and roomy.fits
+    assert 1 < tight.micro_batch_size < 32 and tight.fits and tight.estimate_bytes <= 10 * gib
+    fixed, doubled = step_bytes(half_billion, 2 * tight.micro_batch_size, **LENGTHS)
+    assert fixed + doubled > 10 * gib  # the next power of two would not have fitted
+    hopeless = plan_micro_batch(half_billion, 4 * gib, **LENGTHS)  # weights, gradients and AdamW alone are 8 GB
+    assert hopeless.micro_batch_size == 1 and not hopeless.fits and "use LoRA" in hopeless.describe()
+
+
+def test_a_frozen_base_costs_its_weights_only(half_billion):
+    full, _ = step_bytes(half_billion, 1, **LENGTHS)
+    half_billion.requires_grad_(False)
+    try:
+        frozen, _ = step_bytes(half_billion, 1, **LENGTHS)
+    finally:
+        half_billion.requires_grad_(True)
+    parameters = sum(p.numel() for p in half_billion.parameters())
+    assert full - frozen == parameters * (4 + 8)  # float32 gradients and two AdamW moments per trained weight

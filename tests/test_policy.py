@@ -63,7 +63,7 @@ def _whole_logits_logprobs(policy: Policy, prompt_ids, completion_ids):
 @pytest.mark.parametrize("lora", [False, True])
 def test_chunked_vocabulary_projection_gives_the_whole_logits_values_and_gradients(monkeypatch, lora):
     policy = Policy.load(dtype="float32", lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]} if lora else None)
-    assert policy._split_head
+    assert policy.chunked_logits
     monkeypatch.setattr(policy_module, "LOGIT_CHUNK_BYTES", 4 * policy.tokenizer.vocab_size * 3)  # 3 tokens a chunk
     if lora:  # adapters start at zero; move them so their gradients differ from a base-only path
         with torch.no_grad():
@@ -96,7 +96,7 @@ def test_a_model_that_scales_logits_after_its_head_keeps_the_whole_model_path():
 
     model.forward = scaled
     policy = Policy(model, SEED_POLICY.tokenizer, "scaled", torch.device("cpu"))
-    assert not policy._split_head
+    assert not policy.chunked_logits
     prompt_ids, completion_ids = [[5, 6, 7, 8], [5, 6, 7, 8]], [[9, 10, 11], [12]]
     logprobs, mask = policy.completion_logprobs(prompt_ids, completion_ids)
     for row, expected in enumerate(_whole_logits_logprobs(policy, prompt_ids, completion_ids)):

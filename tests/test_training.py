@@ -55,6 +55,33 @@ def test_kl_to_the_start_is_zero_before_training_and_grows_with_it():
     assert untracked.train(informative_round(untracked).groups, []).kl_to_start is None
 
 
+def lora_learner(*overrides: str, dtype: str = "float32") -> Learner:
+    torch.manual_seed(0)
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+    return Learner(load_config(None, [*FAST, *overrides]), Policy.load(dtype=dtype, lora=lora), SUITE, seed=0, data_seed=0)
+
+
+def test_a_lora_node_measures_kl_to_its_base_with_adapters_off_not_a_copy_of_the_model():
+    node = lora_learner("sapo.learning_rate=3e-2")
+    assert node.trainer.reference is None and node.trainer.tracks_kl
+    first = node.train(informative_round(node).groups, [])
+    assert first.kl_to_start == pytest.approx(0.0, abs=1e-6)
+    for _ in range(4):
+        later = node.train(informative_round(node).groups, [])
+    assert later.kl_to_start > 1e-5
+
+
+def test_frozen_weights_are_kept_in_the_compute_dtype_and_trained_ones_stay_float32_masters():
+    node = lora_learner("sapo.learning_rate=1e-2", dtype="bfloat16")
+    parameters = list(node.policy.model.named_parameters())
+    assert {p.dtype for _, p in parameters if not p.requires_grad} == {torch.bfloat16}
+    assert {p.dtype for _, p in parameters if p.requires_grad} == {torch.float32}
+    adapters = {name: p.detach().clone() for name, p in parameters if p.requires_grad}
+    stats = node.train(informative_round(node).groups, [])
+    assert stats.updates == 1 and stats.grad_norm > 0
+    assert any(not torch.equal(adapters[name], p) for name, p in parameters if p.requires_grad)
+
+
 def test_peers_tokens_have_their_share_and_importance_weights_stay_under_the_clip():
     sender, receiver = learner(seed=1), learner("sapo.importance_clip=1.5", seed=2)
 
