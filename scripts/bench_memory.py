@@ -100,6 +100,17 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_
     }
 
 
+def measure_apart(script: str, spec: dict, code: str, label: str) -> dict | None:
+    """`script --one SPEC` in a fresh process (peak RSS is per process) running `code`'s swarmnode: its
+    result row, or None after saying why it failed."""
+    env = {**os.environ, "PYTHONPATH": code}
+    done = subprocess.run([sys.executable, script, "--one", json.dumps(spec)], capture_output=True, text=True, env=env, cwd=code)
+    if done.returncode != 0:
+        print(f"{label}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="seed,30m,120m,0.5b")
@@ -125,12 +136,10 @@ def main() -> None:
             for mode in args.modes.split(","):
                 spec = {"size": size, "mode": mode, "tokens": args.tokens, "micro_batch": args.micro_batch, "steps": args.steps,
                         "budget_gib": args.budget_gib}
-                env = {**os.environ, "PYTHONPATH": code}
-                done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, env=env, cwd=code)
-                if done.returncode != 0:
-                    print(f"{commit} {size} {mode}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                measured = measure_apart(__file__, spec, code, f"{commit} {size} {mode}")
+                if measured is None:
                     continue
-                row = {"code": commit, **json.loads(done.stdout.strip().splitlines()[-1])}
+                row = {"code": commit, **measured}
                 results.append(row)
                 print(f"{commit} {size:>5} {mode:<4} peak {row['peak_rss_bytes'] / 2**30:.2f} GiB, step {row['step_s']:.1f} s", flush=True)
     table = Table(title=f"SAPO step on this CPU: {GROUPS} groups x {GROUP_SIZE} completions x {args.tokens} tokens, "

@@ -20,12 +20,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))  # bench_memory's models, bench_generation's baseline
+sys.path.insert(0, str(ROOT / "scripts"))  # bench_memory's models and runner, bench_generation's baseline
+from bench_memory import measure_apart  # noqa: E402
 
 QUESTIONS, GROUP_SIZE = 8, 8
 
@@ -127,11 +127,9 @@ def main() -> None:
     for size in args.sizes.split(","):
         for mode in args.modes.split(","):
             spec = {"size": size, "mode": mode, "tokens": args.tokens, "micro_batch": args.micro_batch, "budget_gib": args.budget_gib}
-            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True, cwd=ROOT)
-            if done.returncode != 0:
-                print(f"{size} {mode}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            row = measure_apart(__file__, spec, str(ROOT), f"{size} {mode}")
+            if row is None:
                 continue
-            row = json.loads(done.stdout.strip().splitlines()[-1])
             results.append(row)
             print(f"{size:>5} {mode:<4} peak {row['peak_rss_bytes'] / 2**30:.2f} GiB, train {row['train_s']:.1f} s", flush=True)
     gib = 2**30
