@@ -378,10 +378,11 @@ def seeded_overrides(index: int, seed: int) -> list[str]:
     return [f"seed={node_seed}", f"tasks.seed={node_seed}"]
 
 
-def sharing_overrides(config: str) -> list[str]:
-    """'I/J' -> the node's own and external group counts."""
+def sharing_overrides(config: str, sampling: str = "equal") -> list[str]:
+    """'I/J' -> the node's own and external group counts; under transplant a round is Q = I + J groups."""
     local, external = (int(part) for part in config.split("/"))
-    return [f"sapo.local_groups={local}", f"sapo.external_groups={external}"]
+    overrides = [f"sapo.local_groups={local}", f"sapo.external_groups={external}", f"sapo.sampling={sampling}"]
+    return overrides + ([f"sapo.questions_per_round={local + external}"] if sampling == "transplant" else [])
 
 
 def machine_facts() -> dict:

@@ -8,8 +8,14 @@ cumulative own reward per node (mean over nodes and seeds, std over seeds, min/m
 to 8/0, and the paired gain over 8/0 (same seed, same node index). Writes benchmarks/results/sapo.json and
 sapo.png; with --hetero, half the nodes run a GPT-2-architecture model with its own tokenizer and the
 results (per model) go to sapo-hetero.json/.png. The round-time breakdown of all runs is printed and stored.
+
+--sampling transplant runs the SAPO authors' protocol instead: a node asks I questions and adopts J peers'
+groups (Q = I + J = 8), so sharing saves sampling; what that buys is the efficiency table (reward per round,
+per compute hour, per wall hour, compute to reach the silo's final reward; swarmnode/efficiency.py),
+printed and stored for either mode.
 Usage: python scripts/reproduce_sapo.py [--quick] [--rounds 120] [--seeds 0,1,2] [--nodes 4]
-       [--configs 8/0,6/2,4/4,2/6] [--hetero] [--weak] [--set key=value ...] [--tag NAME] [--dir runs]
+       [--configs 8/0,6/2,4/4,2/6] [--sampling equal|transplant] [--hetero | --weak | --mixed]
+       [--set key=value ...] [--tag NAME] [--dir runs]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from itertools import accumulate
 from pathlib import Path
 
 from local_swarm import (
@@ -38,6 +45,7 @@ from local_swarm import (
 from round_breakdown import breakdown, print_breakdown, print_comparison
 from simulate_swarm import ensure_weak_model
 
+from swarmnode import efficiency
 from swarmnode.dashboard import moving_average
 from swarmnode.metrics import read_records
 
@@ -54,8 +62,9 @@ STARTUP_S = 30.0
 ROUND_S = 2.3
 # Equal training per step needs I+J informative groups in 8/0 too: about 60% of the seed model's groups
 # carry an advantage, so 8 questions left 8/0 training on ~5 groups while 4/4 filled ~7.6 (measured).
-# 16 questions give ~10 informative own groups; I+J = 8 are trained on in every configuration.
-EXPERIMENT_OVERRIDES = ("sapo.questions_per_round=16",)
+# 16 questions give ~10 informative own groups; I+J = 8 are trained on in every configuration. Under
+# transplant a round is I + J questions by definition (sharing_overrides sets it).
+EQUAL_OVERRIDES = ("sapo.questions_per_round=16",)
 
 
 def ensure_gpt2_model() -> Path:
@@ -70,12 +79,12 @@ def ensure_gpt2_model() -> Path:
     return GPT2_MODEL
 
 
-def node_specs(config: str, seed: int, nodes: int, rounds: int, models: list[str]) -> list[NodeSpec]:
+def node_specs(config: str, seed: int, nodes: int, rounds: int, models: list[str], sampling: str) -> list[NodeSpec]:
     """Node k runs models[k % len(models)] with seeds that depend on (seed, k) only, never on I/J."""
     return [
         NodeSpec(
             f"node{k}",
-            tuple(sharing_overrides(config) + seeded_overrides(k, seed) + [f"model.name={models[k % len(models)]}"]),
+            tuple(sharing_overrides(config, sampling) + seeded_overrides(k, seed) + [f"model.name={models[k % len(models)]}"]),
             rounds,
         )
         for k in range(nodes)
@@ -88,7 +97,7 @@ def run_configuration(config: str, seed: int, args: argparse.Namespace, models: 
     base_dir = args.dir / tag
     swarm_id = f"{args.name}-{tag}"
     timeout_s = STARTUP_S * 10 + args.rounds * args.round_timeout_s
-    swarm = LocalSwarm(node_specs(config, seed, args.nodes, args.rounds, models), base_dir, swarm_id,
+    swarm = LocalSwarm(node_specs(config, seed, args.nodes, args.rounds, models, args.sampling), base_dir, swarm_id,
                        args.overrides, timeout_s=timeout_s)
     print(f"[{time.strftime('%H:%M:%S')}] {config} seed {seed}: {args.nodes} nodes x {args.rounds} rounds", flush=True)
     result = swarm.run(progress=lambda done: print(f"  rounds so far {sorted(done.values())}", flush=True),
@@ -100,26 +109,41 @@ def run_configuration(config: str, seed: int, args: argparse.Namespace, models: 
         for node in result.nodes:
             shutil.rmtree(node.data_dir / "checkpoints", ignore_errors=True)
     return {"config": config, "seed": seed, "seconds": round(result.seconds, 1), "leftovers": result.leftovers,
-            "nodes": traces(result, models)}
+            "nodes": traces(result, models, seed)}
 
 
-def traces(result: SwarmResult, models: list[str]) -> list[dict]:
+def traces(result: SwarmResult, models: list[str], seed: int) -> list[dict]:
     """Per node and round, what the summary and plot need; `model` is the configured one (node k: models[k % M])."""
     return [
         {
             "name": node.name, "model": models[index % len(models)], "model_id": node.model, "peer_id": node.peer_id,
             "data_dir": str(node.data_dir),
-            "rewards": [r.reward_local for r in node.records],
+            **efficiency.NodeRun.from_records(seed, node.records).to_dict(),
+            "questions": [r.questions for r in node.records],
             "answer_rates": [r.answer_rate for r in node.records],
             "groups_own": [r.groups_own for r in node.records],
             "groups_external": [r.groups_external for r in node.records],
             "tokens_trained": [r.tokens_trained for r in node.records],
             "rollouts_in": [r.rollouts_in for r in node.records],
             "skipped": sum(r.skipped is not None for r in node.records),
-            "collapses": sum(r.collapsed for r in node.records),
         }
         for index, node in enumerate(result.nodes)
     ]
+
+
+def efficiency_rows(runs: list[dict], configs: list[str], model: str | None = None) -> list[efficiency.Efficiency]:
+    """What each configuration buys a volunteer against the silo (8/0 in the same sampling mode and run)."""
+    return efficiency.efficiency(_node_runs(runs, configs, model))
+
+
+def _node_runs(runs: list[dict], configs: list[str], model: str | None = None) -> dict[str, list[efficiency.NodeRun]]:
+    fields = ("seed", "rewards", "compute_s", "wall_s", "collapses", "held_out")
+    by_config = {
+        config: [efficiency.NodeRun(**{key: node[key] for key in fields}) for run in runs if run["config"] == config
+                 for node in run["nodes"] if model is None or node["model"] == model]
+        for config in configs
+    }
+    return {config: nodes for config, nodes in by_config.items() if nodes}
 
 
 def summarise(runs: list[dict], configs: list[str], model: str | None = None) -> list[dict]:
@@ -211,7 +235,7 @@ def plot(runs: list[dict], configs: list[str], models: list[str], title: str, pa
                 top.fill_between(x, [min(v) for v in zip(*curves)], [max(v) for v in zip(*curves)], color=f"C{index}",
                                  alpha=0.12, linewidth=0)
             baseline = _rewards(runs, BASELINE, None if len(models) == 1 else model, rounds)
-            pairs = [_cumsum(r) for r in _differences(rewards, baseline)]
+            pairs = [list(accumulate(r)) for r in _differences(rewards, baseline)]
             if config == BASELINE or not pairs:
                 continue
             mean = [statistics.mean(v) for v in zip(*pairs)]
@@ -241,14 +265,6 @@ def _rewards(runs: list[dict], config: str, model: str | None, rounds: int) -> d
 
 def _differences(rewards: dict, baseline: dict) -> list[list[float]]:
     return [[a - b for a, b in zip(values, baseline[key])] for key, values in rewards.items() if key in baseline]
-
-
-def _cumsum(values: list[float]) -> list[float]:
-    total, out = 0.0, []
-    for value in values:
-        total += value
-        out.append(total)
-    return out
 
 
 def print_table(rows: list[dict], title: str) -> None:
@@ -287,8 +303,12 @@ def main() -> None:
     parser.add_argument("--seeds", help=f"comma-separated (default {DEFAULT['seeds']})")
     parser.add_argument("--nodes", type=int, default=4)
     parser.add_argument("--configs", help="I/J list (default 8/0,6/2,4/4,2/6; with --hetero 8/0,4/4)")
-    parser.add_argument("--hetero", action="store_true", help="half the nodes on a GPT-2 model with its own tokenizer")
-    parser.add_argument("--weak", action="store_true", help="every node starts from the weak warm start (reward ~0.08)")
+    parser.add_argument("--sampling", choices=("equal", "transplant"), default="equal",
+                        help="equal: every node asks Q=16; transplant: a node asks I and adopts J peers' groups")
+    regime = parser.add_mutually_exclusive_group()
+    regime.add_argument("--hetero", action="store_true", help="half the nodes on a GPT-2 model with its own tokenizer")
+    regime.add_argument("--weak", action="store_true", help="every node starts from the weak warm start (reward ~0.08)")
+    regime.add_argument("--mixed", action="store_true", help="half the nodes on the seed model, half on the weak start")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override for all nodes")
     parser.add_argument("--dir", type=Path, default=ROOT / "runs", help="where node data dirs go")
     parser.add_argument("--tag", default="", help="suffix of the result files")
@@ -301,19 +321,23 @@ def main() -> None:
     configs = (args.configs or ("8/0,4/4" if args.hetero else "8/0,6/2,4/4,2/6")).split(",")
     if args.nodes < 2:
         parser.error("--nodes must be at least 2 (sharing needs peers)")
-    args.name = "sapo" + ("-hetero" if args.hetero else "") + (f"-{args.tag}" if args.tag else "")
+    args.name = ("sapo" + ("-hetero" if args.hetero else "") + ("-transplant" if args.sampling == "transplant" else "")
+                 + (f"-{args.tag}" if args.tag else ""))
     args.dir = args.dir / args.name
-    args.overrides = [*EXPERIMENT_OVERRIDES, *args.overrides]
+    args.overrides = [*(EQUAL_OVERRIDES if args.sampling == "equal" else ()), *args.overrides]
     first = str(ensure_weak_model()) if args.weak else SEED_MODEL
-    models = [first, str(ensure_gpt2_model())] if args.hetero else [first]
+    models = [first, str(ensure_gpt2_model())] if args.hetero else [first, str(ensure_weak_model())] if args.mixed else [first]
     exit_on_sigterm()
     minutes = estimate_minutes(len(configs), len(seeds), args.rounds, ROUND_S)
     print(f"{len(configs)} configurations x {len(seeds)} seeds x {args.nodes} nodes x {args.rounds} rounds: "
           f"about {minutes:.0f} min at {ROUND_S} s/round; node dirs in {args.dir}", flush=True)
     started = time.time()
     runs = [run_configuration(config, seed, args, models) for seed in seeds for config in configs]
-    rows = [row for model in (models if args.hetero else [None]) for row in summarise(runs, configs, model)]
-    if args.hetero:
+    by_model = len(models) > 1
+    rows = [row for model in (models if by_model else [None]) for row in summarise(runs, configs, model)]
+    gains = {Path(model).name: efficiency_rows(runs, configs, model) for model in models} if by_model else {}
+    gains["all"] = efficiency_rows(runs, configs)
+    if by_model:
         rows += summarise(runs, configs)
     mismatches = round_one_mismatches(runs)
     records = {(run["config"], run["seed"], node["name"]): read_records(Path(node["data_dir"]) / "metrics.jsonl")
@@ -321,16 +345,22 @@ def main() -> None:
     timing = breakdown(records)
     timing["by_config"] = {config: breakdown({k: v for k, v in records.items() if k[0] == config}) for config in configs}
     title = (f"{args.nodes} nodes x {len(seeds)} seeds, {args.rounds} rounds"
-             f"{' (hetero: seed + GPT-2)' if args.hetero else ''} {' '.join(args.overrides)}")
+             f"{' (hetero: seed + GPT-2)' if args.hetero else ' (seed + weak)' if args.mixed else ''}, "
+             f"{args.sampling} sampling {' '.join(args.overrides)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(runs, configs, models, title, RESULTS / f"{args.name}.png")
+    efficiency.plot(_node_runs(runs, configs), title, RESULTS / f"{args.name}-compute.png")
     (RESULTS / f"{args.name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_facts(), "nodes": args.nodes,
         "rounds": args.rounds, "seeds": seeds, "configs": configs, "models": models, "overrides": args.overrides,
-        "seconds": round(time.time() - started, 1), "summary": rows, "round_one_mismatches": mismatches,
+        "sampling": args.sampling, "seconds": round(time.time() - started, 1), "summary": rows,
+        "efficiency": {model: [row.to_dict() for row in group] for model, group in gains.items()},
+        "round_one_mismatches": mismatches,
         "round_breakdown": timing, "runs": runs,
     }) + "\n")
     print_table(rows, f"{args.name}: {title} ({(time.time() - started) / 60:.1f} min)")
+    for model, group in gains.items():
+        efficiency.print_table(group, f"what sharing buys ({args.sampling} sampling; {model} nodes) against 8/0")
     print_breakdown(timing, "round time by phase, all runs")
     print_comparison(timing["by_config"], "mean seconds per phase by configuration")
     print("fairness: round-1 rewards " + (f"DIFFER: {mismatches}" if mismatches else

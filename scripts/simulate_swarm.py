@@ -7,8 +7,11 @@ groups/tokens; writes benchmarks/results/sim-<regime>.json and .png.
 
 Regimes: easy (one family, partial credit), sparse (exact-match reward, weak warm start),
 specialised (each node samples one family of five and verifies all), mixed (two strong and two weak warm starts).
+--sampling transplant: a node asks I questions and adopts J peers' groups (Q = I + J); either way the
+efficiency table (swarmnode/efficiency.py: reward per round and per compute hour, compute to reach the
+silo's final reward) is printed and stored, and sim-<regime>[-tag]-compute.png plots reward against compute.
 Usage: python scripts/simulate_swarm.py --regime easy [--rounds 150] [--seeds 0,1,2] [--jobs 2]
-       [--configs 8/0,6/2,4/4,2/6] [--set sapo.min_own_groups=0 ...] [--tag NAME]
+       [--configs 8/0,6/2,4/4,2/6] [--sampling equal|transplant] [--set sapo.min_own_groups=0 ...] [--tag NAME]
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+
+from swarmnode import efficiency
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,12 +47,14 @@ def ensure_weak_model() -> Path:
     return WEAK_MODEL
 
 
-def node_specs(regime: str, local: int, external: int, overrides: list[str], nodes: int):
+def node_specs(regime: str, config: str, sampling: str, overrides: list[str], nodes: int):
     """(config, model) per node for a regime; only I/J differ between configurations."""
+    from local_swarm import sharing_overrides
+
     from swarmnode.config import DEFAULT_FAMILIES, load_config
     from swarmnode.simulation import SimulatedNode
 
-    base = [f"sapo.local_groups={local}", f"sapo.external_groups={external}", "gossip.enabled=false"]
+    base = [*sharing_overrides(config, sampling), "gossip.enabled=false"]
     by_name = {f.name: f for f in DEFAULT_FAMILIES}
     specs = []
     for index in range(nodes):
@@ -73,7 +80,7 @@ def run_one(job: dict) -> dict:
     from swarmnode.simulation import simulate
 
     started = time.time()
-    specs = node_specs(job["regime"], job["local"], job["external"], job["overrides"], job["nodes"])
+    specs = node_specs(job["regime"], job["config"], job["sampling"], job["overrides"], job["nodes"])
     traces = simulate(specs, job["rounds"], job["seed"])
     return {**job, "seconds": round(time.time() - started, 1), "traces": [asdict(t) for t in traces]}
 
@@ -140,6 +147,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--configs", default="8/0,6/2,4/4,2/6")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--sampling", choices=("equal", "transplant"), default="equal")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
@@ -149,24 +157,33 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     jobs = [
-        {"regime": args.regime, "config": c, "local": int(c.split("/")[0]), "external": int(c.split("/")[1]),
-         "seed": s, "rounds": args.rounds, "nodes": args.nodes, "overrides": args.overrides, "threads": threads}
+        {"regime": args.regime, "config": c, "sampling": args.sampling, "seed": s, "rounds": args.rounds,
+         "nodes": args.nodes, "overrides": args.overrides, "threads": threads}
         for s in seeds for c in configs
     ]
     started = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         runs = list(pool.map(run_one, jobs))
     rows = summarise(runs, configs)
-    name = f"sim-{args.regime}{'-' + args.tag if args.tag else ''}"
+    transplant = "-transplant" if args.sampling == "transplant" else ""
+    name = f"sim-{args.regime}{transplant}{'-' + args.tag if args.tag else ''}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(runs, configs, f"{args.regime}: {args.nodes} nodes, {len(seeds)} seeds {' '.join(args.overrides)}",
-         RESULTS / f"{name}.png")
+    title = f"{args.regime}: {args.nodes} nodes, {len(seeds)} seeds, {args.sampling} sampling {' '.join(args.overrides)}"
+    plot(runs, configs, title, RESULTS / f"{name}.png")
+    node_runs = {config: [efficiency.NodeRun(run["seed"], t["rewards"], [g + s for g, s in zip(t["generate_s"], t["train_s"])],
+                                             collapses=t["collapses"])
+                          for run in runs if run["config"] == config for t in run["traces"]] for config in configs}
+    gains = efficiency.efficiency(node_runs) if "8/0" in node_runs else []
+    if gains:
+        efficiency.plot(node_runs, title, RESULTS / f"{name}-compute.png")
     (RESULTS / f"{name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "regime": args.regime, "rounds": args.rounds, "nodes": args.nodes,
-        "seeds": seeds, "overrides": args.overrides, "seconds": round(time.time() - started, 1),
-        "summary": rows, "runs": runs,
+        "seeds": seeds, "sampling": args.sampling, "overrides": args.overrides, "seconds": round(time.time() - started, 1),
+        "summary": rows, "efficiency": [row.to_dict() for row in gains], "runs": runs,
     }) + "\n")
     print_table(rows, name, time.time() - started)
+    if gains:
+        efficiency.print_table(gains, f"{name}: what sharing buys against 8/0 (compute = generate + train, in one process)")
 
 
 def print_table(rows: list[dict], name: str, seconds: float) -> None:

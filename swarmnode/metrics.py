@@ -50,6 +50,7 @@ class RoundRecord:
     rejected: dict[str, int]  # reason -> count in this round
     published: bool  # stored by at least one other peer
     collapsed: bool = False
+    questions: int = 0  # asked this round (sapo.sampling: transplant asks I while peers supply groups)
     publish_replicas: int = 0  # other peers that accepted this round's batch
     published_local_only: bool = False  # only our own copy was stored: not published
     collect_timed_out: bool = False
@@ -93,6 +94,7 @@ class Status:
     losses: list[float] = field(default_factory=list)
     round_seconds: list[float] = field(default_factory=list)
     tokens_per_s: float = 0.0
+    questions_per_round: int = 0  # asked in the last round (fewer than Q under sapo.sampling: transplant)
     peers: int = 0
     rollouts_out_total: int = 0
     rollouts_in_total: int = 0
@@ -280,6 +282,7 @@ class Metrics:
             s.traffic_in_per_s = (s.traffic_in_per_s + [record.bytes_in / seconds])[-HISTORY_ROUNDS:]
             s.traffic_out_per_s = (s.traffic_out_per_s + [record.bytes_out / seconds])[-HISTORY_ROUNDS:]
             s.tokens_per_s = record.tokens_per_s
+            s.questions_per_round = record.questions
             s.peers = record.peers
             s.rollouts_out_total += record.rollouts_out
             s.rollouts_in_total += record.rollouts_in

@@ -62,6 +62,7 @@ class Node:
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
+        self._peers_supplied = False  # the last collect brought peers' rollouts (transplant then asks only I)
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
 
@@ -179,12 +180,14 @@ class Node:
         if self._evaluation_due():
             with self._phase("evaluate"):
                 held_out = self._evaluate()
+        questions = sapo.questions_to_ask(self._peers_supplied)
         with self._phase("generate"):
-            own = learner.sample_round(share_logprobs=True)
+            own = learner.sample_round(share_logprobs=True, questions=questions)
         with self._phase("publish"):
             published = self._publish(own.rollouts)
         with self._phase("collect"):
             collected = self._collect(sapo.external_groups * sapo.collect_oversample)
+            self._peers_supplied = bool(collected.rollouts)
         with self._phase("rescore"):
             external = learner.external_groups(collected.rollouts)
             self._report_offences(external.offenders)
@@ -210,6 +213,7 @@ class Node:
             answer_rate=own.answer_rate,
             loss=step.loss,
             skipped=step.skipped_reason,
+            questions=questions,
             groups_own=step.own_groups,
             groups_external=step.external_groups,
             tokens_trained=step.own_tokens + step.external_tokens,
@@ -335,7 +339,7 @@ class Node:
             rollouts_shared=status.rollouts_out_total, rollouts_received=status.rollouts_in_total,
             peer_groups_trained=status.trained_external_groups_total,
             reachability=Reachability(status.reachability), uptime_s=max(time.time() - status.started_at, 0.0),
-            rounds_per_hour=rounds_per_hour, rollouts_per_hour=rounds_per_hour * self.config.sapo.questions_per_round,
+            rounds_per_hour=rounds_per_hour, rollouts_per_hour=rounds_per_hour * status.questions_per_round,
             phase=status.phase,
         )
 

@@ -35,6 +35,9 @@ class NodeTrace:
     external_groups: list[int] = field(default_factory=list)
     own_tokens: list[int] = field(default_factory=list)
     external_tokens: list[int] = field(default_factory=list)
+    questions: list[int] = field(default_factory=list)  # asked per round (transplant asks I while peers supply)
+    generate_s: list[float] = field(default_factory=list)  # the node's own compute per round, as a node times it
+    train_s: list[float] = field(default_factory=list)
     skipped: int = 0
     collapses: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -64,13 +67,19 @@ def simulate(nodes: list[SimulatedNode], rounds: int, seed: int) -> list[NodeTra
         monitors.append(HealthMonitor())
         traces.append(NodeTrace(f"node{index}", policy.model_id, suite.family_names()))
     sharing_rng = random.Random(seed)
+    supplied = [False] * len(learners)  # as a node: did the last collect bring peers' rollouts
     for _ in range(rounds):
-        own_rounds = [learner.sample_round(share_logprobs=True) for learner in learners]
+        asked = [learner.config.sapo.questions_to_ask(peers) for learner, peers in zip(learners, supplied)]
+        own_rounds = [learner.sample_round(True, questions) for learner, questions in zip(learners, asked)]
         for index, (learner, own) in enumerate(zip(learners, own_rounds)):
             incoming = _collect(index, learners, own_rounds, learner.config, sharing_rng)
+            supplied[index] = bool(incoming)
             external = learner.external_groups(incoming)
             step = learner.train(own.groups, external.groups)
             trace = traces[index]
+            trace.questions.append(asked[index])
+            trace.generate_s.append(own.seconds)
+            trace.train_s.append(step.seconds)
             trace.rewards.append(own.mean_reward)
             trace.answer_rates.append(own.answer_rate)
             trace.own_groups.append(step.own_groups)
