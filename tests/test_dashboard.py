@@ -21,7 +21,7 @@ def record(round_number: int, reward: float) -> RoundRecord:
         groups_external=2, tokens_trained=100, tokens_generated=200, tokens_per_s=400.0,
         seconds={"generate": 0.5, "publish": 0.01, "collect": 0.05, "rescore": 0.02, "train": 0.4, "checkpoint": 0.0},
         peers=3, rollouts_out=8, rollouts_in=6, rejected={"bad_signature": 1} if round_number == 3 else {},
-        published=True, updates=0 if round_number % 5 == 0 else 2, clip_fraction=0.01 * (round_number % 3),
+        published=True, questions=4, updates=0 if round_number % 5 == 0 else 2, clip_fraction=0.01 * (round_number % 3),
         grad_norm=0.5, kl_to_start=0.001 * round_number, importance_mean=0.9, importance_max=1.8,
         external_token_share=0.25, bytes_in=2000 * round_number, bytes_out=1000,
     )
@@ -45,6 +45,7 @@ def test_the_dashboard_shows_round_reward_trend_peers_and_rejections(tmp_path):
     screen = text_of(render(fed_metrics(tmp_path).status, now=100.0))
     assert "round 30" in screen and "phase" in screen
     assert "0.400" in screen  # last reward
+    assert "4 questions, 400 tok/s" in screen  # what the last round asked (transplant asks I while peers supply J)
     assert any(block in screen for block in "▁▂▃▄▅▆▇█")
     assert "bad_signature 1" in screen and "peers" in screen and "collapse detected" in screen
 

@@ -137,7 +137,9 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
     first = join(tmp_path / "a", "--set", "swarm.id=pair")
     try:
         started = wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
-        second = join(tmp_path / "b", "--set", "swarm.id=pair", "--peers", started["maddrs"][0], "--rounds", "8")
+        # the second node runs the SAPO authors' protocol: Q = 2 own + 2 peers' groups
+        transplant = ["--set", "sapo.sampling=transplant", "--set", "sapo.local_groups=2", "--set", "sapo.external_groups=2"]
+        second = join(tmp_path / "b", "--set", "swarm.id=pair", "--peers", started["maddrs"][0], "--rounds", "8", *transplant)
         listed = census_until(started["metrics_url"], lambda nodes: len(nodes) == 2, timeout_s=60)  # both beacons
         assert started["peer_id"] in listed and all(node["model_id"] == started["model"] for node in listed.values())
         stdout, stderr = second.communicate(timeout=240)
@@ -149,8 +151,13 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
     assert sum(r["rollouts_in"] for r in rounds) > 0
     assert sum(r["groups_external"] for r in rounds) > 0
     assert max(r["peers"] for r in rounds) >= 1
+    # transplant asks I = 2 questions only after a collect that brought peers' rollouts, else all Q = 4
+    supplied = [False] + [r["rollouts_in"] > 0 for r in rounds[:-1]]
+    assert [r["questions"] for r in rounds] == [2 if peers else 4 for peers in supplied]
+    assert 2 in [r["questions"] for r in rounds]
     first_records = read_records(tmp_path / "a" / "metrics.jsonl")
     assert sum(r.rollouts_in for r in first_records) > 0
+    assert {r.questions for r in first_records} == {4}  # equal sampling asks Q whatever its peers do
     with_peers = [r for r in first_records if r.peers >= 1]  # alone, a node sends nothing
     assert with_peers and all(r.bytes_in > 0 and r.bytes_out > 0 for r in with_peers)  # the traffic sparkline's data
 
