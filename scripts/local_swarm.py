@@ -381,8 +381,9 @@ def seeded_overrides(index: int, seed: int) -> list[str]:
 def sharing_overrides(config: str, sampling: str = "equal") -> list[str]:
     """'I/J' -> the node's own and external group counts; under transplant a round is Q = I + J groups."""
     local, external = (int(part) for part in config.split("/"))
-    overrides = [f"sapo.local_groups={local}", f"sapo.external_groups={external}", f"sapo.sampling={sampling}"]
-    return overrides + ([f"sapo.questions_per_round={local + external}"] if sampling == "transplant" else [])
+    overrides = [f"sapo.local_groups={local}", f"sapo.external_groups={external}"]
+    transplant = [f"sapo.sampling={sampling}", f"sapo.questions_per_round={local + external}"]
+    return overrides + (transplant if sampling == "transplant" else [])
 
 
 def machine_facts() -> dict:
@@ -422,13 +423,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=ROOT / "runs" / "local")
     parser.add_argument("--swarm-id", default="local")
     parser.add_argument("--config", default="4/4", help="I/J for every node")
+    parser.add_argument("--sampling", choices=("equal", "transplant"), default="equal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=1800.0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     exit_on_sigterm()
     nodes = [
-        NodeSpec(f"node{k}", tuple(sharing_overrides(args.config) + seeded_overrides(k, args.seed)), args.rounds)
+        NodeSpec(f"node{k}", tuple(sharing_overrides(args.config, args.sampling) + seeded_overrides(k, args.seed)), args.rounds)
         for k in range(args.nodes)
     ]
     swarm = LocalSwarm(nodes, args.dir, args.swarm_id, args.overrides, timeout_s=args.timeout_s)

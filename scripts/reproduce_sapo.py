@@ -137,10 +137,9 @@ def efficiency_rows(runs: list[dict], configs: list[str], model: str | None = No
 
 
 def _node_runs(runs: list[dict], configs: list[str], model: str | None = None) -> dict[str, list[efficiency.NodeRun]]:
-    fields = ("seed", "rewards", "compute_s", "wall_s", "collapses", "held_out")
     by_config = {
-        config: [efficiency.NodeRun(**{key: node[key] for key in fields}) for run in runs if run["config"] == config
-                 for node in run["nodes"] if model is None or node["model"] == model]
+        config: [efficiency.NodeRun.from_dict(node) for run in runs if run["config"] == config
+                 for node in run["nodes"] if (model is None or node["model"] == model) and node["rewards"]]
         for config in configs
     }
     return {config: nodes for config, nodes in by_config.items() if nodes}
@@ -186,6 +185,7 @@ def summarise(runs: list[dict], configs: list[str], model: str | None = None) ->
             "groups_external_per_round": sum(sum(n["groups_external"]) for n in nodes) / rounds,
             "tokens_trained_per_round": sum(sum(n["tokens_trained"]) for n in nodes) / rounds,
             "skipped_steps": sum(n["skipped"] for n in nodes),
+            "questions_per_round": sum(sum(n["questions"]) for n in nodes) / rounds,
             "collapses": sum(n["collapses"] for n in nodes),
             "final_answer_rate": statistics.mean(statistics.mean(n["answer_rates"][-20:]) for n in nodes),
         })
@@ -273,7 +273,7 @@ def print_table(rows: list[dict], title: str) -> None:
 
     table = Table(title=title)
     for column in ("I/J", "model", "cumulative reward", "± seeds", "min..max node", "x 8/0", "paired gain",
-                   "wins", "groups own+ext /round", "tokens /round", "skipped", "collapses", "answer rate"):
+                   "wins", "questions /round", "groups own+ext /round", "tokens /round", "skipped", "collapses", "answer rate"):
         table.add_column(column, justify="right")
     for r in rows:
         spread = f"{r['std_over_seeds']:.2f}" if r["std_over_seeds"] is not None else "—"
@@ -283,7 +283,7 @@ def print_table(rows: list[dict], title: str) -> None:
         wins = "—" if r["config"] == BASELINE else f"{r['paired_wins']}/{r['pairs']}"
         table.add_row(
             r["config"], Path(r["model"]).name if r["model"] else "all", f"{r['cumulative_mean']:.2f}", spread,
-            f"{r['min_node']:.1f}..{r['max_node']:.1f}", ratio, gain, wins,
+            f"{r['min_node']:.1f}..{r['max_node']:.1f}", ratio, gain, wins, f"{r['questions_per_round']:.1f}",
             f"{r['groups_own_per_round']:.1f}+{r['groups_external_per_round']:.1f}",
             f"{r['tokens_trained_per_round']:.0f}", str(r["skipped_steps"]), str(r["collapses"]),
             f"{r['final_answer_rate']:.2f}",
@@ -321,8 +321,8 @@ def main() -> None:
     configs = (args.configs or ("8/0,4/4" if args.hetero else "8/0,6/2,4/4,2/6")).split(",")
     if args.nodes < 2:
         parser.error("--nodes must be at least 2 (sharing needs peers)")
-    args.name = ("sapo" + ("-hetero" if args.hetero else "") + ("-transplant" if args.sampling == "transplant" else "")
-                 + (f"-{args.tag}" if args.tag else ""))
+    args.name = ("sapo" + ("-hetero" if args.hetero else "-mixed" if args.mixed else "")
+                 + ("-transplant" if args.sampling == "transplant" else "") + (f"-{args.tag}" if args.tag else ""))
     args.dir = args.dir / args.name
     args.overrides = [*(EQUAL_OVERRIDES if args.sampling == "equal" else ()), *args.overrides]
     first = str(ensure_weak_model()) if args.weak else SEED_MODEL
@@ -335,8 +335,10 @@ def main() -> None:
     runs = [run_configuration(config, seed, args, models) for seed in seeds for config in configs]
     by_model = len(models) > 1
     rows = [row for model in (models if by_model else [None]) for row in summarise(runs, configs, model)]
-    gains = {Path(model).name: efficiency_rows(runs, configs, model) for model in models} if by_model else {}
-    gains["all"] = efficiency_rows(runs, configs)
+    gains = {}  # what sharing buys against 8/0, when 8/0 ran
+    if BASELINE in configs:
+        gains = {Path(model).name: efficiency_rows(runs, configs, model) for model in models} if by_model else {}
+        gains["all"] = efficiency_rows(runs, configs)
     if by_model:
         rows += summarise(runs, configs)
     mismatches = round_one_mismatches(runs)
@@ -349,7 +351,8 @@ def main() -> None:
              f"{args.sampling} sampling {' '.join(args.overrides)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(runs, configs, models, title, RESULTS / f"{args.name}.png")
-    efficiency.plot(_node_runs(runs, configs), title, RESULTS / f"{args.name}-compute.png")
+    if gains:
+        efficiency.plot(_node_runs(runs, configs), title, RESULTS / f"{args.name}-compute.png")
     (RESULTS / f"{args.name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_facts(), "nodes": args.nodes,
         "rounds": args.rounds, "seeds": seeds, "configs": configs, "models": models, "overrides": args.overrides,

@@ -104,6 +104,7 @@ def summarise(runs: list[dict], configs: list[str]) -> list[dict]:
             "per_model": {m: statistics.mean(v) for m, v in by_model.items()},
             "collapses": sum(t["collapses"] for t in traces),
             "skipped_steps": sum(t["skipped"] for t in traces),
+            "questions_per_round": sum(sum(t["questions"]) for t in traces) / rounds,
             "own_groups_per_round": sum(sum(t["own_groups"]) for t in traces) / rounds,
             "external_groups_per_round": sum(sum(t["external_groups"]) for t in traces) / rounds,
             "own_tokens_per_round": sum(sum(t["own_tokens"]) for t in traces) / rounds,
@@ -170,9 +171,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     title = f"{args.regime}: {args.nodes} nodes, {len(seeds)} seeds, {args.sampling} sampling {' '.join(args.overrides)}"
     plot(runs, configs, title, RESULTS / f"{name}.png")
-    node_runs = {config: [efficiency.NodeRun(run["seed"], t["rewards"], [g + s for g, s in zip(t["generate_s"], t["train_s"])],
-                                             collapses=t["collapses"])
-                          for run in runs if run["config"] == config for t in run["traces"]] for config in configs}
+    node_runs = {config: [efficiency.NodeRun.from_dict({**trace, "seed": run["seed"]}) for run in runs
+                          if run["config"] == config for trace in run["traces"]] for config in configs}
     gains = efficiency.efficiency(node_runs) if "8/0" in node_runs else []
     if gains:
         efficiency.plot(node_runs, title, RESULTS / f"{name}-compute.png")
@@ -191,7 +191,7 @@ def print_table(rows: list[dict], name: str, seconds: float) -> None:
     from rich.table import Table
 
     table = Table(title=f"{name} ({seconds / 60:.1f} min)")
-    for column in ("I/J", "cumulative reward", "x 8/0", "per model", "collapses", "skipped",
+    for column in ("I/J", "cumulative reward", "x 8/0", "per model", "collapses", "skipped", "questions /round",
                    "groups own+ext /round", "tokens own+ext /round", "answer rate"):
         table.add_column(column, justify="right")
     for r in rows:
@@ -199,7 +199,7 @@ def print_table(rows: list[dict], name: str, seconds: float) -> None:
         per_model = " ".join(f"{m}:{v:.1f}" for m, v in r["per_model"].items())
         table.add_row(
             r["config"], f"{r['cumulative_mean']:.1f} ± {r['cumulative_std']:.1f}", ratio, per_model,
-            str(r["collapses"]), str(r["skipped_steps"]),
+            str(r["collapses"]), str(r["skipped_steps"]), f"{r['questions_per_round']:.1f}",
             f"{r['own_groups_per_round']:.1f}+{r['external_groups_per_round']:.1f}",
             f"{r['own_tokens_per_round']:.0f}+{r['external_tokens_per_round']:.0f}", f"{r['final_answer_rate']:.2f}",
         )

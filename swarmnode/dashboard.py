@@ -184,7 +184,8 @@ def _learning(status: Status) -> Panel:
     external = [r for r in status.external_rewards if r is not None]
     table.add_row("peers' reward", f"{external[-1]:.3f}" if external else "—")
     table.add_row("loss", f"{status.losses[-1]:+.4f}" if status.losses else "—")
-    table.add_row("sampling", f"{status.questions_per_round} questions, {status.tokens_per_s:,.0f} tok/s")
+    asked = f"{status.questions[-1]} questions, " if status.questions else ""
+    table.add_row("sampling", f"{asked}{status.tokens_per_s:,.0f} tok/s")
     if status.round_seconds:
         recent = status.round_seconds[-MOVING_AVERAGE_ROUNDS:]
         table.add_row("round time", f"{sum(recent) / len(recent):.2f} s")

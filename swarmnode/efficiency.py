@@ -1,13 +1,14 @@
 """What sharing buys a volunteer (docs/DESIGN.md §4), measured the same way on a real swarm and in the
 simulator: reward per round, per hour of the node's own compute (generate + train) and per wall-clock
-hour, and the compute it takes to reach the reward the silo (8/0) ends at.
+hour, and the compute it takes to reach the reward the silo (8/0) ends at. Compute is generate + rescore +
+train: rescoring peers' groups is work only sharing costs, so it counts against sharing.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from itertools import accumulate
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from swarmnode.dashboard import moving_average
 from swarmnode.metrics import MOVING_AVERAGE_ROUNDS, RoundRecord
 
 SILO = "8/0"
+COMPUTE_PHASES = ("generate", "rescore", "train")
 
 
 @dataclass(frozen=True)
 class NodeRun:
-    """One node of one run, per round: its own reward, its compute seconds and the round's wall seconds."""
+    """One node of one run, per round: its own reward, its compute seconds (generate + rescore + train) and
+    the round's wall seconds."""
 
     seed: int
     rewards: Sequence[float]
@@ -32,16 +35,22 @@ class NodeRun:
         return asdict(self)
 
     @classmethod
+    def from_dict(cls, data: Mapping) -> NodeRun:
+        """From a stored trace (a result file's node entry), ignoring its other keys."""
+        return cls(**{item.name: data[item.name] for item in fields(cls) if item.name in data})
+
+    @classmethod
     def from_records(cls, seed: int, records: Sequence[RoundRecord]) -> NodeRun:
-        """From a node's metrics.jsonl: compute is its generate + train phases; a round's wall time is the
-        gap to the previous record (the first round, which has none, counts its phases)."""
+        """From a node's metrics.jsonl of one uninterrupted run: a round's wall time is the gap to the previous
+        record (the first round, which has none, counts its phases); a round repeated after a kill counts once."""
+        records = list({record.round: record for record in records}.values())
         times = [record.time for record in records]
         gaps = [sum(records[0].seconds.values())] + [b - a for a, b in zip(times, times[1:])] if records else []
         evaluated = [record.held_out for record in records if record.held_out]
         return cls(
             seed=seed,
             rewards=[record.reward_local for record in records],
-            compute_s=[record.seconds.get("generate", 0.0) + record.seconds.get("train", 0.0) for record in records],
+            compute_s=[sum(record.seconds.get(phase, 0.0) for phase in COMPUTE_PHASES) for record in records],
             wall_s=gaps,
             collapses=sum(record.collapsed for record in records),
             held_out=evaluated[-1]["greedy"] if evaluated else None,

@@ -151,6 +151,8 @@ def model_card(trained: Trained, before: EvalResult | None, after: EvalResult, a
     )
     records = read_records(data_dir / "metrics.jsonl") if (data_dir / "metrics.jsonl").exists() else []
     peer_groups = sum(r.groups_external for r in records)
+    counted = [r.questions for r in records if r.questions]  # lines written before the count existed have 0
+    asked = sum(counted) / len(counted) if counted else config.sapo.questions_per_round
     sapo = config.sapo
     return f"""---
 {yaml.safe_dump(metadata, sort_keys=False).strip()}
@@ -160,7 +162,7 @@ def model_card(trained: Trained, before: EvalResult | None, after: EvalResult, a
 
 Trained by a swarmnode node: {trained.rounds} rounds of SAPO (Swarm sAmpling Policy
 Optimization) in swarm `{config.swarm.id}` on reasoning-gym tasks with verifiable rewards. Each round the node
-sampled {sapo.questions_per_round} questions × {sapo.completions_per_question} completions and trained on
+sampled {asked:.3g} questions × {sapo.completions_per_question} completions ({sapo.sampling} sampling) and trained on
 up to {sapo.local_groups} own + {sapo.external_groups} peers' groups (clipped GRPO-style loss, ε {sapo.clip_low}/{sapo.clip_high},
 no KL, learning rate {sapo.learning_rate}). Groups from peers trained on: {peer_groups} (in {len(records)} recorded rounds).
 

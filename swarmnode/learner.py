@@ -67,10 +67,10 @@ class Learner:
         self.intake = Intake(config.swarm.rules(), suite, limits, policy, rng=self.selection_rng)
 
     def sample_round(self, share_logprobs: bool = True, questions: int | None = None) -> OwnRound:
-        """Draw `questions` (default Q) questions, sample G completions each, score them with our verifier."""
+        """Draw `questions` (default Q) questions, sample G completions each, score them with our verifier.
+        Q are always drawn and the first `questions` kept, so every configuration sees the same question stream."""
         started = time.perf_counter()
-        count = self.config.sapo.questions_per_round if questions is None else questions
-        tasks = self.suite.sample(self.task_rng, count, self.data_seed)
+        tasks = self.suite.sample(self.task_rng, self.config.sapo.questions_per_round, self.data_seed)[:questions]
         prompts = [format_prompt(task.question, self.policy.tokenizer) for task in tasks]
         sampled = self.policy.sample(prompts, self.config.sapo.completions_per_question, self.settings, self.generator)
         prompt_ids = self.policy.encode_prompts(prompts, self.settings.max_prompt_tokens)

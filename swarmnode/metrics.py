@@ -94,7 +94,7 @@ class Status:
     losses: list[float] = field(default_factory=list)
     round_seconds: list[float] = field(default_factory=list)
     tokens_per_s: float = 0.0
-    questions_per_round: int = 0  # asked in the last round (fewer than Q under sapo.sampling: transplant)
+    questions: list[int] = field(default_factory=list)  # asked per round (transplant asks I while peers supply)
     peers: int = 0
     rollouts_out_total: int = 0
     rollouts_in_total: int = 0
@@ -282,7 +282,7 @@ class Metrics:
             s.traffic_in_per_s = (s.traffic_in_per_s + [record.bytes_in / seconds])[-HISTORY_ROUNDS:]
             s.traffic_out_per_s = (s.traffic_out_per_s + [record.bytes_out / seconds])[-HISTORY_ROUNDS:]
             s.tokens_per_s = record.tokens_per_s
-            s.questions_per_round = record.questions
+            s.questions = (s.questions + [record.questions])[-HISTORY_ROUNDS:]
             s.peers = record.peers
             s.rollouts_out_total += record.rollouts_out
             s.rollouts_in_total += record.rollouts_in

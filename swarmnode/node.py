@@ -62,7 +62,7 @@ class Node:
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
-        self._peers_supplied = False  # the last collect brought peers' rollouts (transplant then asks only I)
+        self._peers_supplied = False  # the last round had peers' groups to train on (transplant then asks only I)
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
 
@@ -187,10 +187,10 @@ class Node:
             published = self._publish(own.rollouts)
         with self._phase("collect"):
             collected = self._collect(sapo.external_groups * sapo.collect_oversample)
-            self._peers_supplied = bool(collected.rollouts)
         with self._phase("rescore"):
             external = learner.external_groups(collected.rollouts)
             self._report_offences(external.offenders)
+            self._peers_supplied = bool(external.groups)
         with self._phase("train"):
             step = learner.train(own.groups, external.groups)
         if step.out_of_memory:
@@ -330,7 +330,9 @@ class Node:
         status, last = self.status, self.held_out.get("last")
         seconds = status.round_seconds[-MOVING_AVERAGE_ROUNDS:]
         rewards = status.rewards[-MOVING_AVERAGE_ROUNDS:]
-        rounds_per_hour = 3600 * len(seconds) / sum(seconds) if seconds and sum(seconds) > 0 else 0.0
+        hours = sum(seconds) / 3600
+        rounds_per_hour = len(seconds) / hours if hours > 0 else 0.0
+        rollouts_per_hour = sum(status.questions[-MOVING_AVERAGE_ROUNDS:]) / hours if hours > 0 else 0.0
         return Beacon(
             swarm_id=self.config.swarm.id, window=window, timestamp=now, software=f"swarmnode/{__version__}",
             model_id=status.model_id, round=status.round,
@@ -339,7 +341,7 @@ class Node:
             rollouts_shared=status.rollouts_out_total, rollouts_received=status.rollouts_in_total,
             peer_groups_trained=status.trained_external_groups_total,
             reachability=Reachability(status.reachability), uptime_s=max(time.time() - status.started_at, 0.0),
-            rounds_per_hour=rounds_per_hour, rollouts_per_hour=rounds_per_hour * status.questions_per_round,
+            rounds_per_hour=rounds_per_hour, rollouts_per_hour=rollouts_per_hour,
             phase=status.phase,
         )
 

@@ -5,6 +5,7 @@ rescoring code (no network), to measure what sharing does to learning, quickly a
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -36,8 +37,7 @@ class NodeTrace:
     own_tokens: list[int] = field(default_factory=list)
     external_tokens: list[int] = field(default_factory=list)
     questions: list[int] = field(default_factory=list)  # asked per round (transplant asks I while peers supply)
-    generate_s: list[float] = field(default_factory=list)  # the node's own compute per round, as a node times it
-    train_s: list[float] = field(default_factory=list)
+    compute_s: list[float] = field(default_factory=list)  # generate + rescore + train, as a node times them
     skipped: int = 0
     collapses: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -67,19 +67,20 @@ def simulate(nodes: list[SimulatedNode], rounds: int, seed: int) -> list[NodeTra
         monitors.append(HealthMonitor())
         traces.append(NodeTrace(f"node{index}", policy.model_id, suite.family_names()))
     sharing_rng = random.Random(seed)
-    supplied = [False] * len(learners)  # as a node: did the last collect bring peers' rollouts
+    supplied = [False] * len(learners)  # as a node: did the last round have peers' groups to train on
     for _ in range(rounds):
         asked = [learner.config.sapo.questions_to_ask(peers) for learner, peers in zip(learners, supplied)]
         own_rounds = [learner.sample_round(True, questions) for learner, questions in zip(learners, asked)]
         for index, (learner, own) in enumerate(zip(learners, own_rounds)):
             incoming = _collect(index, learners, own_rounds, learner.config, sharing_rng)
-            supplied[index] = bool(incoming)
+            started = time.perf_counter()
             external = learner.external_groups(incoming)
+            rescore_s = time.perf_counter() - started
+            supplied[index] = bool(external.groups)
             step = learner.train(own.groups, external.groups)
             trace = traces[index]
             trace.questions.append(asked[index])
-            trace.generate_s.append(own.seconds)
-            trace.train_s.append(step.seconds)
+            trace.compute_s.append(own.seconds + rescore_s + step.seconds)
             trace.rewards.append(own.mean_reward)
             trace.answer_rates.append(own.answer_rate)
             trace.own_groups.append(step.own_groups)
