@@ -131,12 +131,15 @@ def traces(result: SwarmResult, models: list[str], seed: int) -> list[dict]:
     ]
 
 
-def efficiency_rows(runs: list[dict], configs: list[str], model: str | None = None) -> list[efficiency.Efficiency]:
-    """What each configuration buys a volunteer against the silo (8/0 in the same sampling mode and run)."""
-    return efficiency.efficiency(_node_runs(runs, configs, model))
+def gains(runs: list[dict], configs: list[str], models: list[str]) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
+    """What each configuration buys a volunteer against the silo (8/0 in the same sampling mode and run): all
+    nodes, and per model when models differ; measured, and derived for a device where sampling dominates."""
+    groups = [None, *models] if len(models) > 1 else [None]
+    return {"all" if model is None else Path(model).name: efficiency.report(node_runs(runs, configs, model))
+            for model in groups}
 
 
-def _node_runs(runs: list[dict], configs: list[str], model: str | None = None) -> dict[str, list[efficiency.NodeRun]]:
+def node_runs(runs: list[dict], configs: list[str], model: str | None = None) -> dict[str, list[efficiency.NodeRun]]:
     by_config = {
         config: [efficiency.NodeRun.from_dict(node) for run in runs if run["config"] == config
                  for node in run["nodes"] if (model is None or node["model"] == model) and node["rewards"]]
@@ -335,10 +338,7 @@ def main() -> None:
     runs = [run_configuration(config, seed, args, models) for seed in seeds for config in configs]
     by_model = len(models) > 1
     rows = [row for model in (models if by_model else [None]) for row in summarise(runs, configs, model)]
-    gains = {}  # what sharing buys against 8/0, when 8/0 ran
-    if BASELINE in configs:
-        gains = {Path(model).name: efficiency_rows(runs, configs, model) for model in models} if by_model else {}
-        gains["all"] = efficiency_rows(runs, configs)
+    bought = gains(runs, configs, models)
     if by_model:
         rows += summarise(runs, configs)
     mismatches = round_one_mismatches(runs)
@@ -351,19 +351,21 @@ def main() -> None:
              f"{args.sampling} sampling {' '.join(args.overrides)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(runs, configs, models, title, RESULTS / f"{args.name}.png")
-    if gains:
-        efficiency.plot(_node_runs(runs, configs), title, RESULTS / f"{args.name}-compute.png")
+    if BASELINE in configs:
+        efficiency.plot(node_runs(runs, configs), title, RESULTS / f"{args.name}-compute.png")
     (RESULTS / f"{args.name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_facts(), "nodes": args.nodes,
         "rounds": args.rounds, "seeds": seeds, "configs": configs, "models": models, "overrides": args.overrides,
         "sampling": args.sampling, "seconds": round(time.time() - started, 1), "summary": rows,
-        "efficiency": {model: [row.to_dict() for row in group] for model, group in gains.items()},
+        "efficiency": {model: {name: [row.to_dict() for row in rows] for name, rows in tables.items()}
+                       for model, tables in bought.items()},
         "round_one_mismatches": mismatches,
         "round_breakdown": timing, "runs": runs,
     }) + "\n")
     print_table(rows, f"{args.name}: {title} ({(time.time() - started) / 60:.1f} min)")
-    for model, group in gains.items():
-        efficiency.print_table(group, f"what sharing buys ({args.sampling} sampling; {model} nodes) against 8/0")
+    for model, tables in bought.items():
+        for name, group in tables.items():
+            efficiency.print_table(group, f"what sharing buys against 8/0: {args.sampling} sampling, {model} nodes, {name}")
     print_breakdown(timing, "round time by phase, all runs")
     print_comparison(timing["by_config"], "mean seconds per phase by configuration")
     print("fairness: round-1 rewards " + (f"DIFFER: {mismatches}" if mismatches else

@@ -173,17 +173,17 @@ def main() -> None:
     plot(runs, configs, title, RESULTS / f"{name}.png")
     node_runs = {config: [efficiency.NodeRun.from_dict({**trace, "seed": run["seed"]}) for run in runs
                           if run["config"] == config for trace in run["traces"]] for config in configs}
-    gains = efficiency.efficiency(node_runs) if "8/0" in node_runs else []
+    gains = efficiency.report(node_runs)
     if gains:
         efficiency.plot(node_runs, title, RESULTS / f"{name}-compute.png")
     (RESULTS / f"{name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "regime": args.regime, "rounds": args.rounds, "nodes": args.nodes,
         "seeds": seeds, "sampling": args.sampling, "overrides": args.overrides, "seconds": round(time.time() - started, 1),
-        "summary": rows, "efficiency": [row.to_dict() for row in gains], "runs": runs,
+        "summary": rows, "efficiency": {table: [row.to_dict() for row in rows] for table, rows in gains.items()}, "runs": runs,
     }) + "\n")
     print_table(rows, name, time.time() - started)
-    if gains:
-        efficiency.print_table(gains, f"{name}: what sharing buys against 8/0 (compute = generate + train, in one process)")
+    for table, rows in gains.items():
+        efficiency.print_table(rows, f"{name}: what sharing buys against 8/0, {table} (in one process)")
 
 
 def print_table(rows: list[dict], name: str, seconds: float) -> None:

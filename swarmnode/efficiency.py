@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from itertools import accumulate
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from swarmnode.dashboard import moving_average
 from swarmnode.metrics import MOVING_AVERAGE_ROUNDS, RoundRecord
 
 SILO = "8/0"
+GPU_LIKE_SHARE = 0.8  # assumed, not measured: a device where sampling dominates, as decoding usually does on a GPU
 COMPUTE_PHASES = ("generate", "rescore", "train")
 
 
@@ -30,6 +31,7 @@ class NodeRun:
     wall_s: Sequence[float] | None = None  # None in the simulator, where wall time is compute
     collapses: int = 0
     held_out: float | None = None  # greedy pass rate of the node's last held-out evaluation
+    generate_s: Sequence[float] | None = None  # the sampling part of compute_s
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +56,7 @@ class NodeRun:
             wall_s=gaps,
             collapses=sum(record.collapsed for record in records),
             held_out=evaluated[-1]["greedy"] if evaluated else None,
+            generate_s=[record.seconds.get("generate", 0.0) for record in records],
         )
 
 
@@ -81,6 +84,39 @@ class Efficiency:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def as_if_generation_share(
+    runs: Mapping[str, Sequence[NodeRun]], share: float, silo: str = SILO
+) -> dict[str, list[NodeRun]]:
+    """The same runs on a device where sampling is `share` of the silo's compute (a GPU's rollouts
+    typically dominate; on a CPU training does): every generate second is scaled by one factor chosen so
+    the silo's pooled compute has that share, the rest is kept. Derived from measured phases, not measured."""
+    if not 0 < share < 1:
+        raise ValueError(f"share must be between 0 and 1, not {share}")
+    if any(node.generate_s is None for nodes in runs.values() for node in nodes):
+        raise ValueError("some runs carry no generate seconds")
+    generated = sum(sum(node.generate_s or ()) for node in runs[silo])
+    rest = sum(sum(node.compute_s) for node in runs[silo]) - generated
+    scale = share / (1 - share) * rest / generated
+    return {
+        config: [
+            replace(node, compute_s=[c + (scale - 1) * g for c, g in zip(node.compute_s, node.generate_s or ())])
+            for node in nodes
+        ]
+        for config, nodes in runs.items()
+    }
+
+
+def report(runs: Mapping[str, Sequence[NodeRun]], share: float = GPU_LIKE_SHARE) -> dict[str, list[Efficiency]]:
+    """The efficiency table as measured and, when generate seconds are known, as if sampling were `share`
+    of the silo's compute (derived); empty without a silo to compare with."""
+    if SILO not in runs:
+        return {}
+    tables = {"measured": efficiency(runs)}
+    if all(node.generate_s is not None for nodes in runs.values() for node in nodes):
+        tables[f"generation {share:.0%} of the silo's compute (derived)"] = efficiency(as_if_generation_share(runs, share))
+    return tables
 
 
 def reach_round(curve: Sequence[float], target: float, window: int) -> int | None:

@@ -38,6 +38,7 @@ class NodeTrace:
     external_tokens: list[int] = field(default_factory=list)
     questions: list[int] = field(default_factory=list)  # asked per round (transplant asks I while peers supply)
     compute_s: list[float] = field(default_factory=list)  # generate + rescore + train, as a node times them
+    generate_s: list[float] = field(default_factory=list)
     skipped: int = 0
     collapses: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
@@ -81,6 +82,7 @@ def simulate(nodes: list[SimulatedNode], rounds: int, seed: int) -> list[NodeTra
             trace = traces[index]
             trace.questions.append(asked[index])
             trace.compute_s.append(own.seconds + rescore_s + step.seconds)
+            trace.generate_s.append(own.seconds)
             trace.rewards.append(own.mean_reward)
             trace.answer_rates.append(own.answer_rate)
             trace.own_groups.append(step.own_groups)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmnode.efficiency import NodeRun, efficiency, reach_round
+from swarmnode.efficiency import NodeRun, as_if_generation_share, efficiency, reach_round, report
 from swarmnode.metrics import RoundRecord
 
 
@@ -59,3 +59,15 @@ def test_a_node_trace_from_its_metrics_counts_generate_and_train_as_compute_and_
     assert run.compute_s == [3.0, 3.0, 3.0]  # an evaluation or a publish is not the node's learning compute
     assert run.wall_s == pytest.approx([12.5, 4.0, 6.0])
     assert run.held_out == 0.3
+
+
+def test_the_derived_gpu_like_table_gives_the_silo_the_asked_sampling_share_and_keeps_training_seconds():
+    silo = [NodeRun(0, [0.1] * 4, compute_s=[3.0] * 4, generate_s=[1.0] * 4)]  # sampling is 1/3 of the silo's
+    half = [NodeRun(0, [0.1] * 4, compute_s=[2.5] * 4, generate_s=[0.5] * 4)]  # half the sampling, as much training
+    derived = as_if_generation_share({"8/0": silo, "4/4": half}, 0.8)
+    assert derived["8/0"][0].compute_s == pytest.approx([10.0] * 4)  # 8 s sampling + 2 s training
+    assert derived["4/4"][0].compute_s == pytest.approx([6.0] * 4)  # 4 s sampling + 2 s training
+    tables = report({"8/0": silo, "4/4": half})
+    assert [row.compute_ratio for row in tables["measured"]] == pytest.approx([1.0, 3.0 / 2.5])
+    assert [row.compute_ratio for row in tables["generation 80% of the silo's compute (derived)"]] == pytest.approx([1.0, 10 / 6])
+    assert report({"4/4": half}) == {}
