@@ -379,11 +379,11 @@ def seeded_overrides(index: int, seed: int) -> list[str]:
 
 
 def sharing_overrides(config: str, sampling: str = "equal") -> list[str]:
-    """'I/J' -> the node's own and external group counts; under transplant a round is Q = I + J groups."""
+    """'I/J' -> the node's own and external group counts and sampling mode; under transplant, Q = I + J (the
+    SAPO authors' protocol: a round is I own questions plus J peers' groups)."""
     local, external = (int(part) for part in config.split("/"))
-    overrides = [f"sapo.local_groups={local}", f"sapo.external_groups={external}"]
-    transplant = [f"sapo.sampling={sampling}", f"sapo.questions_per_round={local + external}"]
-    return overrides + (transplant if sampling == "transplant" else [])
+    overrides = [f"sapo.local_groups={local}", f"sapo.external_groups={external}", f"sapo.sampling={sampling}"]
+    return overrides + ([f"sapo.questions_per_round={local + external}"] if sampling == "transplant" else [])
 
 
 def machine_facts() -> dict:

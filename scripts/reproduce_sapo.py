@@ -131,11 +131,13 @@ def traces(result: SwarmResult, models: list[str], seed: int) -> list[dict]:
     ]
 
 
-def gains(runs: list[dict], configs: list[str], models: list[str]) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
+def gains(
+    runs: list[dict], configs: list[str], models: list[str], share: float = efficiency.GPU_LIKE_SHARE
+) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
     """What each configuration buys a volunteer against the silo (8/0 in the same sampling mode and run): all
     nodes, and per model when models differ; measured, and derived for a device where sampling dominates."""
     groups = [None, *models] if len(models) > 1 else [None]
-    return {"all" if model is None else Path(model).name: efficiency.report(node_runs(runs, configs, model))
+    return {"all" if model is None else Path(model).name: efficiency.report(node_runs(runs, configs, model), share)
             for model in groups}
 
 

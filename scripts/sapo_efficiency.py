@@ -1,8 +1,9 @@
 """What sharing buys a volunteer, from stored results: the efficiency tables (swarmnode/efficiency.py) of a
 reproduce_sapo.py or simulate_swarm.py result file, without running anything again. Real-swarm nodes are
 re-read from their metrics.jsonl when their data dirs are still there (phases, wall times, held-out);
-otherwise the stored traces are used.
-Usage: python scripts/sapo_efficiency.py benchmarks/results/sapo-transplant.json [...] [--share 0.8]
+otherwise the stored traces are used. --update writes the re-read traces and the tables back into the file,
+so it stands without the data dirs.
+Usage: python scripts/sapo_efficiency.py benchmarks/results/sapo-transplant.json [...] [--share 0.8] [--update]
 """
 
 from __future__ import annotations
@@ -11,22 +12,31 @@ import argparse
 import json
 from pathlib import Path
 
+from reproduce_sapo import gains
+
 from swarmnode import efficiency
 from swarmnode.metrics import read_records
 
 
-def node_runs(result: dict) -> dict[str, list[efficiency.NodeRun]]:
-    """Configuration -> its nodes' runs, in the result's configuration order."""
+def refresh(result: dict) -> None:
+    """Re-read each real-swarm node's trace from its metrics.jsonl, where its data dir still exists."""
+    for run in result["runs"]:
+        for node in run.get("nodes", []):
+            metrics = Path(node["data_dir"]) / "metrics.jsonl"
+            if metrics.exists():
+                node.update(efficiency.NodeRun.from_records(run["seed"], read_records(metrics)).to_dict())
+
+
+def tables(result: dict, share: float) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
+    """Group (all nodes, or one model's) -> table name -> rows."""
+    if "nodes" in result["runs"][0]:
+        return gains(result["runs"], result["configs"], result["models"], share)
     runs: dict[str, list[efficiency.NodeRun]] = {}
     for run in result["runs"]:
-        for node in run.get("nodes") or run["traces"]:
-            metrics = Path(node.get("data_dir", "")) / "metrics.jsonl"
-            if node.get("data_dir") and metrics.exists():
-                trace = efficiency.NodeRun.from_records(run["seed"], read_records(metrics))
-            else:
-                trace = efficiency.NodeRun.from_dict({**node, "seed": run["seed"]})
-            runs.setdefault(run["config"], []).append(trace)
-    return runs
+        runs.setdefault(run["config"], []).extend(
+            efficiency.NodeRun.from_dict({**trace, "seed": run["seed"]}) for trace in run["traces"]
+        )
+    return {"all": efficiency.report(runs, share)}
 
 
 def main() -> None:
@@ -34,11 +44,19 @@ def main() -> None:
     parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument("--share", type=float, default=efficiency.GPU_LIKE_SHARE,
                         help="sampling's share of the silo's compute for the derived table")
+    parser.add_argument("--update", action="store_true", help="store re-read traces and the tables in the file")
     args = parser.parse_args()
     for path in args.results:
         result = json.loads(path.read_text())
-        for table, rows in efficiency.report(node_runs(result), args.share).items():
-            efficiency.print_table(rows, f"{path.name}: {table}")
+        refresh(result)
+        found = tables(result, args.share)
+        for group, named in found.items():
+            for name, rows in named.items():
+                efficiency.print_table(rows, f"{path.name}, {group} nodes: {name}")
+        if args.update:
+            result["efficiency"] = {group: {name: [row.to_dict() for row in rows] for name, rows in named.items()}
+                                    for group, named in found.items()}
+            path.write_text(json.dumps(result) + "\n")
 
 
 if __name__ == "__main__":

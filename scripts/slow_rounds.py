@@ -102,7 +102,7 @@ def main() -> None:
     # SAPO's authors run it: with 64 questions own groups would fill every slot). Verifying peers' frames runs
     # on the throttled thread, so collect gets 30 s instead of 3.
     common = [
-        "sapo.questions_per_round=64", "model.max_new_tokens=48", "eval.every_rounds=0", "sapo.own_first=false",
+        "sapo.questions_per_round=64", "sapo.sampling=equal", "model.max_new_tokens=48", "eval.every_rounds=0", "sapo.own_first=false",
         "gossip.collect_timeout_s=30",
     ]
     results: dict[str, SwarmResult] = {}

@@ -165,12 +165,12 @@ class SapoConfig(Section):
 
     `sampling` says what sharing buys (docs/DESIGN.md §4): `equal` asks Q questions whatever J is, so
     peers' groups only replace or add to own ones at equal sampling; `transplant` (the SAPO authors'
-    protocol) asks only I questions while peers supply groups and adopts J of theirs, so sharing saves
-    sampling. Alone (the last collect brought nothing) a transplant node asks all Q = I + J itself.
+    protocol when Q = I + J, the default 8 = 4 + 4) asks only I questions while peers supply groups and
+    adopts J of theirs, so sharing saves sampling. Alone a transplant node asks all Q itself.
     """
 
     sampling: Literal["equal", "transplant"] = Field(
-        "equal", description="equal: ask Q questions every round; transplant: ask I, adopt J peers' groups (Q = I + J)"
+        "transplant", description="transplant: ask I questions while peers supply groups, Q alone; equal: ask Q every round"
     )
     questions_per_round: int = Field(
         8, ge=1, le=MAX_ROLLOUTS_PER_BATCH, description="a round's groups travel in one batch, of at most 64 rollouts (PROTOCOL.md, limits)"
@@ -221,21 +221,14 @@ class SapoConfig(Section):
     def _some_groups(self) -> SapoConfig:
         if self.local_groups + self.external_groups == 0:
             raise ValueError("local_groups + external_groups must be at least 1")
-        if self.sampling == "transplant":
-            if self.local_groups == 0:
-                raise ValueError("sampling: transplant needs local_groups >= 1 (the questions a node asks itself)")
-            if self.questions_per_round != self.local_groups + self.external_groups:
-                raise ValueError(
-                    f"with sampling: transplant a round is I own + J peers' groups: set questions_per_round to "
-                    f"local_groups + external_groups = {self.local_groups + self.external_groups} "
-                    f"(it is {self.questions_per_round}), or use sampling: equal"
-                )
+        if self.sampling == "transplant" and self.local_groups == 0:
+            raise ValueError("sampling: transplant needs local_groups >= 1 (the questions a node asks itself), or use sampling: equal")
         return self
 
     def questions_to_ask(self, peers_supplied: bool) -> int:
-        """How many questions a round samples: transplant leaves J to peers only while peers supply groups."""
+        """How many questions a round samples: transplant asks I (at most Q) only while peers supply groups."""
         if self.sampling == "transplant" and peers_supplied:
-            return self.local_groups
+            return min(self.local_groups, self.questions_per_round)
         return self.questions_per_round
 
 

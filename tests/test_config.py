@@ -69,14 +69,17 @@ def test_more_questions_than_one_batch_carries_is_refused_at_load_not_at_every_p
         load_config(None, ["sapo.questions_per_round=65"])
 
 
-def test_transplant_sampling_needs_a_round_of_i_plus_j_questions_and_says_which():
-    with pytest.raises(ConfigError, match="sapo.*questions_per_round to local_groups \\+ external_groups = 8 \\(it is 16\\)"):
-        load_config(None, ["sapo.sampling=transplant", "sapo.questions_per_round=16"])
-    with pytest.raises(ConfigError, match="local_groups >= 1"):
-        load_config(None, ["sapo.sampling=transplant", "sapo.local_groups=0", "sapo.external_groups=8"])
+def test_transplant_sampling_needs_questions_of_its_own():
+    with pytest.raises(ConfigError, match="sapo.*local_groups >= 1.*or use sampling: equal"):
+        load_config(None, ["sapo.local_groups=0", "sapo.external_groups=8"])
+    assert load_config(None, ["sapo.sampling=equal", "sapo.local_groups=0", "sapo.external_groups=8"]).sapo.external_groups == 8
 
 
-@pytest.mark.parametrize(("sampling", "alone", "with_peers"), [("equal", 8, 8), ("transplant", 8, 2)])
-def test_transplant_leaves_j_questions_to_peers_only_while_peers_supply_them(sampling, alone, with_peers):
-    sapo = load_config(None, [f"sapo.sampling={sampling}", "sapo.local_groups=2", "sapo.external_groups=6"]).sapo
+@pytest.mark.parametrize(
+    ("sampling", "questions", "alone", "with_peers"),
+    [("equal", 8, 8, 8), ("transplant", 8, 8, 2), ("transplant", 16, 16, 2), ("transplant", 1, 1, 1)],
+)
+def test_transplant_leaves_j_questions_to_peers_only_while_peers_supply_them(sampling, questions, alone, with_peers):
+    sapo = load_config(None, [f"sapo.sampling={sampling}", f"sapo.questions_per_round={questions}",
+                              "sapo.local_groups=2", "sapo.external_groups=6"]).sapo
     assert (sapo.questions_to_ask(peers_supplied=False), sapo.questions_to_ask(peers_supplied=True)) == (alone, with_peers)

@@ -134,7 +134,7 @@ def test_unreachable_peers_are_one_clear_line(tmp_path):
 
 @pytest.mark.network
 def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
-    first = join(tmp_path / "a", "--set", "swarm.id=pair")
+    first = join(tmp_path / "a", "--set", "swarm.id=pair", "--set", "sapo.sampling=equal")
     try:
         started = wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
         # the second node runs the SAPO authors' protocol: Q = 2 own + 2 peers' groups
