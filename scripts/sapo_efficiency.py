@@ -2,7 +2,7 @@
 reproduce_sapo.py or simulate_swarm.py result file, without running anything again. Real-swarm nodes are
 re-read from their metrics.jsonl when their data dirs are still there (phases, wall times, held-out);
 otherwise the stored traces are used. --update writes the re-read traces and the tables back into the file,
-so it stands without the data dirs.
+so it stands without the data dirs, and redraws its -compute.png.
 Usage: python scripts/sapo_efficiency.py benchmarks/results/sapo-transplant.json [...] [--share 0.8] [--update]
 """
 
@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from reproduce_sapo import gains
+from reproduce_sapo import gains, node_runs
 
 from swarmnode import efficiency
 from swarmnode.metrics import read_records
@@ -27,16 +27,23 @@ def refresh(result: dict) -> None:
                 node.update(efficiency.NodeRun.from_records(run["seed"], read_records(metrics)).to_dict())
 
 
-def tables(result: dict, share: float) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
-    """Group (all nodes, or one model's) -> table name -> rows."""
+def every_node(result: dict) -> dict[str, list[efficiency.NodeRun]]:
+    """Configuration -> all its nodes' runs, of a real-swarm or a simulator result."""
     if "nodes" in result["runs"][0]:
-        return gains(result["runs"], result["configs"], result["models"], share)
+        return node_runs(result["runs"], result["configs"])
     runs: dict[str, list[efficiency.NodeRun]] = {}
     for run in result["runs"]:
         runs.setdefault(run["config"], []).extend(
             efficiency.NodeRun.from_dict({**trace, "seed": run["seed"]}) for trace in run["traces"]
         )
-    return {"all": efficiency.report(runs, share)}
+    return runs
+
+
+def tables(result: dict, share: float) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
+    """Group (all nodes, or one model's) -> table name -> rows."""
+    if "nodes" in result["runs"][0]:
+        return gains(result["runs"], result["configs"], result["models"], share)
+    return {"all": efficiency.report(every_node(result), share)}
 
 
 def main() -> None:
@@ -57,6 +64,9 @@ def main() -> None:
             result["efficiency"] = {group: {name: [row.to_dict() for row in rows] for name, rows in named.items()}
                                     for group, named in found.items()}
             path.write_text(json.dumps(result) + "\n")
+            if found.get("all"):
+                title = f"{path.stem}: {len(result['seeds'])} seeds, {result['rounds']} rounds, {result.get('sampling', 'equal')} sampling"
+                efficiency.plot(every_node(result), title, path.with_name(f"{path.stem}-compute.png"))
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ def plot(runs: Mapping[str, Sequence[NodeRun]], title: str, path: Path, window: 
         axis.plot(spent, reward, color=f"C{index}", label=config)
         if config == SILO:
             axis.axhline(reward[-1], color=f"C{index}", linestyle=":", linewidth=1)
-    axis.set(xlabel="own compute, generate + train (s, mean node)",
+    axis.set(xlabel="own compute, generate + rescore + train (s, mean node)",
              ylabel=f"own reward (moving average of {window})", title=title)
     axis.title.set_fontsize(9)
     axis.legend(title="I/J")
