@@ -170,7 +170,7 @@ class SapoConfig(Section):
     """
 
     sampling: Literal["equal", "transplant"] = Field(
-        "transplant", description="transplant: ask I questions while peers supply groups, Q alone; equal: ask Q every round"
+        "equal", description="equal: ask Q every round; transplant: ask I questions while peers supply groups, Q alone"
     )
     questions_per_round: int = Field(
         8, ge=1, le=MAX_ROLLOUTS_PER_BATCH, description="a round's groups travel in one batch, of at most 64 rollouts (PROTOCOL.md, limits)"

@@ -71,8 +71,8 @@ def test_more_questions_than_one_batch_carries_is_refused_at_load_not_at_every_p
 
 def test_transplant_sampling_needs_questions_of_its_own():
     with pytest.raises(ConfigError, match="sapo.*local_groups >= 1.*or use sampling: equal"):
-        load_config(None, ["sapo.local_groups=0", "sapo.external_groups=8"])
-    assert load_config(None, ["sapo.sampling=equal", "sapo.local_groups=0", "sapo.external_groups=8"]).sapo.external_groups == 8
+        load_config(None, ["sapo.sampling=transplant", "sapo.local_groups=0", "sapo.external_groups=8"])
+    assert load_config(None, ["sapo.local_groups=0", "sapo.external_groups=8"]).sapo.external_groups == 8  # equal
 
 
 @pytest.mark.parametrize(
