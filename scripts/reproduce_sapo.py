@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SEED_MODEL = "swarmnode-seed"
 GPT2_MODEL = ROOT / "benchmarks" / ".models" / "seed-gpt2"
-BASELINE = "8/0"
+BASELINE = efficiency.SILO
 QUICK = {"rounds": 30, "seeds": "0"}
 DEFAULT = {"rounds": 120, "seeds": "0,1,2"}  # about an hour here: 12 runs of 4 nodes
 # Measured here with 4 nodes of the seed model, 16 questions, on 2 busy cores (load 4-8), for time

@@ -21,7 +21,7 @@ from swarmnode.metrics import read_records
 def refresh(result: dict) -> None:
     """Re-read each real-swarm node's trace from its metrics.jsonl, where its data dir still exists."""
     for run in result["runs"]:
-        for node in run.get("nodes", []):
+        for node in [] if "traces" in run else run["nodes"]:
             metrics = Path(node["data_dir"]) / "metrics.jsonl"
             if metrics.exists():
                 node.update(efficiency.NodeRun.from_records(run["seed"], read_records(metrics)).to_dict())
@@ -29,7 +29,7 @@ def refresh(result: dict) -> None:
 
 def every_node(result: dict) -> dict[str, list[efficiency.NodeRun]]:
     """Configuration -> all its nodes' runs, of a real-swarm or a simulator result."""
-    if "nodes" in result["runs"][0]:
+    if "traces" not in result["runs"][0]:
         return node_runs(result["runs"], result["configs"])
     runs: dict[str, list[efficiency.NodeRun]] = {}
     for run in result["runs"]:
@@ -41,7 +41,7 @@ def every_node(result: dict) -> dict[str, list[efficiency.NodeRun]]:
 
 def tables(result: dict, share: float) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
     """Group (all nodes, or one model's) -> table name -> rows."""
-    if "nodes" in result["runs"][0]:
+    if "traces" not in result["runs"][0]:
         return gains(result["runs"], result["configs"], result["models"], share)
     return {"all": efficiency.report(every_node(result), share)}
 
@@ -56,6 +56,10 @@ def main() -> None:
     for path in args.results:
         result = json.loads(path.read_text())
         refresh(result)
+        traces = [trace for run in result["runs"] for trace in run["traces" if "traces" in run else "nodes"]]
+        if not all("compute_s" in trace for trace in traces):
+            print(f"{path}: made before compute was recorded and its node data dirs are gone; skipped")
+            continue
         found = tables(result, args.share)
         for group, named in found.items():
             for name, rows in named.items():

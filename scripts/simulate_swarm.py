@@ -179,7 +179,7 @@ def main() -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps({
         "date": time.strftime("%Y-%m-%d %H:%M"), "regime": args.regime, "rounds": args.rounds, "nodes": args.nodes,
         "seeds": seeds, "sampling": args.sampling, "overrides": args.overrides, "seconds": round(time.time() - started, 1),
-        "summary": rows, "efficiency": {table: [row.to_dict() for row in rows] for table, rows in gains.items()}, "runs": runs,
+        "summary": rows, "efficiency": {"all": {table: [row.to_dict() for row in rows] for table, rows in gains.items()}}, "runs": runs,
     }) + "\n")
     print_table(rows, name, time.time() - started)
     for table, rows in gains.items():

@@ -1,6 +1,5 @@
 """What sharing buys a volunteer (docs/DESIGN.md §4), measured the same way on a real swarm and in the
-simulator: reward per round, per hour of the node's own compute (generate + train) and per wall-clock
-hour, and the compute it takes to reach the reward the silo (8/0) ends at. Compute is generate + rescore +
+simulator: reward per round, per hour of the node's own compute and per wall-clock hour, and the compute it takes to reach the reward the silo (8/0) ends at. Compute is generate + rescore +
 train: rescoring peers' groups is work only sharing costs, so it counts against sharing.
 """
 
@@ -94,9 +93,9 @@ def as_if_generation_share(
     the silo's pooled compute has that share, the rest is kept. Derived from measured phases, not measured."""
     if not 0 < share < 1:
         raise ValueError(f"share must be between 0 and 1, not {share}")
-    if any(node.generate_s is None for nodes in runs.values() for node in nodes):
-        raise ValueError("some runs carry no generate seconds")
-    generated = sum(sum(node.generate_s or ()) for node in runs[silo])
+    generated = sum(sum(node.generate_s) for node in runs[silo] if node.generate_s)
+    if generated <= 0 or any(node.generate_s is None for nodes in runs.values() for node in nodes):
+        raise ValueError("the runs carry no generate seconds to scale")
     rest = sum(sum(node.compute_s) for node in runs[silo]) - generated
     scale = share / (1 - share) * rest / generated
     return {

@@ -62,7 +62,7 @@ class Node:
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
-        self._peers_supplied = False  # the last round had peers' groups to train on (transplant then asks only I)
+        self._peers_supplied = False  # peers' groups passed the intake last round (transplant then asks only I)
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
 

@@ -45,19 +45,19 @@ def test_a_config_that_never_gets_there_says_so_and_a_collapsed_node_is_counted(
         efficiency({"2/6": flat})
 
 
-def test_a_node_trace_from_its_metrics_counts_generate_and_train_as_compute_and_gaps_as_wall_time():
+def test_a_node_trace_from_its_metrics_counts_generate_rescore_and_train_as_compute_and_gaps_as_wall_time():
     def record(number: int, at: float, held_out: dict | None = None) -> RoundRecord:
         return RoundRecord(
             round=number, time=at, reward_local=0.1 * number, reward_external=None, answer_rate=1.0, loss=0.0,
             skipped=None, groups_own=4, groups_external=0, tokens_trained=0, tokens_generated=0, tokens_per_s=0.0,
-            seconds={"generate": 1.0, "publish": 0.5, "train": 2.0, "evaluate": 9.0}, peers=1, rollouts_out=0,
+            seconds={"generate": 1.0, "publish": 0.5, "rescore": 0.25, "train": 2.0, "evaluate": 9.0}, peers=1, rollouts_out=0,
             rollouts_in=0, rejected={}, published=True, held_out=held_out,
         )
 
     run = NodeRun.from_records(3, [record(1, 100.0, {"greedy": 0.2}), record(2, 104.0), record(3, 110.0, {"greedy": 0.3})])
     assert run.seed == 3 and run.rewards == pytest.approx([0.1, 0.2, 0.3])
-    assert run.compute_s == [3.0, 3.0, 3.0]  # an evaluation or a publish is not the node's learning compute
-    assert run.wall_s == pytest.approx([12.5, 4.0, 6.0])
+    assert run.compute_s == [3.25, 3.25, 3.25]  # an evaluation or a publish is not the node's learning compute
+    assert run.wall_s == pytest.approx([12.75, 4.0, 6.0])
     assert run.held_out == 0.3
 
 
