@@ -1,6 +1,8 @@
 import contextlib
 import re
+import signal
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -77,6 +79,47 @@ def test_only_the_last_k_are_kept_and_a_half_written_one_is_invisible(tmp_path):
     (tmp_path / ".round-00000004.abc.tmp").mkdir()  # a save killed before its rename
     assert checkpointer.latest().name == "round-00000003"
     assert checkpointer.remove_stale_staging() == 1
+
+
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+from swarmnode import checkpoint
+from swarmnode.checkpoint import Checkpointer, TrainingState
+
+directory, kill_at = sys.argv[1], int(sys.argv[2])
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 4)
+optimizer = torch.optim.AdamW(model.parameters())
+Checkpointer(directory).save(model, optimizer, TrainingState(round=1))
+model(torch.ones(1, 4)).sum().backward()
+optimizer.step()
+steps = 0
+
+def step():
+    global steps
+    steps += 1
+    if steps == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+write, rename = checkpoint._write_tensors, os.rename
+checkpoint._write_tensors = lambda *args: (write(*args), step())
+os.rename = lambda *args: (step(), rename(*args))
+Checkpointer(directory).save(model, optimizer, TrainingState(round=2))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3], ids=["after-weights", "after-optimizer", "before-rename"])
+def test_a_save_killed_at_any_step_leaves_only_complete_checkpoints(tmp_path, kill_at):
+    """A real SIGKILL in the middle of saving round 2 (round 1 saved): after the restart's clean-up the directory
+    holds round 1 and nothing half-written, and whatever checkpoint is visible loads."""
+    done = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(tmp_path), str(kill_at)], capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    checkpointer = Checkpointer(tmp_path)
+    checkpointer.remove_stale_staging()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["round-00000001"]
+    model = torch.nn.Linear(4, 4)
+    assert checkpointer.load(model, torch.optim.AdamW(model.parameters())).round == 1
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):

@@ -98,6 +98,14 @@ def test_a_claim_the_verifier_contradicts_is_an_offence_of_the_signer(completion
     assert result.offenders == [("12D3KooWpeer", reason)]
 
 
+@pytest.mark.parametrize(("claimed", "refused"), [(0.99, True), (0.998, True), (0.9995, False), (1.0, False)])
+def test_a_claim_off_by_more_than_a_thousandth_is_refused_and_one_within_it_is_not(claimed, refused):
+    """PROTOCOL.md §5 check 15: a correct answer (verifier 1.0) claimed at `claimed`."""
+    result = intake().groups([FromPeer(Rollout(REF, (Completion(f"<answer>{ANSWER}</answer>", claimed), *texts(3))))])
+    assert result.rejected == ({"reward_mismatch": 1} if refused else {})
+    assert len(result.groups) == (0 if refused else 1)
+
+
 @pytest.mark.parametrize(
     ("ref", "why"),
     [

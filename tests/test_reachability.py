@@ -119,3 +119,24 @@ def test_peers_dial_a_node_back_and_it_serves_the_dht_or_joins_as_a_client_when_
             assert client.client_mode and client.advertised_maddrs() == []
             assert client.num_peers() >= 1  # it knows the entry peer ...
             assert client.peer_id not in entry.known_peer_ids()  # ... which never routes to it
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.network
+def test_a_node_the_check_finds_undiallable_joins_as_a_client_though_its_config_says_auto(tmp_path):
+    """The verdict, not only network.reachability, decides the DHT mode: a node that announces a port nobody
+    listens on is not reached when peers dial it back, so it must not serve (peers would dial it and wait)."""
+    with DHTPeer(new_key(tmp_path, "entry"), RULES, NetworkConfig()) as entry:
+        network = NetworkConfig(
+            initial_peers=entry.advertised_maddrs(), announce_maddrs=[f"/ip4/127.0.0.1/tcp/{unused_port()}"]
+        )
+        assert network.reachability == "auto"
+        with DHTPeer(new_key(tmp_path, "node"), RULES, network) as node:
+            assert node.reachability.reachability is Reachability.PRIVATE and node.reachability.answered == 1
+            assert node.client_mode
+            assert node.peer_id not in entry.known_peer_ids()

@@ -134,6 +134,18 @@ def test_records_from_the_future_are_refused_but_readers_allow_peer_clock_differ
     assert reason_of(record(), now=T0 - RULES.clock_skew_s - 3.5, reading=True) is Reason.FUTURE
 
 
+def test_a_store_request_meets_the_strict_future_bound_and_only_our_own_reads_get_the_clock_slack():
+    """Through the validator as hivemind calls it: a peer asking us to store gets no slack; an answer to our own
+    lookup (inside `reading_records`, as DHTPeer reads) is allowed hivemind's tolerated clock difference."""
+    now = T0 - RULES.clock_skew_s - 1.0  # the record is 1 s past the strict bound, within the reader's
+    validator = SwarmRecordValidator(RULES, clock=lambda: now)
+    assert not validator.validate(record())
+    assert validator.refusals() == {Reason.FUTURE.value: 1}
+    with reading_records():
+        assert validator.validate(record())
+    assert validator.refusals() == {Reason.FUTURE.value: 1}
+
+
 @pytest.mark.parametrize(
     "value, reason",
     [

@@ -65,7 +65,9 @@ def test_a_scorer_exception_scores_zero_and_is_counted():
     task = suite.sample(random.Random(0), 1, seed=1)[0]
     before = suite.scorer_errors["prime_factorization"]
     assert suite.score(task, "<answer>not a number at all</answer>").reward == 0.0
-    assert suite.scorer_errors["prime_factorization"] >= before
+    assert suite.scorer_errors["prime_factorization"] == before + 1
+    assert suite.score(task, "<answer>2</answer>").reward < 1.0  # a wrong answer the scorer parses is no error
+    assert suite.scorer_errors["prime_factorization"] == before + 1
 
 
 def test_gameable_families_are_refused():
