@@ -1,4 +1,4 @@
-"""Regenerate swarmnode/proto/swarmnode_pb2.py(.pyi) from protocol/swarmnode.proto with grpcio-tools.
+"""Regenerate swarmnode/wire/proto/swarmnode_pb2.py(.pyi) from protocol/swarmnode.proto with grpcio-tools.
 
 Usage: python scripts/gen_proto.py [OUT_DIR]   (default: the package's proto directory)
 """
@@ -21,4 +21,4 @@ def generate(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "swarmnode" / "proto")
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "swarmnode" / "wire" / "proto")

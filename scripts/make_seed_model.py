@@ -33,9 +33,9 @@ from transformers import (
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from swarmnode.config import DEFAULT_FAMILIES
-from swarmnode.evaluation import evaluate, held_out_tasks
-from swarmnode.policy import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Policy, SamplingSettings
-from swarmnode.tasks import ANSWER_CLOSE, ANSWER_OPEN, EXCLUDED_FAMILIES, TaskSuite, format_prompt
+from swarmnode.learn.evaluation import evaluate, held_out_tasks
+from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Policy, SamplingSettings
+from swarmnode.learn.tasks import ANSWER_CLOSE, ANSWER_OPEN, EXCLUDED_FAMILIES, TaskSuite, format_prompt
 
 SEED = 1234
 EOS = "<|endoftext|>"

@@ -18,9 +18,11 @@ import json
 import sys
 from pathlib import Path
 
-from swarmnode.beacon import BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon, beacon_bucket, seal_beacon
 from swarmnode.config import NodeConfig
-from swarmnode.envelope import (
+from swarmnode.learn.tasks import GENERATOR, TaskSuite
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.beacon import BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon, beacon_bucket, seal_beacon
+from swarmnode.wire.envelope import (
     DOMAIN_TAG,
     MAX_ENVELOPE_BYTES,
     MAX_INDEX,
@@ -29,12 +31,10 @@ from swarmnode.envelope import (
     encode_batch,
     shard_of,
 )
-from swarmnode.identity import Identity
-from swarmnode.presence import MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, Presence, seal_presence
-from swarmnode.proto import swarmnode_pb2 as pb
-from swarmnode.reachability import Reachability
-from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
-from swarmnode.tasks import GENERATOR, TaskSuite
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, Presence, seal_presence
+from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 SWARM = "vectors"
 WINDOW_S = 30.0

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.live import Live
 
 from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
-from swarmnode.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, seal
-from swarmnode.identity import (
+from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, seal
+from swarmnode.wire.identity import (
     IDENTITY_FILENAME,
     Identity,
     IdentityError,
@@ -29,7 +29,7 @@ from swarmnode.identity import (
     load_or_create_identity,
     save_identity,
 )
-from swarmnode.rollout import RolloutBatch
+from swarmnode.wire.rollout import RolloutBatch
 
 app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True)
 identity_app = typer.Typer(help="Create and inspect the node's Ed25519 identity.", no_args_is_help=True)
@@ -123,7 +123,7 @@ def protocol_check(
     context is not given (swarm, --now, --slot) are skipped. Files are checked in order, as one receiver:
     a batch given twice is a replay.
     """
-    from swarmnode.intake import Intake  # imports torch and reasoning-gym, which the other commands do not need
+    from swarmnode.learn.intake import Intake  # imports torch and reasoning-gym, which the other commands do not need
 
     settings = _check_settings(config, swarm, window_s, num_shards, overrides or [])
     if now is not None and not math.isfinite(now):
@@ -140,11 +140,11 @@ def protocol_check(
         raise fail(f"--slot must look like {shape}", code=2)
     max_bytes = MAX_ENVELOPE_BYTES
     if kind == "presence":
-        from swarmnode.presence import MAX_PRESENCE_BYTES, open_presence
+        from swarmnode.wire.presence import MAX_PRESENCE_BYTES, open_presence
 
         max_bytes = MAX_PRESENCE_BYTES
     elif kind == "beacon":
-        from swarmnode.beacon import MAX_BEACON_BYTES, open_beacon
+        from swarmnode.wire.beacon import MAX_BEACON_BYTES, open_beacon
 
         max_bytes = MAX_BEACON_BYTES
     intake = Intake(rules, settings.tasks.suite())
@@ -199,7 +199,7 @@ def _parse_slot(text: str, kind: str = "batch") -> Slot:
     (a beacon: Slot(None, bucket, subkey)); ValueError otherwise."""
     window, shard, subkey = text.split("/", 2)
     if kind == "beacon":
-        from swarmnode.beacon import BEACON_BUCKETS
+        from swarmnode.wire.beacon import BEACON_BUCKETS
 
         if window != "census" or not 0 <= int(shard) < BEACON_BUCKETS:
             raise ValueError(f"a beacon is read from a census key census/0..{BEACON_BUCKETS - 1}, not {window}/{shard}")
@@ -252,8 +252,8 @@ def bootstrap(
 
     It stores and serves records for the swarm and refuses any record that is not a valid signed frame.
     """
-    from swarmnode.dht import DHTPeer, GossipStartError  # hivemind imports torch (~3 s); only this needs it
-    from swarmnode.reachability import network_warnings
+    from swarmnode.net.dht import DHTPeer, GossipStartError  # hivemind imports torch (~3 s); only this needs it
+    from swarmnode.net.reachability import network_warnings
 
     flags = list(overrides or [])
     if port is not None:
@@ -305,12 +305,12 @@ def join(
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set sapo.learning_rate=1e-4")] = None,
 ) -> None:
     """Join a swarm (or start one) and train: sample, share, collect, rescore, train, checkpoint; repeat."""
-    from swarmnode.checkpoint import CheckpointError
-    from swarmnode.dashboard import render
     from swarmnode.files import DataDirBusy
-    from swarmnode.gossip import GossipStartError
+    from swarmnode.learn.checkpoint import CheckpointError
+    from swarmnode.learn.policy import PolicyLoadError
+    from swarmnode.net.gossip import GossipStartError
     from swarmnode.node import Node
-    from swarmnode.policy import PolicyLoadError
+    from swarmnode.ops.dashboard import render
 
     extra = list(overrides or [])
     if peers:
@@ -396,7 +396,7 @@ def dashboard(
     url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
 ) -> None:
     """Attach a live dashboard to a running (e.g. headless) node."""
-    from swarmnode.dashboard import attach
+    from swarmnode.ops.dashboard import attach
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves the dashboard
         attach(url)
@@ -407,7 +407,7 @@ def status(
     url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
 ) -> None:
     """Print a one-shot summary of a running node."""
-    from swarmnode.dashboard import fetch_status, render
+    from swarmnode.ops.dashboard import fetch_status, render
 
     try:
         snapshot = fetch_status(url)
@@ -434,9 +434,9 @@ def swarm(
 
     from rich.text import Text
 
-    from swarmnode.census import SORT_KEYS, Census, take_census_as_client
-    from swarmnode.dashboard import census_notes, census_table, census_title, peer_text
-    from swarmnode.gossip import GossipStartError
+    from swarmnode.net.census import SORT_KEYS, Census, take_census_as_client
+    from swarmnode.net.gossip import GossipStartError
+    from swarmnode.ops.dashboard import census_notes, census_table, census_title, peer_text
 
     if sort not in SORT_KEYS:
         raise fail(f"--sort {sort!r}: choose one of {', '.join(SORT_KEYS)}", code=2)
@@ -473,7 +473,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="where to write PNGs (default DATA_DIR/report)")] = None,
 ) -> None:
     """Write PNG plots of a run: reward (own vs peers'), loss, round time by phase."""
-    from swarmnode.report import ReportError, write_report
+    from swarmnode.ops.report import ReportError, write_report
 
     try:
         paths = write_report(data_dir, out)
@@ -495,9 +495,9 @@ def export(
 ) -> None:
     """Write the trained model (safetensors, config, tokenizer, generation config) and a model card with the
     held-out pass rates before and after; optionally upload it."""
-    from swarmnode.export import ExportError, export_model
-    from swarmnode.export import push as push_to_hub
-    from swarmnode.policy import PolicyLoadError
+    from swarmnode.learn.policy import PolicyLoadError
+    from swarmnode.ops.export import ExportError, export_model
+    from swarmnode.ops.export import push as push_to_hub
 
     try:
         written = export_model(data_dir, out, adapter=adapter, force=force)
@@ -519,9 +519,9 @@ def eval_models(
     pass rate per family, side by side (e.g. the base model vs a trained data dir or an export)."""
     from rich.table import Table
 
-    from swarmnode.evaluation import evaluate, held_out_tasks
-    from swarmnode.export import ExportError, is_data_dir, load_trained
-    from swarmnode.policy import Policy, PolicyLoadError, SamplingSettings
+    from swarmnode.learn.evaluation import evaluate, held_out_tasks
+    from swarmnode.learn.policy import Policy, PolicyLoadError, SamplingSettings
+    from swarmnode.ops.export import ExportError, is_data_dir, load_trained
 
     first_data_dir = next((Path(m) for m in models if is_data_dir(Path(m))), None)
     if config is None and first_data_dir is not None:
@@ -570,7 +570,7 @@ def doctor(
     exit 1 on a failure."""
     from rich.table import Table
 
-    from swarmnode.doctor import DoctorContext, Outcome, run_checks
+    from swarmnode.ops.doctor import DoctorContext, Outcome, run_checks
 
     try:
         results = run_checks(DoctorContext(config, list(overrides or []), data_dir or default_data_dir()), check or ())

@@ -11,8 +11,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from swarmnode.envelope import MAX_ROLLOUTS_PER_BATCH, SwarmRules
-from swarmnode.tasks import DEFAULT_DATASET_SIZE, HELD_OUT_SPAN, MAX_TRAINING_SEED, FamilySpec, RewardMode, TaskSuite
+from swarmnode.learn.tasks import (
+    DEFAULT_DATASET_SIZE,
+    HELD_OUT_SPAN,
+    MAX_TRAINING_SEED,
+    FamilySpec,
+    RewardMode,
+    TaskSuite,
+)
+from swarmnode.wire.envelope import MAX_ROLLOUTS_PER_BATCH, SwarmRules
 
 
 class ConfigError(Exception):

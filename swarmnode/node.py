@@ -16,21 +16,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from swarmnode import __version__, peerbook
-from swarmnode.beacon import Beacon
-from swarmnode.census import BeaconService, Census
-from swarmnode.checkpoint import Checkpointer, TrainingState
+from swarmnode import __version__
 from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
-from swarmnode.dht import TrafficSnapshot
-from swarmnode.envelope import Reason
-from swarmnode.evaluation import evaluate, held_out_tasks
 from swarmnode.files import DataDirLock, atomic_write_bytes, remove_stale_temp_files
-from swarmnode.gossip import CollectResult, Gossip, PublishResult
-from swarmnode.identity import IDENTITY_FILENAME, load_or_create_identity
-from swarmnode.learner import HealthMonitor, Learner
-from swarmnode.metrics import MOVING_AVERAGE_ROUNDS, TRAINING_QUANTITIES, Metrics, RoundRecord, Status
-from swarmnode.policy import Policy
-from swarmnode.reachability import Reachability, network_warnings
+from swarmnode.learn.checkpoint import Checkpointer, TrainingState
+from swarmnode.learn.evaluation import evaluate, held_out_tasks
+from swarmnode.learn.learner import HealthMonitor, Learner
+from swarmnode.learn.policy import Policy
+from swarmnode.net import peerbook
+from swarmnode.net.census import BeaconService, Census
+from swarmnode.net.dht import TrafficSnapshot
+from swarmnode.net.gossip import CollectResult, Gossip, PublishResult
+from swarmnode.net.reachability import network_warnings
+from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, TRAINING_QUANTITIES, Metrics, RoundRecord, Status
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.beacon import Beacon
+from swarmnode.wire.envelope import Reason
+from swarmnode.wire.identity import IDENTITY_FILENAME, load_or_create_identity
 
 COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
 

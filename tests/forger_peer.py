@@ -20,10 +20,10 @@ from hivemind.dht.node import DHTNode
 from hivemind.dht.routing import DHTID
 from hivemind.utils import MSGPackSerializer, get_dht_time
 
-from swarmnode.envelope import SwarmRules, seal
-from swarmnode.identity import load_identity
-from swarmnode.record import expiration_of
-from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.net.record import expiration_of
+from swarmnode.wire.envelope import SwarmRules, seal
+from swarmnode.wire.identity import load_identity
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 FORGED_TAG = 666
 

@@ -14,10 +14,10 @@ import sys
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from swarmnode import policy as policy_module
 from swarmnode.config import SapoConfig
-from swarmnode.policy import EMBEDDED_MODEL_DIR, Policy
-from swarmnode.sapo import Group, SapoTrainer, Selection
+from swarmnode.learn import policy as policy_module
+from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy
+from swarmnode.learn.sapo import Group, SapoTrainer, Selection
 
 
 def main(micro_batch: int, headroom_mib: float) -> None:

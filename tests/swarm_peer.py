@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.gossip import Gossip, GossipStartError
-from swarmnode.identity import load_identity
-from swarmnode.rollout import Completion, Rollout, TaskRef
+from swarmnode.net.gossip import Gossip, GossipStartError
+from swarmnode.wire.identity import load_identity
+from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 
 def rollouts(tag: int, count: int, text_bytes: int) -> list[Rollout]:

@@ -1,4 +1,4 @@
-"""Adversarial peers against a real victim node on 127.0.0.1 (scripts/adversarial_peers.py drives them).
+"""Adversarial peers against a real victim node on 127.0.0.1 (swarmnode/lab/adversarial_peers.py drives them).
 
 The victim runs its real round loop; a spy records what its collector returned, what its learner refused
 and exactly which groups its trainer was given. No attack may ever reach the trainer; each must be
@@ -9,8 +9,9 @@ of records leaves the victim's memory bounded and its rounds going.
 from __future__ import annotations
 
 import pytest
-from adversarial_peers import run_attacks, run_floods
-from attacker_peer import ATTACKS
+
+from swarmnode.lab.adversarial_peers import run_attacks, run_floods
+from swarmnode.lab.attacker_peer import ATTACKS
 
 pytestmark = pytest.mark.network
 

@@ -12,23 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from swarmnode.beacon import (
-    BEACON_BUCKETS,
-    MAX_BEACON_BYTES,
-    Beacon,
-    beacon_bucket,
-    open_beacon,
-    seal_beacon,
-    showable,
-)
-from swarmnode.census import BeaconService, Census, CensusEntry
-from swarmnode.dashboard import census_table, census_title, peer_text
-from swarmnode.envelope import Envelope, Reason, Rejected, SwarmRules
-from swarmnode.identity import Identity
-from swarmnode.presence import Presence, seal_presence
-from swarmnode.proto import swarmnode_pb2 as pb
-from swarmnode.reachability import Reachability
-from swarmnode.record import (
+from swarmnode.net.census import BeaconService, Census, CensusEntry
+from swarmnode.net.record import (
     BoundedRecordStorage,
     KeyKinds,
     RecordKind,
@@ -39,6 +24,21 @@ from swarmnode.record import (
     key_id,
     record_key,
 )
+from swarmnode.ops.dashboard import census_table, census_title, peer_text
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.beacon import (
+    BEACON_BUCKETS,
+    MAX_BEACON_BYTES,
+    Beacon,
+    beacon_bucket,
+    open_beacon,
+    seal_beacon,
+    showable,
+)
+from swarmnode.wire.envelope import Envelope, Reason, Rejected, SwarmRules
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.presence import Presence, seal_presence
+from swarmnode.wire.proto import swarmnode_pb2 as pb
 
 ALICE = Identity.from_seed(b"\x41" * 32)
 MALLORY = Identity.from_seed(b"\x42" * 32)

@@ -18,16 +18,16 @@ import pytest
 from hivemind.utils import get_dht_time
 from typer.testing import CliRunner
 
-from swarmnode.beacon import BEACON_BUCKETS, BEACON_DOMAIN_TAG, Beacon, beacon_bucket, seal_beacon
-from swarmnode.census import BeaconService, Census, take_census, take_census_as_client
 from swarmnode.cli import app
 from swarmnode.config import NetworkConfig, SwarmConfig
-from swarmnode.dht import DHTPeer, StoreItem
-from swarmnode.envelope import Envelope
-from swarmnode.identity import Identity, load_identity, save_identity
-from swarmnode.metrics import Metrics, Status
-from swarmnode.proto import swarmnode_pb2 as pb
-from swarmnode.record import census_key, expiration_of
+from swarmnode.net.census import BeaconService, Census, take_census, take_census_as_client
+from swarmnode.net.dht import DHTPeer, StoreItem
+from swarmnode.net.record import census_key, expiration_of
+from swarmnode.ops.metrics import Metrics, Status
+from swarmnode.wire.beacon import BEACON_BUCKETS, BEACON_DOMAIN_TAG, Beacon, beacon_bucket, seal_beacon
+from swarmnode.wire.envelope import Envelope
+from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.proto import swarmnode_pb2 as pb
 
 pytestmark = pytest.mark.network
 

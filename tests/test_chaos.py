@@ -8,21 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 from test_node import FAST, events, join, wait_for_line
 
-from swarmnode.checkpoint import Checkpointer
-from swarmnode.metrics import read_records
-from swarmnode.policy import Policy
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-local_swarm = pytest.importorskip("local_swarm")
+from swarmnode.lab import local_swarm
+from swarmnode.learn.checkpoint import Checkpointer
+from swarmnode.learn.policy import Policy
+from swarmnode.ops.metrics import read_records
 
 pytestmark = pytest.mark.network
 LOOPBACK = {"127.0.0.1", "::1"}

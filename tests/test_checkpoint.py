@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 
-from swarmnode import checkpoint
-from swarmnode.checkpoint import Checkpointer, CheckpointError, TrainingState
 from swarmnode.config import load_config
-from swarmnode.learner import Learner
-from swarmnode.metrics import Metrics, Status
-from swarmnode.policy import Policy
-from swarmnode.tasks import TaskSuite
+from swarmnode.learn import checkpoint
+from swarmnode.learn.checkpoint import Checkpointer, CheckpointError, TrainingState
+from swarmnode.learn.learner import Learner
+from swarmnode.learn.policy import Policy
+from swarmnode.learn.tasks import TaskSuite
+from swarmnode.ops.metrics import Metrics, Status
 
 CONFIG = load_config(
     None,
@@ -84,8 +84,8 @@ def test_only_the_last_k_are_kept_and_a_half_written_one_is_invisible(tmp_path):
 KILLED_SAVE = """
 import os, signal, sys
 import torch
-from swarmnode import checkpoint
-from swarmnode.checkpoint import Checkpointer, TrainingState
+from swarmnode.learn import checkpoint
+from swarmnode.learn.checkpoint import Checkpointer, TrainingState
 
 directory, kill_at = sys.argv[1], int(sys.argv[2])
 torch.manual_seed(0)

@@ -5,13 +5,13 @@ from prometheus_client import generate_latest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from swarmnode.beacon import Beacon
-from swarmnode.census import Census, CensusEntry
 from swarmnode.cli import app
-from swarmnode.dashboard import moving_average, render, sparkline
-from swarmnode.metrics import Metrics, RoundRecord, Status, read_records
-from swarmnode.reachability import Reachability
-from swarmnode.report import write_report
+from swarmnode.net.census import Census, CensusEntry
+from swarmnode.ops.dashboard import moving_average, render, sparkline
+from swarmnode.ops.metrics import Metrics, RoundRecord, Status, read_records
+from swarmnode.ops.report import write_report
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.beacon import Beacon
 
 
 def record(round_number: int, reward: float) -> RoundRecord:

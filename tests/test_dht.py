@@ -14,7 +14,7 @@ from hivemind.utils import get_dht_time
 from peer_process import PeerProcess, wait_until_gone
 
 from swarmnode.config import NetworkConfig, SwarmConfig
-from swarmnode.dht import (
+from swarmnode.net.dht import (
     SOCKET_DIR,
     SOCKET_TAG,
     DHTPeer,
@@ -24,10 +24,10 @@ from swarmnode.dht import (
     clean_stale_daemons,
     process_alive,
 )
-from swarmnode.envelope import MAX_ENVELOPE_BYTES, open_envelope, seal, shard_of
-from swarmnode.identity import Identity, save_identity
-from swarmnode.record import expiration_of, record_key
-from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.net.record import expiration_of, record_key
+from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, open_envelope, seal, shard_of
+from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 pytestmark = pytest.mark.network
 
@@ -190,7 +190,7 @@ def test_a_loop_that_does_not_answer_raises_the_builtin_timeout_error_on_every_p
     loop must cost a publish, not the node)."""
     import asyncio
 
-    from swarmnode.dht import LoopThread
+    from swarmnode.net.dht import LoopThread
 
     loop = LoopThread("test-timeout")
     try:

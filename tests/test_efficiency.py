@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from swarmnode.efficiency import NodeRun, as_if_generation_share, efficiency, reach_round, report
-from swarmnode.metrics import RoundRecord
+from swarmnode.lab.efficiency import NodeRun, as_if_generation_share, efficiency, reach_round, report
+from swarmnode.ops.metrics import RoundRecord
 
 
 def ramp(rounds: int, slope: float) -> list[float]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmnode.envelope import (
+from swarmnode.wire.envelope import (
     MAX_COMPLETION_BYTES,
     MAX_ENVELOPE_BYTES,
     Envelope,
@@ -19,8 +19,8 @@ from swarmnode.envelope import (
     seal,
     shard_of,
 )
-from swarmnode.identity import Identity
-from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 ALICE = Identity.from_seed(b"\x11" * 32)
 RULES = SwarmRules("test-swarm", window_s=30.0, num_shards=16)

@@ -16,14 +16,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from swarmnode.config import ConfigError, load_config
-from swarmnode.evaluation import evaluate, held_out_tasks
-from swarmnode.export import ExportError, export_model, push
-from swarmnode.intake import Intake, IntakeLimits
-from swarmnode.metrics import read_records
+from swarmnode.learn.evaluation import evaluate, held_out_tasks
+from swarmnode.learn.intake import Intake, IntakeLimits
+from swarmnode.learn.policy import Policy, SamplingSettings
+from swarmnode.learn.tasks import HELD_OUT_SEED, HELD_OUT_SPAN, TaskSuite
 from swarmnode.node import Node
-from swarmnode.policy import Policy, SamplingSettings
-from swarmnode.rollout import Completion, Rollout, TaskRef
-from swarmnode.tasks import HELD_OUT_SEED, HELD_OUT_SPAN, TaskSuite
+from swarmnode.ops.export import ExportError, export_model, push
+from swarmnode.ops.metrics import read_records
+from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 FAST = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12",
         "gossip.enabled=false", "metrics.port=null", "eval.questions_per_family=4", "eval.samples_per_question=2"]

@@ -1,8 +1,8 @@
 """The receive path under generated hostile input: never a crash, never an invalid frame accepted.
 
-Each generator of scripts/fuzz_envelope.py runs a bounded number of hypothesis-chosen seeds through
+Each generator of swarmnode/lab/fuzz_envelope.py runs a bounded number of hypothesis-chosen seeds through
 `open_envelope` and the DHT record validator; an independent implementation of PROTOCOL.md
-(scripts/protocol_oracle.py) is the judge of what should have been accepted, and with which code.
+(swarmnode/lab/protocol_oracle.py) is the judge of what should have been accepted, and with which code.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import fuzz_envelope as fuzz
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_oracle import Context, judge_beacon, judge_frame, judge_presence
 
-from swarmnode.envelope import Reason, Rejected, open_envelope
+from swarmnode.lab import fuzz_envelope as fuzz
+from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_frame, judge_presence
+from swarmnode.wire.envelope import Reason, Rejected, open_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
@@ -93,7 +93,7 @@ def test_a_valid_signature_over_a_payload_with_an_unknown_field_is_still_malform
 def test_the_fuzz_script_reports_no_crash_and_no_accepted_invalid_frame(tmp_path):
     out = tmp_path / "fuzz.json"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "fuzz_envelope.py"), "--frames", "400", "--seed", "7", "--out", str(out)],
+        [sys.executable, "-m", "swarmnode.lab.fuzz_envelope", "--frames", "400", "--seed", "7", "--out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

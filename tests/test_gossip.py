@@ -13,12 +13,12 @@ import pytest
 from peer_process import PeerProcess, wait_until_gone
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.envelope import Reason, open_envelope, shard_of
-from swarmnode.gossip import Gossip
-from swarmnode.identity import Identity, load_identity, save_identity
-from swarmnode.record import record_key
-from swarmnode.reputation import Reputation
-from swarmnode.rollout import Completion, Rollout, TaskRef
+from swarmnode.net.gossip import Gossip
+from swarmnode.net.record import record_key
+from swarmnode.net.reputation import Reputation
+from swarmnode.wire.envelope import Reason, open_envelope, shard_of
+from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 SWARM = SwarmConfig(id="itest")
 RULES = SWARM.rules()

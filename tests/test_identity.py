@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from swarmnode.cli import app
-from swarmnode.identity import Identity, IdentityError, load_identity, load_or_create_identity, save_identity
+from swarmnode.wire.identity import Identity, IdentityError, load_identity, load_or_create_identity, save_identity
 
 
 def test_new_identity_file_is_private_and_round_trips(tmp_path):

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from swarmnode.config import load_config
-from swarmnode.envelope import Reason, Rejected
-from swarmnode.intake import Intake, IntakeLimits
-from swarmnode.policy import Policy
-from swarmnode.rollout import Completion, Rollout, TaskRef
-from swarmnode.tasks import TaskSuite
+from swarmnode.learn.intake import Intake, IntakeLimits
+from swarmnode.learn.policy import Policy
+from swarmnode.learn.tasks import TaskSuite
+from swarmnode.wire.envelope import Reason, Rejected
+from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 CONFIG = load_config()
 SUITE = TaskSuite([family.spec() for family in CONFIG.tasks.families])
@@ -135,9 +135,9 @@ def test_a_same_model_peers_log_probs_come_along_and_another_models_do_not():
 
 
 def test_fuzzing_with_peer_chosen_references_over_every_family_never_escapes_the_intake():
-    """scripts/fuzz_intake.py, bounded: every reasoning-gym family, our hashes and others, edge seeds and
+    """swarmnode/lab/fuzz_intake.py, bounded: every reasoning-gym family, our hashes and others, edge seeds and
     indices, junk and huge texts, honest and false claims. Every outcome is a group or a typed refusal."""
-    import fuzz_intake
+    from swarmnode.lab import fuzz_intake
 
     summary = fuzz_intake.run(cases=150, seed=1, size=200)
     assert summary["crashes"] == 0, summary["crash_examples"]

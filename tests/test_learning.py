@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from swarmnode.config import load_config
-from swarmnode.evaluation import evaluate, held_out_tasks
-from swarmnode.learner import Learner
-from swarmnode.policy import Policy
-from swarmnode.tasks import TaskSuite
+from swarmnode.learn.evaluation import evaluate, held_out_tasks
+from swarmnode.learn.learner import Learner
+from swarmnode.learn.policy import Policy
+from swarmnode.learn.tasks import TaskSuite
 
 COUNT_BITS = 'tasks.families=[{"name": "count_bits", "config": {"min_n": 1, "max_n": 63}}]'
 

@@ -1,4 +1,4 @@
-"""scripts/local_swarm.py, the benchmarks' launcher: a real bootstrap and real nodes on 127.0.0.1 run,
+"""swarmnode/lab/local_swarm.py, the benchmarks' launcher: a real bootstrap and real nodes on 127.0.0.1 run,
 report their rounds, and leave no process or p2pd behind, whether they finish or are interrupted."""
 
 from __future__ import annotations
@@ -7,14 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-local_swarm = pytest.importorskip("local_swarm")
+from swarmnode.lab import local_swarm
 
 FAST = ("sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12", "eval.every_rounds=0")
 
@@ -51,7 +48,7 @@ def test_two_nodes_run_their_rounds_share_and_leave_nothing_running(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_on_the_launcher_tears_the_whole_swarm_down(tmp_path):
     launcher = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "local_swarm.py"), "--nodes", "2", "--rounds", "1000", "--dir", str(tmp_path),
+        [sys.executable, "-m", "swarmnode.lab.local_swarm", "--nodes", "2", "--rounds", "1000", "--dir", str(tmp_path),
          "--swarm-id", "test-interrupt", *(part for flag in FAST for part in ("--set", flag))],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from swarmnode.memory import plan_micro_batch, step_bytes
+from swarmnode.learn.memory import plan_micro_batch, step_bytes
 
 PROBE = Path(__file__).resolve().parent / "oom_probe.py"
 

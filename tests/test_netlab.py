@@ -1,17 +1,14 @@
-"""The network lab (scripts/netlab.py): hosts in network namespaces (netns), homes behind masquerading
+"""The network lab (swarmnode/lab/netlab.py): hosts in network namespaces (netns), homes behind masquerading
 routers. These tests need root, iproute2 and iptables; without them they skip with one line saying why."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-netlab = pytest.importorskip("netlab")
+from swarmnode.lab import netlab
 
 REASON = netlab.lab_unavailable_reason()
 pytestmark = [pytest.mark.netlab, pytest.mark.skipif(REASON is not None, reason=REASON or "")]

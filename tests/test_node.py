@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmnode.metrics import read_records
+from swarmnode.ops.metrics import read_records
 
 FAST = ["--set", "sapo.questions_per_round=4", "--set", "sapo.completions_per_question=4",
         "--set", "model.max_new_tokens=12", "--set", "model.threads=1", "--set", "eval.every_rounds=0"]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from swarmnode import peerbook
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.dht import DHTPeer
-from swarmnode.gossip import Gossip
-from swarmnode.identity import Identity, load_identity, save_identity
-from swarmnode.rollout import Completion, Rollout, TaskRef
+from swarmnode.net import peerbook
+from swarmnode.net.dht import DHTPeer
+from swarmnode.net.gossip import Gossip
+from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 SWARM = SwarmConfig(id="peerbook-test")
 PEER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"

@@ -9,11 +9,11 @@ import pytest
 import torch
 from models import make_tiny_gpt2
 
-from swarmnode import policy as policy_module
 from swarmnode.config import load_config
-from swarmnode.learner import Learner
-from swarmnode.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings
-from swarmnode.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
+from swarmnode.learn import policy as policy_module
+from swarmnode.learn.learner import Learner
+from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings
+from swarmnode.learn.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
 
 SEED_POLICY = Policy.load(dtype="float32")
 SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])
@@ -114,7 +114,7 @@ def test_a_local_directory_loads_offline_through_the_hub_code_path(tmp_path):
     local = tmp_path / "my-model"
     shutil.copytree(EMBEDDED_MODEL_DIR, local)
     code = (
-        "from swarmnode.policy import Policy; p = Policy.load(%r, dtype='float32'); "
+        "from swarmnode.learn.policy import Policy; p = Policy.load(%r, dtype='float32'); "
         "print(p.model_id, type(p.model).__name__)" % str(local)
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -10,11 +10,7 @@ from hivemind.dht.validation import DHTRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmnode.envelope import Reason, Rejected, SwarmRules, open_envelope, seal, shard_of
-from swarmnode.identity import Identity
-from swarmnode.presence import MAX_PRESENCE_BYTES, Presence, is_tcp_address, open_presence, seal_presence
-from swarmnode.reachability import Reachability
-from swarmnode.record import (
+from swarmnode.net.record import (
     BoundedRecordStorage,
     KeyKinds,
     RecordKind,
@@ -24,7 +20,11 @@ from swarmnode.record import (
     key_id,
     record_key,
 )
-from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.envelope import Reason, Rejected, SwarmRules, open_envelope, seal, shard_of
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.presence import MAX_PRESENCE_BYTES, Presence, is_tcp_address, open_presence, seal_presence
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 ALICE = Identity.from_seed(b"\x31" * 32)
 MALLORY = Identity.from_seed(b"\x32" * 32)

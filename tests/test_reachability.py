@@ -12,16 +12,11 @@ from pathlib import Path
 import pytest
 
 from swarmnode.config import NetworkConfig, SwarmConfig
-from swarmnode.dht import DHTPeer
-from swarmnode.identity import Identity, save_identity
-from swarmnode.proto import swarmnode_pb2 as pb
-from swarmnode.reachability import (
-    MULTISTREAM_HEADER,
-    Reachability,
-    network_warnings,
-    probe_listener,
-    verdict,
-)
+from swarmnode.net.dht import DHTPeer
+from swarmnode.net.reachability import MULTISTREAM_HEADER, network_warnings, probe_listener, verdict
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.proto import swarmnode_pb2 as pb
 
 RULES = SwarmConfig(id="reach-test").rules()
 

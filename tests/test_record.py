@@ -12,9 +12,7 @@ from hivemind.utils import get_dht_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmnode.envelope import Reason, Rejected, SwarmRules, seal, shard_of
-from swarmnode.identity import Identity
-from swarmnode.record import (
+from swarmnode.net.record import (
     BoundedRecordStorage,
     SwarmRecordValidator,
     check_record,
@@ -25,7 +23,9 @@ from swarmnode.record import (
     unpack_bin,
     unpack_str,
 )
-from swarmnode.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.envelope import Reason, Rejected, SwarmRules, seal, shard_of
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 ALICE = Identity.from_seed(b"\x21" * 32)
 MALLORY = Identity.from_seed(b"\x22" * 32)
@@ -252,7 +252,7 @@ def test_a_flood_of_replacements_keeps_the_expiration_heaps_proportional_to_what
 
 
 def test_expired_records_give_their_bytes_back(monkeypatch):
-    monkeypatch.setattr("swarmnode.record.RECOUNT_INTERVAL_S", 0.0)
+    monkeypatch.setattr("swarmnode.net.record.RECOUNT_INTERVAL_S", 0.0)
     storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=2_000)
     assert stored(storage, 1, "a", 1_000, expires_in_s=0.2) and stored(storage, 2, "b", 1_000, expires_in_s=0.2)
     assert not stored(storage, 3, "c", 1_000)

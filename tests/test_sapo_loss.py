@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from swarmnode.config import SapoConfig
-from swarmnode.rollout import TaskRef
-from swarmnode.sapo import Group, clipped_surrogate_loss, select_groups
-from swarmnode.tasks import Task
+from swarmnode.learn.sapo import Group, clipped_surrogate_loss, select_groups
+from swarmnode.learn.tasks import Task
+from swarmnode.wire.rollout import TaskRef
 
 
 def test_loss_matches_a_hand_computation():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmnode.identity import Identity, verify_signature
+from swarmnode.wire.identity import Identity, verify_signature
 
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493

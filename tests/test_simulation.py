@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from swarmnode.config import load_config
-from swarmnode.simulation import SimulatedNode, simulate
+from swarmnode.lab.simulation import SimulatedNode, simulate
 
 SMALL = ["sapo.completions_per_question=4", "model.max_new_tokens=8", "gossip.enabled=false", "eval.every_rounds=0"]
 

@@ -3,9 +3,9 @@ import random
 import pytest
 
 from swarmnode.config import DEFAULT_FAMILIES
-from swarmnode.envelope import Reason, Rejected
-from swarmnode.rollout import TaskRef
-from swarmnode.tasks import FamilySpec, RewardMode, TaskSuite, extract_answer
+from swarmnode.learn.tasks import FamilySpec, RewardMode, TaskSuite, extract_answer
+from swarmnode.wire.envelope import Reason, Rejected
+from swarmnode.wire.rollout import TaskRef
 
 SUITE = TaskSuite([family.spec() for family in DEFAULT_FAMILIES])
 

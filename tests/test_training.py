@@ -12,9 +12,9 @@ from models import make_tiny_gpt2
 from tokenizers import processors
 
 from swarmnode.config import load_config
-from swarmnode.learner import Learner
-from swarmnode.policy import Policy, SamplingSettings
-from swarmnode.tasks import TaskSuite, format_prompt
+from swarmnode.learn.learner import Learner
+from swarmnode.learn.policy import Policy, SamplingSettings
+from swarmnode.learn.tasks import TaskSuite, format_prompt
 
 SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])
 FAST = ["sapo.questions_per_round=8", "sapo.completions_per_question=4", "model.max_new_tokens=12", "sapo.min_own_groups=0"]

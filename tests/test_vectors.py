@@ -10,19 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import protocol_oracle
 import pytest
-from protocol_oracle import Context, judge_beacon, judge_presence
 from typer.testing import CliRunner
 
-from swarmnode.beacon import open_beacon
 from swarmnode.cli import _parse_slot, app
 from swarmnode.config import NodeConfig
-from swarmnode.envelope import Reason, Rejected, SwarmRules
-from swarmnode.intake import Intake
-from swarmnode.presence import open_presence
-from swarmnode.rollout import TaskRef
-from swarmnode.tasks import FamilySpec, TaskSuite
+from swarmnode.lab import protocol_oracle
+from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_presence
+from swarmnode.learn.intake import Intake
+from swarmnode.learn.tasks import FamilySpec, TaskSuite
+from swarmnode.wire.beacon import open_beacon
+from swarmnode.wire.envelope import Reason, Rejected, SwarmRules
+from swarmnode.wire.presence import open_presence
+from swarmnode.wire.rollout import TaskRef
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
@@ -137,7 +137,7 @@ def test_cli_check_prints_the_result_and_exit_code(case):
 
 @pytest.mark.parametrize("case", PRESENCE, ids=[case["name"] for case in PRESENCE])
 def test_the_independent_oracle_gives_every_presence_vector_its_expected_result(case):
-    """scripts/protocol_oracle.py, written from PROTOCOL.md §4.1 alone, agrees with every presence vector."""
+    """swarmnode/lab/protocol_oracle.py, written from PROTOCOL.md §4.1 alone, agrees with every presence vector."""
     rules = MANIFEST["rules"]
     slot = None
     if "slot" in case:
@@ -153,7 +153,7 @@ def test_the_independent_oracle_gives_every_presence_vector_its_expected_result(
 
 @pytest.mark.parametrize("case", BEACONS, ids=[case["name"] for case in BEACONS])
 def test_the_independent_oracle_gives_every_beacon_vector_its_expected_result(case):
-    """scripts/protocol_oracle.py, written from PROTOCOL.md §4.2 alone, agrees with every beacon vector."""
+    """swarmnode/lab/protocol_oracle.py, written from PROTOCOL.md §4.2 alone, agrees with every beacon vector."""
     rules = MANIFEST["rules"]
     slot = None
     if "slot" in case:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmnode import verifiers
-from swarmnode.tasks import FamilySpec, TaskSuite
+from swarmnode.learn import verifiers
+from swarmnode.learn.tasks import FamilySpec, TaskSuite
 
 SUITE = TaskSuite([FamilySpec(name, 1.0, {}, 2000) for name in sorted(verifiers.UNSAFE_FAMILIES)])
 

@@ -1,0 +1,1 @@
+"""The lab: the simulator, efficiency tables and the harnesses tests and benchmarks share."""

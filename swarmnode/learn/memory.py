@@ -1,0 +1,115 @@
+"""Memory: what a training step will take, and the largest micro-batch that fits (`sapo.micro_batch_size: auto`).
+
+An estimate from the model's geometry, made before the first step, so that a 0.5B model on a 16 GB laptop
+starts at a micro-batch that fits rather than at one the allocator refuses. It need not be exact: an
+allocation failure still halves the micro-batch and redoes the update (sapo.SapoTrainer). How close it is
+is measured by benchmarks/bench_scale.py, against the peak RSS of real steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import torch
+
+from swarmnode.learn.policy import LOGIT_CHUNK_BYTES
+
+AUTO_MAX_MICRO_BATCH = 32  # the fixed default before `auto`; larger gains no speed on a CPU and little on a GPU
+RUNTIME_BYTES = 2**30  # Python, torch, transformers, hivemind, task generators: a seed node runs at 0.6-0.9 GB RSS
+BUDGET_SHARE_OF_FREE = 0.8  # of the memory free at start; the rest for the DHT daemon, the OS and other work
+ADAM_STATE_BYTES = 8  # two float32 moments per trained parameter
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A step's estimated peak at the chosen micro-batch, against the budget it was chosen for."""
+
+    micro_batch_size: int
+    estimate_bytes: int
+    budget_bytes: int
+    fixed_bytes: int  # weights, gradients, optimizer state and runtime, whatever the micro-batch
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate_bytes <= self.budget_bytes
+
+    def describe(self) -> str:
+        gib = 2**30
+        verdict = "" if self.fits else " (over budget even at 1: lower model.max_new_tokens or use LoRA)"
+        return (
+            f"micro-batch {self.micro_batch_size}: ~{self.estimate_bytes / gib:.1f} GiB of a "
+            f"{self.budget_bytes / gib:.1f} GiB budget{verdict}"
+        )
+
+
+def budget_bytes(device: torch.device, configured_gib: float | None) -> int:
+    """`sapo.memory_budget_gib`, or what this process holds plus a share of what is free now: on a GPU its
+    free memory, elsewhere the machine's available RAM."""
+    if configured_gib is not None:
+        return int(configured_gib * 2**30)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return torch.cuda.memory_allocated(device) + int(free * BUDGET_SHARE_OF_FREE)
+    held = psutil.Process().memory_info().rss
+    return held + int(psutil.virtual_memory().available * BUDGET_SHARE_OF_FREE)
+
+
+def step_bytes(
+    model: torch.nn.Module,
+    micro_batch: int,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    group_size: int,
+    compute_dtype: torch.dtype,
+    reference_bytes: int = 0,
+    chunked_logits: bool = True,
+    runtime_bytes: int = RUNTIME_BYTES,
+) -> tuple[int, int]:
+    """(fixed, per-micro-batch) bytes of one training step at the configured maximum lengths.
+
+    Per token and layer, a step's peak holds about 16 hidden-size and 9 MLP-size values: what a decoder
+    block keeps for the backward pass (norm inputs and outputs in float32, q/k/v with the grouped heads
+    repeated, the attention output; gate, up, the activation, their product) and the backward's own
+    temporaries. Measured, not derived: benchmarks/bench_memory.py on the 120M and 0.5B Qwen2 shapes in
+    float32, full fine-tune; with most weights frozen (LoRA) two thirds of that, also measured: a frozen
+    layer's weight needs no gradient, so its input is not kept for one. Rows of a group share their prompt's
+    pass. The vocabulary projection holds one chunk of logits, its softmax and their gradient, or, for a model
+    whose logits are not head(body) (policy.chunked_logits false), all of the micro-batch's."""
+    config = model.config
+    hidden = _first(config, "hidden_size", "n_embd", "d_model")
+    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
+    intermediate = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    parameters = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fixed = weights + trained * (4 + ADAM_STATE_BYTES) + reference_bytes + runtime_bytes
+    tokens = micro_batch * completion_tokens + math.ceil(micro_batch / group_size) * prompt_tokens
+    element = 4 if compute_dtype == torch.float32 else 2
+    activations = tokens * layers * (16 * hidden + 9 * intermediate) * element
+    if trained < parameters / 2:
+        activations = activations * 2 // 3
+    logits = LOGIT_CHUNK_BYTES if chunked_logits else micro_batch * completion_tokens * config.vocab_size * 4
+    return fixed, activations + 3 * logits
+
+
+def plan_micro_batch(model: torch.nn.Module, budget: int, largest: int = AUTO_MAX_MICRO_BATCH, **estimate: Any) -> MemoryPlan:
+    """The largest power of two up to `largest` whose estimate (`step_bytes` with `estimate`) fits `budget`;
+    1 if none does."""
+    candidate = 1 << (max(largest, 1).bit_length() - 1)
+    while True:
+        fixed, variable = step_bytes(model, candidate, **estimate)
+        if fixed + variable <= budget or candidate == 1:
+            return MemoryPlan(candidate, fixed + variable, budget, fixed)
+        candidate //= 2
+
+
+def _first(config: object, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"model config has none of {', '.join(names)}: cannot estimate its memory")

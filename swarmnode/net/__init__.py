@@ -1,0 +1,1 @@
+"""The network: the DHT peer, storage and validation, reachability, gossip, directory and census."""

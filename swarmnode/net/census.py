@@ -1,0 +1,298 @@
+"""The census: the swarm seen from any node, without a central server (docs/DESIGN.md §8).
+
+Every node stores its signed beacon (`swarmnode.wire.beacon`) once a window under its census bucket key. A
+census reads bucket keys and keeps the beacons of the current and previous window: those are the live
+nodes. A node's own census, taken every window for its dashboard and metrics, stops reading buckets once it
+has seen `CENSUS_SAMPLE` nodes, so its cost does not grow with the swarm beyond that; swarm totals are then
+scaled up from the buckets read, and say so. `swarmnode swarm` reads every bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hivemind.utils import get_dht_time
+
+from swarmnode.config import NetworkConfig
+from swarmnode.net.dht import DHTPeer, StoreItem
+from swarmnode.net.record import MAX_BEACONS_PER_BUCKET, census_key, expiration_of
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.beacon import BEACON_BUCKETS, Beacon, beacon_bucket, open_beacon, seal_beacon
+from swarmnode.wire.envelope import Reason, Rejected, SwarmRules
+from swarmnode.wire.identity import Identity, save_identity
+
+CENSUS_SAMPLE = 32  # a node's own census stops reading buckets once it has seen this many nodes
+BUCKETS_PER_WAVE = 2
+FULL_CENSUS_CACHE_S = 5.0
+SORT_KEYS = ("reward", "held_out", "round", "model", "last_seen", "peer")
+
+
+@dataclass(frozen=True)
+class CensusEntry:
+    peer_id: str
+    beacon: Beacon
+
+
+@dataclass(frozen=True)
+class CensusTotals:
+    """Swarm-wide sums; `estimated` when only some buckets were read (then nodes and rates are scaled up)."""
+
+    nodes: float
+    models: int
+    rounds_per_hour: float
+    rollouts_per_hour: float
+    reachability: dict[str, int]
+    estimated: bool
+
+
+@dataclass
+class Census:
+    """The live nodes one census found, and what it cost."""
+
+    swarm_id: str
+    taken_at: float  # DHT time
+    entries: list[CensusEntry]
+    buckets_read: int
+    buckets_total: int = BEACON_BUCKETS
+    refused: dict[str, int] = field(default_factory=dict)  # beacons that failed their checks, by reason
+    bytes_in: int = 0
+    timed_out: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.buckets_read == self.buckets_total and not self.timed_out
+
+    def totals(self) -> CensusTotals:
+        scale = self.buckets_total / self.buckets_read if self.buckets_read else 0.0
+        beacons = [entry.beacon for entry in self.entries]
+        return CensusTotals(
+            nodes=len(beacons) * scale,
+            models=len({beacon.model_id for beacon in beacons}),
+            rounds_per_hour=sum(beacon.rounds_per_hour for beacon in beacons) * scale,
+            rollouts_per_hour=sum(beacon.rollouts_per_hour for beacon in beacons) * scale,
+            reachability=dict(Counter(beacon.reachability.value for beacon in beacons)),
+            estimated=not self.complete,
+        )
+
+    def sorted(self, by: str = "reward") -> list[CensusEntry]:
+        """Entries best first by `by` (one of SORT_KEYS); ties and missing values by peer id, missing last."""
+        if by not in SORT_KEYS:
+            raise ValueError(f"sort by one of {', '.join(SORT_KEYS)}, not {by!r}")
+
+        def key(entry: CensusEntry) -> tuple:
+            beacon = entry.beacon
+            value = {
+                "reward": beacon.reward, "held_out": beacon.held_out, "round": beacon.round,
+                "last_seen": beacon.timestamp, "model": None, "peer": None,
+            }[by]
+            if by == "model":
+                return (beacon.model_id, entry.peer_id)
+            return (value is None, -(value or 0.0), entry.peer_id)
+
+        return sorted(self.entries, key=key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "swarm_id": self.swarm_id,
+            "taken_at": self.taken_at,
+            "complete": self.complete,
+            "buckets_read": self.buckets_read,
+            "buckets_total": self.buckets_total,
+            "refused": self.refused,
+            "bytes_in": self.bytes_in,
+            "timed_out": self.timed_out,
+            "totals": dataclasses.asdict(self.totals()),
+            "nodes": [
+                {"peer_id": entry.peer_id, **dataclasses.asdict(entry.beacon), "reachability": entry.beacon.reachability.value}
+                for entry in self.entries
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Census:
+        """The JSON of `to_json` (from a node's /census or /status) back; raises KeyError/TypeError/ValueError."""
+        entries = []
+        for node in data["nodes"]:
+            fields = {name: node[name] for name in Beacon.__dataclass_fields__ if name in node}
+            fields["reachability"] = Reachability(fields.get("reachability", "unknown"))
+            entries.append(CensusEntry(str(node["peer_id"]), Beacon(**fields)))
+        return cls(
+            swarm_id=data["swarm_id"], taken_at=float(data["taken_at"]), entries=entries,
+            buckets_read=int(data["buckets_read"]), buckets_total=int(data["buckets_total"]),
+            refused=dict(data.get("refused", {})), bytes_in=int(data.get("bytes_in", 0)),
+            timed_out=bool(data.get("timed_out", False)),
+        )
+
+
+def take_census(
+    dht: DHTPeer,
+    rules: SwarmRules,
+    *,
+    timeout_s: float,
+    enough: int | None = None,
+    expected_nodes: float | None = None,
+    rng: random.Random | None = None,
+) -> Census:
+    """Read census buckets (all at once, or in random waves until `enough` live nodes were seen) and keep
+    the valid beacons of the current and previous window. Stale beacons (departed nodes) are left out
+    silently; any other failed check is counted by reason. A key holds at most MAX_BEACONS_PER_BUCKET
+    signers on honest replicas; what a replica returns beyond that is not opened (`census_full`).
+
+    Each wave is one DHT read; the first reads as many buckets as should hold `enough` of `expected_nodes`
+    (all of them when the swarm's size is unknown or small), later ones BUCKETS_PER_WAVE. A wave cut by the
+    deadline counts only the buckets it returned as read."""
+    if rules.swarm_id is None:
+        raise ValueError("a census is of one swarm: the rules must name it")
+    deadline = time.monotonic() + timeout_s
+    buckets = list(range(BEACON_BUCKETS))
+    (rng or random.Random()).shuffle(buckets)
+    census = Census(rules.swarm_id, get_dht_time(), [], 0)
+    refused: Counter[str] = Counter()
+    wave_size = BEACON_BUCKETS
+    if enough is not None and expected_nodes:
+        wave_size = min(max(math.ceil(enough * BEACON_BUCKETS / expected_nodes), BUCKETS_PER_WAVE), BEACON_BUCKETS)
+    while buckets and (enough is None or len(census.entries) < enough):
+        wave, buckets = buckets[:wave_size], buckets[wave_size:]
+        wave_size = BUCKETS_PER_WAVE
+        keys = {census_key(rules.swarm_id, bucket): bucket for bucket in wave}
+        found, census.timed_out = dht.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        census.buckets_read += len(found) if census.timed_out else len(wave)
+        now = get_dht_time()
+        for key, entries in found.items():
+            if len(entries) > MAX_BEACONS_PER_BUCKET:
+                refused["census_full"] += len(entries) - MAX_BEACONS_PER_BUCKET
+            for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
+                census.bytes_in += len(frame)
+                try:
+                    signed = open_beacon(frame, rules, now=now, subkey=subkey, bucket=keys[key])
+                except Rejected as rejected:
+                    if rejected.reason is not Reason.STALE:
+                        refused[rejected.reason.value] += 1
+                    continue
+                census.entries.append(CensusEntry(signed.signer_peer_id, signed.beacon))
+        if census.timed_out:
+            break
+    census.refused = dict(refused)
+    return census
+
+
+def take_census_as_client(rules: SwarmRules, network: NetworkConfig, *, timeout_s: float) -> Census:
+    """A full census by a throwaway DHT client that joins through `network.initial_peers` and leaves: no
+    node of one's own needed, nothing stored, a fresh key that is deleted afterwards."""
+    with tempfile.TemporaryDirectory(prefix="swarmnode-census-") as scratch:
+        key = Path(scratch) / "census.key"
+        save_identity(Identity.generate(), key)
+        client = network.model_copy(update={"port": 0, "reachability": "private", "fallback_peers": []})
+        with DHTPeer(key, rules, client, serve=False) as peer:
+            return take_census(peer, rules, timeout_s=timeout_s)
+
+
+BeaconSource = Callable[[int, float], Beacon]  # (window, DHT time) -> our beacon
+CensusSink = Callable[[Census | None], None]  # after each beacon: the census, or None if it failed
+
+
+class BeaconService:
+    """Once a window, on its own thread: store our beacon, then take a sampled census and hand it on.
+
+    Independent of rounds: a node in a round of many minutes still shows as live, with its phase.
+    """
+
+    def __init__(
+        self,
+        dht: DHTPeer,
+        identity: Identity,
+        rules: SwarmRules,
+        source: BeaconSource,
+        on_census: CensusSink,
+        *,
+        timeout_s: float,
+    ) -> None:
+        self.dht, self.identity, self.rules = dht, identity, rules
+        self._source, self._on_census, self._timeout_s = source, on_census, timeout_s
+        self._stop = threading.Event()
+        self._random = random.Random()
+        self._thread = threading.Thread(target=self._run, name="swarmnode-beacon", daemon=True)
+        self._full_lock = threading.Lock()
+        self._full: Census | None = None
+        self._expected_nodes: float | None = None  # from our last census: how many buckets the next one reads
+        self.published = self.failures = 0
+        self.last_error: str | None = None  # why the latest beacon was not stored
+        self.census_error: str | None = None  # why the latest census failed
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Safe to call more than once, and before start."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._timeout_s * 3)
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.wait(delay):
+            # the census is for people: a failure is counted and shown, it never ends the thread
+            try:
+                self.publish()
+            except Exception as error:
+                self.failures += 1
+                self.last_error = f"{type(error).__name__}: {error}"
+            census = None
+            if not self._stop.is_set():
+                try:
+                    census = self.sampled_census()
+                except Exception as error:
+                    self.census_error = f"{type(error).__name__}: {error}"
+                else:
+                    self.census_error = None
+            self._on_census(census)
+            delay = self.rules.seconds_to_next_window(get_dht_time(), self._random)
+
+    def publish(self) -> bool:
+        """Store this window's beacon; True if another peer accepted it. A beacon peers would refuse (e.g. a
+        model id over 200 bytes) is not sent; `last_error` says why."""
+        now = get_dht_time()
+        beacon = self._source(self.rules.window_of(now), now)
+        frame = seal_beacon(beacon, self.identity)
+        try:
+            open_beacon(frame, self.rules, now=now)
+        except Rejected as rejected:
+            self.failures += 1
+            self.last_error = f"our beacon would be refused by peers: {rejected}"
+            return False
+        item = StoreItem(
+            census_key(beacon.swarm_id, beacon_bucket(self.identity.peer_id)), self.identity.peer_id, frame,
+            expiration_of(now, self.rules),
+        )
+        stored = self.dht.store([item], timeout_s=self._timeout_s)[0].remote > 0
+        self.published += int(stored)
+        self.failures += int(not stored)
+        self.last_error = None if stored else f"no other peer stored our beacon within {self._timeout_s:g} s"
+        return stored
+
+    def sampled_census(self) -> Census:
+        """The node's own census: buckets until CENSUS_SAMPLE nodes were seen (all of a small swarm's)."""
+        census = take_census(
+            self.dht, self.rules, timeout_s=self._timeout_s, enough=CENSUS_SAMPLE,
+            expected_nodes=self._expected_nodes, rng=self._random,
+        )
+        if not census.timed_out:  # a cut census would undercount: keep the previous estimate
+            self._expected_nodes = census.totals().nodes
+        return census
+
+    def full_census(self) -> Census:
+        """Every bucket, for `swarmnode swarm --url`; reused for a few seconds so that polling costs little."""
+        with self._full_lock:
+            if self._full is None or get_dht_time() - self._full.taken_at > FULL_CENSUS_CACHE_S:
+                self._full = take_census(self.dht, self.rules, timeout_s=self._timeout_s)
+            return self._full

@@ -1,0 +1,867 @@
+"""The swarm's DHT peer: a hivemind DHTNode and its p2pd daemon, on an asyncio loop in a background thread.
+
+Owns start-up (one-line errors with the fix), the record validator, traffic metering, clean-up of sockets
+and daemons left by dead owners, and shutdown that leaves no daemon and no socket file behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import ipaddress
+import logging
+import os
+import random
+import re
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+from hivemind.dht.node import DHTNode
+from hivemind.dht.protocol import ValidationError
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import DHTRecord
+from hivemind.p2p import P2P, PeerID
+from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError
+from hivemind.utils.multiaddr import Multiaddr
+
+from swarmnode.config import NetworkConfig
+from swarmnode.net.reachability import (
+    ASK_TIMEOUT_S,
+    MAX_DIAL_BACK_PORTS,
+    DialBackService,
+    ReachabilityReport,
+    check_reachability,
+    observed_host,
+    verdict,
+)
+from swarmnode.net.record import BoundedRecordStorage, SwarmRecordValidator, reading_records
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.envelope import SwarmRules
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class _ChildReapedAfterClose(logging.Filter):
+    """A p2pd whose start failed may exit after our loop closed; asyncio's child watcher (Python 3.10) then
+    prints "Loop ... that handles pid ... is closed" on stderr, under the node's one-line error. Nothing is lost."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Loop %r that handles pid")
+
+
+logging.getLogger("asyncio").addFilter(_ChildReapedAfterClose())
+
+# p2pd's unix sockets live here (hivemind hard-codes /tmp; a long TMPDIR would overflow sun_path).
+SOCKET_DIR = Path("/tmp")
+SOCKET_TAG = "hivemind-swarmnode-"
+_SOCKET_NAME = re.compile(rf"^{re.escape(SOCKET_TAG)}(\d+)-[0-9a-f]+-p2p(?:d|client)-[A-Za-z0-9_-]+\.sock$")
+_DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.escape(SOCKET_TAG)}(\d+)-")
+
+# DHT tuning. Caching is off: a cached dictionary would hide records published after it was cached.
+# Lookups use one worker: the search stops at the first replica that has the key, where a second
+# parallel request would fetch a second copy of the whole shard (measured: ~2x collect bytes).
+RPC_TIMEOUT_S = 3.0
+READ_WORKERS = 1
+REJOIN_INTERVAL_S = 10.0
+UNKNOWN_RECHECK_S = 60.0  # with no verdict yet (e.g. no peer answered), ask again this soon
+DIAL_BACK_PEERS = 3
+MAX_ENTRY_PEERS = 16
+JOIN_RETRY_S = 0.5
+STORE_GRACE_S = 0.5  # after the first replica accepted, how long a store waits for the others
+LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
+DAEMON_EXIT_TIMEOUT_S = 5.0
+_LOOP_SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class StartFailure(str, Enum):
+    """Why the DHT peer did not start; stable codes so callers (e.g. `swarmnode join`) can tell them apart."""
+
+    NO_IDENTITY = "no_identity"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    BAD_ADDRESS = "bad_address"
+    BAD_INITIAL_PEER = "bad_initial_peer"
+    PORT_IN_USE = "port_in_use"
+    UNREACHABLE_PEERS = "unreachable_peers"
+    NOT_REACHABLE = "not_reachable"
+    CLOCK_SKEW = "clock_skew"
+    P2PD_MISSING = "p2pd_missing"
+    TIMEOUT = "timeout"
+    P2PD_FAILED = "p2pd_failed"
+
+
+class GossipStartError(Exception):
+    """The DHT peer could not start; the message is one line saying what to do about it."""
+
+    def __init__(self, reason: StartFailure, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TrafficSnapshot:
+    """DHT RPC traffic of one peer: requests it sent and served, protobuf message bytes both ways.
+
+    Bytes are serialized request/response protobuf sizes (what DHTProtocol exchanges), without libp2p
+    framing, TLS or yamux overhead.
+    """
+
+    requests_sent: int = 0
+    requests_served: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+
+    def __sub__(self, other: TrafficSnapshot) -> TrafficSnapshot:
+        return self + TrafficSnapshot(-other.requests_sent, -other.requests_served, -other.bytes_out, -other.bytes_in)
+
+    def __add__(self, other: TrafficSnapshot) -> TrafficSnapshot:
+        return TrafficSnapshot(
+            self.requests_sent + other.requests_sent,
+            self.requests_served + other.requests_served,
+            self.bytes_out + other.bytes_out,
+            self.bytes_in + other.bytes_in,
+        )
+
+
+class _TrafficMeter:
+    """Counts on the loop thread; `snapshot()` may be called from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = [0, 0, 0, 0]
+
+    def add(self, *, sent: int = 0, served: int = 0, bytes_out: int = 0, bytes_in: int = 0) -> None:
+        with self._lock:
+            for index, amount in enumerate((sent, served, bytes_out, bytes_in)):
+                self._counts[index] += amount
+
+    def snapshot(self) -> TrafficSnapshot:
+        with self._lock:
+            return TrafficSnapshot(*self._counts)
+
+
+class SwarmP2P(P2P):
+    """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
+    orphans and a failed start's leftovers can be found) and with metered RPCs."""
+
+    traffic: _TrafficMeter
+
+    @classmethod
+    async def create(cls, *args: Any, socket_prefix: str, traffic: _TrafficMeter, **kwargs: Any) -> SwarmP2P:
+        # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
+        named = type(
+            cls.__name__, (cls,), {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic}
+        )
+        # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
+        # and p2pd must outlive the node's first SIGINT so the node can still publish, checkpoint and
+        # close it cleanly (it still exits by itself when its owner dies: its control socket closes).
+        spawn = asyncio.subprocess.create_subprocess_exec
+        asyncio.subprocess.create_subprocess_exec = functools.partial(spawn, start_new_session=True)
+        try:
+            return await super(SwarmP2P, named).create(*args, **kwargs)
+        finally:
+            asyncio.subprocess.create_subprocess_exec = spawn
+
+    async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
+        self.traffic.add(sent=1, bytes_out=input.ByteSize())
+        response = await super()._call_unary_protobuf_handler(
+            peer_id, handle_name, input, output_protobuf_type
+        )
+        self.traffic.add(bytes_in=response.ByteSize())
+        return response
+
+    async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
+        async def metered(request, context):
+            response = await handler(request, context)
+            self.traffic.add(served=1, bytes_in=request.ByteSize(), bytes_out=response.ByteSize())
+            return response
+
+        await super()._add_protobuf_unary_handler(handle_name, metered, input_protobuf_type, balanced)
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    sockets_removed: int
+    daemons_stopped: int
+
+
+def clean_stale_daemons() -> Cleanup:
+    """Remove our sockets, and stop our p2pd daemons, whose owning process is gone.
+
+    hivemind's p2pd exits by itself when its owner's control connection closes (the kernel closes it
+    even when the owner is SIGKILLed), but the socket files stay behind; a daemon whose owner hangs
+    dead in some other way is stopped here too.
+    """
+    removed = 0
+    for path in SOCKET_DIR.glob(f"{SOCKET_TAG}*.sock"):
+        match = _SOCKET_NAME.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    stopped = 0
+    for pid in _orphaned_daemons():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+    return Cleanup(removed, stopped)
+
+
+def _orphaned_daemons() -> list[int]:
+    orphans: list[int] = []
+    if not Path("/proc/self").exists():
+        return orphans
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not arguments or not arguments[0].endswith("p2pd"):
+            continue
+        for argument in arguments:
+            match = _DAEMON_LISTEN.match(argument)
+            if match and not process_alive(int(match.group(1))):
+                orphans.append(int(entry.name))
+    return orphans
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _signalable(pid)
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _signalable(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LoopThread:
+    """An asyncio loop on a daemon thread; other threads submit coroutines and wait with a timeout."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_log_quietly)
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
+        """The coroutine's result; the builtin TimeoutError if the loop does not answer in time (before
+        Python 3.11, concurrent.futures raises its own TimeoutError, which `except TimeoutError` misses)."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result(timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the DHT loop did not answer within {timeout_s} s") from None
+
+    def stop(self) -> None:
+        async def cancel_remaining() -> None:
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            self.run(cancel_remaining(), _LOOP_SHUTDOWN_TIMEOUT_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(_LOOP_SHUTDOWN_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def _log_quietly(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Background hivemind tasks that die with a lost connection (a peer left, p2pd stopped) are routine;
+    they go to the debug log instead of printing a traceback on the node's console."""
+    logger.debug("DHT loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+Entries = dict[str, tuple[bytes, float]]
+
+
+@dataclass(frozen=True)
+class StoreItem:
+    key: str
+    subkey: str
+    value: bytes
+    expiration_time: float
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """`remote`: other peers that accepted the record in time; `local`: whether we hold a copy. Only a
+    remote copy is published: a local one is gone when we are."""
+
+    remote: int
+    local: bool
+
+
+class DHTPeer:
+    """One hivemind DHT peer with our Ed25519 identity; every public method is safe to call from any thread.
+
+    Not hivemind.DHT: that runs the node in a forked process behind a pipe which loses messages from
+    ~16 KB up (docs/DESIGN.md §3); here the node lives on our own loop thread and nothing crosses a pipe.
+    """
+
+    def __init__(
+        self,
+        identity_path: Path,
+        rules: SwarmRules,
+        network: NetworkConfig,
+        *,
+        validator: SwarmRecordValidator | None = None,
+        serve: bool = True,
+    ) -> None:
+        self.identity_path = Path(identity_path)
+        self.network = network
+        self.serve = serve  # False: a DHT client whatever its reachability (a probe such as doctor's must not serve)
+        self.validator = validator if validator is not None else SwarmRecordValidator(rules)
+        self.storage = BoundedRecordStorage(kinds=self.validator.kinds)
+        self._loop: LoopThread | None = None
+        self._p2p: SwarmP2P | None = None
+        self._node: DHTNode | None = None
+        self._rejoin_task: asyncio.Task[None] | None = None
+        self._socket_prefix = ""
+        self._traffic = _TrafficMeter()
+        self._dial_back: DialBackService | None = None
+        self._initial_peers: dict[PeerID, list[Multiaddr]] = {}
+        self.peer_id = ""
+        self.visible_maddrs: list[str] = []
+        self.reachability = ReachabilityReport(Reachability.UNKNOWN)
+        self.port_mapping = "off"
+        self.entry_peers: dict[PeerID, list[Multiaddr]] = {}  # public peers learnt from the directory
+
+    def __enter__(self) -> DHTPeer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def started(self) -> bool:
+        return self._node is not None
+
+    def start(self) -> None:
+        """Start p2pd and join the swarm; raise GossipStartError (one line, with the fix) on failure."""
+        if self.started:
+            return
+        if not self.identity_path.is_file():
+            raise GossipStartError(
+                StartFailure.NO_IDENTITY,
+                f"{self.identity_path}: no identity file; create one with "
+                f"`swarmnode identity new --path {self.identity_path}`",
+            )
+        host_maddrs = [_listen_maddr(self.network.host, self.network.port)]
+        for peer in [*self.network.initial_peers, *self.network.fallback_peers]:
+            _check_initial_peer(peer)
+        cleaned = clean_stale_daemons()
+        if cleaned.sockets_removed or cleaned.daemons_stopped:
+            logger.info(
+                "removed %d stale p2pd sockets, stopped %d orphaned p2pd",
+                cleaned.sockets_removed,
+                cleaned.daemons_stopped,
+            )
+        self._socket_prefix = f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
+        self._loop = LoopThread(name="swarmnode-dht")
+        try:
+            self._loop.run(self._start(host_maddrs), 2 * self.network.startup_timeout_s + 2 * RPC_TIMEOUT_S)
+        except Exception as error:
+            logger.debug("the DHT peer failed to start", exc_info=error)
+            self.close()
+            raise _explain(error, self.network) from None
+        except BaseException:
+            self.close()
+            raise
+
+    async def _start(self, host_maddrs: list[str]) -> None:
+        self._initial_peers = _peer_addresses([*self.network.initial_peers, *self.network.fallback_peers])
+        # UPnP/NAT-PMP discovery sends traffic to the LAN and its gateway: only when asked for, and never
+        # from a node that listens on loopback only. AutoNAT is off: our own dial-back check replaces it.
+        self._p2p = await SwarmP2P.create(
+            socket_prefix=self._socket_prefix,
+            traffic=self._traffic,
+            initial_peers=list(self.network.initial_peers) or None,
+            host_maddrs=host_maddrs,
+            announce_maddrs=list(self.network.announce_maddrs) or None,
+            identity_path=str(self.identity_path),
+            check_if_identity_free=False,
+            startup_timeout=self.network.startup_timeout_s,
+            nat_port_map=self.network.nat_port_map and not self.listens_on_loopback,
+            auto_nat=False,
+            use_relay=self.network.relay,
+        )
+        self.peer_id = self._p2p.peer_id.to_base58()
+        self.visible_maddrs = [str(maddr) for maddr in await self._p2p.get_visible_maddrs()]
+        self._dial_back = DialBackService(self._p2p)
+        await self._dial_back.serve()
+        await self._connect(self._initial_peers)
+        self.reachability = await self._check_reachability(list(self._initial_peers))
+        self._node = await self._create_node(client_mode=self.client_mode_for(self.reachability))
+        if self._initial_peers:
+            await self._join(self._node, self._initial_peers, required=bool(self.network.initial_peers))
+        self._rejoin_task = asyncio.create_task(self._keep_joined())
+
+    async def _create_node(self, client_mode: bool) -> DHTNode:
+        node = await DHTNode.create(
+            p2p=self._p2p,
+            record_validator=self.validator,
+            wait_timeout=RPC_TIMEOUT_S,
+            cache_locally=False,
+            cache_nearest=0,
+            cache_on_store=False,
+            client_mode=client_mode,
+        )
+        # hivemind's storage is unbounded; ours has a byte budget. We never cache, so we hold nothing a
+        # peer asks us to cache (a second, unbounded store otherwise).
+        node.protocol.storage = self.storage
+        node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
+        return node
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        return ipaddress.ip_address(self.network.host).is_loopback
+
+    def client_mode_for(self, report: ReachabilityReport) -> bool:
+        """A node nobody can dial serves no DHT requests and is in nobody's routing table: peers that
+        learnt its address would dial it and wait. Unknown reachability keeps today's default, a server."""
+        return not self.serve or report.reachability is Reachability.PRIVATE
+
+    @property
+    def client_mode(self) -> bool:
+        node = self._node
+        return node is not None and node.protocol.client_mode
+
+    async def _connect(self, peers: dict[PeerID, list[Multiaddr]]) -> None:
+        """Open connections to `peers` (best effort; whoever does not answer is handled by the join)."""
+
+        async def connect(peer_id: PeerID, maddrs: list[Multiaddr]) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+
+        await asyncio.gather(*(connect(peer_id, maddrs) for peer_id, maddrs in peers.items()))
+
+    async def _check_reachability(self, peers: list[PeerID]) -> ReachabilityReport:
+        """Ask up to DIAL_BACK_PEERS of `peers` to dial us back, unless network.reachability says what we are."""
+        self.port_mapping = await self._port_mapping()
+        if self.network.reachability != "auto":
+            return ReachabilityReport(Reachability(self.network.reachability), forced=True)
+        ports, announced = self.listen_ports, self.announced_hosts
+        if peers and ports:
+            return await check_reachability(self._p2p, peers[:DIAL_BACK_PEERS], ports, announced)
+        return verdict([], ports, announced)
+
+    @property
+    def listen_ports(self) -> list[int]:
+        """Ports peers could dial: those we announce (a router may forward another port), else those we
+        listen on."""
+        ports = []
+        for text in self.network.announce_maddrs or self.visible_maddrs:
+            with contextlib.suppress(Exception):
+                ports.append(int(Multiaddr(text).value_for_protocol("tcp")))
+        return sorted(set(ports))[:MAX_DIAL_BACK_PORTS]
+
+    @property
+    def announced_hosts(self) -> list[str]:
+        return [host for text in self.network.announce_maddrs if (host := observed_host([Multiaddr(text)]))]
+
+    async def _port_mapping(self) -> str:
+        """What UPnP/NAT-PMP achieved: a mapped address appears among p2pd's addresses that is on no local
+        interface (mapping runs in the background; this is its state when asked)."""
+        if not self.network.nat_port_map or self.listens_on_loopback:
+            return "off"
+        local = {address.address for addresses in psutil.net_if_addrs().values() for address in addresses}
+        local.update(self.announced_hosts)  # p2pd lists announced addresses too: not a mapping
+        for maddr in await self._p2p.get_visible_maddrs(latest=True):
+            host = observed_host([maddr])
+            if host is not None and host not in local:
+                return f"mapped: {maddr}"
+        return "on, no mapping (no UPnP/NAT-PMP gateway answered)"
+
+    def advertised_maddrs(self) -> list[str]:
+        """Full multiaddrs others can join with: announced ones; else where peers dialled us back; else, with
+        no verdict yet, our listen addresses (loopback ones only for a loopback node). None when private."""
+        suffix = f"/p2p/{self.peer_id}"
+        if self.network.announce_maddrs:
+            return [m if "/p2p/" in m else m + suffix for m in self.network.announce_maddrs]
+        report = self.reachability
+        if report.reachability is Reachability.PRIVATE:
+            return []
+        if report.dialable:
+            return [address + suffix for address in report.dialable]
+        loopback = self.listens_on_loopback
+        return [m for m in self.visible_maddrs if _is_loopback(m) == loopback]
+
+    async def _join(
+        self, node: DHTNode, initial_peers: dict[PeerID, list[Multiaddr]], required: bool = True
+    ) -> None:
+        """Ping the initial peers until one answers, then look up our own id to fill the routing table.
+
+        hivemind's own bootstrap gives up after a single ping (3 s), which a loaded machine misses; we
+        retry until the start-up deadline. A clock too far off fails at once: retrying cannot fix it.
+        When only fallback peers were given (`required` false), none answering means starting alone.
+        """
+        deadline = time.monotonic() + self.network.startup_timeout_s
+        while True:
+            outcomes = await asyncio.gather(
+                *(node.protocol.call_ping(peer_id, validate=True, strict=True) for peer_id in initial_peers),
+                return_exceptions=True,
+            )
+            if any(isinstance(outcome, DHTID) for outcome in outcomes):
+                break
+            problems = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+            clock = [problem for problem in problems if "local time" in str(problem)]
+            if clock or time.monotonic() >= deadline:
+                if not required and not clock:
+                    logger.info("none of the fallback peers answered; starting alone")
+                    return
+                raise (clock or problems or [RuntimeError("none of the initial_peers responded")])[0]
+            await asyncio.sleep(JOIN_RETRY_S)
+        await node.find_nearest_nodes([node.node_id])
+
+    def close(self) -> None:
+        """Stop the node and its daemon; idempotent. Afterwards no p2pd and no socket file of ours remain."""
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        with contextlib.suppress(Exception):
+            loop.run(self._shutdown(), DAEMON_EXIT_TIMEOUT_S + RPC_TIMEOUT_S)
+        loop.stop()
+        for path in self.socket_paths():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._node = self._p2p = None
+
+    async def _shutdown(self) -> None:
+        if self._rejoin_task is not None:
+            self._rejoin_task.cancel()
+        if self._node is not None:
+            self._node.is_alive = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._node.protocol.shutdown(), RPC_TIMEOUT_S)
+        if self._p2p is not None:
+            try:
+                await asyncio.wait_for(self._p2p.shutdown(), DAEMON_EXIT_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                if self._p2p._child is not None:
+                    self._p2p._child.kill()
+                    await self._p2p._child.wait()
+
+    def daemon_pid(self) -> int | None:
+        return self._p2p._child.pid if self._p2p is not None and self._p2p._child is not None else None
+
+    def socket_paths(self) -> list[Path]:
+        """Socket files of this peer's daemon and client (also those a failed start left behind)."""
+        if not self._socket_prefix:
+            return []
+        directory, prefix = os.path.split(self._socket_prefix)
+        return sorted(Path(directory).glob(f"{prefix}*.sock"))
+
+    def refusals(self) -> Counter[str]:
+        """Records refused by reason: by the validator (invalid) or by the storage budget (key/storage full)."""
+        return self.validator.refusals() + self.storage.refusals()
+
+    def traffic(self) -> TrafficSnapshot:
+        """Cumulative DHT RPC traffic since this object was made (across restarts)."""
+        return self._traffic.snapshot()
+
+    def num_peers(self) -> int:
+        """DHT peers in our routing table (the peers we can reach without asking anyone)."""
+        node = self._node
+        return len(node.protocol.routing_table.uid_to_peer_id) if node is not None else 0
+
+    def known_peer_ids(self) -> list[str]:
+        """Peer ids (base58) in our routing table."""
+        node = self._node
+        if node is None:
+            return []
+        return [peer_id.to_base58() for peer_id in list(node.protocol.routing_table.uid_to_peer_id.values())]
+
+    def store(self, items: Sequence[StoreItem], *, timeout_s: float) -> list[StoreOutcome]:
+        """Store each item under (key, subkey) on its key's nearest peers, concurrently; per item, how many
+        other peers accepted it before the deadline and whether we keep a copy ourselves."""
+        storing = self._store_all(self._require_node(), list(items), timeout_s)
+        try:
+            return self._require_loop().run(storing, timeout_s + LOOP_SLACK_S)
+        except TimeoutError:  # the loop itself is stuck; the stores were cancelled
+            return [StoreOutcome(0, False) for _ in items]
+
+    async def _store_all(self, node: DHTNode, items: list[StoreItem], timeout_s: float) -> list[StoreOutcome]:
+        return list(await asyncio.gather(*(self._store(node, item, timeout_s) for item in items)))
+
+    async def _store(self, node: DHTNode, item: StoreItem, timeout_s: float) -> StoreOutcome:
+        """hivemind's store, minus the records: its lookup of the key's nearest peers asks each of them for
+        the key, and they answer with every record of the shard. We look up a neighbour of the key instead
+        (last bit flipped: the same nearest peers, by XOR distance) under which nothing is stored. Peers
+        that did not answer the lookup are skipped, and replicas that accept before the deadline count.
+        A DHT client is never a replica itself."""
+        deadline = time.monotonic() + timeout_s
+        key_dht_id = DHTID.generate(source=item.key)
+        probe = DHTID(int(key_dht_id) ^ 1)
+        lookup = node.find_nearest_nodes(
+            [probe], k_nearest=node.num_replicas, beam_size=node.num_replicas, exclude_self=node.protocol.client_mode
+        )
+        try:
+            nearest = (await asyncio.wait_for(lookup, timeout_s))[probe]
+        except asyncio.TimeoutError:
+            return StoreOutcome(0, False)
+        protocol = node.protocol
+        value_bytes = protocol.serializer.dumps(item.value)
+        record = DHTRecord(
+            key_dht_id.to_bytes(), protocol.serializer.dumps(item.subkey), value_bytes, item.expiration_time
+        )
+        local = False
+        if node.node_id in nearest:
+            local = protocol.record_validator.validate(record) and protocol.storage.store(
+                key_dht_id, value_bytes, item.expiration_time, subkey=item.subkey
+            )
+
+        async def store_at(peer_id: PeerID) -> bool:
+            accepted = await protocol.call_store(
+                peer_id, [key_dht_id], [value_bytes], [item.expiration_time], [item.subkey]
+            )
+            return bool(accepted and accepted[0])
+
+        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id and peer not in node.blacklist]
+        pending = {asyncio.create_task(store_at(peer)) for peer in replicas}
+        accepted = 0
+        while pending:
+            # once one replica has the record, a slow or dead one gets a short grace, not the whole deadline
+            until = deadline if accepted == 0 else min(deadline, time.monotonic() + STORE_GRACE_S)
+            done, pending = await asyncio.wait(
+                pending, timeout=max(until - time.monotonic(), 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            accepted += sum(1 for task in done if task.exception() is None and task.result())
+        for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout)
+            task.add_done_callback(_retrieve_exception)
+        return StoreOutcome(accepted, local)
+
+    def get_many(self, keys: Sequence[str], *, timeout_s: float) -> tuple[dict[str, Entries], bool]:
+        """Read dictionary keys: {key: {subkey: (value, expiration)}}, plus whether the deadline cut the read.
+
+        Keys whose lookup has not finished by the deadline are left out, not waited for.
+        """
+        reading = self._get_many(self._require_node(), list(keys), timeout_s)
+        try:
+            return self._require_loop().run(reading, timeout_s + LOOP_SLACK_S)
+        except TimeoutError:  # the loop itself is stuck; the lookups were cancelled
+            return {}, True
+
+    async def _get_many(
+        self, node: DHTNode, keys: list[str], timeout_s: float
+    ) -> tuple[dict[str, Entries], bool]:
+        with reading_records():
+            futures = await node.get_many(
+                keys, return_futures=True, beam_size=node.num_replicas, num_workers=READ_WORKERS
+            )
+            done, pending = await asyncio.wait(list(futures.values()), timeout=max(timeout_s, 0.0))
+        for future in pending:
+            future.cancel()
+        found: dict[str, Entries] = {}
+        for key, future in futures.items():
+            if future not in done or future.cancelled() or future.exception() is not None:
+                continue
+            result = future.result()
+            if result is not None and isinstance(result.value, dict):
+                found[key] = {
+                    subkey: (item.value, item.expiration_time)
+                    for subkey, item in result.value.items()
+                    if isinstance(subkey, str) and isinstance(item.value, bytes)
+                }
+        return found, bool(pending)
+
+    async def _keep_joined(self) -> None:
+        """Re-dial the initial and other known entry peers whenever the routing table runs empty (e.g. the
+        bootstrap restarted), and re-check reachability now and then, switching DHT mode when it changed."""
+        while True:
+            await asyncio.sleep(REJOIN_INTERVAL_S)
+            if self.num_peers() == 0:
+                for peer_id, maddrs in {**self.entry_peers, **self._initial_peers}.items():
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+                        await self._node.protocol.call_ping(peer_id)
+            if self._recheck_due():
+                with contextlib.suppress(Exception):  # a failed check leaves the last verdict in place
+                    await self._recheck()
+
+    def check_reachability_now(self) -> ReachabilityReport:
+        """Ask peers to dial us back now (as the periodic re-check does) and return the verdict in force."""
+        self._require_loop().run(self._recheck(), ASK_TIMEOUT_S + 2 * RPC_TIMEOUT_S)
+        return self.reachability
+
+    def _recheck_due(self) -> bool:
+        if self.network.reachability != "auto":
+            return False
+        interval = self.network.reachability_recheck_s
+        if self.reachability.reachability is Reachability.UNKNOWN:
+            interval = min(interval, UNKNOWN_RECHECK_S)
+        return time.time() - self.reachability.checked_at >= interval
+
+    async def _recheck(self) -> None:
+        routing = list(self._node.protocol.routing_table.peer_id_to_uid)
+        sampled = random.sample(routing, min(len(routing), DIAL_BACK_PEERS))
+        report = await self._check_reachability(list(dict.fromkeys([*self._initial_peers, *sampled])))
+        if report.reachability is Reachability.UNKNOWN and self.reachability.reachability is not Reachability.UNKNOWN:
+            report = dataclasses.replace(self.reachability, checked_at=report.checked_at)  # keep the verdict
+        self.reachability = report
+        if self.client_mode_for(report) != self.client_mode:
+            await self._switch_mode(self.client_mode_for(report))
+
+    async def _switch_mode(self, client_mode: bool) -> None:
+        """Replace the DHT node by one in the other mode on the same daemon and storage, and rejoin."""
+        old = self._node
+        contacts = {peer_id: [] for peer_id in old.protocol.routing_table.peer_id_to_uid}
+        old.is_alive = False
+        await old.protocol.shutdown()
+        self._node = await self._create_node(client_mode)
+        logger.info("reachability %s: the DHT now runs as a %s", self.reachability.reachability.value,
+                    "client" if client_mode else "server")
+        with contextlib.suppress(Exception):
+            await self._join(self._node, {**contacts, **self._initial_peers})
+
+    def add_entry_peers(self, maddrs: Sequence[str]) -> None:
+        """Remember public peers' addresses (from their presence entries) to rejoin through when the
+        initial peers are gone; the most recent MAX_ENTRY_PEERS are kept."""
+        own = self._p2p.peer_id if self._p2p is not None else None
+        entries = dict(self.entry_peers)
+        for peer_id, addresses in _peer_addresses(maddrs).items():
+            if peer_id != own:
+                entries.pop(peer_id, None)
+                entries[peer_id] = addresses
+        self.entry_peers = dict(list(entries.items())[-MAX_ENTRY_PEERS:])
+
+    def entry_maddrs(self) -> list[str]:
+        """The remembered public peers as full multiaddrs, oldest first."""
+        return [f"{maddr}/p2p/{peer_id.to_base58()}" for peer_id, maddrs in self.entry_peers.items() for maddr in maddrs]
+
+    def _require_node(self) -> DHTNode:
+        if self._node is None:
+            raise RuntimeError("the DHT peer is not started; call start() first")
+        return self._node
+
+    def _require_loop(self) -> LoopThread:
+        if self._loop is None:
+            raise RuntimeError("the DHT peer is closed")
+        return self._loop
+
+
+def _listen_maddr(host: str, port: int) -> str:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise GossipStartError(
+            StartFailure.BAD_ADDRESS,
+            f"network.host {host!r} is not an IP address; use e.g. 127.0.0.1 (this machine only) "
+            f"or the address of the interface peers reach you on",
+        ) from None
+    return f"/ip{address.version}/{address}/tcp/{port}"
+
+
+def _retrieve_exception(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _is_loopback(maddr: str) -> bool:
+    host = observed_host([Multiaddr(maddr)])
+    return host is not None and ipaddress.ip_address(host).is_loopback
+
+
+def _peer_addresses(initial_peers: Sequence[str]) -> dict[PeerID, list[Multiaddr]]:
+    """Initial peers by peer id, each with its transport addresses (the /p2p/ part removed)."""
+    addresses: dict[PeerID, list[Multiaddr]] = {}
+    for text in initial_peers:
+        maddr = Multiaddr(text)
+        peer_part = Multiaddr(f"/p2p/{maddr['p2p']}")
+        addresses.setdefault(PeerID.from_base58(maddr["p2p"]), []).append(maddr.decapsulate(peer_part))
+    return addresses
+
+
+def _check_initial_peer(text: str) -> None:
+    try:
+        maddr = Multiaddr(text)
+        PeerID.from_base58(maddr["p2p"])
+    except Exception:
+        raise GossipStartError(
+            StartFailure.BAD_INITIAL_PEER,
+            f"initial peer {text!r} is not a full multiaddr; expected e.g. "
+            f"/ip4/10.0.0.5/tcp/31337/p2p/12D3KooW... (copy it from the output of `swarmnode bootstrap`)",
+        ) from None
+
+
+def _explain(error: BaseException, network: NetworkConfig) -> GossipStartError:
+    """Turn what hivemind and p2pd raise into one actionable line."""
+    if isinstance(error, GossipStartError):
+        return error
+    text = str(error)
+    peers = ", ".join(network.initial_peers)
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) or "failed to start in" in text:
+        return GossipStartError(
+            StartFailure.TIMEOUT,
+            f"the p2p daemon did not come up within {network.startup_timeout_s:g} s; "
+            f"the machine may be overloaded: raise network.startup_timeout_s",
+        )
+    if "address already in use" in text:
+        return GossipStartError(
+            StartFailure.PORT_IN_USE,
+            f"port {network.port} on {network.host} is already in use; pick another with --port "
+            f"(network.port), or stop the process holding it (`ss -ltnp 'sport = :{network.port}'`)",
+        )
+    if "failed to connect to bootstrap peers" in text or "none of the initial_peers responded" in text:
+        return GossipStartError(
+            StartFailure.UNREACHABLE_PEERS,
+            f"none of the initial peers answered ({peers}); check that they are running and reachable "
+            f"from here, or start without initial peers to found a new swarm",
+        )
+    if isinstance(error, ValidationError) and "local time" in text:
+        return GossipStartError(
+            StartFailure.CLOCK_SKEW,
+            "this machine's clock differs from the swarm's by more than 3 s; enable time sync "
+            "(e.g. `timedatectl set-ntp true`)",
+        )
+    if isinstance(error, ValidationError):
+        return GossipStartError(
+            StartFailure.NOT_REACHABLE,
+            "the initial peers cannot connect back to this node; listen on a reachable address "
+            "(network.host) and announce it (network.announce_maddrs), or open the port in the firewall",
+        )
+    if "parse multiaddr" in text:
+        return GossipStartError(
+            StartFailure.BAD_ADDRESS, f"the p2p daemon rejected an address: {text.split(': ', 1)[-1]}"
+        )
+    if isinstance(error, P2PDaemonError) and ("not found" in text or "incompatible" in text):
+        return GossipStartError(
+            StartFailure.P2PD_MISSING,
+            "hivemind's p2pd binary is missing or not for this platform; reinstall it with "
+            "`pip install --force-reinstall hivemind==1.1.12` (a manylinux x86-64 wheel ships p2pd)",
+        )
+    last_line = text.strip().splitlines()[-1] if text.strip() else type(error).__name__
+    return GossipStartError(StartFailure.P2PD_FAILED, f"the p2p daemon failed to start: {last_line}")

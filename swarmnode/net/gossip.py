@@ -1,0 +1,574 @@
+"""Gossip: publish our signed rollouts under this window's shard key, collect verified ones from peers.
+
+A collect reads a random sample of shard keys in waves until it has enough rollouts or its deadline
+passes, so a node's gossip cost depends on how much it wants, not on the size of the swarm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import statistics
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hivemind.utils import get_dht_time
+
+from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.learn.intake import Intake
+from swarmnode.net.dht import DHTPeer, GossipStartError, StartFailure, StoreItem, StoreOutcome
+from swarmnode.net.reachability import ReachabilityReport
+from swarmnode.net.record import directory_key, expiration_of, record_key
+from swarmnode.net.reputation import Reputation
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.envelope import Envelope, Reason, Rejected, Slot, is_offence, open_envelope, seal, shard_of
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.presence import MAX_ADDRESSES, Presence, is_tcp_address, open_presence, seal_presence
+from swarmnode.wire.rollout import Rollout, RolloutBatch
+
+__all__ = [
+    "CollectResult",
+    "ExternalRollout",
+    "Gossip",
+    "GossipStartError",
+    "GossipStats",
+    "LatencySummary",
+    "PublishResult",
+    "StartFailure",
+]
+
+_SEEN_DIGESTS = 16_384
+DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
+_LATENCY_SAMPLES = 1_024
+
+
+@dataclass(frozen=True)
+class ExternalRollout:
+    """One verified rollout from a peer; its rewards are the sender's claims, to be rescored."""
+
+    signer: str
+    model_id: str
+    window: int
+    sequence: int
+    rollout: Rollout
+
+
+@dataclass
+class PublishResult:
+    """`ok`: at least one other peer accepted the batch (`replicas` of them); `stored_locally`: we keep a
+    copy too (we are among the key's nearest peers), which alone does not make it published."""
+
+    ok: bool
+    window: int
+    sequence: int
+    frame_bytes: int
+    latency_s: float
+    error: str | None = None
+    replicas: int = 0
+    stored_locally: bool = False
+
+
+@dataclass
+class CollectResult:
+    """What one collect delivered and refused. `bytes_in` counts the frames the DHT returned to us.
+
+    `skipped` holds frames passed over without judging them: our own, already consumed, or from a signer
+    whose per-collect cap is reached.
+    """
+
+    rollouts: list[ExternalRollout]
+    rejected: Counter[str]
+    peers_seen: int
+    bytes_in: int
+    elapsed_s: float
+    timed_out: bool
+    skipped: Counter[str] = field(default_factory=Counter)
+    keys_read: int = 0  # shard keys
+    directory_keys_read: int = 0
+    directory_entries: int = 0  # other signers' valid entries in the directories read
+    directory_timed_out: bool = False
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    count: int = 0
+    p50_s: float = 0.0
+    p95_s: float = 0.0
+    max_s: float = 0.0
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> LatencySummary:
+        if not samples:
+            return cls()
+        if len(samples) == 1:
+            return cls(1, samples[0], samples[0], samples[0])
+        cuts = statistics.quantiles(samples, n=20, method="inclusive")
+        return cls(len(samples), statistics.median(samples), cuts[18], max(samples))
+
+
+@dataclass(frozen=True)
+class GossipStats:
+    """Cumulative counters since start. Traffic is all DHT RPC traffic of this peer, including the
+    requests it serves for others (protobuf message bytes); latencies summarise the last 1024 calls."""
+
+    published: int
+    publish_failures: int
+    published_local_only: int  # failures where only our own copy was stored
+    collected: int
+    rejected: Counter[str]
+    refused_records: Counter[str]
+    skipped: Counter[str]
+    offences: Counter[str]
+    bytes_out: int
+    bytes_in: int
+    requests_sent: int
+    requests_served: int
+    store_latency: LatencySummary
+    get_latency: LatencySummary
+    peers_seen: int
+    banned_peers: int
+    refreshed: int = 0  # re-stores of our latest batch in a later window (slow rounds)
+
+
+@dataclass
+class _Latest:
+    """What `refresh` re-signs: our last batch's content, its sequence, when it was made, and the window it
+    was last stored in (None until a store returns)."""
+
+    rollouts: tuple[Rollout, ...]
+    model_id: str
+    suite_version: str
+    sequence: int
+    made: float  # time.monotonic()
+    window: int | None = None
+
+
+class _DigestSet:
+    """The last `capacity` frame digests: a frame already consumed is skipped without re-verifying it."""
+
+    def __init__(self, capacity: int) -> None:
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, digest: bytes) -> None:
+        self._digests[digest] = None
+        if len(self._digests) > self._capacity:
+            self._digests.popitem(last=False)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._digests
+
+
+class Gossip:
+    """A node's view of the swarm: sign and publish batches, collect and verify peers' batches.
+
+    publish/collect block the calling thread; the DHT itself runs on its own loop thread (`swarmnode.net.dht`).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        identity_path: Path,
+        swarm: SwarmConfig,
+        network: NetworkConfig,
+        config: GossipConfig,
+        intake: Intake | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = identity.peer_id
+        self.rules = swarm.rules()
+        self.intake = intake or Intake(self.rules)  # the node's own, so frames and rollouts are judged as one
+        self.config = config
+        self.next_sequence = 0
+        self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
+        self._refresher: threading.Thread | None = None
+        self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
+        self._stop_refreshing = threading.Event()
+        self._peer = DHTPeer(identity_path, self.rules, network)
+        self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
+        self._consumed = _DigestSet(_SEEN_DIGESTS)
+        self._consumed_batches = _DigestSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
+        self._random = random.Random()
+        self._lock = threading.Lock()
+        self._published = self._publish_failures = self._published_local_only = self._collected = self._refreshed = 0
+        self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
+        self._directory_read: set[int] = set()  # windows whose directory an earlier collect read
+        self._presence_window: int | None = None  # the window whose directory another peer holds our entry in
+        self._rejected: Counter[str] = Counter()
+        self._skipped: Counter[str] = Counter()
+        self._offences: Counter[str] = Counter()
+        self._signers_seen: set[str] = set()
+        self._store_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+        self._get_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
+
+    def __enter__(self) -> Gossip:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the DHT peer and join; raises GossipStartError with a one-line, actionable message."""
+        if self._peer.started:
+            return
+        self._peer.start()
+        if self._peer.peer_id != self.peer_id:
+            self._peer.close()
+            raise GossipStartError(
+                StartFailure.IDENTITY_MISMATCH,
+                f"{self._peer.identity_path} holds the key of {self._peer.peer_id}, not of {self.peer_id}; "
+                f"pass the identity file the node signs with",
+            )
+
+    def close(self) -> None:
+        self._stop_refreshing.set()
+        if self._refresher is not None and self._refresher.is_alive():
+            self._refresher.join(timeout=self.config.publish_timeout_s * 3)
+        self._peer.close()
+
+    def start_refreshing(self) -> None:
+        """Once a window, on its own thread, `refresh()`: a node in a round of many minutes keeps its latest
+        batch readable (records live `record_ttl_s`, collectors read the last `max_age_windows + 1` windows)."""
+        if self._refresher is None and self.config.refresh_for_s > 0:
+            self._refresher = threading.Thread(target=self._refresh_each_window, name="swarmnode-refresh", daemon=True)
+            self._refresher.start()
+
+    def _refresh_each_window(self) -> None:
+        while not self._stop_refreshing.wait(self.rules.seconds_to_next_window(get_dht_time(), self._random)):
+            try:
+                self.refresh()
+            except Exception:  # a failed refresh is counted by publish's stats; the thread must go on
+                with self._lock:
+                    self._publish_failures += 1
+
+    @property
+    def dht(self) -> DHTPeer:
+        """The DHT peer underneath, for tools that inspect the DHT directly (benchmarks, tests)."""
+        return self._peer
+
+    @property
+    def visible_maddrs(self) -> list[str]:
+        """Everything p2pd listens on, loopback and private addresses included."""
+        return list(self._peer.visible_maddrs)
+
+    @property
+    def advertised_maddrs(self) -> list[str]:
+        """Only addresses others can join with (none for a node behind NAT)."""
+        return self._peer.advertised_maddrs()
+
+    @property
+    def reachability(self) -> ReachabilityReport:
+        return self._peer.reachability
+
+    def dht_time(self) -> float:
+        return get_dht_time()
+
+    def num_peers(self) -> int:
+        return self._peer.num_peers()
+
+    def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
+        """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
+        the window's first batch (and the next ones until another peer took it), also our entry in the
+        window's directory (PROTOCOL.md §4.1). Once a window, not every round: every publisher writes to that
+        one key, so its replicas take N stores per window rather than N per round.
+
+        Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
+        The sequence number advances even if the store fails: the signed frame may have reached a peer.
+        """
+        with self._lock:
+            sequence = self.next_sequence
+            self.next_sequence += 1
+            latest = self._latest = _Latest(tuple(rollouts), model_id, suite_version, sequence, time.monotonic())
+        with self._store_lock:
+            result = self._store_batch(latest)
+        with self._lock:
+            latest.window = result.window
+            if result.ok:
+                self._published += 1
+                self._store_latency_s.append(result.latency_s)
+            else:
+                self._publish_failures += 1
+                self._published_local_only += int(result.stored_locally)
+        return result
+
+    def refresh(self) -> PublishResult | None:
+        """Re-sign our latest batch for the current window once it has left the windows collectors read
+        (`max_age_windows` back), for up to `refresh_for_s` after it was made: records live until replaced, so
+        rounds longer than `record_ttl_s` still share, and a node that publishes every window never refreshes.
+        Same sequence and rollouts: a collector that took the batch before skips it (PROTOCOL.md §2.3)."""
+        with self._store_lock:
+            with self._lock:
+                latest = self._latest
+            window = self.rules.window_of(get_dht_time())
+            if latest is None or latest.window is None or time.monotonic() - latest.made > self.config.refresh_for_s:
+                return None  # nothing yet, or a publish is about to store it
+            if latest.window is not None and latest.window >= window - self.rules.max_age_windows:
+                return None
+            result = self._store_batch(latest)
+        with self._lock:
+            latest.window = result.window
+            if result.ok:
+                self._refreshed += 1
+            else:
+                self._publish_failures += 1
+        return result
+
+    def _store_batch(self, latest: _Latest) -> PublishResult:
+        started = time.monotonic()
+        now = get_dht_time()
+        window = self.rules.window_of(now)
+        batch = RolloutBatch(
+            self.rules.swarm_id, window, latest.sequence, now, latest.model_id, latest.suite_version, latest.rollouts
+        )
+        frame = seal(batch, self.identity)
+        shard = shard_of(self.peer_id, self.rules.num_shards)
+        outcome, error = StoreOutcome(0, False), None
+        try:
+            open_envelope(frame, self.rules, now=now, slot=Slot(window, shard, self.peer_id))
+        except Rejected as rejected:
+            error = f"the batch would be refused by peers: {rejected}"
+        else:
+            items = [
+                StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules))
+            ]
+            if self._presence_window != window:
+                items.append(self._presence_item(window, now))
+            outcomes = self._peer.store(items, timeout_s=self.config.publish_timeout_s)
+            outcome = outcomes[0]
+            if len(outcomes) > 1 and outcomes[1].remote > 0:
+                self._presence_window = window
+            if outcome.remote == 0:
+                kept = "; kept only locally" if outcome.local else ""
+                error = f"no other peer stored the batch within {self.config.publish_timeout_s:g} s{kept}"
+        latency_s = time.monotonic() - started
+        return PublishResult(
+            error is None, window, latest.sequence, len(frame), latency_s, error, outcome.remote, outcome.local
+        )
+
+    def _presence_item(self, window: int, now: float) -> StoreItem:
+        """Our directory entry: reachability, and where peers dialled us back (only if they could)."""
+        report = self._peer.reachability
+        addresses: tuple[str, ...] = ()
+        if report.reachability is Reachability.PUBLIC:
+            transports = [maddr.split("/p2p/")[0] for maddr in self._peer.advertised_maddrs()]
+            addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
+        presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
+        frame = seal_presence(presence, self.identity)
+        return StoreItem(directory_key(self.rules.swarm_id, window), self.peer_id, frame, expiration_of(now, self.rules))
+
+    def collect(self, max_rollouts: int, *, timeout_s: float | None = None) -> CollectResult:
+        """Up to `max_rollouts` verified rollouts of other peers from the current and recent windows.
+
+        Reads shard keys in waves (one DHT lookup each, at most `shards_per_wave` keys) until it has enough
+        or the deadline (`collect_timeout_s` by default) passes. Takes at most `max_rollouts_per_peer` from
+        one signer per call; a batch is consumed once (what is not taken from it is not offered again).
+        """
+        started = time.monotonic()
+        deadline = started + (self.config.collect_timeout_s if timeout_s is None else timeout_s)
+        result = CollectResult([], Counter(), 0, 0, 0.0, False)
+        taken: Counter[str] = Counter()
+        now = get_dht_time()
+        window = self.rules.window_of(now)
+        if self._directory_due(window, math.ceil(max_rollouts / self.config.max_rollouts_per_peer)):
+            self._read_directory(window, now, deadline, result)
+        plan = self._reading_plan(window)
+        while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                result.timed_out = True
+                break
+            peers_needed = math.ceil(
+                (max_rollouts - len(result.rollouts)) / self.config.max_rollouts_per_peer
+            )
+            wave = self._next_wave(plan, peers_needed)
+            wave_started = time.monotonic()
+            found, result.timed_out = self._peer.get_many([key for key, _, _ in wave], timeout_s=remaining_s)
+            with self._lock:
+                self._get_latency_s.append(time.monotonic() - wave_started)
+            result.keys_read += len(wave)
+            for key, slot, _ in wave:
+                entries = list(found.get(key, {}).items())
+                result.bytes_in += sum(len(frame) for _, (frame, _) in entries)
+                self._random.shuffle(entries)
+                for subkey, (frame, _) in entries:
+                    if len(result.rollouts) >= max_rollouts:
+                        break
+                    if time.monotonic() > deadline:
+                        result.timed_out = True
+                        break
+                    self._consider(
+                        frame, Slot(slot.window, slot.shard, subkey), now, max_rollouts, taken, result
+                    )
+        result.peers_seen = len(taken)
+        result.elapsed_s = time.monotonic() - started
+        with self._lock:
+            self._collected += len(result.rollouts)
+            self._rejected.update(result.rejected)
+            self._skipped.update(result.skipped)
+            self._signers_seen.update(taken)
+        return result
+
+    def _directory_due(self, window: int, peers_needed: int) -> bool:
+        """Once a window; and every round while we know fewer than twice the publishers a collect wants
+        (a small swarm, or one whose other members are all behind NAT). Every collector reads that one key,
+        so reading it every round would make its replicas serve N reads a round."""
+        return window not in self._directory_read or len(self._publishers()) < DIRECTORY_SLACK * peers_needed
+
+    def _publishers(self) -> set[str]:
+        """Peers we know publish: those in our routing table and the signers the directory or recent
+        batches showed us (which include nodes behind NAT, in nobody's routing table)."""
+        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
+        publishers.discard(self.peer_id)
+        return publishers
+
+    def _read_directory(self, window: int, now: float, deadline: float, result: CollectResult) -> None:
+        """Learn who publishes from the directory of this window (and of the last one, once): every signer
+        writes an entry there, also those behind NAT that no routing table holds. Public signers' addresses
+        become entry points to rejoin through."""
+        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._directory_read]
+        keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
+        found, result.directory_timed_out = self._peer.get_many(
+            list(keys), timeout_s=max(deadline - time.monotonic(), 0.0)
+        )
+        result.directory_keys_read += len(keys)
+        if not result.directory_timed_out:
+            self._directory_read.update(keys.values())
+        for key, entries in found.items():
+            for subkey, (frame, _) in entries.items():
+                result.bytes_in += len(frame)
+                if subkey == self.peer_id:
+                    continue
+                try:
+                    signed = open_presence(frame, self.rules, now=now, subkey=subkey, window=keys[key])
+                except Rejected as rejected:
+                    result.rejected[f"presence_{rejected.reason.value}"] += 1
+                    continue
+                result.directory_entries += 1
+                self._signers[subkey] = max(self._signers.get(subkey, 0), signed.presence.window)
+                if signed.presence.reachability is Reachability.PUBLIC and signed.presence.addresses:
+                    self._peer.add_entry_peers(signed.join_addresses)
+        oldest = window - self.rules.max_age_windows
+        self._directory_read = {w for w in self._directory_read if w >= oldest}
+        self._signers = {signer: seen for signer, seen in self._signers.items() if seen >= oldest}
+
+    def _reading_plan(self, window: int) -> list[tuple[str, Slot, int]]:
+        """Keys to read, best first, each with how many peers we know publish under it.
+
+        Known publishers (`_publishers`; our signing key is our libp2p identity, so a peer id tells its
+        shard) come first (in random order), each shard's current window then its older ones; then one wave
+        of keys of shards we know no publisher of (a different random few each call), so that signers the
+        directory missed (it is capped) are still reached without every collect reading every empty shard.
+        """
+        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._publishers())
+        shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
+        shards.sort(key=lambda shard: known[shard] == 0)
+        windows = range(window, window - self.rules.max_age_windows - 1, -1)
+        plan = [
+            (record_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
+            for shard in shards
+            for read_window in windows
+        ]
+        populated = sum(1 for entry in plan if entry[2] > 0)
+        return plan[: populated + self.config.shards_per_wave]
+
+    def _next_wave(self, plan: list[tuple[str, Slot, int]], peers_needed: int) -> list[tuple[str, Slot, int]]:
+        """Take keys off the plan until they should hold `peers_needed` peers, within [1, shards_per_wave]:
+        a dense shard costs one key per lookup, sparse or unknown ones are read several at a time."""
+        size, expected = 0, 0
+        while size < min(len(plan), self.config.shards_per_wave) and (size == 0 or expected < peers_needed):
+            expected += plan[size][2]
+            size += 1
+        wave, plan[:] = plan[:size], plan[size:]
+        return wave
+
+    def _consider(
+        self,
+        frame: bytes,
+        slot: Slot,
+        now: float,
+        max_rollouts: int,
+        taken: Counter[str],
+        result: CollectResult,
+    ) -> None:
+        signer = slot.subkey
+        digest = hashlib.blake2b(frame, digest_size=16).digest()
+        if signer == self.peer_id:
+            result.skipped["own"] += 1
+            return
+        if digest in self._consumed:
+            result.skipped["already_seen"] += 1
+            return
+        if taken[signer] >= self.config.max_rollouts_per_peer:
+            result.skipped["over_cap"] += 1
+            return
+        if self._reputation.is_banned(signer):
+            result.rejected[Reason.BANNED.value] += 1
+            return
+        try:
+            signed = self.intake.open_frame(frame, now=now, slot=slot)
+        except Rejected as rejected:
+            result.rejected[rejected.reason.value] += 1
+            if rejected.reason is not Reason.FUTURE:
+                self._consumed.add(digest)
+            if is_offence(rejected.reason) and _signed_by(frame, signer):
+                self.report_offence(signer, rejected.reason)
+            return
+        self._consumed.add(digest)
+        batch = signed.batch
+        self._signers[signer] = max(self._signers.get(signer, 0), batch.window)
+        taken_before = hashlib.blake2b(repr((signer, batch.sequence, batch.rollouts)).encode(), digest_size=16).digest()
+        if taken_before in self._consumed_batches:
+            result.skipped["already_seen"] += 1
+            return
+        self._consumed_batches.add(taken_before)
+        room = min(self.config.max_rollouts_per_peer - taken[signer], max_rollouts - len(result.rollouts))
+        for rollout in self._random.sample(batch.rollouts, min(room, len(batch.rollouts))):
+            result.rollouts.append(
+                ExternalRollout(signer, batch.model_id, batch.window, batch.sequence, rollout)
+            )
+            taken[signer] += 1
+
+    def report_offence(self, peer_id: str, reason: Reason) -> None:
+        """Count an offence against a signer (e.g. a rollout that failed rescoring); enough of them ban it."""
+        with self._lock:
+            self._offences[reason.value] += 1
+        self._reputation.record_offence(peer_id, reason)
+
+    @property
+    def stats(self) -> GossipStats:
+        traffic = self._peer.traffic()
+        refused = self._peer.refusals()
+        with self._lock:
+            return GossipStats(
+                published=self._published,
+                publish_failures=self._publish_failures,
+                published_local_only=self._published_local_only,
+                collected=self._collected,
+                rejected=Counter(self._rejected),
+                refused_records=refused,
+                skipped=Counter(self._skipped),
+                offences=Counter(self._offences),
+                bytes_out=traffic.bytes_out,
+                bytes_in=traffic.bytes_in,
+                requests_sent=traffic.requests_sent,
+                requests_served=traffic.requests_served,
+                store_latency=LatencySummary.of(list(self._store_latency_s)),
+                get_latency=LatencySummary.of(list(self._get_latency_s)),
+                peers_seen=len(self._signers_seen),
+                banned_peers=len(self._reputation.banned_peers()),
+                refreshed=self._refreshed,
+            )
+
+
+def _signed_by(frame: bytes, peer_id: str) -> bool:
+    try:
+        envelope = Envelope.decode(frame)
+    except Rejected:
+        return False
+    return envelope.signer_peer_id == peer_id and envelope.verify()

@@ -1,0 +1,1 @@
+"""Operations: metrics, the HTTP endpoint, dashboard, report, doctor and export."""

@@ -1,0 +1,172 @@
+"""Beacon: a node's small signed status, stored once a window so that anyone can see the swarm (PROTOCOL.md §4.2).
+
+There is no central server to list a swarm's nodes, but every node signs what it says. Each node stores a
+beacon (what it runs, how it fares, whether peers can dial it) under its census bucket key; a reader of the
+buckets sees the live swarm (`swarmnode.net.census`). A beacon is for people: nothing in it is trained on or
+trusted for routing, and every field is bounded so that a peer's text cannot take over a terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+from swarmnode.wire.address import Reachability
+from swarmnode.wire.envelope import (
+    MAX_MODEL_ID_BYTES,
+    MAX_SWARM_ID_BYTES,
+    SWARM_ID_PATTERN,
+    Envelope,
+    Reason,
+    Rejected,
+    SwarmRules,
+    check_freshness,
+    check_swarm_and_window,
+    parse_canonical,
+    shard_of,
+    text_limit,
+    verified_envelope,
+)
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.proto import swarmnode_pb2 as pb
+
+BEACON_DOMAIN_TAG = b"swarmnode/beacon\x00"
+MAX_BEACON_BYTES = 1024
+MAX_SOFTWARE_BYTES = 64
+MAX_PHASE_BYTES = 16
+# A census bucket key holds the beacons of the signers whose peer id falls in it (shard_of with this many
+# buckets): a reader that wants only a sample of the swarm reads a few buckets, not every beacon.
+BEACON_BUCKETS = 8
+# A reader shows beacons of the current and the previous window: a node that leaves is gone within two.
+BEACON_MAX_AGE_WINDOWS = 1
+MAX_RATE_PER_HOUR = 1e7
+MAX_UPTIME_S = 100 * 365 * 86400.0
+_PHASE = re.compile(r"[a-z_]*")
+# Code points that could rewrite a reader's terminal or hide or reorder text (PROTOCOL.md §4.2): controls,
+# invisible, bidi and separator characters, private use, tags. A fixed list rather than Unicode categories,
+# so that every receiver gives the same verdict whatever its Unicode version: a beacon that one replica
+# keeps and another refuses would make hivemind drop that replica's whole answer for the key. A reader also
+# blanks what its own Unicode database calls unprintable when it shows a peer's text (swarmnode.ops.dashboard).
+FORBIDDEN_TEXT = (
+    (0x0000, 0x001F), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x1680, 0x1680), (0x180E, 0x180E), (0x2000, 0x200F), (0x2028, 0x202F), (0x205F, 0x206F),
+    (0x3000, 0x3000), (0x3164, 0x3164), (0xD800, 0xDFFF), (0xE000, 0xF8FF), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0xE0000, 0xE007F), (0xF0000, 0x10FFFF),
+)
+
+
+@dataclass(frozen=True)
+class Beacon:
+    swarm_id: str
+    window: int
+    timestamp: float
+    software: str
+    model_id: str
+    round: int = 0
+    reward: float | None = None  # moving average of own rollouts' reward
+    held_out: float | None = None  # mean greedy held-out pass rate at the latest evaluation
+    held_out_round: int = 0
+    rollouts_shared: int = 0
+    rollouts_received: int = 0
+    peer_groups_trained: int = 0
+    reachability: Reachability = Reachability.UNKNOWN
+    uptime_s: float = 0.0
+    rounds_per_hour: float = 0.0
+    rollouts_per_hour: float = 0.0
+    phase: str = ""
+
+
+@dataclass(frozen=True)
+class SignedBeacon:
+    signer_peer_id: str
+    beacon: Beacon
+
+
+def beacon_bucket(peer_id: str) -> int:
+    return shard_of(peer_id, BEACON_BUCKETS)
+
+
+def seal_beacon(beacon: Beacon, identity: Identity) -> bytes:
+    fields = dataclasses.asdict(beacon)
+    fields["reachability"] = beacon.reachability.to_proto()
+    payload = pb.Beacon(**fields).SerializeToString(deterministic=True)
+    return Envelope.sign(identity, payload, domain=BEACON_DOMAIN_TAG).encode()
+
+
+def open_beacon(
+    frame: bytes,
+    rules: SwarmRules | None = None,
+    *,
+    now: float | None = None,
+    subkey: str | None = None,
+    bucket: int | None = None,
+) -> SignedBeacon:
+    """The checks of PROTOCOL.md §4.2 in order; those whose context is not given are skipped (`subkey` and
+    `bucket`: where the beacon was read from)."""
+    envelope = verified_envelope(frame, MAX_BEACON_BYTES, BEACON_DOMAIN_TAG, subkey)
+    if bucket is not None and bucket != beacon_bucket(envelope.signer_peer_id):
+        raise Rejected(Reason.KEY_MISMATCH, "read from another bucket than its signer's")
+    message = parse_canonical(pb.Beacon, envelope.payload, "payload")
+    text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
+    text_limit(message.software, MAX_SOFTWARE_BYTES, "software")
+    text_limit(message.model_id, MAX_MODEL_ID_BYTES, "model_id")
+    text_limit(message.phase, MAX_PHASE_BYTES, "phase")
+    beacon = _to_beacon(message)
+    if rules is not None:
+        check_swarm_and_window(beacon.swarm_id, beacon.window, beacon.timestamp, rules)
+        if now is not None:
+            check_freshness(
+                beacon.window, beacon.timestamp, dataclasses.replace(rules, max_age_windows=BEACON_MAX_AGE_WINDOWS), now
+            )
+    return SignedBeacon(envelope.signer_peer_id, beacon)
+
+
+def showable(text: str) -> bool:
+    """PROTOCOL.md §4.2: no code point in FORBIDDEN_TEXT."""
+    return not any(low <= ord(char) <= high for char in text for low, high in FORBIDDEN_TEXT)
+
+
+def _to_beacon(message: pb.Beacon) -> Beacon:
+    def bad(detail: str) -> Rejected:
+        return Rejected(Reason.BAD_VALUE, detail)
+
+    if not SWARM_ID_PATTERN.fullmatch(message.swarm_id):
+        raise bad("swarm_id must match [a-z0-9][a-z0-9._-]*")
+    if not (math.isfinite(message.timestamp) and message.timestamp > 0):
+        raise bad("timestamp must be a positive finite number")
+    for name in ("software", "model_id"):
+        if not showable(getattr(message, name)):
+            raise bad(f"{name} holds a control, format or separator character")
+    if not _PHASE.fullmatch(message.phase):
+        raise bad("phase must match [a-z_]*")
+    for name in ("reward", "held_out"):
+        if message.HasField(name) and not 0.0 <= getattr(message, name) <= 1.0:
+            raise bad(f"{name} must lie in [0, 1]")
+    if message.reachability not in (pb.REACHABILITY_UNKNOWN, pb.REACHABILITY_PUBLIC, pb.REACHABILITY_PRIVATE):
+        raise bad(f"unknown reachability {message.reachability}")
+    if not 0.0 <= message.uptime_s <= MAX_UPTIME_S:  # written so that NaN fails too
+        raise bad("uptime_s must lie in [0, 100 years]")
+    for name in ("rounds_per_hour", "rollouts_per_hour"):
+        if not 0.0 <= getattr(message, name) <= MAX_RATE_PER_HOUR:
+            raise bad(f"{name} must lie in [0, {MAX_RATE_PER_HOUR:g}]")
+    return Beacon(
+        swarm_id=message.swarm_id,
+        window=message.window,
+        timestamp=message.timestamp,
+        software=message.software,
+        model_id=message.model_id,
+        round=message.round,
+        reward=message.reward if message.HasField("reward") else None,
+        held_out=message.held_out if message.HasField("held_out") else None,
+        held_out_round=message.held_out_round,
+        rollouts_shared=message.rollouts_shared,
+        rollouts_received=message.rollouts_received,
+        peer_groups_trained=message.peer_groups_trained,
+        reachability=Reachability.from_proto(message.reachability),
+        uptime_s=message.uptime_s,
+        rounds_per_hour=message.rounds_per_hour,
+        rollouts_per_hour=message.rollouts_per_hour,
+        phase=message.phase,
+    )
