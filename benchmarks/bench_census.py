@@ -33,6 +33,7 @@ from swarmnode.net.census import CENSUS_SAMPLE, BeaconService, Census, take_cens
 from swarmnode.net.dht import DHTPeer, TrafficSnapshot
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon, seal_beacon
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import Identity, load_identity, save_identity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def beacon_source(swarm_id: str, index: int) -> Callable[[int, float], Beacon]:
 
 class Swarm:
     def __init__(self, keys: list[Path], swarm: SwarmConfig) -> None:
-        self.rules = swarm.rules()
+        self.rules = SwarmRules.of(swarm)
         first = DHTPeer(keys[0], self.rules, NetworkConfig())
         first.start()
         join = NetworkConfig(initial_peers=first.visible_maddrs)

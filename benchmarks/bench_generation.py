@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config()
-    suite = TaskSuite([f.spec() for f in config.tasks.families])
+    suite = TaskSuite.of(config.tasks)
     seed_policy = Policy.load()
     prompts = [format_prompt(t.question, seed_policy.tokenizer) for t in suite.sample(random.Random(0), 8, seed=3)]
     cases = [

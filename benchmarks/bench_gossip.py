@@ -122,7 +122,7 @@ class NaiveSwarm:
     ) -> None:
         self.identities = identities
         self.workload = workload
-        self.rules = swarm.rules()
+        self.rules = SwarmRules.of(swarm)
         self.guards = [ReplayGuard() for _ in identities]
         first = DHTPeer(
             keys[0],

@@ -36,6 +36,7 @@ def make_model(size: str, mode: str, tokenizer_dir: Path):
     """(model, tokenizer): the embedded seed, or a random-init Qwen2 of `size`'s geometry; with LoRA if asked."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+    from swarmnode.config import LoraConfig
     from swarmnode.learn.policy import Policy, _with_lora
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -48,7 +49,7 @@ def make_model(size: str, mode: str, tokenizer_dir: Path):
             intermediate_size=intermediate, vocab_size=vocabulary, tie_word_embeddings=True,
             max_position_embeddings=2048,
         ))
-    return (_with_lora(model, LORA) if mode == "lora" else model), tokenizer
+    return (_with_lora(model, LoraConfig(**LORA)) if mode == "lora" else model), tokenizer
 
 
 def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_gib: float | None = None) -> dict:
@@ -58,7 +59,7 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_
 
     import torch
 
-    from swarmnode.config import SapoConfig
+    from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
     from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy, pick_compute_dtype
     from swarmnode.learn.sapo import Group, SapoTrainer, Selection
 
@@ -68,10 +69,14 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_
     device = torch.device("cpu")
     policy = Policy(model, tokenizer, size, device, pick_compute_dtype("auto", device, parameters))
     if micro_batch == "auto":  # planned (this code only: older checkouts take a number)
-        config = SapoConfig(micro_batch_size="auto", memory_budget_gib=budget_gib, kl_to_start=False)
-        trainer = SapoTrainer(policy, config, max_new_tokens=tokens, max_prompt_tokens=PROMPT_TOKENS)
+        memory = MemoryConfig(micro_batch_size="auto", budget_gib=budget_gib)
+        trainer = SapoTrainer(
+            policy, SapoConfig(kl_to_start=False), OptimizerConfig(), memory, max_new_tokens=tokens,
+            max_prompt_tokens=PROMPT_TOKENS,
+        )
     else:
-        trainer = SapoTrainer(policy, SapoConfig(micro_batch_size=int(micro_batch), kl_to_start=False), max_new_tokens=tokens)
+        memory = MemoryConfig(micro_batch_size=int(micro_batch))
+        trainer = SapoTrainer(policy, SapoConfig(kl_to_start=False), OptimizerConfig(), memory, max_new_tokens=tokens)
     vocabulary = model.config.vocab_size if hasattr(model, "config") else 4096
     generator = torch.Generator().manual_seed(0)
 
@@ -116,8 +121,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="seed,30m,120m,0.5b")
     parser.add_argument("--modes", default="full,lora")
     parser.add_argument("--tokens", type=int, default=24, help="completion tokens (model.max_new_tokens)")
-    parser.add_argument("--micro-batch", default="32", help="sapo.micro_batch_size: a number, or auto (this code only)")
-    parser.add_argument("--budget-gib", type=float, default=None, help="sapo.memory_budget_gib, with --micro-batch auto")
+    parser.add_argument("--micro-batch", default="32", help="memory.micro_batch_size: a number, or auto (this code only)")
+    parser.add_argument("--budget-gib", type=float, default=None, help="memory.budget_gib, with --micro-batch auto")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--code", action="append", default=[], help="another checkout to run (repeatable); default this one")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory.json")

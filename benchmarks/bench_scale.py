@@ -6,7 +6,7 @@ is per process): sample Q questions x G completions of the default task mix with
 as the baseline in the same process, with plain `model.generate` (same prompts, G and limits; a random-init
 model writes to the token limit, so both keep the same number of tokens); one SAPO step on I own + J
 external groups of those completions (alternating rewards: a random model scores 0 everywhere) at the
-micro-batch `sapo.micro_batch_size: auto` plans (or `--micro-batch`); a checkpoint save. Network phases
+micro-batch `memory.micro_batch_size: auto` plans (or `--micro-batch`); a checkpoint save. Network phases
 (publish, collect) are measured by bench_gossip.py and do not grow with the model. The first step allocates
 the optimizer state and is timed apart. Prints a table, writes benchmarks/results/scale.json.
 
@@ -39,7 +39,7 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, budget_gib: float |
     from bench_generation import plain_generate
     from bench_memory import make_model
 
-    from swarmnode.config import SapoConfig, load_config
+    from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig, load_config
     from swarmnode.learn.checkpoint import Checkpointer, TrainingState
     from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy, SamplingSettings, pick_compute_dtype
     from swarmnode.learn.sapo import Group, SapoTrainer, Selection
@@ -54,7 +54,7 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, budget_gib: float |
     device = torch.device("cpu")
     policy = Policy(model, tokenizer, size, device, pick_compute_dtype("auto", device, parameters))
     loaded = peak()
-    suite = TaskSuite([f.spec() for f in load_config().tasks.families])
+    suite = TaskSuite.of(load_config().tasks)
     prompts = [format_prompt(t.question, tokenizer) for t in suite.sample(random.Random(0), QUESTIONS, seed=1)]
     settings = SamplingSettings(max_new_tokens=tokens)
 
@@ -74,11 +74,11 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, budget_gib: float |
         for q, group in enumerate(groups)
     ]
     selection = Selection(trained[: QUESTIONS // 2], trained[QUESTIONS // 2 :])
-    config = SapoConfig(
-        micro_batch_size=micro_batch if micro_batch == "auto" else int(micro_batch),
-        memory_budget_gib=budget_gib, kl_to_start=False,
+    memory = MemoryConfig(micro_batch_size=micro_batch if micro_batch == "auto" else int(micro_batch), budget_gib=budget_gib)
+    trainer = SapoTrainer(
+        policy, SapoConfig(kl_to_start=False), OptimizerConfig(), memory, max_new_tokens=tokens,
+        max_prompt_tokens=settings.max_prompt_tokens,
     )
-    trainer = SapoTrainer(policy, config, max_new_tokens=tokens, max_prompt_tokens=settings.max_prompt_tokens)
     started = time.perf_counter()
     trainer.step(selection)
     first_step_s = time.perf_counter() - started
@@ -110,8 +110,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="seed,30m,120m,0.5b")
     parser.add_argument("--modes", default="full,lora")
     parser.add_argument("--tokens", type=int, default=24, help="completion tokens (model.max_new_tokens)")
-    parser.add_argument("--micro-batch", default="auto", help="sapo.micro_batch_size: auto or a number")
-    parser.add_argument("--budget-gib", type=float, default=None, help="sapo.memory_budget_gib (auto only)")
+    parser.add_argument("--micro-batch", default="auto", help="memory.micro_batch_size: auto or a number")
+    parser.add_argument("--budget-gib", type=float, default=None, help="memory.budget_gib (auto only)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -35,7 +35,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 from swarmnode.config import DEFAULT_FAMILIES
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, EMBEDDED_MODEL_NAME, Policy, SamplingSettings
-from swarmnode.learn.tasks import ANSWER_CLOSE, ANSWER_OPEN, EXCLUDED_FAMILIES, TaskSuite, format_prompt
+from swarmnode.learn.tasks import ANSWER_CLOSE, ANSWER_OPEN, EXCLUDED_FAMILIES, FamilySpec, TaskSuite, format_prompt
 
 SEED = 1234
 EOS = "<|endoftext|>"
@@ -150,7 +150,7 @@ def main(out_dir: Path, arch: str, hidden: int, layers: int, vocab_size: int, ta
     started = time.time()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    suite = TaskSuite([family.spec() for family in DEFAULT_FAMILIES])
+    suite = TaskSuite([FamilySpec.of(family) for family in DEFAULT_FAMILIES])
     corpus = build_corpus(suite)
     tokenizer = reload_as_the_node_will(train_tokenizer(corpus, arch, vocab_size), out_dir, corpus)
     model = build_model(tokenizer, arch, hidden, layers)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from swarmnode.config import NodeConfig
-from swarmnode.learn.tasks import GENERATOR, TaskSuite
+from swarmnode.learn.tasks import GENERATOR, FamilySpec, TaskSuite
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon, beacon_bucket, seal_beacon
 from swarmnode.wire.envelope import (
@@ -43,7 +43,7 @@ T0 = 1_800_000_015.0  # inside window 60_000_000
 NOW = T0 + 10.0
 ALICE = Identity.from_seed(bytes([1]) * 32)
 BOB = Identity.from_seed(bytes([2]) * 32)
-FAMILIES = [family.spec() for family in NodeConfig().tasks.families]  # the receiver's: the node defaults
+FAMILIES = [FamilySpec.of(family) for family in NodeConfig().tasks.families]  # the receiver's: the node defaults
 SUITE = TaskSuite(FAMILIES)
 HASHES = {spec.name: spec.config_hash for spec in FAMILIES}
 REF = TaskRef("chain_sum", HASHES["chain_sum"], 7, 42)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 
 from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
-from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, seal
+from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, SwarmRules, seal
 from swarmnode.wire.identity import (
     IDENTITY_FILENAME,
     Identity,
@@ -124,11 +124,12 @@ def protocol_check(
     a batch given twice is a replay.
     """
     from swarmnode.learn.intake import Intake  # imports torch and reasoning-gym, which the other commands do not need
+    from swarmnode.learn.tasks import TaskSuite
 
     settings = _check_settings(config, swarm, window_s, num_shards, overrides or [])
     if now is not None and not math.isfinite(now):
         raise fail(f"--now must be a finite number of seconds, not {now}", code=2)
-    rules = settings.swarm.rules()
+    rules = SwarmRules.of(settings.swarm)
     if swarm is None and config is None:
         rules = dataclasses.replace(rules, swarm_id=None)  # any swarm: checks 9-11 need to know which
     try:
@@ -147,7 +148,7 @@ def protocol_check(
         from swarmnode.wire.beacon import MAX_BEACON_BYTES, open_beacon
 
         max_bytes = MAX_BEACON_BYTES
-    intake = Intake(rules, settings.tasks.suite())
+    intake = Intake(rules, TaskSuite.of(settings.tasks))
     rejected_any = False
     for file in files:
         try:
@@ -188,10 +189,7 @@ def _check_settings(
     for key, value in (("swarm.id", swarm), ("swarm.window_s", window_s), ("swarm.num_shards", num_shards)):
         if value is not None:
             flags.append(f"{key}={value}")
-    try:
-        return load_config(config, flags)
-    except ConfigError as error:
-        raise fail(str(error), code=2)
+    return _load(config, flags, code=2)
 
 
 def _parse_slot(text: str, kind: str = "batch") -> Slot:
@@ -260,15 +258,15 @@ def bootstrap(
         flags.append(f"network.port={port}")
     if host is not None:
         flags.append(f"network.host={host}")
+    settings = _load(config, flags)
     try:
-        settings = load_config(config, flags)
         identity_path = identity or (settings.data_dir or default_data_dir()) / IDENTITY_FILENAME
         load_or_create_identity(identity_path)
-    except (ConfigError, IdentityError) as error:
+    except IdentityError as error:
         raise fail(str(error))
     stop = threading.Event()
     _handle_signals(stop)
-    peer = DHTPeer(identity_path, settings.swarm.rules(), settings.network)
+    peer = DHTPeer(identity_path, SwarmRules.of(settings.swarm), settings.network)
     try:
         peer.start()
     except GossipStartError as error:
@@ -287,11 +285,16 @@ def bootstrap(
         peer.close()
 
 
-def _load(config: Optional[Path], overrides: list[str]) -> NodeConfig:
+def _load(config: Optional[Path], overrides: list[str], code: int = 1) -> NodeConfig:
+    """The config, or one line naming the file and key at fault; keys read from their old place are named too."""
+    notices: list[str] = []
     try:
-        return load_config(config, overrides)
+        loaded = load_config(config, overrides, notices)
     except ConfigError as error:
-        raise fail(str(error))
+        raise fail(str(error), code=code)
+    for notice in notices:
+        err_console.print(f"[yellow]config:[/] {notice}", highlight=False, soft_wrap=True)
+    return loaded
 
 
 @app.command()
@@ -302,7 +305,7 @@ def join(
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="stop after this many rounds")] = None,
     headless: Annotated[bool, typer.Option("--headless", help="JSON-lines logs, no dashboard (default without a TTY)")] = False,
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="/metrics and /status port; 0 = any")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set sapo.learning_rate=1e-4")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set optimizer.learning_rate=1e-4")] = None,
 ) -> None:
     """Join a swarm (or start one) and train: sample, share, collect, rescore, train, checkpoint; repeat."""
     from swarmnode.files import DataDirBusy
@@ -443,7 +446,7 @@ def swarm(
     if peers:
         settings = _load(config, [*(overrides or []), f"network.initial_peers={json.dumps(peers)}"])
         try:
-            census = take_census_as_client(settings.swarm.rules(), settings.network, timeout_s=timeout)
+            census = take_census_as_client(SwarmRules.of(settings.swarm), settings.network, timeout_s=timeout)
         except GossipStartError as error:
             raise fail(str(error))
     else:
@@ -521,13 +524,14 @@ def eval_models(
 
     from swarmnode.learn.evaluation import evaluate, held_out_tasks
     from swarmnode.learn.policy import Policy, PolicyLoadError, SamplingSettings
+    from swarmnode.learn.tasks import TaskSuite
     from swarmnode.ops.export import ExportError, is_data_dir, load_trained
 
     first_data_dir = next((Path(m) for m in models if is_data_dir(Path(m))), None)
     if config is None and first_data_dir is not None:
         config = first_data_dir / CONFIG_FILENAME
     settings = _load(config, list(overrides or []))
-    suite = settings.tasks.suite()
+    suite = TaskSuite.of(settings.tasks)
     tasks = held_out_tasks(suite, settings.eval.questions_per_family)
     results = []
     for name in models:

@@ -1,25 +1,25 @@
 """One validated configuration tree: defaults live in the models, YAML files and `--set` only override.
 
-Every error names the file, the dotted key and what would be accepted, so a volunteer can fix it.
+Every error names the file, the dotted key and what would be accepted, so a volunteer can fix it. A leaf of
+the package: it imports nothing else of swarmnode and builds no domain objects; each component takes its own
+section (`SwarmRules.of(config.swarm)`, `TaskSuite.of(config.tasks)`, `SapoTrainer(..., config.sapo, ...)`).
 """
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from swarmnode.learn.tasks import (
-    DEFAULT_DATASET_SIZE,
-    HELD_OUT_SPAN,
-    MAX_TRAINING_SEED,
-    FamilySpec,
-    RewardMode,
-    TaskSuite,
-)
-from swarmnode.wire.envelope import MAX_ROLLOUTS_PER_BATCH, SwarmRules
+# Bounds the wire protocol sets (PROTOCOL.md); tests/test_config.py holds them equal to the wire's own constants.
+MAX_ROLLOUTS_PER_BATCH = 64  # a round's groups travel in one batch
+HELD_OUT_SPAN = 2**16  # reserved held-out items per family (PROTOCOL.md §2.5)
+MAX_TRAINING_SEED = 2**32  # own training datasets stay below the held-out stream positions
+DEFAULT_DATASET_SIZE = 100_000
 
 
 class ConfigError(Exception):
@@ -42,15 +42,17 @@ class SwarmConfig(Section):
     max_age_windows: int = Field(1, ge=0)
     clock_skew_s: float = Field(5.0, ge=0, allow_inf_nan=False)
 
-    def rules(self) -> SwarmRules:
-        return SwarmRules(
-            swarm_id=self.id,
-            window_s=self.window_s,
-            record_ttl_s=self.record_ttl_s,
-            num_shards=self.num_shards,
-            clock_skew_s=self.clock_skew_s,
-            max_age_windows=self.max_age_windows,
-        )
+    @model_validator(mode="after")
+    def _records_outlive_their_windows(self) -> SwarmConfig:
+        """Collectors read a batch until `max_age_windows` windows after its own, and a refresh re-stores it only
+        then: a shorter TTL leaves a gap in which the batch is neither stored nor refreshed."""
+        needed = (self.max_age_windows + 1) * self.window_s
+        if self.record_ttl_s < needed:
+            raise ValueError(
+                f"swarm.record_ttl_s ({self.record_ttl_s:g}) must be at least (swarm.max_age_windows + 1) x "
+                f"swarm.window_s = {needed:g}: a batch would expire while collectors still read its window"
+            )
+        return self
 
 
 class NetworkConfig(Section):
@@ -85,9 +87,6 @@ class GossipConfig(Section):
     enabled: bool = True
     publish_timeout_s: float = Field(5.0, gt=0)
     collect_timeout_s: float = Field(3.0, gt=0)
-    rescore_budget_s: float = Field(
-        10.0, gt=0, description="stop judging peers' rollouts after this long in a round (some reasoning-gym scorers take seconds)"
-    )
     shards_per_wave: int = Field(4, ge=1)
     beacon: bool = Field(
         True, description="store a signed status beacon once a window (`swarmnode swarm` lists the node) and keep a census"
@@ -102,20 +101,47 @@ class GossipConfig(Section):
     ban_duration_s: float = Field(600.0, gt=0)
 
 
+class IntakeConfig(Section):
+    """What this node does with peers' rollouts after gossip delivered them: how many it asks for, how long it
+    spends judging them, which it trains on (docs/DESIGN.md §2)."""
+
+    collect_oversample: int = Field(
+        3, ge=1, description="ask gossip for this many times J rollouts: about half of any groups carry no advantage"
+    )
+    rescore_budget_s: float = Field(
+        10.0, gt=0, description="stop judging peers' rollouts after this long in a round (some reasoning-gym scorers take seconds)"
+    )
+    external_families: Literal["sampled", "suite"] = Field(
+        "sampled",
+        description="train on peers' groups only of families we sample (weight > 0), or of any family we can verify",
+    )
+
+
+class RewardMode(str, Enum):
+    """How a verifier score becomes a training reward.
+
+    partial: reasoning-gym's score as is (includes partial credit).
+    exact: 1 if the score is 1, else 0; immune to partial-credit gaming, sparser.
+    guarded: partial credit, except 0 when the answer is much longer than the oracle (the
+      `len(oracle)/len(answer)` substring credit that "0123456789" games).
+    """
+
+    PARTIAL = "partial"
+    EXACT = "exact"
+    GUARDED = "guarded"
+
+
 class FamilyConfig(Section):
     name: str
     weight: float = Field(1.0, ge=0, description="0 = never sampled here; peers' rollouts are verified, used with sapo.external_families=suite")
     config: dict[str, Any] = Field(default_factory=dict)
     dataset_size: int = Field(DEFAULT_DATASET_SIZE, ge=1)
 
-    def spec(self) -> FamilySpec:
-        return FamilySpec(self.name, self.weight, self.config, self.dataset_size)
-
     @model_validator(mode="after")
     def _hashable(self) -> FamilyConfig:
         """The config hash (PROTOCOL.md §2.4) is JSON of the config: it must be JSON without NaN or infinity."""
         try:
-            self.spec().config_hash
+            json.dumps(self.config, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise ValueError(f"config must be plain JSON values without NaN or infinity ({error})") from None
         return self
@@ -141,14 +167,25 @@ class TasksConfig(Section):
         None, ge=0, lt=MAX_TRAINING_SEED, description="dataset seed; default: derived from the node's peer id"
     )
 
-    def suite(self) -> TaskSuite:
-        return TaskSuite([family.spec() for family in self.families], self.reward)
-
     @model_validator(mode="after")
     def _something_to_sample(self) -> TasksConfig:
         if not any(family.weight > 0 for family in self.families):
             raise ValueError("at least one family needs weight > 0 (weight 0 = verify only)")
         return self
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (peft) instead of training every weight; peft's names, so its documentation applies."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    lora_alpha: int = Field(8, ge=1, description="adapters are scaled by lora_alpha / r")
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        None, description="module names to adapt, e.g. [q_proj, v_proj]; null: peft's default for the architecture"
+    )
+    init_lora_weights: bool | Literal["gaussian", "pissa", "olora"] = Field(
+        True, description="true (zero-initialised B: KL to the start is the base with adapters off, no copy)"
+    )
 
 
 class ModelConfig(Section):
@@ -160,7 +197,7 @@ class ModelConfig(Section):
         "auto", description="compute dtype of forward passes and of frozen (LoRA base) weights; trained weights and optimizer stay float32 (docs/DESIGN.md §9)"
     )
     threads: int | None = Field(None, ge=1)
-    lora: dict[str, Any] | None = None
+    lora: LoraConfig | None = Field(None, description="train low-rank adapters instead of every weight (needs peft)")
     max_new_tokens: int = Field(24, ge=1)
     max_prompt_tokens: int = Field(192, ge=8)
     temperature: float = Field(1.0, gt=0)
@@ -186,14 +223,7 @@ class SapoConfig(Section):
     local_groups: int = Field(4, ge=0, description="I")
     external_groups: int = Field(4, ge=0, description="J")
     selection: Literal["uniform", "learnability"] = "uniform"
-    collect_oversample: int = Field(
-        3, ge=1, description="ask gossip for this many times J rollouts: about half of any groups carry no advantage"
-    )
-    learning_rate: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.99)
-    grad_clip: float = Field(1.0, gt=0)
-    clip_low: float = Field(0.2, ge=0)
+    clip_low: float = Field(0.2, ge=0, lt=1, description="the ratio may fall to 1 - clip_low before the clip acts")
     clip_high: float = Field(0.28, ge=0)
     kl_beta: float = Field(0.0, ge=0)
     kl_to_start: bool | None = Field(
@@ -205,21 +235,11 @@ class SapoConfig(Section):
     token_budget: int | None = Field(
         None, ge=1, description="normalise the loss by this many tokens; default: (I+J) x G x max_new_tokens"
     )
-    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="rows per forward/backward pass; auto: the largest up to 32 that the memory estimate fits"
-    )
-    memory_budget_gib: float | None = Field(
-        None, gt=0, description="what `auto` may plan a step into; null: what the node holds + 80% of free memory"
-    )
     min_own_groups: int = Field(1, ge=0, description="skip the step when fewer own informative groups exist")
     own_first: bool = Field(
         True, description="own informative groups take the I+J slots first; peers' groups fill what is left (<= J)"
     )
     external_weight: float = Field(1.0, ge=0, le=1)
-    external_families: Literal["sampled", "suite"] = Field(
-        "sampled",
-        description="train on peers' groups only of families we sample (weight > 0), or of any family we can verify",
-    )
     importance_clip: float | None = Field(
         2.0, gt=0, description="truncate sender-log-prob importance weights at this value; null disables"
     )
@@ -227,9 +247,12 @@ class SapoConfig(Section):
     @model_validator(mode="after")
     def _some_groups(self) -> SapoConfig:
         if self.local_groups + self.external_groups == 0:
-            raise ValueError("local_groups + external_groups must be at least 1")
+            raise ValueError("sapo.local_groups + sapo.external_groups must be at least 1")
         if self.sampling == "transplant" and self.local_groups == 0:
-            raise ValueError("sampling: transplant needs local_groups >= 1 (the questions a node asks itself), or use sampling: equal")
+            raise ValueError(
+                "sapo.sampling: transplant needs sapo.local_groups >= 1 (the questions a node asks itself), "
+                "or use sapo.sampling: equal"
+            )
         return self
 
     def questions_to_ask(self, peers_supplied: bool) -> int:
@@ -237,6 +260,26 @@ class SapoConfig(Section):
         if self.sampling == "transplant" and peers_supplied:
             return min(self.local_groups, self.questions_per_round)
         return self.questions_per_round
+
+
+class OptimizerConfig(Section):
+    """AdamW on the trained weights (float32 masters, docs/DESIGN.md §9)."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    grad_clip: float = Field(1.0, gt=0)
+
+
+class MemoryConfig(Section):
+    """How a training step is cut to fit (docs/DESIGN.md §9)."""
+
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="rows per forward/backward pass; auto: the largest up to 32 that the memory estimate fits"
+    )
+    budget_gib: float | None = Field(
+        None, gt=0, description="what `auto` may plan a step into; null: what the node holds + 80% of free memory"
+    )
 
 
 class CheckpointConfig(Section):
@@ -272,16 +315,36 @@ class NodeConfig(Section):
     swarm: SwarmConfig = SwarmConfig()
     network: NetworkConfig = NetworkConfig()
     gossip: GossipConfig = GossipConfig()
+    intake: IntakeConfig = IntakeConfig()
     tasks: TasksConfig = TasksConfig()
     model: ModelConfig = ModelConfig()
     sapo: SapoConfig = SapoConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    memory: MemoryConfig = MemoryConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
     metrics: MetricsConfig = MetricsConfig()
 
 
-def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> NodeConfig:
-    """Defaults, then the YAML file, then `key.path=value` overrides (values parsed as YAML scalars)."""
+# Keys that moved to another section; a file or --set that uses the old place still loads, with a notice.
+MOVED_KEYS = {
+    "gossip.rescore_budget_s": "intake.rescore_budget_s",
+    "sapo.collect_oversample": "intake.collect_oversample",
+    "sapo.external_families": "intake.external_families",
+    "sapo.learning_rate": "optimizer.learning_rate",
+    "sapo.weight_decay": "optimizer.weight_decay",
+    "sapo.adam_betas": "optimizer.adam_betas",
+    "sapo.grad_clip": "optimizer.grad_clip",
+    "sapo.micro_batch_size": "memory.micro_batch_size",
+    "sapo.memory_budget_gib": "memory.budget_gib",
+}
+
+
+def load_config(
+    path: Path | None = None, overrides: list[str] | tuple[str, ...] = (), notices: list[str] | None = None
+) -> NodeConfig:
+    """Defaults, then the YAML file, then `key.path=value` overrides (values parsed as YAML scalars). Keys at
+    their old place (MOVED_KEYS) are moved, and a line saying so is appended to `notices`."""
     source = str(path) if path else "defaults"
     data: dict[str, Any] = {}
     if path is not None:
@@ -299,9 +362,12 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. --set sapo.learning_rate=1e-5")
+            raise ConfigError(f"--set {override!r}: expected key.path=value, e.g. --set optimizer.learning_rate=1e-5")
         _assign(data, key.strip().split("."), yaml.safe_load(raw) if raw else "", override)
         source = f"{source} + --set"
+    for old, new in MOVED_KEYS.items():
+        if _move(data, old, new) and notices is not None:
+            notices.append(f"{source}: {old} is now {new} (read from its old place; rename it there)")
     try:
         return NodeConfig.model_validate(data)
     except ValidationError as error:
@@ -327,6 +393,20 @@ def _assign(data: dict[str, Any], keys: list[str], value: Any, override: str) ->
     node[keys[-1]] = value
 
 
+def _move(data: dict[str, Any], old: str, new: str) -> bool:
+    """Move the value at dotted `old` to `new` (unless `new` is set too); whether anything moved."""
+    old_section, old_key = old.split(".")
+    section = data.get(old_section)
+    if not isinstance(section, dict) or old_key not in section:
+        return False
+    value = section.pop(old_key)
+    new_section, new_key = new.split(".")
+    target = data.setdefault(new_section, {})
+    if isinstance(target, dict):
+        target.setdefault(new_key, value)
+    return True
+
+
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"])
@@ -344,7 +424,8 @@ def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
     for part in location:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        sections = [kind for kind in (annotation, *get_args(annotation)) if isinstance(kind, type) and issubclass(kind, BaseModel)]
+        if not sections:  # a section that may be null (model.lora) is a union with None
             return []
-        model = annotation
+        model = sections[0]
     return sorted(model.model_fields)

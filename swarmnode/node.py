@@ -23,6 +23,7 @@ from swarmnode.learn.checkpoint import Checkpointer, TrainingState
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.learner import HealthMonitor, Learner
 from swarmnode.learn.policy import Policy
+from swarmnode.learn.tasks import TaskSuite
 from swarmnode.net import peerbook
 from swarmnode.net.census import BeaconService, Census
 from swarmnode.net.dht import TrafficSnapshot
@@ -81,11 +82,11 @@ class Node:
             config.model.name, device=config.model.device, dtype=config.model.dtype,
             lora=config.model.lora, threads=config.model.threads,
         )
-        suite = config.tasks.suite()
+        suite = TaskSuite.of(config.tasks)
         peer_id = self.identity.peer_id
         seed = config.seed if config.seed is not None else derive_seed(peer_id, "node")
         data_seed = config.tasks.seed if config.tasks.seed is not None else derive_seed(peer_id, "tasks")
-        self.learner = Learner(config, policy, suite, seed, data_seed)
+        self.learner = Learner.of(config, policy, suite, seed, data_seed)
         self.health = HealthMonitor()
         self.checkpointer = Checkpointer(
             self.data_dir / "checkpoints", config.checkpoint.keep_last, config.checkpoint.max_disk_gb * 1e9
@@ -188,7 +189,7 @@ class Node:
         with self._phase("publish"):
             published = self._publish(own.rollouts)
         with self._phase("collect"):
-            collected = self._collect(sapo.external_groups * sapo.collect_oversample)
+            collected = self._collect(sapo.external_groups * self.config.intake.collect_oversample)
         with self._phase("rescore"):
             external = learner.external_groups(collected.rollouts)
             self._report_offences(external.offenders)

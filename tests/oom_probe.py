@@ -14,7 +14,7 @@ import sys
 import torch
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from swarmnode.config import SapoConfig
+from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn import policy as policy_module
 from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy
 from swarmnode.learn.sapo import Group, SapoTrainer, Selection
@@ -29,7 +29,7 @@ def main(micro_batch: int, headroom_mib: float) -> None:
         vocab_size=151_936, tie_word_embeddings=True,
     ))
     policy = Policy(model, AutoTokenizer.from_pretrained(EMBEDDED_MODEL_DIR), "wide", torch.device("cpu"))
-    trainer = SapoTrainer(policy, SapoConfig(micro_batch_size=16, kl_to_start=False), max_new_tokens=48)
+    trainer = SapoTrainer(policy, SapoConfig(kl_to_start=False), OptimizerConfig(), MemoryConfig(micro_batch_size=16), max_new_tokens=48)
     generator = torch.Generator().manual_seed(0)
 
     def ids(count: int) -> list[int]:

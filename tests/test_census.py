@@ -25,14 +25,14 @@ from swarmnode.net.dht import DHTPeer, StoreItem
 from swarmnode.net.record import census_key, expiration_of
 from swarmnode.ops.metrics import Metrics, Status
 from swarmnode.wire.beacon import BEACON_BUCKETS, BEACON_DOMAIN_TAG, Beacon, beacon_bucket, seal_beacon
-from swarmnode.wire.envelope import Envelope
+from swarmnode.wire.envelope import Envelope, SwarmRules
 from swarmnode.wire.identity import Identity, load_identity, save_identity
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 
 pytestmark = pytest.mark.network
 
 SWARM = SwarmConfig(id="census-test", window_s=2.0, record_ttl_s=4.0)
-RULES = SWARM.rules()
+RULES = SwarmRules.of(SWARM)
 ROOT = Path(__file__).resolve().parents[1]
 
 

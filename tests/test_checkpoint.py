@@ -24,8 +24,8 @@ CONFIG = load_config(
 
 def fresh_learner() -> Learner:
     torch.manual_seed(0)
-    suite = TaskSuite([f.spec() for f in CONFIG.tasks.families], CONFIG.tasks.reward)
-    return Learner(CONFIG, Policy.load(dtype="float32"), suite, seed=5, data_seed=9)
+    suite = TaskSuite.of(CONFIG.tasks)
+    return Learner.of(CONFIG, Policy.load(dtype="float32"), suite, seed=5, data_seed=9)
 
 
 def run_rounds(learner: Learner, rounds: int) -> list[float]:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmnode.config import ConfigError, NodeConfig, load_config
+from swarmnode import config as config_module
+from swarmnode.config import MOVED_KEYS, ConfigError, NodeConfig, config_yaml, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -28,11 +29,11 @@ def write(tmp_path, text):
 
 
 def test_unknown_key_names_the_file_the_key_and_what_is_allowed(tmp_path):
-    path = write(tmp_path, "sapo:\n  learning_rat: 1e-4\n")
+    path = write(tmp_path, "optimizer:\n  learning_rat: 1e-4\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
-    assert str(path) in message and "sapo.learning_rat" in message and "learning_rate" in message
+    assert str(path) in message and "optimizer.learning_rat" in message and "learning_rate" in message
 
 
 def test_bad_enum_value_lists_the_allowed_values(tmp_path):
@@ -41,21 +42,21 @@ def test_bad_enum_value_lists_the_allowed_values(tmp_path):
 
 
 def test_out_of_range_value_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match=r"sapo.learning_rate: Input should be greater than 0 \(got -1\)"):
-        load_config(write(tmp_path, "sapo:\n  learning_rate: -1\n"))
+    with pytest.raises(ConfigError, match=r"optimizer.learning_rate: Input should be greater than 0 \(got -1\)"):
+        load_config(write(tmp_path, "optimizer:\n  learning_rate: -1\n"))
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match="line 3 is not valid YAML"):
-        load_config(write(tmp_path, "sapo:\n  learning_rate: 1\n   bad: [\n"))
+        load_config(write(tmp_path, "optimizer:\n  learning_rate: 1\n   bad: [\n"))
 
 
 def test_overrides_apply_after_the_file(tmp_path):
-    path = write(tmp_path, "sapo:\n  learning_rate: 1.0e-4\n")
-    config = load_config(path, ["sapo.learning_rate=5e-5", "network.initial_peers=['/ip4/127.0.0.1/tcp/1/p2p/x']"])
-    assert config.sapo.learning_rate == 5e-5 and config.network.initial_peers == ["/ip4/127.0.0.1/tcp/1/p2p/x"]
+    path = write(tmp_path, "optimizer:\n  learning_rate: 1.0e-4\n")
+    config = load_config(path, ["optimizer.learning_rate=5e-5", "network.initial_peers=['/ip4/127.0.0.1/tcp/1/p2p/x']"])
+    assert config.optimizer.learning_rate == 5e-5 and config.network.initial_peers == ["/ip4/127.0.0.1/tcp/1/p2p/x"]
     with pytest.raises(ConfigError, match="expected key.path=value"):
-        load_config(None, ["sapo.learning_rate"])
+        load_config(None, ["optimizer.learning_rate"])
 
 
 def test_a_device_that_is_no_device_is_refused_with_its_field(tmp_path):
@@ -70,7 +71,7 @@ def test_more_questions_than_one_batch_carries_is_refused_at_load_not_at_every_p
 
 
 def test_transplant_sampling_needs_questions_of_its_own():
-    with pytest.raises(ConfigError, match="sapo.*local_groups >= 1.*or use sampling: equal"):
+    with pytest.raises(ConfigError, match="sapo.sampling: transplant needs sapo.local_groups >= 1.*or use sapo.sampling: equal"):
         load_config(None, ["sapo.sampling=transplant", "sapo.local_groups=0", "sapo.external_groups=8"])
     assert load_config(None, ["sapo.local_groups=0", "sapo.external_groups=8"]).sapo.external_groups == 8  # equal
 
@@ -83,3 +84,57 @@ def test_transplant_leaves_j_questions_to_peers_only_while_peers_supply_them(sam
     sapo = load_config(None, [f"sapo.sampling={sampling}", f"sapo.questions_per_round={questions}",
                               "sapo.local_groups=2", "sapo.external_groups=6"]).sapo
     assert (sapo.questions_to_ask(peers_supplied=False), sapo.questions_to_ask(peers_supplied=True)) == (alone, with_peers)
+
+
+def test_a_key_at_its_old_place_loads_into_its_new_section_and_says_so(tmp_path):
+    """Config files and data dirs written before the sections split (sapo -> optimizer, memory, intake) still load."""
+    path = write(tmp_path, "sapo:\n  learning_rate: 3.0e-5\n  micro_batch_size: 4\ngossip:\n  rescore_budget_s: 2\n")
+    notices: list[str] = []
+    config = load_config(path, ["sapo.collect_oversample=5"], notices)
+    assert (config.optimizer.learning_rate, config.memory.micro_batch_size) == (3.0e-5, 4)
+    assert (config.intake.rescore_budget_s, config.intake.collect_oversample) == (2, 5)
+    assert len(notices) == 4 and all(str(path) in notice for notice in notices)
+    assert any("sapo.learning_rate is now optimizer.learning_rate" in notice for notice in notices)
+    assert load_config(None, ["optimizer.learning_rate=1e-5", "sapo.learning_rate=2e-5"]).optimizer.learning_rate == 1e-5
+
+
+def test_every_moved_key_names_a_field_that_exists():
+    for new in MOVED_KEYS.values():
+        section, key = new.split(".")
+        assert key in NodeConfig.model_fields[section].annotation.model_fields, new
+
+
+def test_a_written_config_reads_back_the_same():
+    config = load_config(None, ["model.lora={r: 4, target_modules: [q_proj]}", "memory.micro_batch_size=8"])
+    assert NodeConfig.model_validate(__import__("yaml").safe_load(config_yaml(config))) == config
+
+
+def test_lora_is_typed_and_a_misspelt_option_names_its_key():
+    lora = load_config(None, ["model.lora={r: 4, lora_alpha: 16}"]).model.lora
+    assert (lora.r, lora.lora_alpha, lora.target_modules, lora.init_lora_weights) == (4, 16, None, True)
+    with pytest.raises(ConfigError, match="unknown key 'model.lora.rank'; allowed here: .*lora_alpha.*r"):
+        load_config(None, ["model.lora={rank: 4}"])
+
+
+def test_a_record_ttl_shorter_than_the_windows_collectors_read_is_refused_naming_the_keys():
+    with pytest.raises(ConfigError, match=r"swarm.record_ttl_s \(40\) must be at least \(swarm.max_age_windows \+ 1\) x swarm.window_s = 60"):
+        load_config(None, ["swarm.record_ttl_s=40"])
+    assert load_config(None, ["swarm.record_ttl_s=40", "swarm.max_age_windows=0"]).swarm.record_ttl_s == 40
+
+
+def test_a_lower_clip_of_one_or_more_is_refused():
+    with pytest.raises(ConfigError, match=r"sapo.clip_low: Input should be less than 1"):
+        load_config(None, ["sapo.clip_low=1.0"])
+
+
+def test_config_is_a_leaf_that_imports_nothing_else_of_the_package():
+    source = Path(config_module.__file__).read_text()
+    assert "from swarmnode" not in source and "import swarmnode" not in source
+
+
+def test_the_bounds_config_copies_are_the_wire_protocols_own():
+    from swarmnode.learn import tasks
+    from swarmnode.wire import envelope
+
+    assert config_module.MAX_ROLLOUTS_PER_BATCH == envelope.MAX_ROLLOUTS_PER_BATCH
+    assert (config_module.HELD_OUT_SPAN, config_module.MAX_TRAINING_SEED) == (tasks.HELD_OUT_SPAN, tasks.MAX_TRAINING_SEED)

@@ -25,14 +25,14 @@ from swarmnode.net.dht import (
     process_alive,
 )
 from swarmnode.net.record import expiration_of, record_key
-from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, open_envelope, seal, shard_of
+from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, SwarmRules, open_envelope, seal, shard_of
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 
 pytestmark = pytest.mark.network
 
 SWARM = SwarmConfig(id="itest")
-RULES = SWARM.rules()
+RULES = SwarmRules.of(SWARM)
 
 
 def new_key(directory: Path, name: str) -> tuple[Identity, Path]:

@@ -23,12 +23,13 @@ from swarmnode.learn.tasks import HELD_OUT_SEED, HELD_OUT_SPAN, TaskSuite
 from swarmnode.node import Node
 from swarmnode.ops.export import ExportError, export_model, push
 from swarmnode.ops.metrics import read_records
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 FAST = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12",
         "gossip.enabled=false", "metrics.port=null", "eval.questions_per_family=4", "eval.samples_per_question=2"]
 CONFIG = load_config(None, FAST)
-SUITE = TaskSuite([family.spec() for family in CONFIG.tasks.families])
+SUITE = TaskSuite.of(CONFIG.tasks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class FromPeer:
 
 def test_a_peers_rollout_on_a_held_out_item_is_never_trained_on_and_its_neighbours_are():
     spec = next(s for s in SUITE.families if s.name == "chain_sum")
-    intake = Intake(CONFIG.swarm.rules(), SUITE, IntakeLimits(4, 24, 192), Policy.load(), rng=random.Random(0))
+    intake = Intake(SwarmRules.of(CONFIG.swarm), SUITE, IntakeLimits(4, 24, 192), Policy.load(), rng=random.Random(0))
 
     def offered(seed: int, index: int):
         task = SUITE.task(TaskRef("chain_sum", spec.config_hash, seed, index))
@@ -63,7 +64,7 @@ def test_own_training_cannot_be_configured_onto_the_held_out_items():
 
 def test_the_held_out_set_is_the_same_questions_everywhere_and_evaluation_is_repeatable():
     tasks = held_out_tasks(SUITE, 4)
-    assert [t.ref for t in tasks] == [t.ref for t in held_out_tasks(TaskSuite([f.spec() for f in CONFIG.tasks.families]), 4)]
+    assert [t.ref for t in tasks] == [t.ref for t in held_out_tasks(TaskSuite.of(CONFIG.tasks), 4)]
     assert sorted({t.ref.family for t in tasks}) == sorted(s.name for s in SUITE.families if s.weight > 0)
     policy = Policy.load()
     settings = SamplingSettings.of(CONFIG.model)
@@ -99,7 +100,7 @@ def test_the_node_evaluates_its_base_then_every_n_rounds_and_a_restart_keeps_the
 
 def test_the_export_loads_offline_in_a_fresh_process_and_scores_as_the_node_does(tmp_path):
     data_dir, out = tmp_path / "node", tmp_path / "export"
-    run_node(data_dir, 4, "eval.every_rounds=2", "sapo.learning_rate=1e-3")
+    run_node(data_dir, 4, "eval.every_rounds=2", "optimizer.learning_rate=1e-3")
     export_model(data_dir, out)
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md"} <= {
         p.name for p in out.iterdir()
@@ -134,7 +135,7 @@ def test_lora_runs_export_merged_or_as_an_adapter(tmp_path):
     pytest.importorskip("peft")
     lora = 'model.lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}'
     data_dir = tmp_path / "node"
-    run_node(data_dir, 2, "eval.every_rounds=0", lora, "sapo.learning_rate=1e-2")
+    run_node(data_dir, 2, "eval.every_rounds=0", lora, "optimizer.learning_rate=1e-2")
     export_model(data_dir, tmp_path / "merged")
     export_model(data_dir, tmp_path / "adapter", adapter=True)
     assert (tmp_path / "merged" / "model.safetensors").exists()

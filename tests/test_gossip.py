@@ -16,12 +16,12 @@ from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.record import record_key
 from swarmnode.net.reputation import Reputation
-from swarmnode.wire.envelope import Reason, open_envelope, shard_of
+from swarmnode.wire.envelope import Reason, SwarmRules, open_envelope, shard_of
 from swarmnode.wire.identity import Identity, load_identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 SWARM = SwarmConfig(id="itest")
-RULES = SWARM.rules()
+RULES = SwarmRules.of(SWARM)
 FORGED_TAG = 666
 
 

@@ -15,8 +15,8 @@ COUNT_BITS = 'tasks.families=[{"name": "count_bits", "config": {"min_n": 1, "max
 def held_out_gain(overrides: list[str], rounds: int, seed: int = 0) -> tuple[float, float, float]:
     torch.set_num_threads(2)
     config = load_config(None, ["sapo.local_groups=8", "sapo.external_groups=0", "gossip.enabled=false", *overrides])
-    suite = TaskSuite([f.spec() for f in config.tasks.families], config.tasks.reward)
-    learner = Learner(config, Policy.load(dtype=config.model.dtype), suite, seed=seed, data_seed=11 + seed)
+    suite = TaskSuite.of(config.tasks)
+    learner = Learner.of(config, Policy.load(dtype=config.model.dtype), suite, seed=seed, data_seed=11 + seed)
     held_out = held_out_tasks(suite, 128 // sum(spec.weight > 0 for spec in suite.families))
     before = evaluate(learner.policy, suite, held_out, learner.settings, 4).mean_reward
     training = []

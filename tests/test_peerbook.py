@@ -12,6 +12,7 @@ from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.net import peerbook
 from swarmnode.net.dht import DHTPeer
 from swarmnode.net.gossip import Gossip
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import Identity, load_identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
@@ -67,11 +68,11 @@ def test_a_node_learns_public_peers_from_the_directory_and_rejoins_through_them_
             assert learnt == public.advertised_maddrs
             bootstrap.close()
             fallback = NetworkConfig(fallback_peers=[free_port_maddr(), *learnt])
-            with DHTPeer(new_key(tmp_path, "restarted"), SWARM.rules(), fallback) as restarted:
+            with DHTPeer(new_key(tmp_path, "restarted"), SwarmRules.of(SWARM), fallback) as restarted:
                 assert public.peer_id in restarted.known_peer_ids()
     finally:
         bootstrap.close()
-    with DHTPeer(new_key(tmp_path, "alone"), SWARM.rules(), NetworkConfig(fallback_peers=[free_port_maddr()])) as alone:
+    with DHTPeer(new_key(tmp_path, "alone"), SwarmRules.of(SWARM), NetworkConfig(fallback_peers=[free_port_maddr()])) as alone:
         assert alone.num_peers() == 0  # nobody answered: it starts alone instead of failing
 
 

@@ -9,14 +9,14 @@ import pytest
 import torch
 from models import make_tiny_gpt2
 
-from swarmnode.config import load_config
+from swarmnode.config import LoraConfig, load_config
 from swarmnode.learn import policy as policy_module
 from swarmnode.learn.learner import Learner
 from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, DeviceError, Policy, PolicyLoadError, SamplingSettings
 from swarmnode.learn.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
 
 SEED_POLICY = Policy.load(dtype="float32")
-SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])
+SUITE = TaskSuite.of(load_config().tasks)
 
 
 class Incoming:
@@ -62,7 +62,7 @@ def _whole_logits_logprobs(policy: Policy, prompt_ids, completion_ids):
 
 @pytest.mark.parametrize("lora", [False, True])
 def test_chunked_vocabulary_projection_gives_the_whole_logits_values_and_gradients(monkeypatch, lora):
-    policy = Policy.load(dtype="float32", lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]} if lora else None)
+    policy = Policy.load(dtype="float32", lora=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]) if lora else None)
     assert policy.chunked_logits
     monkeypatch.setattr(policy_module, "LOGIT_CHUNK_BYTES", 4 * policy.tokenizer.vocab_size * 3)  # 3 tokens a chunk
     if lora:  # adapters start at zero; move them so their gradients differ from a base-only path
@@ -132,10 +132,10 @@ def test_rollouts_from_another_model_and_tokenizer_are_retokenized_and_trained_o
     config = load_config(None, ["sapo.questions_per_round=4", "sapo.completions_per_question=6",
                                 "model.max_new_tokens=16", "sapo.local_groups=4", "sapo.external_groups=4",
                                 "sapo.min_own_groups=0"])
-    sender = Learner(config, SEED_POLICY, SUITE, seed=1, data_seed=2)
+    sender = Learner.of(config, SEED_POLICY, SUITE, seed=1, data_seed=2)
     other = Policy.load(str(make_tiny_gpt2(tmp_path / "gpt2")), dtype="float32")
     assert other.tokenizer.get_vocab() != SEED_POLICY.tokenizer.get_vocab()
-    receiver = Learner(config, other, SUITE, seed=3, data_seed=4)
+    receiver = Learner.of(config, other, SUITE, seed=3, data_seed=4)
 
     shared = []
     while not any(g.informative for g in shared):  # a few rounds until one group has reward variance
@@ -160,10 +160,10 @@ def test_peers_groups_of_a_family_we_do_not_sample_are_used_only_when_asked(scop
         mix = [{**f, "weight": 1.0 if f["name"] == name else 0.0} for f in families]
         config = load_config(None, ["sapo.questions_per_round=4", "sapo.completions_per_question=4",
                                     "model.max_new_tokens=8", f"tasks.families={json.dumps(mix)}", *extra])
-        return Learner(config, SEED_POLICY, TaskSuite([f.spec() for f in config.tasks.families]), seed, seed + 1)
+        return Learner.of(config, SEED_POLICY, TaskSuite.of(config.tasks), seed, seed + 1)
 
     sender = learner_sampling_only(theirs, 1)
-    receiver = learner_sampling_only(mine, 3, f"sapo.external_families={scope}")
+    receiver = learner_sampling_only(mine, 3, f"intake.external_families={scope}")
     rollouts = sender.sample_round().rollouts
     assert {r.task.family for r in rollouts} == {theirs}
     external = receiver.external_groups([Incoming(r) for r in rollouts])

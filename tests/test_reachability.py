@@ -15,10 +15,11 @@ from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.dht import DHTPeer
 from swarmnode.net.reachability import MULTISTREAM_HEADER, network_warnings, probe_listener, verdict
 from swarmnode.wire.address import Reachability
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 
-RULES = SwarmConfig(id="reach-test").rules()
+RULES = SwarmRules.of(SwarmConfig(id="reach-test"))
 
 
 def answer(host: str, *ports: int) -> pb.DialBackResponse:

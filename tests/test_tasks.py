@@ -7,12 +7,12 @@ from swarmnode.learn.tasks import FamilySpec, RewardMode, TaskSuite, extract_ans
 from swarmnode.wire.envelope import Reason, Rejected
 from swarmnode.wire.rollout import TaskRef
 
-SUITE = TaskSuite([family.spec() for family in DEFAULT_FAMILIES])
+SUITE = TaskSuite([FamilySpec.of(family) for family in DEFAULT_FAMILIES])
 
 
 def test_a_reference_regenerates_the_same_item_in_a_fresh_suite():
     tasks = SUITE.sample(random.Random(3), 20, seed=99)
-    fresh = TaskSuite([family.spec() for family in DEFAULT_FAMILIES])
+    fresh = TaskSuite([FamilySpec.of(family) for family in DEFAULT_FAMILIES])
     for task in tasks:
         again = fresh.task(task.ref)
         assert again.question == task.question and again.entry["answer"] == task.entry["answer"]

@@ -11,18 +11,18 @@ import torch
 from models import make_tiny_gpt2
 from tokenizers import processors
 
-from swarmnode.config import load_config
+from swarmnode.config import LoraConfig, load_config
 from swarmnode.learn.learner import Learner
 from swarmnode.learn.policy import Policy, SamplingSettings
 from swarmnode.learn.tasks import TaskSuite, format_prompt
 
-SUITE = TaskSuite([f.spec() for f in load_config().tasks.families])
+SUITE = TaskSuite.of(load_config().tasks)
 FAST = ["sapo.questions_per_round=8", "sapo.completions_per_question=4", "model.max_new_tokens=12", "sapo.min_own_groups=0"]
 
 
 def learner(*overrides: str, seed: int = 0) -> Learner:
     torch.manual_seed(seed)
-    return Learner(load_config(None, [*FAST, *overrides]), Policy.load(dtype="float32"), SUITE, seed=seed, data_seed=seed)
+    return Learner.of(load_config(None, [*FAST, *overrides]), Policy.load(dtype="float32"), SUITE, seed=seed, data_seed=seed)
 
 
 def informative_round(node: Learner):
@@ -34,18 +34,18 @@ def informative_round(node: Learner):
 
 
 def test_with_one_update_the_clip_cannot_act_and_with_several_it_does():
-    single = learner("sapo.learning_rate=3e-3")
+    single = learner("optimizer.learning_rate=3e-3")
     own = informative_round(single)
     stats = single.train(own.groups, [])
     assert stats.updates == 1 and stats.clip_fraction == 0.0  # ratio to the sampler = 1
-    several = learner("sapo.learning_rate=3e-3", "sapo.updates_per_round=4")
+    several = learner("optimizer.learning_rate=3e-3", "sapo.updates_per_round=4")
     own = informative_round(several)
     stats = several.train(own.groups, [])
     assert stats.updates == 4 and stats.clip_fraction > 0.0 and stats.grad_norm > 0.0
 
 
 def test_kl_to_the_start_is_zero_before_training_and_grows_with_it():
-    node = learner("sapo.learning_rate=3e-3")
+    node = learner("optimizer.learning_rate=3e-3")
     first = node.train(informative_round(node).groups, [])
     assert first.kl_to_start == pytest.approx(0.0, abs=1e-6)
     for _ in range(4):
@@ -57,12 +57,12 @@ def test_kl_to_the_start_is_zero_before_training_and_grows_with_it():
 
 def lora_learner(*overrides: str, dtype: str = "float32") -> Learner:
     torch.manual_seed(0)
-    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
-    return Learner(load_config(None, [*FAST, *overrides]), Policy.load(dtype=dtype, lora=lora), SUITE, seed=0, data_seed=0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    return Learner.of(load_config(None, [*FAST, *overrides]), Policy.load(dtype=dtype, lora=lora), SUITE, seed=0, data_seed=0)
 
 
 def test_a_lora_node_measures_kl_to_its_base_with_adapters_off_not_a_copy_of_the_model():
-    node = lora_learner("sapo.learning_rate=3e-2")
+    node = lora_learner("optimizer.learning_rate=3e-2")
     assert node.trainer.reference is None and node.trainer.tracks_kl
     first = node.train(informative_round(node).groups, [])
     assert first.kl_to_start == pytest.approx(0.0, abs=1e-6)
@@ -72,7 +72,7 @@ def test_a_lora_node_measures_kl_to_its_base_with_adapters_off_not_a_copy_of_the
 
 
 def test_frozen_weights_are_kept_in_the_compute_dtype_and_trained_ones_stay_float32_masters():
-    node = lora_learner("sapo.learning_rate=1e-2", dtype="bfloat16")
+    node = lora_learner("optimizer.learning_rate=1e-2", dtype="bfloat16")
     parameters = list(node.policy.model.named_parameters())
     assert {p.dtype for _, p in parameters if not p.requires_grad} == {torch.bfloat16}
     assert {p.dtype for _, p in parameters if p.requires_grad} == {torch.float32}
@@ -136,7 +136,7 @@ def test_an_over_long_prompt_keeps_its_header_and_its_end():
 
 
 def test_float16_training_scales_its_loss_and_still_learns():
-    node = Learner(load_config(None, [*FAST, "sapo.learning_rate=3e-3"]), Policy.load(dtype="float16"), SUITE, 0, 0)
+    node = Learner.of(load_config(None, [*FAST, "optimizer.learning_rate=3e-3"]), Policy.load(dtype="float16"), SUITE, 0, 0)
     assert node.trainer.scaler.is_enabled()
     before = [p.detach().clone() for p in node.policy.model.parameters()]
     stats = node.train(informative_round(node).groups, [])

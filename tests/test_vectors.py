@@ -63,7 +63,7 @@ def receiver_suite() -> TaskSuite:
 
 
 def test_the_manifest_names_the_receivers_families_and_their_config_hashes_are_reproducible():
-    defaults = [f.spec() for f in NodeConfig().tasks.families]  # swarmnode protocol check's default receiver
+    defaults = [FamilySpec.of(f) for f in NodeConfig().tasks.families]  # swarmnode protocol check's default receiver
     assert [(f["family"], f["config_hash"]) for f in SUITE["families"]] == [(s.name, s.config_hash) for s in defaults]
     for family in SUITE["families"]:
         assert protocol_oracle.config_hash(family["family"], family["config"], family["size"], SUITE["generator"]) \

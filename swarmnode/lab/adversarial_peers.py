@@ -42,6 +42,7 @@ from swarmnode.net.dht import DHTPeer
 from swarmnode.net.gossip import CollectResult, Gossip
 from swarmnode.node import Node
 from swarmnode.ops.metrics import read_records
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import Identity, load_identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout
 
@@ -122,14 +123,14 @@ class AttackScene:
 
     def _start(self) -> None:
         config = load_config(None, VICTIM)
-        rules = config.swarm.rules()
+        rules = SwarmRules.of(config.swarm)
         self.bootstrap = self._stack.enter_context(DHTPeer(new_key(self.directory, "bootstrap"), rules, NetworkConfig()))
         join = NetworkConfig(initial_peers=self.bootstrap.visible_maddrs, startup_timeout_s=60.0)
         honest_key = new_key(self.directory, "honest")
         self.honest = self._stack.enter_context(
             Gossip(load_identity(honest_key), honest_key, config.swarm, join, GossipConfig())
         )
-        self.suite = config.tasks.suite()
+        self.suite = TaskSuite.of(config.tasks)
         victim_config = load_config(None, [*VICTIM, f"network.initial_peers={json.dumps(join.initial_peers)}"])
         self.victim = Node(victim_config, self.directory / "victim", log=lambda event: None)
         self._stack.callback(self.victim.close)
@@ -276,8 +277,8 @@ def run_floods(directory: Path, rate: float, seconds: float, quiet_s: float, tex
     with swarm, ThreadPoolExecutor(1) as pool:
         started = wait_for_start(directory / "victim", VICTIM_READY_S)
         node, daemons = victim_processes(directory / "victim")
-        attacker = AttackerPeer(new_key(directory, "flooder"), [swarm.bootstrap_maddr], load_config(
-            None, [f"swarm.id={SWARM_ID}"]).swarm.rules())
+        attacker = AttackerPeer(new_key(directory, "flooder"), [swarm.bootstrap_maddr], SwarmRules.of(load_config(
+            None, [f"swarm.id={SWARM_ID}"]).swarm))
         try:
             attacker.connect(started["peer_id"], started["maddrs"])
             while swarm.rounds_done()["victim"] < 1:

@@ -24,6 +24,7 @@ from hivemind.utils import MSGPackSerializer, get_dht_time
 from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import TasksConfig
+from swarmnode.learn.tasks import FamilySpec
 from swarmnode.net.dht import LoopThread
 from swarmnode.net.record import expiration_of, record_key
 from swarmnode.wire.envelope import (
@@ -65,7 +66,7 @@ class Attacker:
         """A batch that is valid in every respect (an in-suite task, honest claims) until `changes` apply."""
         now = get_dht_time()
         self.sequence += 1
-        family = TasksConfig().families[0].spec()
+        family = FamilySpec.of(TasksConfig().families[0])
         batch = pb.RolloutBatch(
             swarm_id=self.rules.swarm_id, window=self.rules.window_of(now), sequence=self.sequence, timestamp=now,
             model_id="attacker", suite_version="v",

@@ -13,6 +13,7 @@ import torch
 from swarmnode.config import NodeConfig
 from swarmnode.learn.learner import HealthMonitor, Learner
 from swarmnode.learn.policy import Policy
+from swarmnode.learn.tasks import TaskSuite
 from swarmnode.wire.rollout import Rollout
 
 
@@ -63,17 +64,17 @@ def simulate(nodes: list[SimulatedNode], rounds: int, seed: int) -> list[NodeTra
     for index, node in enumerate(nodes):
         torch.manual_seed(seed * 1000 + index)
         policy = Policy.load(node.model, dtype=node.config.model.dtype)
-        suite = node.config.tasks.suite()
-        learners.append(Learner(node.config, policy, suite, seed=seed * 1000 + index, data_seed=seed * 1000 + index))
+        suite = TaskSuite.of(node.config.tasks)
+        learners.append(Learner.of(node.config, policy, suite, seed=seed * 1000 + index, data_seed=seed * 1000 + index))
         monitors.append(HealthMonitor())
         traces.append(NodeTrace(f"node{index}", policy.model_id, suite.family_names()))
     sharing_rng = random.Random(seed)
     supplied = [False] * len(learners)  # as a node: did the last round have peers' groups to train on
     for _ in range(rounds):
-        asked = [learner.config.sapo.questions_to_ask(peers) for learner, peers in zip(learners, supplied)]
+        asked = [learner.sapo.questions_to_ask(peers) for learner, peers in zip(learners, supplied)]
         own_rounds = [learner.sample_round(True, questions) for learner, questions in zip(learners, asked)]
         for index, (learner, own) in enumerate(zip(learners, own_rounds)):
-            incoming = _collect(index, learners, own_rounds, learner.config, sharing_rng)
+            incoming = _collect(index, learners, own_rounds, nodes[index].config, sharing_rng)
             started = time.perf_counter()
             external = learner.external_groups(incoming)
             rescore_s = time.perf_counter() - started
@@ -99,7 +100,7 @@ def simulate(nodes: list[SimulatedNode], rounds: int, seed: int) -> list[NodeTra
 def _collect(index: int, learners: list[Learner], own_rounds: list, config: NodeConfig, rng: random.Random):
     """What gossip's collect would hand node `index`: a random sample of other nodes' latest rollouts,
     at most `max_rollouts_per_peer` from each, J x oversample in all."""
-    wanted = config.sapo.external_groups * config.sapo.collect_oversample
+    wanted = config.sapo.external_groups * config.intake.collect_oversample
     if wanted == 0:
         return []
     candidates = []

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from swarmnode.config import NodeConfig
+from swarmnode.config import IntakeConfig, MemoryConfig, ModelConfig, NodeConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn.checkpoint import TrainingState, random_state_from_json, random_state_to_json
 from swarmnode.learn.intake import Intake, IntakeLimits, IntakeResult, PeerRollout
 from swarmnode.learn.policy import Policy, SamplingSettings
 from swarmnode.learn.sapo import Group, SapoTrainer, StepStats, group_rollout, own_group, select_groups
 from swarmnode.learn.tasks import Score, Task, TaskSuite, format_prompt
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.rollout import Rollout
 
 
@@ -45,34 +46,59 @@ class OwnRound:
 
 
 class Learner:
-    def __init__(self, config: NodeConfig, policy: Policy, suite: TaskSuite, seed: int, data_seed: int) -> None:
-        self.config = config
+    """One node's learning state: the task stream, the policy and its trainer, the intake of peers' rollouts."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        suite: TaskSuite,
+        *,
+        model: ModelConfig,
+        sapo: SapoConfig,
+        optimizer: OptimizerConfig,
+        memory: MemoryConfig,
+        intake: IntakeConfig,
+        seed: int,
+        data_seed: int,
+        rules: SwarmRules | None = None,
+    ) -> None:
+        self.sapo = sapo
+        self.intake_config = intake
         self.policy = policy
         self.suite = suite
         self.data_seed = data_seed
-        self.settings = SamplingSettings.of(config.model)
+        self.settings = SamplingSettings.of(model)
         self.trainer = SapoTrainer(
-            policy, config.sapo, config.model.max_new_tokens, config.model.temperature, config.model.max_prompt_tokens
+            policy, sapo, optimizer, memory, max_new_tokens=model.max_new_tokens, temperature=model.temperature,
+            max_prompt_tokens=model.max_prompt_tokens,
         )
         self.task_rng = random.Random(seed)
         self.selection_rng = random.Random(seed + 1)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
         limits = IntakeLimits(
-            group_size=config.sapo.completions_per_question,
-            max_completion_tokens=config.model.max_new_tokens,
-            max_prompt_tokens=config.model.max_prompt_tokens,
-            train_families=suite.sampled_family_names() if config.sapo.external_families == "sampled" else None,
-            budget_s=config.gossip.rescore_budget_s,
+            group_size=sapo.completions_per_question,
+            max_completion_tokens=model.max_new_tokens,
+            max_prompt_tokens=model.max_prompt_tokens,
+            train_families=suite.sampled_family_names() if intake.external_families == "sampled" else None,
+            budget_s=intake.rescore_budget_s,
         )
-        self.intake = Intake(config.swarm.rules(), suite, limits, policy, rng=self.selection_rng)
+        self.intake = Intake(rules, suite, limits, policy, rng=self.selection_rng)
+
+    @classmethod
+    def of(cls, config: NodeConfig, policy: Policy, suite: TaskSuite, seed: int, data_seed: int) -> Learner:
+        """A learner with the sections of a node's config (the node, the simulator and tests build it so)."""
+        return cls(
+            policy, suite, model=config.model, sapo=config.sapo, optimizer=config.optimizer, memory=config.memory,
+            intake=config.intake, seed=seed, data_seed=data_seed, rules=SwarmRules.of(config.swarm),
+        )
 
     def sample_round(self, share_logprobs: bool = True, questions: int | None = None) -> OwnRound:
         """Draw `questions` (default Q) questions, sample G completions each, score them with our verifier.
         Q are always drawn and the first `questions` kept, so every configuration sees the same question stream."""
         started = time.perf_counter()
-        tasks = self.suite.sample(self.task_rng, self.config.sapo.questions_per_round, self.data_seed)[:questions]
+        tasks = self.suite.sample(self.task_rng, self.sapo.questions_per_round, self.data_seed)[:questions]
         prompts = [format_prompt(task.question, self.policy.tokenizer) for task in tasks]
-        sampled = self.policy.sample(prompts, self.config.sapo.completions_per_question, self.settings, self.generator)
+        sampled = self.policy.sample(prompts, self.sapo.completions_per_question, self.settings, self.generator)
         prompt_ids = self.policy.encode_prompts(prompts, self.settings.max_prompt_tokens)
         groups, rollouts, scores = [], [], []
         for task, ids, completions in zip(tasks, prompt_ids, sampled):
@@ -87,12 +113,12 @@ class Learner:
     def external_groups(self, peer_rollouts: Sequence[PeerRollout]) -> IntakeResult:
         """Peers' rollouts to our groups through the intake: regenerated, rescored, their claims judged,
         trimmed to our G and token limit. Families we do not sample are verified, not trained on, unless
-        sapo.external_families=suite (at small scale, peers' other families cost a specialised node 0.2-1.6%)."""
+        intake.external_families=suite (at small scale, peers' other families cost a specialised node 0.2-1.6%)."""
         return self.intake.groups(peer_rollouts)
 
     def train(self, own: Sequence[Group], external: Sequence[Group]) -> StepStats:
         started = time.perf_counter()
-        stats = self.trainer.step(select_groups(own, external, self.config.sapo, self.selection_rng))
+        stats = self.trainer.step(select_groups(own, external, self.sapo, self.selection_rng))
         stats.seconds = time.perf_counter() - started
         return stats
 

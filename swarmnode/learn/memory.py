@@ -1,4 +1,4 @@
-"""Memory: what a training step will take, and the largest micro-batch that fits (`sapo.micro_batch_size: auto`).
+"""Memory: what a training step will take, and the largest micro-batch that fits (`memory.micro_batch_size: auto`).
 
 An estimate from the model's geometry, made before the first step, so that a 0.5B model on a 16 GB laptop
 starts at a micro-batch that fits rather than at one the allocator refuses. It need not be exact: an
@@ -46,7 +46,7 @@ class MemoryPlan:
 
 
 def budget_bytes(device: torch.device, configured_gib: float | None) -> int:
-    """`sapo.memory_budget_gib`, or what this process holds plus a share of what is free now: on a GPU its
+    """`memory.budget_gib`, or what this process holds plus a share of what is free now: on a GPU its
     free memory, elsewhere the machine's available RAM."""
     if configured_gib is not None:
         return int(configured_gib * 2**30)

@@ -11,7 +11,7 @@ import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +19,8 @@ import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 from transformers.utils import logging as transformers_logging
 
+from swarmnode.config import LoraConfig, ModelConfig
 from swarmnode.learn.tasks import ANSWER_CLOSE
-
-if TYPE_CHECKING:
-    from swarmnode.config import ModelConfig
 
 EMBEDDED_MODEL_NAME = "swarmnode-seed"
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "seed_model"
@@ -167,7 +165,7 @@ class Policy:
         *,
         device: str = "auto",
         dtype: str = "auto",
-        lora: dict[str, Any] | None = None,
+        lora: LoraConfig | None = None,
         threads: int | None = None,
     ) -> Policy:
         """Load `name` (hub id, local dir, or the embedded seed) through the same from_pretrained path."""
@@ -487,9 +485,10 @@ def keep_frozen_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
             parameter.data = parameter.data.to(dtype)
 
 
-def _with_lora(model: PreTrainedModel, lora: dict[str, Any]) -> PreTrainedModel:
+def _with_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
     except ImportError:
         raise PolicyLoadError("model.lora needs peft: pip install 'swarmnode[lora]'") from None
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+    return get_peft_model(model, PeftLoraConfig(task_type="CAUSAL_LM", **lora.model_dump()))

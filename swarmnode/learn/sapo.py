@@ -18,7 +18,7 @@ from typing import Literal
 
 import torch
 
-from swarmnode.config import SapoConfig
+from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn.memory import RUNTIME_BYTES, MemoryPlan, budget_bytes, plan_micro_batch
 from swarmnode.learn.policy import Policy, SampledCompletion, keep_frozen_in
 from swarmnode.learn.tasks import Score, Task
@@ -200,7 +200,7 @@ class OutOfMemory(Exception):
     """Even a micro-batch of one row did not fit."""
 
 
-def _adamw(parameters: list[torch.nn.Parameter], config: SapoConfig) -> torch.optim.AdamW:
+def _adamw(parameters: list[torch.nn.Parameter], config: OptimizerConfig) -> torch.optim.AdamW:
     """AdamW, fused where this torch has it for the device: one pass over each tensor, and none of the
     foreach implementation's whole-model temporaries (a 0.5B model's step would take 2 GB more)."""
     options = dict(lr=config.learning_rate, betas=tuple(config.adam_betas), weight_decay=config.weight_decay)
@@ -231,18 +231,22 @@ class SapoTrainer:
         self,
         policy: Policy,
         config: SapoConfig,
+        optimizer: OptimizerConfig,
+        memory: MemoryConfig,
+        *,
         max_new_tokens: int,
         temperature: float = 1.0,
         max_prompt_tokens: int = 192,
     ) -> None:
         self.policy = policy
         self.config = config
+        self.grad_clip = optimizer.grad_clip
         self.temperature = temperature
         self.token_budget = config.token_budget or (
             (config.local_groups + config.external_groups) * config.completions_per_question * max_new_tokens
         )
         trainable = [p for p in policy.model.parameters() if p.requires_grad]
-        self.optimizer = _adamw(trainable, config)
+        self.optimizer = _adamw(trainable, optimizer)
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
         self.scaler = torch.amp.GradScaler(policy.device.type, enabled=policy.compute_dtype == torch.float16)
         track = config.kl_to_start
@@ -254,11 +258,11 @@ class SapoTrainer:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
             keep_frozen_in(self.reference, policy.compute_dtype)
         self.memory_plan: MemoryPlan | None = None
-        if config.micro_batch_size == "auto":
+        if memory.micro_batch_size == "auto":
             reference = self.reference
             self.memory_plan = plan_micro_batch(
                 policy.model,
-                budget_bytes(policy.device, config.memory_budget_gib),
+                budget_bytes(policy.device, memory.budget_gib),
                 prompt_tokens=max_prompt_tokens,
                 completion_tokens=max_new_tokens,
                 group_size=config.completions_per_question,
@@ -268,7 +272,7 @@ class SapoTrainer:
                 runtime_bytes=0 if policy.device.type == "cuda" else RUNTIME_BYTES,  # the runtime lives in host RAM
             )
         # halved for good after an allocation failure
-        self.micro_batch_size = self.memory_plan.micro_batch_size if self.memory_plan else config.micro_batch_size
+        self.micro_batch_size = self.memory_plan.micro_batch_size if self.memory_plan else memory.micro_batch_size
         self._failures = 0
 
     def step(self, selection: Selection) -> StepStats:
@@ -334,7 +338,7 @@ class SapoTrainer:
         """One optimizer step on the accumulated gradients; the gradient norm before clipping."""
         trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.scaler.unscale_(self.optimizer)
-        norm = float(torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip))
+        norm = float(torch.nn.utils.clip_grad_norm_(trainable, self.grad_clip))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return norm

@@ -15,7 +15,6 @@ import warnings
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 # cellpylib (a reasoning-gym dependency) compares to literals with `is`: without cached bytecode
@@ -25,6 +24,7 @@ warnings.filterwarnings("ignore", category=SyntaxWarning, module=r".*[/\\]cellpy
 import reasoning_gym  # noqa: E402
 from reasoning_gym.factory import DATASETS  # noqa: E402
 
+from swarmnode.config import DEFAULT_DATASET_SIZE, FamilyConfig, RewardMode, TasksConfig
 from swarmnode.learn import verifiers
 from swarmnode.wire.envelope import Reason, Rejected
 from swarmnode.wire.rollout import TaskRef
@@ -45,23 +45,6 @@ ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 _ANSWER_PATTERN = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
 
 
-class RewardMode(str, Enum):
-    """How a verifier score becomes a training reward.
-
-    partial: reasoning-gym's score as is (includes partial credit).
-    exact: 1 if the score is 1, else 0; immune to partial-credit gaming, sparser.
-    guarded: partial credit, except 0 when the answer is much longer than the oracle (the
-      `len(oracle)/len(answer)` substring credit that "0123456789" games).
-    """
-
-    PARTIAL = "partial"
-    EXACT = "exact"
-    GUARDED = "guarded"
-
-
-DEFAULT_DATASET_SIZE = 100_000
-
-
 @dataclass(frozen=True)
 class FamilySpec:
     """One family of the mix. Some reasoning-gym generators precompute items from `size`, so the
@@ -71,6 +54,10 @@ class FamilySpec:
     weight: float = 1.0  # 0: never sampled here, but peers' rollouts of it can be verified (and trained on)
     config: Mapping[str, Any] = field(default_factory=dict)
     dataset_size: int = DEFAULT_DATASET_SIZE
+
+    @classmethod
+    def of(cls, family: FamilyConfig) -> FamilySpec:
+        return cls(family.name, family.weight, family.config, family.dataset_size)
 
     @property
     def config_hash(self) -> str:
@@ -152,6 +139,11 @@ class TaskSuite:
         self._datasets: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._cache_size = dataset_cache_size
         self.scorer_errors: Counter[str] = Counter()
+
+    @classmethod
+    def of(cls, tasks: TasksConfig) -> TaskSuite:
+        """The suite a node's `tasks:` section describes."""
+        return cls([FamilySpec.of(family) for family in tasks.families], tasks.reward)
 
     @property
     def version(self) -> str:

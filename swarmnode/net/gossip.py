@@ -26,7 +26,17 @@ from swarmnode.net.reachability import ReachabilityReport
 from swarmnode.net.record import directory_key, expiration_of, record_key
 from swarmnode.net.reputation import Reputation
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.envelope import Envelope, Reason, Rejected, Slot, is_offence, open_envelope, seal, shard_of
+from swarmnode.wire.envelope import (
+    Envelope,
+    Reason,
+    Rejected,
+    Slot,
+    SwarmRules,
+    is_offence,
+    open_envelope,
+    seal,
+    shard_of,
+)
 from swarmnode.wire.identity import Identity
 from swarmnode.wire.presence import MAX_ADDRESSES, Presence, is_tcp_address, open_presence, seal_presence
 from swarmnode.wire.rollout import Rollout, RolloutBatch
@@ -181,7 +191,7 @@ class Gossip:
     ) -> None:
         self.identity = identity
         self.peer_id = identity.peer_id
-        self.rules = swarm.rules()
+        self.rules = SwarmRules.of(swarm)
         self.intake = intake or Intake(self.rules)  # the node's own, so frames and rollouts are judged as one
         self.config = config
         self.next_sequence = 0

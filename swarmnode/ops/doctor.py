@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from swarmnode.config import ConfigError, NodeConfig, load_config
+from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import IDENTITY_FILENAME, IdentityError, load_identity
 
 MIN_FREE_DISK_BYTES = 1 << 30
@@ -136,7 +137,7 @@ def check_p2pd(context: DoctorContext):
         key = Path(scratch) / "doctor.key"
         save_identity(Identity.generate(), key)
         network = config.network.model_copy(update={"initial_peers": [], "port": 0})
-        peer = DHTPeer(key, config.swarm.rules(), network)
+        peer = DHTPeer(key, SwarmRules.of(config.swarm), network)
         try:
             peer.start()
         except GossipStartError as error:
@@ -197,7 +198,7 @@ def check_reachability(context: DoctorContext):
         save_identity(Identity.generate(), key)
         # a client: a peer that served the DHT for a few seconds and left would stall others' lookups
         probe_network = network.model_copy(update={"port": port, "reachability": "auto"})
-        peer = DHTPeer(key, config.swarm.rules(), probe_network, serve=False)
+        peer = DHTPeer(key, SwarmRules.of(config.swarm), probe_network, serve=False)
         try:
             peer.start()
         except GossipStartError as error:

@@ -22,7 +22,7 @@ from swarmnode.files import fsync_dir, fsync_file
 from swarmnode.learn.checkpoint import Checkpointer, CheckpointError
 from swarmnode.learn.evaluation import EvalResult, evaluate, held_out_tasks
 from swarmnode.learn.policy import Policy, SamplingSettings, resolve_model_path
-from swarmnode.learn.tasks import SYSTEM_PROMPT
+from swarmnode.learn.tasks import SYSTEM_PROMPT, TaskSuite
 from swarmnode.ops.metrics import read_records
 
 
@@ -74,7 +74,7 @@ def held_out_before_after(trained: Trained) -> tuple[EvalResult | None, EvalResu
     if last is not None and last["after_rounds"] == trained.rounds:
         return (EvalResult.from_dict(base) if base else None), EvalResult.from_dict(last)
     config = trained.config
-    suite = config.tasks.suite()
+    suite = TaskSuite.of(config.tasks)
     result = evaluate(
         trained.policy, suite, held_out_tasks(suite, config.eval.questions_per_family),
         SamplingSettings.of(config.model), config.eval.samples_per_question,
@@ -164,7 +164,7 @@ Trained by a swarmnode node: {trained.rounds} rounds of SAPO (Swarm sAmpling Pol
 Optimization) in swarm `{config.swarm.id}` on reasoning-gym tasks with verifiable rewards. Each round the node
 sampled {asked:.3g} questions × {sapo.completions_per_question} completions ({sapo.sampling} sampling) and trained on
 up to {sapo.local_groups} own + {sapo.external_groups} peers' groups (clipped GRPO-style loss, ε {sapo.clip_low}/{sapo.clip_high},
-no KL, learning rate {sapo.learning_rate}). Groups from peers trained on: {peer_groups} (in {len(records)} recorded rounds).
+no KL, learning rate {config.optimizer.learning_rate}). Groups from peers trained on: {peer_groups} (in {len(records)} recorded rounds).
 
 - Base model: `{base}`{" (the embedded seed policy of swarmnode)" if base == "swarmnode-seed" else ""}
 - Weights: {"a LoRA adapter on the base (peft)" if adapter else "LoRA merged into the weights" if config.model.lora else "full fine-tune"}

@@ -16,6 +16,7 @@ from enum import Enum
 
 from google.protobuf.message import DecodeError
 
+from swarmnode.config import SwarmConfig
 from swarmnode.wire.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, peer_id_base58, verify_signature
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
@@ -153,6 +154,11 @@ class SwarmRules:
     num_shards: int = 256
     clock_skew_s: float = 5.0
     max_age_windows: int = 1
+
+    @classmethod
+    def of(cls, swarm: SwarmConfig) -> SwarmRules:
+        """The rules of the swarm a node's `swarm:` section names."""
+        return cls(swarm.id, swarm.window_s, swarm.record_ttl_s, swarm.num_shards, swarm.clock_skew_s, swarm.max_age_windows)
 
     def window_of(self, dht_time: float) -> int:
         return math.floor(dht_time / self.window_s)
