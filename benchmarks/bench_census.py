@@ -30,11 +30,12 @@ from rich.table import Table
 
 from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.census import CENSUS_SAMPLE, BeaconService, Census, take_census
-from swarmnode.net.dht import DHTPeer, TrafficSnapshot
+from swarmnode.net.peer import DHTPeer
+from swarmnode.net.traffic import TrafficSnapshot
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.beacon import Beacon, seal_beacon
-from swarmnode.wire.envelope import SwarmRules
+from swarmnode.wire.beacon import BEACON, Beacon
 from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.rules import SwarmRules
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 10.0
@@ -127,7 +128,7 @@ def main() -> None:
     console = Console(width=140)
     load_at_start = os.getloadavg()[0]
     console.print(f"load average at start: {load_at_start:.2f} on {os.cpu_count()} CPUs", highlight=False)
-    beacon_bytes = len(seal_beacon(beacon_source(swarm_config.id, 0)(0, 1.0), Identity.generate()))
+    beacon_bytes = len(BEACON.seal(beacon_source(swarm_config.id, 0)(0, 1.0), Identity.generate()))
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-census-") as tmp:
         for size in [int(text) for text in args.sizes.split(",")]:

@@ -33,12 +33,16 @@ from rich.console import Console
 from rich.table import Table
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.net.dht import DHTPeer, StoreItem
 from swarmnode.net.gossip import Gossip
-from swarmnode.net.record import SwarmRecordValidator, expiration_of, record_key
-from swarmnode.wire.envelope import Rejected, ReplayGuard, SwarmRules, open_envelope, seal, shard_of
+from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.net.validator import SwarmRecordValidator
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.keys import batch_key
+from swarmnode.wire.receive import ReplayGuard, open_frame
+from swarmnode.wire.rejection import Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 ROOT = Path(__file__).resolve().parents[1]
 NAIVE_PREFIX = "swarmnode-naive/"
@@ -93,27 +97,31 @@ class ShardedSwarm:
         self.identities = identities
         self.workload = workload
         config = GossipConfig(max_rollouts_per_peer=workload.per_peer_cap)
-        self.gossips = [Gossip(identities[0], keys[0], swarm, NetworkConfig(), config)]
-        self.gossips[0].start()
-        join = NetworkConfig(initial_peers=self.gossips[0].visible_maddrs)
-        rest = [Gossip(identity, key, swarm, join, config) for identity, key in zip(identities[1:], keys[1:])]
-        _start_all([gossip.start for gossip in rest])
-        self.gossips += rest
+        rules = SwarmRules.of(swarm)
+        first = DHTPeer(keys[0], rules, NetworkConfig())
+        first.start()
+        join = NetworkConfig(initial_peers=first.visible_maddrs)
+        rest = [DHTPeer(key, rules, join) for key in keys[1:]]
+        _start_all([peer.start for peer in rest])
+        self.peers = [first, *rest]
+        self.gossips = [Gossip(peer, identity, rules, config) for peer, identity in zip(self.peers, identities)]
 
     def publish(self, index: int, round_index: int) -> tuple[str, str]:
         gossip = self.gossips[index]
         result = gossip.publish(self.workload.rollouts_for(round_index), model_id="bench", suite_version="v")
         shard = shard_of(gossip.peer_id, gossip.rules.num_shards)
-        return record_key(gossip.rules.swarm_id, result.window, shard), gossip.peer_id
+        return batch_key(gossip.rules.swarm_id, result.window, shard), gossip.peer_id
 
     def collect(self, index: int, round_index: int) -> int:
         return len(self.gossips[index].collect(self.workload.collect).rollouts)
 
     def dht(self, index: int) -> DHTPeer:
-        return self.gossips[index].dht
+        return self.peers[index]
 
     def close(self) -> None:
-        _start_all([gossip.close for gossip in self.gossips])
+        for gossip in self.gossips:
+            gossip.close()
+        _start_all([peer.close for peer in self.peers])
 
 
 class NaiveSwarm:
@@ -151,7 +159,7 @@ class NaiveSwarm:
             tuple(self.workload.rollouts_for(round_index)),
         )
         key, peer_id = f"{NAIVE_PREFIX}{round_index}", self.identities[index].peer_id
-        item = StoreItem(key, peer_id, seal(batch, self.identities[index]), expiration_of(now, self.rules))
+        item = StoreItem(key, peer_id, BATCH.seal(batch, self.identities[index]), self.rules.expiration_of(now))
         self.peers[index].store([item], timeout_s=5)
         return key, peer_id
 
@@ -165,11 +173,11 @@ class NaiveSwarm:
             if subkey == self.identities[index].peer_id or sum(taken.values()) >= self.workload.collect:
                 continue
             try:
-                signed = open_envelope(frame, self.rules, now=now, replay_guard=self.guards[index])
+                signed = open_frame(frame, BATCH, self.rules, now=now, replay_guard=self.guards[index])
             except Rejected:
                 continue
             room = min(self.workload.per_peer_cap, self.workload.collect - sum(taken.values()))
-            taken[subkey] += min(room, len(signed.batch.rollouts))
+            taken[subkey] += min(room, len(signed.value.rollouts))
         return sum(taken.values())
 
     def dht(self, index: int) -> DHTPeer:
@@ -232,7 +240,7 @@ def publish_to_visible(swarm: Swarm, round_index: int, rng: random.Random) -> fl
     while time.monotonic() - started < VISIBLE_TIMEOUT_S:
         found, _ = swarm.dht(reader).get_many([key], timeout_s=VISIBLE_TIMEOUT_S)
         entry = found.get(key, {}).get(subkey)
-        if entry is not None and open_envelope(entry[0]).batch.timestamp >= signed_after:
+        if entry is not None and open_frame(entry[0], BATCH).value.timestamp >= signed_after:
             return time.monotonic() - started
     return None
 
@@ -294,7 +302,7 @@ def main() -> None:
                 results.append(row)
                 console.print(f"N={size:>3} {name:<8} {shards or '':>4} done in {row['wall_s']:.0f} s", highlight=False)
     frame_bytes = len(
-        seal(
+        BATCH.seal(
             RolloutBatch("bench", 0, 0, 1.0, "bench", "v", tuple(workload.rollouts_for(0))),
             Identity.generate(),
         )

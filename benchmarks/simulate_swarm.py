@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 from swarmnode.lab import efficiency
@@ -81,8 +80,8 @@ def run_one(job: dict) -> dict:
 
     started = time.time()
     specs = node_specs(job["regime"], job["config"], job["sampling"], job["overrides"], job["nodes"])
-    traces = simulate(specs, job["rounds"], job["seed"])
-    return {**job, "seconds": round(time.time() - started, 1), "traces": [asdict(t) for t in traces]}
+    runs = simulate(specs, job["rounds"], job["seed"])
+    return {**job, "seconds": round(time.time() - started, 1), "traces": [run.series() for run in runs]}
 
 
 def summarise(runs: list[dict], configs: list[str]) -> list[dict]:

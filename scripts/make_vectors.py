@@ -21,20 +21,15 @@ from pathlib import Path
 from swarmnode.config import NodeConfig
 from swarmnode.learn.tasks import GENERATOR, FamilySpec, TaskSuite
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.beacon import BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon, beacon_bucket, seal_beacon
-from swarmnode.wire.envelope import (
-    DOMAIN_TAG,
-    MAX_ENVELOPE_BYTES,
-    MAX_INDEX,
-    PROTOCOL_VERSION,
-    Envelope,
-    encode_batch,
-    shard_of,
-)
+from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_ENVELOPE_BYTES, MAX_INDEX, encode_batch
+from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon
+from swarmnode.wire.envelope import PROTOCOL_VERSION, Envelope
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, Presence, seal_presence
+from swarmnode.wire.keys import beacon_bucket
+from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE, PRESENCE_DOMAIN_TAG, Presence
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import shard_of
 
 SWARM = "vectors"
 WINDOW_S = 30.0
@@ -81,7 +76,7 @@ def batch(**changes) -> RolloutBatch:
 
 
 def frame(identity: Identity, value: RolloutBatch, version: int = PROTOCOL_VERSION) -> bytes:
-    return Envelope.sign(identity, encode_batch(value), version).encode()
+    return Envelope.sign(identity, encode_batch(value), BATCH_DOMAIN_TAG, version).encode()
 
 
 def presence(**changes) -> Presence:
@@ -94,14 +89,14 @@ def public(*addresses: str) -> Presence:
 
 
 def presence_payload(value: Presence) -> bytes:
-    return Envelope.decode(seal_presence(value, ALICE)).payload
+    return Envelope.decode(PRESENCE.seal(value, ALICE)).payload
 
 
 def presence_frame(
     identity: Identity, payload: bytes, version: int = PROTOCOL_VERSION, domain: bytes = PRESENCE_DOMAIN_TAG
 ) -> bytes:
     """A frame around any payload bytes, signed under the presence domain tag unless told otherwise."""
-    return Envelope.sign(identity, payload, version, domain).encode()
+    return Envelope.sign(identity, payload, domain, version).encode()
 
 
 def main(out: Path) -> None:
@@ -159,7 +154,7 @@ def main(out: Path) -> None:
     add("malformed_unknown_field", valid + unknown_field, "malformed", "an unknown field after the signature", **ctx)
     add(
         "malformed_unknown_payload_field",
-        Envelope.sign(ALICE, unknown_in_payload.SerializeToString(deterministic=True)).encode(),
+        Envelope.sign(ALICE, unknown_in_payload.SerializeToString(deterministic=True), BATCH_DOMAIN_TAG).encode(),
         "malformed",
         "validly signed payload with an unknown field inside a completion",
         **ctx,
@@ -250,8 +245,8 @@ def main(out: Path) -> None:
 def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     """Presence entries (PROTOCOL.md §4.1), appended after the batch vectors so those stay as they were."""
     window = int(T0 // WINDOW_S)
-    minimal = seal_presence(presence(), ALICE)
-    private = seal_presence(presence(reachability=Reachability.PRIVATE), ALICE)
+    minimal = PRESENCE.seal(presence(), ALICE)
+    private = PRESENCE.seal(presence(reachability=Reachability.PRIVATE), ALICE)
     unknown_field = bytes([15 << 3, 1])
     # Reachability 7: not one of the three values. Open proto3 enums keep it, so the payload is canonical.
     unknown_reachability = pb.Presence.FromString(presence_payload(presence()))
@@ -266,7 +261,7 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     add_p("presence_valid_minimal", minimal, "accept", "reachability UNKNOWN, no addresses: the payload has 3 fields", **ctx)
     add_p(
         "presence_valid_public",
-        seal_presence(public("/ip4/203.0.113.7/tcp/4001", "/ip6/2001:db8::7/tcp/4001"), BOB),
+        PRESENCE.seal(public("/ip4/203.0.113.7/tcp/4001", "/ip6/2001:db8::7/tcp/4001"), BOB),
         "accept",
         "PUBLIC, one IPv4 and one IPv6 address",
         **ctx,
@@ -309,7 +304,7 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     )
     add_p(
         "presence_bad_signature",
-        presence_frame(ALICE, presence_payload(presence()), domain=DOMAIN_TAG),
+        presence_frame(ALICE, presence_payload(presence()), domain=BATCH_DOMAIN_TAG),
         "bad_signature",
         "a Presence payload signed under the batch domain tag",
         **ctx,
@@ -337,31 +332,31 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         slot=f"{window + 1}/directory/{ALICE.peer_id}",
         **ctx,
     )
-    add_p("presence_limit_exceeded", seal_presence(public(*addresses), ALICE), "limit_exceeded", "5 addresses", **ctx)
+    add_p("presence_limit_exceeded", PRESENCE.seal(public(*addresses), ALICE), "limit_exceeded", "5 addresses", **ctx)
     add_p(
         "presence_bad_value_not_public",
-        seal_presence(presence(reachability=Reachability.PRIVATE, addresses=("/ip4/203.0.113.7/tcp/4001",)), ALICE),
+        PRESENCE.seal(presence(reachability=Reachability.PRIVATE, addresses=("/ip4/203.0.113.7/tcp/4001",)), ALICE),
         "bad_value",
         "a PRIVATE entry listing an address",
         **ctx,
     )
     add_p(
         "presence_bad_value_duplicate",
-        seal_presence(public("/ip4/203.0.113.7/tcp/4001", "/ip4/203.0.113.7/tcp/4001"), ALICE),
+        PRESENCE.seal(public("/ip4/203.0.113.7/tcp/4001", "/ip4/203.0.113.7/tcp/4001"), ALICE),
         "bad_value",
         "the same address twice",
         **ctx,
     )
     add_p(
         "presence_bad_value_zone",
-        seal_presence(public("/ip6/fe80::1%eth0/tcp/4001"), ALICE),
+        PRESENCE.seal(public("/ip6/fe80::1%eth0/tcp/4001"), ALICE),
         "bad_value",
         "an IPv6 address with a zone id",
         **ctx,
     )
     add_p(
         "presence_bad_value_mixed_ip6",
-        seal_presence(public("/ip6/::ffff:1.2.3.4/tcp/4001"), ALICE),
+        PRESENCE.seal(public("/ip6/::ffff:1.2.3.4/tcp/4001"), ALICE),
         "bad_value",
         "an IPv4-mapped IPv6 address in mixed notation (canonical: ::ffff:102:304)",
         **ctx,
@@ -369,35 +364,35 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     with_peer_id = f"/ip4/203.0.113.7/tcp/4001/p2p/{ALICE.peer_id}"
     add_p(
         "presence_limit_exceeded_address_bytes",
-        seal_presence(public(with_peer_id), ALICE),
+        PRESENCE.seal(public(with_peer_id), ALICE),
         "limit_exceeded",
         f"an address of {len(with_peer_id)} bytes (it has a /p2p/ part): the length limit comes before the form",
         **ctx,
     )
     add_p(
         "presence_bad_value_address",
-        seal_presence(public("/ip4/010.0.0.1/tcp/1"), ALICE),
+        PRESENCE.seal(public("/ip4/010.0.0.1/tcp/1"), ALICE),
         "bad_value",
         "IPv4 address with a leading zero: not its canonical text form",
         **ctx,
     )
     add_p(
         "presence_bad_value_ip6",
-        seal_presence(public("/ip6/2001:db8:0:0:0:0:0:7/tcp/4001"), ALICE),
+        PRESENCE.seal(public("/ip6/2001:db8:0:0:0:0:0:7/tcp/4001"), ALICE),
         "bad_value",
         "IPv6 address without the :: compression: not its canonical text form (that is 2001:db8::7)",
         **ctx,
     )
     add_p(
         "presence_bad_value_port",
-        seal_presence(public("/ip4/203.0.113.7/tcp/0"), ALICE),
+        PRESENCE.seal(public("/ip4/203.0.113.7/tcp/0"), ALICE),
         "bad_value",
         "port 0",
         **ctx,
     )
     add_p(
         "presence_bad_value_dns",
-        seal_presence(public("/dns4/example.com/tcp/4001"), ALICE),
+        PRESENCE.seal(public("/dns4/example.com/tcp/4001"), ALICE),
         "bad_value",
         "a DNS name instead of an IP address",
         **ctx,
@@ -411,14 +406,14 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     )
     add_p(
         "presence_bad_value_window",
-        seal_presence(presence(window=5), ALICE),
+        PRESENCE.seal(presence(window=5), ALICE),
         "bad_value",
         "window disagrees with timestamp",
         **ctx,
     )
     add_p(
         "presence_wrong_swarm",
-        seal_presence(presence(swarm_id="elsewhere"), ALICE),
+        PRESENCE.seal(presence(swarm_id="elsewhere"), ALICE),
         "wrong_swarm",
         "another swarm's entry",
         **ctx,
@@ -437,21 +432,21 @@ def beacon(**changes) -> Beacon:
 
 
 def beacon_payload(value: Beacon) -> bytes:
-    return Envelope.decode(seal_beacon(value, ALICE)).payload
+    return Envelope.decode(BEACON.seal(value, ALICE)).payload
 
 
 def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     """Beacons of the census (PROTOCOL.md §4.2), appended after the presence vectors so those stay as they were."""
     bucket = beacon_bucket(ALICE.peer_id)
-    sealed = seal_beacon(beacon(), ALICE)
-    minimal = seal_beacon(beacon(software="", model_id=""), ALICE)
+    sealed = BEACON.seal(beacon(), ALICE)
+    minimal = BEACON.seal(beacon(software="", model_id=""), ALICE)
     unknown_field = bytes([15 << 3, 1])
     unknown_payload_field = bytes([0x90, 0x01, 1])  # field 18, varint 1: unknown to version 1
     # rounds_per_hour +0.0 written out (field 15, fixed32): a default value of a field without explicit presence
     default_written = beacon_payload(beacon()) + bytes([15 << 3 | 5]) + bytes(4)
     unknown_reachability = pb.Beacon.FromString(beacon_payload(beacon()))
     unknown_reachability.reachability = 7  # open proto3 enum: kept, so the payload is canonical
-    presence_minimal = seal_presence(presence(), ALICE)
+    presence_minimal = PRESENCE.seal(presence(), ALICE)
 
     def add_b(name: str, data: bytes, expect: str, note: str, **context) -> None:
         add(name, data, expect, note, kind="beacon", **context)
@@ -462,13 +457,13 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         rollouts_shared=960, rollouts_received=2400, peer_groups_trained=300, reachability=Reachability.PUBLIC,
         uptime_s=3600.5, rounds_per_hour=30.0, rollouts_per_hour=240.0, phase="train",
     )
-    add_b("beacon_valid_full", seal_beacon(full, BOB), "accept", "every field set", **ctx)
+    add_b("beacon_valid_full", BEACON.seal(full, BOB), "accept", "every field set", **ctx)
     bounds = beacon(
         software="swarmnode/0.1.0 (test build)", model_id="modèle d'essai 模型 ✓", reward=0.0, held_out=1.0,
         reachability=Reachability.PRIVATE, uptime_s=MAX_UPTIME_S, rounds_per_hour=1e7, rollouts_per_hour=1e7, phase="_",
     )
     add_b(
-        "beacon_valid_bounds", seal_beacon(bounds, ALICE), "accept",
+        "beacon_valid_bounds", BEACON.seal(bounds, ALICE), "accept",
         "reward 0 written (explicit presence), held_out 1, uptime 100 years, rates 1e7, non-ASCII text with spaces",
         **ctx,
     )
@@ -510,7 +505,7 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     )
     add_b(
         "beacon_bad_signature_batch_tag",
-        presence_frame(ALICE, beacon_payload(beacon()), domain=DOMAIN_TAG),
+        presence_frame(ALICE, beacon_payload(beacon()), domain=BATCH_DOMAIN_TAG),
         "bad_signature",
         "a Beacon payload signed under the batch domain tag",
         **ctx,
@@ -571,7 +566,7 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         ("beacon_bad_value_window", beacon(window=5), "bad_value", "window disagrees with timestamp"),
         ("beacon_wrong_swarm", beacon(swarm_id="elsewhere"), "wrong_swarm", "another swarm's beacon"),
     ]:
-        add_b(name, value if isinstance(value, bytes) else seal_beacon(value, ALICE), expect, note, **ctx)
+        add_b(name, value if isinstance(value, bytes) else BEACON.seal(value, ALICE), expect, note, **ctx)
     add_b("beacon_stale", sealed, "stale", "read two windows later", swarm=SWARM, now=T0 + 2 * WINDOW_S)
     add_b("beacon_future", sealed, "future", "signed 60 s ahead of the receiver's clock", swarm=SWARM, now=T0 - 60)
     # A beacon never passes as a batch or a presence (another domain tag).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Literal, Optional
 
 import typer
 from pydantic import TypeAdapter, ValidationError
@@ -20,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 
 from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
-from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, Rejected, Slot, SwarmRules, seal
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import (
     IDENTITY_FILENAME,
     Identity,
@@ -30,6 +31,10 @@ from swarmnode.wire.identity import (
     save_identity,
 )
 from swarmnode.wire.rollout import RolloutBatch
+from swarmnode.wire.rules import SwarmRules
+
+if TYPE_CHECKING:
+    from swarmnode.learn.intake import Intake
 
 app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True)
 identity_app = typer.Typer(help="Create and inspect the node's Ed25519 identity.", no_args_is_help=True)
@@ -109,22 +114,21 @@ def protocol_check(
         ),
     ] = None,
     kind: Annotated[
-        Literal["batch", "presence", "beacon"],
+        Optional[Literal["batch", "presence", "beacon"]],
         typer.Option(
             help="what the frames hold: a rollout batch, a directory presence entry (PROTOCOL.md §4.1) or a census "
-            "beacon (§4.2)"
+            "beacon (§4.2); default: told by --slot's key, else by each frame's signature"
         ),
-    ] = "batch",
+    ] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key, as for join")] = None,
 ) -> None:
     """Print `accept` or `reject: <reason_code>` per file, for any content at all; exit 1 if any is
-    rejected, 2 on a usage error. A batch goes through the node's own intake (PROTOCOL.md §5, checks 1-15:
+    rejected, 2 on a usage error. A batch goes through the node's own checks (PROTOCOL.md §5, checks 1-15:
     its task references against the receiver's task families, rescored, claims judged); checks whose
     context is not given (swarm, --now, --slot) are skipped. Files are checked in order, as one receiver:
     a batch given twice is a replay.
     """
-    from swarmnode.learn.intake import Intake  # imports torch and reasoning-gym, which the other commands do not need
-    from swarmnode.learn.tasks import TaskSuite
+    from swarmnode.wire.check import SLOT_SHAPES, Checker, kind_of_slot
 
     settings = _check_settings(config, swarm, window_s, num_shards, overrides or [])
     if now is not None and not math.isfinite(now):
@@ -132,51 +136,39 @@ def protocol_check(
     rules = SwarmRules.of(settings.swarm)
     if swarm is None and config is None:
         rules = dataclasses.replace(rules, swarm_id=None)  # any swarm: checks 9-11 need to know which
+
+    @functools.cache
+    def receiver() -> Intake:  # torch and reasoning-gym load only once a batch has rollouts to judge
+        from swarmnode.learn.intake import Intake
+        from swarmnode.learn.tasks import TaskSuite
+
+        return Intake(TaskSuite.of(settings.tasks))
+
     try:
-        read_slot = _parse_slot(slot, kind) if slot else None
+        checker = Checker(rules, kind=kind, now=now, slot=slot, judge=lambda rollout: receiver().judge(rollout))
     except ValueError:
-        shape = {"presence": "WINDOW/directory/SUBKEY", "beacon": "census/BUCKET/SUBKEY, BUCKET in 0-7"}.get(
-            kind, "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW..."
-        )
+        shape = SLOT_SHAPES[kind or kind_of_slot(slot or "")]
         raise fail(f"--slot must look like {shape}", code=2)
-    max_bytes = MAX_ENVELOPE_BYTES
-    if kind == "presence":
-        from swarmnode.wire.presence import MAX_PRESENCE_BYTES, open_presence
-
-        max_bytes = MAX_PRESENCE_BYTES
-    elif kind == "beacon":
-        from swarmnode.wire.beacon import MAX_BEACON_BYTES, open_beacon
-
-        max_bytes = MAX_BEACON_BYTES
-    intake = Intake(rules, TaskSuite.of(settings.tasks))
     rejected_any = False
     for file in files:
         try:
             with open(file, "rb") as handle:
-                frame = handle.read(max_bytes + 1)
+                frame = handle.read(checker.largest_frame())
         except OSError as error:
             raise fail(f"{file}: cannot read ({error.strerror})", code=2)
         prefix = f"{file}: " if len(files) > 1 else ""
-        try:
-            if kind == "presence":
-                open_presence(
-                    frame, rules, now=now, subkey=read_slot.subkey if read_slot else None,
-                    window=read_slot.window if read_slot else None,
-                )
-            elif kind == "beacon":
-                open_beacon(
-                    frame, rules, now=now, subkey=read_slot.subkey if read_slot else None,
-                    bucket=read_slot.shard if read_slot else None,
-                )
-            else:
-                intake.check_frame(frame, now=now, slot=read_slot)
-        except Rejected as rejected:
-            rejected_any = True
-            typer.echo(f"{prefix}reject: {rejected.reason.value}")
-            if rejected.detail:
-                err_console.print(f"  ({rejected.detail})", highlight=False)
+        verdict = checker.check(frame)
+        if verdict.detected and verdict.kind.name != "batch":
+            err_console.print(f"  (read as a {verdict.kind.name}: its signature is of that kind)", highlight=False)
+        if verdict.accepted:
+            typer.echo(f"{prefix}accept")
             continue
-        typer.echo(f"{prefix}accept")
+        rejected_any = True
+        typer.echo(f"{prefix}reject: {verdict.rejected.reason.value}")
+        if verdict.rejected.detail:
+            err_console.print(f"  ({verdict.rejected.detail})", highlight=False)
+        if verdict.detected and verdict.rejected.signer is None:
+            err_console.print("  (no kind's signature verifies: read as a batch; pass --kind to read it as another)", highlight=False)
     if rejected_any:
         raise typer.Exit(1)
 
@@ -190,23 +182,6 @@ def _check_settings(
         if value is not None:
             flags.append(f"{key}={value}")
     return _load(config, flags, code=2)
-
-
-def _parse_slot(text: str, kind: str = "batch") -> Slot:
-    """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/SUBKEY (a presence) or census/BUCKET/SUBKEY
-    (a beacon: Slot(None, bucket, subkey)); ValueError otherwise."""
-    window, shard, subkey = text.split("/", 2)
-    if kind == "beacon":
-        from swarmnode.wire.beacon import BEACON_BUCKETS
-
-        if window != "census" or not 0 <= int(shard) < BEACON_BUCKETS:
-            raise ValueError(f"a beacon is read from a census key census/0..{BEACON_BUCKETS - 1}, not {window}/{shard}")
-        return Slot(None, int(shard), subkey)
-    if kind == "presence":
-        if shard != "directory":
-            raise ValueError(f"a presence is read from a directory key, not {shard!r}")
-        return Slot(int(window), None, subkey)
-    return Slot(int(window), int(shard), subkey)
 
 
 @protocol_app.command("sign")
@@ -227,7 +202,7 @@ def protocol_sign(
         raise fail(f"{batch_json}: field {where}: {first['msg']}")
     except OSError as error:
         raise fail(f"{batch_json}: cannot read ({error.strerror})")
-    frame = seal(batch, identity)
+    frame = BATCH.seal(batch, identity)
     out.write_bytes(frame)
     console.print(f"wrote {out} ({len(frame)} bytes, signer {identity.peer_id})", highlight=False)
 
@@ -250,8 +225,9 @@ def bootstrap(
 
     It stores and serves records for the swarm and refuses any record that is not a valid signed frame.
     """
-    from swarmnode.net.dht import DHTPeer, GossipStartError  # hivemind imports torch (~3 s); only this needs it
+    from swarmnode.net.peer import DHTPeer  # hivemind imports torch (~3 s); only this needs it
     from swarmnode.net.reachability import network_warnings
+    from swarmnode.net.start import StartError
 
     flags = list(overrides or [])
     if port is not None:
@@ -269,7 +245,7 @@ def bootstrap(
     peer = DHTPeer(identity_path, SwarmRules.of(settings.swarm), settings.network)
     try:
         peer.start()
-    except GossipStartError as error:
+    except StartError as error:
         raise fail(str(error))
     try:
         for warning in network_warnings(settings.network.host, settings.network.initial_peers):
@@ -311,7 +287,7 @@ def join(
     from swarmnode.files import DataDirBusy
     from swarmnode.learn.checkpoint import CheckpointError
     from swarmnode.learn.policy import PolicyLoadError
-    from swarmnode.net.gossip import GossipStartError
+    from swarmnode.net.start import StartError
     from swarmnode.node import Node
     from swarmnode.ops.dashboard import render
 
@@ -331,7 +307,7 @@ def join(
         if not headless:
             console.print(f"starting swarmnode in {directory} …", highlight=False)
         node.start()
-    except (IdentityError, PolicyLoadError, GossipStartError, DataDirBusy, CheckpointError, ConfigError) as error:
+    except (IdentityError, PolicyLoadError, StartError, DataDirBusy, CheckpointError, ConfigError) as error:
         node.close()
         raise fail(str(error))
     except OSError as error:
@@ -438,7 +414,7 @@ def swarm(
     from rich.text import Text
 
     from swarmnode.net.census import SORT_KEYS, Census, take_census_as_client
-    from swarmnode.net.gossip import GossipStartError
+    from swarmnode.net.start import StartError
     from swarmnode.ops.dashboard import census_notes, census_table, census_title, peer_text
 
     if sort not in SORT_KEYS:
@@ -447,7 +423,7 @@ def swarm(
         settings = _load(config, [*(overrides or []), f"network.initial_peers={json.dumps(peers)}"])
         try:
             census = take_census_as_client(SwarmRules.of(settings.swarm), settings.network, timeout_s=timeout)
-        except GossipStartError as error:
+        except StartError as error:
             raise fail(str(error))
     else:
         try:

@@ -1,6 +1,9 @@
 """The node: SAPO rounds one after another (docs/DESIGN.md §1), resumable, reporting as it goes.
 
-`run_round` is the whole algorithm, top to bottom; everything else here is start-up and shutdown.
+`run_round` is one round, top to bottom: evaluate (now and then), play the round (`swarmnode.learn.round`:
+sample, publish, collect, rescore, train), record it, checkpoint. The node is that round's exchange: it
+publishes and collects through gossip and tells the volunteer when either fails. Everything else here is
+start-up (composing the learner, the DHT peer, gossip, beacons and metrics) and shutdown.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +24,23 @@ from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
 from swarmnode.files import DataDirLock, atomic_write_bytes, remove_stale_temp_files
 from swarmnode.learn.checkpoint import Checkpointer, TrainingState
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
-from swarmnode.learn.learner import HealthMonitor, Learner
+from swarmnode.learn.health import HealthMonitor
+from swarmnode.learn.learner import Learner
 from swarmnode.learn.policy import Policy
+from swarmnode.learn.round import play_round
 from swarmnode.learn.tasks import TaskSuite
 from swarmnode.net import peerbook
 from swarmnode.net.census import BeaconService, Census
-from swarmnode.net.dht import TrafficSnapshot
 from swarmnode.net.gossip import CollectResult, Gossip, PublishResult
+from swarmnode.net.peer import DHTPeer
 from swarmnode.net.reachability import network_warnings
-from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, TRAINING_QUANTITIES, Metrics, RoundRecord, Status
+from swarmnode.net.traffic import TrafficSnapshot
+from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, Metrics, RoundRecord, Status
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon
-from swarmnode.wire.envelope import Reason
 from swarmnode.wire.identity import IDENTITY_FILENAME, load_or_create_identity
+from swarmnode.wire.rollout import Rollout
+from swarmnode.wire.rules import SwarmRules
 
 COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
 
@@ -55,6 +62,7 @@ class Node:
         self.log = log
         self.stop = stop or threading.Event()
         self.round = 0
+        self.peer: DHTPeer | None = None
         self.gossip: Gossip | None = None
         self.beacons: BeaconService | None = None
         self.http_server = None
@@ -65,7 +73,6 @@ class Node:
         self._phase_seconds: dict[str, float] = {}
         self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
         self._dht_refused: Counter[str] = Counter()
-        self._peers_supplied = False  # peers' groups passed the intake last round (transplant then asks only I)
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
 
@@ -92,7 +99,7 @@ class Node:
             self.data_dir / "checkpoints", config.checkpoint.keep_last, config.checkpoint.max_disk_gb * 1e9
         )
         self.checkpointer.remove_stale_staging()
-        state = self.checkpointer.load(policy.model, self.learner.trainer.optimizer)
+        state = self.learner.load(self.checkpointer)
         self.status = Status(
             peer_id=peer_id, swarm_id=config.swarm.id, model_id=policy.model_id, device=str(policy.device),
             dtype=str(policy.compute_dtype).removeprefix("torch."), parameters=policy.parameters,
@@ -101,7 +108,6 @@ class Node:
         self.status.gossip_enabled = config.gossip.enabled
         self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
         if state is not None:
-            self.learner.restore(state)
             self.health.restore(state.health)
             self.round = state.round
             self._saved = (state.round, time.monotonic())
@@ -114,32 +120,17 @@ class Node:
         self.held_out_tasks = held_out_tasks(suite, config.eval.questions_per_family) if config.eval.every_rounds else []
         self.metrics.set_held_out(self.held_out.get("base"), self.held_out.get("last"))
         if config.gossip.enabled:
-            known = peerbook.fallback_peers(config.network, peerbook.load(self.data_dir), peer_id)
-            network = config.network.model_copy(update={"fallback_peers": known})
-            self.gossip = Gossip(
-                self.identity, identity_path, config.swarm, network, config.gossip, intake=self.learner.intake
-            )
-            self.gossip.start()
-            self.gossip.start_refreshing()
-            self._traffic = self.gossip.dht.traffic()  # joining is not the first round's traffic
-            if state is not None:
-                self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
-            self._update_reachability()
-            if config.gossip.beacon:
-                self.beacons = BeaconService(
-                    self.gossip.dht, self.identity, self.gossip.rules, self._beacon, self._census_taken,
-                    timeout_s=config.gossip.publish_timeout_s,
-                )
-                self.beacons.start()
+            self._join(identity_path, state)
         if config.metrics.port is not None:
             census = self.beacons.full_census if self.beacons is not None else None
             self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port, census=census)
+        plan = self.learner.memory_plan
         self.log({
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
             "device": self.status.device, "dtype": self.status.dtype, "parameters": policy.parameters,
             "trainable_parameters": policy.trainable_parameters,
-            "micro_batch_size": self.learner.trainer.micro_batch_size,
-            "memory_plan": plan.describe() if (plan := self.learner.trainer.memory_plan) else None,
+            "micro_batch_size": self.learner.micro_batch_size,
+            "memory_plan": plan.describe() if plan else None,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
@@ -148,9 +139,28 @@ class Node:
         self.warnings = network_warnings(config.network.host, config.network.initial_peers) if self.gossip else []
         for warning in self.warnings:
             self._warn("network_warning", warning)
-        plan = self.learner.trainer.memory_plan
         if plan is not None and not plan.fits:
             self._warn("memory_tight", f"training memory estimate: {plan.describe()}")
+
+    def _join(self, identity_path: Path, state: TrainingState | None) -> None:
+        """Start the DHT peer (through the configured peers, then those the peer book learnt), gossip over it and,
+        with beacons on, the census."""
+        config = self.config
+        rules = SwarmRules.of(config.swarm)
+        known = peerbook.fallback_peers(config.network, peerbook.load(self.data_dir), self.identity.peer_id)
+        self.peer = DHTPeer(identity_path, rules, config.network.model_copy(update={"fallback_peers": known}))
+        self.peer.start()
+        self._traffic = self.peer.traffic()  # joining is not the first round's traffic
+        self.gossip = Gossip(self.peer, self.identity, rules, config.gossip)
+        self.gossip.start_refreshing()
+        if state is not None:
+            self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
+        self._update_reachability()
+        if config.gossip.beacon:
+            self.beacons = BeaconService(
+                self.peer, self.identity, rules, self._beacon, self._census_taken, timeout_s=config.gossip.publish_timeout_s
+            )
+            self.beacons.start()
 
     @property
     def metrics_url(self) -> str | None:
@@ -176,26 +186,14 @@ class Node:
             self.save_checkpoint()
 
     def run_round(self) -> RoundRecord:
-        """One SAPO round: sample and score, share, collect and rescore, train, report, checkpoint (a save's
-        seconds appear in the next round's record, as the time between two records includes it)."""
-        learner, sapo = self.learner, self.config.sapo
+        """One SAPO round: evaluate now and then, play the round, record it, checkpoint (a save's seconds appear in
+        the next round's record, as the time between two records includes it)."""
         held_out = None
         if self._evaluation_due():
             with self._phase("evaluate"):
                 held_out = self._evaluate()
-        questions = sapo.questions_to_ask(self._peers_supplied)
-        with self._phase("generate"):
-            own = learner.sample_round(share_logprobs=True, questions=questions)
-        with self._phase("publish"):
-            published = self._publish(own.rollouts)
-        with self._phase("collect"):
-            collected = self._collect(sapo.external_groups * self.config.intake.collect_oversample)
-        with self._phase("rescore"):
-            external = learner.external_groups(collected.rollouts)
-            self._report_offences(external.offenders)
-            self._peers_supplied = bool(external.groups)
-        with self._phase("train"):
-            step = learner.train(own.groups, external.groups)
+        outcome = play_round(self.learner, self, self._phase)
+        step = outcome.step
         if step.out_of_memory:
             self._warn(
                 "out_of_memory", f"training ran out of memory {step.out_of_memory} time(s): micro-batch now "
@@ -203,41 +201,15 @@ class Node:
             )
         self.round += 1
         traffic = self._round_traffic()
-        if self.gossip is not None:
+        if self.peer is not None:
             self._update_reachability()
-        collapsed = self.health.observe(own.mean_reward, own.answer_rate)
+        collapsed = self.health.observe(outcome.own.mean_reward, outcome.own.answer_rate)
         if collapsed:
-            self.metrics.event(f"collapse detected at round {self.round}: answer rate {own.answer_rate:.2f}")
-        record = RoundRecord(
-            round=self.round,
-            time=time.time(),
-            reward_local=own.mean_reward,
-            reward_external=external.mean_reward,
-            answer_rate=own.answer_rate,
-            loss=step.loss,
-            skipped=step.skipped_reason,
-            questions=questions,
-            groups_own=step.own_groups,
-            groups_external=step.external_groups,
-            tokens_trained=step.own_tokens + step.external_tokens,
-            tokens_generated=own.generated_tokens,
-            tokens_per_s=own.generated_tokens / max(own.seconds, 1e-9),
-            seconds=dict(self._phase_seconds),
-            peers=self.gossip.num_peers() if self.gossip else 0,
-            rollouts_out=len(own.rollouts) if published.ok else 0,
-            rollouts_in=len(collected.rollouts),
-            rejected=dict(collected.rejected + external.rejected + self._new_dht_refusals()),
-            published=published.ok,
-            collapsed=collapsed,
-            publish_replicas=published.replicas,
-            published_local_only=published.stored_locally and not published.ok,
-            collect_timed_out=collected.timed_out,
-            rollouts_in_by_peer=dict(Counter(item.signer for item in collected.rollouts)),
-            reachability=self.status.reachability,
-            bytes_in=traffic.bytes_in,
-            bytes_out=traffic.bytes_out,
-            updates=step.updates,
-            **{quantity: getattr(step, quantity) for quantity in TRAINING_QUANTITIES},
+            self.metrics.event(f"collapse detected at round {self.round}: answer rate {outcome.own.answer_rate:.2f}")
+        record = RoundRecord.of(
+            outcome, round=self.round, seconds=dict(self._phase_seconds), collapsed=collapsed,
+            refused=self._new_dht_refusals(), peers=self.peer.num_peers() if self.peer else 0,
+            reachability=self.status.reachability, bytes_in=traffic.bytes_in, bytes_out=traffic.bytes_out,
             held_out=held_out,
         )
         self._phase_seconds = {}
@@ -247,6 +219,38 @@ class Node:
                 self.save_checkpoint()
         self.metrics.set_phase("idle")
         return record
+
+    def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
+        """The round's publish (the node is its exchange): gossip's, and a warning when peers exist but none took it."""
+        if self.gossip is None:
+            return PublishResult(ok=False, window=0, sequence=0, frame_bytes=0, latency_s=0.0, error="gossip disabled")
+        result = self.gossip.publish(rollouts, model_id=model_id, suite_version=suite_version)
+        if not result.ok and self.peer.num_peers() > 0:  # alone (e.g. founding a swarm) is not a failure
+            self._warn(
+                "publish_failed", f"publish failed: {result.error}; training continues on own rollouts",
+                seconds=round(result.latency_s, 3), stored_locally=result.stored_locally,
+            )
+        return result
+
+    def collect(self, max_rollouts: int) -> CollectResult:
+        """The round's collect: gossip's, and a warning when it failed or hit its deadline."""
+        if self.gossip is None:
+            return CollectResult([], Counter(), 0, 0, 0.0, False)
+        result = self.gossip.collect(max_rollouts)
+        if result.error is not None:
+            self._warn("collect_failed", f"collect failed: {result.error}")
+        elif result.timed_out or result.directory_timed_out:
+            self._warn(
+                "collect_timed_out",
+                f"collect hit its {self.config.gossip.collect_timeout_s:g} s deadline with "
+                f"{len(result.rollouts)} of {max_rollouts} rollouts",
+                seconds=round(result.elapsed_s, 3), rollouts=len(result.rollouts), keys_read=result.keys_read,
+            )
+        return result
+
+    def report_offences(self, offenders: Sequence[tuple[str, str]]) -> None:
+        if self.gossip is not None:
+            self.gossip.report_offences(offenders)
 
     def _evaluation_due(self) -> bool:
         """At round 0 (the base model) and every `eval.every_rounds` rounds, once (a resumed node does not redo it)."""
@@ -273,39 +277,6 @@ class Node:
         })
         return data
 
-    def _publish(self, rollouts: list) -> PublishResult:
-        if self.gossip is None:
-            return PublishResult(ok=False, window=0, sequence=0, frame_bytes=0, latency_s=0.0, error="gossip disabled")
-        try:
-            result = self.gossip.publish(
-                rollouts, model_id=self.learner.policy.model_id, suite_version=self.learner.suite.version
-            )
-        except Exception as error:  # gossip must never stop training; the failure is shown and counted
-            result = PublishResult(False, 0, 0, 0, 0.0, f"{type(error).__name__}: {error}")
-        if not result.ok and self.gossip.num_peers() > 0:  # alone (e.g. founding a swarm) is not a failure
-            self._warn(
-                "publish_failed", f"publish failed: {result.error}; training continues on own rollouts",
-                seconds=round(result.latency_s, 3), stored_locally=result.stored_locally,
-            )
-        return result
-
-    def _collect(self, max_rollouts: int) -> CollectResult:
-        if self.gossip is None or max_rollouts == 0:
-            return CollectResult([], Counter(), 0, 0, 0.0, False)
-        try:
-            result = self.gossip.collect(max_rollouts)
-        except Exception as error:  # gossip must never stop training; the failure is shown and counted
-            self._warn("collect_failed", f"collect failed: {type(error).__name__}: {error}")
-            return CollectResult([], Counter({"collect_error": 1}), 0, 0, 0.0, True)
-        if result.timed_out or result.directory_timed_out:
-            self._warn(
-                "collect_timed_out",
-                f"collect hit its {self.config.gossip.collect_timeout_s:g} s deadline with "
-                f"{len(result.rollouts)} of {max_rollouts} rollouts",
-                seconds=round(result.elapsed_s, 3), rollouts=len(result.rollouts), keys_read=result.keys_read,
-            )
-        return result
-
     def _warn(self, event: str, message: str, **fields: Any) -> None:
         """A problem the volunteer should see: a JSON log event, a dashboard line and a counter by kind."""
         self.log({"event": event, "round": self.round + 1, "message": message, **fields})
@@ -313,18 +284,18 @@ class Node:
 
     def _update_reachability(self) -> None:
         """Reachability can change (peers re-check it now and then): show what holds now."""
-        gossip = self.gossip
-        report = gossip.reachability
+        peer = self.peer
+        report = peer.reachability
         self.metrics.set_reachability(
-            report.reachability.value, report.describe(), "client" if gossip.dht.client_mode else "server",
-            gossip.dht.port_mapping, gossip.advertised_maddrs,
+            report.reachability.value, report.describe(), "client" if peer.client_mode else "server",
+            peer.port_mapping, peer.advertised_maddrs(),
         )
 
     def _round_traffic(self) -> TrafficSnapshot:
         """All DHT traffic of this peer since the last round (beacons and requests served for others included)."""
-        if self.gossip is None:
+        if self.peer is None:
             return TrafficSnapshot()
-        total = self.gossip.dht.traffic()
+        total = self.peer.traffic()
         new, self._traffic = total - self._traffic, total
         return new
 
@@ -362,24 +333,18 @@ class Node:
         self._beacon_failures = 0 if beacons.last_error is None else self._beacon_failures + 1
         if self._beacon_failures == 0:
             self._beacon_warned = False
-        elif self._beacon_failures >= 2 and not self._beacon_warned and self.gossip is not None and self.gossip.num_peers() > 0:
+        elif self._beacon_failures >= 2 and not self._beacon_warned and self.peer is not None and self.peer.num_peers() > 0:
             self._beacon_warned = True
             self._warn("beacon_failed", f"beacon not published: {beacons.last_error}; the swarm does not list this node")
 
     def _new_dht_refusals(self) -> Counter[str]:
         """Records our DHT peer refused since the last round (to store, or in a peer's answer), as
         `dht_<reason>`: nothing reaches the collector from them, but a volunteer should see the attack."""
-        if self.gossip is None:
+        if self.peer is None:
             return Counter()
-        total = Counter({f"dht_{reason}": count for reason, count in self.gossip.stats.refused_records.items()})
+        total = Counter({f"dht_{reason}": count for reason, count in self.peer.refusals().items()})
         new, self._dht_refused = total - self._dht_refused, total
         return new
-
-    def _report_offences(self, offenders: list[tuple[str, str]]) -> None:
-        if self.gossip is None:
-            return
-        for peer_id, reason in offenders:
-            self.gossip.report_offence(peer_id, Reason(reason))
 
     @contextlib.contextmanager
     def _phase(self, name: str, may_stop: bool = True) -> Iterator[None]:
@@ -404,11 +369,11 @@ class Node:
             health=self.health.state(),
             held_out=self.held_out,
         )
-        saved = self.checkpointer.save(self.learner.policy.model, self.learner.trainer.optimizer, self.learner.capture(state))
+        saved = self.learner.save(self.checkpointer, state)
         self._saved = (self.round, time.monotonic())
         self.metrics.set_checkpoint(saved.path.name, saved.size, saved.seconds, saved.disk)
-        if self.gossip is not None and self.gossip.dht.entry_peers:
-            peerbook.save(self.data_dir, [*peerbook.load(self.data_dir), *self.gossip.dht.entry_maddrs()])
+        if self.peer is not None and self.peer.entry_peers:
+            peerbook.save(self.data_dir, [*peerbook.load(self.data_dir), *self.peer.entry_maddrs()])
 
     def close(self) -> None:
         """Leave the swarm and release the data dir; safe to call more than once."""
@@ -422,4 +387,7 @@ class Node:
         if self.gossip is not None:
             self.gossip.close()
             self.gossip = None
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
         self._lock.release()

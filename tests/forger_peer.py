@@ -20,10 +20,10 @@ from hivemind.dht.node import DHTNode
 from hivemind.dht.routing import DHTID
 from hivemind.utils import MSGPackSerializer, get_dht_time
 
-from swarmnode.net.record import expiration_of
-from swarmnode.wire.envelope import SwarmRules, seal
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import load_identity
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import SwarmRules
 
 FORGED_TAG = 666
 
@@ -50,7 +50,7 @@ async def bad_value(
                 ),
             ),
         )
-        return MSGPackSerializer.dumps(seal(batch, load_identity(identity_path))), expiration_of(now, rules)
+        return MSGPackSerializer.dumps(BATCH.seal(batch, load_identity(identity_path))), rules.expiration_of(now)
     found = await node.get(command["key"], latest=True)
     genuine, expiration = found.value[command["victim"]]
     tampered = bytearray(genuine)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from swarmnode.net.dht import process_alive
+from swarmnode.net.daemon import process_alive
 
 TESTS = Path(__file__).resolve().parent
 READY_TIMEOUT_S = 90.0  # imports (torch via hivemind) + p2pd + join, on a loaded 2-core machine

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.net.gossip import Gossip, GossipStartError
+from swarmnode.net.gossip import Gossip
+from swarmnode.net.peer import DHTPeer
+from swarmnode.net.start import StartError
 from swarmnode.wire.identity import load_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
+from swarmnode.wire.rules import SwarmRules
 
 
 def rollouts(tag: int, count: int, text_bytes: int) -> list[Rollout]:
@@ -29,7 +32,7 @@ def rollouts(tag: int, count: int, text_bytes: int) -> list[Rollout]:
     ]
 
 
-def answer(gossip: Gossip, command: dict[str, Any]) -> dict[str, Any]:
+def answer(peer: DHTPeer, gossip: Gossip, command: dict[str, Any]) -> dict[str, Any]:
     if command["op"] == "publish":
         batch = rollouts(command["tag"], command.get("count", 2), command.get("text_bytes", 32))
         return dataclasses.asdict(gossip.publish(batch, model_id="test-model", suite_version="test"))
@@ -49,7 +52,7 @@ def answer(gossip: Gossip, command: dict[str, Any]) -> dict[str, Any]:
         stats = gossip.stats
         return {
             "refused_records": dict(stats.refused_records),
-            "num_peers": gossip.num_peers(),
+            "num_peers": peer.num_peers(),
             "published": stats.published,
             "requests_served": stats.requests_served,
         }
@@ -63,27 +66,22 @@ def main() -> int:
     parser.add_argument("--swarm", default="itest")
     parser.add_argument("--sequence", type=int, default=0)
     args = parser.parse_args()
-    gossip = Gossip(
-        load_identity(args.identity),
-        args.identity,
-        SwarmConfig(id=args.swarm),
-        NetworkConfig(initial_peers=args.initial_peer, startup_timeout_s=30.0),
-        GossipConfig(collect_timeout_s=5.0, max_rollouts_per_peer=8),
-    )
+    rules = SwarmRules.of(SwarmConfig(id=args.swarm))
+    peer = DHTPeer(args.identity, rules, NetworkConfig(initial_peers=args.initial_peer, startup_timeout_s=30.0))
     try:
-        gossip.start()
-    except GossipStartError as error:
+        peer.start()
+    except StartError as error:
         print(json.dumps({"error": str(error), "reason": error.reason.value}), flush=True)
         return 1
+    gossip = Gossip(peer, load_identity(args.identity), rules, GossipConfig(collect_timeout_s=5.0, max_rollouts_per_peer=8))
     gossip.next_sequence = args.sequence
-    dht = gossip.dht
     print(
         json.dumps(
             {
                 "peer_id": gossip.peer_id,
-                "maddrs": gossip.visible_maddrs,
-                "daemon_pid": dht.daemon_pid(),
-                "sockets": [str(path) for path in dht.socket_paths()],
+                "maddrs": peer.visible_maddrs,
+                "daemon_pid": peer.daemon_pid(),
+                "sockets": [str(path) for path in peer.socket_paths()],
             }
         ),
         flush=True,
@@ -93,9 +91,10 @@ def main() -> int:
             command = json.loads(line)
             if command["op"] == "quit":
                 break
-            print(json.dumps(answer(gossip, command)), flush=True)
+            print(json.dumps(answer(peer, gossip, command)), flush=True)
     finally:
         gossip.close()
+        peer.close()
     return 0
 
 

@@ -13,32 +13,19 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from swarmnode.net.census import BeaconService, Census, CensusEntry
-from swarmnode.net.record import (
-    BoundedRecordStorage,
-    KeyKinds,
-    RecordKind,
-    SwarmRecordValidator,
-    census_key,
-    directory_key,
-    expiration_of,
-    key_id,
-    record_key,
-)
+from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, key_id
 from swarmnode.ops.dashboard import census_table, census_title, peer_text
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.beacon import (
-    BEACON_BUCKETS,
-    MAX_BEACON_BYTES,
-    Beacon,
-    beacon_bucket,
-    open_beacon,
-    seal_beacon,
-    showable,
-)
-from swarmnode.wire.envelope import Envelope, Reason, Rejected, SwarmRules
+from swarmnode.wire.beacon import BEACON, MAX_BEACON_BYTES, Beacon, showable
+from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.presence import Presence, seal_presence
+from swarmnode.wire.keys import BEACON_BUCKETS, batch_key, beacon_bucket, census_key, directory_key
+from swarmnode.wire.presence import PRESENCE, Presence
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rules import Slot, SwarmRules
 
 ALICE = Identity.from_seed(b"\x41" * 32)
 MALLORY = Identity.from_seed(b"\x42" * 32)
@@ -62,8 +49,8 @@ def stored(signer: Identity = ALICE, content: Beacon | None = None, **changes) -
     base = DHTRecord(
         key=key_id(census_key(content.swarm_id, beacon_bucket(signer.peer_id))),
         subkey=msgpack.packb(signer.peer_id),
-        value=msgpack.packb(seal_beacon(content, signer)),
-        expiration_time=expiration_of(content.timestamp, RULES),
+        value=msgpack.packb(BEACON.seal(content, signer)),
+        expiration_time=RULES.expiration_of(content.timestamp),
     )
     return dataclasses.replace(base, **changes)
 
@@ -76,19 +63,17 @@ def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
 
 
 def test_an_honest_beacon_round_trips_and_is_stored_under_its_bucket():
-    signed = open_beacon(
-        seal_beacon(beacon(), ALICE), RULES, now=T0 + 1, subkey=ALICE.peer_id, bucket=beacon_bucket(ALICE.peer_id)
-    )
-    assert signed.signer_peer_id == ALICE.peer_id
-    assert dataclasses.replace(signed.beacon, reward=0.5, held_out=0.25) == beacon()  # float32 on the wire
-    assert abs(signed.beacon.reward - 0.5) < 1e-6
+    signed = open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=Slot(None, beacon_bucket(ALICE.peer_id), ALICE.peer_id))
+    assert signed.signer == ALICE.peer_id
+    assert dataclasses.replace(signed.value, reward=0.5, held_out=0.25) == beacon()  # float32 on the wire
+    assert abs(signed.value.reward - 0.5) < 1e-6
     assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored())
-    minimal = open_beacon(seal_beacon(beacon(reward=None, held_out=None), ALICE), RULES, now=T0 + 1).beacon
+    minimal = open_frame(BEACON.seal(beacon(reward=None, held_out=None), ALICE), BEACON, RULES, now=T0 + 1).value
     assert minimal.reward is None and minimal.held_out is None  # absent, not 0.0
 
 
 def test_a_forged_beacon_under_alices_subkey_is_refused():
-    envelope = Envelope.decode(seal_beacon(beacon(model_id="alice/is-slow"), MALLORY))
+    envelope = Envelope.decode(BEACON.seal(beacon(model_id="alice/is-slow"), MALLORY))
     forged = dataclasses.replace(envelope, signer=ALICE.public_key).encode()
     assert refusal(stored(value=msgpack.packb(forged))) is Reason.BAD_SIGNATURE
     assert refusal(stored(signer=MALLORY, subkey=msgpack.packb(ALICE.peer_id))) is Reason.KEY_MISMATCH
@@ -100,14 +85,14 @@ def test_an_oversized_beacon_is_refused_before_it_is_parsed():
     assert len(frame) > MAX_BEACON_BYTES
     assert refusal(stored(value=msgpack.packb(frame))) is Reason.TOO_LARGE
     with pytest.raises(Rejected) as info:
-        open_beacon(frame)
+        open_frame(frame, BEACON)
     assert info.value.reason is Reason.TOO_LARGE
 
 
 def test_no_kind_of_record_passes_for_another():
-    presence = seal_presence(Presence(RULES.swarm_id, WINDOW, T0), ALICE)
+    presence = PRESENCE.seal(Presence(RULES.swarm_id, WINDOW, T0), ALICE)
     assert refusal(stored(value=msgpack.packb(presence))) is Reason.BAD_SIGNATURE  # a presence under a census key
-    shard = key_id(record_key(RULES.swarm_id, WINDOW, 3))
+    shard = key_id(batch_key(RULES.swarm_id, WINDOW, 3))
     assert refusal(stored(key=shard)) is Reason.BAD_SIGNATURE  # a beacon under a shard key is checked as a batch
     directory = key_id(directory_key(RULES.swarm_id, WINDOW))
     assert refusal(stored(key=directory)) is Reason.BAD_SIGNATURE
@@ -137,17 +122,17 @@ def test_no_kind_of_record_passes_for_another():
 def test_beacons_with_bad_fields_are_refused_with_their_reason(changes, reason):
     content = beacon(**changes)
     with pytest.raises(Rejected) as info:
-        open_beacon(seal_beacon(content, ALICE), RULES)
+        open_frame(BEACON.seal(content, ALICE), BEACON, RULES)
     assert info.value.reason is reason
     assert not SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored(content=content))
 
 
 def test_readers_keep_only_the_current_and_previous_window():
-    frame = seal_beacon(beacon(), ALICE)
-    open_beacon(frame, RULES, now=T0 + RULES.window_s)
+    frame = BEACON.seal(beacon(), ALICE)
+    open_frame(frame, BEACON, RULES, now=T0 + RULES.window_s)
     lenient = dataclasses.replace(RULES, max_age_windows=5)  # a swarm's batch age does not stretch the census
     with pytest.raises(Rejected) as info:
-        open_beacon(frame, lenient, now=T0 + 2 * RULES.window_s)
+        open_frame(frame, BEACON, lenient, now=T0 + 2 * RULES.window_s)
     assert info.value.reason is Reason.STALE
 
 
@@ -161,10 +146,10 @@ def test_any_single_bit_flip_of_a_stored_beacon_is_refused(position, bit):
 
 def test_a_census_key_holds_a_bounded_number_of_signers_and_one_beacon_per_signer_and_window():
     kinds = KeyKinds(RULES, clock=lambda: T0 + 1)
-    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, 0))) is RecordKind.BEACON
+    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, 0))) is BEACON
     storage = BoundedRecordStorage(kinds=kinds, max_beacons_per_bucket=3)
     key = DHTID.from_bytes(key_id(census_key(RULES.swarm_id, 0)))
-    expiry = expiration_of(T0, RULES)
+    expiry = RULES.expiration_of(T0)
     assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, expiry) for i in range(5)] == [True] * 3 + [False] * 2
     assert not storage.store_subkey(key, "signer0", b"y" * 100, expiry + 1)  # same window: once is enough
     assert storage.store_subkey(key, "signer0", b"z" * 100, expiry + RULES.window_s)  # the next window's lands

@@ -21,13 +21,14 @@ from typer.testing import CliRunner
 from swarmnode.cli import app
 from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.census import BeaconService, Census, take_census, take_census_as_client
-from swarmnode.net.dht import DHTPeer, StoreItem
-from swarmnode.net.record import census_key, expiration_of
+from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.ops.metrics import Metrics, Status
-from swarmnode.wire.beacon import BEACON_BUCKETS, BEACON_DOMAIN_TAG, Beacon, beacon_bucket, seal_beacon
-from swarmnode.wire.envelope import Envelope, SwarmRules
+from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, Beacon
+from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.rules import SwarmRules
 
 pytestmark = pytest.mark.network
 
@@ -144,13 +145,13 @@ def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_pat
         content = beacon_source("a", a.dht)(RULES.window_of(now), now)
         key = census_key(RULES.swarm_id, beacon_bucket(a.identity.peer_id))
         # Mallory (b) signs "a is running model-of-mallory" and stores it under a's subkey
-        forged = Envelope.decode(seal_beacon(dataclasses.replace(content, model_id="model-of-mallory"), b.identity))
+        forged = Envelope.decode(BEACON.seal(dataclasses.replace(content, model_id="model-of-mallory"), b.identity))
         forged = dataclasses.replace(forged, signer=a.identity.public_key).encode()
         huge = Envelope.sign(
             a.identity, pb.Beacon(swarm_id=RULES.swarm_id, window=content.window, timestamp=now, model_id="m" * 1500).SerializeToString(),
             domain=BEACON_DOMAIN_TAG,
         ).encode()
-        expiry = expiration_of(now, RULES)
+        expiry = RULES.expiration_of(now)
         outcomes = b.dht.store(
             [StoreItem(key, a.identity.peer_id, forged, expiry), StoreItem(key, a.identity.peer_id, huge, expiry)], timeout_s=5
         )

@@ -133,8 +133,7 @@ def test_config_is_a_leaf_that_imports_nothing_else_of_the_package():
 
 
 def test_the_bounds_config_copies_are_the_wire_protocols_own():
-    from swarmnode.learn import tasks
-    from swarmnode.wire import envelope
+    from swarmnode.wire import batch, rollout
 
-    assert config_module.MAX_ROLLOUTS_PER_BATCH == envelope.MAX_ROLLOUTS_PER_BATCH
-    assert (config_module.HELD_OUT_SPAN, config_module.MAX_TRAINING_SEED) == (tasks.HELD_OUT_SPAN, tasks.MAX_TRAINING_SEED)
+    assert config_module.MAX_ROLLOUTS_PER_BATCH == batch.MAX_ROLLOUTS_PER_BATCH
+    assert (config_module.HELD_OUT_SPAN, config_module.MAX_TRAINING_SEED) == (rollout.HELD_OUT_SPAN, rollout.MAX_TRAINING_SEED)

@@ -14,20 +14,15 @@ from hivemind.utils import get_dht_time
 from peer_process import PeerProcess, wait_until_gone
 
 from swarmnode.config import NetworkConfig, SwarmConfig
-from swarmnode.net.dht import (
-    SOCKET_DIR,
-    SOCKET_TAG,
-    DHTPeer,
-    GossipStartError,
-    StartFailure,
-    StoreItem,
-    clean_stale_daemons,
-    process_alive,
-)
-from swarmnode.net.record import expiration_of, record_key
-from swarmnode.wire.envelope import MAX_ENVELOPE_BYTES, SwarmRules, open_envelope, seal, shard_of
+from swarmnode.net.daemon import SOCKET_DIR, SOCKET_TAG, clean_stale_daemons, process_alive
+from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.net.start import StartError, StartFailure
+from swarmnode.wire.batch import BATCH, MAX_ENVELOPE_BYTES
 from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.keys import batch_key
+from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 pytestmark = pytest.mark.network
 
@@ -75,17 +70,17 @@ def test_a_megabyte_record_moves_between_two_processes_both_ways(tmp_path, helpe
     with DHTPeer(key, RULES, NetworkConfig(initial_peers=hello["maddrs"])) as here:
         published = process.ask("publish", tag=1, count=64, text_bytes=16_000)
         assert published["ok"] and published["frame_bytes"] >= 1_000_000
-        their_key = record_key(SWARM.id, published["window"], shard_of(hello["peer_id"], RULES.num_shards))
+        their_key = batch_key(SWARM.id, published["window"], shard_of(hello["peer_id"], RULES.num_shards))
         found, _ = here.get_many([their_key], timeout_s=20)
         frame = found[their_key][hello["peer_id"]][0]
         assert len(frame) == published["frame_bytes"]
-        assert open_envelope(frame, RULES).batch.rollouts[0].task.seed == 1
+        assert open_frame(frame, BATCH, RULES).value.rollouts[0].task.seed == 1
 
         batch = megabyte_batch(tag=2)
-        frame = seal(batch, identity)
+        frame = BATCH.seal(batch, identity)
         assert 1_000_000 <= len(frame) <= MAX_ENVELOPE_BYTES
-        our_key = record_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
-        expiration = expiration_of(batch.timestamp, RULES)
+        our_key = batch_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
+        expiration = RULES.expiration_of(batch.timestamp)
         [stored] = here.store([StoreItem(our_key, identity.peer_id, frame, expiration)], timeout_s=20)
         assert stored.remote >= 1
         collected = process.ask("collect", max=128, timeout_s=20)
@@ -160,7 +155,7 @@ def test_start_up_removes_sockets_and_stops_daemons_of_dead_owners(tmp_path):
 def test_start_up_failures_are_one_line_with_a_reason(tmp_path, network, reason):
     _, key = new_key(tmp_path, "a")
     peer = DHTPeer(key, RULES, network)
-    with pytest.raises(GossipStartError) as info:
+    with pytest.raises(StartError) as info:
         peer.start()
     assert info.value.reason is reason and "\n" not in str(info.value)
     assert peer.daemon_pid() is None and peer.socket_paths() == []
@@ -172,14 +167,14 @@ def test_a_port_in_use_names_the_port_and_the_fix(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(GossipStartError) as info:
+        with pytest.raises(StartError) as info:
             DHTPeer(key, RULES, NetworkConfig(port=port)).start()
     assert info.value.reason is StartFailure.PORT_IN_USE
     assert str(port) in str(info.value) and "--port" in str(info.value)
 
 
 def test_a_missing_identity_file_is_not_replaced_by_a_new_key(tmp_path):
-    with pytest.raises(GossipStartError) as info:
+    with pytest.raises(StartError) as info:
         DHTPeer(tmp_path / "missing.key", RULES, NetworkConfig()).start()
     assert info.value.reason is StartFailure.NO_IDENTITY and "identity new" in str(info.value)
     assert not (tmp_path / "missing.key").exists()
@@ -190,7 +185,7 @@ def test_a_loop_that_does_not_answer_raises_the_builtin_timeout_error_on_every_p
     loop must cost a publish, not the node)."""
     import asyncio
 
-    from swarmnode.net.dht import LoopThread
+    from swarmnode.net.loop import LoopThread
 
     loop = LoopThread("test-timeout")
     try:

@@ -6,21 +6,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swarmnode.wire.envelope import (
-    MAX_COMPLETION_BYTES,
-    MAX_ENVELOPE_BYTES,
-    Envelope,
-    Reason,
-    Rejected,
-    ReplayGuard,
-    Slot,
-    SwarmRules,
-    open_envelope,
-    seal,
-    shard_of,
-)
+from swarmnode.wire.batch import BATCH, MAX_COMPLETION_BYTES, MAX_ENVELOPE_BYTES
+from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity
+from swarmnode.wire.receive import ReplayGuard, open_frame
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 ALICE = Identity.from_seed(b"\x11" * 32)
 RULES = SwarmRules("test-swarm", window_s=30.0, num_shards=16)
@@ -45,19 +37,19 @@ def make_batch(**changes) -> RolloutBatch:
     return dataclasses.replace(batch, **changes)
 
 
-VALID = seal(make_batch(), ALICE)
+VALID = BATCH.seal(make_batch(), ALICE)
 
 
 def reason_of(frame: bytes, **kwargs) -> Reason:
     with pytest.raises(Rejected) as info:
-        open_envelope(frame, **kwargs)
+        open_frame(frame, BATCH, **kwargs)
     return info.value.reason
 
 
 def test_sealed_batch_opens_to_the_same_batch_and_signer():
-    signed = open_envelope(VALID, RULES, now=T0 + 1)
-    assert signed.batch == make_batch()
-    assert signed.signer_peer_id == ALICE.peer_id
+    signed = open_frame(VALID, BATCH, RULES, now=T0 + 1)
+    assert signed.value == make_batch()
+    assert signed.signer == ALICE.peer_id
 
 
 def test_size_is_checked_before_parsing():
@@ -102,20 +94,20 @@ def test_record_copied_to_another_shard_is_refused():
     ],
 )
 def test_schema_violations_are_refused_with_their_reason(changes, reason):
-    assert reason_of(seal(make_batch(**changes), ALICE), rules=RULES, now=T0) is reason
+    assert reason_of(BATCH.seal(make_batch(**changes), ALICE), rules=RULES, now=T0) is reason
 
 
 def test_freshness_window():
     assert reason_of(VALID, rules=RULES, now=T0 + 2 * RULES.window_s) is Reason.STALE
     assert reason_of(VALID, rules=RULES, now=T0 - 60) is Reason.FUTURE
-    open_envelope(VALID, RULES, now=T0 + RULES.window_s)  # the previous window is still fresh
+    open_frame(VALID, BATCH, RULES, now=T0 + RULES.window_s)  # the previous window is still fresh
 
 
 def test_second_sighting_of_a_batch_is_a_replay_and_a_new_sequence_is_not():
     guard = ReplayGuard()
-    open_envelope(VALID, RULES, now=T0, replay_guard=guard)
+    open_frame(VALID, BATCH, RULES, now=T0, replay_guard=guard)
     assert reason_of(VALID, rules=RULES, now=T0, replay_guard=guard) is Reason.REPLAY
-    open_envelope(seal(make_batch(sequence=4), ALICE), RULES, now=T0, replay_guard=guard)
+    open_frame(BATCH.seal(make_batch(sequence=4), ALICE), BATCH, RULES, now=T0, replay_guard=guard)
 
 
 def test_replay_guard_memory_is_bounded():
@@ -132,7 +124,7 @@ def test_any_single_byte_change_of_a_valid_envelope_is_rejected(position, mask):
     mutated = bytearray(VALID)
     mutated[position] ^= mask
     with pytest.raises(Rejected):
-        open_envelope(bytes(mutated), RULES, now=T0)
+        open_frame(bytes(mutated), BATCH, RULES, now=T0)
 
 
 @settings(max_examples=200, deadline=None)
@@ -143,7 +135,7 @@ def test_any_single_byte_change_of_a_valid_envelope_is_rejected(position, mask):
 def test_random_bytes_up_to_twice_the_limit_are_rejected_without_other_exceptions(size, seed):
     data = random.Random(seed).randbytes(size)
     with pytest.raises(Rejected):
-        open_envelope(data, RULES, now=T0)
+        open_frame(data, BATCH, RULES, now=T0)
 
 
 completion_text = st.text(max_size=200)
@@ -172,4 +164,4 @@ rollouts = st.lists(
 @given(rollouts=rollouts, sequence=st.integers(0, 2**64 - 1))
 def test_every_valid_batch_round_trips(rollouts, sequence):
     batch = make_batch(rollouts=rollouts, sequence=sequence)
-    assert open_envelope(seal(batch, ALICE), RULES, now=T0).batch == batch
+    assert open_frame(BATCH.seal(batch, ALICE), BATCH, RULES, now=T0).value == batch

@@ -19,12 +19,11 @@ from swarmnode.config import ConfigError, load_config
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.intake import Intake, IntakeLimits
 from swarmnode.learn.policy import Policy, SamplingSettings
-from swarmnode.learn.tasks import HELD_OUT_SEED, HELD_OUT_SPAN, TaskSuite
+from swarmnode.learn.tasks import TaskSuite
 from swarmnode.node import Node
 from swarmnode.ops.export import ExportError, export_model, push
 from swarmnode.ops.metrics import read_records
-from swarmnode.wire.envelope import SwarmRules
-from swarmnode.wire.rollout import Completion, Rollout, TaskRef
+from swarmnode.wire.rollout import HELD_OUT_SEED, HELD_OUT_SPAN, Completion, Rollout, TaskRef
 
 FAST = ["sapo.questions_per_round=4", "sapo.completions_per_question=4", "model.max_new_tokens=12",
         "gossip.enabled=false", "metrics.port=null", "eval.questions_per_family=4", "eval.samples_per_question=2"]
@@ -41,7 +40,7 @@ class FromPeer:
 
 def test_a_peers_rollout_on_a_held_out_item_is_never_trained_on_and_its_neighbours_are():
     spec = next(s for s in SUITE.families if s.name == "chain_sum")
-    intake = Intake(SwarmRules.of(CONFIG.swarm), SUITE, IntakeLimits(4, 24, 192), Policy.load(), rng=random.Random(0))
+    intake = Intake(SUITE, IntakeLimits(4, 24, 192), Policy.load(), rng=random.Random(0))
 
     def offered(seed: int, index: int):
         task = SUITE.task(TaskRef("chain_sum", spec.config_hash, seed, index))

@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from swarmnode.lab import fuzz_envelope as fuzz
 from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_frame, judge_presence
-from swarmnode.wire.envelope import Reason, Rejected, open_envelope
+from swarmnode.wire.batch import BATCH
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason, Rejected
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
@@ -69,7 +71,7 @@ def test_deeply_nested_unknown_groups_are_malformed_not_a_recursion_error(depth)
     nested = fuzz.tag(fuzz.UNKNOWN_FIELD, 3) * depth + fuzz.tag(fuzz.UNKNOWN_FIELD, 4) * depth
     for frame in (valid + nested, nested):
         with pytest.raises(Rejected) as info:
-            open_envelope(frame, fuzz.RULES, now=fuzz.NOW)
+            open_frame(frame, BATCH, fuzz.RULES, now=fuzz.NOW)
         assert info.value.reason is Reason.MALFORMED
 
 
@@ -77,7 +79,7 @@ def test_deeply_nested_unknown_groups_are_malformed_not_a_recursion_error(depth)
 def test_a_length_prefix_claiming_more_than_follows_is_malformed(claimed):
     frame = fuzz.tag(3, 2) + fuzz.varint(claimed) + b"\x00" * 16
     with pytest.raises(Rejected) as info:
-        open_envelope(frame, fuzz.RULES, now=fuzz.NOW)
+        open_frame(frame, BATCH, fuzz.RULES, now=fuzz.NOW)
     assert info.value.reason is Reason.MALFORMED
 
 
@@ -86,7 +88,7 @@ def test_a_valid_signature_over_a_payload_with_an_unknown_field_is_still_malform
     frame, _ = fuzz.signed(random.Random(1), payload)
     assert judge_frame(frame, fuzz.ORACLE_CONTEXT) == "malformed"
     with pytest.raises(Rejected) as info:
-        open_envelope(frame, fuzz.RULES, now=fuzz.NOW)
+        open_frame(frame, BATCH, fuzz.RULES, now=fuzz.NOW)
     assert info.value.reason is Reason.MALFORMED
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -10,15 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gossip_peers import join
 from peer_process import PeerProcess, wait_until_gone
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.net.gossip import Gossip
-from swarmnode.net.record import record_key
 from swarmnode.net.reputation import Reputation
-from swarmnode.wire.envelope import Reason, SwarmRules, open_envelope, shard_of
-from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.batch import BATCH
+from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.keys import batch_key
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 SWARM = SwarmConfig(id="itest")
 RULES = SwarmRules.of(SWARM)
@@ -67,7 +72,7 @@ class Swarm:
         return self.hello[name]["peer_id"]
 
     def key_of(self, name: str, window: int) -> str:
-        return record_key(SWARM.id, window, shard_of(self.peer_id(name), RULES.num_shards))
+        return batch_key(SWARM.id, window, shard_of(self.peer_id(name), RULES.num_shards))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +178,7 @@ def test_a_stock_hivemind_client_reads_the_swarm_but_cannot_store_junk(swarm):
     finally:
         client.close()
     frame = bytes.fromhex(report["read"][swarm.peer_id("b")])
-    assert open_envelope(frame, RULES).batch.rollouts[0].task.seed == 20
+    assert open_frame(frame, BATCH, RULES).value.rollouts[0].task.seed == 20
     assert report["stored"] is False
     collected = swarm.nodes["c"].ask("collect", max=50)
     assert {item["tag"] for item in collected["rollouts"] if item["signer"] == swarm.peer_id("b")} == {20}
@@ -221,17 +226,14 @@ def test_a_restarted_peer_with_the_same_identity_rejoins(swarm):
 @pytest.fixture
 def trio(tmp_path: Path) -> Iterator[list[Gossip]]:
     config = GossipConfig(max_rollouts_per_peer=2, collect_timeout_s=5.0, ban_after_offences=2)
-    peers: list[Gossip] = []
-    try:
+    with contextlib.ExitStack() as stack:
+        first, gossips = None, []
         for index in range(3):
-            path = new_key(tmp_path, str(index))
-            network = NetworkConfig(initial_peers=peers[0].visible_maddrs if peers else [])
-            peers.append(Gossip(load_identity(path), path, SWARM, network, config))
-            peers[-1].start()
-        yield peers
-    finally:
-        for peer in peers:
-            peer.close()
+            network = NetworkConfig(initial_peers=first.visible_maddrs if first else [])
+            peer, gossip = join(stack, new_key(tmp_path, str(index)), RULES, network, config)
+            first = first or peer
+            gossips.append(gossip)
+        yield gossips
 
 
 @pytest.mark.network
@@ -282,14 +284,14 @@ def test_a_batch_refreshed_each_window_outlives_its_record_ttl_and_is_taken_once
     """A slow node's round outlasts record_ttl_s: its refreshed batch is still read, a plain one is gone."""
     swarm = SwarmConfig(id="itest-slow", window_s=1.0, record_ttl_s=2.0, clock_skew_s=1.0)
     refreshing = GossipConfig(max_rollouts_per_peer=8, collect_timeout_s=5.0, refresh_for_s=60.0)
-    peers: dict[str, Gossip] = {}
-    try:
+    rules = SwarmRules.of(swarm)
+    with contextlib.ExitStack() as stack:
+        first, peers = None, {}
         for name in ("slow", "plain", "early", "late"):
-            path = new_key(tmp_path, name)
             config = refreshing if name != "plain" else refreshing.model_copy(update={"refresh_for_s": 0.0})
-            network = NetworkConfig(initial_peers=peers["slow"].visible_maddrs if peers else [])
-            peers[name] = Gossip(load_identity(path), path, swarm, network, config)
-            peers[name].start()
+            network = NetworkConfig(initial_peers=first.visible_maddrs if first else [])
+            peer, peers[name] = join(stack, new_key(tmp_path, name), rules, network, config)
+            first = first or peer
             peers[name].start_refreshing()
         slow, plain, early, late = peers.values()
         published = slow.publish(rollouts(1), model_id="m", suite_version="v")
@@ -303,49 +305,37 @@ def test_a_batch_refreshed_each_window_outlives_its_record_ttl_and_is_taken_once
         again = early.collect(100)
         assert again.rollouts == [] and again.skipped["already_seen"] >= 1 and not again.rejected
         assert slow.stats.refreshed >= 1 and plain.stats.refreshed == 0
-    finally:
-        for peer in peers.values():
-            peer.close()
 
 
 @pytest.mark.network
 def test_nodes_nobody_can_dial_find_each_others_batches_through_the_directory(tmp_path):
     """Two DHT clients (as behind NAT) are in no routing table; the window's directory names them."""
-    entry_key = new_key(tmp_path, "entry")
-    with Gossip(load_identity(entry_key), entry_key, SWARM, NetworkConfig(), GossipConfig()) as entry:
-        private = NetworkConfig(initial_peers=entry.advertised_maddrs, reachability="private")
-        clients = []
-        try:
-            for name in ("home1", "home2"):
-                path = new_key(tmp_path, name)
-                clients.append(Gossip(load_identity(path), path, SWARM, private, GossipConfig()))
-                clients[-1].start()
-            home1, home2 = clients
-            assert home1.dht.client_mode and home2.dht.client_mode
-            assert not {home1.peer_id, home2.peer_id} & set(entry.dht.known_peer_ids() + home2.dht.known_peer_ids())
-            published = home1.publish(rollouts(1), model_id="m", suite_version="v")
-            assert published.ok and published.replicas == 1 and not published.stored_locally
-            collected = home2.collect(8)
-            assert {item.signer for item in collected.rollouts} == {home1.peer_id}
-            assert collected.directory_entries == 1 and not collected.rejected
-            assert {item.signer for item in entry.collect(8).rollouts} == {home1.peer_id}
-        finally:
-            for client in clients:
-                client.close()
+    with contextlib.ExitStack() as stack:
+        entry_peer, entry = join(stack, new_key(tmp_path, "entry"), RULES, NetworkConfig())
+        private = NetworkConfig(initial_peers=entry_peer.advertised_maddrs(), reachability="private")
+        (peer1, home1), (peer2, home2) = (join(stack, new_key(tmp_path, name), RULES, private) for name in ("home1", "home2"))
+        assert peer1.client_mode and peer2.client_mode
+        assert not {home1.peer_id, home2.peer_id} & set(entry_peer.known_peer_ids() + peer2.known_peer_ids())
+        published = home1.publish(rollouts(1), model_id="m", suite_version="v")
+        assert published.ok and published.replicas == 1 and not published.stored_locally
+        collected = home2.collect(8)
+        assert {item.signer for item in collected.rollouts} == {home1.peer_id}
+        assert collected.directory_entries == 1 and not collected.rejected
+        assert {item.signer for item in entry.collect(8).rollouts} == {home1.peer_id}
 
 
 @pytest.mark.network
 def test_a_collect_reads_only_one_wave_of_shards_no_known_peer_publishes_to(tmp_path):
-    path = new_key(tmp_path, "alone")
-    with Gossip(load_identity(path), path, SWARM, NetworkConfig(), GossipConfig()) as alone:
+    with contextlib.ExitStack() as stack:
+        _, alone = join(stack, new_key(tmp_path, "alone"), RULES, NetworkConfig())
         assert [alone.collect(8).keys_read for _ in range(3)] == [GossipConfig().shards_per_wave] * 3
 
 
 @pytest.mark.network
 def test_alone_a_batch_is_only_kept_locally_not_published_and_collect_returns_quickly(tmp_path):
-    path = new_key(tmp_path, "alone")
     every_key_at_once = GossipConfig(shards_per_wave=2 * SWARM.num_shards)  # our own shard is read too
-    with Gossip(load_identity(path), path, SWARM, NetworkConfig(), every_key_at_once) as alone:
+    with contextlib.ExitStack() as stack:
+        _, alone = join(stack, new_key(tmp_path, "alone"), RULES, NetworkConfig(), every_key_at_once)
         published = alone.publish(rollouts(1), model_id="m", suite_version="v")
         assert not published.ok and published.replicas == 0 and published.stored_locally
         assert "kept only locally" in published.error
@@ -400,8 +390,8 @@ def test_memory_is_bounded_by_max_peers_forgetting_the_oldest_offender():
 @pytest.mark.network
 def test_stats_can_be_read_from_another_thread_while_collecting(tmp_path):
     """The metrics server reads `stats` on its own thread while the node's thread collects."""
-    path = new_key(tmp_path, "solo")
-    with Gossip(load_identity(path), path, SWARM, NetworkConfig(), GossipConfig()) as gossip:
+    with contextlib.ExitStack() as stack:
+        _, gossip = join(stack, new_key(tmp_path, "solo"), RULES, NetworkConfig())
         with ThreadPoolExecutor(2) as pool:
             collecting = pool.submit(lambda: [gossip.collect(4) for _ in range(5)])
             snapshots = [pool.submit(lambda: gossip.stats) for _ in range(50)]

@@ -13,7 +13,7 @@ from swarmnode.config import load_config
 from swarmnode.learn.intake import Intake, IntakeLimits
 from swarmnode.learn.policy import Policy
 from swarmnode.learn.tasks import TaskSuite
-from swarmnode.wire.envelope import Reason, Rejected, SwarmRules
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 CONFIG = load_config()
@@ -33,7 +33,7 @@ class FromPeer:
 
 def intake(group_size: int = 4, max_tokens: int = 24, families: frozenset[str] | None = None) -> Intake:
     limits = IntakeLimits(group_size, max_tokens, CONFIG.model.max_prompt_tokens, families)
-    return Intake(SwarmRules.of(CONFIG.swarm), SUITE, limits, POLICY, rng=random.Random(0))
+    return Intake(SUITE, limits, POLICY, rng=random.Random(0))
 
 
 def texts(count: int) -> tuple[Completion, ...]:
@@ -77,7 +77,7 @@ def test_a_slow_scorer_cannot_make_a_round_spend_more_than_its_rescore_budget_on
 
     monkeypatch.setattr(SUITE, "score", slow)
     limits = IntakeLimits(4, 24, CONFIG.model.max_prompt_tokens, budget_s=0.3)
-    budgeted = Intake(SwarmRules.of(CONFIG.swarm), SUITE, limits, POLICY, rng=random.Random(0))
+    budgeted = Intake(SUITE, limits, POLICY, rng=random.Random(0))
     started = time.monotonic()
     result = budgeted.groups([FromPeer(Rollout(REF, texts(4))) for _ in range(20)])  # 0.2 s of scoring each
     assert time.monotonic() - started < 0.3 + 0.5

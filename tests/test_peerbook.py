@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from pathlib import Path
 
 import pytest
+from gossip_peers import join
 
-from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net import peerbook
-from swarmnode.net.dht import DHTPeer
-from swarmnode.net.gossip import Gossip
-from swarmnode.wire.envelope import SwarmRules
-from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.net.peer import DHTPeer
+from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
+from swarmnode.wire.rules import SwarmRules
 
 SWARM = SwarmConfig(id="peerbook-test")
 PEER = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
@@ -52,26 +53,22 @@ def free_port_maddr() -> str:
 @pytest.mark.network
 def test_a_node_learns_public_peers_from_the_directory_and_rejoins_through_them_without_its_bootstrap(tmp_path):
     batch = [Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 0), (Completion("<answer>1</answer>"),))]
-    key = new_key(tmp_path, "bootstrap")
-    bootstrap = Gossip(load_identity(key), key, SWARM, NetworkConfig(), GossipConfig())
-    bootstrap.start()
-    try:
-        join = NetworkConfig(initial_peers=bootstrap.advertised_maddrs)
-        key = new_key(tmp_path, "public")
-        with Gossip(load_identity(key), key, SWARM, join, GossipConfig()) as public:
-            assert public.publish(batch, model_id="m", suite_version="v").ok
-            key = new_key(tmp_path, "home")
-            with Gossip(load_identity(key), key, SWARM, join.model_copy(update={"reachability": "private"}),
-                        GossipConfig()) as home:
-                home.collect(8)
-                learnt = home.dht.entry_maddrs()
-            assert learnt == public.advertised_maddrs
-            bootstrap.close()
-            fallback = NetworkConfig(fallback_peers=[free_port_maddr(), *learnt])
-            with DHTPeer(new_key(tmp_path, "restarted"), SwarmRules.of(SWARM), fallback) as restarted:
-                assert public.peer_id in restarted.known_peer_ids()
-    finally:
+    rules = SwarmRules.of(SWARM)
+    with contextlib.ExitStack() as stack:
+        bootstrap, _ = join(stack, new_key(tmp_path, "bootstrap"), rules, NetworkConfig())
+        through_bootstrap = NetworkConfig(initial_peers=bootstrap.advertised_maddrs())
+        public_peer, public = join(stack, new_key(tmp_path, "public"), rules, through_bootstrap)
+        assert public.publish(batch, model_id="m", suite_version="v").ok
+        with contextlib.ExitStack() as home_stack:
+            private = through_bootstrap.model_copy(update={"reachability": "private"})
+            home_peer, home = join(home_stack, new_key(tmp_path, "home"), rules, private)
+            home.collect(8)
+            learnt = home_peer.entry_maddrs()
+        assert learnt == public_peer.advertised_maddrs()
         bootstrap.close()
+        fallback = NetworkConfig(fallback_peers=[free_port_maddr(), *learnt])
+        with DHTPeer(new_key(tmp_path, "restarted"), rules, fallback) as restarted:
+            assert public.peer_id in restarted.known_peer_ids()
     with DHTPeer(new_key(tmp_path, "alone"), SwarmRules.of(SWARM), NetworkConfig(fallback_peers=[free_port_maddr()])) as alone:
         assert alone.num_peers() == 0  # nobody answered: it starts alone instead of failing
 

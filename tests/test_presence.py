@@ -10,21 +10,17 @@ from hivemind.dht.validation import DHTRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmnode.net.record import (
-    BoundedRecordStorage,
-    KeyKinds,
-    RecordKind,
-    SwarmRecordValidator,
-    directory_key,
-    expiration_of,
-    key_id,
-    record_key,
-)
-from swarmnode.wire.address import Reachability
-from swarmnode.wire.envelope import Reason, Rejected, SwarmRules, open_envelope, seal, shard_of
+from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, key_id
+from swarmnode.wire.address import Reachability, is_tcp_address
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.presence import MAX_PRESENCE_BYTES, Presence, is_tcp_address, open_presence, seal_presence
+from swarmnode.wire.keys import batch_key, directory_key
+from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE, Presence, join_addresses
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 ALICE = Identity.from_seed(b"\x31" * 32)
 MALLORY = Identity.from_seed(b"\x32" * 32)
@@ -43,8 +39,8 @@ def entry(signer: Identity = ALICE, content: Presence | None = None, **changes) 
     base = DHTRecord(
         key=key_id(directory_key(content.swarm_id, content.window)),
         subkey=msgpack.packb(signer.peer_id),
-        value=msgpack.packb(seal_presence(content, signer)),
-        expiration_time=expiration_of(content.timestamp, RULES),
+        value=msgpack.packb(PRESENCE.seal(content, signer)),
+        expiration_time=RULES.expiration_of(content.timestamp),
     )
     return dataclasses.replace(base, **changes)
 
@@ -57,30 +53,30 @@ def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
 
 
 def test_an_honest_entry_round_trips_and_names_where_to_join():
-    signed = open_presence(seal_presence(presence(), ALICE), RULES, now=T0 + 1, subkey=ALICE.peer_id)
-    assert signed.presence == presence()
-    assert signed.join_addresses == [f"/ip4/10.77.0.12/tcp/31337/p2p/{ALICE.peer_id}"]
+    signed = open_frame(PRESENCE.seal(presence(), ALICE), PRESENCE, RULES, now=T0 + 1, slot=Slot(None, None, ALICE.peer_id))
+    assert signed.value == presence()
+    assert join_addresses(signed) == [f"/ip4/10.77.0.12/tcp/31337/p2p/{ALICE.peer_id}"]
     assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(entry())
 
 
 def test_a_presence_is_never_taken_for_a_batch_nor_a_batch_for_a_presence():
-    frame = seal_presence(presence(), ALICE)
+    frame = PRESENCE.seal(presence(), ALICE)
     with pytest.raises(Rejected) as as_batch:
-        open_envelope(frame, RULES)
+        open_frame(frame, BATCH, RULES)
     assert as_batch.value.reason is Reason.BAD_SIGNATURE  # another domain tag: the signature cannot verify
     batch = RolloutBatch(RULES.swarm_id, WINDOW, 1, T0, "m", "v",
                          (Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 2), (Completion("x"),)),))
     with pytest.raises(Rejected) as as_presence:
-        open_presence(seal(batch, ALICE))
+        open_frame(BATCH.seal(batch, ALICE), PRESENCE)
     assert as_presence.value.reason in (Reason.TOO_LARGE, Reason.BAD_SIGNATURE)
-    under_directory = dataclasses.replace(entry(), value=msgpack.packb(seal(batch, ALICE)))
+    under_directory = dataclasses.replace(entry(), value=msgpack.packb(BATCH.seal(batch, ALICE)))
     assert refusal(under_directory) in (Reason.TOO_LARGE, Reason.BAD_SIGNATURE)
-    under_shard = entry(key=key_id(record_key(RULES.swarm_id, WINDOW, shard_of(ALICE.peer_id, RULES.num_shards))))
+    under_shard = entry(key=key_id(batch_key(RULES.swarm_id, WINDOW, shard_of(ALICE.peer_id, RULES.num_shards))))
     assert refusal(under_shard) is Reason.BAD_SIGNATURE
 
 
 def test_a_forged_entry_under_alices_subkey_is_refused():
-    forged = entry(subkey=msgpack.packb(ALICE.peer_id), value=msgpack.packb(seal_presence(presence(), MALLORY)))
+    forged = entry(subkey=msgpack.packb(ALICE.peer_id), value=msgpack.packb(PRESENCE.seal(presence(), MALLORY)))
     assert refusal(forged) is Reason.KEY_MISMATCH
 
 
@@ -99,7 +95,7 @@ def test_a_forged_entry_under_alices_subkey_is_refused():
 def test_entries_with_bad_fields_are_refused_with_their_reason(changes, reason):
     content = presence(**changes)
     with pytest.raises(Rejected) as info:
-        open_presence(seal_presence(content, ALICE), RULES)
+        open_frame(PRESENCE.seal(content, ALICE), PRESENCE, RULES)
     assert info.value.reason is reason
     assert not SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(entry(content=content))
 
@@ -131,17 +127,17 @@ def test_a_directory_key_holds_a_bounded_number_of_signers_and_replacements_stil
     assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, T0 + 60) for i in range(5)] == [True] * 3 + [False] * 2
     assert storage.store_subkey(key, "signer0", b"y" * 100, T0 + 61)  # a signer refreshing its entry
     assert storage.refusals() == {"directory_full": 2}
-    shard_key = DHTID.from_bytes(key_id(record_key(RULES.swarm_id, WINDOW, 3)))
+    shard_key = DHTID.from_bytes(key_id(batch_key(RULES.swarm_id, WINDOW, 3)))
     assert all(storage.store_subkey(shard_key, f"signer{i}", b"x" * 100, T0 + 60) for i in range(5))
 
 
 def test_directory_keys_follow_the_clock():
     now = [T0]
     kinds = KeyKinds(RULES, clock=lambda: now[0])
-    assert kinds.kind_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is RecordKind.PRESENCE
-    assert kinds.kind_of(key_id(record_key(RULES.swarm_id, WINDOW, 0))) is RecordKind.BATCH
+    assert kinds.kind_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is PRESENCE
+    assert kinds.kind_of(key_id(batch_key(RULES.swarm_id, WINDOW, 0))) is BATCH
     now[0] += 3600
-    assert kinds.kind_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is RecordKind.BATCH
+    assert kinds.kind_of(key_id(directory_key(RULES.swarm_id, WINDOW))) is BATCH
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from swarmnode.config import NetworkConfig, SwarmConfig
-from swarmnode.net.dht import DHTPeer
+from swarmnode.net.peer import DHTPeer
 from swarmnode.net.reachability import MULTISTREAM_HEADER, network_warnings, probe_listener, verdict
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.rules import SwarmRules
 
 RULES = SwarmRules.of(SwarmConfig(id="reach-test"))
 

@@ -12,20 +12,14 @@ from hivemind.utils import get_dht_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmnode.net.record import (
-    BoundedRecordStorage,
-    SwarmRecordValidator,
-    check_record,
-    expiration_of,
-    key_id,
-    reading_records,
-    record_key,
-    unpack_bin,
-    unpack_str,
-)
-from swarmnode.wire.envelope import Reason, Rejected, SwarmRules, seal, shard_of
+from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.validator import SwarmRecordValidator, check_record, key_id, reading_records, unpack_bin, unpack_str
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity
+from swarmnode.wire.keys import batch_key
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 ALICE = Identity.from_seed(b"\x21" * 32)
 MALLORY = Identity.from_seed(b"\x22" * 32)
@@ -51,12 +45,12 @@ def batch(**changes) -> RolloutBatch:
 def record(signer: Identity = ALICE, content: RolloutBatch | None = None, **changes) -> DHTRecord:
     """A record exactly as an honest publisher stores it, then `changes` to its fields."""
     content = content or batch()
-    key = record_key(content.swarm_id, content.window, shard_of(signer.peer_id, RULES.num_shards))
+    key = batch_key(content.swarm_id, content.window, shard_of(signer.peer_id, RULES.num_shards))
     base = DHTRecord(
         key=key_id(key),
         subkey=msgpack.packb(signer.peer_id),
-        value=msgpack.packb(seal(content, signer)),
-        expiration_time=expiration_of(content.timestamp, RULES),
+        value=msgpack.packb(BATCH.seal(content, signer)),
+        expiration_time=RULES.expiration_of(content.timestamp),
     )
     return dataclasses.replace(base, **changes)
 
@@ -68,7 +62,7 @@ def reason_of(candidate: DHTRecord, now: float = T0 + 1, reading: bool = False) 
 
 
 def test_an_honest_record_is_accepted():
-    assert check_record(record(), RULES, T0 + 1).signer_peer_id == ALICE.peer_id
+    assert check_record(record(), RULES, T0 + 1).signer == ALICE.peer_id
 
 
 def test_the_same_frame_under_another_peers_subkey_is_refused():
@@ -81,7 +75,7 @@ def test_a_frame_signed_by_mallory_under_alices_subkey_is_refused():
 
 
 def test_a_tampered_frame_is_refused_as_a_bad_signature():
-    frame = bytearray(seal(batch(), ALICE))
+    frame = bytearray(BATCH.seal(batch(), ALICE))
     frame[-70] ^= 0x01  # inside the payload, before the 64-byte signature
     assert reason_of(record(value=msgpack.packb(bytes(frame)))) is Reason.BAD_SIGNATURE
 
@@ -89,9 +83,9 @@ def test_a_tampered_frame_is_refused_as_a_bad_signature():
 @pytest.mark.parametrize(
     "key",
     [
-        record_key(RULES.swarm_id, RULES.window_of(T0) + 1, shard_of(ALICE.peer_id, RULES.num_shards)),
-        record_key(RULES.swarm_id, RULES.window_of(T0), (shard_of(ALICE.peer_id, RULES.num_shards) + 1) % 16),
-        record_key("other-swarm", RULES.window_of(T0), shard_of(ALICE.peer_id, RULES.num_shards)),
+        batch_key(RULES.swarm_id, RULES.window_of(T0) + 1, shard_of(ALICE.peer_id, RULES.num_shards)),
+        batch_key(RULES.swarm_id, RULES.window_of(T0), (shard_of(ALICE.peer_id, RULES.num_shards) + 1) % 16),
+        batch_key("other-swarm", RULES.window_of(T0), shard_of(ALICE.peer_id, RULES.num_shards)),
         f"swarmnode-naive/{RULES.window_of(T0)}",
     ],
     ids=["next_window", "other_shard", "other_swarm_key", "naive_key"],
@@ -176,7 +170,7 @@ def test_a_non_canonical_subkey_encoding_is_refused():
 
 
 def test_a_bin32_header_is_accepted_as_the_protocol_allows():
-    frame = seal(batch(), ALICE)
+    frame = BATCH.seal(batch(), ALICE)
     assert unpack_bin(b"\xc6" + len(frame).to_bytes(4, "big") + frame) == frame
     check_record(record(value=b"\xc6" + len(frame).to_bytes(4, "big") + frame), RULES, T0 + 1)
 
@@ -252,7 +246,7 @@ def test_a_flood_of_replacements_keeps_the_expiration_heaps_proportional_to_what
 
 
 def test_expired_records_give_their_bytes_back(monkeypatch):
-    monkeypatch.setattr("swarmnode.net.record.RECOUNT_INTERVAL_S", 0.0)
+    monkeypatch.setattr("swarmnode.net.storage.RECOUNT_INTERVAL_S", 0.0)
     storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=2_000)
     assert stored(storage, 1, "a", 1_000, expires_in_s=0.2) and stored(storage, 2, "b", 1_000, expires_in_s=0.2)
     assert not stored(storage, 3, "c", 1_000)

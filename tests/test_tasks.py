@@ -2,9 +2,9 @@ import random
 
 import pytest
 
-from swarmnode.config import DEFAULT_FAMILIES
+from swarmnode.config import DEFAULT_FAMILIES, TasksConfig
 from swarmnode.learn.tasks import FamilySpec, RewardMode, TaskSuite, extract_answer
-from swarmnode.wire.envelope import Reason, Rejected
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import TaskRef
 
 SUITE = TaskSuite([FamilySpec.of(family) for family in DEFAULT_FAMILIES])
@@ -55,9 +55,11 @@ def test_answer_extraction(text, answer):
 def test_rescore_uses_only_the_reference_and_the_text():
     task = SUITE.sample(random.Random(0), 1, seed=5)[0]
     gold = f"<answer>{task.entry['answer']}</answer>"
-    assert SUITE.rescore(task.ref, gold).reward == 1.0
-    assert SUITE.rescore(task.ref, "<answer>definitely wrong</answer>").reward == 0.0
-    assert SUITE.rescore(task.ref, "no answer at all").has_answer is False
+    regenerated = TaskSuite.of(TasksConfig()).task(task.ref)  # another node, from the reference alone
+    assert regenerated.entry == task.entry
+    assert SUITE.score(regenerated, gold).reward == 1.0
+    assert SUITE.score(regenerated, "<answer>definitely wrong</answer>").reward == 0.0
+    assert SUITE.score(regenerated, "no answer at all").has_answer is False
 
 
 def test_a_scorer_exception_scores_zero_and_is_counted():

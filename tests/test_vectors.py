@@ -13,16 +13,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from swarmnode.cli import _parse_slot, app
+from swarmnode.cli import app
 from swarmnode.config import NodeConfig
 from swarmnode.lab import protocol_oracle
 from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_presence
 from swarmnode.learn.intake import Intake
 from swarmnode.learn.tasks import FamilySpec, TaskSuite
-from swarmnode.wire.beacon import open_beacon
-from swarmnode.wire.envelope import Reason, Rejected, SwarmRules
-from swarmnode.wire.presence import open_presence
+from swarmnode.wire.beacon import BEACON
+from swarmnode.wire.check import Checker
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import TaskRef
+from swarmnode.wire.rules import SwarmRules
 
 ROOT = Path(__file__).resolve().parents[1]
 VECTORS = ROOT / "protocol" / "vectors"
@@ -41,8 +43,7 @@ def check_args(case: dict) -> list[str]:
         args += ["--now", repr(case["now"])]
     if "slot" in case:
         args += ["--slot", case["slot"]]
-    if "kind" in case:
-        args += ["--kind", case["kind"]]
+    args += ["--kind", case.get("kind", "batch")]  # cases without a kind are batches (presence_as_batch included)
     return args
 
 
@@ -86,43 +87,16 @@ def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
 def test_vector_gives_its_expected_result(case):
-    swarm_rules = rules_of(case)
-    if case.get("kind") == "presence":
-        (name,) = case["frames"]
-        slot = _parse_slot(case["slot"], "presence") if "slot" in case else None
-        try:
-            open_presence(
-                (VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"),
-                subkey=slot.subkey if slot else None, window=slot.window if slot else None,
-            )
-            result = "accept"
-        except Rejected as rejected:
-            result = rejected.reason.value
-        assert result == case["expect"]
-        return
-    if case.get("kind") == "beacon":
-        (name,) = case["frames"]
-        slot = _parse_slot(case["slot"], "beacon") if "slot" in case else None
-        try:
-            open_beacon(
-                (VECTORS / name).read_bytes(), swarm_rules, now=case.get("now"),
-                subkey=slot.subkey if slot else None, bucket=slot.shard if slot else None,
-            )
-            result = "accept"
-        except Rejected as rejected:
-            result = rejected.reason.value
-        assert result == case["expect"]
-        return
-    intake = Intake(swarm_rules, receiver_suite())  # the node's own receiving path
-    slot = _parse_slot(case["slot"]) if "slot" in case else None
-    result = "accept"
-    for name in case["frames"]:
-        try:
-            intake.check_frame((VECTORS / name).read_bytes(), now=case.get("now"), slot=slot)
-            result = "accept"
-        except Rejected as rejected:
-            result = rejected.reason.value
-    assert result == case["expect"]
+    """The node's own receiving path (`open_frame`; for a batch the intake judges its rollouts), as one receiver
+    of the case's frames in order."""
+    kind = case.get("kind", "batch")
+    checker = Checker(
+        rules_of(case), kind=kind, now=case.get("now"), slot=case.get("slot"), judge=Intake(receiver_suite()).judge
+    )
+    results = [checker.check((VECTORS / name).read_bytes()) for name in case["frames"]]
+    last = results[-1]
+    assert (last.rejected.reason.value if last.rejected else "accept") == case["expect"]
+    assert last.kind.name == kind
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
@@ -173,7 +147,7 @@ def test_a_beacon_is_stale_after_one_window_whatever_max_age_windows():
     frame = (VECTORS / case["frames"][0]).read_bytes()
     rules = MANIFEST["rules"]
     with pytest.raises(Rejected) as rejected:
-        open_beacon(frame, SwarmRules(case["swarm"], window_s=rules["window_s"], max_age_windows=5), now=case["now"])
+        open_frame(frame, BEACON, SwarmRules(case["swarm"], window_s=rules["window_s"], max_age_windows=5), now=case["now"])
     assert rejected.value.reason is Reason.STALE
     context = Context(case["swarm"], rules["window_s"], max_age_windows=5, now=case["now"])
     assert judge_beacon(frame, context) == "stale"

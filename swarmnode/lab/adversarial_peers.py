@@ -38,13 +38,13 @@ from swarmnode.lab.local_swarm import LocalSwarm, NodeSpec, exit_on_sigterm, mac
 from swarmnode.learn.intake import IntakeResult
 from swarmnode.learn.sapo import Selection
 from swarmnode.learn.tasks import TaskSuite
-from swarmnode.net.dht import DHTPeer
 from swarmnode.net.gossip import CollectResult, Gossip
+from swarmnode.net.peer import DHTPeer
 from swarmnode.node import Node
 from swarmnode.ops.metrics import read_records
-from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import Identity, load_identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout
+from swarmnode.wire.rules import SwarmRules
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the lab runs from one
 SWARM_ID = "adversarial"
@@ -127,9 +127,9 @@ class AttackScene:
         self.bootstrap = self._stack.enter_context(DHTPeer(new_key(self.directory, "bootstrap"), rules, NetworkConfig()))
         join = NetworkConfig(initial_peers=self.bootstrap.visible_maddrs, startup_timeout_s=60.0)
         honest_key = new_key(self.directory, "honest")
-        self.honest = self._stack.enter_context(
-            Gossip(load_identity(honest_key), honest_key, config.swarm, join, GossipConfig())
-        )
+        honest_peer = self._stack.enter_context(DHTPeer(honest_key, rules, join))
+        self.honest = Gossip(honest_peer, load_identity(honest_key), rules, GossipConfig())
+        self._stack.callback(self.honest.close)
         self.suite = TaskSuite.of(config.tasks)
         victim_config = load_config(None, [*VICTIM, f"network.initial_peers={json.dumps(join.initial_peers)}"])
         self.victim = Node(victim_config, self.directory / "victim", log=lambda event: None)

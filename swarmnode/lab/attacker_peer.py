@@ -25,18 +25,13 @@ from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import TasksConfig
 from swarmnode.learn.tasks import FamilySpec
-from swarmnode.net.dht import LoopThread
-from swarmnode.net.record import expiration_of, record_key
-from swarmnode.wire.envelope import (
-    MAX_COMPLETION_BYTES,
-    MAX_ENVELOPE_BYTES,
-    MAX_ROLLOUTS_PER_BATCH,
-    Envelope,
-    SwarmRules,
-    shard_of,
-)
+from swarmnode.net.loop import LoopThread
+from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_COMPLETION_BYTES, MAX_ENVELOPE_BYTES, MAX_ROLLOUTS_PER_BATCH
+from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity, load_identity, peer_id_base58
+from swarmnode.wire.keys import batch_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 STARTUP_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 60.0
@@ -84,13 +79,13 @@ class Attacker:
         return batch
 
     def frame(self, batch: pb.RolloutBatch, version: int = 1, signer: Identity | None = None) -> bytes:
-        return Envelope.sign(signer or self.identity, batch.SerializeToString(deterministic=True), version).encode()
+        return Envelope.sign(signer or self.identity, batch.SerializeToString(deterministic=True), BATCH_DOMAIN_TAG, version).encode()
 
     def placed(self, frame: bytes, batch: pb.RolloutBatch, signer: str | None = None, **changes: Any) -> Placed:
         """Where an honest publisher `signer` (default: us) would put this frame, then `changes`."""
         signer = signer or self.identity.peer_id
-        key = record_key(batch.swarm_id, batch.window, shard_of(signer, self.rules.num_shards))
-        record = Placed(key, signer, MSGPackSerializer.dumps(frame), expiration_of(batch.timestamp, self.rules))
+        key = batch_key(batch.swarm_id, batch.window, shard_of(signer, self.rules.num_shards))
+        record = Placed(key, signer, MSGPackSerializer.dumps(frame), self.rules.expiration_of(batch.timestamp))
         return dataclasses.replace(record, **changes)
 
 
@@ -121,7 +116,7 @@ async def honest_frame(attacker: Attacker, honest: str) -> tuple[bytes, float, s
     storage may hold a copy we replayed into a later window's key: only a frame of the key's window counts."""
     window = attacker.rules.window_of(get_dht_time())
     for read_window in (window, window - 1):
-        key = record_key(attacker.rules.swarm_id, read_window, shard_of(honest, attacker.rules.num_shards))
+        key = batch_key(attacker.rules.swarm_id, read_window, shard_of(honest, attacker.rules.num_shards))
         found = await attacker.node.get(key, latest=True)
         if found is not None and isinstance(found.value, dict) and honest in found.value:
             frame, expiration = found.value[honest]
@@ -144,7 +139,7 @@ async def craft(attacker: Attacker, name: str, honest: str | None) -> list[Place
         if name == "replay_extended_expiry":
             return [Placed(key, honest, value, expiration + a.rules.window_s)]
         window = int(key.rsplit("/", 2)[1]) + 1
-        later = record_key(a.rules.swarm_id, window, shard_of(honest, a.rules.num_shards))
+        later = batch_key(a.rules.swarm_id, window, shard_of(honest, a.rules.num_shards))
         return [Placed(later, honest, value, expiration + a.rules.window_s)]
     if name == "forged_signature":  # our signature, the honest peer's key in the signer field
         batch = a.batch()

@@ -33,19 +33,15 @@ from rich.console import Console
 from rich.table import Table
 
 from swarmnode.lab.protocol_oracle import ACCEPT, Context, judge_frame, judge_record, read_varint
-from swarmnode.net.record import check_record, expiration_of, key_id, record_key
-from swarmnode.wire.envelope import (
-    MAX_COMPLETION_BYTES,
-    MAX_ENVELOPE_BYTES,
-    MAX_TOKEN_LOGPROBS,
-    Envelope,
-    Rejected,
-    SwarmRules,
-    open_envelope,
-    shard_of,
-)
+from swarmnode.net.validator import check_record, key_id
+from swarmnode.wire.batch import BATCH, BATCH_DOMAIN_TAG, MAX_COMPLETION_BYTES, MAX_ENVELOPE_BYTES, MAX_TOKEN_LOGPROBS
+from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity
+from swarmnode.wire.keys import batch_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Rejected
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the lab runs from one
 RULES = SwarmRules("fuzz", window_s=30.0, record_ttl_s=60.0, num_shards=16, clock_skew_s=5.0, max_age_windows=1)
@@ -108,7 +104,7 @@ def payload_of(batch: pb.RolloutBatch) -> bytes:
 
 def signed(rng: random.Random, payload: bytes, version: int = 1) -> tuple[bytes, Identity]:
     identity = rng.choice(KEYS)
-    return Envelope.sign(identity, payload, version).encode(), identity
+    return Envelope.sign(identity, payload, BATCH_DOMAIN_TAG, version).encode(), identity
 
 
 def valid_case(rng: random.Random, kind: str = "valid") -> Case:
@@ -376,17 +372,17 @@ def record_for(case: Case, rng: random.Random) -> tuple[str, DHTRecord]:
     edited: key, subkey, expiration or the msgpack header around the frame."""
     peer = case.signer.peer_id
     window = RULES.window_of(case.timestamp) if math.isfinite(case.timestamp) else 0
-    key = key_id(record_key(RULES.swarm_id, window, shard_of(peer, RULES.num_shards)))
+    key = key_id(batch_key(RULES.swarm_id, window, shard_of(peer, RULES.num_shards)))
     subkey = msgpack.packb(peer)
     value = msgpack.packb(case.frame)
-    expiration = expiration_of(case.timestamp, RULES)
+    expiration = RULES.expiration_of(case.timestamp)
     if rng.random() < 0.6:
         return "placed", DHTRecord(key, subkey, value, expiration)
     what = rng.randrange(4)
     if what == 0:
         key = rng.choice([
-            key_id(record_key(RULES.swarm_id, window + 1, shard_of(peer, RULES.num_shards))),
-            key_id(record_key(RULES.swarm_id, window, (shard_of(peer, RULES.num_shards) + 1) % RULES.num_shards)),
+            key_id(batch_key(RULES.swarm_id, window + 1, shard_of(peer, RULES.num_shards))),
+            key_id(batch_key(RULES.swarm_id, window, (shard_of(peer, RULES.num_shards) + 1) % RULES.num_shards)),
             rng.randbytes(20), b"",
         ])
         return "key", DHTRecord(key, subkey, value, expiration)
@@ -480,7 +476,7 @@ def implementation_verdict(judge: Callable[[], object]) -> tuple[str, tuple[int,
 
 
 def judge_case(case: Case, rng: random.Random, frames: dict[str, Tally], records: dict[str, Tally]) -> None:
-    verdict, elapsed = implementation_verdict(lambda: open_envelope(case.frame, RULES, now=NOW))
+    verdict, elapsed = implementation_verdict(lambda: open_frame(case.frame, BATCH, RULES, now=NOW))
     frames[case.kind].add(verdict, judge_frame(case.frame, ORACLE_CONTEXT), elapsed, case.frame)
     record_kind, record = record_for(case, rng)
     verdict, elapsed = implementation_verdict(lambda: check_record(record, RULES, NOW))

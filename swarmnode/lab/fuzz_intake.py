@@ -25,7 +25,7 @@ from reasoning_gym.factory import DATASETS
 from swarmnode.learn.intake import Intake, IntakeLimits
 from swarmnode.learn.policy import Policy
 from swarmnode.learn.tasks import EXCLUDED_FAMILIES, FamilySpec, TaskSuite
-from swarmnode.wire.envelope import MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_INDEX, MAX_SEED
+from swarmnode.wire.batch import MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_INDEX, MAX_SEED
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the lab runs from one
@@ -75,7 +75,7 @@ def run(cases: int, seed: int, size: int) -> dict:
     suite = TaskSuite(specs)
     policy = Policy.load(dtype="float32")
     limits = IntakeLimits(group_size=8, max_completion_tokens=24, max_prompt_tokens=192)
-    intake = Intake(None, suite, limits, policy, rng=random.Random(seed))
+    intake = Intake(suite, limits, policy, rng=random.Random(seed))
     refused: Counter[str] = Counter()
     families_hit: Counter[str] = Counter()
     crashes: list[str] = []

@@ -27,7 +27,7 @@ from typing import IO
 
 import psutil
 
-from swarmnode.net.dht import SOCKET_DIR, SOCKET_TAG
+from swarmnode.net.daemon import SOCKET_DIR, SOCKET_TAG
 from swarmnode.ops.metrics import RoundRecord, read_records
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the lab runs from one

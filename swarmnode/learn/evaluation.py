@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from swarmnode.learn.policy import Policy, SamplingSettings
-from swarmnode.learn.tasks import HELD_OUT_SEED, HELD_OUT_SPAN, Task, TaskSuite, format_prompt
-from swarmnode.wire.rollout import TaskRef
+from swarmnode.learn.tasks import Task, TaskSuite, format_prompt
+from swarmnode.wire.rollout import HELD_OUT_SEED, HELD_OUT_SPAN, TaskRef
 
 PASS = 1.0 - 1e-9  # a pass is a fully correct answer by the verifier
 

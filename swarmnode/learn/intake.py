@@ -1,15 +1,15 @@
-"""Intake: the one path from a peer's bytes to a group this node trains on (PROTOCOL.md §5).
+"""Intake: the one path from a peer's verified rollout to a group this node trains on (PROTOCOL.md §5, 14-15).
 
-A frame: size -> decode -> strict signature -> placement -> replay (`open_frame`, checks 1-13). Each of
-its rollouts: task reference (family and config hash in our suite, index below its size: check 14) ->
-regenerate (any exception of the generator is a typed refusal, `task_error`) -> rescore with our verifier
-and judge the sender's claim (check 15) (`judge`) -> family filter -> trim to this node's G and token limit
-(`group`). Items reserved for held-out evaluation are never trained on (`held_out`, before any work), and
-judging stops when a round's budget is spent (`rescore_budget`: some reasoning-gym scorers take seconds).
-What the signer alone can have caused counts against it (`envelope.is_offence`).
+Its frame was opened by the network layer (`swarmnode.wire.receive`, checks 1-13). Each rollout: task
+reference (family and config hash in our suite, index below its size: check 14) -> regenerate (any exception
+of the generator is a typed refusal, `task_error`) -> rescore with our verifier and judge the sender's claim
+(check 15) (`judge`) -> family filter -> trim to this node's G and token limit (`group`). Items reserved for
+held-out evaluation are never trained on (`held_out`, before any work), and judging stops when a round's
+budget is spent (`rescore_budget`: some reasoning-gym scorers take seconds). What the signer alone can have
+caused counts against it (`rejection.is_offence`).
 
-The node's collect and rescore, the in-process simulator and `swarmnode protocol check` all go through
-here, so that what the spec says, what the tools check and what a node trains on are one thing.
+The node's rescore, the in-process simulator and `swarmnode protocol check` all judge through here, so that
+what the spec says, what the tools check and what a node trains on are one thing.
 """
 
 from __future__ import annotations
@@ -19,32 +19,15 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from swarmnode.learn.policy import Policy
 from swarmnode.learn.sapo import Group
-from swarmnode.learn.tasks import Score, Task, TaskSuite, format_prompt, is_held_out
-from swarmnode.wire.envelope import (
-    Reason,
-    Rejected,
-    ReplayGuard,
-    SignedBatch,
-    Slot,
-    SwarmRules,
-    is_offence,
-    open_envelope,
-)
-from swarmnode.wire.rollout import Completion, Rollout
+from swarmnode.learn.tasks import Score, Task, TaskSuite, format_prompt
+from swarmnode.wire.rejection import Reason, Rejected, is_offence
+from swarmnode.wire.rollout import Completion, PeerRollout, Rollout, is_held_out
 
 REWARD_CLAIM_TOLERANCE = 1e-3
 MIN_GROUP_SIZE = 2  # one completion carries no advantage
-
-class PeerRollout(Protocol):
-    """A verified rollout from a peer, as the gossip layer (or the simulator) hands it over."""
-
-    signer: str
-    model_id: str
-    rollout: Rollout
 
 
 @dataclass(frozen=True)
@@ -82,43 +65,24 @@ class IntakeResult:
 
 
 class Intake:
-    """The receiving side of one node. Without a suite only frames can be opened; without a policy rollouts
-    can be judged but not turned into groups (what `swarmnode protocol check` needs)."""
+    """The receiving side of one node. Without a policy rollouts can be judged but not turned into groups
+    (what `swarmnode protocol check` needs)."""
 
     def __init__(
         self,
-        rules: SwarmRules | None,
-        suite: TaskSuite | None = None,
+        suite: TaskSuite,
         limits: IntakeLimits | None = None,
         policy: Policy | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.rules = rules
         self.suite = suite
         self.limits = limits
         self.policy = policy
         self.rng = rng or random.Random()
-        self.replay_guard = ReplayGuard()
-
-    def open_frame(self, frame: bytes, *, now: float | None = None, slot: Slot | None = None) -> SignedBatch:
-        """Checks 1-13; raises Rejected. Each batch is accepted once (replay)."""
-        return open_envelope(frame, self.rules, now=now, slot=slot, replay_guard=self.replay_guard)
-
-    def check_frame(self, frame: bytes, *, now: float | None = None, slot: Slot | None = None) -> SignedBatch:
-        """PROTOCOL.md §5's verdict on a whole frame: raises the first failing check, frame checks first,
-        then (with a suite) checks 14-15 rollout by rollout in order; a node would still use the rollouts
-        that pass."""
-        signed = self.open_frame(frame, now=now, slot=slot)
-        if self.suite is not None:
-            for rollout in signed.batch.rollouts:
-                self.judge(rollout)
-        return signed
 
     def judge(self, rollout: Rollout) -> Judged:
         """Checks 14-15: regenerate the task from its reference, score every completion with our verifier,
         refuse the rollout if a claimed score disagrees. Raises Rejected; nothing else escapes."""
-        if self.suite is None:
-            raise ValueError("judging rollouts needs a task suite")
         try:
             task = self.suite.task(rollout.task)
             scores = tuple(self.suite.score(task, completion.text) for completion in rollout.completions)

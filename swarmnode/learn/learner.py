@@ -1,7 +1,7 @@
-"""One node's learning state, network-free: task stream, policy, SAPO trainer and their RNGs.
+"""One node's learning state, network-free: task stream, policy, SAPO trainer, intake and their RNGs.
 
-The node drives it between gossip calls; the in-process swarm simulator drives several of them with
-the same code, so what the simulator measures is what the node runs.
+A round (`swarmnode.learn.round`) drives it between the exchange's calls, for the node and for the in-process
+simulator alike, so what the simulator measures is what the node runs.
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ from dataclasses import dataclass
 import torch
 
 from swarmnode.config import IntakeConfig, MemoryConfig, ModelConfig, NodeConfig, OptimizerConfig, SapoConfig
-from swarmnode.learn.checkpoint import TrainingState, random_state_from_json, random_state_to_json
-from swarmnode.learn.intake import Intake, IntakeLimits, IntakeResult, PeerRollout
+from swarmnode.learn.checkpoint import (
+    Checkpointer,
+    SavedCheckpoint,
+    TrainingState,
+    random_state_from_json,
+    random_state_to_json,
+)
+from swarmnode.learn.intake import Intake, IntakeLimits, IntakeResult
+from swarmnode.learn.memory import MemoryPlan
 from swarmnode.learn.policy import Policy, SamplingSettings
 from swarmnode.learn.sapo import Group, SapoTrainer, StepStats, group_rollout, own_group, select_groups
 from swarmnode.learn.tasks import Score, Task, TaskSuite, format_prompt
-from swarmnode.wire.envelope import SwarmRules
-from swarmnode.wire.rollout import Rollout
+from swarmnode.wire.rollout import PeerRollout, Rollout
 
 
 @dataclass
@@ -60,7 +66,6 @@ class Learner:
         intake: IntakeConfig,
         seed: int,
         data_seed: int,
-        rules: SwarmRules | None = None,
     ) -> None:
         self.sapo = sapo
         self.intake_config = intake
@@ -82,14 +87,16 @@ class Learner:
             train_families=suite.sampled_family_names() if intake.external_families == "sampled" else None,
             budget_s=intake.rescore_budget_s,
         )
-        self.intake = Intake(rules, suite, limits, policy, rng=self.selection_rng)
+        self.intake = Intake(suite, limits, policy, rng=self.selection_rng)
+        self.rollouts_wanted = sapo.external_groups * intake.collect_oversample  # about half of all groups carry no advantage
+        self.peers_supplied = False  # peers' groups passed the intake last round (transplant then asks only I)
 
     @classmethod
     def of(cls, config: NodeConfig, policy: Policy, suite: TaskSuite, seed: int, data_seed: int) -> Learner:
         """A learner with the sections of a node's config (the node, the simulator and tests build it so)."""
         return cls(
             policy, suite, model=config.model, sapo=config.sapo, optimizer=config.optimizer, memory=config.memory,
-            intake=config.intake, seed=seed, data_seed=data_seed, rules=SwarmRules.of(config.swarm),
+            intake=config.intake, seed=seed, data_seed=data_seed,
         )
 
     def sample_round(self, share_logprobs: bool = True, questions: int | None = None) -> OwnRound:
@@ -113,14 +120,39 @@ class Learner:
     def external_groups(self, peer_rollouts: Sequence[PeerRollout]) -> IntakeResult:
         """Peers' rollouts to our groups through the intake: regenerated, rescored, their claims judged,
         trimmed to our G and token limit. Families we do not sample are verified, not trained on, unless
-        intake.external_families=suite (at small scale, peers' other families cost a specialised node 0.2-1.6%)."""
-        return self.intake.groups(peer_rollouts)
+        intake.external_families=suite (at small scale, peers' other families cost a specialised node 0.2-1.6%).
+        Whether any came through decides how many questions a transplant node asks next round."""
+        result = self.intake.groups(peer_rollouts)
+        self.peers_supplied = bool(result.groups)
+        return result
 
     def train(self, own: Sequence[Group], external: Sequence[Group]) -> StepStats:
         started = time.perf_counter()
         stats = self.trainer.step(select_groups(own, external, self.sapo, self.selection_rng))
         stats.seconds = time.perf_counter() - started
         return stats
+
+    def questions_to_ask(self) -> int:
+        return self.sapo.questions_to_ask(self.peers_supplied)
+
+    @property
+    def memory_plan(self) -> MemoryPlan | None:
+        return self.trainer.memory_plan
+
+    @property
+    def micro_batch_size(self) -> int:
+        return self.trainer.micro_batch_size
+
+    def save(self, checkpointer: Checkpointer, state: TrainingState) -> SavedCheckpoint:
+        """A checkpoint of the weights, the optimizer and the RNG states, with the caller's `state`."""
+        return checkpointer.save(self.policy.model, self.trainer.optimizer, self.capture(state))
+
+    def load(self, checkpointer: Checkpointer) -> TrainingState | None:
+        """Resume from the newest readable checkpoint, if any; its state for the caller's own counters."""
+        state = checkpointer.load(self.policy.model, self.trainer.optimizer)
+        if state is not None:
+            self.restore(state)
+        return state
 
     def capture(self, state: TrainingState) -> TrainingState:
         """Put this learner's RNG states into `state` (for a checkpoint)."""
@@ -135,49 +167,3 @@ class Learner:
         self.task_rng.setstate(random_state_from_json(state.rng["tasks"]))
         self.selection_rng.setstate(random_state_from_json(state.rng["selection"]))
         self.generator.set_state(state.generators["sampler"])
-
-
-
-class HealthMonitor:
-    """Detects collapse from a node's own samples: the moving average of well-formed answers falls below
-    half of its best, or the reward's falls below a third of its best. Counts each entry into collapse."""
-
-    def __init__(self, smoothing: float = 0.1, warmup_rounds: int = 10) -> None:
-        self.smoothing = smoothing
-        self.warmup_rounds = warmup_rounds
-        self.rounds = 0
-        self.answer_ema: float | None = None
-        self.reward_ema: float | None = None
-        self.best_answer = 0.0
-        self.best_reward = 0.0
-        self.collapsed = False
-        self.collapses = 0
-
-    def state(self) -> dict[str, float | int | bool | None]:
-        return {name: getattr(self, name) for name in _HEALTH_FIELDS}
-
-    def restore(self, state: dict) -> None:
-        for name in _HEALTH_FIELDS:
-            if name in state:
-                setattr(self, name, state[name])
-
-    def observe(self, reward: float, answer_rate: float) -> bool:
-        """Feed one round; True when this round enters a collapse."""
-        a = self.smoothing
-        self.answer_ema = answer_rate if self.answer_ema is None else (1 - a) * self.answer_ema + a * answer_rate
-        self.reward_ema = reward if self.reward_ema is None else (1 - a) * self.reward_ema + a * reward
-        self.rounds += 1
-        if self.rounds < self.warmup_rounds:
-            return False
-        self.best_answer = max(self.best_answer, self.answer_ema)
-        self.best_reward = max(self.best_reward, self.reward_ema)
-        broken = self.answer_ema < 0.5 * self.best_answer or (
-            self.best_reward >= 0.05 and self.reward_ema < self.best_reward / 3
-        )
-        entered = broken and not self.collapsed
-        self.collapsed = broken
-        self.collapses += int(entered)
-        return entered
-
-
-_HEALTH_FIELDS = ("rounds", "answer_ema", "reward_ema", "best_answer", "best_reward", "collapsed", "collapses")

@@ -26,7 +26,7 @@ from reasoning_gym.factory import DATASETS  # noqa: E402
 
 from swarmnode.config import DEFAULT_DATASET_SIZE, FamilyConfig, RewardMode, TasksConfig
 from swarmnode.learn import verifiers
-from swarmnode.wire.envelope import Reason, Rejected
+from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import TaskRef
 
 GENERATOR = f"reasoning-gym=={importlib.metadata.version('reasoning-gym')}"
@@ -72,19 +72,6 @@ class FamilySpec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-# Held-out items (PROTOCOL.md §2.5): reasoning-gym builds item `index` of dataset `seed` from Random(seed + index)
-# for almost every family, so a stream position seed + index names an item. These positions are reserved for
-# evaluation: own training seeds stay below MAX_TRAINING_SEED and peers' references into them are not trained on.
-HELD_OUT_SEED = 2**40
-HELD_OUT_SPAN = 2**16
-MAX_TRAINING_SEED = 2**32
-
-
-def is_held_out(ref: TaskRef) -> bool:
-    """Whether a reference names a reserved item: no node trains on it, whoever sampled it."""
-    return HELD_OUT_SEED <= ref.seed + ref.index < HELD_OUT_SEED + HELD_OUT_SPAN
-
-
 @dataclass(frozen=True)
 class Task:
     ref: TaskRef
@@ -103,13 +90,6 @@ def extract_answer(completion: str) -> str | None:
     """The text inside the first closed <answer>…</answer>, stripped; None if there is none."""
     match = _ANSWER_PATTERN.search(completion)
     return match.group(1).strip() if match else None
-
-
-def known_family_rejection(task: TaskRef, families: Sequence[str] | None = None) -> None:
-    """Raise unknown_task unless the family is one this receiver can regenerate."""
-    allowed = set(families) if families is not None else set(DATASETS) - set(EXCLUDED_FAMILIES)
-    if task.family not in allowed:
-        raise Rejected(Reason.UNKNOWN_TASK, f"family {task.family!r}")
 
 
 class TaskSuite:
@@ -179,10 +159,6 @@ class TaskSuite:
         answer = extract_answer(completion)
         verifier = self._verifier_score(task, answer)
         return Score(self._shape(task, answer, verifier), verifier, answer is not None)
-
-    def rescore(self, ref: TaskRef, completion: str) -> Score:
-        """Score a peer's completion from the reference alone; whatever the sender claimed is ignored."""
-        return self.score(self.task(ref), completion)
 
     def _verifier_score(self, task: Task, answer: str | None) -> float:
         if answer is None:

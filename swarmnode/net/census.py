@@ -24,12 +24,15 @@ from typing import Any
 from hivemind.utils import get_dht_time
 
 from swarmnode.config import NetworkConfig
-from swarmnode.net.dht import DHTPeer, StoreItem
-from swarmnode.net.record import MAX_BEACONS_PER_BUCKET, census_key, expiration_of
+from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.beacon import BEACON_BUCKETS, Beacon, beacon_bucket, open_beacon, seal_beacon
-from swarmnode.wire.envelope import Reason, Rejected, SwarmRules
+from swarmnode.wire.beacon import BEACON, Beacon
 from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rules import Slot, SwarmRules
 
 CENSUS_SAMPLE = 32  # a node's own census stops reading buckets once it has seen this many nodes
 BUCKETS_PER_WAVE = 2
@@ -135,7 +138,7 @@ class Census:
 
 
 def take_census(
-    dht: DHTPeer,
+    peer: DHTPeer,
     rules: SwarmRules,
     *,
     timeout_s: float,
@@ -165,7 +168,7 @@ def take_census(
         wave, buckets = buckets[:wave_size], buckets[wave_size:]
         wave_size = BUCKETS_PER_WAVE
         keys = {census_key(rules.swarm_id, bucket): bucket for bucket in wave}
-        found, census.timed_out = dht.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        found, census.timed_out = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
         census.buckets_read += len(found) if census.timed_out else len(wave)
         now = get_dht_time()
         for key, entries in found.items():
@@ -174,12 +177,12 @@ def take_census(
             for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
                 census.bytes_in += len(frame)
                 try:
-                    signed = open_beacon(frame, rules, now=now, subkey=subkey, bucket=keys[key])
+                    signed = open_frame(frame, BEACON, rules, now=now, slot=Slot(None, keys[key], subkey), verified=peer.verified)
                 except Rejected as rejected:
                     if rejected.reason is not Reason.STALE:
                         refused[rejected.reason.value] += 1
                     continue
-                census.entries.append(CensusEntry(signed.signer_peer_id, signed.beacon))
+                census.entries.append(CensusEntry(signed.signer, signed.value))
         if census.timed_out:
             break
     census.refused = dict(refused)
@@ -209,7 +212,7 @@ class BeaconService:
 
     def __init__(
         self,
-        dht: DHTPeer,
+        peer: DHTPeer,
         identity: Identity,
         rules: SwarmRules,
         source: BeaconSource,
@@ -217,7 +220,7 @@ class BeaconService:
         *,
         timeout_s: float,
     ) -> None:
-        self.dht, self.identity, self.rules = dht, identity, rules
+        self.peer, self.identity, self.rules = peer, identity, rules
         self._source, self._on_census, self._timeout_s = source, on_census, timeout_s
         self._stop = threading.Event()
         self._random = random.Random()
@@ -263,18 +266,18 @@ class BeaconService:
         model id over 200 bytes) is not sent; `last_error` says why."""
         now = get_dht_time()
         beacon = self._source(self.rules.window_of(now), now)
-        frame = seal_beacon(beacon, self.identity)
+        frame = BEACON.seal(beacon, self.identity)
         try:
-            open_beacon(frame, self.rules, now=now)
+            open_frame(frame, BEACON, self.rules, now=now)
         except Rejected as rejected:
             self.failures += 1
             self.last_error = f"our beacon would be refused by peers: {rejected}"
             return False
         item = StoreItem(
             census_key(beacon.swarm_id, beacon_bucket(self.identity.peer_id)), self.identity.peer_id, frame,
-            expiration_of(now, self.rules),
+            self.rules.expiration_of(now),
         )
-        stored = self.dht.store([item], timeout_s=self._timeout_s)[0].remote > 0
+        stored = self.peer.store([item], timeout_s=self._timeout_s)[0].remote > 0
         self.published += int(stored)
         self.failures += int(not stored)
         self.last_error = None if stored else f"no other peer stored our beacon within {self._timeout_s:g} s"
@@ -283,7 +286,7 @@ class BeaconService:
     def sampled_census(self) -> Census:
         """The node's own census: buckets until CENSUS_SAMPLE nodes were seen (all of a small swarm's)."""
         census = take_census(
-            self.dht, self.rules, timeout_s=self._timeout_s, enough=CENSUS_SAMPLE,
+            self.peer, self.rules, timeout_s=self._timeout_s, enough=CENSUS_SAMPLE,
             expected_nodes=self._expected_nodes, rng=self._random,
         )
         if not census.timed_out:  # a cut census would undercount: keep the previous estimate
@@ -294,5 +297,5 @@ class BeaconService:
         """Every bucket, for `swarmnode swarm --url`; reused for a few seconds so that polling costs little."""
         with self._full_lock:
             if self._full is None or get_dht_time() - self._full.taken_at > FULL_CENSUS_CACHE_S:
-                self._full = take_census(self.dht, self.rules, timeout_s=self._timeout_s)
+                self._full = take_census(self.peer, self.rules, timeout_s=self._timeout_s)
             return self._full

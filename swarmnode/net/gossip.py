@@ -1,7 +1,8 @@
 """Gossip: publish our signed rollouts under this window's shard key, collect verified ones from peers.
 
 A collect reads a random sample of shard keys in waves until it has enough rollouts or its deadline
-passes, so a node's gossip cost depends on how much it wants, not on the size of the swarm.
+passes, so a node's gossip cost depends on how much it wants, not on the size of the swarm. Gossip never
+stops training: publish and collect never raise; a failure is in their result.
 """
 
 from __future__ import annotations
@@ -15,57 +16,23 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from hivemind.utils import get_dht_time
 
-from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
-from swarmnode.learn.intake import Intake
-from swarmnode.net.dht import DHTPeer, GossipStartError, StartFailure, StoreItem, StoreOutcome
-from swarmnode.net.reachability import ReachabilityReport
-from swarmnode.net.record import directory_key, expiration_of, record_key
+from swarmnode.config import GossipConfig
+from swarmnode.net.directory import Directory
+from swarmnode.net.peer import DHTPeer, StoreItem, StoreOutcome
 from swarmnode.net.reputation import Reputation
-from swarmnode.wire.address import Reachability
-from swarmnode.wire.envelope import (
-    Envelope,
-    Reason,
-    Rejected,
-    Slot,
-    SwarmRules,
-    is_offence,
-    open_envelope,
-    seal,
-    shard_of,
-)
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.presence import MAX_ADDRESSES, Presence, is_tcp_address, open_presence, seal_presence
-from swarmnode.wire.rollout import Rollout, RolloutBatch
-
-__all__ = [
-    "CollectResult",
-    "ExternalRollout",
-    "Gossip",
-    "GossipStartError",
-    "GossipStats",
-    "LatencySummary",
-    "PublishResult",
-    "StartFailure",
-]
+from swarmnode.wire.keys import batch_key
+from swarmnode.wire.receive import ReplayGuard, open_frame
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rollout import PeerRollout, Rollout, RolloutBatch
+from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 _SEEN_DIGESTS = 16_384
-DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
 _LATENCY_SAMPLES = 1_024
-
-
-@dataclass(frozen=True)
-class ExternalRollout:
-    """One verified rollout from a peer; its rewards are the sender's claims, to be rescored."""
-
-    signer: str
-    model_id: str
-    window: int
-    sequence: int
-    rollout: Rollout
 
 
 @dataclass
@@ -91,7 +58,7 @@ class CollectResult:
     whose per-collect cap is reached.
     """
 
-    rollouts: list[ExternalRollout]
+    rollouts: list[PeerRollout]
     rejected: Counter[str]
     peers_seen: int
     bytes_in: int
@@ -102,6 +69,7 @@ class CollectResult:
     directory_keys_read: int = 0
     directory_entries: int = 0  # other signers' valid entries in the directories read
     directory_timed_out: bool = False
+    error: str | None = None  # the collect failed (the DHT loop raised): nothing was read
 
 
 @dataclass(frozen=True)
@@ -175,40 +143,30 @@ class _DigestSet:
 
 
 class Gossip:
-    """A node's view of the swarm: sign and publish batches, collect and verify peers' batches.
+    """A node's exchange with the swarm: sign and publish batches, collect and verify peers' batches, count the
+    offences of their signers. publish/collect block the calling thread; the DHT runs on its own loop thread."""
 
-    publish/collect block the calling thread; the DHT itself runs on its own loop thread (`swarmnode.net.dht`).
-    """
-
-    def __init__(
-        self,
-        identity: Identity,
-        identity_path: Path,
-        swarm: SwarmConfig,
-        network: NetworkConfig,
-        config: GossipConfig,
-        intake: Intake | None = None,
-    ) -> None:
+    def __init__(self, peer: DHTPeer, identity: Identity, rules: SwarmRules, config: GossipConfig) -> None:
+        if peer.peer_id and peer.peer_id != identity.peer_id:
+            raise ValueError(f"the DHT peer runs as {peer.peer_id}, not as the signer {identity.peer_id}")
         self.identity = identity
         self.peer_id = identity.peer_id
-        self.rules = SwarmRules.of(swarm)
-        self.intake = intake or Intake(self.rules)  # the node's own, so frames and rollouts are judged as one
+        self.rules = rules
         self.config = config
         self.next_sequence = 0
+        self._peer = peer
+        self._directory = Directory(peer, identity, rules)
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
         self._refresher: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
         self._stop_refreshing = threading.Event()
-        self._peer = DHTPeer(identity_path, self.rules, network)
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
+        self._replay_guard = ReplayGuard()
         self._consumed = _DigestSet(_SEEN_DIGESTS)
         self._consumed_batches = _DigestSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
         self._random = random.Random()
         self._lock = threading.Lock()
         self._published = self._publish_failures = self._published_local_only = self._collected = self._refreshed = 0
-        self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
-        self._directory_read: set[int] = set()  # windows whose directory an earlier collect read
-        self._presence_window: int | None = None  # the window whose directory another peer holds our entry in
         self._rejected: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()
         self._offences: Counter[str] = Counter()
@@ -216,31 +174,11 @@ class Gossip:
         self._store_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._get_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
 
-    def __enter__(self) -> Gossip:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def start(self) -> None:
-        """Start the DHT peer and join; raises GossipStartError with a one-line, actionable message."""
-        if self._peer.started:
-            return
-        self._peer.start()
-        if self._peer.peer_id != self.peer_id:
-            self._peer.close()
-            raise GossipStartError(
-                StartFailure.IDENTITY_MISMATCH,
-                f"{self._peer.identity_path} holds the key of {self._peer.peer_id}, not of {self.peer_id}; "
-                f"pass the identity file the node signs with",
-            )
-
     def close(self) -> None:
+        """Stop refreshing; the DHT peer is its owner's to close."""
         self._stop_refreshing.set()
         if self._refresher is not None and self._refresher.is_alive():
             self._refresher.join(timeout=self.config.publish_timeout_s * 3)
-        self._peer.close()
 
     def start_refreshing(self) -> None:
         """Once a window, on its own thread, `refresh()`: a node in a round of many minutes keeps its latest
@@ -257,31 +195,6 @@ class Gossip:
                 with self._lock:
                     self._publish_failures += 1
 
-    @property
-    def dht(self) -> DHTPeer:
-        """The DHT peer underneath, for tools that inspect the DHT directly (benchmarks, tests)."""
-        return self._peer
-
-    @property
-    def visible_maddrs(self) -> list[str]:
-        """Everything p2pd listens on, loopback and private addresses included."""
-        return list(self._peer.visible_maddrs)
-
-    @property
-    def advertised_maddrs(self) -> list[str]:
-        """Only addresses others can join with (none for a node behind NAT)."""
-        return self._peer.advertised_maddrs()
-
-    @property
-    def reachability(self) -> ReachabilityReport:
-        return self._peer.reachability
-
-    def dht_time(self) -> float:
-        return get_dht_time()
-
-    def num_peers(self) -> int:
-        return self._peer.num_peers()
-
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
         """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
         the window's first batch (and the next ones until another peer took it), also our entry in the
@@ -296,9 +209,13 @@ class Gossip:
             self.next_sequence += 1
             latest = self._latest = _Latest(tuple(rollouts), model_id, suite_version, sequence, time.monotonic())
         with self._store_lock:
-            result = self._store_batch(latest)
+            try:
+                result = self._store_batch(latest)
+            except Exception as error:  # gossip must never stop training; the failure is in the result
+                result = PublishResult(False, 0, sequence, 0, 0.0, f"{type(error).__name__}: {error}")
+            else:
+                latest.window = result.window
         with self._lock:
-            latest.window = result.window
             if result.ok:
                 self._published += 1
                 self._store_latency_s.append(result.latency_s)
@@ -336,23 +253,23 @@ class Gossip:
         batch = RolloutBatch(
             self.rules.swarm_id, window, latest.sequence, now, latest.model_id, latest.suite_version, latest.rollouts
         )
-        frame = seal(batch, self.identity)
+        frame = BATCH.seal(batch, self.identity)
         shard = shard_of(self.peer_id, self.rules.num_shards)
         outcome, error = StoreOutcome(0, False), None
         try:
-            open_envelope(frame, self.rules, now=now, slot=Slot(window, shard, self.peer_id))
+            open_frame(frame, BATCH, self.rules, now=now, slot=Slot(window, shard, self.peer_id))
         except Rejected as rejected:
             error = f"the batch would be refused by peers: {rejected}"
         else:
             items = [
-                StoreItem(record_key(self.rules.swarm_id, window, shard), self.peer_id, frame, expiration_of(now, self.rules))
+                StoreItem(batch_key(self.rules.swarm_id, window, shard), self.peer_id, frame, self.rules.expiration_of(now))
             ]
-            if self._presence_window != window:
-                items.append(self._presence_item(window, now))
+            if self._directory.entry_due(window):
+                items.append(self._directory.entry(window, now))
             outcomes = self._peer.store(items, timeout_s=self.config.publish_timeout_s)
             outcome = outcomes[0]
             if len(outcomes) > 1 and outcomes[1].remote > 0:
-                self._presence_window = window
+                self._directory.entry_stored(window)
             if outcome.remote == 0:
                 kept = "; kept only locally" if outcome.local else ""
                 error = f"no other peer stored the batch within {self.config.publish_timeout_s:g} s{kept}"
@@ -361,32 +278,37 @@ class Gossip:
             error is None, window, latest.sequence, len(frame), latency_s, error, outcome.remote, outcome.local
         )
 
-    def _presence_item(self, window: int, now: float) -> StoreItem:
-        """Our directory entry: reachability, and where peers dialled us back (only if they could)."""
-        report = self._peer.reachability
-        addresses: tuple[str, ...] = ()
-        if report.reachability is Reachability.PUBLIC:
-            transports = [maddr.split("/p2p/")[0] for maddr in self._peer.advertised_maddrs()]
-            addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
-        presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
-        frame = seal_presence(presence, self.identity)
-        return StoreItem(directory_key(self.rules.swarm_id, window), self.peer_id, frame, expiration_of(now, self.rules))
-
     def collect(self, max_rollouts: int, *, timeout_s: float | None = None) -> CollectResult:
         """Up to `max_rollouts` verified rollouts of other peers from the current and recent windows.
 
         Reads shard keys in waves (one DHT lookup each, at most `shards_per_wave` keys) until it has enough
         or the deadline (`collect_timeout_s` by default) passes. Takes at most `max_rollouts_per_peer` from
         one signer per call; a batch is consumed once (what is not taken from it is not offered again).
+        Never raises: a failure is a timed-out result that counts `collect_error`.
         """
         started = time.monotonic()
+        try:
+            return self._collect(max_rollouts, started, timeout_s)
+        except Exception as error:  # gossip must never stop training
+            failed = CollectResult([], Counter({"collect_error": 1}), 0, 0, time.monotonic() - started, True)
+            failed.error = f"{type(error).__name__}: {error}"
+            return failed
+
+    def _collect(self, max_rollouts: int, started: float, timeout_s: float | None) -> CollectResult:
         deadline = started + (self.config.collect_timeout_s if timeout_s is None else timeout_s)
         result = CollectResult([], Counter(), 0, 0, 0.0, False)
+        if max_rollouts == 0:
+            return result
         taken: Counter[str] = Counter()
         now = get_dht_time()
         window = self.rules.window_of(now)
-        if self._directory_due(window, math.ceil(max_rollouts / self.config.max_rollouts_per_peer)):
-            self._read_directory(window, now, deadline, result)
+        if self._directory.read_due(window, math.ceil(max_rollouts / self.config.max_rollouts_per_peer)):
+            read = self._directory.read(window, now, deadline)
+            result.directory_keys_read += read.keys_read
+            result.directory_entries += read.entries
+            result.directory_timed_out = read.timed_out
+            result.bytes_in += read.bytes_in
+            result.rejected.update(read.rejected)
         plan = self._reading_plan(window)
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
             remaining_s = deadline - time.monotonic()
@@ -424,63 +346,20 @@ class Gossip:
             self._signers_seen.update(taken)
         return result
 
-    def _directory_due(self, window: int, peers_needed: int) -> bool:
-        """Once a window; and every round while we know fewer than twice the publishers a collect wants
-        (a small swarm, or one whose other members are all behind NAT). Every collector reads that one key,
-        so reading it every round would make its replicas serve N reads a round."""
-        return window not in self._directory_read or len(self._publishers()) < DIRECTORY_SLACK * peers_needed
-
-    def _publishers(self) -> set[str]:
-        """Peers we know publish: those in our routing table and the signers the directory or recent
-        batches showed us (which include nodes behind NAT, in nobody's routing table)."""
-        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
-        publishers.discard(self.peer_id)
-        return publishers
-
-    def _read_directory(self, window: int, now: float, deadline: float, result: CollectResult) -> None:
-        """Learn who publishes from the directory of this window (and of the last one, once): every signer
-        writes an entry there, also those behind NAT that no routing table holds. Public signers' addresses
-        become entry points to rejoin through."""
-        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._directory_read]
-        keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
-        found, result.directory_timed_out = self._peer.get_many(
-            list(keys), timeout_s=max(deadline - time.monotonic(), 0.0)
-        )
-        result.directory_keys_read += len(keys)
-        if not result.directory_timed_out:
-            self._directory_read.update(keys.values())
-        for key, entries in found.items():
-            for subkey, (frame, _) in entries.items():
-                result.bytes_in += len(frame)
-                if subkey == self.peer_id:
-                    continue
-                try:
-                    signed = open_presence(frame, self.rules, now=now, subkey=subkey, window=keys[key])
-                except Rejected as rejected:
-                    result.rejected[f"presence_{rejected.reason.value}"] += 1
-                    continue
-                result.directory_entries += 1
-                self._signers[subkey] = max(self._signers.get(subkey, 0), signed.presence.window)
-                if signed.presence.reachability is Reachability.PUBLIC and signed.presence.addresses:
-                    self._peer.add_entry_peers(signed.join_addresses)
-        oldest = window - self.rules.max_age_windows
-        self._directory_read = {w for w in self._directory_read if w >= oldest}
-        self._signers = {signer: seen for signer, seen in self._signers.items() if seen >= oldest}
-
     def _reading_plan(self, window: int) -> list[tuple[str, Slot, int]]:
         """Keys to read, best first, each with how many peers we know publish under it.
 
-        Known publishers (`_publishers`; our signing key is our libp2p identity, so a peer id tells its
+        Known publishers (`Directory.publishers`; our signing key is our libp2p identity, so a peer id tells its
         shard) come first (in random order), each shard's current window then its older ones; then one wave
         of keys of shards we know no publisher of (a different random few each call), so that signers the
         directory missed (it is capped) are still reached without every collect reading every empty shard.
         """
-        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._publishers())
+        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
         shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
         shards.sort(key=lambda shard: known[shard] == 0)
         windows = range(window, window - self.rules.max_age_windows - 1, -1)
         plan = [
-            (record_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
+            (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
             for shard in shards
             for read_window in windows
         ]
@@ -521,17 +400,19 @@ class Gossip:
             result.rejected[Reason.BANNED.value] += 1
             return
         try:
-            signed = self.intake.open_frame(frame, now=now, slot=slot)
+            signed = open_frame(
+                frame, BATCH, self.rules, now=now, slot=slot, replay_guard=self._replay_guard, verified=self._peer.verified
+            )
         except Rejected as rejected:
             result.rejected[rejected.reason.value] += 1
             if rejected.reason is not Reason.FUTURE:
                 self._consumed.add(digest)
-            if is_offence(rejected.reason) and _signed_by(frame, signer):
-                self.report_offence(signer, rejected.reason)
+            if rejected.offender is not None:
+                self.report_offence(rejected.offender, rejected.reason)
             return
         self._consumed.add(digest)
-        batch = signed.batch
-        self._signers[signer] = max(self._signers.get(signer, 0), batch.window)
+        batch = signed.value
+        self._directory.saw(signer, batch.window)
         taken_before = hashlib.blake2b(repr((signer, batch.sequence, batch.rollouts)).encode(), digest_size=16).digest()
         if taken_before in self._consumed_batches:
             result.skipped["already_seen"] += 1
@@ -540,7 +421,7 @@ class Gossip:
         room = min(self.config.max_rollouts_per_peer - taken[signer], max_rollouts - len(result.rollouts))
         for rollout in self._random.sample(batch.rollouts, min(room, len(batch.rollouts))):
             result.rollouts.append(
-                ExternalRollout(signer, batch.model_id, batch.window, batch.sequence, rollout)
+                PeerRollout(signer, batch.model_id, rollout, batch.window, batch.sequence)
             )
             taken[signer] += 1
 
@@ -549,6 +430,11 @@ class Gossip:
         with self._lock:
             self._offences[reason.value] += 1
         self._reputation.record_offence(peer_id, reason)
+
+    def report_offences(self, offenders: Sequence[tuple[str, str]]) -> None:
+        """The intake's findings of one round: (peer id, reason) pairs."""
+        for peer_id, reason in offenders:
+            self.report_offence(peer_id, Reason(reason))
 
     @property
     def stats(self) -> GossipStats:
@@ -574,11 +460,3 @@ class Gossip:
                 banned_peers=len(self._reputation.banned_peers()),
                 refreshed=self._refreshed,
             )
-
-
-def _signed_by(frame: bytes, peer_id: str) -> bool:
-    try:
-        envelope = Envelope.decode(frame)
-    except Rejected:
-        return False
-    return envelope.signer_peer_id == peer_id and envelope.verify()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from swarmnode.config import NetworkConfig
 from swarmnode.files import atomic_write_bytes
-from swarmnode.wire.presence import is_tcp_address
+from swarmnode.wire.address import is_tcp_address
 
 PEERBOOK_FILENAME = "known_peers.json"
 MAX_KNOWN_PEERS = 16

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from swarmnode.wire.envelope import Reason, is_offence
+from swarmnode.wire.rejection import Reason, is_offence
 
 
 class Reputation:

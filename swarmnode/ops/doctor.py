@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 
 from swarmnode.config import ConfigError, NodeConfig, load_config
-from swarmnode.wire.envelope import SwarmRules
 from swarmnode.wire.identity import IDENTITY_FILENAME, IdentityError, load_identity
+from swarmnode.wire.rules import SwarmRules
 
 MIN_FREE_DISK_BYTES = 1 << 30
 PEER_CONNECT_TIMEOUT_S = 3.0
@@ -129,7 +129,8 @@ def check_memory(context: DoctorContext):
 
 
 def check_p2pd(context: DoctorContext):
-    from swarmnode.net.dht import DHTPeer, GossipStartError
+    from swarmnode.net.peer import DHTPeer
+    from swarmnode.net.start import StartError
     from swarmnode.wire.identity import Identity, save_identity
 
     config = context.config or NodeConfig()
@@ -140,7 +141,7 @@ def check_p2pd(context: DoctorContext):
         peer = DHTPeer(key, SwarmRules.of(config.swarm), network)
         try:
             peer.start()
-        except GossipStartError as error:
+        except StartError as error:
             return Outcome.FAIL, str(error), "reinstall hivemind>=1.1.12 (its wheel ships p2pd)"
         try:
             return Outcome.PASS, f"p2pd started and stopped on {network.host}", ""
@@ -184,7 +185,8 @@ def check_initial_peers(context: DoctorContext):
 def check_reachability(context: DoctorContext):
     """Start a throwaway peer as the node would (same host, same port if free) and ask the initial peers to
     dial it back: public, private (NAT, firewall, loopback listener) or unknown, with the fix."""
-    from swarmnode.net.dht import DHTPeer, GossipStartError
+    from swarmnode.net.peer import DHTPeer
+    from swarmnode.net.start import StartError
     from swarmnode.wire.address import Reachability
     from swarmnode.wire.identity import Identity, save_identity
 
@@ -201,7 +203,7 @@ def check_reachability(context: DoctorContext):
         peer = DHTPeer(key, SwarmRules.of(config.swarm), probe_network, serve=False)
         try:
             peer.start()
-        except GossipStartError as error:
+        except StartError as error:
             return Outcome.FAIL, str(error), "see the message"
         try:
             report, mapping, ports = peer.reachability, peer.port_mapping, peer.listen_ports

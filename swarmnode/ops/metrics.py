@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client import Counter as PromCounter
 
 if TYPE_CHECKING:
+    from swarmnode.learn.round import RoundOutcome
     from swarmnode.net.census import Census
 
 HISTORY_ROUNDS = 240
@@ -44,12 +45,12 @@ class RoundRecord:
     tokens_generated: int
     tokens_per_s: float
     seconds: dict[str, float]  # phase -> seconds: generate, publish, collect, rescore, train, checkpoint
-    peers: int
     rollouts_out: int
     rollouts_in: int
     rejected: dict[str, int]  # reason -> count in this round
     published: bool  # stored by at least one other peer
     collapsed: bool = False
+    peers: int = 0  # DHT peers in the routing table at the round's end (0 in the simulator)
     questions: int = 0  # asked this round (sapo.sampling: transplant asks I while peers supply groups)
     publish_replicas: int = 0  # other peers that accepted this round's batch
     published_local_only: bool = False  # only our own copy was stored: not published
@@ -69,6 +70,43 @@ class RoundRecord:
     external_token_share: float = 0.0
     # the held-out evaluation run at the start of this round (of the policy after `after_rounds` rounds), if any
     held_out: dict[str, Any] | None = None
+
+    @classmethod
+    def of(
+        cls, outcome: RoundOutcome, *, round: int, seconds: dict[str, float], collapsed: bool,
+        refused: Counter[str] | None = None, **context: Any,
+    ) -> RoundRecord:
+        """The record of a played round (`swarmnode.learn.round`), the node's and the simulator's alike; `refused`
+        adds refusals the round itself did not see (the DHT's), `context` the fields only a node knows."""
+        own, step, published, collected = outcome.own, outcome.step, outcome.published, outcome.collected
+        return cls(
+            round=round,
+            time=time.time(),
+            reward_local=own.mean_reward,
+            reward_external=outcome.external.mean_reward,
+            answer_rate=own.answer_rate,
+            loss=step.loss,
+            skipped=step.skipped_reason,
+            questions=outcome.questions,
+            groups_own=step.own_groups,
+            groups_external=step.external_groups,
+            tokens_trained=step.own_tokens + step.external_tokens,
+            tokens_generated=own.generated_tokens,
+            tokens_per_s=own.generated_tokens / max(own.seconds, 1e-9),
+            seconds=seconds,
+            rollouts_out=len(own.rollouts) if published.ok else 0,
+            rollouts_in=len(collected.rollouts),
+            rejected=dict(collected.rejected + outcome.external.rejected + (refused or Counter())),
+            published=published.ok,
+            collapsed=collapsed,
+            publish_replicas=published.replicas,
+            published_local_only=published.stored_locally and not published.ok,
+            collect_timed_out=collected.timed_out,
+            rollouts_in_by_peer=dict(Counter(item.signer for item in collected.rollouts)),
+            updates=step.updates,
+            **{quantity: getattr(step, quantity) for quantity in TRAINING_QUANTITIES},
+            **context,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -4,9 +4,12 @@ the canonical text of an IP address, so that every implementation writes and acc
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import Enum
 
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+
+_ADDRESS = re.compile(r"/(ip4|ip6)/([^/]+)/tcp/([0-9]{1,5})")
 
 
 class Reachability(str, Enum):
@@ -62,3 +65,15 @@ def canonical_host(text: str) -> str | None:
     if best_start < 0:
         return ":".join(hexes)
     return ":".join(hexes[:best_start]) + "::" + ":".join(hexes[best_start + best_length :])
+
+
+def is_tcp_address(text: str) -> bool:
+    """/ip4/A.B.C.D/tcp/PORT or /ip6/ADDR/tcp/PORT: the address in canonical text form (`canonical_host`),
+    PORT in 1-65535 written without leading zeros."""
+    match = _ADDRESS.fullmatch(text)
+    if match is None:
+        return False
+    kind, host, port = match.groups()
+    if canonical_host(host) != host or f"ip{ipaddress.ip_address(host).version}" != kind:
+        return False
+    return 1 <= int(port) <= 65535 and port == str(int(port))

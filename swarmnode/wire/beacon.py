@@ -9,7 +9,6 @@ trusted for routing, and every field is bounded so that a peer's text cannot tak
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass
 
@@ -17,28 +16,21 @@ from swarmnode.wire.address import Reachability
 from swarmnode.wire.envelope import (
     MAX_MODEL_ID_BYTES,
     MAX_SWARM_ID_BYTES,
-    SWARM_ID_PATTERN,
-    Envelope,
-    Reason,
-    Rejected,
-    SwarmRules,
-    check_freshness,
-    check_swarm_and_window,
+    check_swarm_id,
+    check_timestamp,
     parse_canonical,
-    shard_of,
     text_limit,
-    verified_envelope,
 )
-from swarmnode.wire.identity import Identity
+from swarmnode.wire.keys import beacon_bucket, census_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.record import Kind
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rules import Slot, SwarmRules, check_freshness, check_swarm_and_window
 
 BEACON_DOMAIN_TAG = b"swarmnode/beacon\x00"
 MAX_BEACON_BYTES = 1024
 MAX_SOFTWARE_BYTES = 64
 MAX_PHASE_BYTES = 16
-# A census bucket key holds the beacons of the signers whose peer id falls in it (shard_of with this many
-# buckets): a reader that wants only a sample of the swarm reads a few buckets, not every beacon.
-BEACON_BUCKETS = 8
 # A reader shows beacons of the current and the previous window: a node that leaves is gone within two.
 BEACON_MAX_AGE_WINDOWS = 1
 MAX_RATE_PER_HOUR = 1e7
@@ -78,49 +70,44 @@ class Beacon:
     phase: str = ""
 
 
-@dataclass(frozen=True)
-class SignedBeacon:
-    signer_peer_id: str
-    beacon: Beacon
+class BeaconKind(Kind[Beacon]):
+    """A beacon is placed by its signer alone (`Slot.shard`: the census bucket it was read from), and is live for
+    the current and the previous window whatever the swarm's max_age_windows."""
 
+    name = "beacon"
+    domain = BEACON_DOMAIN_TAG
+    max_frame_bytes = MAX_BEACON_BYTES
 
-def beacon_bucket(peer_id: str) -> int:
-    return shard_of(peer_id, BEACON_BUCKETS)
+    def encode(self, value: Beacon) -> bytes:
+        fields = dataclasses.asdict(value)
+        fields["reachability"] = value.reachability.to_proto()
+        return pb.Beacon(**fields).SerializeToString(deterministic=True)
 
+    def check_signer(self, signer: str, slot: Slot | None) -> None:
+        if slot is not None and slot.shard is not None and slot.shard != beacon_bucket(signer):
+            raise Rejected(Reason.KEY_MISMATCH, "read from another bucket than its signer's")
 
-def seal_beacon(beacon: Beacon, identity: Identity) -> bytes:
-    fields = dataclasses.asdict(beacon)
-    fields["reachability"] = beacon.reachability.to_proto()
-    payload = pb.Beacon(**fields).SerializeToString(deterministic=True)
-    return Envelope.sign(identity, payload, domain=BEACON_DOMAIN_TAG).encode()
+    def parse(self, payload: bytes) -> Beacon:
+        message = parse_canonical(pb.Beacon, payload, "payload")
+        text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
+        text_limit(message.software, MAX_SOFTWARE_BYTES, "software")
+        text_limit(message.model_id, MAX_MODEL_ID_BYTES, "model_id")
+        text_limit(message.phase, MAX_PHASE_BYTES, "phase")
+        return _to_beacon(message)
 
-
-def open_beacon(
-    frame: bytes,
-    rules: SwarmRules | None = None,
-    *,
-    now: float | None = None,
-    subkey: str | None = None,
-    bucket: int | None = None,
-) -> SignedBeacon:
-    """The checks of PROTOCOL.md §4.2 in order; those whose context is not given are skipped (`subkey` and
-    `bucket`: where the beacon was read from)."""
-    envelope = verified_envelope(frame, MAX_BEACON_BYTES, BEACON_DOMAIN_TAG, subkey)
-    if bucket is not None and bucket != beacon_bucket(envelope.signer_peer_id):
-        raise Rejected(Reason.KEY_MISMATCH, "read from another bucket than its signer's")
-    message = parse_canonical(pb.Beacon, envelope.payload, "payload")
-    text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
-    text_limit(message.software, MAX_SOFTWARE_BYTES, "software")
-    text_limit(message.model_id, MAX_MODEL_ID_BYTES, "model_id")
-    text_limit(message.phase, MAX_PHASE_BYTES, "phase")
-    beacon = _to_beacon(message)
-    if rules is not None:
-        check_swarm_and_window(beacon.swarm_id, beacon.window, beacon.timestamp, rules)
+    def check(self, value: Beacon, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None) -> None:
+        check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
         if now is not None:
-            check_freshness(
-                beacon.window, beacon.timestamp, dataclasses.replace(rules, max_age_windows=BEACON_MAX_AGE_WINDOWS), now
-            )
-    return SignedBeacon(envelope.signer_peer_id, beacon)
+            check_freshness(value.window, value.timestamp, rules, now, max_age_windows=BEACON_MAX_AGE_WINDOWS)
+
+    def key(self, value: Beacon, signer: str, rules: SwarmRules) -> str:
+        return census_key(value.swarm_id, beacon_bucket(signer))
+
+    def timestamp(self, value: Beacon) -> float:
+        return value.timestamp
+
+
+BEACON = BeaconKind()
 
 
 def showable(text: str) -> bool:
@@ -132,10 +119,8 @@ def _to_beacon(message: pb.Beacon) -> Beacon:
     def bad(detail: str) -> Rejected:
         return Rejected(Reason.BAD_VALUE, detail)
 
-    if not SWARM_ID_PATTERN.fullmatch(message.swarm_id):
-        raise bad("swarm_id must match [a-z0-9][a-z0-9._-]*")
-    if not (math.isfinite(message.timestamp) and message.timestamp > 0):
-        raise bad("timestamp must be a positive finite number")
+    check_swarm_id(message.swarm_id)
+    check_timestamp(message.timestamp)
     for name in ("software", "model_id"):
         if not showable(getattr(message, name)):
             raise bad(f"{name} holds a control, format or separator character")

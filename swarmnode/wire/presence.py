@@ -9,33 +9,20 @@ whether peers can dial its signer and at which addresses, so a node can join thr
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import re
 from dataclasses import dataclass
 
-from swarmnode.wire.address import Reachability, canonical_host
-from swarmnode.wire.envelope import (
-    MAX_SWARM_ID_BYTES,
-    SWARM_ID_PATTERN,
-    Envelope,
-    Reason,
-    Rejected,
-    SwarmRules,
-    check_freshness,
-    check_swarm_and_window,
-    parse_canonical,
-    text_limit,
-    verified_envelope,
-)
-from swarmnode.wire.identity import Identity
+from swarmnode.wire.address import Reachability, is_tcp_address
+from swarmnode.wire.envelope import MAX_SWARM_ID_BYTES, check_swarm_id, check_timestamp, parse_canonical, text_limit
+from swarmnode.wire.keys import directory_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
+from swarmnode.wire.record import Kind, Signed
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rules import Slot, SwarmRules, check_freshness, check_swarm_and_window
 
 PRESENCE_DOMAIN_TAG = b"swarmnode/presence\x00"
 MAX_PRESENCE_BYTES = 1024
 MAX_ADDRESSES = 4
 MAX_ADDRESS_BYTES = 64
-_ADDRESS = re.compile(r"/(ip4|ip6)/([^/]+)/tcp/([0-9]{1,5})")
 
 
 @dataclass(frozen=True)
@@ -47,61 +34,57 @@ class Presence:
     addresses: tuple[str, ...] = ()  # where peers dialled the signer; "/ip4/A.B.C.D/tcp/PORT"
 
 
-@dataclass(frozen=True)
-class SignedPresence:
-    signer_peer_id: str
-    presence: Presence
+class PresenceKind(Kind[Presence]):
+    """A presence entry is placed by its window alone (`Slot.window`: the directory it was read from)."""
 
-    @property
-    def join_addresses(self) -> list[str]:
-        """Full multiaddrs another node can pass as an initial peer."""
-        return [f"{address}/p2p/{self.signer_peer_id}" for address in self.presence.addresses]
+    name = "presence"
+    domain = PRESENCE_DOMAIN_TAG
+    max_frame_bytes = MAX_PRESENCE_BYTES
 
+    def encode(self, value: Presence) -> bytes:
+        message = pb.Presence(
+            swarm_id=value.swarm_id,
+            window=value.window,
+            timestamp=value.timestamp,
+            reachability=value.reachability.to_proto(),
+            addresses=list(value.addresses),
+        )
+        return message.SerializeToString(deterministic=True)
 
-def seal_presence(presence: Presence, identity: Identity) -> bytes:
-    message = pb.Presence(
-        swarm_id=presence.swarm_id,
-        window=presence.window,
-        timestamp=presence.timestamp,
-        reachability=presence.reachability.to_proto(),
-        addresses=list(presence.addresses),
-    )
-    payload = message.SerializeToString(deterministic=True)
-    return Envelope.sign(identity, payload, domain=PRESENCE_DOMAIN_TAG).encode()
+    def parse(self, payload: bytes) -> Presence:
+        message = parse_canonical(pb.Presence, payload, "payload")
+        text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
+        if len(message.addresses) > MAX_ADDRESSES:
+            raise Rejected(Reason.LIMIT_EXCEEDED, f"{len(message.addresses)} addresses > {MAX_ADDRESSES}")
+        for address in message.addresses:
+            text_limit(address, MAX_ADDRESS_BYTES, "address")
+        return _to_presence(message)
 
-
-def open_presence(
-    frame: bytes,
-    rules: SwarmRules | None = None,
-    *,
-    now: float | None = None,
-    subkey: str | None = None,
-    window: int | None = None,
-) -> SignedPresence:
-    """The checks of PROTOCOL.md §4.1 in order; those whose context is not given are skipped (`subkey` and
-    `window`: where the entry was read from)."""
-    envelope = verified_envelope(frame, MAX_PRESENCE_BYTES, PRESENCE_DOMAIN_TAG, subkey)
-    message = parse_canonical(pb.Presence, envelope.payload, "payload")
-    text_limit(message.swarm_id, MAX_SWARM_ID_BYTES, "swarm_id")
-    if len(message.addresses) > MAX_ADDRESSES:
-        raise Rejected(Reason.LIMIT_EXCEEDED, f"{len(message.addresses)} addresses > {MAX_ADDRESSES}")
-    for address in message.addresses:
-        text_limit(address, MAX_ADDRESS_BYTES, "address")
-    presence = _to_presence(message)
-    if rules is not None:
-        check_swarm_and_window(presence.swarm_id, presence.window, presence.timestamp, rules)
-        if rules.swarm_id is not None and window is not None and window != presence.window:
+    def check(self, value: Presence, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None) -> None:
+        check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
+        if rules.swarm_id is not None and slot is not None and slot.window is not None and slot.window != value.window:
             raise Rejected(Reason.KEY_MISMATCH, "read from another window's directory")
         if now is not None:
-            check_freshness(presence.window, presence.timestamp, rules, now)
-    return SignedPresence(envelope.signer_peer_id, presence)
+            check_freshness(value.window, value.timestamp, rules, now)
+
+    def key(self, value: Presence, signer: str, rules: SwarmRules) -> str:
+        return directory_key(value.swarm_id, value.window)
+
+    def timestamp(self, value: Presence) -> float:
+        return value.timestamp
+
+
+PRESENCE = PresenceKind()
+
+
+def join_addresses(signed: Signed[Presence]) -> list[str]:
+    """Full multiaddrs another node can pass as an initial peer."""
+    return [f"{address}/p2p/{signed.signer}" for address in signed.value.addresses]
 
 
 def _to_presence(message: pb.Presence) -> Presence:
-    if not SWARM_ID_PATTERN.fullmatch(message.swarm_id):
-        raise Rejected(Reason.BAD_VALUE, "swarm_id must match [a-z0-9][a-z0-9._-]*")
-    if not (math.isfinite(message.timestamp) and message.timestamp > 0):
-        raise Rejected(Reason.BAD_VALUE, "timestamp must be a positive finite number")
+    check_swarm_id(message.swarm_id)
+    check_timestamp(message.timestamp)
     if message.reachability not in (pb.REACHABILITY_UNKNOWN, pb.REACHABILITY_PUBLIC, pb.REACHABILITY_PRIVATE):
         raise Rejected(Reason.BAD_VALUE, f"unknown reachability {message.reachability}")
     for address in message.addresses:
@@ -118,15 +101,3 @@ def _to_presence(message: pb.Presence) -> Presence:
         Reachability.from_proto(message.reachability),
         tuple(message.addresses),
     )
-
-
-def is_tcp_address(text: str) -> bool:
-    """/ip4/A.B.C.D/tcp/PORT or /ip6/ADDR/tcp/PORT: the address in canonical text form (`canonical_host`),
-    PORT in 1-65535 written without leading zeros."""
-    match = _ADDRESS.fullmatch(text)
-    if match is None:
-        return False
-    kind, host, port = match.groups()
-    if canonical_host(host) != host or f"ip{ipaddress.ip_address(host).version}" != kind:
-        return False
-    return 1 <= int(port) <= 65535 and port == str(int(port))

@@ -1,6 +1,6 @@
 """The data a node shares: task references and completion text, grouped per question.
 
-These are plain values; `envelope` turns a `RolloutBatch` into signed bytes and back.
+These are plain values; `swarmnode.wire.batch` turns a `RolloutBatch` into signed bytes and back.
 """
 
 from __future__ import annotations
@@ -16,6 +16,19 @@ class TaskRef:
     config_hash: str
     seed: int
     index: int
+
+
+# Held-out items (PROTOCOL.md §2.5): reasoning-gym builds item `index` of dataset `seed` from Random(seed + index)
+# for almost every family, so a stream position seed + index names an item. These positions are reserved for
+# evaluation: own training seeds stay below MAX_TRAINING_SEED and peers' references into them are not trained on.
+HELD_OUT_SEED = 2**40
+HELD_OUT_SPAN = 2**16
+MAX_TRAINING_SEED = 2**32
+
+
+def is_held_out(ref: TaskRef) -> bool:
+    """Whether a reference names a reserved item: no node trains on it, whoever sampled it."""
+    return HELD_OUT_SEED <= ref.seed + ref.index < HELD_OUT_SEED + HELD_OUT_SPAN
 
 
 @dataclass(frozen=True)
@@ -42,3 +55,15 @@ class RolloutBatch:
     model_id: str
     suite_version: str
     rollouts: tuple[Rollout, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class PeerRollout:
+    """One rollout out of a peer's verified batch: who signed it, with which model, in which window and batch.
+    Its rewards are the sender's claims, to be rescored by the receiver (`swarmnode.learn.intake`)."""
+
+    signer: str
+    model_id: str
+    rollout: Rollout
+    window: int = 0
+    sequence: int = 0

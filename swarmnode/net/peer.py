@@ -1,42 +1,36 @@
 """The swarm's DHT peer: a hivemind DHTNode and its p2pd daemon, on an asyncio loop in a background thread.
 
-Owns start-up (one-line errors with the fix), the record validator, traffic metering, clean-up of sockets
-and daemons left by dead owners, and shutdown that leaves no daemon and no socket file behind.
+Joins (retrying its entry peers), stores and reads records, decides by asking peers to dial it back whether it
+serves the DHT or only uses it, and shuts down leaving no daemon and no socket file behind. Start-up errors
+are in `start`, the daemon in `daemon`, the loop in `loop`, traffic in `traffic`, validation in `validator`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
-import functools
 import ipaddress
 import logging
 import os
 import random
-import re
 import secrets
-import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
 
 import psutil
 from hivemind.dht.node import DHTNode
-from hivemind.dht.protocol import ValidationError
 from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord
-from hivemind.p2p import P2P, PeerID
-from hivemind.p2p.p2p_daemon_bindings.control import P2PDaemonError
+from hivemind.p2p import PeerID
 from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import NetworkConfig
+from swarmnode.net.daemon import SOCKET_DIR, SOCKET_TAG, SwarmP2P, clean_stale_daemons
+from swarmnode.net.loop import LoopThread
 from swarmnode.net.reachability import (
     ASK_TIMEOUT_S,
     MAX_DIAL_BACK_PORTS,
@@ -46,29 +40,14 @@ from swarmnode.net.reachability import (
     observed_host,
     verdict,
 )
-from swarmnode.net.record import BoundedRecordStorage, SwarmRecordValidator, reading_records
+from swarmnode.net.start import StartError, StartFailure, check_initial_peer, explain, listen_maddr
+from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.traffic import TrafficMeter, TrafficSnapshot
+from swarmnode.net.validator import SwarmRecordValidator, reading_records
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.envelope import SwarmRules
+from swarmnode.wire.rules import SwarmRules
 
-T = TypeVar("T")
 logger = logging.getLogger(__name__)
-
-
-class _ChildReapedAfterClose(logging.Filter):
-    """A p2pd whose start failed may exit after our loop closed; asyncio's child watcher (Python 3.10) then
-    prints "Loop ... that handles pid ... is closed" on stderr, under the node's one-line error. Nothing is lost."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Loop %r that handles pid")
-
-
-logging.getLogger("asyncio").addFilter(_ChildReapedAfterClose())
-
-# p2pd's unix sockets live here (hivemind hard-codes /tmp; a long TMPDIR would overflow sun_path).
-SOCKET_DIR = Path("/tmp")
-SOCKET_TAG = "hivemind-swarmnode-"
-_SOCKET_NAME = re.compile(rf"^{re.escape(SOCKET_TAG)}(\d+)-[0-9a-f]+-p2p(?:d|client)-[A-Za-z0-9_-]+\.sock$")
-_DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.escape(SOCKET_TAG)}(\d+)-")
 
 # DHT tuning. Caching is off: a cached dictionary would hide records published after it was cached.
 # Lookups use one worker: the search stops at the first replica that has the key, where a second
@@ -84,222 +63,6 @@ STORE_GRACE_S = 0.5  # after the first replica accepted, how long a store waits 
 LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
 DAEMON_EXIT_TIMEOUT_S = 5.0
 _LOOP_SHUTDOWN_TIMEOUT_S = 10.0
-
-
-class StartFailure(str, Enum):
-    """Why the DHT peer did not start; stable codes so callers (e.g. `swarmnode join`) can tell them apart."""
-
-    NO_IDENTITY = "no_identity"
-    IDENTITY_MISMATCH = "identity_mismatch"
-    BAD_ADDRESS = "bad_address"
-    BAD_INITIAL_PEER = "bad_initial_peer"
-    PORT_IN_USE = "port_in_use"
-    UNREACHABLE_PEERS = "unreachable_peers"
-    NOT_REACHABLE = "not_reachable"
-    CLOCK_SKEW = "clock_skew"
-    P2PD_MISSING = "p2pd_missing"
-    TIMEOUT = "timeout"
-    P2PD_FAILED = "p2pd_failed"
-
-
-class GossipStartError(Exception):
-    """The DHT peer could not start; the message is one line saying what to do about it."""
-
-    def __init__(self, reason: StartFailure, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class TrafficSnapshot:
-    """DHT RPC traffic of one peer: requests it sent and served, protobuf message bytes both ways.
-
-    Bytes are serialized request/response protobuf sizes (what DHTProtocol exchanges), without libp2p
-    framing, TLS or yamux overhead.
-    """
-
-    requests_sent: int = 0
-    requests_served: int = 0
-    bytes_out: int = 0
-    bytes_in: int = 0
-
-    def __sub__(self, other: TrafficSnapshot) -> TrafficSnapshot:
-        return self + TrafficSnapshot(-other.requests_sent, -other.requests_served, -other.bytes_out, -other.bytes_in)
-
-    def __add__(self, other: TrafficSnapshot) -> TrafficSnapshot:
-        return TrafficSnapshot(
-            self.requests_sent + other.requests_sent,
-            self.requests_served + other.requests_served,
-            self.bytes_out + other.bytes_out,
-            self.bytes_in + other.bytes_in,
-        )
-
-
-class _TrafficMeter:
-    """Counts on the loop thread; `snapshot()` may be called from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = [0, 0, 0, 0]
-
-    def add(self, *, sent: int = 0, served: int = 0, bytes_out: int = 0, bytes_in: int = 0) -> None:
-        with self._lock:
-            for index, amount in enumerate((sent, served, bytes_out, bytes_in)):
-                self._counts[index] += amount
-
-    def snapshot(self) -> TrafficSnapshot:
-        with self._lock:
-            return TrafficSnapshot(*self._counts)
-
-
-class SwarmP2P(P2P):
-    """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
-    orphans and a failed start's leftovers can be found) and with metered RPCs."""
-
-    traffic: _TrafficMeter
-
-    @classmethod
-    async def create(cls, *args: Any, socket_prefix: str, traffic: _TrafficMeter, **kwargs: Any) -> SwarmP2P:
-        # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
-        named = type(
-            cls.__name__, (cls,), {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic}
-        )
-        # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
-        # and p2pd must outlive the node's first SIGINT so the node can still publish, checkpoint and
-        # close it cleanly (it still exits by itself when its owner dies: its control socket closes).
-        spawn = asyncio.subprocess.create_subprocess_exec
-        asyncio.subprocess.create_subprocess_exec = functools.partial(spawn, start_new_session=True)
-        try:
-            return await super(SwarmP2P, named).create(*args, **kwargs)
-        finally:
-            asyncio.subprocess.create_subprocess_exec = spawn
-
-    async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
-        self.traffic.add(sent=1, bytes_out=input.ByteSize())
-        response = await super()._call_unary_protobuf_handler(
-            peer_id, handle_name, input, output_protobuf_type
-        )
-        self.traffic.add(bytes_in=response.ByteSize())
-        return response
-
-    async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
-        async def metered(request, context):
-            response = await handler(request, context)
-            self.traffic.add(served=1, bytes_in=request.ByteSize(), bytes_out=response.ByteSize())
-            return response
-
-        await super()._add_protobuf_unary_handler(handle_name, metered, input_protobuf_type, balanced)
-
-
-@dataclass(frozen=True)
-class Cleanup:
-    sockets_removed: int
-    daemons_stopped: int
-
-
-def clean_stale_daemons() -> Cleanup:
-    """Remove our sockets, and stop our p2pd daemons, whose owning process is gone.
-
-    hivemind's p2pd exits by itself when its owner's control connection closes (the kernel closes it
-    even when the owner is SIGKILLed), but the socket files stay behind; a daemon whose owner hangs
-    dead in some other way is stopped here too.
-    """
-    removed = 0
-    for path in SOCKET_DIR.glob(f"{SOCKET_TAG}*.sock"):
-        match = _SOCKET_NAME.match(path.name)
-        if match and not process_alive(int(match.group(1))):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
-    stopped = 0
-    for pid in _orphaned_daemons():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            stopped += 1
-    return Cleanup(removed, stopped)
-
-
-def _orphaned_daemons() -> list[int]:
-    orphans: list[int] = []
-    if not Path("/proc/self").exists():
-        return orphans
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != os.getuid():
-                continue
-            arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if not arguments or not arguments[0].endswith("p2pd"):
-            continue
-        for argument in arguments:
-            match = _DAEMON_LISTEN.match(argument)
-            if match and not process_alive(int(match.group(1))):
-                orphans.append(int(entry.name))
-    return orphans
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return not Path("/proc/self").exists() and _signalable(pid)
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _signalable(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class LoopThread:
-    """An asyncio loop on a daemon thread; other threads submit coroutines and wait with a timeout."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(_log_quietly)
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None) -> T:
-        """The coroutine's result; the builtin TimeoutError if the loop does not answer in time (before
-        Python 3.11, concurrent.futures raises its own TimeoutError, which `except TimeoutError` misses)."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        try:
-            return future.result(timeout_s)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the DHT loop did not answer within {timeout_s} s") from None
-
-    def stop(self) -> None:
-        async def cancel_remaining() -> None:
-            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        with contextlib.suppress(TimeoutError, RuntimeError):
-            self.run(cancel_remaining(), _LOOP_SHUTDOWN_TIMEOUT_S)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(_LOOP_SHUTDOWN_TIMEOUT_S)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-def _log_quietly(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Background hivemind tasks that die with a lost connection (a peer left, p2pd stopped) are routine;
-    they go to the debug log instead of printing a traceback on the node's console."""
-    logger.debug("DHT loop: %s", context.get("message"), exc_info=context.get("exception"))
 
 
 Entries = dict[str, tuple[bytes, float]]
@@ -342,13 +105,14 @@ class DHTPeer:
         self.network = network
         self.serve = serve  # False: a DHT client whatever its reachability (a probe such as doctor's must not serve)
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
+        self.verified = self.validator.verified  # frames our lookups returned: opened once, by the validator
         self.storage = BoundedRecordStorage(kinds=self.validator.kinds)
         self._loop: LoopThread | None = None
         self._p2p: SwarmP2P | None = None
         self._node: DHTNode | None = None
         self._rejoin_task: asyncio.Task[None] | None = None
         self._socket_prefix = ""
-        self._traffic = _TrafficMeter()
+        self._traffic = TrafficMeter()
         self._dial_back: DialBackService | None = None
         self._initial_peers: dict[PeerID, list[Multiaddr]] = {}
         self.peer_id = ""
@@ -369,18 +133,18 @@ class DHTPeer:
         return self._node is not None
 
     def start(self) -> None:
-        """Start p2pd and join the swarm; raise GossipStartError (one line, with the fix) on failure."""
+        """Start p2pd and join the swarm; raise StartError (one line, with the fix) on failure."""
         if self.started:
             return
         if not self.identity_path.is_file():
-            raise GossipStartError(
+            raise StartError(
                 StartFailure.NO_IDENTITY,
                 f"{self.identity_path}: no identity file; create one with "
                 f"`swarmnode identity new --path {self.identity_path}`",
             )
-        host_maddrs = [_listen_maddr(self.network.host, self.network.port)]
+        host_maddrs = [listen_maddr(self.network.host, self.network.port)]
         for peer in [*self.network.initial_peers, *self.network.fallback_peers]:
-            _check_initial_peer(peer)
+            check_initial_peer(peer)
         cleaned = clean_stale_daemons()
         if cleaned.sockets_removed or cleaned.daemons_stopped:
             logger.info(
@@ -395,7 +159,7 @@ class DHTPeer:
         except Exception as error:
             logger.debug("the DHT peer failed to start", exc_info=error)
             self.close()
-            raise _explain(error, self.network) from None
+            raise explain(error, self.network) from None
         except BaseException:
             self.close()
             raise
@@ -773,18 +537,6 @@ class DHTPeer:
         return self._loop
 
 
-def _listen_maddr(host: str, port: int) -> str:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise GossipStartError(
-            StartFailure.BAD_ADDRESS,
-            f"network.host {host!r} is not an IP address; use e.g. 127.0.0.1 (this machine only) "
-            f"or the address of the interface peers reach you on",
-        ) from None
-    return f"/ip{address.version}/{address}/tcp/{port}"
-
-
 def _retrieve_exception(task: asyncio.Task) -> None:
     if not task.cancelled():
         task.exception()
@@ -805,63 +557,3 @@ def _peer_addresses(initial_peers: Sequence[str]) -> dict[PeerID, list[Multiaddr
     return addresses
 
 
-def _check_initial_peer(text: str) -> None:
-    try:
-        maddr = Multiaddr(text)
-        PeerID.from_base58(maddr["p2p"])
-    except Exception:
-        raise GossipStartError(
-            StartFailure.BAD_INITIAL_PEER,
-            f"initial peer {text!r} is not a full multiaddr; expected e.g. "
-            f"/ip4/10.0.0.5/tcp/31337/p2p/12D3KooW... (copy it from the output of `swarmnode bootstrap`)",
-        ) from None
-
-
-def _explain(error: BaseException, network: NetworkConfig) -> GossipStartError:
-    """Turn what hivemind and p2pd raise into one actionable line."""
-    if isinstance(error, GossipStartError):
-        return error
-    text = str(error)
-    peers = ", ".join(network.initial_peers)
-    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) or "failed to start in" in text:
-        return GossipStartError(
-            StartFailure.TIMEOUT,
-            f"the p2p daemon did not come up within {network.startup_timeout_s:g} s; "
-            f"the machine may be overloaded: raise network.startup_timeout_s",
-        )
-    if "address already in use" in text:
-        return GossipStartError(
-            StartFailure.PORT_IN_USE,
-            f"port {network.port} on {network.host} is already in use; pick another with --port "
-            f"(network.port), or stop the process holding it (`ss -ltnp 'sport = :{network.port}'`)",
-        )
-    if "failed to connect to bootstrap peers" in text or "none of the initial_peers responded" in text:
-        return GossipStartError(
-            StartFailure.UNREACHABLE_PEERS,
-            f"none of the initial peers answered ({peers}); check that they are running and reachable "
-            f"from here, or start without initial peers to found a new swarm",
-        )
-    if isinstance(error, ValidationError) and "local time" in text:
-        return GossipStartError(
-            StartFailure.CLOCK_SKEW,
-            "this machine's clock differs from the swarm's by more than 3 s; enable time sync "
-            "(e.g. `timedatectl set-ntp true`)",
-        )
-    if isinstance(error, ValidationError):
-        return GossipStartError(
-            StartFailure.NOT_REACHABLE,
-            "the initial peers cannot connect back to this node; listen on a reachable address "
-            "(network.host) and announce it (network.announce_maddrs), or open the port in the firewall",
-        )
-    if "parse multiaddr" in text:
-        return GossipStartError(
-            StartFailure.BAD_ADDRESS, f"the p2p daemon rejected an address: {text.split(': ', 1)[-1]}"
-        )
-    if isinstance(error, P2PDaemonError) and ("not found" in text or "incompatible" in text):
-        return GossipStartError(
-            StartFailure.P2PD_MISSING,
-            "hivemind's p2pd binary is missing or not for this platform; reinstall it with "
-            "`pip install --force-reinstall hivemind==1.1.12` (a manylinux x86-64 wheel ships p2pd)",
-        )
-    last_line = text.strip().splitlines()[-1] if text.strip() else type(error).__name__
-    return GossipStartError(StartFailure.P2PD_FAILED, f"the p2p daemon failed to start: {last_line}")

@@ -1,0 +1,134 @@
+"""The p2pd daemon of a DHT peer: its sockets named so that a dead owner's leftovers can be found and removed,
+a session of its own (a terminal's Ctrl-C must not kill it before the node has checkpointed), and every RPC
+through it metered (`swarmnode.net.traffic`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hivemind.p2p import P2P
+
+from swarmnode.net.traffic import TrafficMeter
+
+# p2pd's unix sockets live here (hivemind hard-codes /tmp; a long TMPDIR would overflow sun_path).
+SOCKET_DIR = Path("/tmp")
+SOCKET_TAG = "hivemind-swarmnode-"
+_SOCKET_NAME = re.compile(rf"^{re.escape(SOCKET_TAG)}(\d+)-[0-9a-f]+-p2p(?:d|client)-[A-Za-z0-9_-]+\.sock$")
+_DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.escape(SOCKET_TAG)}(\d+)-")
+
+class SwarmP2P(P2P):
+    """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
+    orphans and a failed start's leftovers can be found) and with metered RPCs."""
+
+    traffic: TrafficMeter
+
+    @classmethod
+    async def create(cls, *args: Any, socket_prefix: str, traffic: TrafficMeter, **kwargs: Any) -> SwarmP2P:
+        # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
+        named = type(
+            cls.__name__, (cls,), {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic}
+        )
+        # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
+        # and p2pd must outlive the node's first SIGINT so the node can still publish, checkpoint and
+        # close it cleanly (it still exits by itself when its owner dies: its control socket closes).
+        spawn = asyncio.subprocess.create_subprocess_exec
+        asyncio.subprocess.create_subprocess_exec = functools.partial(spawn, start_new_session=True)
+        try:
+            return await super(SwarmP2P, named).create(*args, **kwargs)
+        finally:
+            asyncio.subprocess.create_subprocess_exec = spawn
+
+    async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
+        self.traffic.add(sent=1, bytes_out=input.ByteSize())
+        response = await super()._call_unary_protobuf_handler(
+            peer_id, handle_name, input, output_protobuf_type
+        )
+        self.traffic.add(bytes_in=response.ByteSize())
+        return response
+
+    async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
+        async def metered(request, context):
+            response = await handler(request, context)
+            self.traffic.add(served=1, bytes_in=request.ByteSize(), bytes_out=response.ByteSize())
+            return response
+
+        await super()._add_protobuf_unary_handler(handle_name, metered, input_protobuf_type, balanced)
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    sockets_removed: int
+    daemons_stopped: int
+
+
+def clean_stale_daemons() -> Cleanup:
+    """Remove our sockets, and stop our p2pd daemons, whose owning process is gone.
+
+    hivemind's p2pd exits by itself when its owner's control connection closes (the kernel closes it
+    even when the owner is SIGKILLed), but the socket files stay behind; a daemon whose owner hangs
+    dead in some other way is stopped here too.
+    """
+    removed = 0
+    for path in SOCKET_DIR.glob(f"{SOCKET_TAG}*.sock"):
+        match = _SOCKET_NAME.match(path.name)
+        if match and not process_alive(int(match.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+    stopped = 0
+    for pid in _orphaned_daemons():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            stopped += 1
+    return Cleanup(removed, stopped)
+
+
+def _orphaned_daemons() -> list[int]:
+    orphans: list[int] = []
+    if not Path("/proc/self").exists():
+        return orphans
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            arguments = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if not arguments or not arguments[0].endswith("p2pd"):
+            continue
+        for argument in arguments:
+            match = _DAEMON_LISTEN.match(argument)
+            if match and not process_alive(int(match.group(1))):
+                orphans.append(int(entry.name))
+    return orphans
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _signalable(pid)
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _signalable(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,111 @@
+"""The directory (PROTOCOL.md §4.1) as one node uses it: its own presence entry, stored with the first batch of
+each window, and what others' entries teach it: who publishes (signers behind NAT, in nobody's routing table,
+included) and which public peers it can rejoin through.
+
+Every publisher writes to the window's one directory key, so it is written once a window and read once a window
+(every round only while a node knows too few publishers): its replicas serve N reads a window, not N a round.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.wire.address import Reachability, is_tcp_address
+from swarmnode.wire.identity import Identity
+from swarmnode.wire.keys import directory_key
+from swarmnode.wire.presence import MAX_ADDRESSES, PRESENCE, Presence, join_addresses
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Rejected
+from swarmnode.wire.rules import Slot, SwarmRules
+
+DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
+
+
+@dataclass
+class DirectoryRead:
+    """What one read of the directory cost and found."""
+
+    keys_read: int = 0
+    entries: int = 0  # other signers' valid entries
+    bytes_in: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)  # presence_<reason>
+    timed_out: bool = False
+
+
+class Directory:
+    """One node's side of the directory: not thread-safe; its gossip calls it under its own locks."""
+
+    def __init__(self, peer: DHTPeer, identity: Identity, rules: SwarmRules) -> None:
+        self._peer = peer
+        self._identity = identity
+        self.rules = rules
+        self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
+        self._read: set[int] = set()  # windows whose directory an earlier read got
+        self._stored_window: int | None = None  # the window whose directory another peer holds our entry in
+
+    def entry_due(self, window: int) -> bool:
+        """Until another peer holds our entry of this window, every batch store carries it along."""
+        return self._stored_window != window
+
+    def entry(self, window: int, now: float) -> StoreItem:
+        """Our entry: reachability, and where peers dialled us back (only if they could)."""
+        report = self._peer.reachability
+        addresses: tuple[str, ...] = ()
+        if report.reachability is Reachability.PUBLIC:
+            transports = [maddr.split("/p2p/")[0] for maddr in self._peer.advertised_maddrs()]
+            addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
+        presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
+        frame = PRESENCE.seal(presence, self._identity)
+        return StoreItem(directory_key(self.rules.swarm_id, window), self._identity.peer_id, frame, self.rules.expiration_of(now))
+
+    def entry_stored(self, window: int) -> None:
+        self._stored_window = window
+
+    def saw(self, signer: str, window: int) -> None:
+        """A batch of `signer` was read from `window`: it publishes."""
+        self._signers[signer] = max(self._signers.get(signer, 0), window)
+
+    def publishers(self) -> set[str]:
+        """Peers we know publish: those in our routing table and the signers the directory or recent batches
+        showed us (which include nodes behind NAT, in nobody's routing table)."""
+        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
+        publishers.discard(self._identity.peer_id)
+        return publishers
+
+    def read_due(self, window: int, peers_needed: int) -> bool:
+        """Once a window; and every round while we know fewer than twice the publishers a collect wants
+        (a small swarm, or one whose other members are all behind NAT)."""
+        return window not in self._read or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
+
+    def read(self, window: int, now: float, deadline: float) -> DirectoryRead:
+        """Learn who publishes from the directory of this window (and of the last ones, once): every signer
+        writes an entry there. Public signers' addresses become entry points to rejoin through."""
+        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
+        keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
+        result = DirectoryRead(keys_read=len(keys))
+        found, result.timed_out = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        if not result.timed_out:
+            self._read.update(keys.values())
+        for key, entries in found.items():
+            for subkey, (frame, _) in entries.items():
+                result.bytes_in += len(frame)
+                if subkey == self._identity.peer_id:
+                    continue
+                try:
+                    signed = open_frame(
+                        frame, PRESENCE, self.rules, now=now, slot=Slot(keys[key], None, subkey), verified=self._peer.verified
+                    )
+                except Rejected as rejected:
+                    result.rejected[f"presence_{rejected.reason.value}"] += 1
+                    continue
+                result.entries += 1
+                self.saw(subkey, signed.value.window)
+                if signed.value.reachability is Reachability.PUBLIC and signed.value.addresses:
+                    self._peer.add_entry_peers(join_addresses(signed))
+        oldest = window - self.rules.max_age_windows
+        self._read = {w for w in self._read if w >= oldest}
+        self._signers = {signer: seen for signer, seen in self._signers.items() if seen >= oldest}
+        return result

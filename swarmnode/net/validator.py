@@ -1,0 +1,197 @@
+"""The DHT validator: every peer runs it on every record a peer asks it to store and on every record a peer
+returns to its own lookups, so a swarmnode DHT holds nothing but signed frames placed exactly where PROTOCOL.md
+§4 puts them (a batch under its shard key, a presence entry under its window's directory, a beacon under its
+signer's census bucket; §5.1). A peer asked to store a record sees only the key's hash: `KeyKinds` tells from
+the hash which kind the key holds, so no kind can be passed off as another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import msgpack
+from hivemind.dht.routing import DHTID
+from hivemind.dht.validation import DHTRecord, RecordValidatorBase
+from hivemind.utils import get_dht_time
+from hivemind.utils.timed_storage import MAX_DHT_TIME_DISCREPANCY_SECONDS
+
+from swarmnode.wire.batch import BATCH
+from swarmnode.wire.beacon import BEACON
+from swarmnode.wire.keys import BEACON_BUCKETS, census_key, directory_key
+from swarmnode.wire.presence import PRESENCE
+from swarmnode.wire.receive import VerifiedFrames, open_frame
+from swarmnode.wire.record import Kind, Signed
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rollout import RolloutBatch
+from swarmnode.wire.rules import Slot, SwarmRules
+
+EXPIRY_TOLERANCE_S = 1e-3
+# msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
+_BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_STR_HEADERS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
+_FIXSTR_MASK, _FIXSTR_TAG = 0xE0, 0xA0
+
+_reading = contextvars.ContextVar("swarmnode_reading_records", default=False)
+KeyOf = Callable[[RolloutBatch, str, SwarmRules], str]  # where a batch belongs; benchmarks try other layouts
+
+
+def key_id(key: str) -> bytes:
+    """The 20 bytes hivemind stores a key under: SHA-1 of the msgpack-encoded key string."""
+    return DHTID.generate(source=key).to_bytes()
+
+
+def unpack_bin(data: bytes) -> bytes:
+    """The payload of a msgpack bin8/16/32 whose length is exactly what the header says."""
+    return _unpack(data, _BIN_HEADERS, Reason.MALFORMED, "value")
+
+
+def unpack_str(data: bytes) -> str:
+    """A msgpack str (fixstr or str8/16/32) of exact length, as hivemind encodes a subkey."""
+    if data and data[0] & _FIXSTR_MASK == _FIXSTR_TAG:
+        length, body = data[0] & ~_FIXSTR_MASK, data[1:]
+        if len(body) != length:
+            raise Rejected(Reason.KEY_MISMATCH, "subkey length does not match its header")
+    else:
+        body = _unpack(data, _STR_HEADERS, Reason.KEY_MISMATCH, "subkey")
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        raise Rejected(Reason.KEY_MISMATCH, "subkey is not UTF-8") from None
+
+
+def _unpack(data: bytes, headers: dict[int, int], reason: Reason, what: str) -> bytes:
+    size_bytes = headers.get(data[0]) if data else None
+    if size_bytes is None:
+        raise Rejected(reason, f"{what} is not a msgpack {'bin' if reason is Reason.MALFORMED else 'str'}")
+    length = int.from_bytes(data[1 : 1 + size_bytes], "big")
+    body = data[1 + size_bytes :]
+    if len(data) < 1 + size_bytes or len(body) != length:
+        raise Rejected(reason, f"{what} length does not match its header")
+    return body
+
+
+def check_record(
+    record: DHTRecord,
+    rules: SwarmRules,
+    now: float,
+    *,
+    kind: Kind = BATCH,
+    reading: bool = False,
+    key_of: KeyOf | None = None,
+    verified: VerifiedFrames | None = None,
+) -> Signed:
+    """Accept a record only as a valid frame of `kind` stored exactly where PROTOCOL.md §4 puts it, else
+    raise Rejected. `kind` comes from the key (`KeyKinds`).
+
+    Freshness is judged on the record's expiration, not on windows: a record stays legitimately stored until
+    it expires. When `reading` (a peer returned the record to us), the future bound is widened by the clock
+    difference hivemind tolerates between two peers, because hivemind drops a peer's whole answer for a key
+    if one entry fails: an entry that a peer with a slightly faster clock accepted must not blank the shard.
+    """
+    if len(record.value) > kind.max_frame_bytes + 5:
+        raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
+    frame = unpack_bin(record.value)
+    subkey = unpack_str(record.subkey)
+    signed = open_frame(frame, kind, rules, slot=Slot(None, None, subkey), verified=verified)
+    timestamp = kind.timestamp(signed.value)
+    expected_key = key_of(signed.value, subkey, rules) if key_of is not None and kind is BATCH else kind.key(signed.value, subkey, rules)
+    if record.subkey != msgpack.packb(signed.signer):
+        raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
+    if record.key != key_id(expected_key):
+        raise Rejected(Reason.KEY_MISMATCH, "stored under another key than the one its content places it under")
+    # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
+    if not abs(record.expiration_time - rules.expiration_of(timestamp)) <= EXPIRY_TOLERANCE_S:
+        raise Rejected(
+            Reason.BAD_EXPIRY, f"expiration {record.expiration_time} is not timestamp + record_ttl_s"
+        )
+    if record.expiration_time + rules.clock_skew_s < now:
+        raise Rejected(Reason.STALE, "expired")
+    # hivemind refuses to bootstrap with a peer whose clock differs from ours by more than this.
+    future_slack_s = rules.clock_skew_s + (MAX_DHT_TIME_DISCREPANCY_SECONDS if reading else 0.0)
+    if timestamp > now + future_slack_s:
+        raise Rejected(Reason.FUTURE, f"timestamp {timestamp:.1f} is ahead of {now:.1f}")
+    return signed
+
+
+class KeyKinds:
+    """Which kind of record a DHT key id holds: the swarm's census keys, directory keys of windows whose
+    entries can still be stored (by expiration), else batches.
+
+    A peer asked to store a record sees only the key's hash; it tells the kinds apart by whether the hash is
+    one of these (computed, not learnt from the record), so no kind can be passed off as another.
+    """
+
+    def __init__(self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time) -> None:
+        self.rules = rules
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._span: tuple[int, int] | None = None
+        self._directories: set[bytes] = set()
+        self._census = {key_id(census_key(rules.swarm_id, bucket)) for bucket in range(BEACON_BUCKETS)}
+
+    def kind_of(self, key: bytes) -> Kind:
+        """PROTOCOL.md §5.1: directory windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 1."""
+        if key in self._census:
+            return BEACON
+        now, rules = self._clock(), self.rules
+        span = (rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 1)
+        with self._lock:
+            if span != self._span:
+                self._span = span
+                self._directories = {
+                    key_id(directory_key(rules.swarm_id, window)) for window in range(span[0], span[1] + 1)
+                }
+            return PRESENCE if key in self._directories else BATCH
+
+
+@contextlib.contextmanager
+def reading_records() -> Iterator[None]:
+    """Mark the records validated inside this block (and tasks it starts) as answers to our own reads."""
+    token = _reading.set(True)
+    try:
+        yield
+    finally:
+        _reading.reset(token)
+
+
+class SwarmRecordValidator(RecordValidatorBase):
+    """hivemind calls validate() when a peer asks us to store a record and when a peer returns one to us.
+
+    Refusals are counted by reason code (thread-safe snapshot via `refusals()`). What a frame's bytes proved is
+    remembered in `verified`, which the node's readers share: a frame our lookup returned is opened once.
+    """
+
+    def __init__(
+        self,
+        rules: SwarmRules,
+        clock: Callable[[], float] = get_dht_time,
+        key_of: KeyOf | None = None,
+        verified: VerifiedFrames | None = None,
+    ) -> None:
+        self.rules = rules
+        self._clock = clock
+        self._key_of = key_of
+        self.kinds = KeyKinds(rules, clock)
+        self.verified = verified if verified is not None else VerifiedFrames()
+        self._lock = threading.Lock()
+        self._refused: Counter[str] = Counter()
+
+    def validate(self, record: DHTRecord) -> bool:
+        try:
+            check_record(
+                record, self.rules, self._clock(), kind=self.kinds.kind_of(record.key), reading=_reading.get(),
+                key_of=self._key_of, verified=self.verified,
+            )
+        except Rejected as rejected:
+            with self._lock:
+                self._refused[rejected.reason.value] += 1
+            return False
+        return True
+
+    def refusals(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._refused)
