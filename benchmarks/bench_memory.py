@@ -60,8 +60,10 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_
     import torch
 
     from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
+    from swarmnode.learn.group import Group
     from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy, pick_compute_dtype
-    from swarmnode.learn.sapo import Group, SapoTrainer, Selection
+    from swarmnode.learn.sapo import SapoTrainer
+    from swarmnode.learn.selection import Selection
 
     torch.manual_seed(0)
     model, tokenizer = make_model(size, mode, EMBEDDED_MODEL_DIR)

@@ -41,8 +41,10 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, budget_gib: float |
 
     from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig, load_config
     from swarmnode.learn.checkpoint import Checkpointer, TrainingState
+    from swarmnode.learn.group import Group
     from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy, SamplingSettings, pick_compute_dtype
-    from swarmnode.learn.sapo import Group, SapoTrainer, Selection
+    from swarmnode.learn.sapo import SapoTrainer
+    from swarmnode.learn.selection import Selection
     from swarmnode.learn.tasks import TaskSuite, format_prompt
 
     def peak() -> int:

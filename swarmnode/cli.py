@@ -46,9 +46,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-MAX_CENSUS_JSON_BYTES = 8 * 2**20  # 8 buckets x 64 beacons is ~200 KB of JSON
-
-
 def default_data_dir() -> Path:
     return Path(os.environ.get("SWARMNODE_HOME", Path.home() / ".swarmnode"))
 
@@ -386,12 +383,15 @@ def status(
     url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
 ) -> None:
     """Print a one-shot summary of a running node."""
-    from swarmnode.ops.dashboard import fetch_status, render
+    from swarmnode.ops.client import fetch_status
+    from swarmnode.ops.dashboard import render
 
     try:
         snapshot = fetch_status(url)
     except OSError as error:
         raise fail(f"no node answers at {url}/status ({error}); is it running with --metrics-port?")
+    except (ValueError, KeyError, TypeError) as error:
+        raise fail(f"{url}/status is not a swarmnode status ({type(error).__name__}: {error}); is --url a node's endpoint?")
     console.print(render(snapshot), height=30)
 
 
@@ -408,13 +408,11 @@ def swarm(
     """The swarm's live nodes from their signed beacons (PROTOCOL.md §4.2): model, round, reward, held-out
     score, rollouts shared, reachability, last seen; with totals. No central server: any node, or a bare
     DHT client, reads every census bucket."""
-    import urllib.error
-    import urllib.request
-
     from rich.text import Text
 
-    from swarmnode.net.census import SORT_KEYS, Census, take_census_as_client
+    from swarmnode.net.census import SORT_KEYS, take_census_as_client
     from swarmnode.net.start import StartError
+    from swarmnode.ops.client import fetch_census
     from swarmnode.ops.dashboard import census_notes, census_table, census_title, peer_text
 
     if sort not in SORT_KEYS:
@@ -427,8 +425,7 @@ def swarm(
             raise fail(str(error))
     else:
         try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/census", timeout=timeout) as response:
-                census = Census.from_json(json.loads(response.read(MAX_CENSUS_JSON_BYTES)))
+            census = fetch_census(url, timeout_s=timeout)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise fail(
                 f"no census from {url}/census ({error}); is a node running there with gossip and beacons on? "

@@ -36,6 +36,7 @@ from swarmnode.net.peer import DHTPeer
 from swarmnode.net.reachability import network_warnings
 from swarmnode.net.traffic import TrafficSnapshot
 from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, Metrics, RoundRecord, Status
+from swarmnode.ops.server import serve
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import IDENTITY_FILENAME, load_or_create_identity
@@ -123,7 +124,7 @@ class Node:
             self._join(identity_path, state)
         if config.metrics.port is not None:
             census = self.beacons.full_census if self.beacons is not None else None
-            self.http_server = self.metrics.serve(config.metrics.host, config.metrics.port, census=census)
+            self.http_server = serve(self.metrics, config.metrics.host, config.metrics.port, census=census)
         plan = self.learner.memory_plan
         self.log({
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,

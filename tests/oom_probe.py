@@ -16,8 +16,10 @@ from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn import policy as policy_module
+from swarmnode.learn.group import Group
 from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy
-from swarmnode.learn.sapo import Group, SapoTrainer, Selection
+from swarmnode.learn.sapo import SapoTrainer
+from swarmnode.learn.selection import Selection
 
 
 def main(micro_batch: int, headroom_mib: float) -> None:

@@ -23,6 +23,7 @@ from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.census import BeaconService, Census, take_census, take_census_as_client
 from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.ops.metrics import Metrics, Status
+from swarmnode.ops.server import serve
 from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, Beacon
 from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity, load_identity, save_identity
@@ -191,7 +192,7 @@ def test_swarmnode_swarm_from_a_bare_client_and_from_a_nodes_endpoint(tmp_path):
         assert {node["model_id"] for node in as_client["nodes"]} == {"model-of-entry", "model-of-a"}
         assert as_client["complete"] and as_client["totals"]["nodes"] == 2
         metrics = Metrics(None, Status())
-        server = metrics.serve("127.0.0.1", 0, census=swarm["a"].service.full_census)
+        server = serve(metrics, "127.0.0.1", 0, census=swarm["a"].service.full_census)
         try:
             url = f"http://127.0.0.1:{server.server_address[1]}"
             from_node = json.loads(CliRunner().invoke(app, ["swarm", "--url", url, "--json"]).stdout)

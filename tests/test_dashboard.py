@@ -10,6 +10,7 @@ from swarmnode.net.census import Census, CensusEntry
 from swarmnode.ops.dashboard import moving_average, render, sparkline
 from swarmnode.ops.metrics import Metrics, RoundRecord, Status, read_records
 from swarmnode.ops.report import write_report
+from swarmnode.ops.server import serve
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon
 
@@ -64,7 +65,7 @@ def test_metrics_file_round_trips_and_a_torn_last_line_is_skipped(tmp_path):
 
 def test_status_and_metrics_are_served_over_http_and_status_command_prints_them(tmp_path):
     metrics = fed_metrics(tmp_path)
-    server = metrics.serve("127.0.0.1", 0)
+    server = serve(metrics, "127.0.0.1", 0)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
         import urllib.request

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from swarmnode.config import SapoConfig
-from swarmnode.learn.sapo import Group, clipped_surrogate_loss, select_groups
+from swarmnode.learn.group import Group
+from swarmnode.learn.sapo import clipped_surrogate_loss
+from swarmnode.learn.selection import select_groups
 from swarmnode.learn.tasks import Task
 from swarmnode.wire.rollout import TaskRef
 

@@ -36,7 +36,7 @@ from swarmnode.config import GossipConfig, NetworkConfig, load_config
 from swarmnode.lab.attacker_peer import ATTACKS, AttackerPeer
 from swarmnode.lab.local_swarm import LocalSwarm, NodeSpec, exit_on_sigterm, machine_facts
 from swarmnode.learn.intake import IntakeResult
-from swarmnode.learn.sapo import Selection
+from swarmnode.learn.selection import Selection
 from swarmnode.learn.tasks import TaskSuite
 from swarmnode.net.gossip import CollectResult, Gossip
 from swarmnode.net.peer import DHTPeer

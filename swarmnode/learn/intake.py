@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from swarmnode.learn.group import Group
 from swarmnode.learn.policy import Policy
-from swarmnode.learn.sapo import Group
 from swarmnode.learn.tasks import Score, Task, TaskSuite, format_prompt
 from swarmnode.wire.rejection import Reason, Rejected, is_offence
 from swarmnode.wire.rollout import Completion, PeerRollout, Rollout, is_held_out

@@ -21,10 +21,12 @@ from swarmnode.learn.checkpoint import (
     random_state_from_json,
     random_state_to_json,
 )
+from swarmnode.learn.group import Group, group_rollout, own_group
 from swarmnode.learn.intake import Intake, IntakeLimits, IntakeResult
 from swarmnode.learn.memory import MemoryPlan
 from swarmnode.learn.policy import Policy, SamplingSettings
-from swarmnode.learn.sapo import Group, SapoTrainer, StepStats, group_rollout, own_group, select_groups
+from swarmnode.learn.sapo import SapoTrainer, StepStats
+from swarmnode.learn.selection import select_groups
 from swarmnode.learn.tasks import Score, Task, TaskSuite, format_prompt
 from swarmnode.wire.rollout import PeerRollout, Rollout
 

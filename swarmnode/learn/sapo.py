@@ -1,4 +1,4 @@
-"""SAPO: each round train on I own + J external groups with a GRPO-style clipped objective.
+"""SAPO's step: train on the selected I own + J external groups with a GRPO-style clipped objective.
 
 Loss (per token t of completion i in a selected group): -w_i * rho_it * min(r_it * A_i, clip(r_it, 1-eps_lo,
 1+eps_hi) * A_i) / B, with r = pi/pi_old, A_i = (R_i - mean R) / std R within the group, w_i the weight of
@@ -10,104 +10,15 @@ from __future__ import annotations
 
 import copy
 import gc
-import math
-import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
+from swarmnode.learn.group import Source
 from swarmnode.learn.memory import RUNTIME_BYTES, MemoryPlan, budget_bytes, plan_micro_batch
-from swarmnode.learn.policy import Policy, SampledCompletion, keep_frozen_in
-from swarmnode.learn.tasks import Score, Task
-from swarmnode.wire.rollout import Completion, Rollout
-
-Source = Literal["own", "external"]
-ADVANTAGE_EPS = 1e-6
-
-
-@dataclass
-class Group:
-    """One question and its completions, scored by *our* verifier: the unit SAPO shares and selects."""
-
-    task: Task
-    prompt_ids: list[int]
-    completion_ids: list[list[int]]
-    rewards: list[float]
-    source: Source
-    behaviour_logprobs: list[list[float]] | None = None  # own groups: the sampler's log-probs
-    sender_logprobs: list[tuple[float, ...]] | None = None  # same-model external groups (untrusted)
-    signer: str | None = None
-
-    @property
-    def reward_std(self) -> float:
-        mean = sum(self.rewards) / len(self.rewards)
-        return math.sqrt(sum((r - mean) ** 2 for r in self.rewards) / len(self.rewards))
-
-    @property
-    def informative(self) -> bool:
-        """A group whose completions all scored the same has zero advantage everywhere: no signal."""
-        return self.reward_std > ADVANTAGE_EPS
-
-    def advantages(self) -> list[float]:
-        mean = sum(self.rewards) / len(self.rewards)
-        std = self.reward_std
-        return [(r - mean) / (std + ADVANTAGE_EPS) for r in self.rewards]
-
-
-@dataclass
-class Selection:
-    own: list[Group]
-    external: list[Group]
-    skipped_reason: str | None = None  # set when the step must not run
-
-    @property
-    def groups(self) -> list[Group]:
-        return self.own + self.external
-
-
-def select_groups(
-    own: Sequence[Group],
-    external: Sequence[Group],
-    config: SapoConfig,
-    rng: random.Random,
-) -> Selection:
-    """Drop zero-advantage groups, then fill I+J slots with at most J external groups and own groups.
-
-    External groups never exceed J (a missing external group is replaced by an own one, never the
-    reverse), and the step is skipped when fewer than `min_own_groups` own groups are informative:
-    training only on peers' text, with no anchor in our own samples, is what collapsed nodes. With
-    `own_first`, own groups take the slots first and peers' groups only fill what is left: a node never
-    trains on less of its own signal than it would alone (simulated: displacing own groups cost up to 7%).
-    """
-    own_informative = [g for g in own if g.informative]
-    external_informative = [g for g in external if g.informative]
-    if len(own_informative) < config.min_own_groups:
-        return Selection([], [], f"{len(own_informative)} informative own groups < min_own_groups")
-    slots = config.local_groups + config.external_groups
-    if config.own_first:
-        picked_own = _pick(own_informative, slots, config.selection, rng)
-        external_slots = min(config.external_groups, slots - len(picked_own))
-        picked_external = _pick(external_informative, external_slots, config.selection, rng)
-    else:
-        picked_external = _pick(external_informative, config.external_groups, config.selection, rng)
-        picked_own = _pick(own_informative, slots - len(picked_external), config.selection, rng)
-    if not picked_own and not picked_external:
-        return Selection([], [], "no informative groups")
-    return Selection(picked_own, picked_external)
-
-
-def _pick(groups: list[Group], count: int, strategy: str, rng: random.Random) -> list[Group]:
-    """uniform: as in the paper. learnability: weighted by reward variance without replacement
-    (Efraimidis-Spirakis keys), i.e. prefer questions the policy solves about half of the time,
-    where a GRPO update carries the most information."""
-    count = min(count, len(groups))
-    if strategy == "uniform":
-        return rng.sample(groups, count)
-    keyed = sorted(groups, key=lambda g: rng.random() ** (1.0 / max(g.reward_std**2, 1e-12)), reverse=True)
-    return keyed[:count]
+from swarmnode.learn.policy import Policy, keep_frozen_in
+from swarmnode.learn.selection import Selection
 
 
 def clipped_surrogate_loss(
@@ -451,30 +362,3 @@ class SapoTrainer:
         stats["kl_tokens"] = float(own_rows.sum())
         stats["importance_max"] = float(importance[mask].max()) if mask.any() else 1.0
         return loss, stats
-
-
-def own_group(task: Task, prompt_ids: list[int], sampled: Sequence[SampledCompletion], scores: Sequence[Score]) -> Group:
-    return Group(
-        task=task,
-        prompt_ids=prompt_ids,
-        completion_ids=[list(s.completion_ids) for s in sampled],
-        rewards=[score.reward for score in scores],
-        source="own",
-        behaviour_logprobs=[list(s.logprobs) for s in sampled],
-    )
-
-
-def group_rollout(group: Group, sampled: Sequence[SampledCompletion], scores: Sequence[Score], share_logprobs: bool) -> Rollout:
-    """Our own group as it travels: reference, text, our verifier score, optionally our log-probs."""
-    return Rollout(
-        group.task.ref,
-        tuple(
-            Completion(s.text, score.verifier, _text_logprobs(s) if share_logprobs else ())
-            for s, score in zip(sampled, scores)
-        ),
-    )
-
-
-def _text_logprobs(sampled: SampledCompletion) -> tuple[float, ...]:
-    """Log-probs of the tokens the shared text holds: a final EOS is not part of the text."""
-    return sampled.logprobs[:-1] if sampled.finish_reason == "eos" else sampled.logprobs

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from swarmnode.net.census import Census
+from swarmnode.ops.client import fetch_status
 from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, Status
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -234,12 +235,6 @@ def _bytes(count: float) -> str:
 def _events(status: Status) -> Panel:
     lines = status.events[-10:] or ["(no events yet)"]
     return Panel(Group(*(Text(line, overflow="ellipsis", no_wrap=True) for line in lines)), title="events")
-
-
-def fetch_status(url: str, timeout_s: float = 2.0) -> Status:
-    """GET {url}/status; raises OSError (including URLError) when the node is not reachable."""
-    with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=timeout_s) as response:
-        return Status.from_json(json.loads(response.read()))
 
 
 def attach(url: str, refresh_s: float = 1.0, max_seconds: float | None = None) -> None:

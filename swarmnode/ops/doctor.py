@@ -164,6 +164,8 @@ def check_ports(context: DoctorContext):
 def check_initial_peers(context: DoctorContext):
     from hivemind.utils.multiaddr import Multiaddr
 
+    import swarmnode.net  # noqa: F401  hivemind's address parser, without the torch its package imports
+
     peers = (context.config or NodeConfig()).network.initial_peers
     if not peers:
         return Outcome.PASS, "no initial peers: this node starts a new swarm", ""

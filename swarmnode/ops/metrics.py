@@ -8,13 +8,11 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
 if TYPE_CHECKING:
@@ -336,40 +334,6 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return asdict(self.status)
-
-    def serve(self, host: str, port: int, census: Callable[[], Census] | None = None) -> ThreadingHTTPServer:
-        """Serve /metrics (Prometheus text), /status (JSON) and, given `census`, /census (JSON of a census of
-        every bucket: `swarmnode swarm --url`) from a daemon thread."""
-        metrics = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path == "/metrics":
-                    body, kind = generate_latest(metrics.registry), CONTENT_TYPE_LATEST
-                elif self.path == "/status":
-                    body, kind = json.dumps(metrics.snapshot()).encode(), "application/json"
-                elif self.path == "/census" and census is not None:
-                    try:
-                        body, kind = json.dumps(census().to_json()).encode(), "application/json"
-                    except Exception as error:  # the DHT is closing or its loop is stuck: say so, keep serving
-                        self.send_error(503, "census failed", explain=f"{type(error).__name__}: {error}")
-                        return
-                else:
-                    self.send_error(404, "try /metrics, /status or /census (with gossip and beacons on)")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        server = ThreadingHTTPServer((host, port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, name="swarmnode-metrics", daemon=True).start()
-        return server
 
 
 def _size_text(size: int) -> str:
