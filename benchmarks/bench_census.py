@@ -23,12 +23,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench_gossip import START_WORKERS, _start_all
 from hivemind.utils import get_dht_time
 from rich.console import Console
 from rich.table import Table
 
 from swarmnode.config import NetworkConfig, SwarmConfig
+from swarmnode.lab.dht_swarm import START_WORKERS, start_all
 from swarmnode.net.census import CENSUS_SAMPLE, BeaconService, Census, take_census
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.traffic import TrafficSnapshot
@@ -61,7 +61,7 @@ class Swarm:
         first.start()
         join = NetworkConfig(initial_peers=first.visible_maddrs)
         rest = [DHTPeer(key, self.rules, join) for key in keys[1:]]
-        _start_all([peer.start for peer in rest])
+        start_all([peer.start for peer in rest])
         self.peers = [first, *rest]
         self.services = [
             BeaconService(peer, load_identity(key), self.rules, beacon_source(swarm.id, index), lambda census: None,
@@ -79,7 +79,7 @@ class Swarm:
             return list(pool.map(call, order))
 
     def close(self) -> None:
-        _start_all([peer.close for peer in self.peers])
+        start_all([peer.close for peer in self.peers])
 
 
 def measure(swarm: Swarm, windows: int, rng: random.Random) -> dict[str, float]:

@@ -22,8 +22,9 @@ from rich.table import Table
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from swarmnode.config import load_config
+from swarmnode.lab.baselines import plain_generate
 from swarmnode.learn.policy import Policy, SamplingSettings
-from swarmnode.learn.tasks import ANSWER_CLOSE, TaskSuite, format_prompt
+from swarmnode.learn.tasks import TaskSuite, format_prompt
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "generation.json"
 
@@ -31,33 +32,6 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "gene
 def ours(policy: Policy, prompts: list[str], group: int, settings: SamplingSettings, seed: int) -> int:
     groups = policy.sample(prompts, group, settings, torch.Generator().manual_seed(seed))
     return sum(len(c.completion_ids) for g in groups for c in g)
-
-
-def plain_generate(policy: Policy, prompts: list[str], group: int, settings: SamplingSettings, seed: int) -> int:
-    torch.manual_seed(seed)
-    tokenizer = policy.tokenizer
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
-    with torch.inference_mode(), policy.autocast():
-        out = policy.model.generate(
-            **encoded,
-            do_sample=True,
-            temperature=settings.temperature,
-            top_k=0,
-            top_p=1.0,
-            num_return_sequences=group,
-            max_new_tokens=settings.max_new_tokens,
-            eos_token_id=sorted(policy.eos_ids),
-            pad_token_id=tokenizer.pad_token_id,
-            stop_strings=[ANSWER_CLOSE],
-            tokenizer=tokenizer,
-        )
-    kept = 0
-    for row in out[:, encoded.input_ids.shape[1] :].tolist():
-        for length, token in enumerate(row, start=1):
-            if token in policy.eos_ids or ANSWER_CLOSE in tokenizer.decode(row[:length]):
-                break
-        kept += length
-    return kept
 
 
 def larger_random_policy(seed_policy: Policy) -> Policy:

@@ -22,8 +22,6 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.lab.dht_swarm import start_all
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.net.validator import SwarmRecordValidator
@@ -47,9 +46,6 @@ from swarmnode.wire.rules import SwarmRules, shard_of
 ROOT = Path(__file__).resolve().parents[1]
 NAIVE_PREFIX = "swarmnode-naive/"
 VISIBLE_TIMEOUT_S = 5.0
-START_WORKERS = 8
-
-
 @dataclass(frozen=True)
 class Workload:
     rollouts: int
@@ -102,7 +98,7 @@ class ShardedSwarm:
         first.start()
         join = NetworkConfig(initial_peers=first.visible_maddrs)
         rest = [DHTPeer(key, rules, join) for key in keys[1:]]
-        _start_all([peer.start for peer in rest])
+        start_all([peer.start for peer in rest])
         self.peers = [first, *rest]
         self.gossips = [Gossip(peer, identity, rules, config) for peer, identity in zip(self.peers, identities)]
 
@@ -121,7 +117,7 @@ class ShardedSwarm:
     def close(self) -> None:
         for gossip in self.gossips:
             gossip.close()
-        _start_all([peer.close for peer in self.peers])
+        start_all([peer.close for peer in self.peers])
 
 
 class NaiveSwarm:
@@ -144,7 +140,7 @@ class NaiveSwarm:
             DHTPeer(key, self.rules, join, validator=SwarmRecordValidator(self.rules, key_of=naive_key_of))
             for key in keys[1:]
         ]
-        _start_all([peer.start for peer in rest])
+        start_all([peer.start for peer in rest])
         self.peers = [first, *rest]
 
     def publish(self, index: int, round_index: int) -> tuple[str, str]:
@@ -184,13 +180,7 @@ class NaiveSwarm:
         return self.peers[index]
 
     def close(self) -> None:
-        _start_all([peer.close for peer in self.peers])
-
-
-def _start_all(calls: Sequence[Callable[[], None]]) -> None:
-    with ThreadPoolExecutor(START_WORKERS) as pool:
-        for future in [pool.submit(call) for call in calls]:
-            future.result()
+        start_all([peer.close for peer in self.peers])
 
 
 def measure(

@@ -17,39 +17,14 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
+from swarmnode.lab.measure import measure_apart
+from swarmnode.lab.models import make_model
+
 ROOT = Path(__file__).resolve().parents[1]
-# Qwen2 geometries: (hidden, layers, heads, kv heads, intermediate, vocabulary); "seed" is the embedded model.
-GEOMETRIES = {
-    "30m": (512, 8, 8, 2, 1536, 32_000),
-    "120m": (768, 12, 12, 4, 2048, 50_000),
-    "0.5b": (896, 24, 14, 2, 4864, 151_936),  # Qwen2.5-0.5B's
-}
 PROMPT_TOKENS = 128
 GROUPS, GROUP_SIZE = 8, 8
-LORA = {"r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}
-
-
-def make_model(size: str, mode: str, tokenizer_dir: Path):
-    """(model, tokenizer): the embedded seed, or a random-init Qwen2 of `size`'s geometry; with LoRA if asked."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from swarmnode.config import LoraConfig
-    from swarmnode.learn.policy import Policy, _with_lora
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    if size == "seed":
-        model = Policy.load().model
-    else:
-        hidden, layers, heads, kv_heads, intermediate, vocabulary = GEOMETRIES[size]
-        model = Qwen2ForCausalLM(Qwen2Config(
-            hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-            intermediate_size=intermediate, vocab_size=vocabulary, tie_word_embeddings=True,
-            max_position_embeddings=2048,
-        ))
-    return (_with_lora(model, LoraConfig(**LORA)) if mode == "lora" else model), tokenizer
 
 
 def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_gib: float | None = None) -> dict:
@@ -105,17 +80,6 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, steps: int, budget_
         "peak_rss_bytes": peak, "loaded_rss_bytes": loaded, "bytes_per_parameter": peak / parameters,
         "step_s": min(seconds[1:]) if len(seconds) > 1 else seconds[0],
     }
-
-
-def measure_apart(script: str, spec: dict, code: str, label: str) -> dict | None:
-    """`script --one SPEC` in a fresh process (peak RSS is per process) running `code`'s swarmnode: its
-    result row, or None after saying why it failed."""
-    env = {**os.environ, "PYTHONPATH": code}
-    done = subprocess.run([sys.executable, script, "--one", json.dumps(spec)], capture_output=True, text=True, env=env, cwd=code)
-    if done.returncode != 0:
-        print(f"{label}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from bench_memory import measure_apart  # noqa: E402
+from swarmnode.lab.measure import measure_apart
 
 QUESTIONS, GROUP_SIZE = 8, 8
 
@@ -36,10 +36,10 @@ def one(size: str, mode: str, tokens: int, micro_batch: str, budget_gib: float |
     import time
 
     import torch
-    from bench_generation import plain_generate
-    from bench_memory import make_model
 
     from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig, load_config
+    from swarmnode.lab.baselines import plain_generate
+    from swarmnode.lab.models import make_model
     from swarmnode.learn.checkpoint import Checkpointer, TrainingState
     from swarmnode.learn.group import Group
     from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy, SamplingSettings, pick_compute_dtype

@@ -25,16 +25,13 @@ import json
 import math
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from itertools import accumulate
 from pathlib import Path
 
-from round_breakdown import breakdown, print_breakdown, print_comparison
-from simulate_swarm import ensure_weak_model
-
 from swarmnode.lab import efficiency
+from swarmnode.lab.breakdown import breakdown, print_breakdown, print_comparison
+from swarmnode.lab.efficiency import gains, node_runs
 from swarmnode.lab.local_swarm import (
     LocalSwarm,
     LocalSwarmError,
@@ -46,13 +43,13 @@ from swarmnode.lab.local_swarm import (
     seeded_overrides,
     sharing_overrides,
 )
+from swarmnode.lab.models import ensure_gpt2_model, ensure_weak_model
 from swarmnode.ops.dashboard import moving_average
 from swarmnode.ops.metrics import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SEED_MODEL = "swarmnode-seed"
-GPT2_MODEL = ROOT / "benchmarks" / ".models" / "seed-gpt2"
 BASELINE = efficiency.SILO
 QUICK = {"rounds": 30, "seeds": "0"}
 DEFAULT = {"rounds": 120, "seeds": "0,1,2"}  # about an hour here: 12 runs of 4 nodes
@@ -65,18 +62,6 @@ ROUND_S = 2.3
 # 16 questions give ~10 informative own groups; I+J = 8 are trained on in every configuration. Under
 # transplant a round is I + J questions by definition (sharing_overrides sets it).
 EQUAL_OVERRIDES = ("sapo.questions_per_round=16",)
-
-
-def ensure_gpt2_model() -> Path:
-    """The heterogeneous partner: GPT-2 architecture, its own 3000-token tokenizer (deterministic, minutes)."""
-    if not (GPT2_MODEL / "model.safetensors").exists():
-        print(f"making the GPT-2 seed model in {GPT2_MODEL} (a few minutes, once)", flush=True)
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "make_seed_model.py"), str(GPT2_MODEL), "--arch", "gpt2",
-             "--hidden", "256", "--layers", "6", "--vocab", "3000"],
-            check=True,
-        )
-    return GPT2_MODEL
 
 
 def node_specs(config: str, seed: int, nodes: int, rounds: int, models: list[str], sampling: str) -> list[NodeSpec]:
@@ -129,25 +114,6 @@ def traces(result: SwarmResult, models: list[str], seed: int) -> list[dict]:
         }
         for index, node in enumerate(result.nodes)
     ]
-
-
-def gains(
-    runs: list[dict], configs: list[str], models: list[str], share: float = efficiency.GPU_LIKE_SHARE
-) -> dict[str, dict[str, list[efficiency.Efficiency]]]:
-    """What each configuration buys a volunteer against the silo (8/0 in the same sampling mode and run): all
-    nodes, and per model when models differ; measured, and derived for a device where sampling dominates."""
-    groups = [None, *models] if len(models) > 1 else [None]
-    return {"all" if model is None else Path(model).name: efficiency.report(node_runs(runs, configs, model), share)
-            for model in groups}
-
-
-def node_runs(runs: list[dict], configs: list[str], model: str | None = None) -> dict[str, list[efficiency.NodeRun]]:
-    by_config = {
-        config: [efficiency.NodeRun.from_dict(node) for run in runs if run["config"] == config
-                 for node in run["nodes"] if (model is None or node["model"] == model) and node["rewards"]]
-        for config in configs
-    }
-    return {config: nodes for config, nodes in by_config.items() if nodes}
 
 
 def summarise(runs: list[dict], configs: list[str], model: str | None = None) -> list[dict]:

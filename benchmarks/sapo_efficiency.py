@@ -12,9 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from reproduce_sapo import gains, node_runs
-
 from swarmnode.lab import efficiency
+from swarmnode.lab.efficiency import gains, node_runs
 from swarmnode.ops.metrics import read_records
 
 

@@ -20,37 +20,23 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from swarmnode.lab import efficiency
+from swarmnode.lab.models import WEAK_MODEL, ensure_weak_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-WEAK_MODEL = ROOT / "benchmarks" / ".models" / "seed-weak"
 REGIMES = ("easy", "sparse", "specialised", "mixed")
 DEFAULT_FAMILY_NAMES = ("chain_sum", "products", "count_bits", "gcd", "leg_counting")
 
 
-def ensure_weak_model() -> Path:
-    """The weaker warm start: the seed recipe stopped at a held-out reward of 0.08 (deterministic)."""
-    if not (WEAK_MODEL / "model.safetensors").exists():
-        print(f"making the weak warm-start model in {WEAK_MODEL} (a few minutes, once)")
-        subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "make_seed_model.py"), str(WEAK_MODEL), "--target-reward", "0.08"],
-            check=True,
-        )
-    return WEAK_MODEL
-
-
 def node_specs(regime: str, config: str, sampling: str, overrides: list[str], nodes: int):
     """(config, model) per node for a regime; only I/J differ between configurations."""
-    from local_swarm import sharing_overrides
-
     from swarmnode.config import DEFAULT_FAMILIES, load_config
+    from swarmnode.lab.local_swarm import sharing_overrides
     from swarmnode.lab.simulation import SimulatedNode
 
     base = [*sharing_overrides(config, sampling), "gossip.enabled=false"]

@@ -257,3 +257,22 @@ def plot(runs: Mapping[str, Sequence[NodeRun]], title: str, path: Path, window: 
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def gains(
+    runs: list[dict], configs: list[str], models: list[str], share: float = GPU_LIKE_SHARE
+) -> dict[str, dict[str, list[Efficiency]]]:
+    """What each configuration buys a volunteer against the silo (8/0 in the same sampling mode and run): all
+    nodes, and per model when models differ; measured, and derived for a device where sampling dominates."""
+    groups = [None, *models] if len(models) > 1 else [None]
+    return {"all" if model is None else Path(model).name: report(node_runs(runs, configs, model), share)
+            for model in groups}
+
+
+def node_runs(runs: list[dict], configs: list[str], model: str | None = None) -> dict[str, list[NodeRun]]:
+    by_config = {
+        config: [NodeRun.from_dict(node) for run in runs if run["config"] == config
+                 for node in run["nodes"] if (model is None or node["model"] == model) and node["rewards"]]
+        for config in configs
+    }
+    return {config: nodes for config, nodes in by_config.items() if nodes}
