@@ -1,7 +1,7 @@
 """The receive path under generated hostile input: never a crash, never an invalid frame accepted.
 
 Each generator of swarmnode/lab/fuzz_envelope.py runs a bounded number of hypothesis-chosen seeds through
-`open_envelope` and the DHT record validator; an independent implementation of PROTOCOL.md
+`open_frame` and the DHT record validator; an independent implementation of PROTOCOL.md
 (swarmnode/lab/protocol_oracle.py) is the judge of what should have been accepted, and with which code.
 """
 

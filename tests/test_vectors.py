@@ -1,8 +1,8 @@
 """The committed test vectors are the protocol's executable spec: every one gives its listed result.
 
 Cases without a "kind" are rollout batches (PROTOCOL.md §5); `"kind": "presence"` marks directory entries
-(§4.1), judged by `open_presence`, by `swarmnode protocol check --kind presence` and by the oracle;
-`"kind": "beacon"` census beacons (§4.2), judged by `open_beacon`, by `--kind beacon` and by the oracle.
+(§4.1), judged by `open_frame`, by `swarmnode protocol check --kind presence` and by the oracle;
+`"kind": "beacon"` census beacons (§4.2), judged by `open_frame`, by `--kind beacon` and by the oracle.
 """
 
 import json

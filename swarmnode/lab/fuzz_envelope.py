@@ -1,4 +1,4 @@
-"""Fuzz the receive path: generated frames through `open_envelope` and the DHT record validator.
+"""Fuzz the receive path: generated frames through `open_frame` and the DHT record validator.
 
 Every frame is judged twice, by the implementation and by an independent oracle (protocol_oracle.py);
 the implementation accepting what the oracle refuses is an *accepted invalid* frame, any exception other
@@ -540,7 +540,7 @@ def run(frames_wanted: int, seed: int, max_seconds: float, progress: Callable[[i
 
 
 def print_report(report: dict, console: Console) -> None:
-    for title, rows in (("frames through open_envelope", report["by_generator"]),
+    for title, rows in (("frames through open_frame", report["by_generator"]),
                         ("records through the DHT validator", report["records_by_mutation"])):
         table = Table(title=title)
         for column in ("generator", "cases", "accepted", "oracle accepted", "accepted invalid", "rejected valid",

@@ -1,7 +1,7 @@
 """A real swarm on this machine: one bootstrap peer and N `swarmnode join` processes on 127.0.0.1, each
 with its own data dir (so its own identity), seeds and config; waits, collects metrics, always tears down.
 
-Used by reproduce_sapo.py and the tests; as a CLI it runs one swarm and prints a table per node.
+Used by benchmarks/reproduce_sapo.py and the tests; as a CLI it runs one swarm and prints a table per node.
 Usage: python -m swarmnode.lab.local_swarm [--nodes 4] [--rounds 5] [--dir runs/local] [--config 4/4]
        [--seed 0] [--timeout-s 1800] [--set key=value ...]
 """

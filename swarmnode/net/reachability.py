@@ -4,7 +4,7 @@ A node behind NAT (or listening on loopback) can dial out, so it joins, publishe
 peer that learns its address and dials it waits for a timeout. So each node asks a few peers to dial it
 back (PROTOCOL.md §7): a peer opens a *new* TCP connection to the address it sees the asker's connection
 come from, on the ports the asker listens on, and reports whether a libp2p listener answered. A node that
-nobody can dial then runs as a DHT client (`swarmnode.net.dht`): nobody routes to it or stores on it.
+nobody can dial then runs as a DHT client (`swarmnode.net.peer`): nobody routes to it or stores on it.
 
 The answerer only ever dials the address the asker's own connection comes from, never an address the
 asker names, so the check cannot be turned against a third party.
