@@ -11,7 +11,7 @@ results (per model) go to sapo-hetero.json/.png. The round-time breakdown of all
 
 --sampling transplant runs the SAPO authors' protocol instead: a node asks I questions and adopts J peers'
 groups (Q = I + J = 8), so sharing saves sampling; what that buys is the efficiency table (reward per round,
-per compute hour, per wall hour, compute to reach the silo's final reward; swarmnode/efficiency.py),
+per compute hour, per wall hour, compute to reach the silo's final reward; swarmnode/lab/efficiency.py),
 printed and stored for either mode.
 Usage: python benchmarks/reproduce_sapo.py [--quick] [--rounds 120] [--seeds 0,1,2] [--nodes 4]
        [--configs 8/0,6/2,4/4,2/6] [--sampling equal|transplant] [--hetero | --weak | --mixed]

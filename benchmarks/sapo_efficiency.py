@@ -1,4 +1,4 @@
-"""What sharing buys a volunteer, from stored results: the efficiency tables (swarmnode/efficiency.py) of a
+"""What sharing buys a volunteer, from stored results: the efficiency tables (swarmnode/lab/efficiency.py) of a
 reproduce_sapo.py or simulate_swarm.py result file, without running anything again. Real-swarm nodes are
 re-read from their metrics.jsonl when their data dirs are still there (phases, wall times, held-out);
 otherwise the stored traces are used. --update writes the re-read traces and the tables back into the file,

@@ -8,7 +8,7 @@ groups/tokens; writes benchmarks/results/sim-<regime>.json and .png.
 Regimes: easy (one family, partial credit), sparse (exact-match reward, weak warm start),
 specialised (each node samples one family of five and verifies all), mixed (two strong and two weak warm starts).
 --sampling transplant: a node asks I questions and adopts J peers' groups (Q = I + J); either way the
-efficiency table (swarmnode/efficiency.py: reward per round and per compute hour, compute to reach the
+efficiency table (swarmnode/lab/efficiency.py: reward per round and per compute hour, compute to reach the
 silo's final reward) is printed and stored, and sim-<regime>[-tag]-compute.png plots reward against compute.
 Usage: python benchmarks/simulate_swarm.py --regime easy [--rounds 150] [--seeds 0,1,2] [--jobs 2]
        [--configs 8/0,6/2,4/4,2/6] [--sampling equal|transplant] [--set sapo.min_own_groups=0 ...] [--tag NAME]

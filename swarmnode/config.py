@@ -133,7 +133,7 @@ class RewardMode(str, Enum):
 
 class FamilyConfig(Section):
     name: str
-    weight: float = Field(1.0, ge=0, description="0 = never sampled here; peers' rollouts are verified, used with sapo.external_families=suite")
+    weight: float = Field(1.0, ge=0, description="0 = never sampled here; peers' rollouts are verified, used with intake.external_families=suite")
     config: dict[str, Any] = Field(default_factory=dict)
     dataset_size: int = Field(DEFAULT_DATASET_SIZE, ge=1)
 
