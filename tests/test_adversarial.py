@@ -55,6 +55,7 @@ def test_poisoned_rewards_are_never_trained_on_and_the_sender_is_banned(quick):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_every_attack_of_the_catalogue_is_stopped_counted_and_never_trained_on(tmp_path):
     report = run_attacks(tmp_path)
     assert report["trained_on_attacker_total"] == 0 and report["honest_groups_trained_total"] > 0
@@ -64,6 +65,7 @@ def test_every_attack_of_the_catalogue_is_stopped_counted_and_never_trained_on(t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_flood_from_one_peer_leaves_memory_bounded_and_rounds_going(tmp_path):
     """1,000 records/s (as fast as this machine lets the attacker send) from one identity, then from a fresh
     identity per record: the victim keeps completing rounds and stores within its budget."""

@@ -6,13 +6,15 @@ that loses half its nodes and then its bootstrap peer keeps completing rounds an
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+import urllib.request
 
 import psutil
 import pytest
-from test_node import FAST, events, join, wait_for_line
+from node_process import FAST, NodeProcess, events
 
 from swarmnode.lab import local_swarm
 from swarmnode.learn.checkpoint import Checkpointer
@@ -33,31 +35,39 @@ def inet_addresses(pid: int) -> set[str]:
     return found
 
 
+def phase_of(metrics_url: str) -> tuple[int, str]:
+    """(round, phase) of a running node, from its /status."""
+    with urllib.request.urlopen(f"{metrics_url}/status", timeout=10) as response:
+        status = json.loads(response.read())
+    return status["round"], status["phase"]
+
+
 def test_sigkill_mid_round_resumes_from_the_last_checkpoint_with_nothing_corrupt(tmp_path):
-    process = join(tmp_path, "--set", "checkpoint.every_rounds=2", "--set", "checkpoint.min_interval_s=0")
-    try:
-        wait_for_line(process, lambda e: e["event"] == "round" and e["round"] >= 5, timeout_s=180)
-        assert inet_addresses(process.pid) <= LOOPBACK  # nothing bound or connected beyond what we configured
-        time.sleep(0.3)  # into round 6's generate or train
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    saved = Checkpointer(tmp_path / "checkpoints").checkpoints()
+    data_dir = tmp_path / "node"
+    with NodeProcess(data_dir, "--set", "checkpoint.every_rounds=2", "--set", "checkpoint.min_interval_s=0") as node:
+        url = node.wait_for(lambda e: e["event"] == "started", timeout_s=120)["metrics_url"]
+        node.wait_for(lambda e: e["event"] == "round" and e["round"] >= 5, timeout_s=180)
+        assert inet_addresses(node.pid) <= LOOPBACK  # nothing bound or connected beyond what we configured
+        deadline = time.monotonic() + 60
+        while (killed_in := phase_of(url))[1] not in ("generate", "train"):  # mid-round, not between two rounds
+            assert time.monotonic() < deadline, "never saw the node generate or train"
+            time.sleep(0.01)
+        node.kill()  # the moment it said so
+    print(f"killed in round {killed_in[0] + 1}'s {killed_in[1]} phase")
+    saved = Checkpointer(data_dir / "checkpoints").checkpoints()
     assert saved and saved[-1].name >= "round-00000004"
     last = int(saved[-1].name.split("-")[1])
     for path in saved:  # every checkpoint on disk is complete and loads
         assert Checkpointer(path.parent).load(Policy.load(dtype="float32").model, None) is not None
     restarted_at = time.monotonic()
-    again = join(tmp_path, "--rounds", "2")
-    stdout, stderr = again.communicate(timeout=180)
-    assert again.returncode == 0, stderr
+    with NodeProcess(data_dir, "--rounds", "2") as again:
+        returncode, stdout, stderr = again.finish(timeout_s=180)
+    assert returncode == 0, stderr
     logged = events(stdout)
     assert logged[0]["event"] == "started" and logged[0]["round"] == last
     assert [e["round"] for e in logged if e["event"] == "round"] == [last + 1, last + 2]
     print(f"recovery: first round after restart {time.monotonic() - restarted_at:.1f} s after relaunch")
-    rounds = [r.round for r in read_records(tmp_path / "metrics.jsonl")]
+    rounds = [r.round for r in read_records(data_dir / "metrics.jsonl")]
     assert rounds[-2:] == [last + 1, last + 2] and max(rounds[:-2]) >= last
 
 

@@ -46,6 +46,7 @@ def test_two_nodes_run_their_rounds_share_and_leave_nothing_running(tmp_path):
 
 @pytest.mark.network
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_ctrl_c_on_the_launcher_tears_the_whole_swarm_down(tmp_path):
     launcher = subprocess.Popen(
         [sys.executable, "-m", "swarmnode.lab.local_swarm", "--nodes", "2", "--rounds", "1000", "--dir", str(tmp_path),

@@ -2,98 +2,73 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from node_process import FAST, NodeProcess, events
 
 from swarmnode.ops.metrics import read_records
-
-FAST = ["--set", "sapo.questions_per_round=4", "--set", "sapo.completions_per_question=4",
-        "--set", "model.max_new_tokens=12", "--set", "model.threads=1", "--set", "eval.every_rounds=0"]
-
-
-def join(data_dir: Path, *args: str, **kwargs) -> subprocess.Popen:
-    command = [sys.executable, "-m", "swarmnode.cli", "join", "--data-dir", str(data_dir), "--headless",
-               "--metrics-port", "0", *FAST, *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def events(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
-def wait_for_line(process: subprocess.Popen, predicate, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if line.startswith("{") and predicate(event := json.loads(line)):
-            return event
-    raise AssertionError("the expected log line did not appear")
 
 
 @pytest.mark.network
 def test_join_completes_rounds_headless_with_json_lines_only(tmp_path):
-    process = join(tmp_path, "--rounds", "2")
-    stdout, stderr = process.communicate(timeout=180)
-    assert process.returncode == 0, stderr
+    with NodeProcess(tmp_path / "node", "--rounds", "2") as node:
+        returncode, stdout, stderr = node.finish(timeout_s=180)
+    assert returncode == 0, stderr
     assert "\x1b[" not in stdout and "\x1b[" not in stderr
     logged = events(stdout)
     assert [e["event"] for e in logged] == ["started", "round", "round", "stopped"]
     assert logged[0]["maddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
     assert (logged[0]["device"], logged[0]["dtype"]) == ("cpu", "float32")  # the seed model: float32 on a CPU
     assert logged[0]["parameters"] == logged[0]["trainable_parameters"] > 5_000_000
-    records = read_records(tmp_path / "metrics.jsonl")
+    records = read_records(tmp_path / "node" / "metrics.jsonl")
     assert [r.round for r in records] == [1, 2]
     assert [(r.published, r.published_local_only) for r in records] == [(False, True)] * 2  # alone: nobody to share with
-    assert (tmp_path / "checkpoints" / "round-00000002" / "model.safetensors").exists()
+    assert (tmp_path / "node" / "checkpoints" / "round-00000002" / "model.safetensors").exists()
 
 
 @pytest.mark.network
 def test_sigterm_mid_run_checkpoints_and_a_restart_continues_at_the_next_round(tmp_path):
-    process = join(tmp_path)
-    wait_for_line(process, lambda e: e["event"] == "round" and e["round"] >= 2, timeout_s=120)
-    process.send_signal(signal.SIGTERM)
-    stopped_at = time.monotonic()
-    stdout, _ = process.communicate(timeout=60)
-    assert process.returncode == 0 and time.monotonic() - stopped_at < 30
+    data_dir = tmp_path / "node"
+    with NodeProcess(data_dir) as node:
+        node.wait_for(lambda e: e["event"] == "round" and e["round"] >= 2, timeout_s=120)
+        node.signal(signal.SIGTERM)
+        returncode, stdout, stderr = node.finish(timeout_s=30)
+    assert returncode == 0, stderr
     last_round = events(stdout)[-1]["round"]
-    assert (tmp_path / "checkpoints" / f"round-{last_round:08d}").is_dir()
-    again = join(tmp_path, "--rounds", "1")
-    stdout, stderr = again.communicate(timeout=120)
-    assert again.returncode == 0, stderr
+    assert (data_dir / "checkpoints" / f"round-{last_round:08d}").is_dir()
+    sequence = json.loads((data_dir / "checkpoints" / f"round-{last_round:08d}" / "state.json").read_text())["sequence"]
+    assert sequence >= last_round  # a batch signed each round (and one more if the stop came after a publish)
+    with NodeProcess(data_dir, "--rounds", "1") as again:
+        returncode, stdout, stderr = again.finish(timeout_s=120)
+    assert returncode == 0, stderr
     assert events(stdout)[0]["round"] == last_round
     assert [e["round"] for e in events(stdout) if e["event"] == "round"] == [last_round + 1]
+    resumed = json.loads((data_dir / "checkpoints" / f"round-{last_round + 1:08d}" / "state.json").read_text())
+    assert resumed["sequence"] == sequence + 1  # the publish sequence went on from the checkpoint's
 
 
 @pytest.mark.network
 def test_a_second_node_on_the_same_data_dir_is_refused(tmp_path):
-    first = join(tmp_path)
-    try:
-        wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
-        second = join(tmp_path, "--rounds", "1")
-        _, stderr = second.communicate(timeout=60)
-        assert second.returncode == 1
+    with NodeProcess(tmp_path / "node") as first, contextlib.ExitStack() as stack:
+        first.wait_for(lambda e: e["event"] == "started", timeout_s=120)
+        second = stack.enter_context(NodeProcess(tmp_path / "node", "--rounds", "1"))
+        returncode, _, stderr = second.finish(timeout_s=60)
+        assert returncode == 1
         assert "another swarmnode" in stderr and "--data-dir" in stderr and "Traceback" not in stderr
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=60)
 
 
-def one_line_failure(tmp_path, *args, env=None) -> str:
-    process = join(tmp_path, "--rounds", "1", *args, env=env)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode != 0
+def one_line_failure(data_dir, *args, env=None) -> str:
+    with NodeProcess(data_dir, "--rounds", "1", *args, env=env) as process:
+        returncode, _, stderr = process.finish(timeout_s=120)
+    assert returncode != 0
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert "Traceback" not in stderr and len(lines) == 1, stderr
     return lines[0]
@@ -134,19 +109,20 @@ def test_unreachable_peers_are_one_clear_line(tmp_path):
 
 @pytest.mark.network
 def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
-    first = join(tmp_path / "a", "--set", "swarm.id=pair", "--set", "sapo.sampling=equal")
-    try:
-        started = wait_for_line(first, lambda e: e["event"] == "started", timeout_s=120)
+    with NodeProcess(tmp_path / "a", "--set", "swarm.id=pair", "--set", "sapo.sampling=equal") as first:
+        started = first.wait_for(lambda e: e["event"] == "started", timeout_s=120)
         # the second node runs the SAPO authors' protocol: Q = 2 own + 2 peers' groups
         transplant = ["--set", "sapo.sampling=transplant", "--set", "sapo.local_groups=2", "--set", "sapo.external_groups=2"]
-        second = join(tmp_path / "b", "--set", "swarm.id=pair", "--peers", started["maddrs"][0], "--rounds", "8", *transplant)
-        listed = census_until(started["metrics_url"], lambda nodes: len(nodes) == 2, timeout_s=60)  # both beacons
-        assert started["peer_id"] in listed and all(node["model_id"] == started["model"] for node in listed.values())
-        stdout, stderr = second.communicate(timeout=240)
-        assert second.returncode == 0, stderr
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=60)
+        with NodeProcess(tmp_path / "b", "--set", "swarm.id=pair", "--peers", started["maddrs"][0], "--rounds", "8",
+                         *transplant) as second:
+            second_id = second.wait_for(lambda e: e["event"] == "started", timeout_s=120)["peer_id"]
+            listed = census_until(started["metrics_url"], lambda nodes: len(nodes) == 2, timeout_s=60)  # both beacons
+            assert set(listed) == {started["peer_id"], second_id}
+            assert all(node["model_id"] == started["model"] for node in listed.values())
+            returncode, stdout, stderr = second.finish(timeout_s=240)
+            assert returncode == 0, stderr
+        first.signal(signal.SIGTERM)
+        assert first.finish(timeout_s=60)[0] == 0
     rounds = [e for e in events(stdout) if e["event"] == "round"]
     assert sum(r["rollouts_in"] for r in rounds) > 0
     assert sum(r["groups_external"] for r in rounds) > 0
@@ -163,13 +139,15 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
 
 
 def census_until(url: str, done, timeout_s: float) -> dict[str, dict]:
-    """Poll a node's /census (what `swarmnode swarm --url` reads) until `done(nodes by peer id)`."""
+    """Poll a node's /census (what `swarmnode swarm --url` reads) until `done(nodes by peer id)`; AssertionError,
+    with what it listed, at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         with urllib.request.urlopen(f"{url}/census", timeout=30) as response:
             nodes = {node["peer_id"]: node for node in json.loads(response.read())["nodes"]}
-        if done(nodes) or time.monotonic() > deadline:
+        if done(nodes):
             return nodes
+        assert time.monotonic() < deadline, f"the census listed {sorted(nodes)} after {timeout_s:g} s"
         time.sleep(1.0)
 
 

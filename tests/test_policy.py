@@ -137,9 +137,12 @@ def test_rollouts_from_another_model_and_tokenizer_are_retokenized_and_trained_o
     assert other.tokenizer.get_vocab() != SEED_POLICY.tokenizer.get_vocab()
     receiver = Learner.of(config, other, SUITE, seed=3, data_seed=4)
 
-    shared = []
-    while not any(g.informative for g in shared):  # a few rounds until one group has reward variance
+    for _ in range(30):  # a few rounds until one group has reward variance
         shared = receiver.external_groups([Incoming(r) for r in sender.sample_round().rollouts]).groups
+        if any(g.informative for g in shared):
+            break
+    else:
+        pytest.fail("no informative group in 30 rounds of the sender")
     group = next(g for g in shared if g.informative)
     for ids in group.completion_ids:
         text = other.tokenizer.decode(ids)

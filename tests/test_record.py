@@ -1,7 +1,6 @@
 """The DHT record validator: only valid frames, stored exactly where PROTOCOL.md §4 puts them, pass."""
 
 import dataclasses
-import time
 
 import msgpack
 import pytest
@@ -246,9 +245,15 @@ def test_a_flood_of_replacements_keeps_the_expiration_heaps_proportional_to_what
 
 
 def test_expired_records_give_their_bytes_back(monkeypatch):
+    clock = [T0]  # hivemind's storage expires records by its own clock: ours, so no sleeping and no racing it
+    monkeypatch.setattr("hivemind.utils.timed_storage.get_dht_time", lambda: clock[0])
     monkeypatch.setattr("swarmnode.net.storage.RECOUNT_INTERVAL_S", 0.0)
     storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=2_000)
-    assert stored(storage, 1, "a", 1_000, expires_in_s=0.2) and stored(storage, 2, "b", 1_000, expires_in_s=0.2)
-    assert not stored(storage, 3, "c", 1_000)
-    time.sleep(0.3)
-    assert stored(storage, 3, "c", 1_000) and storage.stored_bytes == 1_000
+
+    def store(key: int, subkey: str) -> bool:
+        return storage.store_subkey(DHTID(key), subkey, b"v" * 1_000, T0 + 0.2)
+
+    assert store(1, "a") and store(2, "b")
+    assert not store(3, "c")
+    clock[0] = T0 + 0.3
+    assert storage.store_subkey(DHTID(3), "c", b"v" * 1_000, T0 + 60) and storage.stored_bytes == 1_000

@@ -109,11 +109,16 @@ def test_the_cube_scorer_refuses_move_lists_no_solution_needs_quickly_and_scores
     suite = TaskSuite([FamilySpec("rubiks_cube", 1.0, {}, 2000)])
     spec = suite.families[0]
     task = suite.task(type(suite.sample(random.Random(0), 1, 0)[0].ref)("rubiks_cube", spec.config_hash, 0, 1))
-    for answer in ("U999999", "U" + "9" * 5000, "R " * 1001):
-        started = time.monotonic()
-        assert suite.score(task, f"<answer>{answer}</answer>").verifier == verifiers.CUBE_UNAPPLIABLE_SCORE
-        assert time.monotonic() - started < 1.0
     cube = importlib.import_module(verifiers.CUBE_SCORER).RubiksCubeDataset
+    scorer = cube.score_answer.__closure__[0]  # reasoning-gym's own scorer, behind the guard
+    original, applied = scorer.cell_contents, []
+    scorer.cell_contents = lambda self, answer, entry: applied.append(answer) or original(self, answer, entry)
+    try:
+        for answer in ("U999999", "U" + "9" * 5000, "R " * 1001):
+            assert suite.score(task, f"<answer>{answer}</answer>").verifier == verifiers.CUBE_UNAPPLIABLE_SCORE
+        assert applied == []  # refused without applying a single move
+    finally:
+        scorer.cell_contents = original
     answers = ["R U R' U'", "U2 R2 F2", "F " * 999, "", "U3 D'", task.entry["metadata"]["scramble_moves"]]
     hardened = [suite.score(task, f"<answer>{a}</answer>").verifier for a in answers]
     guarded = cube.score_answer

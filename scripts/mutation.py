@@ -1,0 +1,239 @@
+"""Mutation testing of the safety checks (cosmic-ray): every check a peer's bytes, a replica's storage, a
+checkpoint or a reachability verdict depends on is mutated one operator at a time, in a copy of this tree, and
+the tests that cover its module run against each mutant. A mutant no test fails is a check nothing guards.
+
+cosmic-ray edits the copy's files on disk, so tests that start `swarmnode` or a helper in a subprocess run the
+mutant too (PYTHONPATH points every process at the copy; no bytecode is cached). Mutants of what is not a
+safety check (log text, a dataclass's repr, helpers for people) are skipped by naming the checked definitions;
+a mutant that cannot change behaviour is listed in EQUIVALENT with the reason, and both stay under 5%.
+
+Usage: python scripts/mutation.py [--modules wire/receive,net/storage] [--workers 2] [--out FILE]
+       python scripts/mutation.py --list        (what would be mutated, and by which tests)
+A full pass takes about two hours on 2 CPU cores; it is not part of ./scripts/test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A module's safety checks: the definitions mutated (None: the whole module, constants included) and the
+    test files that cover them, fastest and most telling first (each mutant stops at the first failure)."""
+
+    definitions: tuple[str, ...] | None
+    tests: tuple[str, ...]
+
+
+WIRE_TESTS = ("tests/test_envelope.py", "tests/test_signature.py", "tests/test_record.py", "tests/test_presence.py",
+              "tests/test_beacon.py", "tests/test_vectors.py")
+TARGETS = {
+    "wire/identity.py": Target(
+        ("peer_id_bytes", "canonical_point", "small_order_point", "verify_signature", "from_libp2p_bytes",
+         "load_identity", "save_identity"),
+        ("tests/test_signature.py", "tests/test_identity.py", "tests/test_envelope.py"),
+    ),
+    "wire/envelope.py": Target(None, WIRE_TESTS),
+    "wire/rejection.py": Target(("is_offence", "offender"), ("tests/test_envelope.py", "tests/test_gossip.py")),
+    "wire/rules.py": Target(
+        ("shard_of", "window_of", "expiration_of", "check_swarm_and_window", "check_freshness"), WIRE_TESTS
+    ),
+    "wire/receive.py": Target(("open_frame", "_open_content", "get", "put", "first_sighting"), WIRE_TESTS),
+    "wire/batch.py": Target(None, WIRE_TESTS),
+    "wire/presence.py": Target(None, ("tests/test_presence.py", "tests/test_vectors.py")),
+    "wire/beacon.py": Target(None, ("tests/test_beacon.py", "tests/test_vectors.py")),
+    "wire/address.py": Target(
+        ("canonical_host", "is_tcp_address", "tcp_address"),
+        ("tests/test_presence.py", "tests/test_reachability.py", "tests/test_vectors.py"),
+    ),
+    "net/validator.py": Target(
+        ("key_id", "unpack_bin", "unpack_str", "_unpack", "check_record", "kind_of", "validate"),
+        ("tests/test_record.py", "tests/test_presence.py", "tests/test_beacon.py"),
+    ),
+    "net/storage.py": Target(
+        ("store", "store_subkey", "_same_window", "_recount_if_due", "_compact"),
+        ("tests/test_record.py", "tests/test_presence.py", "tests/test_beacon.py"),
+    ),
+    "net/reachability.py": Target(("verdict", "tcp_address", "probe_listener", "_handle"), ("tests/test_reachability.py",)),
+    "net/peer.py": Target(("client_mode_for",), ("tests/test_reachability.py",)),
+    "net/census.py": Target(("complete", "totals", "take_census"), ("tests/test_census.py",)),
+    "learn/intake.py": Target(None, ("tests/test_intake.py", "tests/test_evaluation.py")),
+    "learn/checkpoint.py": Target(
+        ("save", "checkpoints", "latest", "load", "remove_stale_staging", "_prune", "load_checkpoint",
+         "_split_optimizer_state", "_read_optimizer_state", "_load_optimizer", "_load_trainable"),
+        ("tests/test_checkpoint.py",),
+    ),
+    "learn/sapo.py": Target(("_with_backoff", "_is_out_of_memory"), ("tests/test_memory.py",)),
+}
+
+# Mutants that cannot change what the code does, each with the reason: (module, operator, line before, line after).
+EQUIVALENT: dict[tuple[str, str, str, str], str] = {}
+
+
+def tracked_files() -> list[str]:
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True)
+    return listed.stdout.splitlines()
+
+
+def copy_tree(destination: Path) -> None:
+    """A copy of the tracked files: the mutants' playground, never this checkout."""
+    for name in tracked_files():
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+
+
+def test_command(target: Target, timeout_s: int) -> str:
+    tests = " ".join(target.tests)
+    return (f"{sys.executable} -m pytest -x -q -p no:cacheprovider -o addopts= -m 'not slow' "
+            f"--timeout {timeout_s} {tests}")
+
+
+def run_module(module: str, tree: Path, work: Path, timeout_s: int) -> dict:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    target = TARGETS[module]
+    session = work / f"{module.replace('/', '-')}.sqlite"
+    config = work / f"{module.replace('/', '-')}.toml"
+    session.unlink(missing_ok=True)
+    config.write_text(
+        "[cosmic-ray]\n"
+        f'module-path = "{tree / "swarmnode" / module}"\n'
+        f"timeout = {float(timeout_s * 2)}\n"
+        "excluded-modules = []\n"
+        f'test-command = "{test_command(target, timeout_s)}"\n'
+        "\n[cosmic-ray.distributor]\nname = \"local\"\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], check=True,
+                   cwd=tree, env=env, capture_output=True)
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        out_of_scope = [
+            item.job_id for item in db.pending_work_items
+            if target.definitions is not None and item.mutations[0].definition_name not in target.definitions
+        ]
+        db.set_multiple_results(out_of_scope, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="not a safety check"))
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], check=True,
+                   cwd=tree, env=env, capture_output=True)
+    return summarise(module, session, time.monotonic() - started)
+
+
+def summarise(module: str, session: Path, seconds: float) -> dict:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "incompetent": 0, "errors": 0}
+    survivors, equivalents = [], []
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item, result in db.completed_work_items:
+            if result.worker_outcome is WorkerOutcome.SKIPPED:
+                continue
+            mutation = item.mutations[0]
+            where = {"line": mutation.start_pos[0], "definition": mutation.definition_name or "<module>",
+                     "operator": mutation.operator_name, "diff": changed_lines(result.diff)}
+            if result.worker_outcome is not WorkerOutcome.NORMAL:
+                counts["errors"] += 1
+                survivors.append({**where, "outcome": result.worker_outcome.value})
+            elif result.test_outcome is TestOutcome.INCOMPETENT:
+                counts["incompetent"] += 1  # the mutant does not even import: killed before any test
+            elif result.test_outcome is TestOutcome.KILLED:
+                counts["killed"] += 1
+            elif (reason := EQUIVALENT.get((module, mutation.operator_name, *where["diff"]))) is not None:
+                counts["equivalent"] += 1
+                equivalents.append({**where, "reason": reason})
+            else:
+                counts["survived"] += 1
+                survivors.append({**where, "outcome": "survived"})
+    counted = counts["killed"] + counts["incompetent"] + counts["survived"] + counts["errors"]
+    return {
+        "module": module, **counts, "mutants": counted + counts["equivalent"],
+        "score": (counts["killed"] + counts["incompetent"]) / counted if counted else 1.0,
+        "seconds": round(seconds, 1), "survivors": survivors, "equivalents": equivalents,
+    }
+
+
+def changed_lines(diff: str | None) -> tuple[str, str]:
+    """(the line before, the line after) of a one-line mutation, stripped: how EQUIVALENT names a mutant."""
+    lines = (diff or "").splitlines()
+    before = next((line[1:].strip() for line in lines if line.startswith("-") and not line.startswith("---")), "")
+    after = next((line[1:].strip() for line in lines if line.startswith("+") and not line.startswith("+++")), "")
+    return before, after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modules", default=",".join(TARGETS), help="comma-separated, as in TARGETS")
+    parser.add_argument("--workers", type=int, default=2, help="copies of the tree mutated at once")
+    parser.add_argument("--timeout", type=int, default=300, help="seconds per test (a mutant that hangs is killed)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, default=None, help="where the copies live (default: a temp dir)")
+    parser.add_argument("--list", action="store_true", help="show the targets and their tests, run nothing")
+    args = parser.parse_args()
+    modules = args.modules.split(",")
+    if args.list:
+        for module in modules:
+            target = TARGETS[module]
+            print(f"{module}: {', '.join(target.definitions) if target.definitions else 'the whole module'}")
+            print(f"    {test_command(target, args.timeout)}")
+        return
+    work = args.work or Path(tempfile.mkdtemp(prefix="swarmnode-mutation-"))
+    trees = [work / f"tree{index}" for index in range(args.workers)]
+    for tree in trees:
+        if not tree.exists():
+            copy_tree(tree)
+    free = list(trees)
+
+    def one(module: str) -> dict:
+        tree = free.pop()
+        try:
+            result = run_module(module, tree, work, args.timeout)
+        finally:
+            free.append(tree)
+        print(f"{module}: {result['killed'] + result['incompetent']} killed, {result['survived']} survived, "
+              f"{result['equivalent']} equivalent of {result['mutants']} ({result['seconds']:.0f} s)", flush=True)
+        return result
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        results = list(pool.map(one, modules))
+    print_table(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"tool": "cosmic-ray", "results": results}, indent=1))
+    print(f"wrote {args.out}")
+
+
+def print_table(results: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mutation testing of the safety checks")
+    for column in ("module", "mutants", "killed", "survived", "equivalent", "score"):
+        table.add_column(column, justify="right" if column != "module" else "left")
+    for row in results:
+        table.add_row(row["module"], str(row["mutants"]), str(row["killed"] + row["incompetent"]), str(row["survived"]),
+                      str(row["equivalent"]), f"{row['score']:.1%}")
+    Console(width=120).print(table)
+    for row in results:
+        for survivor in row["survivors"]:
+            before, after = survivor["diff"]
+            print(f"  {row['module']}:{survivor['line']} {survivor['definition']}: {before!r} -> {after!r} "
+                  f"({survivor['operator']}, {survivor['outcome']})")
+
+
+if __name__ == "__main__":
+    main()
