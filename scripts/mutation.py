@@ -15,6 +15,7 @@ A full pass takes about two hours on 2 CPU cores; it is not part of ./scripts/te
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -103,6 +104,23 @@ def test_command(target: Target, timeout_s: int) -> str:
             f"--timeout {timeout_s} {tests}")
 
 
+def annotation_spans(source: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's annotations are: under `from __future__ import annotations` they are never evaluated,
+    so a mutant there changes nothing."""
+    spans = []
+    for node in ast.walk(ast.parse(source.read_text())):
+        annotations = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            annotations = [a.annotation for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                                                   arguments.vararg, arguments.kwarg] if a is not None]
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations = [node.annotation]
+        spans += [((a.lineno, a.col_offset), (a.end_lineno, a.end_col_offset)) for a in annotations if a is not None]
+    return spans
+
+
 def run_module(module: str, tree: Path, work: Path, timeout_s: int) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
@@ -122,12 +140,19 @@ def run_module(module: str, tree: Path, work: Path, timeout_s: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], check=True,
                    cwd=tree, env=env, capture_output=True)
+    annotations = annotation_spans(tree / "swarmnode" / module)
     with use_db(str(session), WorkDB.Mode.open) as db:
+        items = list(db.pending_work_items)
         out_of_scope = [
-            item.job_id for item in db.pending_work_items
+            item.job_id for item in items
             if target.definitions is not None and item.mutations[0].definition_name not in target.definitions
         ]
+        never_run = [
+            item.job_id for item in items if item.job_id not in out_of_scope
+            and any(start <= item.mutations[0].start_pos < end for start, end in annotations)
+        ]
         db.set_multiple_results(out_of_scope, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="not a safety check"))
+        db.set_multiple_results(never_run, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="an annotation"))
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], check=True,
                    cwd=tree, env=env, capture_output=True)
@@ -178,14 +203,14 @@ def changed_lines(diff: str | None) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--modules", default=",".join(TARGETS), help="comma-separated, as in TARGETS")
+    parser.add_argument("--modules", default=",".join(TARGETS), help="comma-separated, e.g. wire/receive,net/storage")
     parser.add_argument("--workers", type=int, default=2, help="copies of the tree mutated at once")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per test (a mutant that hangs is killed)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=None, help="where the copies live (default: a temp dir)")
     parser.add_argument("--list", action="store_true", help="show the targets and their tests, run nothing")
     args = parser.parse_args()
-    modules = args.modules.split(",")
+    modules = [name if name.endswith(".py") else f"{name}.py" for name in args.modules.split(",")]
     if args.list:
         for module in modules:
             target = TARGETS[module]
