@@ -162,7 +162,7 @@ class NaiveSwarm:
     def collect(self, index: int, round_index: int) -> int:
         """rl-swarm's read: the round's one key, every peer's batch in it; verify until J rollouts."""
         key = f"{NAIVE_PREFIX}{round_index}"
-        found, _ = self.peers[index].get_many([key], timeout_s=3.0)
+        found = self.peers[index].get_many([key], timeout_s=3.0).entries
         taken: Counter[str] = Counter()
         now = get_dht_time()
         for subkey, (frame, _) in found.get(key, {}).items():
@@ -228,7 +228,7 @@ def publish_to_visible(swarm: Swarm, round_index: int, rng: random.Random) -> fl
     started, signed_after = time.monotonic(), get_dht_time()
     key, subkey = swarm.publish(publisher, round_index)
     while time.monotonic() - started < VISIBLE_TIMEOUT_S:
-        found, _ = swarm.dht(reader).get_many([key], timeout_s=VISIBLE_TIMEOUT_S)
+        found = swarm.dht(reader).get_many([key], timeout_s=VISIBLE_TIMEOUT_S).entries
         entry = found.get(key, {}).get(subkey)
         if entry is not None and open_frame(entry[0], BATCH).value.timestamp >= signed_after:
             return time.monotonic() - started

@@ -211,7 +211,7 @@ class Node:
             outcome, round=self.round, seconds=dict(self._phase_seconds), collapsed=collapsed,
             refused=self._new_dht_refusals(), peers=self.peer.num_peers() if self.peer else 0,
             reachability=self.status.reachability, bytes_in=traffic.bytes_in, bytes_out=traffic.bytes_out,
-            held_out=held_out,
+            thin_reads=outcome.collected.thin_reads, held_out=held_out,
         )
         self._phase_seconds = {}
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line

@@ -71,7 +71,7 @@ def test_a_megabyte_record_moves_between_two_processes_both_ways(tmp_path, helpe
         published = process.ask("publish", tag=1, count=64, text_bytes=16_000)
         assert published["ok"] and published["frame_bytes"] >= 1_000_000
         their_key = batch_key(SWARM.id, published["window"], shard_of(hello["peer_id"], RULES.num_shards))
-        found, _ = here.get_many([their_key], timeout_s=20)
+        found = here.get_many([their_key], timeout_s=20).entries
         frame = found[their_key][hello["peer_id"]][0]
         assert len(frame) == published["frame_bytes"]
         assert open_frame(frame, BATCH, RULES).value.rollouts[0].task.seed == 1

@@ -27,7 +27,7 @@ from swarmnode.config import NetworkConfig
 from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.beacon import BEACON, Beacon
+from swarmnode.wire.beacon import BEACON, BEACON_MAX_AGE_WINDOWS, Beacon
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key
 from swarmnode.wire.receive import open_frame
@@ -70,10 +70,17 @@ class Census:
     refused: dict[str, int] = field(default_factory=dict)  # beacons that failed their checks, by reason
     bytes_in: int = 0
     timed_out: bool = False
+    thin_buckets: int = 0  # buckets too few of whose replicas answered (a liar at the key hides what it likes)
+    missing_self: bool = False  # our own beacon, stored this window, was not in its bucket's answers
 
     @property
     def complete(self) -> bool:
-        return self.buckets_read == self.buckets_total and not self.timed_out
+        """Every bucket read, from enough replicas, within the deadline, our own beacon among them: anything
+        less, and nodes may be missing that the swarm holds."""
+        return (
+            self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0
+            and not self.missing_self
+        )
 
     def totals(self) -> CensusTotals:
         scale = self.buckets_total / self.buckets_read if self.buckets_read else 0.0
@@ -114,6 +121,8 @@ class Census:
             "refused": self.refused,
             "bytes_in": self.bytes_in,
             "timed_out": self.timed_out,
+            "thin_buckets": self.thin_buckets,
+            "missing_self": self.missing_self,
             "totals": dataclasses.asdict(self.totals()),
             "nodes": [
                 {"peer_id": entry.peer_id, **dataclasses.asdict(entry.beacon), "reachability": entry.beacon.reachability.value}
@@ -133,7 +142,8 @@ class Census:
             swarm_id=data["swarm_id"], taken_at=float(data["taken_at"]), entries=entries,
             buckets_read=int(data["buckets_read"]), buckets_total=int(data["buckets_total"]),
             refused=dict(data.get("refused", {})), bytes_in=int(data.get("bytes_in", 0)),
-            timed_out=bool(data.get("timed_out", False)),
+            timed_out=bool(data.get("timed_out", False)), thin_buckets=int(data.get("thin_buckets", 0)),
+            missing_self=bool(data.get("missing_self", False)),
         )
 
 
@@ -145,6 +155,7 @@ def take_census(
     enough: int | None = None,
     expected_nodes: float | None = None,
     rng: random.Random | None = None,
+    own: str | None = None,
 ) -> Census:
     """Read census buckets (all at once, or in random waves until `enough` live nodes were seen) and keep
     the valid beacons of the current and previous window. Stale beacons (departed nodes) are left out
@@ -153,7 +164,8 @@ def take_census(
 
     Each wave is one DHT read; the first reads as many buckets as should hold `enough` of `expected_nodes`
     (all of them when the swarm's size is unknown or small), later ones BUCKETS_PER_WAVE. A wave cut by the
-    deadline counts only the buckets it returned as read."""
+    deadline counts only the buckets it returned as read. `own`: our peer id, when our beacon of this window was
+    stored: its bucket read without it says the read missed what the swarm holds."""
     if rules.swarm_id is None:
         raise ValueError("a census is of one swarm: the rules must name it")
     deadline = time.monotonic() + timeout_s
@@ -168,8 +180,13 @@ def take_census(
         wave, buckets = buckets[:wave_size], buckets[wave_size:]
         wave_size = BUCKETS_PER_WAVE
         keys = {census_key(rules.swarm_id, bucket): bucket for bucket in wave}
-        found, census.timed_out = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        found, census.timed_out = read.entries, read.timed_out
         census.buckets_read += len(found) if census.timed_out else len(wave)
+        census.thin_buckets += len(read.thin_keys())
+        own_key = census_key(rules.swarm_id, beacon_bucket(own)) if own is not None else None
+        if own_key in keys:
+            census.missing_self = own not in found.get(own_key, {})
         now = get_dht_time()
         for key, entries in found.items():
             if len(entries) > MAX_BEACONS_PER_BUCKET:
@@ -229,6 +246,7 @@ class BeaconService:
         self._full: Census | None = None
         self._expected_nodes: float | None = None  # from our last census: how many buckets the next one reads
         self.published = self.failures = 0
+        self._stored_window: int | None = None  # the window of our latest beacon another peer stored
         self.last_error: str | None = None  # why the latest beacon was not stored
         self.census_error: str | None = None  # why the latest census failed
 
@@ -278,16 +296,24 @@ class BeaconService:
             self.rules.expiration_of(now),
         )
         stored = self.peer.store([item], timeout_s=self._timeout_s)[0].remote > 0
+        if stored:
+            self._stored_window = beacon.window
         self.published += int(stored)
         self.failures += int(not stored)
         self.last_error = None if stored else f"no other peer stored our beacon within {self._timeout_s:g} s"
         return stored
 
+    def _stored_beacon_of(self) -> str | None:
+        """Our peer id while a beacon we stored is live: a census that reads its bucket must find it."""
+        window = self.rules.window_of(get_dht_time())
+        live = self._stored_window is not None and self._stored_window >= window - BEACON_MAX_AGE_WINDOWS
+        return self.identity.peer_id if live else None
+
     def sampled_census(self) -> Census:
         """The node's own census: buckets until CENSUS_SAMPLE nodes were seen (all of a small swarm's)."""
         census = take_census(
             self.peer, self.rules, timeout_s=self._timeout_s, enough=CENSUS_SAMPLE,
-            expected_nodes=self._expected_nodes, rng=self._random,
+            expected_nodes=self._expected_nodes, rng=self._random, own=self._stored_beacon_of(),
         )
         if not census.timed_out:  # a cut census would undercount: keep the previous estimate
             self._expected_nodes = census.totals().nodes
@@ -297,5 +323,5 @@ class BeaconService:
         """Every bucket, for `swarmnode swarm --url`; reused for a few seconds so that polling costs little."""
         with self._full_lock:
             if self._full is None or get_dht_time() - self._full.taken_at > FULL_CENSUS_CACHE_S:
-                self._full = take_census(self.peer, self.rules, timeout_s=self._timeout_s)
+                self._full = take_census(self.peer, self.rules, timeout_s=self._timeout_s, own=self._stored_beacon_of())
             return self._full

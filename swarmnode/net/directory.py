@@ -33,6 +33,7 @@ class DirectoryRead:
     bytes_in: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # presence_<reason>
     timed_out: bool = False
+    thin: int = 0  # directory keys too few of whose replicas answered
 
 
 class Directory:
@@ -86,7 +87,8 @@ class Directory:
         windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
         keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
         result = DirectoryRead(keys_read=len(keys))
-        found, result.timed_out = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
             self._read.update(keys.values())
         for key, entries in found.items():

@@ -22,6 +22,7 @@ from hivemind.utils import get_dht_time
 from swarmnode.config import GossipConfig
 from swarmnode.net.directory import Directory
 from swarmnode.net.peer import DHTPeer, StoreItem, StoreOutcome
+from swarmnode.net.replicas import BATCH_QUORUM
 from swarmnode.net.reputation import Reputation
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity
@@ -69,6 +70,7 @@ class CollectResult:
     directory_keys_read: int = 0
     directory_entries: int = 0  # other signers' valid entries in the directories read
     directory_timed_out: bool = False
+    thin_reads: int = 0  # keys too few of whose replicas answered: what a liar at the key hides looks like this
     error: str | None = None  # the collect failed (the DHT loop raised): nothing was read
 
 
@@ -309,6 +311,7 @@ class Gossip:
             result.directory_timed_out = read.timed_out
             result.bytes_in += read.bytes_in
             result.rejected.update(read.rejected)
+            result.thin_reads += read.thin
         plan = self._reading_plan(window)
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
             remaining_s = deadline - time.monotonic()
@@ -320,7 +323,9 @@ class Gossip:
             )
             wave = self._next_wave(plan, peers_needed)
             wave_started = time.monotonic()
-            found, result.timed_out = self._peer.get_many([key for key, _, _ in wave], timeout_s=remaining_s)
+            read = self._peer.get_many([key for key, _, _ in wave], timeout_s=remaining_s, quorum=BATCH_QUORUM)
+            found, result.timed_out = read.entries, read.timed_out
+            result.thin_reads += len(read.thin_keys())
             with self._lock:
                 self._get_latency_s.append(time.monotonic() - wave_started)
             result.keys_read += len(wave)

@@ -40,6 +40,8 @@ from swarmnode.net.reachability import (
     observed_host,
     verdict,
 )
+from swarmnode.net.replicas import READ_QUORUM, KeyRead, Read
+from swarmnode.net.routing import bind_node_ids, node_id_of
 from swarmnode.net.start import StartError, StartFailure, check_initial_peer, explain, listen_maddr
 from swarmnode.net.storage import BoundedRecordStorage
 from swarmnode.net.traffic import TrafficMeter, TrafficSnapshot
@@ -49,11 +51,9 @@ from swarmnode.wire.rules import SwarmRules
 
 logger = logging.getLogger(__name__)
 
-# DHT tuning. Caching is off: a cached dictionary would hide records published after it was cached.
-# Lookups use one worker: the search stops at the first replica that has the key, where a second
-# parallel request would fetch a second copy of the whole shard (measured: ~2x collect bytes).
+# DHT tuning. Caching is off: a cached dictionary would hide records published after it was cached. Reads do
+# not use hivemind's search, which ends at the first answer: see `_read_many` and `swarmnode.net.replicas`.
 RPC_TIMEOUT_S = 3.0
-READ_WORKERS = 1
 REJOIN_INTERVAL_S = 10.0
 UNKNOWN_RECHECK_S = 60.0  # with no verdict yet (e.g. no peer answered), ask again this soon
 DIAL_BACK_PEERS = 3
@@ -65,7 +65,6 @@ DAEMON_EXIT_TIMEOUT_S = 5.0
 _LOOP_SHUTDOWN_TIMEOUT_S = 10.0
 
 
-Entries = dict[str, tuple[bytes, float]]
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,8 @@ class DHTPeer:
         self.reachability = ReachabilityReport(Reachability.UNKNOWN)
         self.port_mapping = "off"
         self.entry_peers: dict[PeerID, list[Multiaddr]] = {}  # public peers learnt from the directory
+        self._random = random.Random()  # which replicas a read asks first
+        self._routing_refusals: Counter[str] = Counter()  # peers refused a place in our routing
 
     def __enter__(self) -> DHTPeer:
         self.start()
@@ -195,6 +196,7 @@ class DHTPeer:
     async def _create_node(self, client_mode: bool) -> DHTNode:
         node = await DHTNode.create(
             p2p=self._p2p,
+            node_id=node_id_of(self._p2p.peer_id),
             record_validator=self.validator,
             wait_timeout=RPC_TIMEOUT_S,
             cache_locally=False,
@@ -206,6 +208,7 @@ class DHTPeer:
         # peer asks us to cache (a second, unbounded store otherwise).
         node.protocol.storage = self.storage
         node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
+        bind_node_ids(node.protocol, self._routing_refusals)
         return node
 
     @property
@@ -348,8 +351,9 @@ class DHTPeer:
         return sorted(Path(directory).glob(f"{prefix}*.sock"))
 
     def refusals(self) -> Counter[str]:
-        """Records refused by reason: by the validator (invalid) or by the storage budget (key/storage full)."""
-        return self.validator.refusals() + self.storage.refusals()
+        """Records refused by reason: by the validator (invalid) or by the storage budget (key/storage full); and
+        peers refused a place in our routing (forged_node_id)."""
+        return self.validator.refusals() + self.storage.refusals() + Counter(self._routing_refusals)
 
     def traffic(self) -> TrafficSnapshot:
         """Cumulative DHT RPC traffic since this object was made (across restarts)."""
@@ -428,39 +432,72 @@ class DHTPeer:
             task.add_done_callback(_retrieve_exception)
         return StoreOutcome(accepted, local)
 
-    def get_many(self, keys: Sequence[str], *, timeout_s: float) -> tuple[dict[str, Entries], bool]:
-        """Read dictionary keys: {key: {subkey: (value, expiration)}}, plus whether the deadline cut the read.
-
-        Keys whose lookup has not finished by the deadline are left out, not waited for.
-        """
-        reading = self._get_many(self._require_node(), list(keys), timeout_s)
+    def get_many(self, keys: Sequence[str], *, timeout_s: float, quorum: int = READ_QUORUM) -> Read:
+        """Read dictionary keys: each key's entries merged from `quorum` or more of its replicas, with what each
+        key's read covered. Keys whose read has not finished by the deadline are left out, not waited for."""
+        reading = self._read_many(self._require_node(), list(keys), timeout_s, quorum)
         try:
             return self._require_loop().run(reading, timeout_s + LOOP_SLACK_S)
-        except TimeoutError:  # the loop itself is stuck; the lookups were cancelled
-            return {}, True
+        except TimeoutError:  # the loop itself is stuck; the reads were cancelled
+            return Read({}, True, {})
 
-    async def _get_many(
-        self, node: DHTNode, keys: list[str], timeout_s: float
-    ) -> tuple[dict[str, Entries], bool]:
+    async def _read_many(self, node: DHTNode, keys: list[str], timeout_s: float, quorum: int) -> Read:
+        """No single replica decides what we read (a liar could answer with an empty or partial dictionary and
+        claim it is the newest): find each key's nearest peers without fetching anything (a neighbour of the key,
+        as a store does), ask `quorum` of them chosen at random, and when their answers differ, or fewer than
+        that answered, ask the others too. Every entry arrives through the validator; the union of what the
+        replicas hold is the answer."""
+        deadline = time.monotonic() + max(timeout_s, 0.0)
+        ids = {key: DHTID.generate(source=key) for key in keys}
+        probes = {DHTID(int(key_id) ^ 1): key for key, key_id in ids.items()}
         with reading_records():
-            futures = await node.get_many(
-                keys, return_futures=True, beam_size=node.num_replicas, num_workers=READ_WORKERS
-            )
-            done, pending = await asyncio.wait(list(futures.values()), timeout=max(timeout_s, 0.0))
-        for future in pending:
-            future.cancel()
-        found: dict[str, Entries] = {}
-        for key, future in futures.items():
-            if future not in done or future.cancelled() or future.exception() is not None:
-                continue
-            result = future.result()
-            if result is not None and isinstance(result.value, dict):
-                found[key] = {
-                    subkey: (item.value, item.expiration_time)
-                    for subkey, item in result.value.items()
-                    if isinstance(subkey, str) and isinstance(item.value, bytes)
-                }
-        return found, bool(pending)
+            try:
+                nearest = await asyncio.wait_for(
+                    node.find_nearest_nodes(
+                        list(probes), k_nearest=node.num_replicas, beam_size=node.num_replicas,
+                        exclude_self=node.protocol.client_mode,
+                    ),
+                    max(deadline - time.monotonic(), 0.0),
+                )
+            except asyncio.TimeoutError:
+                return Read({}, True, {})
+            replicas = {probes[probe]: dict(found) for probe, found in nearest.items()}
+            reads = {key: KeyRead(ids[key], replicas.get(key, {}), quorum) for key in keys}
+            first = {key: read.first_round(self._random) for key, read in reads.items()}
+            await self._ask(node, reads, first, deadline)
+            second = {key: read.second_round() for key, read in reads.items()}
+            await self._ask(node, reads, second, deadline)
+        read = Read({}, time.monotonic() > deadline, {key: key_read.coverage() for key, key_read in reads.items()})
+        read.entries = {key: key_read.entries() for key, key_read in reads.items() if key_read.answers}
+        return read
+
+    async def _ask(
+        self, node: DHTNode, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], deadline: float
+    ) -> None:
+        """One round of finds: each replica asked once for every key it is asked about (our own storage read
+        directly); what did not answer by the deadline counts as not answered."""
+        by_replica: dict[DHTID, list[str]] = {}
+        for key, replica_ids in asking.items():
+            for replica in replica_ids:
+                by_replica.setdefault(replica, []).append(key)
+        if node.node_id in by_replica:
+            for key in by_replica.pop(node.node_id):
+                reads[key].answer(node.node_id, self.storage.get(reads[key].key_id))
+
+        async def find(replica: DHTID, keys: list[str]) -> None:
+            peer = reads[keys[0]].replicas[replica]
+            answer = await node.protocol.call_find(peer, [reads[key].key_id for key in keys])
+            if answer is None:
+                return
+            for key in keys:
+                value, _ = answer.get(reads[key].key_id, (None, {}))
+                reads[key].answer(replica, value)
+
+        tasks = [asyncio.create_task(find(replica, keys)) for replica, keys in by_replica.items()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+            for task in pending:
+                task.cancel()
 
     async def _keep_joined(self) -> None:
         """Re-dial the initial and other known entry peers whenever the routing table runs empty (e.g. the

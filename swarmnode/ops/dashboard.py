@@ -93,6 +93,10 @@ def census_notes(census: Census) -> str:
     notes = [] if census.complete else [f"{census.buckets_read} of {census.buckets_total} buckets read"]
     if census.timed_out:
         notes.append("cut by its deadline")
+    if census.thin_buckets:
+        notes.append(f"{census.thin_buckets} buckets answered by too few replicas (nodes may be hidden)")
+    if census.missing_self:
+        notes.append("this node's own beacon was not in its bucket's answers (a replica withholds entries?)")
     notes += [f"{count} beacons refused: {reason}" for reason, count in sorted(census.refused.items())]
     return "; ".join(notes)
 

@@ -53,6 +53,7 @@ class RoundRecord:
     publish_replicas: int = 0  # other peers that accepted this round's batch
     published_local_only: bool = False  # only our own copy was stored: not published
     collect_timed_out: bool = False
+    thin_reads: int = 0  # keys of this round's collect too few of whose replicas answered
     rollouts_in_by_peer: dict[str, int] = field(default_factory=dict)  # signer peer id -> rollouts collected
     reachability: str = "unknown"
     # DHT traffic of this peer during the round (protobuf bytes, requests served for others and beacons included)

@@ -1,0 +1,98 @@
+"""Reading a key from its replicas so that no single one decides the answer (docs/DESIGN.md §6.7): a liar can
+answer with an empty or partial dictionary, or claim its stale copy is the newest. A read asks READ_QUORUM of
+the key's nearest peers, chosen at random, and the rest when their answers differ or too few answered; the
+answer is the union of the validated entries, each at its newest expiration, and says what it covered.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from hivemind.dht.routing import DHTID
+from hivemind.p2p import PeerID
+from hivemind.utils import MSGPackSerializer, ValueWithExpiration
+
+Entries = dict[str, tuple[bytes, float]]
+READ_QUORUM = 3  # replicas asked first: with 2 liars among a key's 5 nearest, at least one of 3 is honest
+BATCH_QUORUM = 2  # for shard keys, whose answers are large: one liar among 5 never makes both picks
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What one key's read reached: the key's nearest peers the lookup found, how many were asked and answered
+    (an empty answer is an answer), and whether the answers differed."""
+
+    replicas: int
+    asked: int
+    answered: int
+    disagreed: bool
+    quorum: int = READ_QUORUM
+
+    @property
+    def thin(self) -> bool:
+        """Fewer answers than a read needs to trust their union: a key censored this way looks empty."""
+        return self.answered < min(self.quorum, self.replicas)
+
+
+@dataclass
+class Read:
+    """Entries by key (keys whose replicas answered), whether the deadline cut the read, and each key's coverage."""
+
+    entries: dict[str, Entries]
+    timed_out: bool
+    coverage: dict[str, Coverage] = field(default_factory=dict)
+
+    def thin_keys(self) -> list[str]:
+        return [key for key, coverage in self.coverage.items() if coverage.thin]
+
+
+class KeyRead:
+    """One key's read in progress: its replicas (node id -> peer id), whom it asked and what each answered."""
+
+    def __init__(self, key_id: DHTID, replicas: dict[DHTID, PeerID], quorum: int = READ_QUORUM) -> None:
+        self.key_id = key_id
+        self.replicas = replicas
+        self.quorum = quorum
+        self.asked: set[DHTID] = set()
+        self.answers: dict[DHTID, Entries] = {}
+
+    def first_round(self, rng: random.Random) -> list[DHTID]:
+        chosen = rng.sample(list(self.replicas), min(self.quorum, len(self.replicas)))
+        self.asked.update(chosen)
+        return chosen
+
+    def second_round(self) -> list[DHTID]:
+        """The replicas not yet asked, when the first answers differ or too few came: otherwise none."""
+        if not self.disagreed and len(self.answers) >= min(self.quorum, len(self.asked)):
+            return []
+        rest = [replica for replica in self.replicas if replica not in self.asked]
+        self.asked.update(rest)
+        return rest
+
+    def answer(self, replica: DHTID, value: ValueWithExpiration | None) -> None:
+        """A replica's answer: its dictionary for the key (its entries passed the validator), or None for none."""
+        entries: Entries = {}
+        if value is not None and hasattr(value.value, "items"):
+            for subkey, item in value.value.items():
+                frame = MSGPackSerializer.loads(item.value) if isinstance(item.value, bytes) else None
+                if isinstance(subkey, str) and isinstance(frame, bytes):
+                    entries[subkey] = (frame, item.expiration_time)
+        self.answers[replica] = entries
+
+    @property
+    def disagreed(self) -> bool:
+        seen = {frozenset((subkey, expiration) for subkey, (_, expiration) in answer.items()) for answer in self.answers.values()}
+        return len(seen) > 1
+
+    def entries(self) -> Entries:
+        """The union of the answers: every signer's entry at the newest expiration any replica holds."""
+        merged: Entries = {}
+        for answer in self.answers.values():
+            for subkey, (frame, expiration) in answer.items():
+                if subkey not in merged or expiration > merged[subkey][1]:
+                    merged[subkey] = (frame, expiration)
+        return merged
+
+    def coverage(self) -> Coverage:
+        return Coverage(len(self.replicas), len(self.asked), len(self.answers), self.disagreed, self.quorum)

@@ -1,0 +1,47 @@
+"""Who may stand where in the DHT: a node's id is derived from its peer id (SHA-1 of the peer id's bytes, as
+hivemind derives a key's), so nobody picks the position next to a key it wants to answer for: it must grind
+keys until one lands there, and rejoin under each. Routing-table entries and the neighbours peers name whose
+id is not derived from their peer id are refused, so a liar cannot fill our routing with positions it chose.
+(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hivemind.dht.protocol import DHTProtocol
+from hivemind.dht.routing import DHTID
+from hivemind.p2p import PeerID
+
+
+def node_id_of(peer_id: PeerID) -> DHTID:
+    """The one DHT id a peer may use."""
+    return DHTID.generate(source=peer_id.to_bytes())
+
+
+def bind_node_ids(protocol: DHTProtocol, refused: Counter[str]) -> None:
+    """Make `protocol` refuse peers whose DHT id is not theirs: in its routing table (every request and answer
+    updates it) and among the neighbours a find returns (which a lookup would ask next). Counted as
+    `forged_node_id`."""
+    update = protocol.update_routing_table
+    find = protocol.call_find
+
+    async def update_routing_table(node_id: DHTID | None, peer_id: PeerID, responded: bool = True) -> None:
+        if node_id is not None and node_id != node_id_of(peer_id):
+            refused["forged_node_id"] += 1
+            return
+        await update(node_id, peer_id, responded)
+
+    async def call_find(peer: PeerID, keys):  # noqa: ANN202 (hivemind's own return type)
+        found = await find(peer, keys)
+        if found is None:
+            return None
+        bound = {}
+        for key, (value, nearest) in found.items():
+            kept = {node_id: neighbour for node_id, neighbour in nearest.items() if node_id == node_id_of(neighbour)}
+            refused["forged_node_id"] += len(nearest) - len(kept)
+            bound[key] = (value, kept)
+        return bound
+
+    protocol.update_routing_table = update_routing_table  # the protocol calls self.update_routing_table
+    protocol.call_find = call_find

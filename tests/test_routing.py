@@ -1,0 +1,71 @@
+"""Who may stand where in the DHT: a node's id is its peer id's, and a peer that chose its own id (to sit next
+to a key it wants to answer for) gets no place in our routing, whatever it or others claim."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+import swarmnode.net  # noqa: F401  hivemind below, imported as the node imports it
+from hivemind.dht.node import DHTNode
+from hivemind.dht.routing import DHTID
+from hivemind.p2p import PeerID
+from swarmnode.config import NetworkConfig, SwarmConfig
+from swarmnode.net.loop import LoopThread
+from swarmnode.net.peer import DHTPeer
+from swarmnode.net.routing import bind_node_ids, node_id_of
+from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.keys import census_key
+from swarmnode.wire.rules import SwarmRules
+
+RULES = SwarmRules.of(SwarmConfig(id="routing-test"))
+HONEST = PeerID.from_base58(Identity.from_seed(b"\x01" * 32).peer_id)
+LIAR = PeerID.from_base58(Identity.from_seed(b"\x02" * 32).peer_id)
+
+
+class Protocol:
+    """What bind_node_ids wraps of hivemind's DHTProtocol, recording what gets through."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[DHTID, PeerID]] = []
+
+    async def update_routing_table(self, node_id, peer_id, responded=True):
+        self.added.append((node_id, peer_id))
+
+    async def call_find(self, peer, keys):
+        chosen = DHTID.generate(source=census_key(RULES.swarm_id, 0))  # right next to a census bucket
+        return {key: (None, {node_id_of(HONEST): HONEST, chosen: LIAR}) for key in keys}
+
+
+def test_a_node_id_is_derived_from_the_peer_id_and_only_that_id_is_routed_to():
+    protocol, refused = Protocol(), Counter()
+    bind_node_ids(protocol, refused)
+    asyncio.run(protocol.update_routing_table(node_id_of(HONEST), HONEST))
+    asyncio.run(protocol.update_routing_table(DHTID.generate(source="a place next to a key"), LIAR))
+    asyncio.run(protocol.update_routing_table(None, HONEST, responded=False))  # the table looks the id up itself
+    assert protocol.added == [(node_id_of(HONEST), HONEST), (None, HONEST)]
+    found = asyncio.run(protocol.call_find(HONEST, [DHTID.generate(source="k")]))
+    assert [list(nearest.values()) for _, nearest in found.values()] == [[HONEST]]
+    assert refused == {"forged_node_id": 2}
+    assert node_id_of(HONEST) == node_id_of(PeerID(HONEST.to_bytes())) != node_id_of(LIAR)
+
+
+@pytest.mark.network
+def test_a_peer_that_chose_its_node_id_next_to_a_key_is_not_in_an_honest_routing_table(tmp_path):
+    save_identity(Identity.generate(), tmp_path / "honest.key")
+    with DHTPeer(tmp_path / "honest.key", RULES, NetworkConfig()) as honest:
+        loop = LoopThread("liar")
+        target = DHTID.generate(source=census_key(RULES.swarm_id, 3))
+        liar = loop.run(DHTNode.create(
+            initial_peers=honest.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], node_id=target,
+            cache_locally=False, cache_nearest=0,
+        ), 60)
+        try:
+            assert liar.peer_id.to_base58() not in honest.known_peer_ids()
+            assert honest.refusals()["forged_node_id"] >= 1
+            assert liar.node_id == target and honest.num_peers() == 0
+        finally:
+            loop.run(liar.shutdown(), 30)
+            loop.stop()
