@@ -12,7 +12,7 @@ from swarmnode.wire.identity import Identity
 from swarmnode.wire.receive import ReplayGuard, open_frame
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
-from swarmnode.wire.rules import Slot, SwarmRules, shard_of
+from swarmnode.wire.rules import READ_CLOCK_SLACK_S, Slot, SwarmRules, shard_of
 
 ALICE = Identity.from_seed(b"\x11" * 32)
 RULES = SwarmRules("test-swarm", window_s=30.0, num_shards=16)
@@ -165,3 +165,24 @@ rollouts = st.lists(
 def test_every_valid_batch_round_trips(rollouts, sequence):
     batch = make_batch(rollouts=rollouts, sequence=sequence)
     assert open_frame(BATCH.seal(batch, ALICE), BATCH, RULES, now=T0).value == batch
+
+
+def test_a_receiver_allows_exactly_its_clock_skew_and_a_reader_of_the_dht_three_seconds_more():
+    """PROTOCOL.md §5 check 12, one rule for the DHT validator and the collector (READ_CLOCK_SLACK_S)."""
+    open_frame(VALID, BATCH, RULES, now=T0 - RULES.clock_skew_s)  # exactly at the bound: accepted
+    assert reason_of(VALID, rules=RULES, now=T0 - RULES.clock_skew_s - 0.001) is Reason.FUTURE
+    open_frame(VALID, BATCH, RULES, now=T0 - RULES.clock_skew_s - 2.9, reading=True)
+    assert reason_of(VALID, rules=RULES, now=T0 - RULES.clock_skew_s - 3.1, reading=True) is Reason.FUTURE
+    assert RULES.future_bound(reading=True) == RULES.future_bound(reading=False) + READ_CLOCK_SLACK_S == RULES.clock_skew_s + 3
+
+
+@pytest.mark.parametrize("theirs", ["a-swarm", "zzz-swarm"])  # sorting before and after ours
+def test_a_batch_of_any_other_swarm_is_wrong_swarm(theirs):
+    frame = BATCH.seal(make_batch(swarm_id=theirs), ALICE)
+    assert reason_of(frame, rules=RULES, now=T0) is Reason.WRONG_SWARM
+
+
+def test_a_window_is_the_floor_of_the_double_quotient_as_every_implementation_computes_it():
+    """PROTOCOL.md §3: floor(timestamp / window_s) with IEEE-754 division (1.0 / 0.1 is 10.0, 1.0 // 0.1 is 9.0)."""
+    assert SwarmRules(None, window_s=0.1).window_of(1.0) == 10
+    assert [RULES.window_of(t) for t in (59.999, 60.0, 60.001)] == [1, 2, 2]

@@ -11,6 +11,7 @@ import pytest
 
 from swarmnode.config import load_config
 from swarmnode.learn.intake import Intake, IntakeLimits
+from swarmnode.learn.learner import Learner
 from swarmnode.learn.policy import Policy
 from swarmnode.learn.tasks import TaskSuite
 from swarmnode.wire.rejection import Reason, Rejected
@@ -141,3 +142,15 @@ def test_fuzzing_with_peer_chosen_references_over_every_family_never_escapes_the
     assert summary["crashes"] == 0, summary["crash_examples"]
     assert summary["families_hit"] >= 60 and summary["groups"] > 0
     assert set(summary["refused_by_reason"]) <= {reason.value for reason in Reason} | {"too_long", "not_sampled_here"}
+
+
+def test_a_transplant_node_counts_only_peers_groups_with_an_advantage_as_supplied():
+    """A peer's valid but useless groups (every answer wrong: no advantage) must not cut our own sampling to I."""
+    config = load_config(None, ["sapo.sampling=transplant", "sapo.questions_per_round=4", "sapo.local_groups=2",
+                                "sapo.external_groups=2"])
+    learner = Learner.of(config, POLICY, SUITE, seed=0, data_seed=0)
+    all_wrong = Rollout(REF, tuple(Completion("<answer>-1</answer>") for _ in range(4)))
+    assert learner.external_groups([FromPeer(all_wrong)]).groups  # through the intake, but uninformative
+    assert not learner.peers_supplied and learner.questions_to_ask() == 4
+    learner.external_groups([FromPeer(Rollout(REF, texts(4)))])  # two right, two wrong: an advantage
+    assert learner.peers_supplied and learner.questions_to_ask() == 2

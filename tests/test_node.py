@@ -127,8 +127,8 @@ def test_two_nodes_exchange_rollouts_and_train_on_them(tmp_path):
     assert sum(r["rollouts_in"] for r in rounds) > 0
     assert sum(r["groups_external"] for r in rounds) > 0
     assert max(r["peers"] for r in rounds) >= 1
-    # transplant asks I = 2 questions only after a round that had peers' groups (they have a reward), else all Q = 4
-    supplied = [False] + [r["reward_external"] is not None for r in rounds[:-1]]
+    # transplant asks I = 2 questions only after a round whose peers' groups had an advantage, else all Q = 4
+    supplied = [False] + [r["groups_external_informative"] > 0 for r in rounds[:-1]]
     assert [r["questions"] for r in rounds] == [2 if peers else 4 for peers in supplied]
     assert 2 in [r["questions"] for r in rounds]
     first_records = read_records(tmp_path / "a" / "metrics.jsonl")

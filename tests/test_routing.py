@@ -7,11 +7,11 @@ import asyncio
 from collections import Counter
 
 import pytest
-
-import swarmnode.net  # noqa: F401  hivemind below, imported as the node imports it
 from hivemind.dht.node import DHTNode
 from hivemind.dht.routing import DHTID
 from hivemind.p2p import PeerID
+
+import swarmnode.net  # noqa: F401  hivemind below, imported as the node imports it
 from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.loop import LoopThread
 from swarmnode.net.peer import DHTPeer

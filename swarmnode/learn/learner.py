@@ -125,7 +125,7 @@ class Learner:
         intake.external_families=suite (at small scale, peers' other families cost a specialised node 0.2-1.6%).
         Whether any came through decides how many questions a transplant node asks next round."""
         result = self.intake.groups(peer_rollouts)
-        self.peers_supplied = bool(result.groups)
+        self.peers_supplied = any(group.informative for group in result.groups)  # junk groups supply nothing
         return result
 
     def train(self, own: Sequence[Group], external: Sequence[Group]) -> StepStats:

@@ -194,7 +194,10 @@ def take_census(
             for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
                 census.bytes_in += len(frame)
                 try:
-                    signed = open_frame(frame, BEACON, rules, now=now, slot=Slot(None, keys[key], subkey), verified=peer.verified)
+                    signed = open_frame(
+                        frame, BEACON, rules, now=now, slot=Slot(None, keys[key], subkey), verified=peer.verified,
+                        reading=True,
+                    )
                 except Rejected as rejected:
                     if rejected.reason is not Reason.STALE:
                         refused[rejected.reason.value] += 1

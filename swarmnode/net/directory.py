@@ -98,7 +98,8 @@ class Directory:
                     continue
                 try:
                     signed = open_frame(
-                        frame, PRESENCE, self.rules, now=now, slot=Slot(keys[key], None, subkey), verified=self._peer.verified
+                        frame, PRESENCE, self.rules, now=now, slot=Slot(keys[key], None, subkey),
+                        verified=self._peer.verified, reading=True,
                     )
                 except Rejected as rejected:
                     result.rejected[f"presence_{rejected.reason.value}"] += 1

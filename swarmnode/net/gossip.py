@@ -166,6 +166,7 @@ class Gossip:
         self._replay_guard = ReplayGuard()
         self._consumed = _DigestSet(_SEEN_DIGESTS)
         self._consumed_batches = _DigestSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
+        self._offended = _DigestSet(_SEEN_DIGESTS)  # frames already held against their signer
         self._random = random.Random()
         self._lock = threading.Lock()
         self._published = self._publish_failures = self._published_local_only = self._collected = self._refreshed = 0
@@ -406,13 +407,15 @@ class Gossip:
             return
         try:
             signed = open_frame(
-                frame, BATCH, self.rules, now=now, slot=slot, replay_guard=self._replay_guard, verified=self._peer.verified
+                frame, BATCH, self.rules, now=now, slot=slot, replay_guard=self._replay_guard,
+                verified=self._peer.verified, reading=True,
             )
         except Rejected as rejected:
             result.rejected[rejected.reason.value] += 1
             if rejected.reason is not Reason.FUTURE:
                 self._consumed.add(digest)
-            if rejected.offender is not None:
+            if rejected.offender is not None and digest not in self._offended:  # one offence per frame, however often read
+                self._offended.add(digest)
                 self.report_offence(rejected.offender, rejected.reason)
             return
         self._consumed.add(digest)

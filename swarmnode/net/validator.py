@@ -17,7 +17,6 @@ import msgpack
 from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils import get_dht_time
-from hivemind.utils.timed_storage import MAX_DHT_TIME_DISCREPANCY_SECONDS
 
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.beacon import BEACON
@@ -110,9 +109,7 @@ def check_record(
         )
     if record.expiration_time + rules.clock_skew_s < now:
         raise Rejected(Reason.STALE, "expired")
-    # hivemind refuses to bootstrap with a peer whose clock differs from ours by more than this.
-    future_slack_s = rules.clock_skew_s + (MAX_DHT_TIME_DISCREPANCY_SECONDS if reading else 0.0)
-    if timestamp > now + future_slack_s:
+    if timestamp > now + rules.future_bound(reading):
         raise Rejected(Reason.FUTURE, f"timestamp {timestamp:.1f} is ahead of {now:.1f}")
     return signed
 

@@ -38,7 +38,7 @@ class RoundRecord:
     loss: float
     skipped: str | None
     groups_own: int
-    groups_external: int
+    groups_external: int  # peers' groups trained on
     tokens_trained: int
     tokens_generated: int
     tokens_per_s: float
@@ -50,6 +50,7 @@ class RoundRecord:
     collapsed: bool = False
     peers: int = 0  # DHT peers in the routing table at the round's end (0 in the simulator)
     questions: int = 0  # asked this round (sapo.sampling: transplant asks I while peers supply groups)
+    groups_external_informative: int = 0  # peers' groups past the intake with an advantage: what "supplied" means
     publish_replicas: int = 0  # other peers that accepted this round's batch
     published_local_only: bool = False  # only our own copy was stored: not published
     collect_timed_out: bool = False
@@ -89,6 +90,7 @@ class RoundRecord:
             questions=outcome.questions,
             groups_own=step.own_groups,
             groups_external=step.external_groups,
+            groups_external_informative=sum(group.informative for group in outcome.external.groups),
             tokens_trained=step.own_tokens + step.external_tokens,
             tokens_generated=own.generated_tokens,
             tokens_per_s=own.generated_tokens / max(own.seconds, 1e-9),

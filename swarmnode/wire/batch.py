@@ -51,13 +51,15 @@ class BatchKind(Kind[RolloutBatch]):
         _check_limits(message)
         return _to_batch(message)
 
-    def check(self, value: RolloutBatch, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None) -> None:
+    def check(
+        self, value: RolloutBatch, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
+    ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
         if rules.swarm_id is not None and slot is not None:
             if slot.window not in (None, value.window) or slot.shard not in (None, shard_of(signer, rules.num_shards)):
                 raise Rejected(Reason.KEY_MISMATCH, "stored under another window or shard")
         if now is not None:
-            check_freshness(value.window, value.timestamp, rules, now)
+            check_freshness(value.window, value.timestamp, rules, now, reading=reading)
 
     def key(self, value: RolloutBatch, signer: str, rules: SwarmRules) -> str:
         return batch_key(value.swarm_id, value.window, shard_of(signer, rules.num_shards))

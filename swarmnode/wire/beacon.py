@@ -95,10 +95,14 @@ class BeaconKind(Kind[Beacon]):
         text_limit(message.phase, MAX_PHASE_BYTES, "phase")
         return _to_beacon(message)
 
-    def check(self, value: Beacon, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None) -> None:
+    def check(
+        self, value: Beacon, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
+    ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
         if now is not None:
-            check_freshness(value.window, value.timestamp, rules, now, max_age_windows=BEACON_MAX_AGE_WINDOWS)
+            check_freshness(
+                value.window, value.timestamp, rules, now, max_age_windows=BEACON_MAX_AGE_WINDOWS, reading=reading
+            )
 
     def key(self, value: Beacon, signer: str, rules: SwarmRules) -> str:
         return census_key(value.swarm_id, beacon_bucket(signer))

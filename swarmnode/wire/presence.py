@@ -60,12 +60,14 @@ class PresenceKind(Kind[Presence]):
             text_limit(address, MAX_ADDRESS_BYTES, "address")
         return _to_presence(message)
 
-    def check(self, value: Presence, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None) -> None:
+    def check(
+        self, value: Presence, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
+    ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
         if rules.swarm_id is not None and slot is not None and slot.window is not None and slot.window != value.window:
             raise Rejected(Reason.KEY_MISMATCH, "read from another window's directory")
         if now is not None:
-            check_freshness(value.window, value.timestamp, rules, now)
+            check_freshness(value.window, value.timestamp, rules, now, reading=reading)
 
     def key(self, value: Presence, signer: str, rules: SwarmRules) -> str:
         return directory_key(value.swarm_id, value.window)

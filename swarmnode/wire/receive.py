@@ -81,9 +81,11 @@ def open_frame(
     slot: Slot | None = None,
     replay_guard: ReplayGuard | None = None,
     verified: VerifiedFrames | None = None,
+    reading: bool = False,
 ) -> Signed:
     """Run the receiver's checks in protocol order; checks whose context is not given are skipped: `rules`
-    enables wrong_swarm (and, with `now`, stale/future; with `slot`, placement), `replay_guard` the replay check.
+    enables wrong_swarm (and, with `now`, stale/future; with `slot`, placement), `replay_guard` the replay check;
+    `reading`: the frame was read from the DHT, whose peers' clocks may differ a little more (check 12).
     Raises Rejected, whose `signer` is set once the signature verified."""
     opened = _open_content(frame, kind, verified)
     if opened.signer is None:
@@ -96,7 +98,7 @@ def open_frame(
         if opened.refused is not None:
             raise Rejected(*opened.refused)
         if rules is not None:
-            kind.check(opened.value, signer, rules, slot, now)
+            kind.check(opened.value, signer, rules, slot, now, reading)
         # a batch is accepted once per (signer, window, sequence): PROTOCOL.md §2.3 (only batches carry a sequence)
         if replay_guard is not None and not replay_guard.first_sighting(signer, opened.value.window, opened.value.sequence):
             raise Rejected(Reason.REPLAY, f"sequence {opened.value.sequence} already seen")

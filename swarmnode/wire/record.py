@@ -39,9 +39,11 @@ class Kind(ABC, Generic[T]):
         """Placement that depends on the signer alone, checked before the payload is parsed."""
 
     @abstractmethod
-    def check(self, value: T, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None) -> None:
+    def check(
+        self, value: T, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
+    ) -> None:
         """Checks 9-12 against the receiver's rules, where the record was read (`slot`) and its clock (`now`);
-        those whose context is None are skipped."""
+        those whose context is None are skipped. `reading`: the record came from the DHT (check 12's slack)."""
 
     @abstractmethod
     def key(self, value: T, signer: str, rules: SwarmRules) -> str:

@@ -12,6 +12,10 @@ from swarmnode.config import SwarmConfig
 from swarmnode.wire.rejection import Reason, Rejected
 
 WINDOW_JITTER_S = 5.0
+# What a reader of the DHT allows beyond clock_skew_s: the clock difference DHT peers tolerate between each other
+# (hivemind's MAX_DHT_TIME_DISCREPANCY_SECONDS), so that what one replica with a faster clock accepted is neither
+# refused nor held against its signer by a reader with a slower one. One rule for the validator and the collector.
+READ_CLOCK_SLACK_S = 3.0
 
 
 def shard_of(peer_id: str, num_shards: int) -> int:
@@ -39,6 +43,11 @@ class SwarmRules:
 
     def window_of(self, dht_time: float) -> int:
         return math.floor(dht_time / self.window_s)
+
+    def future_bound(self, reading: bool) -> float:
+        """How far ahead of our clock a signed time may be: clock_skew_s, and READ_CLOCK_SLACK_S more for a record
+        read from the DHT (PROTOCOL.md §5, check 12)."""
+        return self.clock_skew_s + (READ_CLOCK_SLACK_S if reading else 0.0)
 
     def expiration_of(self, timestamp: float) -> float:
         """When a record signed at `timestamp` expires; replicas refuse any other expiration (PROTOCOL.md §5.1)."""
@@ -73,11 +82,13 @@ def check_swarm_and_window(swarm_id: str, window: int, timestamp: float, rules: 
         raise Rejected(Reason.BAD_VALUE, "timestamp lies outside its window")
 
 
-def check_freshness(window: int, timestamp: float, rules: SwarmRules, now: float, max_age_windows: int | None = None) -> None:
+def check_freshness(
+    window: int, timestamp: float, rules: SwarmRules, now: float, max_age_windows: int | None = None, reading: bool = False
+) -> None:
     """Checks 11-12: not older than max_age_windows (windows are the swarm's: only with a known swarm), not
-    ahead of our clock by more than the skew."""
+    ahead of our clock by more than `rules.future_bound(reading)`."""
     max_age = rules.max_age_windows if max_age_windows is None else max_age_windows
     if rules.swarm_id is not None and window < rules.window_of(now) - max_age:
         raise Rejected(Reason.STALE, f"window {window}")
-    if timestamp > now + rules.clock_skew_s:
+    if timestamp > now + rules.future_bound(reading):
         raise Rejected(Reason.FUTURE, f"timestamp {timestamp:.1f} is ahead of {now:.1f}")
