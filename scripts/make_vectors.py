@@ -2,7 +2,7 @@
 
 Three kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind"), presence
 entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9) and beacons
-of the census (§4.2; `"kind": "beacon"`, judged by the checks B1-B9; a slot `census/BUCKET/SUBKEY`). The
+of the census (§4.2; `"kind": "beacon"`, judged by the checks B1-B9; a slot `WINDOW/census/BUCKET/SUBKEY`). The
 receiver of the batch vectors has swarmnode's default task families (listed in the manifest with their
 config hashes): task references, indices and claimed scores are judged against them (checks 14-15).
 
@@ -438,6 +438,7 @@ def beacon_payload(value: Beacon) -> bytes:
 def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     """Beacons of the census (PROTOCOL.md §4.2), appended after the presence vectors so those stay as they were."""
     bucket = beacon_bucket(ALICE.peer_id)
+    window = beacon().window
     sealed = BEACON.seal(beacon(), ALICE)
     minimal = BEACON.seal(beacon(software="", model_id=""), ALICE)
     unknown_field = bytes([15 << 3, 1])
@@ -469,7 +470,11 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     )
     add_b(
         "beacon_valid_in_slot", sealed, "accept", "read from its signer's census bucket under its subkey",
-        slot=f"census/{bucket}/{ALICE.peer_id}", **ctx,
+        slot=f"{window}/census/{bucket}/{ALICE.peer_id}", **ctx,
+    )
+    add_b(
+        "beacon_valid_in_next_window_slot", sealed, "accept", "read from its bucket's census key of the next window",
+        slot=f"{window + 1}/census/{bucket}/{ALICE.peer_id}", **ctx,
     )
     add_b("beacon_valid_without_context", sealed, "accept", "no swarm given: only signature and schema checks")
     add_b(
@@ -527,12 +532,17 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     )
     add_b(
         "beacon_key_mismatch_subkey", sealed, "key_mismatch", "stored under Bob's subkey",
-        slot=f"census/{bucket}/{BOB.peer_id}", **ctx,
+        slot=f"{window}/census/{bucket}/{BOB.peer_id}", **ctx,
     )
     add_b(
         "beacon_key_mismatch_bucket", sealed, "key_mismatch", "copied into another census bucket",
-        slot=f"census/{(bucket + 1) % 8}/{ALICE.peer_id}", **ctx,
+        slot=f"{window}/census/{(bucket + 1) % 8}/{ALICE.peer_id}", **ctx,
     )
+    for name, slot_window, note in [
+        ("beacon_key_mismatch_window_before", window - 1, "read from its bucket's census key of the previous window"),
+        ("beacon_key_mismatch_window_after", window + 2, "read from its bucket's census key two windows on"),
+    ]:
+        add_b(name, sealed, "key_mismatch", note, slot=f"{slot_window}/census/{bucket}/{ALICE.peer_id}", **ctx)
     reachability_7 = presence_frame(
         ALICE, unknown_reachability.SerializeToString(deterministic=True), domain=BEACON_DOMAIN_TAG
     )

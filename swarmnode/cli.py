@@ -107,7 +107,7 @@ def protocol_check(
         Optional[str],
         typer.Option(
             help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
-            "WINDOW/directory/SUBKEY for a presence, census/BUCKET/SUBKEY for a beacon"
+            "WINDOW/directory/SUBKEY for a presence, WINDOW/census/BUCKET/SUBKEY for a beacon"
         ),
     ] = None,
     kind: Annotated[

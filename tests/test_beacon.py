@@ -17,6 +17,7 @@ from swarmnode.net.storage import BoundedRecordStorage
 from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, key_id
 from swarmnode.ops.dashboard import census_table, census_title, peer_text
 from swarmnode.wire.address import Reachability
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.beacon import BEACON, MAX_BEACON_BYTES, Beacon, showable
 from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity
@@ -44,10 +45,10 @@ def beacon(**changes) -> Beacon:
 
 
 def stored(signer: Identity = ALICE, content: Beacon | None = None, **changes) -> DHTRecord:
-    """A beacon as a peer asks us to store it: under the signer's census bucket."""
+    """A beacon as a peer asks us to store it: under the signer's census bucket of its window."""
     content = content or beacon()
     base = DHTRecord(
-        key=key_id(census_key(content.swarm_id, beacon_bucket(signer.peer_id))),
+        key=key_id(census_key(content.swarm_id, content.window, beacon_bucket(signer.peer_id))),
         subkey=msgpack.packb(signer.peer_id),
         value=msgpack.packb(BEACON.seal(content, signer)),
         expiration_time=RULES.expiration_of(content.timestamp),
@@ -63,11 +64,14 @@ def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
 
 
 def test_an_honest_beacon_round_trips_and_is_stored_under_its_bucket():
-    signed = open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=Slot(None, beacon_bucket(ALICE.peer_id), ALICE.peer_id))
+    bucket = beacon_bucket(ALICE.peer_id)
+    signed = open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=Slot(WINDOW, bucket, ALICE.peer_id))
     assert signed.signer == ALICE.peer_id
     assert dataclasses.replace(signed.value, reward=0.5, held_out=0.25) == beacon()  # float32 on the wire
     assert abs(signed.value.reward - 0.5) < 1e-6
     assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored())
+    next_window = key_id(census_key(RULES.swarm_id, WINDOW + 1, bucket))  # read by the next window's census
+    assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored(key=next_window))
     minimal = open_frame(BEACON.seal(beacon(reward=None, held_out=None), ALICE), BEACON, RULES, now=T0 + 1).value
     assert minimal.reward is None and minimal.held_out is None  # absent, not 0.0
 
@@ -97,9 +101,14 @@ def test_no_kind_of_record_passes_for_another():
     directory = key_id(directory_key(RULES.swarm_id, WINDOW))
     assert refusal(stored(key=directory)) is Reason.BAD_SIGNATURE
     other_bucket = (beacon_bucket(ALICE.peer_id) + 1) % BEACON_BUCKETS
-    assert refusal(stored(key=key_id(census_key(RULES.swarm_id, other_bucket)))) is Reason.KEY_MISMATCH
+    assert refusal(stored(key=key_id(census_key(RULES.swarm_id, WINDOW, other_bucket)))) is Reason.KEY_MISMATCH
+    bucket = beacon_bucket(ALICE.peer_id)
+    for window in (WINDOW - 1, WINDOW + 2):  # the census keys of other windows than its own and the next
+        assert refusal(stored(key=key_id(census_key(RULES.swarm_id, window, bucket)))) is Reason.KEY_MISMATCH
     assert refusal(stored(expiration_time=T0 + 3600)) is Reason.BAD_EXPIRY
-    assert refusal(stored(), now=T0 + 3600) is Reason.STALE
+    expired = RULES.expiration_of(T0) + RULES.clock_skew_s + 1
+    assert refusal(stored(), now=expired) is Reason.STALE
+    assert refusal(stored(), now=T0 + 3600) is Reason.BAD_SIGNATURE  # an old window's census key holds no beacons
 
 
 @pytest.mark.parametrize(
@@ -146,9 +155,10 @@ def test_any_single_bit_flip_of_a_stored_beacon_is_refused(position, bit):
 
 def test_a_census_key_holds_a_bounded_number_of_signers_and_one_beacon_per_signer_and_window():
     kinds = KeyKinds(RULES, clock=lambda: T0 + 1)
-    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, 0))) is BEACON
+    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, WINDOW + 1, 0))) is BEACON
+    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, WINDOW + 3, 0))) is BATCH  # not a key of these windows
     storage = BoundedRecordStorage(kinds=kinds, max_beacons_per_bucket=3)
-    key = DHTID.from_bytes(key_id(census_key(RULES.swarm_id, 0)))
+    key = DHTID.from_bytes(key_id(census_key(RULES.swarm_id, WINDOW + 1, 0)))
     expiry = RULES.expiration_of(T0)
     assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, expiry) for i in range(5)] == [True] * 3 + [False] * 2
     assert not storage.store_subkey(key, "signer0", b"y" * 100, expiry + 1)  # same window: once is enough

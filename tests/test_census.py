@@ -138,13 +138,31 @@ def test_a_node_that_leaves_disappears_within_two_windows_while_the_others_stay(
         assert any(census is not None for census in swarm["stays"].censuses), "the node's own census reached its callback"
 
 
+def test_a_beacon_is_read_from_its_windows_census_keys_and_the_next_windows_then_gone(tmp_path):
+    """Census keys change every window (PROTOCOL.md §4.2): a beacon stored once is found by the censuses of its
+    window and the next, each reading only its own window's keys, and by none after."""
+    with members(tmp_path, ["entry", "a"]) as swarm:
+        a, reader = swarm["a"], swarm["entry"].dht
+        at_window_start()
+        assert a.service.publish()
+        first = take_census(reader, RULES, timeout_s=3, own=None)
+        at_window_start()
+        second = take_census(a.dht, RULES, timeout_s=3, own=a.identity.peer_id)
+        at_window_start()
+        third = take_census(reader, RULES, timeout_s=3)
+        assert RULES.window_of(second.taken_at) == RULES.window_of(first.taken_at) + 1
+        assert a.identity.peer_id in listed(first) and a.identity.peer_id in listed(second)
+        assert not second.missing_self and second.complete
+        assert a.identity.peer_id not in listed(third)
+
+
 def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_path):
     with members(tmp_path, ["entry", "a", "b"]) as swarm:
         a, b = swarm["a"], swarm["b"]
         at_window_start()
         now = get_dht_time()
         content = beacon_source("a", a.dht)(RULES.window_of(now), now)
-        key = census_key(RULES.swarm_id, beacon_bucket(a.identity.peer_id))
+        key = census_key(RULES.swarm_id, content.window, beacon_bucket(a.identity.peer_id))
         # Mallory (b) signs "a is running model-of-mallory" and stores it under a's subkey
         forged = Envelope.decode(BEACON.seal(dataclasses.replace(content, model_id="model-of-mallory"), b.identity))
         forged = dataclasses.replace(forged, signer=a.identity.public_key).encode()

@@ -43,8 +43,9 @@ def test_the_independent_oracle_gives_every_committed_vector_its_expected_result
     slot = None
     if "slot" in case:
         window, shard, subkey = case["slot"].split("/", 2)  # a presence's slot names the directory, not a shard
-        if window == "census":  # a beacon's: census/BUCKET/SUBKEY
-            slot = (None, int(shard), subkey)
+        if shard == "census":  # a beacon's: WINDOW/census/BUCKET/SUBKEY
+            bucket, subkey = subkey.split("/", 1)
+            slot = (int(window), int(bucket), subkey)
         else:
             slot = (int(window), None if shard == "directory" else int(shard), subkey)
     context = Context(case.get("swarm"), rules["window_s"], rules["num_shards"], now=case.get("now"), slot=slot, suite=SUITE)

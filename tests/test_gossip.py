@@ -9,21 +9,25 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from gossip_peers import join
+from hivemind.utils import get_dht_time
 from peer_process import PeerProcess, wait_until_gone
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.net.gossip import Gossip
+from swarmnode.net.peer import StoreItem
 from swarmnode.net.reputation import Reputation
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity, save_identity
-from swarmnode.wire.keys import batch_key
+from swarmnode.wire.keys import batch_key, directory_key
+from swarmnode.wire.presence import PRESENCE, Presence
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
-from swarmnode.wire.rules import SwarmRules, shard_of
+from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 SWARM = SwarmConfig(id="itest")
 RULES = SwarmRules.of(SWARM)
@@ -335,6 +339,41 @@ def test_nodes_nobody_can_dial_find_each_others_batches_through_the_directory(tm
         assert {item.signer for item in collected.rollouts} == {home1.peer_id}
         assert collected.directory_entries == 1 and not collected.rejected
         assert {item.signer for item in entry.collect(8).rollouts} == {home1.peer_id}
+
+
+@pytest.mark.network
+def test_directory_entries_of_signers_that_publish_nothing_are_dropped_once_their_shards_were_read(trio):
+    """Sybil entries (valid presences of fresh keys that never publish) make their shards "known", read before
+    the probes; once a collect has read a shard empty of its listed signer, that signer is no longer listed."""
+    sybil, reader = trio[1], trio[0]
+    now = get_dht_time()
+    window = RULES.window_of(now)
+    fakes = [Identity.generate() for _ in range(12)]
+    items = [
+        StoreItem(directory_key(RULES.swarm_id, window), fake.peer_id,
+                  PRESENCE.seal(Presence(RULES.swarm_id, window, now), fake), RULES.expiration_of(now))
+        for fake in fakes
+    ]
+    assert all(outcome.remote >= 1 for outcome in sybil._peer.store(items, timeout_s=10))
+    first = reader.collect(8)
+    assert first.directory_entries == len(fakes) and first.listed_not_found == len(fakes)
+    second = reader.collect(8)
+    assert second.keys_read <= GossipConfig().shards_per_wave + 2 * (RULES.max_age_windows + 1)  # probes, own peers
+    assert second.directory_entries == len(fakes) and second.listed_not_found == 0  # read again, not listed again
+
+
+def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
+    """However many signers are listed, unknown shards are read from the first waves on, never after them all."""
+    known = [(f"known{i}", Slot(1, i, ""), 1) for i in range(10)]
+    unknown = [(f"unknown{i}", Slot(1, 100 + i, ""), 0) for i in range(3)]
+    plan = known + unknown
+    gossip = SimpleNamespace(config=GossipConfig(shards_per_wave=4))
+    waves = []
+    while plan:
+        waves.append(Gossip._next_wave(gossip, plan, peers_needed=1))
+    assert all(any(count == 0 for _, _, count in wave) for wave in waves[: len(unknown)])
+    assert sorted(entry for wave in waves for entry in wave) == sorted(known + unknown)  # each key read once
+    assert all(1 <= len(wave) <= 4 for wave in waves)
 
 
 @pytest.mark.network

@@ -131,9 +131,9 @@ def test_the_independent_oracle_gives_every_beacon_vector_its_expected_result(ca
     rules = MANIFEST["rules"]
     slot = None
     if "slot" in case:
-        census, bucket, subkey = case["slot"].split("/", 2)
+        window, census, bucket, subkey = case["slot"].split("/", 3)
         assert census == "census"
-        slot = (None, int(bucket), subkey)
+        slot = (int(window), int(bucket), subkey)
     context = Context(
         case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
         now=case.get("now"), slot=slot,
@@ -153,11 +153,13 @@ def test_a_beacon_is_stale_after_one_window_whatever_max_age_windows():
     assert judge_beacon(frame, context) == "stale"
 
 
-@pytest.mark.parametrize("slot", ["60000000/3/x", "census/8/x", "census/-1/x", "directory/3/x", "census/x"])
+@pytest.mark.parametrize(
+    "slot", ["60000000/3/x", "1/census/8/x", "1/census/-1/x", "directory/3/x", "census/3/x", "1/census/3"]
+)
 def test_cli_check_refuses_a_beacon_slot_that_is_not_a_census_key(slot):
     frame = str(VECTORS / "beacon_valid_minimal.bin")
     outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "beacon", "--slot", slot])
-    assert outcome.exit_code == 2 and "census/BUCKET/SUBKEY" in outcome.output
+    assert outcome.exit_code == 2 and "WINDOW/census/BUCKET/SUBKEY" in outcome.output
 
 
 def test_cli_check_refuses_a_presence_slot_that_is_not_a_directory_key():

@@ -26,6 +26,7 @@ from hivemind.utils.multiaddr import Multiaddr
 from swarmnode.config import TasksConfig
 from swarmnode.learn.tasks import FamilySpec
 from swarmnode.net.loop import LoopThread
+from swarmnode.net.routing import node_id_of
 from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_COMPLETION_BYTES, MAX_ENVELOPE_BYTES, MAX_ROLLOUTS_PER_BATCH
 from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity, load_identity, peer_id_base58
@@ -302,14 +303,16 @@ class AttackerPeer:
 
     def __init__(self, identity_path: Path, initial_peers: list[str], rules: SwarmRules) -> None:
         self._loop = LoopThread(name="attacker")
+        identity = load_identity(identity_path)
         node = self._loop.run(
             DHTNode.create(
                 initial_peers=initial_peers, host_maddrs=["/ip4/127.0.0.1/tcp/0"], identity_path=str(identity_path),
+                node_id=node_id_of(PeerID.from_base58(identity.peer_id)),  # honest peers route to no other id
                 check_if_identity_free=False, cache_locally=False, cache_nearest=0,
             ),
             STARTUP_TIMEOUT_S,
         )
-        self.attacker = Attacker(load_identity(identity_path), rules, node, sequence=random.getrandbits(32))
+        self.attacker = Attacker(identity, rules, node, sequence=random.getrandbits(32))
         self.peer_id = node.peer_id.to_base58()
 
     def peers(self) -> list[PeerID]:

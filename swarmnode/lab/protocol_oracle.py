@@ -199,7 +199,7 @@ class Context:
     clock_skew_s: float = 5.0
     record_ttl_s: float = 60.0
     now: float | None = None
-    # (window, shard, subkey); for a beacon (None, bucket, subkey)
+    # (window, shard, subkey); for a beacon (window, bucket, subkey)
     slot: tuple[int | None, int | None, str] | None = None
     # the receiver's task families for checks 14-15: (family, config_hash) -> (config, dataset size)
     suite: dict[tuple[str, str], tuple[dict, int]] | None = None
@@ -443,6 +443,8 @@ def _beacon_checks(frame: bytes, c: Context) -> dict:
             raise Refusal("wrong_swarm")  # B8
         if math.floor(timestamp / c.window_s) != window:
             raise Refusal("bad_value")
+        if c.slot is not None and c.slot[0] not in (None, window, window + 1):
+            raise Refusal("key_mismatch")  # B8: a beacon is stored under its window's and the next one's keys
         if c.now is not None and window < math.floor(c.now / c.window_s) - 1:  # B9: current and previous window
             raise Refusal("stale")
     if c.now is not None and timestamp > c.now + c.clock_skew_s:

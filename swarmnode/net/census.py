@@ -1,8 +1,9 @@
 """The census: the swarm seen from any node, without a central server (docs/DESIGN.md §8).
 
-Every node stores its signed beacon (`swarmnode.wire.beacon`) once a window under its census bucket key. A
-census reads bucket keys and keeps the beacons of the current and previous window: those are the live
-nodes. A node's own census, taken every window for its dashboard and metrics, stops reading buckets once it
+Every node stores its signed beacon (`swarmnode.wire.beacon`) once a window under its census bucket's key of
+that window and of the next. A census reads the current window's bucket keys and keeps the beacons of the
+current and previous window: those are the live nodes. Keys that change every window leave a liar who ground
+an identity next to one a window's use of it, and the census reads every replica of a bucket. A node's own census, taken every window for its dashboard and metrics, stops reading buckets once it
 has seen `CENSUS_SAMPLE` nodes, so its cost does not grow with the swarm beyond that; swarm totals are then
 scaled up from the buckets read, and say so. `swarmnode swarm` reads every bucket.
 """
@@ -25,16 +26,20 @@ from hivemind.utils import get_dht_time
 
 from swarmnode.config import NetworkConfig
 from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.net.replicas import REPLICAS
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.beacon import BEACON, BEACON_MAX_AGE_WINDOWS, Beacon
+from swarmnode.wire.beacon import BEACON, Beacon
 from swarmnode.wire.identity import Identity, save_identity
-from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key
+from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key, census_windows
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rules import Slot, SwarmRules
 
 CENSUS_SAMPLE = 32  # a node's own census stops reading buckets once it has seen this many nodes
+# Replicas asked for a bucket: all of them (a bucket's answer is small, at most 64 beacons of < 1 KiB), so that
+# a bucket is hidden only when every one of its nearest peers lies.
+CENSUS_QUORUM = REPLICAS
 BUCKETS_PER_WAVE = 2
 FULL_CENSUS_CACHE_S = 5.0
 SORT_KEYS = ("reward", "held_out", "round", "model", "last_seen", "peer")
@@ -172,6 +177,7 @@ def take_census(
     buckets = list(range(BEACON_BUCKETS))
     (rng or random.Random()).shuffle(buckets)
     census = Census(rules.swarm_id, get_dht_time(), [], 0)
+    window = rules.window_of(census.taken_at)
     refused: Counter[str] = Counter()
     wave_size = BEACON_BUCKETS
     if enough is not None and expected_nodes:
@@ -179,12 +185,12 @@ def take_census(
     while buckets and (enough is None or len(census.entries) < enough):
         wave, buckets = buckets[:wave_size], buckets[wave_size:]
         wave_size = BUCKETS_PER_WAVE
-        keys = {census_key(rules.swarm_id, bucket): bucket for bucket in wave}
-        read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        keys = {census_key(rules.swarm_id, window, bucket): bucket for bucket in wave}
+        read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=CENSUS_QUORUM)
         found, census.timed_out = read.entries, read.timed_out
         census.buckets_read += len(found) if census.timed_out else len(wave)
         census.thin_buckets += len(read.thin_keys())
-        own_key = census_key(rules.swarm_id, beacon_bucket(own)) if own is not None else None
+        own_key = census_key(rules.swarm_id, window, beacon_bucket(own)) if own is not None else None
         if own_key in keys:
             census.missing_self = own not in found.get(own_key, {})
         now = get_dht_time()
@@ -195,7 +201,7 @@ def take_census(
                 census.bytes_in += len(frame)
                 try:
                     signed = open_frame(
-                        frame, BEACON, rules, now=now, slot=Slot(None, keys[key], subkey), verified=peer.verified,
+                        frame, BEACON, rules, now=now, slot=Slot(window, keys[key], subkey), verified=peer.verified,
                         reading=True,
                     )
                 except Rejected as rejected:
@@ -249,7 +255,7 @@ class BeaconService:
         self._full: Census | None = None
         self._expected_nodes: float | None = None  # from our last census: how many buckets the next one reads
         self.published = self.failures = 0
-        self._stored_window: int | None = None  # the window of our latest beacon another peer stored
+        self._stored_in: set[int] = set()  # windows whose census key another peer stored our beacon under
         self.last_error: str | None = None  # why the latest beacon was not stored
         self.census_error: str | None = None  # why the latest census failed
 
@@ -294,23 +300,24 @@ class BeaconService:
             self.failures += 1
             self.last_error = f"our beacon would be refused by peers: {rejected}"
             return False
-        item = StoreItem(
-            census_key(beacon.swarm_id, beacon_bucket(self.identity.peer_id)), self.identity.peer_id, frame,
-            self.rules.expiration_of(now),
-        )
-        stored = self.peer.store([item], timeout_s=self._timeout_s)[0].remote > 0
-        if stored:
-            self._stored_window = beacon.window
+        windows = census_windows(beacon.window)
+        items = [
+            StoreItem(census_key(beacon.swarm_id, window, beacon_bucket(self.identity.peer_id)), self.identity.peer_id,
+                      frame, self.rules.expiration_of(now))
+            for window in windows
+        ]
+        outcomes = self.peer.store(items, timeout_s=self._timeout_s)
+        self._stored_in = {window for window in self._stored_in if window >= beacon.window}
+        self._stored_in.update(window for window, outcome in zip(windows, outcomes) if outcome.remote > 0)
+        stored = beacon.window in self._stored_in
         self.published += int(stored)
         self.failures += int(not stored)
         self.last_error = None if stored else f"no other peer stored our beacon within {self._timeout_s:g} s"
         return stored
 
     def _stored_beacon_of(self) -> str | None:
-        """Our peer id while a beacon we stored is live: a census that reads its bucket must find it."""
-        window = self.rules.window_of(get_dht_time())
-        live = self._stored_window is not None and self._stored_window >= window - BEACON_MAX_AGE_WINDOWS
-        return self.identity.peer_id if live else None
+        """Our peer id while the current window's census key holds our beacon: a census that reads it must find it."""
+        return self.identity.peer_id if self.rules.window_of(get_dht_time()) in self._stored_in else None
 
     def sampled_census(self) -> Census:
         """The node's own census: buckets until CENSUS_SAMPLE nodes were seen (all of a small swarm's)."""

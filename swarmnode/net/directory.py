@@ -13,13 +13,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.net.replicas import REPLICAS
+from swarmnode.net.storage import MAX_DIRECTORY_ENTRIES
 from swarmnode.wire.address import Reachability, is_tcp_address
 from swarmnode.wire.identity import Identity
 from swarmnode.wire.keys import directory_key
 from swarmnode.wire.presence import MAX_ADDRESSES, PRESENCE, Presence, join_addresses
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Rejected
-from swarmnode.wire.rules import Slot, SwarmRules
+from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
 
@@ -43,7 +45,9 @@ class Directory:
         self._peer = peer
         self._identity = identity
         self.rules = rules
-        self._signers: dict[str, int] = {}  # signer -> newest window it was seen publishing in
+        self._signers: dict[str, int] = {}  # signer -> newest window a batch of it was read from
+        self._listed: dict[str, int] = {}  # signer -> newest window whose directory lists it (a claim until read)
+        self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
         self._read: set[int] = set()  # windows whose directory an earlier read got
         self._stored_window: int | None = None  # the window whose directory another peer holds our entry in
 
@@ -72,9 +76,20 @@ class Directory:
     def publishers(self) -> set[str]:
         """Peers we know publish: those in our routing table and the signers the directory or recent batches
         showed us (which include nodes behind NAT, in nobody's routing table)."""
-        publishers = set(self._peer.known_peer_ids()) | set(self._signers)
+        publishers = set(self._peer.known_peer_ids()) | set(self._signers) | set(self._listed)
         publishers.discard(self._identity.peer_id)
         return publishers
+
+    def not_found(self, read_shards: set[int], found: set[str]) -> int:
+        """Drop listed signers whose shard was read and held no batch of theirs: an entry costs nothing to forge,
+        and a Sybil's entries would otherwise keep collectors reading empty shards first. Returns how many."""
+        absent = [
+            signer for signer in self._listed
+            if signer not in found and signer not in self._signers and shard_of(signer, self.rules.num_shards) in read_shards
+        ]
+        for signer in absent:
+            self._absent[signer] = self._listed.pop(signer)  # not listed again for that entry, however often read
+        return len(absent)
 
     def read_due(self, window: int, peers_needed: int) -> bool:
         """Once a window; and every round while we know fewer than twice the publishers a collect wants
@@ -87,12 +102,15 @@ class Directory:
         windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
         keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
         result = DirectoryRead(keys_read=len(keys))
-        read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0))
+        # every replica: an answer is small (at most MAX_DIRECTORY_ENTRIES presences), and one liar must not hide it
+        read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=REPLICAS)
         found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
             self._read.update(keys.values())
         for key, entries in found.items():
-            for subkey, (frame, _) in entries.items():
+            if len(entries) > MAX_DIRECTORY_ENTRIES:  # more than an honest replica holds: the rest is not opened
+                result.rejected["presence_directory_full"] += len(entries) - MAX_DIRECTORY_ENTRIES
+            for subkey, (frame, _) in list(entries.items())[:MAX_DIRECTORY_ENTRIES]:
                 result.bytes_in += len(frame)
                 if subkey == self._identity.peer_id:
                     continue
@@ -105,10 +123,13 @@ class Directory:
                     result.rejected[f"presence_{rejected.reason.value}"] += 1
                     continue
                 result.entries += 1
-                self.saw(subkey, signed.value.window)
+                if self._absent.get(subkey, -1) < signed.value.window:
+                    self._listed[subkey] = max(self._listed.get(subkey, 0), signed.value.window)
                 if signed.value.reachability is Reachability.PUBLIC and signed.value.addresses:
                     self._peer.add_entry_peers(join_addresses(signed))
         oldest = window - self.rules.max_age_windows
         self._read = {w for w in self._read if w >= oldest}
         self._signers = {signer: seen for signer, seen in self._signers.items() if seen >= oldest}
+        self._listed = {signer: seen for signer, seen in self._listed.items() if seen >= oldest}
+        self._absent = {signer: seen for signer, seen in self._absent.items() if seen >= oldest}
         return result

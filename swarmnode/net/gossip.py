@@ -71,6 +71,7 @@ class CollectResult:
     directory_entries: int = 0  # other signers' valid entries in the directories read
     directory_timed_out: bool = False
     thin_reads: int = 0  # keys too few of whose replicas answered: what a liar at the key hides looks like this
+    listed_not_found: int = 0  # signers the directory listed whose shard held nothing of theirs: dropped
     error: str | None = None  # the collect failed (the DHT loop raised): nothing was read
 
 
@@ -314,6 +315,8 @@ class Gossip:
             result.rejected.update(read.rejected)
             result.thin_reads += read.thin
         plan = self._reading_plan(window)
+        windows_read: Counter[int] = Counter()  # shard -> its keys read from enough replicas
+        signers_found: set[str] = set()
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
@@ -330,8 +333,11 @@ class Gossip:
             with self._lock:
                 self._get_latency_s.append(time.monotonic() - wave_started)
             result.keys_read += len(wave)
+            thin = set(read.thin_keys())
             for key, slot, _ in wave:
                 entries = list(found.get(key, {}).items())
+                windows_read[slot.shard] += key not in thin and key in read.coverage
+                signers_found.update(signer for signer, _ in entries)
                 result.bytes_in += sum(len(frame) for _, (frame, _) in entries)
                 self._random.shuffle(entries)
                 for subkey, (frame, _) in entries:
@@ -343,6 +349,9 @@ class Gossip:
                     self._consider(
                         frame, Slot(slot.window, slot.shard, subkey), now, max_rollouts, taken, result
                     )
+        all_windows = self.rules.max_age_windows + 1
+        read_shards = {shard for shard, count in windows_read.items() if count == all_windows}
+        result.listed_not_found = self._directory.not_found(read_shards, signers_found)
         result.peers_seen = len(taken)
         result.elapsed_s = time.monotonic() - started
         with self._lock:
@@ -374,12 +383,21 @@ class Gossip:
 
     def _next_wave(self, plan: list[tuple[str, Slot, int]], peers_needed: int) -> list[tuple[str, Slot, int]]:
         """Take keys off the plan until they should hold `peers_needed` peers, within [1, shards_per_wave]:
-        a dense shard costs one key per lookup, sparse or unknown ones are read several at a time."""
-        size, expected = 0, 0
-        while size < min(len(plan), self.config.shards_per_wave) and (size == 0 or expected < peers_needed):
-            expected += plan[size][2]
-            size += 1
-        wave, plan[:] = plan[:size], plan[size:]
+        a dense shard costs one key per lookup, sparse or unknown ones are read several at a time. Every wave
+        also reads a key of a shard we know no publisher of while one is left, so that listed signers (an entry
+        costs nothing to forge) cannot keep the probes for the others out past the deadline."""
+        limit = min(len(plan), self.config.shards_per_wave)
+        wave: list[tuple[str, Slot, int]] = []
+        expected = 0
+        for entry in plan:
+            if len(wave) == limit or (wave and expected >= peers_needed):
+                break
+            wave.append(entry)
+            expected += entry[2]
+        probe = next((entry for entry in plan if entry[2] == 0), None)
+        if probe is not None and probe not in wave:
+            wave[-1 if len(wave) == limit else len(wave):] = [probe]
+        plan[:] = [entry for entry in plan if entry not in wave]
         return wave
 
     def _consider(

@@ -40,7 +40,7 @@ from swarmnode.net.reachability import (
     observed_host,
     verdict,
 )
-from swarmnode.net.replicas import READ_QUORUM, KeyRead, Read
+from swarmnode.net.replicas import READ_QUORUM, REPLICAS, KeyRead, Read
 from swarmnode.net.routing import bind_node_ids, node_id_of
 from swarmnode.net.start import StartError, StartFailure, check_initial_peer, explain, listen_maddr
 from swarmnode.net.storage import BoundedRecordStorage
@@ -197,6 +197,7 @@ class DHTPeer:
         node = await DHTNode.create(
             p2p=self._p2p,
             node_id=node_id_of(self._p2p.peer_id),
+            num_replicas=REPLICAS,
             record_validator=self.validator,
             wait_timeout=RPC_TIMEOUT_S,
             cache_locally=False,

@@ -97,10 +97,13 @@ def check_record(
     subkey = unpack_str(record.subkey)
     signed = open_frame(frame, kind, rules, slot=Slot(None, None, subkey), verified=verified)
     timestamp = kind.timestamp(signed.value)
-    expected_key = key_of(signed.value, subkey, rules) if key_of is not None and kind is BATCH else kind.key(signed.value, subkey, rules)
+    if key_of is not None and kind is BATCH:
+        expected_keys: tuple[str, ...] = (key_of(signed.value, subkey, rules),)
+    else:
+        expected_keys = kind.keys(signed.value, subkey, rules)
     if record.subkey != msgpack.packb(signed.signer):
         raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
-    if record.key != key_id(expected_key):
+    if record.key not in {key_id(key) for key in expected_keys}:
         raise Rejected(Reason.KEY_MISMATCH, "stored under another key than the one its content places it under")
     # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
     if not abs(record.expiration_time - rules.expiration_of(timestamp)) <= EXPIRY_TOLERANCE_S:
@@ -115,8 +118,8 @@ def check_record(
 
 
 class KeyKinds:
-    """Which kind of record a DHT key id holds: the swarm's census keys, directory keys of windows whose
-    entries can still be stored (by expiration), else batches.
+    """Which kind of record a DHT key id holds: census and directory keys of windows whose entries can still be
+    stored (by expiration), else batches.
 
     A peer asked to store a record sees only the key's hash; it tells the kinds apart by whether the hash is
     one of these (computed, not learnt from the record), so no kind can be passed off as another.
@@ -127,22 +130,23 @@ class KeyKinds:
         self._clock = clock
         self._lock = threading.Lock()
         self._span: tuple[int, int] | None = None
-        self._directories: set[bytes] = set()
-        self._census = {key_id(census_key(rules.swarm_id, bucket)) for bucket in range(BEACON_BUCKETS)}
+        self._kinds: dict[bytes, Kind] = {}
 
     def kind_of(self, key: bytes) -> Kind:
-        """PROTOCOL.md §5.1: directory windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 1."""
-        if key in self._census:
-            return BEACON
+        """PROTOCOL.md §5.1: windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 2
+        (a beacon is stored under the next window's census keys too)."""
         now, rules = self._clock(), self.rules
-        span = (rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 1)
+        span = (rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 2)
         with self._lock:
             if span != self._span:
                 self._span = span
-                self._directories = {
-                    key_id(directory_key(rules.swarm_id, window)) for window in range(span[0], span[1] + 1)
-                }
-            return PRESENCE if key in self._directories else BATCH
+                windows = range(span[0], span[1] + 1)
+                self._kinds = {key_id(directory_key(rules.swarm_id, window)): PRESENCE for window in windows}
+                self._kinds.update(
+                    (key_id(census_key(rules.swarm_id, window, bucket)), BEACON)
+                    for window in windows for bucket in range(BEACON_BUCKETS)
+                )
+            return self._kinds.get(key, BATCH)
 
 
 @contextlib.contextmanager

@@ -61,8 +61,8 @@ class BatchKind(Kind[RolloutBatch]):
         if now is not None:
             check_freshness(value.window, value.timestamp, rules, now, reading=reading)
 
-    def key(self, value: RolloutBatch, signer: str, rules: SwarmRules) -> str:
-        return batch_key(value.swarm_id, value.window, shard_of(signer, rules.num_shards))
+    def keys(self, value: RolloutBatch, signer: str, rules: SwarmRules) -> tuple[str, ...]:
+        return (batch_key(value.swarm_id, value.window, shard_of(signer, rules.num_shards)),)
 
     def timestamp(self, value: RolloutBatch) -> float:
         return value.timestamp

@@ -21,7 +21,7 @@ from swarmnode.wire.envelope import (
     parse_canonical,
     text_limit,
 )
-from swarmnode.wire.keys import beacon_bucket, census_key
+from swarmnode.wire.keys import beacon_bucket, census_key, census_windows
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.record import Kind
 from swarmnode.wire.rejection import Reason, Rejected
@@ -99,13 +99,16 @@ class BeaconKind(Kind[Beacon]):
         self, value: Beacon, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
     ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
+        if rules.swarm_id is not None and slot is not None and slot.window is not None:
+            if slot.window not in census_windows(value.window):
+                raise Rejected(Reason.KEY_MISMATCH, "read from the census key of another window")
         if now is not None:
             check_freshness(
                 value.window, value.timestamp, rules, now, max_age_windows=BEACON_MAX_AGE_WINDOWS, reading=reading
             )
 
-    def key(self, value: Beacon, signer: str, rules: SwarmRules) -> str:
-        return census_key(value.swarm_id, beacon_bucket(signer))
+    def keys(self, value: Beacon, signer: str, rules: SwarmRules) -> tuple[str, ...]:
+        return tuple(census_key(value.swarm_id, window, beacon_bucket(signer)) for window in census_windows(value.window))
 
     def timestamp(self, value: Beacon) -> float:
         return value.timestamp

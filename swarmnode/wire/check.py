@@ -22,7 +22,7 @@ from swarmnode.wire.rules import Slot, SwarmRules
 SLOT_SHAPES = {
     "batch": "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW...",
     "presence": "WINDOW/directory/SUBKEY",
-    "beacon": f"census/BUCKET/SUBKEY, BUCKET in 0-{BEACON_BUCKETS - 1}",
+    "beacon": f"WINDOW/census/BUCKET/SUBKEY, BUCKET in 0-{BEACON_BUCKETS - 1}",
 }
 
 
@@ -40,13 +40,14 @@ class Verdict:
 
 
 def parse_slot(text: str, kind: str) -> Slot:
-    """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/SUBKEY (a presence) or census/BUCKET/SUBKEY
-    (a beacon: Slot(None, bucket, subkey)); ValueError otherwise."""
+    """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/SUBKEY (a presence) or WINDOW/census/BUCKET/SUBKEY
+    (a beacon: Slot(window, bucket, subkey)); ValueError otherwise."""
     window, shard, subkey = text.split("/", 2)
     if kind == "beacon":
-        if window != "census" or not 0 <= int(shard) < BEACON_BUCKETS:
-            raise ValueError(f"a beacon is read from a census key census/0..{BEACON_BUCKETS - 1}, not {window}/{shard}")
-        return Slot(None, int(shard), subkey)
+        bucket, _, subkey = subkey.partition("/")
+        if shard != "census" or not subkey or not 0 <= int(bucket) < BEACON_BUCKETS:
+            raise ValueError(f"a beacon is read from a census key WINDOW/census/0..{BEACON_BUCKETS - 1}, not {text}")
+        return Slot(int(window), int(bucket), subkey)
     if kind == "presence":
         if shard != "directory":
             raise ValueError(f"a presence is read from a directory key, not {shard!r}")
@@ -55,11 +56,10 @@ def parse_slot(text: str, kind: str) -> Slot:
 
 
 def kind_of_slot(text: str) -> str:
-    """The kind of record a key holds, from a slot's shape: census/... a beacon, .../directory/... a presence."""
+    """The kind of record a key holds, from a slot's shape: .../census/... a beacon, .../directory/... a presence."""
     parts = text.split("/", 2)
-    if parts[0] == "census":
-        return "beacon"
-    return "presence" if len(parts) > 1 and parts[1] == "directory" else "batch"
+    shape = parts[1] if len(parts) > 1 else ""
+    return {"census": "beacon", "directory": "presence"}.get(shape, "batch")
 
 
 class Checker:

@@ -69,8 +69,8 @@ class PresenceKind(Kind[Presence]):
         if now is not None:
             check_freshness(value.window, value.timestamp, rules, now, reading=reading)
 
-    def key(self, value: Presence, signer: str, rules: SwarmRules) -> str:
-        return directory_key(value.swarm_id, value.window)
+    def keys(self, value: Presence, signer: str, rules: SwarmRules) -> tuple[str, ...]:
+        return (directory_key(value.swarm_id, value.window),)
 
     def timestamp(self, value: Presence) -> float:
         return value.timestamp

@@ -21,7 +21,7 @@ class Kind(ABC, Generic[T]):
     that needs nothing but the signer's peer id), `parse` (checks 6-8 on the payload bytes: what they are, in
     any context, so a result can be reused for the same bytes) and, when the receiver knows its swarm, `check`
     (checks 9-12: swarm, window, placement, freshness). The DHT validator compares the key a record was stored
-    under with `key`, and its expiration with `timestamp`."""
+    under with `keys`, and its expiration with `timestamp`."""
 
     name: str
     domain: bytes  # the signature's domain tag: a record of one kind never verifies as another
@@ -46,8 +46,8 @@ class Kind(ABC, Generic[T]):
         those whose context is None are skipped. `reading`: the record came from the DHT (check 12's slack)."""
 
     @abstractmethod
-    def key(self, value: T, signer: str, rules: SwarmRules) -> str:
-        """The DHT key the record belongs under."""
+    def keys(self, value: T, signer: str, rules: SwarmRules) -> tuple[str, ...]:
+        """The DHT keys the record may be stored under."""
 
     @abstractmethod
     def timestamp(self, value: T) -> float:
