@@ -11,7 +11,7 @@ from hivemind.utils import get_dht_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.storage import RECORD_OVERHEAD_BYTES, BoundedRecordStorage, cost
 from swarmnode.net.validator import SwarmRecordValidator, check_record, key_id, reading_records, unpack_bin, unpack_str
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity
@@ -213,24 +213,63 @@ def stored(storage: BoundedRecordStorage, key: int, subkey: str, size: int, expi
 
 
 def test_records_beyond_a_keys_byte_budget_are_refused_and_those_stored_stay():
-    storage = BoundedRecordStorage(max_key_bytes=10_000, max_total_bytes=10**9)
+    storage = BoundedRecordStorage(max_key_bytes=10 * cost(1_000), max_total_bytes=10**9)
     assert all(stored(storage, 1, f"sybil{i}", 1_000) for i in range(10))
     assert not stored(storage, 1, "sybil10", 1_000)
     assert stored(storage, 2, "elsewhere", 1_000)  # another key has its own budget
     assert len(storage.get(DHTID(1)).value) == 10 and storage.refusals() == {"key_full": 1}
 
 
+def test_a_key_full_of_large_records_makes_room_for_a_smaller_one_evicting_the_largest():
+    """Three huge frames signed by keys ground into a victim's shard must not keep its batch out (first come
+    first kept would); a record no smaller than those stored evicts nothing."""
+    storage = BoundedRecordStorage(max_key_bytes=3 * cost(1_000), max_total_bytes=10**9)
+    assert all(stored(storage, 1, name, size) for name, size in [("junk0", 1_000), ("junk1", 900), ("junk2", 1_000)])
+    assert not stored(storage, 1, "same_size", 1_000)
+    assert stored(storage, 1, "victim", 300)
+    held = storage.get(DHTID(1)).value
+    assert sorted(subkey for subkey, _ in held.items()) == ["junk0", "junk1", "victim"]  # one of the largest went
+    assert storage.refusals() == {"key_full": 1, "evicted_larger": 1}
+    assert storage.stored_bytes == cost(900) + cost(1_000) + cost(300)
+
+
+def test_every_entry_costs_its_overhead_in_the_budgets():
+    """A flood of tiny valid frames holds hivemind's per-entry structures too: the budget counts them."""
+    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=10 * RECORD_OVERHEAD_BYTES)
+    assert [stored(storage, 1, f"tiny{i}", 0) for i in range(12)] == [True] * 10 + [False] * 2
+    assert storage.stored_bytes == 10 * RECORD_OVERHEAD_BYTES
+
+
 def test_records_beyond_the_total_byte_budget_are_refused():
-    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=5_000)
+    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=5 * cost(1_000))
     assert [stored(storage, key, "s", 1_000) for key in range(7)] == [True] * 5 + [False] * 2
-    assert storage.stored_bytes == 5_000 and storage.refusals() == {"storage_full": 2}
+    assert storage.stored_bytes == 5 * cost(1_000) and storage.refusals() == {"storage_full": 2}
+
+
+def test_what_the_storage_would_refuse_is_refused_before_the_frame_is_opened():
+    """A replica under a flood spends no signature check on a record its budget refuses anyway: a forged frame
+    offered to a full key is refused as key_full, not bad_signature (it was never opened)."""
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    storage = BoundedRecordStorage(max_key_bytes=cost(len(record().value)), kinds=validator.kinds)
+    validator.precheck = storage.precheck
+    honest = record()
+    assert validator.validate(honest)
+    assert storage.store_subkey(DHTID.from_bytes(honest.key), ALICE.peer_id, honest.value, honest.expiration_time)
+    forged = record(signer=MALLORY, content=batch(sequence=2))
+    forged = dataclasses.replace(forged, key=honest.key, value=forged.value[:-1] + bytes([forged.value[-1] ^ 1]))
+    assert not validator.validate(forged)
+    assert storage.refusals() == {"key_full": 1} and validator.refusals() == {}
+    assert not validator.validate(honest)  # the same record again: older than or as old as stored, not counted
+    assert storage.refusals() == {"key_full": 1} and validator.refusals() == {}
+    with reading_records():  # what our own lookups return is judged on its frame alone
+        assert validator.validate(honest)
 
 
 def test_a_signer_replacing_its_record_does_not_grow_and_an_older_record_never_displaces_a_newer_one():
-    storage = BoundedRecordStorage(max_key_bytes=2_000, max_total_bytes=10**9)
+    storage = BoundedRecordStorage(max_key_bytes=2 * cost(1_000), max_total_bytes=10**9)
     for expires_in_s in range(30, 60):
         assert stored(storage, 1, "alice", 1_000, expires_in_s)
-    assert storage.stored_bytes == 1_000
+    assert storage.stored_bytes == cost(1_000)
     assert not stored(storage, 1, "alice", 1_000, expires_in_s=5)
     records = storage.get(DHTID(1)).value
     assert records.get("alice").expiration_time > get_dht_time() + 50
@@ -248,7 +287,7 @@ def test_expired_records_give_their_bytes_back(monkeypatch):
     clock = [T0]  # hivemind's storage expires records by its own clock: ours, so no sleeping and no racing it
     monkeypatch.setattr("hivemind.utils.timed_storage.get_dht_time", lambda: clock[0])
     monkeypatch.setattr("swarmnode.net.storage.RECOUNT_INTERVAL_S", 0.0)
-    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=2_000)
+    storage = BoundedRecordStorage(max_key_bytes=10**9, max_total_bytes=2 * cost(1_000))
 
     def store(key: int, subkey: str) -> bool:
         return storage.store_subkey(DHTID(key), subkey, b"v" * 1_000, T0 + 0.2)
@@ -256,4 +295,4 @@ def test_expired_records_give_their_bytes_back(monkeypatch):
     assert store(1, "a") and store(2, "b")
     assert not store(3, "c")
     clock[0] = T0 + 0.3
-    assert storage.store_subkey(DHTID(3), "c", b"v" * 1_000, T0 + 60) and storage.stored_bytes == 1_000
+    assert storage.store_subkey(DHTID(3), "c", b"v" * 1_000, T0 + 60) and storage.stored_bytes == cost(1_000)

@@ -21,6 +21,7 @@ import math
 import os
 import queue
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,11 @@ class SceneProcess:
     close it is stopped (killed if it does not stop), and so is any p2pd of its that outlived it."""
 
     def __init__(self, tree: Path, keys: Path, window_s: float, collectors: int, log: TextIO) -> None:
-        command = [sys.executable, str(SCENE), "--keys", str(keys), "--window-s", str(window_s),
+        # -S: no .pth file runs, so the venv's editable install of this checkout cannot answer for a module the
+        # tree under test lacks (its finder would, after the path); the tree and site-packages are the whole path
+        command = [sys.executable, "-S", str(SCENE), "--keys", str(keys), "--window-s", str(window_s),
                    "--collectors", str(collectors)]
-        environment = {**os.environ, "PYTHONPATH": str(tree)}
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *site.getsitepackages()])}
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                                         text=True, env=environment, start_new_session=True)
         self.window_s = window_s

@@ -41,6 +41,10 @@ SYBILS_PER_BUCKET = 64  # what an honest census key holds at most (net/storage.M
 
 Answer = Callable[[], DictionaryDHTValue]  # what a hostile server says a target key holds, asked now
 
+# hivemind lists a servicer's handlers on first use, in place and without a lock: peers started on several threads
+# at once may each see a list another is still filling (and register half their handlers). Listed here, once.
+DHTProtocol._collect_rpc_handlers()
+
 
 def key_id(key: str) -> DHTID:
     """Where hivemind stores `key` (SHA-1 of its msgpack)."""

@@ -1,6 +1,7 @@
 """The p2pd daemon of a DHT peer: its sockets named so that a dead owner's leftovers can be found and removed,
-a session of its own (a terminal's Ctrl-C must not kill it before the node has checkpointed), and every RPC
-through it metered (`swarmnode.net.traffic`)."""
+a session of its own (a terminal's Ctrl-C must not kill it before the node has checkpointed), every RPC
+through it metered (`swarmnode.net.traffic`) and every peer's store requests held to a rate
+(`swarmnode.net.store_rate`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from hivemind.p2p import P2P
+from hivemind.proto import dht_pb2
 
+from swarmnode.net.store_rate import StoreRate
 from swarmnode.net.traffic import TrafficMeter
 
 # p2pd's unix sockets live here (hivemind hard-codes /tmp; a long TMPDIR would overflow sun_path).
@@ -26,15 +29,20 @@ _DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.es
 
 class SwarmP2P(P2P):
     """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
-    orphans and a failed start's leftovers can be found) and with metered RPCs."""
+    orphans and a failed start's leftovers can be found), with metered RPCs, and store requests beyond their
+    sender's rate answered "not stored" before any record in them is looked at."""
 
     traffic: TrafficMeter
+    store_rate: StoreRate
 
     @classmethod
-    async def create(cls, *args: Any, socket_prefix: str, traffic: TrafficMeter, **kwargs: Any) -> SwarmP2P:
+    async def create(
+        cls, *args: Any, socket_prefix: str, traffic: TrafficMeter, store_rate: StoreRate, **kwargs: Any
+    ) -> SwarmP2P:
         # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
         named = type(
-            cls.__name__, (cls,), {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic}
+            cls.__name__, (cls,),
+            {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic, "store_rate": store_rate},
         )
         # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
         # and p2pd must outlive the node's first SIGINT so the node can still publish, checkpoint and
@@ -55,9 +63,15 @@ class SwarmP2P(P2P):
         return response
 
     async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
+        storing = handle_name.endswith(".rpc_store")
+
         async def metered(request, context):
-            response = await handler(request, context)
-            self.traffic.add(served=1, bytes_in=request.ByteSize(), bytes_out=response.ByteSize())
+            size = request.ByteSize()
+            if storing and not self.store_rate.allow(context.remote_id.to_base58(), size):
+                response = dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
+            else:
+                response = await handler(request, context)
+            self.traffic.add(served=1, bytes_in=size, bytes_out=response.ByteSize())
             return response
 
         await super()._add_protobuf_unary_handler(handle_name, metered, input_protobuf_type, balanced)

@@ -44,6 +44,7 @@ from swarmnode.net.replicas import READ_QUORUM, REPLICAS, KeyRead, Read
 from swarmnode.net.routing import bind_node_ids, node_id_of
 from swarmnode.net.start import StartError, StartFailure, check_initial_peer, explain, listen_maddr
 from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.store_rate import StoreRate
 from swarmnode.net.traffic import TrafficMeter, TrafficSnapshot
 from swarmnode.net.validator import SwarmRecordValidator, reading_records
 from swarmnode.wire.address import Reachability
@@ -106,6 +107,8 @@ class DHTPeer:
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
         self.verified = self.validator.verified  # frames our lookups returned: opened once, by the validator
         self.storage = BoundedRecordStorage(kinds=self.validator.kinds)
+        self.validator.precheck = self.storage.precheck
+        self.store_rate = StoreRate()
         self._loop: LoopThread | None = None
         self._p2p: SwarmP2P | None = None
         self._node: DHTNode | None = None
@@ -172,6 +175,7 @@ class DHTPeer:
         self._p2p = await SwarmP2P.create(
             socket_prefix=self._socket_prefix,
             traffic=self._traffic,
+            store_rate=self.store_rate,
             initial_peers=list(self.network.initial_peers) or None,
             host_maddrs=host_maddrs,
             announce_maddrs=list(self.network.announce_maddrs) or None,
@@ -352,9 +356,13 @@ class DHTPeer:
         return sorted(Path(directory).glob(f"{prefix}*.sock"))
 
     def refusals(self) -> Counter[str]:
-        """Records refused by reason: by the validator (invalid) or by the storage budget (key/storage full); and
-        peers refused a place in our routing (forged_node_id)."""
-        return self.validator.refusals() + self.storage.refusals() + Counter(self._routing_refusals)
+        """Records refused by reason: by the validator (invalid), by the storage budget (key/storage full) or by
+        the sender's store rate (store_rate: requests, not records); and peers refused a place in our routing
+        (forged_node_id)."""
+        return (
+            self.validator.refusals() + self.storage.refusals() + self.store_rate.refusals()
+            + Counter(self._routing_refusals)
+        )
 
     def traffic(self) -> TrafficSnapshot:
         """Cumulative DHT RPC traffic since this object was made (across restarts)."""

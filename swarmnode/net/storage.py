@@ -1,6 +1,8 @@
 """What a peer stores for others: hivemind's record storage under a byte budget per key and in total, with caps
 on the entries of a directory or census key and on how often a signer's beacon is replaced (PROTOCOL.md §5.1).
-Valid frames cost an attacker nothing but fresh keys, so nothing a peer holds for others is unbounded.
+Valid frames cost an attacker nothing but fresh keys, so nothing a peer holds for others is unbounded, no
+signer's large records keep a smaller one out of a full key, and what can be refused without opening a frame
+is refused before its signature is checked (`precheck`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ MAX_STORED_BYTES = 128 * 2**20
 MAX_DIRECTORY_ENTRIES = 32
 # A census bucket key holds at most this many signers' beacons (a full census reads every bucket).
 MAX_BEACONS_PER_BUCKET = 64
+NOT_NEWER = "not_newer"  # a copy no newer than the one stored: refused, and not counted (replicas resend freely)
 RECOUNT_INTERVAL_S = 1.0
+# What an entry costs beyond its value (hivemind's dictionaries, expiration heap entry, the subkey), counted in
+# every budget: a flood of tiny valid frames must not hold more memory than the budget says.
+RECORD_OVERHEAD_BYTES = 512
+
+
+def cost(value_bytes: int) -> int:
+    return value_bytes + RECORD_OVERHEAD_BYTES
 
 
 class BoundedRecordStorage(DHTLocalStorage):
@@ -36,9 +46,11 @@ class BoundedRecordStorage(DHTLocalStorage):
     asks us to store a record that our validator accepted.
 
     hivemind's own storage has no size limit, and a valid record costs nothing but a key pair, so a peer
-    making up identities could fill our memory with validly signed frames. A record that would exceed a
-    budget is refused (`key_full`, `storage_full`): what is stored stays readable, and what arrives first is
-    kept rather than evicted by a flood. Byte counts are kept exact for stores and replacements and
+    making up identities could fill our memory with validly signed frames. Budgets count every entry's value
+    and RECORD_OVERHEAD_BYTES. A record that would exceed a key's budget evicts other signers' records larger
+    than itself, largest first (`evicted_larger`), so that a few huge frames signed by keys ground into a
+    victim's shard cannot keep its batch out; if that does not make room it is refused (`key_full`), as it is
+    beyond the total (`storage_full`): what is stored stays readable, and a flood evicts nothing smaller. Byte counts are kept exact for stores and replacements and
     recounted at most once a second for expirations (which hivemind performs silently), so they never
     under-count. Also avoids two hivemind habits under floods: every store pushes an expiration-heap
     entry, dropped only when it expires (so the heap grows with the store rate), and a refused older record
@@ -72,34 +84,72 @@ class BoundedRecordStorage(DHTLocalStorage):
             return self._refuse("not_a_record")
         return self.store_subkey(key, subkey, value, expiration_time)
 
+    def precheck(self, key: DHTID, subkey: Subkey, value_bytes: int, expiration_time: float) -> str | None:
+        """Why a record of this size would be refused, or None: what store_subkey would decide from the sizes and
+        times alone, asked before the frame is opened (counted here when refused)."""
+        refusal, _ = self._admit(key, subkey, value_bytes, expiration_time)
+        self._count(refusal)
+        return refusal
+
     def store_subkey(self, key: DHTID, subkey: Subkey, value: bytes, expiration_time: float) -> bool:
-        entry = self.get(key)
-        records = entry.value if entry is not None and isinstance(entry.value, DictionaryDHTValue) else None
-        previous = records.get(subkey) if records is not None else None
-        if previous is not None and previous.expiration_time >= expiration_time:
+        refusal, evicted = self._admit(key, subkey, len(value), expiration_time)
+        if refusal is not None:
+            self._count(refusal)
             return False
-        kind = self.kinds.kind_of(key.to_bytes()) if self.kinds is not None else BATCH
-        if previous is None and records is not None and kind in self.max_entries:
-            if len(records) >= self.max_entries[kind]:
-                return self._refuse("directory_full" if kind is PRESENCE else "census_full")
-        if previous is not None and kind is BEACON and self._same_window(previous.expiration_time, expiration_time):
-            return self._refuse("beacon_rate")
-        self._recount_if_due()
-        growth = len(value) - (len(previous.value) if previous is not None else 0)
-        key_bytes = self._key_bytes.get(key, 0)
-        if key_bytes + growth > self.max_key_bytes:
-            return self._refuse("key_full")
-        if self._total_bytes + growth > self.max_total_bytes:
-            return self._refuse("storage_full")
+        records = self.get(key)
+        for victim in evicted:
+            assert records is not None and isinstance(records.value, DictionaryDHTValue)
+            freed = cost(len(records.value.get(victim).value))
+            del records.value[victim]
+            self._key_bytes[key] -= freed
+            self._total_bytes -= freed
+            self._refuse("evicted_larger")
+        previous = records.value.get(subkey) if records is not None and isinstance(records.value, DictionaryDHTValue) else None
+        growth = cost(len(value)) - (cost(len(previous.value)) if previous is not None else 0)
         if not super().store_subkey(key, subkey, value, expiration_time):
             return False
-        self._key_bytes[key] = key_bytes + growth
+        self._key_bytes[key] = self._key_bytes.get(key, 0) + growth
         self._total_bytes += growth
         _compact(self)
         entry = self.get(key)
         if entry is not None and isinstance(entry.value, DictionaryDHTValue):
             _compact(entry.value)
         return True
+
+    def _admit(self, key: DHTID, subkey: Subkey, value_bytes: int, expiration_time: float) -> tuple[str | None, list[Subkey]]:
+        """(the refusal, or None; the other signers' records to evict first to make room)."""
+        entry = self.get(key)
+        records = entry.value if entry is not None and isinstance(entry.value, DictionaryDHTValue) else None
+        previous = records.get(subkey) if records is not None else None
+        if previous is not None and previous.expiration_time >= expiration_time:
+            return NOT_NEWER, []
+        kind = self.kinds.kind_of(key.to_bytes()) if self.kinds is not None else BATCH
+        if previous is None and records is not None and kind in self.max_entries:
+            if len(records) >= self.max_entries[kind]:
+                return ("directory_full" if kind is PRESENCE else "census_full"), []
+        if previous is not None and kind is BEACON and self._same_window(previous.expiration_time, expiration_time):
+            return "beacon_rate", []
+        self._recount_if_due()
+        growth = cost(value_bytes) - (cost(len(previous.value)) if previous is not None else 0)
+        excess = self._key_bytes.get(key, 0) + growth - self.max_key_bytes
+        evicted: list[Subkey] = []
+        if excess > 0:
+            larger = sorted(
+                ((len(item.value), other) for other, item in (records.items() if records is not None else [])
+                 if other != subkey and len(item.value) > value_bytes),
+                reverse=True,
+            )
+            for size, other in larger:
+                if excess <= 0:
+                    break
+                evicted.append(other)
+                excess -= cost(size)
+                growth -= cost(size)
+            if excess > 0:
+                return "key_full", []
+        if self._total_bytes + growth > self.max_total_bytes:
+            return "storage_full", []
+        return None, evicted
 
     def _same_window(self, expiration_a: float, expiration_b: float) -> bool:
         """Whether two records of a key signed in the same window (the validator tied expiration to timestamp)."""
@@ -116,6 +166,10 @@ class BoundedRecordStorage(DHTLocalStorage):
         with self._lock:
             return Counter(self._refused)
 
+    def _count(self, refusal: str | None) -> None:
+        if refusal is not None and refusal != NOT_NEWER:  # an older copy is no offence: replicas resend freely
+            self._refuse(refusal)
+
     def _refuse(self, reason: str) -> bool:
         with self._lock:
             self._refused[reason] += 1
@@ -127,7 +181,7 @@ class BoundedRecordStorage(DHTLocalStorage):
             return
         self._counted_at = now
         self._key_bytes = {
-            key: sum(len(record.value) for _, record in entry.value.items())
+            key: sum(cost(len(record.value)) for _, record in entry.value.items())
             for key, entry in self.items()
             if isinstance(entry.value, DictionaryDHTValue)
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,6 +37,8 @@ _FIXSTR_MASK, _FIXSTR_TAG = 0xE0, 0xA0
 
 _reading = contextvars.ContextVar("swarmnode_reading_records", default=False)
 KeyOf = Callable[[RolloutBatch, str, SwarmRules], str]  # where a batch belongs; benchmarks try other layouts
+# (key, subkey, value bytes, expiration) -> why the storage would refuse it, or None: asked before a frame is opened
+Precheck = Callable[[DHTID, str, int, float], "str | None"]
 
 
 def key_id(key: str) -> bytes:
@@ -163,7 +166,9 @@ class SwarmRecordValidator(RecordValidatorBase):
     """hivemind calls validate() when a peer asks us to store a record and when a peer returns one to us.
 
     Refusals are counted by reason code (thread-safe snapshot via `refusals()`). What a frame's bytes proved is
-    remembered in `verified`, which the node's readers share: a frame our lookup returned is opened once.
+    remembered in `verified`, which the node's readers share: a frame our lookup returned is opened once. A record
+    offered for storage is first put to `precheck` (the storage's refusals that need no signature: key full, older
+    than stored, directory full...), so a flood of frames that would be refused anyway costs no verification.
     """
 
     def __init__(
@@ -180,12 +185,19 @@ class SwarmRecordValidator(RecordValidatorBase):
         self.verified = verified if verified is not None else VerifiedFrames()
         self._lock = threading.Lock()
         self._refused: Counter[str] = Counter()
+        self.precheck: Precheck | None = None
 
     def validate(self, record: DHTRecord) -> bool:
+        kind, reading = self.kinds.kind_of(record.key), _reading.get()
         try:
+            if self.precheck is not None and not reading and math.isfinite(record.expiration_time):
+                if len(record.value) > kind.max_frame_bytes + 5:
+                    raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
+                key, subkey = DHTID.from_bytes(record.key), unpack_str(record.subkey)
+                if self.precheck(key, subkey, len(record.value), record.expiration_time) is not None:
+                    return False  # counted by the storage
             check_record(
-                record, self.rules, self._clock(), kind=self.kinds.kind_of(record.key), reading=_reading.get(),
-                key_of=self._key_of, verified=self.verified,
+                record, self.rules, self._clock(), kind=kind, reading=reading, key_of=self._key_of, verified=self.verified
             )
         except Rejected as rejected:
             with self._lock:
