@@ -148,8 +148,8 @@ class Node:
         with beacons on, the census."""
         config = self.config
         rules = SwarmRules.of(config.swarm)
-        known = peerbook.fallback_peers(config.network, peerbook.load(self.data_dir), self.identity.peer_id)
-        self.peer = DHTPeer(identity_path, rules, config.network.model_copy(update={"fallback_peers": known}))
+        learnt = peerbook.learnt_peers(config.network, peerbook.load(self.data_dir), self.identity.peer_id)
+        self.peer = DHTPeer(identity_path, rules, config.network, learnt_peers=learnt)
         self.peer.start()
         self._traffic = self.peer.traffic()  # joining is not the first round's traffic
         self.gossip = Gossip(self.peer, self.identity, rules, config.gossip)
@@ -373,8 +373,8 @@ class Node:
         saved = self.learner.save(self.checkpointer, state)
         self._saved = (self.round, time.monotonic())
         self.metrics.set_checkpoint(saved.path.name, saved.size, saved.seconds, saved.disk)
-        if self.peer is not None and self.peer.entry_peers:
-            peerbook.save(self.data_dir, [*peerbook.load(self.data_dir), *self.peer.entry_maddrs()])
+        if self.peer is not None and (reached := self.peer.entry_maddrs()):
+            peerbook.save(self.data_dir, peerbook.updated(peerbook.load(self.data_dir), reached))
 
     def close(self) -> None:
         """Leave the swarm and release the data dir; safe to call more than once."""

@@ -30,12 +30,43 @@ def test_only_full_tcp_join_addresses_survive_a_round_trip_and_junk_files_read_a
         assert peerbook.load(tmp_path) == []
 
 
-def test_fallback_peers_skip_ours_and_those_configured_already():
+def test_learnt_peers_skip_ours_and_those_configured_already():
     ours = f"/ip4/10.0.0.1/tcp/1/p2p/{PEER}"
     other = "/ip4/10.0.0.2/tcp/2/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
     network = NetworkConfig(initial_peers=[other])
-    assert peerbook.fallback_peers(network, [ours, other], PEER) == []
-    assert peerbook.fallback_peers(NetworkConfig(), [ours, other], PEER) == [other]
+    assert peerbook.learnt_peers(network, [ours, other], PEER) == []
+    assert peerbook.learnt_peers(NetworkConfig(), [ours, other], PEER) == [other]
+
+
+def sybil_addresses(count: int, per_peer: int) -> list[str]:
+    return [
+        f"/ip4/203.0.113.{index}/tcp/{4000 + port}/p2p/{str(Identity.generate().peer_id)}"
+        for index in range(count) for port in range(per_peer)
+    ]
+
+
+def test_the_book_counts_peers_not_addresses_and_keeps_the_peers_it_knew_while_they_are_reached():
+    """Four peers with many addresses each no longer fill it; newcomers (Sybils included) cannot push out the
+    peers a node has long known while those still answer; a peer not reached any more leaves."""
+    many = [f"/ip4/203.0.113.9/tcp/{port}/p2p/{PEER}" for port in range(1, 10)]
+    assert peerbook.bounded(many) == many[: peerbook.MAX_ADDRESSES_PER_PEER]
+    old = sybil_addresses(peerbook.MAX_KNOWN_PEERS - 2, 1)
+    newcomers = sybil_addresses(40, 3)
+    book = peerbook.updated(old, [*newcomers, *old])  # all reached, the newcomers listed first
+    assert book[: len(old)] == old and len({peerbook.peer_of(a) for a in book}) == peerbook.MAX_KNOWN_PEERS
+    gone = old[0]
+    assert gone not in peerbook.updated(book, [a for a in book if a != gone])
+
+
+@pytest.mark.parametrize(("host", "kept"), [("0.0.0.0", {"public"}), ("127.0.0.1", {"public", "loopback"})])
+def test_addresses_of_a_scope_the_swarm_does_not_use_are_dropped_from_what_presences_teach(tmp_path, host, kept):
+    """A remote presence naming 127.0.0.1 or a LAN address must not make a node on the internet dial into its
+    own machine or network; a swarm on loopback (tests) keeps loopback addresses."""
+    peers = {scope: str(Identity.generate().peer_id) for scope in ("public", "loopback", "private")}
+    hosts = {"public": "1.2.3.4", "loopback": "127.0.0.1", "private": "192.168.1.5"}
+    peer = DHTPeer(new_key(tmp_path, "me"), SwarmRules.of(SWARM), NetworkConfig(host=host))  # never started: nothing is dialled
+    peer.add_entry_peers([f"/ip4/{hosts[scope]}/tcp/4001/p2p/{peers[scope]}" for scope in peers])
+    assert {peer_id.to_base58() for peer_id in peer.entry_peers} == {peers[scope] for scope in kept}
 
 
 def new_key(directory: Path, name: str) -> Path:
@@ -66,9 +97,10 @@ def test_a_node_learns_public_peers_from_the_directory_and_rejoins_through_them_
             learnt = home_peer.entry_maddrs()
         assert learnt == public_peer.advertised_maddrs()
         bootstrap.close()
-        fallback = NetworkConfig(fallback_peers=[free_port_maddr(), *learnt])
-        with DHTPeer(new_key(tmp_path, "restarted"), rules, fallback) as restarted:
+        fallback = NetworkConfig(fallback_peers=[free_port_maddr()])
+        with DHTPeer(new_key(tmp_path, "restarted"), rules, fallback, learnt_peers=learnt) as restarted:
             assert public.peer_id in restarted.known_peer_ids()
+            assert restarted.reachability.asked == 1  # the configured peer only: learnt ones never judge it
     with DHTPeer(new_key(tmp_path, "alone"), SwarmRules.of(SWARM), NetworkConfig(fallback_peers=[free_port_maddr()])) as alone:
         assert alone.num_peers() == 0  # nobody answered: it starts alone instead of failing
 

@@ -136,3 +136,20 @@ def test_a_node_the_check_finds_undiallable_joins_as_a_client_though_its_config_
             assert node.reachability.reachability is Reachability.PRIVATE and node.reachability.answered == 1
             assert node.client_mode
             assert node.peer_id not in entry.known_peer_ids()
+
+
+@pytest.mark.network
+def test_a_recheck_asks_peers_that_answer_now_when_the_configured_ones_are_gone(tmp_path):
+    """Configured peers come and go (a bootstrap restarts, fallback addresses rot): a re-check that asked only
+    them would find nobody and keep a stale verdict for good. It asks routing-table peers first."""
+    with DHTPeer(new_key(tmp_path, "entry"), RULES, NetworkConfig()) as entry:
+        gone = [f"/ip4/127.0.0.1/tcp/{unused_port()}/p2p/{Identity.generate().peer_id}" for _ in range(2)]
+        network = NetworkConfig(initial_peers=entry.advertised_maddrs(), fallback_peers=gone)
+        with DHTPeer(new_key(tmp_path, "other"), RULES, NetworkConfig(initial_peers=entry.advertised_maddrs())) as other:
+            with DHTPeer(new_key(tmp_path, "node"), RULES, network) as node:
+                assert other.peer_id in node.known_peer_ids()
+                entry.close()
+                served = other._dial_back.served
+                report = node.check_reachability_now()
+                assert other._dial_back.served == served + 1
+                assert report.reachability is Reachability.PUBLIC and report.answered == 1

@@ -206,36 +206,38 @@ def run_cell(scene: SceneProcess, cell: Cell, rules: SwarmRules, workdir: Path, 
 
 
 def run_cells(tree: Path, cells: Sequence[Cell], *, peers: int, window_s: float, collectors: int,
-              workdir: Path, keys: Path | None = None, on_cell: Callable[[dict[str, Any]], None] | None = None
-              ) -> dict[str, Any]:
-    """Start an honest swarm of `peers` under `tree` (identities from `keys`, made if None) and run each cell;
-    returns the scene's description and each cell's report."""
-    swarm = SwarmConfig(id="bench-dht-attacks", window_s=window_s, record_ttl_s=2 * window_s)
-    rules = SwarmRules.of(swarm)
+              workdir: Path, keys: Path | None = None, fresh_swarm: bool = True,
+              on_cell: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run each cell against an honest swarm of `peers` under `tree` (identities from `keys`, made if None); returns
+    the scene's description and each cell's report. `fresh_swarm`: a swarm of its own for each cell (attackers that
+    left stay in honest routing tables as dead neighbours of the keys they stood at, and a read that asks one
+    counts it as unanswered), else one swarm for all."""
+    rules = SwarmRules.of(SwarmConfig(id="bench-dht-attacks", window_s=window_s, record_ttl_s=2 * window_s))
     if keys is None:
         keys = Path(tempfile.mkdtemp(prefix="honest-", dir=workdir))
         for index in range(peers):
             save_identity(Identity.generate(), keys / f"honest-{index:03d}.key")
     reports: list[dict[str, Any]] = []
+    killed: list[int] = []
     with open(workdir / f"scene-{tree.name}.log", "a") as log:
-        scene = SceneProcess(tree, keys, window_s, collectors, log)
-        leftovers: list[int] = []
-        try:
-            scene.wait_ready()
-            lead_s = window_s
-            for cell in cells:
-                started = time.monotonic()
-                report = run_cell(scene, cell, rules, workdir, lead_s)
-                lead_s = max(window_s / 2, 1.5 * report["ready_s"] + 2.0)
-                report["wall_s"] = round(time.monotonic() - started, 1)
-                reports.append(report)
-                if on_cell is not None:
-                    on_cell(report)
-        finally:
-            leftovers = scene.close()
+        for group in [[cell] for cell in cells] if fresh_swarm else [list(cells)]:
+            scene = SceneProcess(tree, keys, window_s, collectors, log)
+            try:
+                scene.wait_ready()
+                lead_s = window_s
+                for cell in group:
+                    started = time.monotonic()
+                    report = run_cell(scene, cell, rules, workdir, lead_s)
+                    lead_s = max(window_s / 2, 1.5 * report["ready_s"] + 2.0)
+                    report["wall_s"] = round(time.monotonic() - started, 1)
+                    reports.append(report)
+                    if on_cell is not None:
+                        on_cell(report)
+            finally:
+                killed += scene.close()
     scene_info = {key: scene.ready[key] for key in ("tree", "census_keys_rotate", "victim", "bucket", "bucket_peers",
                                                      "readers", "collectors")}
-    return {"scene": {**scene_info, "peers": len(scene.ready["peers"]), "p2pd_killed": leftovers}, "cells": reports}
+    return {"scene": {**scene_info, "peers": len(scene.ready["peers"]), "p2pd_killed": killed}, "cells": reports}
 
 
 def summarize(report: dict[str, Any], honest: int) -> dict[str, Any]:

@@ -47,7 +47,7 @@ from swarmnode.net.storage import BoundedRecordStorage
 from swarmnode.net.store_rate import StoreRate
 from swarmnode.net.traffic import TrafficMeter, TrafficSnapshot
 from swarmnode.net.validator import SwarmRecordValidator, reading_records
-from swarmnode.wire.address import Reachability
+from swarmnode.wire.address import Reachability, scope
 from swarmnode.wire.rules import SwarmRules
 
 logger = logging.getLogger(__name__)
@@ -100,9 +100,14 @@ class DHTPeer:
         *,
         validator: SwarmRecordValidator | None = None,
         serve: bool = True,
+        learnt_peers: Sequence[str] = (),
     ) -> None:
+        """`learnt_peers`: join addresses from the peer book, dialled after the configured ones to join through;
+        never asked whether we are reachable (a liar among them could make a public node a client)."""
         self.identity_path = Path(identity_path)
         self.network = network
+        self.learnt_peers = list(learnt_peers)
+        self._configured_peers: dict[PeerID, list[Multiaddr]] = {}  # initial and fallback peers, once started
         self.serve = serve  # False: a DHT client whatever its reachability (a probe such as doctor's must not serve)
         self.validator = validator if validator is not None else SwarmRecordValidator(rules)
         self.verified = self.validator.verified  # frames our lookups returned: opened once, by the validator
@@ -147,7 +152,7 @@ class DHTPeer:
                 f"`swarmnode identity new --path {self.identity_path}`",
             )
         host_maddrs = [listen_maddr(self.network.host, self.network.port)]
-        for peer in [*self.network.initial_peers, *self.network.fallback_peers]:
+        for peer in [*self.network.initial_peers, *self.network.fallback_peers, *self.learnt_peers]:
             check_initial_peer(peer)
         cleaned = clean_stale_daemons()
         if cleaned.sockets_removed or cleaned.daemons_stopped:
@@ -169,7 +174,8 @@ class DHTPeer:
             raise
 
     async def _start(self, host_maddrs: list[str]) -> None:
-        self._initial_peers = _peer_addresses([*self.network.initial_peers, *self.network.fallback_peers])
+        self._configured_peers = _peer_addresses([*self.network.initial_peers, *self.network.fallback_peers])
+        self._initial_peers = {**self._configured_peers, **_peer_addresses(self.learnt_peers)}
         # UPnP/NAT-PMP discovery sends traffic to the LAN and its gateway: only when asked for, and never
         # from a node that listens on loopback only. AutoNAT is off: our own dial-back check replaces it.
         self._p2p = await SwarmP2P.create(
@@ -191,7 +197,7 @@ class DHTPeer:
         self._dial_back = DialBackService(self._p2p)
         await self._dial_back.serve()
         await self._connect(self._initial_peers)
-        self.reachability = await self._check_reachability(list(self._initial_peers))
+        self.reachability = await self._check_reachability(list(self._configured_peers))
         self._node = await self._create_node(client_mode=self.client_mode_for(self.reachability))
         if self._initial_peers:
             await self._join(self._node, self._initial_peers, required=bool(self.network.initial_peers))
@@ -536,9 +542,12 @@ class DHTPeer:
         return time.time() - self.reachability.checked_at >= interval
 
     async def _recheck(self) -> None:
+        """Ask peers that answer us now (routing-table peers, at random) and one configured peer: the configured
+        ones alone may all be gone, and a changed network must not keep an old verdict for good."""
         routing = list(self._node.protocol.routing_table.peer_id_to_uid)
-        sampled = random.sample(routing, min(len(routing), DIAL_BACK_PEERS))
-        report = await self._check_reachability(list(dict.fromkeys([*self._initial_peers, *sampled])))
+        configured = [peer for peer in self._configured_peers if peer not in routing][:1]
+        sampled = random.sample(routing, min(len(routing), DIAL_BACK_PEERS - len(configured)))
+        report = await self._check_reachability([*sampled, *configured])
         if report.reachability is Reachability.UNKNOWN and self.reachability.reachability is not Reachability.UNKNOWN:
             report = dataclasses.replace(self.reachability, checked_at=report.checked_at)  # keep the verdict
         self.reachability = report
@@ -559,18 +568,34 @@ class DHTPeer:
 
     def add_entry_peers(self, maddrs: Sequence[str]) -> None:
         """Remember public peers' addresses (from their presence entries) to rejoin through when the
-        initial peers are gone; the most recent MAX_ENTRY_PEERS are kept."""
+        initial peers are gone; the most recent MAX_ENTRY_PEERS are kept. An address of a scope our swarm does
+        not use (a loopback or LAN address where the swarm is public) is dropped: a peer's word must not make
+        us dial into our own machine or network."""
         own = self._p2p.peer_id if self._p2p is not None else None
+        scopes = self._swarm_scopes()
         entries = dict(self.entry_peers)
         for peer_id, addresses in _peer_addresses(maddrs).items():
-            if peer_id != own:
+            kept = [address for address in addresses if (host := observed_host([address])) and scope(host) in scopes]
+            if peer_id != own and kept:
                 entries.pop(peer_id, None)
-                entries[peer_id] = addresses
+                entries[peer_id] = kept
         self.entry_peers = dict(list(entries.items())[-MAX_ENTRY_PEERS:])
 
+    def _swarm_scopes(self) -> set[str]:
+        """Public addresses; those of our configured peers' scopes (a LAN swarm); loopback if we listen there only."""
+        hosts = [observed_host(maddrs) for maddrs in self._configured_peers.values()]
+        scopes = {"public"} | {scope(host) for host in hosts if host is not None}
+        return scopes | ({"loopback"} if self.listens_on_loopback else set())
+
     def entry_maddrs(self) -> list[str]:
-        """The remembered public peers as full multiaddrs, oldest first."""
-        return [f"{maddr}/p2p/{peer_id.to_base58()}" for peer_id, maddrs in self.entry_peers.items() for maddr in maddrs]
+        """The remembered public peers that we reached as DHT servers (in our routing table now) as full
+        multiaddrs: what a presence claims is not enough to be joined through after a restart."""
+        node = self._node
+        routing = set(node.protocol.routing_table.peer_id_to_uid) if node is not None else set()
+        return [
+            f"{maddr}/p2p/{peer_id.to_base58()}"
+            for peer_id, maddrs in self.entry_peers.items() if peer_id in routing for maddr in maddrs
+        ]
 
     def _require_node(self) -> DHTNode:
         if self._node is None:

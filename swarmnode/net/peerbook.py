@@ -1,8 +1,11 @@
-"""The peer book: public peers a node has learnt from the directory, kept in its data dir, so that after a
-restart it can join through any of them when its configured initial peers (often one bootstrap) are gone.
+"""The peer book: public peers a node reached as DHT servers, kept in its data dir, so that after a restart it
+can join through any of them when its configured initial peers (often one bootstrap) are gone.
 
 The file holds full multiaddrs; anything else in it is ignored, never trusted: a peer found there is only
-dialled and must still answer as a swarmnode DHT peer.
+dialled and must still answer as a swarmnode DHT peer. It is counted by peer (a peer's addresses cost one
+place), and the peers already in it keep their places while they are still reached: peers that turn up
+later, Sybils included, fill free places only, so nobody can push the peers a node has long known out of it.
+Learnt peers help a node join; they never judge its reachability (`swarmnode.net.peer`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from swarmnode.wire.address import is_tcp_address
 
 PEERBOOK_FILENAME = "known_peers.json"
 MAX_KNOWN_PEERS = 16
+MAX_ADDRESSES_PER_PEER = 2
 MAX_FILE_BYTES = 64 * 1024
 _PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{46,60}")  # base58btc
 
@@ -30,8 +34,24 @@ def is_join_address(text: object) -> bool:
     return is_tcp_address(transport) and _PEER_ID.fullmatch(peer) is not None
 
 
+def peer_of(address: str) -> str:
+    return address.partition("/p2p/")[2]
+
+
+def bounded(addresses: Sequence[object]) -> list[str]:
+    """The join addresses among `addresses`, in order, without repeats: the first MAX_KNOWN_PEERS peers with at
+    most MAX_ADDRESSES_PER_PEER addresses each."""
+    by_peer: dict[str, list[str]] = {}
+    for address in dict.fromkeys(address for address in addresses if is_join_address(address)):
+        assert isinstance(address, str)
+        kept = by_peer.setdefault(peer_of(address), [])
+        if len(kept) < MAX_ADDRESSES_PER_PEER:
+            kept.append(address)
+    return [address for kept in list(by_peer.values())[:MAX_KNOWN_PEERS] for address in kept]
+
+
 def load(data_dir: Path) -> list[str]:
-    """The saved addresses, newest last; an unreadable or foreign file counts as empty."""
+    """The saved addresses, longest known first; an unreadable or foreign file counts as empty."""
     path = Path(data_dir) / PEERBOOK_FILENAME
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
@@ -39,18 +59,21 @@ def load(data_dir: Path) -> list[str]:
         entries = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    if not isinstance(entries, list):
-        return []
-    return [entry for entry in entries if is_join_address(entry)][-MAX_KNOWN_PEERS:]
+    return bounded(entries) if isinstance(entries, list) else []
 
 
 def save(data_dir: Path, addresses: Sequence[str]) -> None:
-    kept = list(dict.fromkeys(address for address in addresses if is_join_address(address)))[-MAX_KNOWN_PEERS:]
-    atomic_write_bytes(Path(data_dir) / PEERBOOK_FILENAME, json.dumps(kept, indent=1).encode())
+    atomic_write_bytes(Path(data_dir) / PEERBOOK_FILENAME, json.dumps(bounded(addresses), indent=1).encode())
 
 
-def fallback_peers(network: NetworkConfig, known: Sequence[str], own_peer_id: str) -> list[str]:
-    """The configured fallback peers, then the known ones that are neither ours nor configured already."""
+def updated(known: Sequence[str], reached: Sequence[str]) -> list[str]:
+    """The book after a run: its peers that were reached again keep their places, in order, then newly reached
+    ones fill what is free; peers not reached this time leave it."""
+    reached_peers = {peer_of(address) for address in reached}
+    return bounded([*(address for address in known if peer_of(address) in reached_peers), *reached])
+
+
+def learnt_peers(network: NetworkConfig, known: Sequence[str], own_peer_id: str) -> list[str]:
+    """The known addresses that are neither ours nor configured already."""
     configured = {*network.initial_peers, *network.fallback_peers}
-    learnt = [address for address in known if address not in configured and not address.endswith(f"/p2p/{own_peer_id}")]
-    return [*network.fallback_peers, *learnt]
+    return [address for address in known if address not in configured and peer_of(address) != own_peer_id]

@@ -67,6 +67,15 @@ def canonical_host(text: str) -> str | None:
     return ":".join(hexes[:best_start]) + "::" + ":".join(hexes[best_start + best_length :])
 
 
+def scope(host: str) -> str:
+    """"loopback", "private" (RFC 1918, unique local, link-local, CGNAT) or "public": where an address can be
+    reached from, so that a node dials no address of another scope than its swarm's on a peer's word."""
+    address = ipaddress.ip_address(host)
+    if address.is_loopback:
+        return "loopback"
+    return "public" if address.is_global else "private"
+
+
 def is_tcp_address(text: str) -> bool:
     """/ip4/A.B.C.D/tcp/PORT or /ip6/ADDR/tcp/PORT: the address in canonical text form (`canonical_host`),
     PORT in 1-65535 written without leading zeros."""
