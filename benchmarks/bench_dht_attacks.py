@@ -37,7 +37,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from swarmnode.lab.dht_attacks import ATTACKS, BASELINE, Cell, run_cells, summarize
+from swarmnode.lab.dht_attacks import ATTACKS, Cell, run_cells, summarize
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.keys import BEACON_BUCKETS
 
@@ -47,10 +47,10 @@ MEASURED = {"census_hiding": "census", "census_replacement": "census", "shard": 
 
 def plan(attacks: list[str], counts: list[int]) -> list[Cell]:
     """One baseline cell (no attacker, every measurement), then each attack with each nonzero count."""
-    cells = [Cell(BASELINE, 0)] if 0 in counts else []
+    cells = [Cell((), 0)] if 0 in counts else []
     for attack in attacks:
         extra = [BEACON_BUCKETS] if attack == "census_hiding" else []
-        cells += [Cell(attack, count) for count in [*counts, *extra] if count]
+        cells += [Cell((attack,), count) for count in [*counts, *extra] if count]
     return cells
 
 
@@ -124,7 +124,7 @@ def main() -> None:
     for label, run in runs.items():
         for report in run["cells"]:
             summary = summarize(report, args.peers)
-            for attack in attacks if report["attack"] == BASELINE else [report["attack"]]:
+            for attack in report["attacks"] or attacks:  # the baseline is every attack's row 0
                 table[attack].setdefault(report["attackers"], {})[label] = summary
     for attack in attacks:
         console.print(render(attack, table[attack], list(runs), args.peers))

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.live import Live
 
 from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
+from swarmnode.wire.allowlist import AllowlistError, load_allowlist, write_allowlist
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import (
     IDENTITY_FILENAME,
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True)
 identity_app = typer.Typer(help="Create and inspect the node's Ed25519 identity.", no_args_is_help=True)
 protocol_app = typer.Typer(help="Check and make wire-protocol frames (see protocol/PROTOCOL.md).", no_args_is_help=True)
+allowlist_app = typer.Typer(help="Close a swarm to the peers its operator lists.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
+app.add_typer(allowlist_app, name="allowlist")
 app.add_typer(protocol_app, name="protocol")
 
 console = Console()
@@ -86,6 +89,43 @@ def identity_show(path: PathOption = None) -> None:
     except IdentityError as error:
         raise fail(str(error))
     _print_identity(identity)
+
+
+@allowlist_app.command("sign")
+def allowlist_sign(
+    peers: Annotated[list[str], typer.Argument(help="peer ids of the members (`swarmnode identity show`)")],
+    swarm: Annotated[str, typer.Option(help="the swarm's id (swarm.id)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the signed allowlist")],
+    path: PathOption = None,
+) -> None:
+    """Sign the list of peers that may store and serve in a closed swarm with the operator's identity; members
+    set swarm.allowlist to the file and swarm.operator to the peer id printed here (docs/DESIGN.md §6.7)."""
+    path = path or default_data_dir() / IDENTITY_FILENAME
+    try:
+        written = write_allowlist(out, load_identity(path), swarm, peers)
+    except IdentityError as error:
+        raise fail(str(error))
+    except ValueError as error:
+        raise fail(f"{error}; list peer ids as `swarmnode identity show` prints them")
+    except OSError as error:
+        raise fail(f"{out}: cannot write the allowlist ({error.strerror})")
+    console.print(f"wrote {out}: {len(written.peers)} peers of swarm {swarm}", highlight=False)
+    console.print(f"operator {written.operator}", highlight=False)
+
+
+@allowlist_app.command("show")
+def allowlist_show(
+    file: Annotated[Path, typer.Argument(help="the signed allowlist")],
+    swarm: Annotated[str, typer.Option(help="the swarm's id (swarm.id)")],
+    operator: Annotated[str, typer.Option(help="the operator's peer id (swarm.operator)")],
+) -> None:
+    """Check an allowlist's signature as a member would, and list its peers."""
+    try:
+        allowlist = load_allowlist(file, swarm, operator)
+    except AllowlistError as error:
+        raise fail(str(error))
+    for peer in sorted(allowlist.peers):
+        console.print(peer, highlight=False)
 
 
 def _print_identity(identity: Identity) -> None:

@@ -41,11 +41,17 @@ class SwarmConfig(Section):
     )
     max_age_windows: int = Field(1, ge=0)
     clock_skew_s: float = Field(5.0, ge=0, allow_inf_nan=False)
+    allowlist: Path | None = Field(
+        None, description="a closed swarm: the operator-signed list of the peers that may store and serve"
+    )
+    operator: str | None = Field(None, description="the peer id whose signature the allowlist must carry")
 
     @model_validator(mode="after")
     def _records_outlive_their_windows(self) -> SwarmConfig:
         """Collectors read a batch until `max_age_windows` windows after its own, and a refresh re-stores it only
         then: a shorter TTL leaves a gap in which the batch is neither stored nor refreshed."""
+        if (self.allowlist is None) != (self.operator is None):
+            raise ValueError("swarm.allowlist and swarm.operator go together: a closed swarm names both, an open one neither")
         needed = (self.max_age_windows + 1) * self.window_s
         if self.record_ttl_s < needed:
             raise ValueError(

@@ -74,8 +74,9 @@ def test_the_manifest_names_the_receivers_families_and_their_config_hashes_are_r
 def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
     assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence", "beacon"}
     expected = {case["expect"] for case in CASES if "kind" not in case}
-    # task_error needs a generator that fails on a valid reference: none does on the default families
-    frame_reasons = {reason.value for reason in Reason} - {"bad_expiry", "banned", "task_error"}
+    # task_error needs a generator that fails on a valid reference: none does on the default families; banned
+    # and not_allowed are a receiver's own policy (its bans, its closed swarm's allowlist), not the frame's
+    frame_reasons = {reason.value for reason in Reason} - {"bad_expiry", "banned", "not_allowed", "task_error"}
     assert frame_reasons <= expected
     assert len(CASES) - len(PRESENCE) - len(BEACONS) >= 12
     # A presence is judged by P1-P9 (PROTOCOL.md §4.1): no replay, no per-rollout checks.

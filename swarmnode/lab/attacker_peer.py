@@ -29,7 +29,7 @@ from swarmnode.net.loop import LoopThread
 from swarmnode.net.routing import node_id_of
 from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_COMPLETION_BYTES, MAX_ENVELOPE_BYTES, MAX_ROLLOUTS_PER_BATCH
 from swarmnode.wire.envelope import Envelope
-from swarmnode.wire.identity import Identity, load_identity, peer_id_base58
+from swarmnode.wire.identity import Identity, load_identity, peer_id_base58, public_key_of
 from swarmnode.wire.keys import batch_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rules import SwarmRules, shard_of
@@ -144,7 +144,7 @@ async def craft(attacker: Attacker, name: str, honest: str | None) -> list[Place
         return [Placed(later, honest, value, expiration + a.rules.window_s)]
     if name == "forged_signature":  # our signature, the honest peer's key in the signer field
         batch = a.batch()
-        claimed = _public_key(honest) if honest else Identity.generate().public_key
+        claimed = public_key_of(honest) if honest else Identity.generate().public_key
         forged = dataclasses.replace(Envelope.decode(a.frame(batch)), signer=claimed).encode()
         return [a.placed(forged, batch, signer=peer_id_base58(claimed))]
     if name == "wrong_subkey":
@@ -166,11 +166,6 @@ async def craft(attacker: Attacker, name: str, honest: str | None) -> list[Place
         return [a.placed(a.frame(batch, version=2), batch)]
     batch = a.batch(**SCHEMA_ATTACKS[name])
     return [a.placed(a.frame(batch), batch)]
-
-
-def _public_key(peer_id: str) -> bytes:
-    """An Ed25519 peer id embeds its public key (identity multihash of the protobuf PublicKey)."""
-    return PeerID.from_base58(peer_id).to_bytes()[-32:]
 
 
 def _set_completion(**fields: Any) -> Callable[[pb.RolloutBatch], None]:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -54,8 +54,17 @@ EXIT_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Cell:
-    attack: str  # one of ATTACKS, or BASELINE
+    """Attacks run at once, each at its own key by `attackers` attackers of its own; none: the baseline."""
+
+    attacks: tuple[str, ...]
     attackers: int
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.attacks) or BASELINE
+
+
+Target = tuple[str, Identity, str, Answer]  # an attacker: the attack it serves, its identity, its key, its answer
 
 
 class SceneProcess:
@@ -147,43 +156,52 @@ def alive_p2pd(pid: int) -> bool:
     return command.endswith(b"p2pd") and process_alive(pid)
 
 
-@contextlib.contextmanager
-def attackers_at(targets: Sequence[tuple[Identity, str, Answer]], initial_peers: Sequence[str],
-                 workdir: Path) -> Iterator[list[HostilePeer]]:
-    """Hostile servers, one per (identity, key, answer), up while the block runs and stopped after, p2pd and all."""
-    started: list[HostilePeer] = []
+class Attackers:
+    """Hostile servers, one per target, up while the block runs and stopped after, p2pd and all;
+    `killed`: their daemons that had to be killed (none, if they exited as asked)."""
 
-    def start(index: int) -> Callable[[], None]:
-        identity, key, answer = targets[index]
-        return lambda: started.append(HostilePeer(identity, workdir / f"hostile-{index}.key", initial_peers, {key: answer}))
+    def __init__(self, targets: Sequence[Target], initial_peers: Sequence[str], workdir: Path) -> None:
+        self.targets, self.initial_peers, self.workdir = targets, initial_peers, workdir
+        self.peers: dict[int, HostilePeer] = {}  # by target
+        self.killed: list[int] = []
 
-    pids: list[int] = []
-    try:
-        start_all([start(index) for index in range(len(targets))])
-        pids = [peer.daemon_pid for peer in started if peer.daemon_pid is not None]
-        yield started
-    finally:
-        pids += [peer.daemon_pid for peer in started if peer.daemon_pid is not None and peer.daemon_pid not in pids]
-        start_all([peer.close for peer in started])
-        kill_leftovers(pids)
+    def _start(self, index: int) -> Callable[[], None]:
+        _, identity, key, answer = self.targets[index]
+        path = self.workdir / f"hostile-{index}.key"
+        return lambda: self.peers.update({index: HostilePeer(identity, path, self.initial_peers, {key: answer})})
+
+    def __enter__(self) -> list[HostilePeer]:
+        """The servers, in the order of their targets."""
+        try:
+            start_all([self._start(index) for index in range(len(self.targets))])
+        except BaseException:  # those that started are stopped all the same
+            self.__exit__()
+            raise
+        return [self.peers[index] for index in range(len(self.targets))]
+
+    def __exit__(self, *exc_info: object) -> None:
+        pids = [peer.daemon_pid for peer in self.peers.values() if peer.daemon_pid is not None]
+        start_all([peer.close for peer in self.peers.values()])
+        self.killed = kill_leftovers(pids)
 
 
-def targets_of(cell: Cell, keys: dict[str, Any], scene: dict[str, Any], rules: SwarmRules,
-               honest: Sequence[DHTID]) -> tuple[list[tuple[Identity, str, Answer]], set[str]]:
-    """Who stands where and says what, for one cell; and the Sybils' peer ids, if any."""
-    bucket = scene["bucket"]
-    if cell.attackers == 0:
-        return [], set()
-    if cell.attack == "census_hiding" and cell.attackers == len(keys["census"]):  # one attacker at every bucket
-        return [(grind(key, honest, 1)[0], key, empty) for key in keys["census"]], set()
-    key = {"census_hiding": keys["census"][bucket], "census_replacement": keys["census"][bucket],
-           "shard": keys["victim_batch"], "directory": keys["directory"]}[cell.attack]
-    answer: Answer = empty
+def targets_of(cell: Cell, keys: dict[str, Any], bucket: int, rules: SwarmRules,
+               honest: Sequence[DHTID]) -> tuple[list[Target], set[str]]:
+    """Who stands where and says what, for one cell (`bucket`: the busiest census bucket); and the Sybils' peer ids."""
+    targets: list[Target] = []
     sybils: set[str] = set()
-    if cell.attack == "census_replacement":
-        replacement = SybilBeacons(rules, bucket)
-        answer, sybils = replacement, replacement.peer_ids
-    return [(identity, key, answer) for identity in grind(key, honest, cell.attackers)], sybils
+    for attack in cell.attacks:
+        if attack == "census_hiding" and cell.attackers == len(keys["census"]):  # one attacker at every bucket
+            targets += [(attack, grind(key, honest, 1)[0], key, empty) for key in keys["census"]]
+            continue
+        key = {"census_hiding": keys["census"][bucket], "census_replacement": keys["census"][bucket],
+               "shard": keys["victim_batch"], "directory": keys["directory"]}[attack]
+        answer: Answer = empty
+        if attack == "census_replacement":
+            replacement = SybilBeacons(rules, bucket)
+            answer, sybils = replacement, sybils | replacement.peer_ids
+        targets += [(attack, identity, key, answer) for identity in grind(key, honest, cell.attackers)]
+    return targets, sybils
 
 
 def run_cell(scene: SceneProcess, cell: Cell, rules: SwarmRules, workdir: Path, lead_s: float) -> dict[str, Any]:
@@ -192,16 +210,19 @@ def run_cell(scene: SceneProcess, cell: Cell, rules: SwarmRules, workdir: Path, 
     for attempt in range(LATE_RETRIES + 1):
         started = get_dht_time()
         window = math.floor((started + lead_s) / window_s) + 2  # window - 1 begins at least lead_s from now
-        targets, sybils = targets_of(cell, scene.keys(window), scene.ready, rules, scene.honest)
-        with attackers_at(targets, scene.ready["maddrs"], workdir) as attackers:
+        targets, sybils = targets_of(cell, scene.keys(window), scene.ready["bucket"], rules, scene.honest)
+        hostile = Attackers(targets, scene.ready["maddrs"], workdir)
+        with hostile as attackers:
             ready_s = get_dht_time() - started
             if get_dht_time() > (window - 1) * window_s:
                 lead_s += window_s
                 continue  # too late for the window before: its beacons went to honest replicas
-            report = scene.measure(window, census=cell.attack in (BASELINE, "census_hiding", "census_replacement"))
-            counts = [attacker.counts() for attacker in attackers]
-        return {"attack": cell.attack, "attackers": cell.attackers, "window": window, "ready_s": round(ready_s, 2),
-                "attempts": attempt + 1, "hostile": counts, "sybils": len(sybils), **report}
+            census = not cell.attacks or any(attack.startswith("census") for attack in cell.attacks)
+            report = scene.measure(window, census=census)
+            counts = [{"attack": target[0], **attacker.counts()} for target, attacker in zip(targets, attackers)]
+        return {"attack": cell.name, "attacks": list(cell.attacks), "attackers": cell.attackers, "window": window, "ready_s": round(ready_s, 2),
+                "attempts": attempt + 1, "hostile": counts, "hostile_p2pd_killed": hostile.killed,
+                "sybils": len(sybils), **report}
     raise RuntimeError(f"{cell}: the attackers were never up a window ahead (lead {lead_s:.0f} s)")
 
 

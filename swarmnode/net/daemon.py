@@ -11,6 +11,8 @@ import functools
 import os
 import re
 import signal
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,19 +32,26 @@ _DAEMON_LISTEN = re.compile(rf"^-listen=/unix{re.escape(str(SOCKET_DIR))}/{re.es
 class SwarmP2P(P2P):
     """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
     orphans and a failed start's leftovers can be found), with metered RPCs, and store requests beyond their
-    sender's rate answered "not stored" before any record in them is looked at."""
+    sender's rate answered "not stored" before any record in them is looked at. In a closed swarm, requests
+    from peers its allowlist does not name are refused (libp2p authenticated their peer id)."""
 
     traffic: TrafficMeter
     store_rate: StoreRate
+    admits: Callable[[str], bool]
+    refused: Counter[str]
 
     @classmethod
     async def create(
-        cls, *args: Any, socket_prefix: str, traffic: TrafficMeter, store_rate: StoreRate, **kwargs: Any
+        cls, *args: Any, socket_prefix: str, traffic: TrafficMeter, store_rate: StoreRate,
+        admits: Callable[[str], bool], refused: Counter[str], **kwargs: Any,
     ) -> SwarmP2P:
         # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
         named = type(
             cls.__name__, (cls,),
-            {"_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic, "store_rate": store_rate},
+            {
+                "_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic, "store_rate": store_rate,
+                "admits": staticmethod(admits), "refused": refused,
+            },
         )
         # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
         # and p2pd must outlive the node's first SIGINT so the node can still publish, checkpoint and
@@ -67,7 +76,11 @@ class SwarmP2P(P2P):
 
         async def metered(request, context):
             size = request.ByteSize()
-            if storing and not self.store_rate.allow(context.remote_id.to_base58(), size):
+            sender = context.remote_id.to_base58()
+            if not self.admits(sender):
+                self.refused["request_not_allowed"] += 1
+                raise PermissionError("not on this swarm's allowlist")
+            if storing and not self.store_rate.allow(sender, size):
                 response = dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
             else:
                 response = await handler(request, context)

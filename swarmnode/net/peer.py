@@ -105,6 +105,7 @@ class DHTPeer:
         """`learnt_peers`: join addresses from the peer book, dialled after the configured ones to join through;
         never asked whether we are reachable (a liar among them could make a public node a client)."""
         self.identity_path = Path(identity_path)
+        self.rules = rules
         self.network = network
         self.learnt_peers = list(learnt_peers)
         self._configured_peers: dict[PeerID, list[Multiaddr]] = {}  # initial and fallback peers, once started
@@ -128,7 +129,7 @@ class DHTPeer:
         self.port_mapping = "off"
         self.entry_peers: dict[PeerID, list[Multiaddr]] = {}  # public peers learnt from the directory
         self._random = random.Random()  # which replicas a read asks first
-        self._routing_refusals: Counter[str] = Counter()  # peers refused a place in our routing
+        self._peer_refusals: Counter[str] = Counter()  # peers refused a place in our routing or an answer
 
     def __enter__(self) -> DHTPeer:
         self.start()
@@ -182,6 +183,8 @@ class DHTPeer:
             socket_prefix=self._socket_prefix,
             traffic=self._traffic,
             store_rate=self.store_rate,
+            admits=self.rules.admits,
+            refused=self._peer_refusals,
             initial_peers=list(self.network.initial_peers) or None,
             host_maddrs=host_maddrs,
             announce_maddrs=list(self.network.announce_maddrs) or None,
@@ -219,7 +222,7 @@ class DHTPeer:
         # peer asks us to cache (a second, unbounded store otherwise).
         node.protocol.storage = self.storage
         node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
-        bind_node_ids(node.protocol, self._routing_refusals)
+        bind_node_ids(node.protocol, self._peer_refusals, self.rules.admits)
         return node
 
     @property
@@ -367,7 +370,7 @@ class DHTPeer:
         (forged_node_id)."""
         return (
             self.validator.refusals() + self.storage.refusals() + self.store_rate.refusals()
-            + Counter(self._routing_refusals)
+            + Counter(self._peer_refusals)
         )
 
     def traffic(self) -> TrafficSnapshot:

@@ -8,6 +8,7 @@ id is not derived from their peer id are refused, so a liar cannot fill our rout
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from hivemind.dht.protocol import DHTProtocol
 from hivemind.dht.routing import DHTID
@@ -19,29 +20,34 @@ def node_id_of(peer_id: PeerID) -> DHTID:
     return DHTID.generate(source=peer_id.to_bytes())
 
 
-def bind_node_ids(protocol: DHTProtocol, refused: Counter[str]) -> None:
+def bind_node_ids(protocol: DHTProtocol, refused: Counter[str], admits: Callable[[str], bool] = lambda _: True) -> None:
     """Make `protocol` refuse peers whose DHT id is not theirs: in its routing table (every request and answer
     updates it) and among the neighbours a find returns (which a lookup would ask next). Counted as
-    `forged_node_id`."""
+    `forged_node_id`; in a closed swarm, peers `admits` refuses are kept out the same way (`not_allowed`)."""
     update = protocol.update_routing_table
     find = protocol.call_find
 
-    async def update_routing_table(node_id: DHTID | None, peer_id: PeerID, responded: bool = True) -> None:
+    def welcome(node_id: DHTID | None, peer_id: PeerID) -> bool:
         if node_id is not None and node_id != node_id_of(peer_id):
             refused["forged_node_id"] += 1
-            return
-        await update(node_id, peer_id, responded)
+            return False
+        if not admits(peer_id.to_base58()):
+            refused["not_allowed"] += 1
+            return False
+        return True
+
+    async def update_routing_table(node_id: DHTID | None, peer_id: PeerID, responded: bool = True) -> None:
+        if welcome(node_id, peer_id):
+            await update(node_id, peer_id, responded)
 
     async def call_find(peer: PeerID, keys):  # noqa: ANN202 (hivemind's own return type)
         found = await find(peer, keys)
         if found is None:
             return None
-        bound = {}
-        for key, (value, nearest) in found.items():
-            kept = {node_id: neighbour for node_id, neighbour in nearest.items() if node_id == node_id_of(neighbour)}
-            refused["forged_node_id"] += len(nearest) - len(kept)
-            bound[key] = (value, kept)
-        return bound
+        return {
+            key: (value, {node_id: neighbour for node_id, neighbour in nearest.items() if welcome(node_id, neighbour)})
+            for key, (value, nearest) in found.items()
+        }
 
     protocol.update_routing_table = update_routing_table  # the protocol calls self.update_routing_table
     protocol.call_find = call_find

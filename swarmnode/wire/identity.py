@@ -43,6 +43,18 @@ def peer_id_base58(public_key: bytes) -> str:
     return base58.b58encode(peer_id_bytes(public_key)).decode()
 
 
+def public_key_of(peer_id: str) -> bytes:
+    """The Ed25519 public key an Ed25519 peer id embeds; ValueError for any other text."""
+    try:
+        raw = base58.b58decode(peer_id)
+    except ValueError:
+        raise ValueError(f"{peer_id!r} is not a base58 peer id") from None
+    prefix = _IDENTITY_MULTIHASH_PREFIX + _ED25519_PUBLIC_PREFIX
+    if len(raw) != len(prefix) + PUBLIC_KEY_BYTES or not raw.startswith(prefix):
+        raise ValueError(f"{peer_id!r} is not the peer id of an Ed25519 key")
+    return raw[len(prefix):]
+
+
 # Strict Ed25519 (PROTOCOL.md §2.2), as libsodium verifies: OpenSSL alone accepts a signature R = identity,
 # S = 0 under a small-order key for *every* message, so anyone could sign as that peer id.
 _P = 2**255 - 19

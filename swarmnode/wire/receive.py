@@ -84,7 +84,7 @@ def open_frame(
     reading: bool = False,
 ) -> Signed:
     """Run the receiver's checks in protocol order; checks whose context is not given are skipped: `rules`
-    enables wrong_swarm (and, with `now`, stale/future; with `slot`, placement), `replay_guard` the replay check;
+    enables a closed swarm's allowlist (right after the signature), wrong_swarm (and, with `now`, stale/future; with `slot`, placement), `replay_guard` the replay check;
     `reading`: the frame was read from the DHT, whose peers' clocks may differ a little more (check 12).
     Raises Rejected, whose `signer` is set once the signature verified."""
     opened = _open_content(frame, kind, verified)
@@ -92,6 +92,8 @@ def open_frame(
         raise Rejected(*opened.refused)
     signer = opened.signer
     try:
+        if rules is not None and not rules.admits(signer):
+            raise Rejected(Reason.NOT_ALLOWED, "the signer is not on this swarm's allowlist")
         if slot is not None and slot.subkey != signer:
             raise Rejected(Reason.KEY_MISMATCH, "subkey is not the signer's peer id")
         kind.check_signer(signer, slot)

@@ -27,6 +27,7 @@ class Reason(str, Enum):
     # Record-level checks of the DHT validator and the collector.
     BAD_EXPIRY = "bad_expiry"
     BANNED = "banned"
+    NOT_ALLOWED = "not_allowed"  # a closed swarm: the signer is not on its allowlist
 
 
 # PROTOCOL.md §5.2: refusals only the signer can have caused (for a frame, only when it is signed by the

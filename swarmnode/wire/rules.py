@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 
 from swarmnode.config import SwarmConfig
+from swarmnode.wire.allowlist import load_allowlist
 from swarmnode.wire.rejection import Reason, Rejected
 
 WINDOW_JITTER_S = 5.0
@@ -35,11 +36,23 @@ class SwarmRules:
     num_shards: int = 256
     clock_skew_s: float = 5.0
     max_age_windows: int = 1
+    allowed: frozenset[str] | None = None  # a closed swarm's members (wire/allowlist.py); None: open to anyone
 
     @classmethod
     def of(cls, swarm: SwarmConfig) -> SwarmRules:
-        """The rules of the swarm a node's `swarm:` section names."""
-        return cls(swarm.id, swarm.window_s, swarm.record_ttl_s, swarm.num_shards, swarm.clock_skew_s, swarm.max_age_windows)
+        """The rules of the swarm a node's `swarm:` section names; a closed swarm's allowlist is read and its
+        signature checked here (AllowlistError, a ConfigError, names the file and the fix)."""
+        allowed = None
+        if swarm.allowlist is not None and swarm.operator is not None:
+            allowed = load_allowlist(swarm.allowlist, swarm.id, swarm.operator).peers
+        return cls(
+            swarm.id, swarm.window_s, swarm.record_ttl_s, swarm.num_shards, swarm.clock_skew_s, swarm.max_age_windows,
+            allowed,
+        )
+
+    def admits(self, peer_id: str) -> bool:
+        """Whether `peer_id` may store, serve and sign in this swarm: anyone, unless it is closed."""
+        return self.allowed is None or peer_id in self.allowed
 
     def window_of(self, dht_time: float) -> int:
         return math.floor(dht_time / self.window_s)
