@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,17 @@ from swarmnode.wire.keys import BEACON_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = {"census_hiding": "census", "census_replacement": "census", "shard": "shard", "directory": "directory"}
+
+
+def revision(tree: Path) -> str:
+    """The tree's commit, "+dirty" with uncommitted changes: each cell's swarm imports the tree anew, so a tree
+    edited during the run is seen in its later cells (the revision is taken before and after)."""
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(tree), *arguments], capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def plan(attacks: list[str], counts: list[int]) -> list[Cell]:
@@ -111,7 +123,7 @@ def main() -> None:
         for index in range(args.peers):
             save_identity(Identity.generate(), keys / f"honest-{index:03d}.key")
         for label, tree in trees.items():
-            started = time.monotonic()
+            started, revision_before = time.monotonic(), revision(tree)
 
             def progress(report: dict[str, Any], label: str = label) -> None:
                 console.print(f"{label}: {report['attack']} x{report['attackers']} in {report['wall_s']:.0f} s: "
@@ -120,6 +132,7 @@ def main() -> None:
             runs[label] = run_cells(tree, cells, peers=args.peers, window_s=args.window_s, collectors=args.collectors,
                                     workdir=Path(tmp), keys=keys, on_cell=progress)
             runs[label]["wall_s"] = round(time.monotonic() - started, 1)
+            runs[label]["revision"] = {"start": revision_before, "end": revision(tree)}
     table: dict[str, dict[int, dict[str, Any]]] = {attack: {} for attack in attacks}
     for label, run in runs.items():
         for report in run["cells"]:

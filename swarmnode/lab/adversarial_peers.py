@@ -5,11 +5,14 @@ Attacks (one process): a bootstrap DHT peer, an honest publisher, a victim runni
 (attacker_peer.py). Each attack is offered to every peer, then the victim runs a round. Reported per
 attack: records sent, refused by the peers asked to store them, what the victim refused at store, on read,
 at collect and in its learner (by reason), groups trained on (must be 0) and whether the sender got banned.
-Floods: a `swarmnode join` victim process, flooded at --rate records/s from one identity, from a fresh
-identity per record (sybils) and with forged signatures; its RSS (node + p2pd) and rounds are sampled.
+Floods: a `swarmnode join` victim process (or, with --flood-target bootstrap, the swarm's bootstrap peer: a
+replica and nothing else), flooded at --rate records/s from one identity, from a fresh identity per record
+(sybils) and with forged signatures; its RSS and CPU (process + p2pd) and rounds are sampled. --victim-code
+runs the victim from another checkout too (e.g. the code before a change), so both are measured in one run.
 Writes benchmarks/results/adversarial.json.
 
 Usage: python -m swarmnode.lab.adversarial_peers [--flood-seconds 30] [--rate 1000] [--skip-attacks] [--skip-floods]
+       [--flood-target bootstrap] [--rollouts 60 --text-bytes 16000] [--victim-code /path/to/other/checkout]
 """
 
 from __future__ import annotations
@@ -219,13 +222,14 @@ def run_attacks(
 FLOOD_MODES = ("forged", "one_identity", "sybils")
 
 
-def victim_processes(data_dir: Path) -> tuple[psutil.Process, list[psutil.Process]]:
-    """The `swarmnode join` process using `data_dir` (a descendant of ours) and its p2pd."""
+def victim_processes(data_dir: Path, command: str = "join") -> tuple[psutil.Process, list[psutil.Process]]:
+    """The `swarmnode join` (or `bootstrap`) process whose arguments name `data_dir` (a descendant of ours) and its
+    p2pd."""
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if str(data_dir) in process.cmdline() and "join" in process.cmdline():
+            if any(str(data_dir) in argument for argument in process.cmdline()) and command in process.cmdline():
                 return process, [child for child in process.children() if child.name().startswith("p2pd")]
-    raise RuntimeError(f"no swarmnode join process with data dir {data_dir}")
+    raise RuntimeError(f"no swarmnode {command} process with data dir {data_dir}")
 
 
 def wait_for_start(data_dir: Path, timeout_s: float) -> dict[str, Any]:
@@ -242,9 +246,11 @@ def wait_for_start(data_dir: Path, timeout_s: float) -> dict[str, Any]:
 
 
 def sample(node: psutil.Process, daemons: list[psutil.Process], swarm: LocalSwarm) -> dict[str, float]:
+    cpu = [process.cpu_times() for process in (node, *daemons)]
     return {
         "t": time.monotonic(), "node_mb": node.memory_info().rss / 2**20,
         "p2pd_mb": sum(daemon.memory_info().rss for daemon in daemons) / 2**20,
+        "cpu_s": sum(times.user + times.system for times in cpu),
         "rounds": swarm.rounds_done()["victim"],
     }
 
@@ -264,29 +270,41 @@ def phase_summary(samples: list[dict[str, float]]) -> dict[str, float]:
     return {
         "seconds": round(seconds, 1), "rss_start_mb": round(total[0], 1), "rss_peak_mb": round(max(total), 1),
         "rss_end_mb": round(total[-1], 1), "p2pd_end_mb": round(samples[-1]["p2pd_mb"], 1),
+        "cpu_cores": round((samples[-1]["cpu_s"] - samples[0]["cpu_s"]) / max(seconds, 1e-9), 3),
         "rounds": int(samples[-1]["rounds"] - samples[0]["rounds"]),
         "rounds_per_min": round(60 * (samples[-1]["rounds"] - samples[0]["rounds"]) / max(seconds, 1e-9), 2),
     }
 
 
 def run_floods(directory: Path, rate: float, seconds: float, quiet_s: float, text_bytes: int,
-               modes: tuple[str, ...] = FLOOD_MODES, progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
-    """Flood one victim node with each mode in turn; a quiet phase before and after each flood."""
-    swarm = LocalSwarm([NodeSpec("victim", tuple(FAST), rounds=10**6)], directory, SWARM_ID, timeout_s=3600.0)
+               modes: tuple[str, ...] = FLOOD_MODES, progress: Callable[[str], None] = lambda line: None,
+               rollouts: int = 1, target: str = "node", code_dir: Path = ROOT) -> dict[str, Any]:
+    """Flood one victim (the node, or the bootstrap peer) with each mode in turn; a quiet phase before and after
+    each flood. The swarm runs the code at `code_dir`."""
+    swarm = LocalSwarm(
+        [NodeSpec("victim", tuple(FAST), rounds=10**6)], directory, SWARM_ID, timeout_s=3600.0, code_dir=code_dir
+    )
     results: dict[str, Any] = {}
     with swarm, ThreadPoolExecutor(1) as pool:
         started = wait_for_start(directory / "victim", VICTIM_READY_S)
-        node, daemons = victim_processes(directory / "victim")
+        if target == "bootstrap":
+            node, daemons = victim_processes(directory / "bootstrap", "bootstrap")
+            assert swarm.bootstrap_maddr is not None
+            maddr = swarm.bootstrap_maddr
+            target_peer, target_maddrs = maddr.rsplit("/p2p/", 1)[1], [maddr]
+        else:
+            node, daemons = victim_processes(directory / "victim")
+            target_peer, target_maddrs = started["peer_id"], started["maddrs"]
         attacker = AttackerPeer(new_key(directory, "flooder"), [swarm.bootstrap_maddr], SwarmRules.of(load_config(
             None, [f"swarm.id={SWARM_ID}"]).swarm))
         try:
-            attacker.connect(started["peer_id"], started["maddrs"])
+            attacker.connect(target_peer, target_maddrs)
             while swarm.rounds_done()["victim"] < 1:
                 time.sleep(SAMPLE_S)
             for mode in modes:
                 quiet_until = time.monotonic() + quiet_s
                 before = sample_while(lambda: time.monotonic() < quiet_until, node, daemons, swarm)
-                flooding = pool.submit(attacker.flood, started["peer_id"], rate, seconds, mode, text_bytes)
+                flooding = pool.submit(attacker.flood, target_peer, rate, seconds, mode, text_bytes, rollouts)
                 during = sample_while(lambda: not flooding.done(), node, daemons, swarm)
                 quiet_until = time.monotonic() + quiet_s
                 after = sample_while(lambda: time.monotonic() < quiet_until, node, daemons, swarm)
@@ -302,7 +320,8 @@ def run_floods(directory: Path, rate: float, seconds: float, quiet_s: float, tex
     for record in records:
         refused.update({reason: n for reason, n in record.rejected.items() if reason.startswith("dht_")})
     return {"modes": results, "victim_dht_refusals": dict(refused), "victim_rounds": len(records),
-            "rate": rate, "seconds": seconds, "text_bytes": text_bytes}
+            "rate": rate, "seconds": seconds, "text_bytes": text_bytes, "rollouts": rollouts, "target": target,
+            "code": str(code_dir)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,17 +354,19 @@ def print_attacks(report: dict[str, Any], console: Console) -> None:
 
 
 def print_floods(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"floods at {report['rate']:g} records/s for {report['seconds']:g} s "
-                        f"({report['text_bytes']} B completions) against a swarmnode join process")
-    for column in ("mode", "sent", "achieved/s", "stored", "refused", "no answer", "RSS before MB",
-                   "RSS peak MB", "RSS after MB", "rounds/min before", "during", "after"):
+    record_kb = report["rollouts"] * report["text_bytes"] / 1000
+    table = Table(title=f"floods at {report['rate']:g} records/s (~{record_kb:.0f} KB each) for {report['seconds']:g} s "
+                        f"against the {report['target']} ({report['code']})")
+    for column in ("mode", "sent", "achieved/s", "MB/s", "stored", "refused", "no answer", "RSS before MB",
+                   "RSS peak MB", "CPU before", "CPU during", "rounds/min before", "during", "after"):
         table.add_column(column, justify="right")
     for mode, row in report["modes"].items():
         flood = row["flood"]
         table.add_row(
-            mode, str(flood["sent"]), f"{flood['achieved_rate']:.0f}", str(flood.get("stored", 0)),
-            str(flood.get("refused", 0)), str(flood.get("no_answer", 0)), f"{row['before']['rss_end_mb']:.0f}",
-            f"{row['during']['rss_peak_mb']:.0f}", f"{row['after']['rss_end_mb']:.0f}",
+            mode, str(flood["sent"]), f"{flood['achieved_rate']:.0f}", f"{flood['achieved_rate'] * record_kb / 1000:.1f}",
+            str(flood.get("stored", 0)), str(flood.get("refused", 0)), str(flood.get("no_answer", 0)),
+            f"{row['before']['rss_end_mb']:.0f}", f"{row['during']['rss_peak_mb']:.0f}",
+            f"{row['before']['cpu_cores']:.2f}", f"{row['during']['cpu_cores']:.2f}",
             f"{row['before']['rounds_per_min']:.1f}", f"{row['during']['rounds_per_min']:.1f}",
             f"{row['after']['rounds_per_min']:.1f}",
         )
@@ -369,6 +390,11 @@ def main() -> int:
     parser.add_argument("--flood-seconds", type=float, default=30.0)
     parser.add_argument("--quiet-seconds", type=float, default=20.0, help="sampling before and after each flood")
     parser.add_argument("--text-bytes", type=int, default=8192, help="completion size of flood records")
+    parser.add_argument("--rollouts", type=int, default=1, help="rollouts per flood record (each one completion)")
+    parser.add_argument("--flood-target", choices=("node", "bootstrap"), default="node",
+                        help="flood the training node, or the bootstrap peer (a replica and nothing else)")
+    parser.add_argument("--victim-code", type=Path, action="append", default=None,
+                        help="run the swarm from this checkout (repeat to compare; default: this one)")
     parser.add_argument("--modes", default=",".join(FLOOD_MODES), help=f"flood modes, from {','.join(FLOOD_MODES)}")
     parser.add_argument("--skip-attacks", action="store_true")
     parser.add_argument("--skip-floods", action="store_true")
@@ -387,11 +413,15 @@ def main() -> int:
             report["attacks"] = run_attacks(directory / "attacks", progress=log)
             print_attacks(report["attacks"], console)
         if not args.skip_floods:
-            report["floods"] = run_floods(
-                directory / "floods", args.rate, args.flood_seconds, args.quiet_seconds, args.text_bytes,
-                tuple(args.modes.split(",")), progress=log,
-            )
-            print_floods(report["floods"], console)
+            report["floods"] = []
+            for index, code in enumerate(args.victim_code or [ROOT]):
+                floods = run_floods(
+                    directory / f"floods{index}", args.rate, args.flood_seconds, args.quiet_seconds, args.text_bytes,
+                    tuple(args.modes.split(",")), progress=log, rollouts=args.rollouts, target=args.flood_target,
+                    code_dir=code.resolve(),
+                )
+                report["floods"].append(floods)
+                print_floods(floods, console)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
     console.print(f"wrote {args.out}", highlight=False)

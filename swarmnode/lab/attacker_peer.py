@@ -37,6 +37,7 @@ from swarmnode.wire.rules import SwarmRules, shard_of
 STARTUP_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 60.0
 FLOOD_RECORDS_PER_RPC = 10
+FLOOD_RPC_BYTES = 3 * 2**20  # below hivemind's 4 MiB message limit
 FLOOD_RPCS_IN_FLIGHT = 8
 WRONG_ANSWER = "<answer>-12345</answer>"
 
@@ -90,15 +91,20 @@ class Attacker:
         return dataclasses.replace(record, **changes)
 
 
-def _poison(batch: pb.RolloutBatch) -> None:
-    """Four in-suite questions, each with four wrong answers claimed as perfect scores."""
-    task = batch.rollouts[0].task
-    del batch.rollouts[:]
-    for index in range(4):
-        rollout = batch.rollouts.add()
-        rollout.task.CopyFrom(task)
-        rollout.task.index = index
-        rollout.completions.extend(pb.Completion(text=WRONG_ANSWER, reward=1.0) for _ in range(4))
+def wrong_answers(claimed_reward: float, questions: int = 4, completions: int = 4) -> Callable[[pb.RolloutBatch], None]:
+    """In-suite questions, each with wrong answers claimed to score `claimed_reward`: 1.0 poisons (refused as
+    reward_mismatch, an offence); 0.0 is junk, valid in every respect, and no group has an advantage to learn."""
+
+    def edit(batch: pb.RolloutBatch) -> None:
+        task = batch.rollouts[0].task
+        del batch.rollouts[:]
+        for index in range(questions):
+            rollout = batch.rollouts.add()
+            rollout.task.CopyFrom(task)
+            rollout.task.index = index
+            rollout.completions.extend(pb.Completion(text=WRONG_ANSWER, reward=claimed_reward) for _ in range(completions))
+
+    return edit
 
 
 def _rollouts(count: int, text: str) -> Callable[[pb.RolloutBatch], None]:
@@ -199,7 +205,7 @@ SCHEMA_ATTACKS: dict[str, dict[str, Any]] = {
     "unknown_family": {"rollouts": _set_task(family="no_such_family")},
     "overlong_completion": {"rollouts": _set_completion(text="x" * (MAX_COMPLETION_BYTES + 1))},
     "too_many_rollouts": {"rollouts": _rollouts(MAX_ROLLOUTS_PER_BATCH + 1, "x")},
-    "poisoned_rewards": {"rollouts": _poison},
+    "poisoned_rewards": {"rollouts": wrong_answers(1.0)},
 }
 
 # attack -> (where it must be stopped, the reason code it must be counted under)
@@ -242,14 +248,18 @@ async def offer(node: DHTNode, records: list[Placed], peers: list[PeerID]) -> Co
     return outcome
 
 
-async def flood(attacker: Attacker, target: PeerID, rate: float, seconds: float, mode: str, text_bytes: int) -> dict:
-    """Send `rate` records per second to `target` for `seconds`, FLOOD_RECORDS_PER_RPC per store request.
+async def flood(
+    attacker: Attacker, target: PeerID, rate: float, seconds: float, mode: str, text_bytes: int, rollouts: int = 1
+) -> dict:
+    """Send `rate` records per second to `target` for `seconds`, FLOOD_RECORDS_PER_RPC per store request (fewer
+    when that would pass FLOOD_RPC_BYTES), each record `rollouts` rollouts of a `text_bytes` completion.
 
     one_identity: valid frames from our key, each newer than the last (each replaces the previous);
     sybils: valid frames, each from a freshly made identity (a new subkey every time);
     forged: frames whose signature does not verify (refused, but each costs the target a verification).
     """
     text = ("<answer>1</answer>" + "x" * text_bytes)[: max(text_bytes, 1)]
+    per_rpc = max(1, min(FLOOD_RECORDS_PER_RPC, FLOOD_RPC_BYTES // (rollouts * (text_bytes + 64))))
     outcome: Counter[str] = Counter()
     in_flight = asyncio.Semaphore(FLOOD_RPCS_IN_FLIGHT)
     started = time.monotonic()
@@ -258,7 +268,7 @@ async def flood(attacker: Attacker, target: PeerID, rate: float, seconds: float,
 
     def one_record() -> Placed:
         signer = Identity.generate() if mode == "sybils" else attacker.identity
-        batch = attacker.batch(rollouts=_set_completion(text=text))
+        batch = attacker.batch(rollouts=_rollouts(rollouts, text))
         frame = attacker.frame(batch, signer=signer)
         if mode == "forged":
             frame = frame[:-1] + bytes([frame[-1] ^ 1])
@@ -282,9 +292,9 @@ async def flood(attacker: Attacker, target: PeerID, rate: float, seconds: float,
     while time.monotonic() < deadline:
         due = int((time.monotonic() - started) * rate) - sent
         if due <= 0:
-            await asyncio.sleep(FLOOD_RECORDS_PER_RPC / rate / 2)
+            await asyncio.sleep(per_rpc / rate / 2)
             continue
-        count = min(due, FLOOD_RECORDS_PER_RPC)
+        count = min(due, per_rpc)
         await in_flight.acquire()  # back-pressure: at most FLOOD_RPCS_IN_FLIGHT requests outstanding
         tasks.append(asyncio.create_task(send([one_record() for _ in range(count)])))
         sent += count
@@ -324,6 +334,16 @@ class AttackerPeer:
 
         return self._loop.run(run(), COMMAND_TIMEOUT_S)
 
+    def offer_batch(self, **changes: Any) -> dict[str, int]:
+        """A batch of ours, valid in every respect but `changes` (as Attacker.batch takes them), offered to every
+        peer we know: how many stored, refused or did not answer."""
+
+        async def run() -> dict[str, int]:
+            batch = self.attacker.batch(**changes)
+            return dict(await offer(self.attacker.node, [self.attacker.placed(self.attacker.frame(batch), batch)], self.peers()))
+
+        return self._loop.run(run(), COMMAND_TIMEOUT_S)
+
     def connect(self, peer_id: str, maddrs: list[str]) -> None:
         """Dial a peer directly (a flooder does not wait for the routing table to find its target)."""
         peer = PeerID.from_base58(peer_id)
@@ -331,8 +351,10 @@ class AttackerPeer:
         coroutine = self.attacker.node.p2p._client.connect(peer, transports)
         self._loop.run(coroutine, COMMAND_TIMEOUT_S)
 
-    def flood(self, target: str, rate: float, seconds: float, mode: str, text_bytes: int = 2048) -> dict[str, Any]:
-        coroutine = flood(self.attacker, PeerID.from_base58(target), rate, seconds, mode, text_bytes)
+    def flood(
+        self, target: str, rate: float, seconds: float, mode: str, text_bytes: int = 2048, rollouts: int = 1
+    ) -> dict[str, Any]:
+        coroutine = flood(self.attacker, PeerID.from_base58(target), rate, seconds, mode, text_bytes, rollouts)
         return self._loop.run(coroutine, seconds + COMMAND_TIMEOUT_S)
 
     def close(self) -> None:
