@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 
@@ -49,6 +50,16 @@ def test_the_dashboard_shows_round_reward_trend_peers_and_rejections(tmp_path):
     assert "4 questions, 400 tok/s" in screen  # what the last round asked (transplant asks I while peers supply J)
     assert any(block in screen for block in "▁▂▃▄▅▆▇█")
     assert "bad_signature 1" in screen and "peers" in screen and "collapse detected" in screen
+
+
+def test_keys_read_from_too_few_replicas_are_counted_shown_and_exported(tmp_path):
+    metrics = fed_metrics(tmp_path, rounds=3)
+    assert "thin reads" not in text_of(render(metrics.status, now=100.0))  # nothing to say while reads are full
+    metrics.record(dataclasses.replace(record(4, 0.5), thin_reads=2))
+    metrics.record(dataclasses.replace(record(5, 0.5), thin_reads=1))
+    assert "3 keys answered by too few replicas" in text_of(render(metrics.status, now=100.0))
+    assert "swarmnode_thin_reads_total 3.0" in generate_latest(metrics.registry).decode()
+    assert Status.from_json(json.loads(json.dumps(dataclasses.asdict(metrics.status)))).thin_reads_total == 3
 
 
 def test_sparkline_and_moving_average():

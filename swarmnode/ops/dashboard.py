@@ -218,6 +218,9 @@ def _swarm(status: Status) -> Panel:
     table.add_row("peer groups trained", f"{status.trained_external_groups_total:,}")
     rejected = sorted(status.rejected_total.items(), key=lambda item: -item[1])
     table.add_row("rejected", ", ".join(f"{reason} {count}" for reason, count in rejected) or "none")
+    if status.thin_reads_total:
+        table.add_row("thin reads", Text(f"{status.thin_reads_total:,} keys answered by too few replicas (records may be hidden)",
+                                         style="yellow"))
     problems = sorted(status.problems_total.items(), key=lambda item: -item[1])
     table.add_row("problems", Text(", ".join(f"{kind} {count}" for kind, count in problems) or "none",
                                    style="yellow" if problems else ""))

@@ -148,6 +148,7 @@ class Status:
     dht_mode: str = "server"
     port_mapping: str = "off"
     published_local_only_total: int = 0
+    thin_reads_total: int = 0  # keys a collect read from too few replicas: what a liar at such a key hides looks empty
     problems_total: dict[str, int] = field(default_factory=dict)  # kind -> count: publish_failed, ...
     # held-out pass rates per family, {"greedy": x, "sampled": y}: of the base model and of the latest evaluation
     held_out_base: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -190,6 +191,10 @@ class Metrics:
         )
         self.local_only = PromCounter(
             "swarmnode_published_local_only", "Rounds whose batch only this node stored (not published)", registry=r
+        )
+        self.thin_reads = PromCounter(
+            "swarmnode_thin_reads", "DHT keys a collect read from too few of their replicas (records there may be hidden)",
+            registry=r,
         )
         self.replicas = Gauge("swarmnode_publish_replicas", "Other peers that stored the last batch", registry=r)
         self.training = Gauge(
@@ -308,6 +313,7 @@ class Metrics:
                     self.training.labels(quantity).set(value)
         if record.published_local_only:
             self.local_only.inc()
+        self.thin_reads.inc(record.thin_reads)
         for phase, seconds in record.seconds.items():
             self.phase_seconds.labels(phase).observe(seconds)
         with self._lock:
@@ -330,6 +336,7 @@ class Metrics:
             s.last_phase_seconds = record.seconds
             s.collapses += int(record.collapsed)
             s.published_local_only_total += int(record.published_local_only)
+            s.thin_reads_total += record.thin_reads
         if self.jsonl_path is not None:
             with open(self.jsonl_path, "a") as handle:
                 handle.write(record.to_json() + "\n")
