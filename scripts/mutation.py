@@ -46,9 +46,9 @@ TARGETS = {
     "wire/identity.py": Target(
         ("peer_id_bytes", "canonical_point", "small_order_point", "verify_signature", "from_libp2p_bytes",
          "load_identity", "save_identity"),
-        ("tests/test_signature.py", "tests/test_identity.py", "tests/test_envelope.py"),
+        ("tests/test_wire_limits.py", "tests/test_signature.py", "tests/test_identity.py", "tests/test_envelope.py"),
     ),
-    "wire/envelope.py": Target(None, WIRE_TESTS),
+    "wire/envelope.py": Target(None, ("tests/test_wire_limits.py", *WIRE_TESTS)),
     "wire/rejection.py": Target(
         ("is_offence", "offender"), ("tests/test_receive_checks.py", "tests/test_envelope.py", "tests/test_gossip.py")
     ),
@@ -88,6 +88,11 @@ TARGETS = {
 # Mutants that cannot change what the code does, each with the reason: (module, operator, line before, line after).
 _DIGEST_SIZE = ("the digest only names a frame in this node's own verified-frames memory and nothing else computes that "
                 "key: 15 or 17 bytes of BLAKE2b tell frames apart as surely as 16")
+_SMALL_INT = ("CPython keeps one object for each int from -5 to 256, and a length or a version is an int: compared with "
+              "`is not` against 32, 64, 68 or 1 it is the same test as `!=`")
+_NO_MAP_FIELDS = ("deterministic serialization only orders map entries, and no message of the wire protocol has a map "
+                  "field: the bytes are the same either way")
+_PREFIX_PLUS_64 = "len(_ED25519_PRIVATE_PREFIX) is 4, and 4 | 64 == 4 ^ 64 == 4 + 64 == 68"
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("wire/receive.py", "core/NumberReplacer",
      "key = kind.domain + hashlib.blake2b(frame, digest_size=16).digest()",
@@ -95,6 +100,44 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("wire/receive.py", "core/NumberReplacer",
      "key = kind.domain + hashlib.blake2b(frame, digest_size=16).digest()",
      "key = kind.domain + hashlib.blake2b(frame, digest_size= 15).digest()"): _DIGEST_SIZE,
+    ("wire/envelope.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(message.signer) != PUBLIC_KEY_BYTES or len(message.signature) != SIGNATURE_BYTES:",
+     "if len(message.signer) is not PUBLIC_KEY_BYTES or len(message.signature) != SIGNATURE_BYTES:"): _SMALL_INT,
+    ("wire/envelope.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(message.signer) != PUBLIC_KEY_BYTES or len(message.signature) != SIGNATURE_BYTES:",
+     "if len(message.signer) != PUBLIC_KEY_BYTES or len(message.signature) is not SIGNATURE_BYTES:"): _SMALL_INT,
+    ("wire/envelope.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if envelope.version != PROTOCOL_VERSION:", "if envelope.version is not PROTOCOL_VERSION:"): _SMALL_INT,
+    ("wire/envelope.py", "core/ReplaceTrueWithFalse",
+     "return message.SerializeToString(deterministic=True)",
+     "return message.SerializeToString(deterministic=False)"): _NO_MAP_FIELDS,
+    ("wire/envelope.py", "core/ReplaceTrueWithFalse",
+     "if message.SerializeToString(deterministic=True) != data:",
+     "if message.SerializeToString(deterministic=False) != data:"): _NO_MAP_FIELDS,
+    ("wire/identity.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(public_key) != PUBLIC_KEY_BYTES:", "if len(public_key) is not PUBLIC_KEY_BYTES:"): _SMALL_INT,
+    ("wire/identity.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:",
+     "if len(public_key) is not PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:"): _SMALL_INT,
+    ("wire/identity.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:",
+     "if len(public_key) != PUBLIC_KEY_BYTES or len(signature) is not SIGNATURE_BYTES:"): _SMALL_INT,
+    ("wire/identity.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(data) != len(_ED25519_PRIVATE_PREFIX) + 64 or not data.startswith(_ED25519_PRIVATE_PREFIX):",
+     "if len(data) is not len(_ED25519_PRIVATE_PREFIX) + 64 or not data.startswith(_ED25519_PRIVATE_PREFIX):"): _SMALL_INT,
+    ("wire/identity.py", "core/ReplaceBinaryOperator_Add_BitOr",
+     "if len(data) != len(_ED25519_PRIVATE_PREFIX) + 64 or not data.startswith(_ED25519_PRIVATE_PREFIX):",
+     "if len(data) != len(_ED25519_PRIVATE_PREFIX) | 64 or not data.startswith(_ED25519_PRIVATE_PREFIX):"): _PREFIX_PLUS_64,
+    ("wire/identity.py", "core/ReplaceBinaryOperator_Add_BitXor",
+     "if len(data) != len(_ED25519_PRIVATE_PREFIX) + 64 or not data.startswith(_ED25519_PRIVATE_PREFIX):",
+     "if len(data) != len(_ED25519_PRIVATE_PREFIX) ^ 64 or not data.startswith(_ED25519_PRIVATE_PREFIX):"): _PREFIX_PLUS_64,
+    ("wire/identity.py", "core/NumberReplacer",
+     "r, s = signature[:32], signature[32:]", "r, s = signature[: 33], signature[32:]"):
+        "r is only read by canonical_point (its low 255 bits) and small_order_point (its first 32 bytes), and the "
+        "library verifies the whole signature: a 33rd byte in r changes nothing",
+    ("wire/identity.py", "core/NumberReplacer",
+     "seed, public_key = data[4:36], data[36:68]", "seed, public_key = data[4:36], data[36: 69]"):
+        "data has exactly 68 bytes here (checked just above), so data[36:69] is data[36:68]",
 }
 
 

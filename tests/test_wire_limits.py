@@ -1,0 +1,360 @@
+"""The wire's hard limits and the identity's safety checks at their exact boundaries: one byte, bit or permission
+over is refused with its reason and the value at the limit is accepted (what mutation testing found unguarded)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import stat
+
+import pytest
+from test_signature import small_order_encodings
+
+from swarmnode.wire import identity as identity_module
+from swarmnode.wire.batch import BATCH, MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_ENVELOPE_BYTES
+from swarmnode.wire.envelope import MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, PROTOCOL_VERSION, Envelope
+from swarmnode.wire.identity import (
+    Identity,
+    IdentityError,
+    canonical_point,
+    load_identity,
+    peer_id_base58,
+    save_identity,
+    verify_signature,
+)
+from swarmnode.wire.receive import open_frame
+from swarmnode.wire.rejection import Reason, Rejected
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+ALICE = Identity.from_seed(b"\x11" * 32)
+T0 = 1_800_000_000.0
+TASK = TaskRef("chain_sum", "0123456789abcdef", 5, 17)
+
+
+def make_batch(**changes) -> RolloutBatch:
+    batch = RolloutBatch(
+        swarm_id="test-swarm", window=60_000_000, sequence=3, timestamp=T0, model_id="swarmnode/seed",
+        suite_version="v", rollouts=(Rollout(TASK, (Completion("<answer>3</answer>", 1.0),)),),
+    )
+    return dataclasses.replace(batch, **changes)
+
+
+VALID = BATCH.seal(make_batch(), ALICE)
+
+
+def reason_of(frame: bytes) -> Reason:
+    with pytest.raises(Rejected) as info:
+        open_frame(frame, BATCH)
+    return info.value.reason
+
+
+# --- the envelope: size, field lengths, version, canonical form -------------------------------------------------
+
+
+def batch_frame_of_size(size: int) -> bytes:
+    """A valid signed batch of exactly `size` bytes: full-size completions, the last one trimmed to fit."""
+    full = Completion("x" * MAX_COMPLETION_BYTES)
+
+    def frame(last: int) -> bytes:
+        rollouts = (Rollout(TASK, (full,) * MAX_COMPLETIONS_PER_ROLLOUT),
+                    Rollout(TASK, (full,) * (MAX_COMPLETIONS_PER_ROLLOUT - 1) + (Completion("x" * last),)))
+        return BATCH.seal(make_batch(rollouts=rollouts), ALICE)
+
+    last = MAX_COMPLETION_BYTES // 2
+    for _ in range(4):
+        last += size - len(frame(last))
+    result = frame(last)
+    assert len(result) == size
+    return result
+
+
+def test_a_frame_of_exactly_the_size_limit_opens_and_one_byte_more_is_too_large():
+    at_limit = batch_frame_of_size(MAX_ENVELOPE_BYTES)
+    assert open_frame(at_limit, BATCH).signer == ALICE.peer_id
+    assert reason_of(batch_frame_of_size(MAX_ENVELOPE_BYTES + 1)) is Reason.TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "signer, signature",
+    [
+        (ALICE.public_key[:31], None),
+        (ALICE.public_key + b"\x00", None),
+        (None, Envelope.decode(VALID).signature[:63]),
+        (None, Envelope.decode(VALID).signature + b"\x00"),
+    ],
+    ids=["signer-31-bytes", "signer-33-bytes", "signature-63-bytes", "signature-65-bytes"],
+)
+def test_a_signer_or_signature_of_the_wrong_length_is_malformed_not_a_bad_signature(signer, signature):
+    """Checked before the signature (MALFORMED), alone: the other field of the right length does not excuse it."""
+    envelope = Envelope.decode(VALID)
+    frame = dataclasses.replace(envelope, signer=signer or envelope.signer, signature=signature or envelope.signature)
+    assert reason_of(frame.encode()) is Reason.MALFORMED
+
+
+@pytest.mark.parametrize("version", [0, PROTOCOL_VERSION + 1, 2**32 - 1])
+def test_a_correctly_signed_envelope_of_another_version_is_refused_as_bad_version(version):
+    frame = Envelope.sign(ALICE, Envelope.decode(VALID).payload, BATCH.domain, version=version).encode()
+    assert reason_of(frame) is Reason.BAD_VERSION
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x08\x01" + VALID,  # the version field twice (the last one wins when parsing)
+        b"\x08\x00" + VALID,  # an explicit default: version 0, then 1
+        b"\x08\x81\x00" + VALID[2:],  # version 1 as an overlong varint
+        VALID + b"\x28\x01",  # an unknown field 5
+    ],
+    ids=["repeated-field", "explicit-default", "overlong-varint", "unknown-field"],
+)
+def test_a_non_canonical_encoding_of_a_validly_signed_envelope_is_malformed(frame):
+    """The signature covers the payload, not the envelope's bytes: only the canonical-form check refuses these."""
+    assert Envelope.decode(VALID).verify(BATCH.domain)
+    with pytest.raises(Rejected, match="not in canonical form") as info:
+        open_frame(frame, BATCH)
+    assert info.value.reason is Reason.MALFORMED
+
+
+def test_a_verified_envelope_cannot_be_altered_afterwards():
+    envelope = Envelope.decode(VALID)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        envelope.payload = b"other"  # type: ignore[misc]
+    assert hash(envelope) == hash(Envelope.decode(VALID))
+
+
+# --- the payload's shared text rules: byte limits and the timestamp ---------------------------------------------
+
+
+def test_a_swarm_id_of_exactly_the_limit_is_accepted_and_one_byte_more_is_refused():
+    at_limit = "s" * MAX_SWARM_ID_BYTES
+    assert MAX_SWARM_ID_BYTES == 64  # protocol/PROTOCOL.md's limits: what every implementation agrees on
+    assert open_frame(BATCH.seal(make_batch(swarm_id=at_limit), ALICE), BATCH).value.swarm_id == at_limit
+    assert reason_of(BATCH.seal(make_batch(swarm_id=at_limit + "s"), ALICE)) is Reason.LIMIT_EXCEEDED
+
+
+def test_a_model_id_of_exactly_the_limit_in_utf8_bytes_is_accepted_and_one_byte_more_is_refused():
+    at_limit = "é" * (MAX_MODEL_ID_BYTES // 2)  # 2 bytes each: the limit counts bytes, not characters
+    assert MAX_MODEL_ID_BYTES == 200 and len(at_limit.encode()) == MAX_MODEL_ID_BYTES  # protocol/PROTOCOL.md
+    assert open_frame(BATCH.seal(make_batch(model_id=at_limit), ALICE), BATCH).value.model_id == at_limit
+    assert reason_of(BATCH.seal(make_batch(model_id=at_limit + "m"), ALICE)) is Reason.LIMIT_EXCEEDED
+
+
+@pytest.mark.parametrize("timestamp", [0.0, -0.0, -0.5, -1.0, -T0, math.nan, math.inf, -math.inf])
+def test_a_timestamp_that_is_not_positive_and_finite_is_a_bad_value(timestamp):
+    assert reason_of(BATCH.seal(make_batch(timestamp=timestamp), ALICE)) is Reason.BAD_VALUE
+
+
+@pytest.mark.parametrize("timestamp", [5e-324, 0.5, 1.0])
+def test_any_positive_finite_timestamp_is_valid_even_just_above_zero(timestamp):
+    assert open_frame(BATCH.seal(make_batch(timestamp=timestamp), ALICE), BATCH).value.timestamp == timestamp
+
+
+# --- strict Ed25519: what OpenSSL accepts and the node must not --------------------------------------------------
+
+
+def clamped_scalar(seed: bytes) -> int:
+    """RFC 8032 §5.1.5: the secret scalar of `seed`, so a test can sign with a chosen R."""
+    digest = bytearray(hashlib.sha512(seed).digest()[:32])
+    digest[0] &= 248
+    digest[31] = (digest[31] & 127) | 64
+    return int.from_bytes(digest, "little")
+
+
+def forgery_under(key: bytes) -> tuple[bytes, bytes]:
+    """(signature, message) valid under RFC 8032's equation for a key of small order, by someone without its
+    private key: R = [r]B, S = r, and a message whose challenge k kills the key ([k]A = identity when 8 | k)."""
+    seed = b"\x09" * 32
+    r_point, r = Identity.from_seed(seed).public_key, clamped_scalar(seed) % L
+    for attempt in range(1000):
+        message = b"pay %d to mallory" % attempt
+        if int.from_bytes(hashlib.sha512(r_point + key + message).digest(), "little") % L % 8 == 0:
+            return r_point + r.to_bytes(32, "little"), message
+    raise AssertionError("no message found")
+
+
+def non_canonical_small_order_encodings() -> list[bytes]:
+    """y = p and y = p + 1 are y = 0 and y = 1 unreduced: points of order 4 and 1, under either sign bit."""
+    return [(y | sign << 255).to_bytes(32, "little") for y in (P, P + 1) for sign in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    "key",
+    small_order_encodings() + non_canonical_small_order_encodings(),
+    ids=lambda key: key.hex()[:4] + key.hex()[-4:],
+)
+def test_a_forgery_under_a_small_order_key_that_openssl_accepts_is_refused(key):
+    signature, message = forgery_under(key)
+    # the forgery is real: the library alone accepts it
+    identity_module.Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+    assert not verify_signature(key, signature, message)
+
+
+def test_a_point_encoding_is_canonical_exactly_when_its_y_is_below_p_whatever_its_sign_bit():
+    for sign in (0, 1):
+        for y in (0, 1, 2**254, P - 1):
+            assert canonical_point((y | sign << 255).to_bytes(32, "little")), (y, sign)
+        for y in (P, P + 1, P + 18, 2**255 - 1):
+            assert not canonical_point((y | sign << 255).to_bytes(32, "little")), (y, sign)
+
+
+class AcceptsEverySignature:
+    """Stands in for the library's Ed25519 verification and accepts everything, so that what refuses a signature
+    is verify_signature's own strict checks (PROTOCOL.md §2.2), which must not depend on a library's version."""
+
+    @classmethod
+    def from_public_bytes(cls, data: bytes) -> AcceptsEverySignature:
+        return cls()
+
+    def verify(self, signature: bytes, message: bytes) -> None:
+        return None
+
+
+@pytest.fixture
+def lenient_library(monkeypatch):
+    monkeypatch.setattr(identity_module, "Ed25519PublicKey", AcceptsEverySignature)
+    key, signature = ALICE.public_key, ALICE.sign(b"m")
+    assert verify_signature(key, signature, b"m") and verify_signature(key, signature, b"another message")
+    return key, signature
+
+
+def test_s_is_refused_from_l_upwards_by_the_strict_checks_alone(lenient_library):
+    key, signature = lenient_library
+    assert verify_signature(key, signature[:32] + (L - 1).to_bytes(32, "little"), b"m")
+    for s in (L, L + 1, 2**256 - 1):
+        assert not verify_signature(key, signature[:32] + s.to_bytes(32, "little"), b"m"), s
+
+
+@pytest.mark.parametrize("key_change, signature_change", [
+    (lambda key: key[:31], None),
+    (lambda key: key + b"\x00", None),
+    (None, lambda signature: signature[:63]),
+    (None, lambda signature: signature + b"\x00"),
+], ids=["key-31-bytes", "key-33-bytes", "signature-63-bytes", "signature-65-bytes"])
+def test_a_key_or_signature_of_the_wrong_length_is_refused_by_the_strict_checks_alone(
+    lenient_library, key_change, signature_change
+):
+    key, signature = lenient_library
+    key = key_change(key) if key_change else key
+    signature = signature_change(signature) if signature_change else signature
+    assert verify_signature(key, signature, b"m") is False
+
+
+def test_a_non_canonical_r_is_refused_by_the_strict_checks_alone(lenient_library):
+    key, signature = lenient_library
+    for y in range(P, 2**255):
+        assert not verify_signature(key, y.to_bytes(32, "little") + signature[32:], b"m"), y
+
+
+def test_a_malformed_key_never_gets_a_peer_id():
+    assert peer_id_base58(ALICE.public_key) == ALICE.peer_id
+    for key in (ALICE.public_key[:31], ALICE.public_key + b"\x00"):
+        with pytest.raises(ValueError, match="32 bytes"):
+            peer_id_base58(key)
+
+
+# --- the identity file ------------------------------------------------------------------------------------------
+
+
+def test_a_key_saved_into_missing_directories_is_private_and_loads_back(tmp_path):
+    path = tmp_path / "a" / "b" / "identity.key"
+    save_identity(ALICE, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_identity(path).peer_id == ALICE.peer_id
+
+
+def test_saving_over_an_existing_key_is_refused_unless_overwrite_is_named(tmp_path):
+    path = tmp_path / "identity.key"
+    other = Identity.from_seed(b"\x22" * 32)
+    save_identity(ALICE, path)
+    with pytest.raises(IdentityError, match="already exists"):
+        save_identity(other, path)
+    with pytest.raises(TypeError):
+        save_identity(other, path, True)  # type: ignore[misc]  # the destructive flag is keyword-only
+    assert load_identity(path).peer_id == ALICE.peer_id
+    save_identity(other, path, overwrite=True)
+    assert load_identity(path).peer_id == other.peer_id
+
+
+def write_key(path, data: bytes, mode: int = 0o600):
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    "data, size",
+    [
+        (ALICE.to_libp2p_bytes() + b"\x00", 69),  # a trailing byte: the key itself is intact
+        (ALICE.to_libp2p_bytes()[:67], 67),
+        (b"\x08\x00" + ALICE.to_libp2p_bytes()[2:], 68),  # key type 0 (RSA), an Ed25519 key's bytes
+    ],
+    ids=["trailing-byte", "truncated", "other-key-type"],
+)
+def test_a_key_file_that_is_not_exactly_an_ed25519_libp2p_key_is_refused_naming_the_file(tmp_path, data, size):
+    path = write_key(tmp_path / "identity.key", data)
+    with pytest.raises(IdentityError, match="not an Ed25519 libp2p private key") as info:
+        load_identity(path)
+    assert f"({size} bytes)" in str(info.value) and f"--path {path}" in str(info.value)
+
+
+def test_a_missing_key_file_is_an_identity_error_naming_the_file_and_the_fix(tmp_path):
+    path = tmp_path / "identity.key"
+    with pytest.raises(IdentityError, match="no identity file") as info:
+        load_identity(path)
+    assert f"swarmnode identity new --path {path}" in str(info.value)
+
+
+@pytest.mark.parametrize("bit", [0o040, 0o020, 0o010, 0o004, 0o002, 0o001])
+def test_a_key_file_with_any_group_or_other_permission_is_refused(tmp_path, bit):
+    path = write_key(tmp_path / "identity.key", ALICE.to_libp2p_bytes(), 0o600 | bit)
+    with pytest.raises(IdentityError, match=f"permissions {0o600 | bit:04o}.*chmod 600"):
+        load_identity(path)
+
+
+def test_a_key_file_readable_by_its_owner_alone_loads(tmp_path):
+    for mode in (0o600, 0o400):
+        path = write_key(tmp_path / f"identity-{mode:o}.key", ALICE.to_libp2p_bytes(), mode)
+        assert load_identity(path).peer_id == ALICE.peer_id
+
+
+def load_as_unprivileged_user(directory, name: str) -> str:
+    """load_identity(directory / name) by uid and gid 65534 in a forked child (root reads every file), as the
+    outcome's text: the child already has swarmnode loaded, and finds the file relative to its directory."""
+    os.chmod(directory, 0o711)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.chdir(directory)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                outcome = f"loaded {load_identity(name).peer_id}"
+            except BaseException as error:  # whatever it is, the parent reports it
+                outcome = f"{type(error).__name__}: {error}"
+            os.write(write_end, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return outcome
+
+
+def test_a_key_file_the_node_cannot_read_is_an_identity_error_naming_the_file(tmp_path):
+    path = write_key(tmp_path / "identity.key", ALICE.to_libp2p_bytes(), 0o000)
+    if os.geteuid() != 0:
+        with pytest.raises(IdentityError) as info:
+            load_identity(path)
+        outcome = f"{type(info.value).__name__}: {info.value}"
+        name = str(path)
+    else:
+        outcome, name = load_as_unprivileged_user(tmp_path, path.name), path.name
+    assert outcome.startswith(f"IdentityError: {name}: cannot read the identity file"), outcome
