@@ -77,14 +77,15 @@ class Census:
     timed_out: bool = False
     thin_buckets: int = 0  # buckets too few of whose replicas answered (a liar at the key hides what it likes)
     missing_self: bool = False  # our own beacon, stored this window, was not in its bucket's answers
+    full_buckets: int = 0  # buckets whose replicas together returned more signers than a census opens
 
     @property
     def complete(self) -> bool:
-        """Every bucket read, from enough replicas, within the deadline, our own beacon among them: anything
-        less, and nodes may be missing that the swarm holds."""
+        """Every bucket read, from enough replicas, within the deadline, our own beacon among them, none holding
+        more than it opens: anything less, and nodes may be missing that the swarm holds."""
         return (
             self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0
-            and not self.missing_self
+            and not self.missing_self and self.full_buckets == 0
         )
 
     def totals(self) -> CensusTotals:
@@ -128,6 +129,7 @@ class Census:
             "timed_out": self.timed_out,
             "thin_buckets": self.thin_buckets,
             "missing_self": self.missing_self,
+            "full_buckets": self.full_buckets,
             "totals": dataclasses.asdict(self.totals()),
             "nodes": [
                 {"peer_id": entry.peer_id, **dataclasses.asdict(entry.beacon), "reachability": entry.beacon.reachability.value}
@@ -148,7 +150,7 @@ class Census:
             buckets_read=int(data["buckets_read"]), buckets_total=int(data["buckets_total"]),
             refused=dict(data.get("refused", {})), bytes_in=int(data.get("bytes_in", 0)),
             timed_out=bool(data.get("timed_out", False)), thin_buckets=int(data.get("thin_buckets", 0)),
-            missing_self=bool(data.get("missing_self", False)),
+            missing_self=bool(data.get("missing_self", False)), full_buckets=int(data.get("full_buckets", 0)),
         )
 
 
@@ -165,7 +167,8 @@ def take_census(
     """Read census buckets (all at once, or in random waves until `enough` live nodes were seen) and keep
     the valid beacons of the current and previous window. Stale beacons (departed nodes) are left out
     silently; any other failed check is counted by reason. A key holds at most MAX_BEACONS_PER_BUCKET
-    signers on honest replicas; what a replica returns beyond that is not opened (`census_full`).
+    signers on honest replicas; what the replicas return beyond that together is not opened (`census_full`),
+    and the census is then not complete.
 
     Each wave is one DHT read; the first reads as many buckets as should hold `enough` of `expected_nodes`
     (all of them when the swarm's size is unknown or small), later ones BUCKETS_PER_WAVE. A wave cut by the
@@ -195,8 +198,9 @@ def take_census(
             census.missing_self = own not in found.get(own_key, {})
         now = get_dht_time()
         for key, entries in found.items():
-            if len(entries) > MAX_BEACONS_PER_BUCKET:
+            if len(entries) > MAX_BEACONS_PER_BUCKET:  # the entries most replicas returned are opened first
                 refused["census_full"] += len(entries) - MAX_BEACONS_PER_BUCKET
+                census.full_buckets += 1
             for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
                 census.bytes_in += len(frame)
                 try:

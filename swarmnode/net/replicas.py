@@ -7,6 +7,7 @@ answer is the union of the validated entries, each at its newest expiration, and
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 
 from hivemind.dht.routing import DHTID
@@ -87,13 +88,17 @@ class KeyRead:
         return len(seen) > 1
 
     def entries(self) -> Entries:
-        """The union of the answers: every signer's entry at the newest expiration any replica holds."""
+        """The union of the answers: every signer's entry at the newest expiration any replica holds, those more
+        replicas returned first. A reader that opens only the first entries of a full key then opens what the
+        honest replicas agree on before what one liar alone adds (Sybils it holds and nobody else does)."""
         merged: Entries = {}
+        support: Counter[str] = Counter()
         for answer in self.answers.values():
             for subkey, (frame, expiration) in answer.items():
+                support[subkey] += 1
                 if subkey not in merged or expiration > merged[subkey][1]:
                     merged[subkey] = (frame, expiration)
-        return merged
+        return {subkey: merged[subkey] for subkey in sorted(merged, key=lambda subkey: -support[subkey])}
 
     def coverage(self) -> Coverage:
         return Coverage(len(self.replicas), len(self.asked), len(self.answers), self.disagreed, self.quorum)

@@ -95,6 +95,8 @@ def census_notes(census: Census) -> str:
         notes.append("cut by its deadline")
     if census.thin_buckets:
         notes.append(f"{census.thin_buckets} buckets answered by too few replicas (nodes may be hidden)")
+    if census.full_buckets:
+        notes.append(f"{census.full_buckets} buckets held more signers than a census opens (nodes may be left out)")
     if census.missing_self:
         notes.append("this node's own beacon was not in its bucket's answers (a replica withholds entries?)")
     notes += [f"{count} beacons refused: {reason}" for reason, count in sorted(census.refused.items())]
