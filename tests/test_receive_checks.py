@@ -108,28 +108,20 @@ def test_a_frame_exactly_the_content_budget_is_kept_and_a_larger_one_is_neither_
     assert not from_memory(verified, larger)
 
 
-def test_the_newest_max_entries_frames_are_remembered_and_the_oldest_is_forgotten_first():
-    frames = [batch_frame(sequence) for sequence in range(1, 5)]
-    verified = VerifiedFrames(max_entries=3)
-    for frame in frames[:3]:
+@pytest.mark.parametrize(
+    ("bound", "capacity"),
+    [({"max_entries": 3}, 3), ({"max_value_bytes": 2 * FRAME_BYTES}, 2)],
+    ids=["entries", "content_bytes"],
+)
+def test_a_memory_filled_exactly_to_its_bound_keeps_every_frame_and_one_more_pushes_out_the_oldest(bound, capacity):
+    frames = [batch_frame(sequence) for sequence in range(1, capacity + 2)]
+    verified = VerifiedFrames(**bound)
+    for frame in frames[:capacity]:
         open_frame(frame, BATCH, verified=verified)
-    assert len(verified) == 3
-    assert all(from_memory(verified, frame) for frame in frames[:3])
-    open_frame(frames[3], BATCH, verified=verified)
-    assert len(verified) == 3
-    assert all(from_memory(verified, frame) for frame in frames[1:])
-    assert not from_memory(verified, frames[0])
-
-
-def test_content_filling_the_byte_budget_exactly_is_kept_and_a_byte_more_pushes_out_the_oldest_frame():
-    frames = [batch_frame(sequence) for sequence in range(1, 4)]
-    verified = VerifiedFrames(max_value_bytes=2 * FRAME_BYTES)
-    for frame in frames[:2]:
-        open_frame(frame, BATCH, verified=verified)
-    assert len(verified) == 2
-    assert all(from_memory(verified, frame) for frame in frames[:2])
-    open_frame(frames[2], BATCH, verified=verified)
-    assert len(verified) == 2
+    assert len(verified) == capacity
+    assert all(from_memory(verified, frame) for frame in frames[:capacity])
+    open_frame(frames[capacity], BATCH, verified=verified)
+    assert len(verified) == capacity
     assert all(from_memory(verified, frame) for frame in frames[1:])
     assert not from_memory(verified, frames[0])
 
@@ -163,23 +155,17 @@ def test_a_refusal_pushed_out_by_the_entry_bound_gives_back_no_content_bytes(bud
 # The replay guard
 
 
-def test_the_guard_catches_replays_of_as_many_signers_as_it_remembers_and_forgets_the_oldest_signer_first():
-    signers = [Identity.from_seed(bytes([seed]) * 32) for seed in (0x31, 0x32, 0x33, 0x34)]
-    frames = [BATCH.seal(make_batch(), signer) for signer in signers]
-    guard = ReplayGuard(max_signers=3)
-    for frame in frames[:3]:
-        open_frame(frame, BATCH, RULES, now=T0, replay_guard=guard)
-    for frame in frames[:3]:
-        assert refusal(frame, rules=RULES, now=T0, replay_guard=guard).reason is Reason.REPLAY
-    open_frame(frames[3], BATCH, RULES, now=T0, replay_guard=guard)
-    for frame in frames[1:]:
-        assert refusal(frame, rules=RULES, now=T0, replay_guard=guard).reason is Reason.REPLAY
-    assert len(guard) == 3
+def four_batches(bound: str) -> list[bytes]:
+    """Four frames that fill a guard of 3 and pass it by one: four signers' batches, or one signer's four."""
+    if bound == "max_signers":
+        return [BATCH.seal(make_batch(), Identity.from_seed(bytes([seed]) * 32)) for seed in (0x31, 0x32, 0x33, 0x34)]
+    return [batch_frame(sequence) for sequence in range(1, 5)]
 
 
-def test_the_guard_catches_replays_of_a_signers_last_per_signer_batches():
-    frames = [batch_frame(sequence) for sequence in range(1, 5)]
-    guard = ReplayGuard(per_signer=3)
+@pytest.mark.parametrize("bound", ["max_signers", "per_signer"])
+def test_the_guard_catches_replays_up_to_its_bound_and_forgets_the_oldest_first(bound):
+    frames = four_batches(bound)
+    guard = ReplayGuard(**{bound: 3})
     for frame in frames[:3]:
         open_frame(frame, BATCH, RULES, now=T0, replay_guard=guard)
     for frame in frames[:3]:

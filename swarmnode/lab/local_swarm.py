@@ -396,6 +396,12 @@ def machine_facts() -> dict:
     }
 
 
+def write_results(path: Path, report: dict) -> None:
+    """A harness's JSON report, in its folder (made if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def print_nodes(result: SwarmResult, title: str) -> None:
     from rich.console import Console
     from rich.table import Table

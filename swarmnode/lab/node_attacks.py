@@ -34,7 +34,7 @@ from rich.table import Table
 from swarmnode.config import SwarmConfig
 from swarmnode.lab.adversarial_peers import FAST, new_key
 from swarmnode.lab.attacker_peer import AttackerPeer, wrong_answers
-from swarmnode.lab.local_swarm import LocalSwarm, NodeSpec, exit_on_sigterm, machine_facts
+from swarmnode.lab.local_swarm import LocalSwarm, NodeSpec, exit_on_sigterm, machine_facts, write_results
 from swarmnode.wire.rules import SwarmRules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,8 +153,7 @@ def main() -> int:
             }
             console.print(f"{code}: {report['runs'][str(code)]}", highlight=False)
     render(report, console)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_results(args.out, report)
     console.print(f"wrote {args.out}", highlight=False)
     return 0
 

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from swarmnode.lab.adversarial_peers import FAST, new_key, wait_for_start
-from swarmnode.lab.local_swarm import LocalSwarm, NodeSpec, exit_on_sigterm, machine_facts
+from swarmnode.lab.local_swarm import LocalSwarm, NodeSpec, exit_on_sigterm, machine_facts, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 SWARM_ID = "peerbook-attack"
@@ -135,8 +135,7 @@ def main() -> int:
             table.add_row(str(code.resolve()), str(args.restarts), json.dumps(run["verdicts"]), json.dumps(run["dht_modes"]),
                           str(run["restarts"][0]["reachability_detail"]))
     console.print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_results(args.out, report)
     console.print(f"wrote {args.out}", highlight=False)
     return 0
 
