@@ -301,6 +301,15 @@ def test_a_key_file_that_is_not_exactly_an_ed25519_libp2p_key_is_refused_naming_
     assert f"({size} bytes)" in str(info.value) and f"--path {path}" in str(info.value)
 
 
+@pytest.mark.parametrize("stored_first_byte", [0x00, 0xFF], ids=["sorts-below", "sorts-above"])
+def test_a_key_file_whose_stored_public_key_is_not_its_private_keys_is_refused_as_corrupted(tmp_path, stored_first_byte):
+    data = ALICE.to_libp2p_bytes()
+    assert 0x00 < data[36] < 0xFF  # ALICE's public key sorts between both corruptions
+    path = write_key(tmp_path / "identity.key", data[:36] + bytes([stored_first_byte]) + data[37:])
+    with pytest.raises(IdentityError, match="does not match the private key"):
+        load_identity(path)
+
+
 def test_a_missing_key_file_is_an_identity_error_naming_the_file_and_the_fix(tmp_path):
     path = tmp_path / "identity.key"
     with pytest.raises(IdentityError, match="no identity file") as info:
