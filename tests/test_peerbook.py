@@ -12,7 +12,7 @@ from gossip_peers import join
 
 from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net import peerbook
-from swarmnode.net.peer import DHTPeer
+from swarmnode.net.peer import DHTPeer, swarm_scopes
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 from swarmnode.wire.rules import SwarmRules
@@ -31,8 +31,8 @@ def test_only_full_tcp_join_addresses_survive_a_round_trip_and_junk_files_read_a
 
 
 def test_learnt_peers_skip_ours_and_those_configured_already():
-    ours = f"/ip4/10.0.0.1/tcp/1/p2p/{PEER}"
-    other = "/ip4/10.0.0.2/tcp/2/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+    ours = f"/ip4/127.0.0.1/tcp/1/p2p/{PEER}"
+    other = "/ip4/127.0.0.1/tcp/2/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
     network = NetworkConfig(initial_peers=[other])
     assert peerbook.learnt_peers(network, [ours, other], PEER) == []
     assert peerbook.learnt_peers(NetworkConfig(), [ours, other], PEER) == [other]
@@ -58,15 +58,26 @@ def test_the_book_counts_peers_not_addresses_and_keeps_the_peers_it_knew_while_t
     assert gone not in peerbook.updated(book, [a for a in book if a != gone])
 
 
-@pytest.mark.parametrize(("host", "kept"), [("0.0.0.0", {"public"}), ("127.0.0.1", {"public", "loopback"})])
-def test_addresses_of_a_scope_the_swarm_does_not_use_are_dropped_from_what_presences_teach(tmp_path, host, kept):
-    """A remote presence naming 127.0.0.1 or a LAN address must not make a node on the internet dial into its
-    own machine or network; a swarm on loopback (tests) keeps loopback addresses."""
+@pytest.mark.parametrize(
+    ("configured_hosts", "on_loopback", "scopes"),
+    [
+        ([None], False, {"public"}),  # a node on the internet
+        (["192.168.1.5"], False, {"public", "private"}),  # a LAN swarm: its configured peers are on the LAN
+        (["127.0.0.1"], True, {"public", "loopback"}),  # a swarm on one machine (tests)
+    ],
+)
+def test_a_node_learns_addresses_of_public_scope_and_of_the_scopes_its_swarm_uses(configured_hosts, on_loopback, scopes):
+    assert swarm_scopes(configured_hosts, on_loopback) == scopes
+
+
+def test_addresses_of_a_scope_the_swarm_does_not_use_are_dropped_from_what_presences_teach(tmp_path):
+    """A remote presence naming a LAN address must not make a node dial into its own network; one on loopback
+    (tests) keeps loopback and public addresses only."""
     peers = {scope: str(Identity.generate().peer_id) for scope in ("public", "loopback", "private")}
     hosts = {"public": "1.2.3.4", "loopback": "127.0.0.1", "private": "192.168.1.5"}
-    peer = DHTPeer(new_key(tmp_path, "me"), SwarmRules.of(SWARM), NetworkConfig(host=host))  # never started: nothing is dialled
+    peer = DHTPeer(new_key(tmp_path, "me"), SwarmRules.of(SWARM), NetworkConfig(host="127.0.0.1"))  # never started
     peer.add_entry_peers([f"/ip4/{hosts[scope]}/tcp/4001/p2p/{peers[scope]}" for scope in peers])
-    assert {peer_id.to_base58() for peer_id in peer.entry_peers} == {peers[scope] for scope in kept}
+    assert {peer_id.to_base58() for peer_id in peer.entry_peers} == {peers["public"], peers["loopback"]}
 
 
 def new_key(directory: Path, name: str) -> Path:

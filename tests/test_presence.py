@@ -30,7 +30,7 @@ WINDOW = RULES.window_of(T0)
 
 
 def presence(**changes) -> Presence:
-    base = Presence(RULES.swarm_id, WINDOW, T0, Reachability.PUBLIC, ("/ip4/10.77.0.12/tcp/31337",))
+    base = Presence(RULES.swarm_id, WINDOW, T0, Reachability.PUBLIC, ("/ip4/127.0.0.1/tcp/31337",))
     return dataclasses.replace(base, **changes)
 
 
@@ -55,7 +55,7 @@ def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
 def test_an_honest_entry_round_trips_and_names_where_to_join():
     signed = open_frame(PRESENCE.seal(presence(), ALICE), PRESENCE, RULES, now=T0 + 1, slot=Slot(None, None, ALICE.peer_id))
     assert signed.value == presence()
-    assert join_addresses(signed) == [f"/ip4/10.77.0.12/tcp/31337/p2p/{ALICE.peer_id}"]
+    assert join_addresses(signed) == [f"/ip4/127.0.0.1/tcp/31337/p2p/{ALICE.peer_id}"]
     assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(entry())
 
 
@@ -87,8 +87,8 @@ def test_a_forged_entry_under_alices_subkey_is_refused():
         ({"window": WINDOW + 1}, Reason.BAD_VALUE),
         ({"timestamp": float("nan")}, Reason.BAD_VALUE),
         ({"addresses": ("/dns4/example.org/tcp/1",)}, Reason.BAD_VALUE),
-        ({"addresses": ("/ip4/10.0.0.1/tcp/0",)}, Reason.BAD_VALUE),
-        ({"addresses": ("/ip4/10.0.0.1/tcp/1",) * 5}, Reason.LIMIT_EXCEEDED),
+        ({"addresses": ("/ip4/127.0.0.1/tcp/0",)}, Reason.BAD_VALUE),
+        ({"addresses": ("/ip4/127.0.0.1/tcp/1",) * 5}, Reason.LIMIT_EXCEEDED),
         ({"addresses": ("/ip6/" + "1" * 80 + "/tcp/1",)}, Reason.LIMIT_EXCEEDED),
     ],
 )
@@ -144,14 +144,14 @@ def test_directory_keys_follow_the_clock():
 @pytest.mark.parametrize(
     ("text", "valid"),
     [
-        ("/ip4/10.77.0.12/tcp/31337", True),
+        ("/ip4/127.0.0.1/tcp/31337", True),
         ("/ip6/::1/tcp/4001", True),
-        ("/ip4/010.77.0.12/tcp/1", False),  # not the canonical form of the address
-        ("/ip4/10.77.0.12/tcp/65536", False),
-        ("/ip4/10.77.0.12/tcp/01", False),
-        ("/ip6/10.77.0.12/tcp/1", False),
-        ("/ip4/10.77.0.12/tcp/1/p2p/12D3KooW", False),
-        ("/ip4/10.77.0.12/udp/1", False),
+        ("/ip4/0127.0.0.1/tcp/1", False),  # not the canonical form of the address
+        ("/ip4/127.0.0.1/tcp/65536", False),
+        ("/ip4/127.0.0.1/tcp/01", False),
+        ("/ip6/127.0.0.1/tcp/1", False),
+        ("/ip4/127.0.0.1/tcp/1/p2p/12D3KooW", False),
+        ("/ip4/127.0.0.1/udp/1", False),
     ],
 )
 def test_only_plain_tcp_addresses_are_accepted(text, valid):

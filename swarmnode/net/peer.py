@@ -85,6 +85,13 @@ class StoreOutcome:
     local: bool
 
 
+def swarm_scopes(configured_hosts: Sequence[str | None], listens_on_loopback: bool) -> set[str]:
+    """The scopes of addresses a node may learn from peers' presences: public ones; those of its configured peers'
+    scopes (a LAN swarm); loopback if it listens there only."""
+    scopes = {"public"} | {scope(host) for host in configured_hosts if host is not None}
+    return scopes | ({"loopback"} if listens_on_loopback else set())
+
+
 class DHTPeer:
     """One hivemind DHT peer with our Ed25519 identity; every public method is safe to call from any thread.
 
@@ -585,10 +592,7 @@ class DHTPeer:
         self.entry_peers = dict(list(entries.items())[-MAX_ENTRY_PEERS:])
 
     def _swarm_scopes(self) -> set[str]:
-        """Public addresses; those of our configured peers' scopes (a LAN swarm); loopback if we listen there only."""
-        hosts = [observed_host(maddrs) for maddrs in self._configured_peers.values()]
-        scopes = {"public"} | {scope(host) for host in hosts if host is not None}
-        return scopes | ({"loopback"} if self.listens_on_loopback else set())
+        return swarm_scopes([observed_host(maddrs) for maddrs in self._configured_peers.values()], self.listens_on_loopback)
 
     def entry_maddrs(self) -> list[str]:
         """The remembered public peers that we reached as DHT servers (in our routing table now) as full
