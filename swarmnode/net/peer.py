@@ -66,8 +66,6 @@ DAEMON_EXIT_TIMEOUT_S = 5.0
 _LOOP_SHUTDOWN_TIMEOUT_S = 10.0
 
 
-
-
 @dataclass(frozen=True)
 class StoreItem:
     key: str
@@ -492,9 +490,11 @@ class DHTPeer:
             await self._ask(node, reads, first, deadline)
             second = {key: read.second_round() for key, read in reads.items()}
             await self._ask(node, reads, second, deadline)
-        read = Read({}, time.monotonic() > deadline, {key: key_read.coverage() for key, key_read in reads.items()})
-        read.entries = {key: key_read.entries() for key, key_read in reads.items() if key_read.answers}
-        return read
+        return Read(
+            {key: key_read.entries() for key, key_read in reads.items() if key_read.answers},
+            time.monotonic() > deadline,
+            {key: key_read.coverage() for key, key_read in reads.items()},
+        )
 
     async def _ask(
         self, node: DHTNode, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], deadline: float

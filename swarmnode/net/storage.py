@@ -50,9 +50,9 @@ class BoundedRecordStorage(DHTLocalStorage):
     and RECORD_OVERHEAD_BYTES. A record that would exceed a key's budget evicts other signers' records larger
     than itself, largest first (`evicted_larger`), so that a few huge frames signed by keys ground into a
     victim's shard cannot keep its batch out; if that does not make room it is refused (`key_full`), as it is
-    beyond the total (`storage_full`): what is stored stays readable, and a flood evicts nothing smaller. Byte counts are kept exact for stores and replacements and
-    recounted at most once a second for expirations (which hivemind performs silently), so they never
-    under-count. Also avoids two hivemind habits under floods: every store pushes an expiration-heap
+    beyond the total (`storage_full`): what is stored stays readable, and a flood evicts nothing smaller.
+    Byte counts are kept exact for stores and replacements and recounted at most once a second for
+    expirations (which hivemind performs silently), so they never under-count. Also avoids two hivemind habits under floods: every store pushes an expiration-heap
     entry, dropped only when it expires (so the heap grows with the store rate), and a refused older record
     re-points the subkey's expiry at itself, deleting the newer one early. A directory key (`kinds` tells
     which keys are) holds at most `max_directory_entries` signers (`directory_full`), a census key
