@@ -19,6 +19,7 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
 from swarmnode.wire.allowlist import AllowlistError, load_allowlist, write_allowlist
@@ -37,7 +38,7 @@ from swarmnode.wire.rules import SwarmRules
 if TYPE_CHECKING:
     from swarmnode.learn.intake import Intake
 
-app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True)
+app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True, rich_markup_mode=None)
 identity_app = typer.Typer(help="Create and inspect the node's Ed25519 identity.", no_args_is_help=True)
 protocol_app = typer.Typer(help="Check and make wire-protocol frames (see protocol/PROTOCOL.md).", no_args_is_help=True)
 allowlist_app = typer.Typer(help="Close a swarm to the peers its operator lists.", no_args_is_help=True)
@@ -55,20 +56,35 @@ def default_data_dir() -> Path:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one line a person can act on, then exit non-zero (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _say(err_console, "error:", "bold red", message)
     return typer.Exit(code)
 
 
-PathOption = Annotated[Optional[Path], typer.Option("--path", help="identity file (default: DATA_DIR/identity.key)")]
+def _say(where: Console, label: str, style: str, message: str) -> None:
+    """A labelled line whose message is printed as written: a path, a regex or a value holding [brackets] is
+    not read as rich markup, and a long token wraps only where the terminal wraps it."""
+    where.print(Text.assemble((label, style), " ", message), highlight=False, soft_wrap=True)
+
+
+PathOption = Annotated[Optional[Path], typer.Option("--path", metavar="FILE", help="identity file (default: DATA_DIR/identity.key)")]
+DataDirOption = Annotated[
+    Optional[Path], typer.Option("--data-dir", metavar="DIR", help="the node's state directory (default: ~/.swarmnode or SWARMNODE_HOME)")
+]
+
+
+def identity_path_of(path: Optional[Path], data_dir: Optional[Path]) -> Path:
+    """The identity file a command means: --path, else the one in --data-dir, else the default node's."""
+    return path or (data_dir or default_data_dir()) / IDENTITY_FILENAME
 
 
 @identity_app.command("new")
 def identity_new(
     path: PathOption = None,
+    data_dir: DataDirOption = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing key (its peer id is lost)")] = False,
 ) -> None:
     """Create a new Ed25519 identity file (mode 0600) and print its peer id."""
-    path = path or default_data_dir() / IDENTITY_FILENAME
+    path = identity_path_of(path, data_dir)
     identity = Identity.generate()
     try:
         save_identity(identity, path, overwrite=force)
@@ -81,26 +97,28 @@ def identity_new(
 
 
 @identity_app.command("show")
-def identity_show(path: PathOption = None) -> None:
-    """Print the peer id (base58, as hivemind prints it) and the public key (hex)."""
-    path = path or default_data_dir() / IDENTITY_FILENAME
+def identity_show(path: PathOption = None, data_dir: DataDirOption = None) -> None:
+    """Print the peer id (base58, as hivemind prints it) and the public key (hex) of the identity file."""
+    path = identity_path_of(path, data_dir)
     try:
         identity = load_identity(path)
     except IdentityError as error:
         raise fail(str(error))
+    console.print(f"identity   {path}", highlight=False)
     _print_identity(identity)
 
 
 @allowlist_app.command("sign")
 def allowlist_sign(
-    peers: Annotated[list[str], typer.Argument(help="peer ids of the members (`swarmnode identity show`)")],
-    swarm: Annotated[str, typer.Option(help="the swarm's id (swarm.id)")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the signed allowlist")],
+    peers: Annotated[list[str], typer.Argument(metavar="PEER_ID", help="peer ids of the members (`swarmnode identity show`)")],
+    swarm: Annotated[str, typer.Option(metavar="SWARM_ID", help="the swarm's id (swarm.id)")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="where to write the signed allowlist")],
     path: PathOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Sign the list of peers that may store and serve in a closed swarm with the operator's identity; members
     set swarm.allowlist to the file and swarm.operator to the peer id printed here (docs/DESIGN.md §6.7)."""
-    path = path or default_data_dir() / IDENTITY_FILENAME
+    path = identity_path_of(path, data_dir)
     try:
         written = write_allowlist(out, load_identity(path), swarm, peers)
     except IdentityError as error:
@@ -115,9 +133,9 @@ def allowlist_sign(
 
 @allowlist_app.command("show")
 def allowlist_show(
-    file: Annotated[Path, typer.Argument(help="the signed allowlist")],
-    swarm: Annotated[str, typer.Option(help="the swarm's id (swarm.id)")],
-    operator: Annotated[str, typer.Option(help="the operator's peer id (swarm.operator)")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="the signed allowlist")],
+    swarm: Annotated[str, typer.Option(metavar="SWARM_ID", help="the swarm's id (swarm.id)")],
+    operator: Annotated[str, typer.Option(metavar="PEER_ID", help="the operator's peer id (swarm.operator)")],
 ) -> None:
     """Check an allowlist's signature as a member would, and list its peers."""
     try:
@@ -135,18 +153,18 @@ def _print_identity(identity: Identity) -> None:
 
 @protocol_app.command("check")
 def protocol_check(
-    files: Annotated[list[Path], typer.Argument(help="files holding one encoded envelope (a frame) each")],
+    files: Annotated[list[Path], typer.Argument(metavar="FRAME_FILE", help="files holding one encoded envelope (a frame) each")],
     config: Annotated[
-        Optional[Path], typer.Option("--config", "-c", help="the receiver's config: swarm rules and task families")
+        Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="the receiver's config: swarm rules and task families")
     ] = None,
-    swarm: Annotated[Optional[str], typer.Option(help="the receiver's swarm id (default: --config's, else any swarm)")] = None,
-    now: Annotated[Optional[float], typer.Option(help="DHT time (Unix seconds) for the stale and future checks")] = None,
-    window_s: Annotated[Optional[float], typer.Option(help="the swarm's window length (default: the config's)")] = None,
-    num_shards: Annotated[Optional[int], typer.Option(help="the swarm's shard count (default: the config's)")] = None,
+    swarm: Annotated[Optional[str], typer.Option(metavar="SWARM_ID", help="the receiver's swarm id (default: --config's, else any swarm)")] = None,
+    now: Annotated[Optional[float], typer.Option(metavar="SECONDS", help="DHT time (Unix seconds) for the stale and future checks")] = None,
+    window_s: Annotated[Optional[float], typer.Option(metavar="SECONDS", help="the swarm's window length (default: the config's)")] = None,
+    num_shards: Annotated[Optional[int], typer.Option(metavar="N", help="the swarm's shard count (default: the config's)")] = None,
     slot: Annotated[
         Optional[str],
         typer.Option(
-            help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
+            metavar="SLOT", help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
             "WINDOW/directory/SUBKEY for a presence, WINDOW/census/BUCKET/SUBKEY for a beacon"
         ),
     ] = None,
@@ -157,7 +175,7 @@ def protocol_check(
             "beacon (§4.2); default: told by --slot's key, else by each frame's signature"
         ),
     ] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key, as for join")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a config key, as for join")] = None,
 ) -> None:
     """Print `accept` or `reject: <reason_code>` per file, for any content at all; exit 1 if any is
     rejected, 2 on a usage error. A batch goes through the node's own checks (PROTOCOL.md §5, checks 1-15:
@@ -223,9 +241,9 @@ def _check_settings(
 
 @protocol_app.command("sign")
 def protocol_sign(
-    batch_json: Annotated[Path, typer.Argument(help="JSON description of a RolloutBatch (see PROTOCOL.md)")],
-    key: Annotated[Path, typer.Option("--key", help="identity file of the signer")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the frame")],
+    batch_json: Annotated[Path, typer.Argument(metavar="BATCH_JSON", help="JSON description of a RolloutBatch (see PROTOCOL.md)")],
+    key: Annotated[Path, typer.Option("--key", metavar="FILE", help="identity file of the signer")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="PATH", help="where to write the frame")],
 ) -> None:
     """Sign a batch described in JSON and write the encoded envelope; nothing is validated (vectors need that)."""
     try:
@@ -246,23 +264,29 @@ def protocol_sign(
 
 @app.command("bootstrap")
 def bootstrap(
-    port: Annotated[Optional[int], typer.Option(help="TCP port (default: network.port; 0 = any)")] = None,
+    port: Annotated[Optional[int], typer.Option(metavar="PORT", help="TCP port (default: network.port; 0 = any)")] = None,
     host: Annotated[
-        Optional[str], typer.Option(help="listen address (default: network.host = 127.0.0.1)")
+        Optional[str], typer.Option(metavar="ADDRESS", help="listen address (default: network.host = 127.0.0.1)")
     ] = None,
     identity: Annotated[
-        Optional[Path], typer.Option(help="identity file, made if missing (default: DATA_DIR/identity.key)")
+        Optional[Path], typer.Option(metavar="FILE", help="identity file, made if missing (default: DATA_DIR/identity.key)")
     ] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML config file")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option("--data-dir", metavar="DIR", help="the bootstrap's own state directory (default: ~/.swarmnode/bootstrap)"),
+    ] = None,
+    config: Annotated[Optional[Path], typer.Option(metavar="FILE", help="YAML config file")] = None,
     overrides: Annotated[
-        Optional[list[str]], typer.Option("--set", help="override a config key, e.g. --set swarm.id=demo")
+        Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a config key, e.g. --set swarm.id=demo")
     ] = None,
 ) -> None:
     """Run a DHT-only peer for nodes to join; print its multiaddrs (one per line), serve until Ctrl-C/SIGTERM.
 
-    It stores and serves records for the swarm and refuses any record that is not a valid signed frame.
+    It stores and serves records for the swarm and refuses any record that is not a valid signed frame. It
+    keeps its own identity and lock, so a node on the same host is another peer.
     """
-    from swarmnode.net.peer import DHTPeer  # hivemind imports torch (~3 s); only this needs it
+    from swarmnode.files import DataDirBusy, DataDirError, DataDirLock, prepare_data_dir
+    from swarmnode.net.peer import DHTPeer
     from swarmnode.net.reachability import network_warnings
     from swarmnode.net.start import StartError
 
@@ -272,10 +296,13 @@ def bootstrap(
     if host is not None:
         flags.append(f"network.host={host}")
     settings = _load(config, flags)
+    identity_path = identity or (data_dir or (settings.data_dir or default_data_dir()) / "bootstrap") / IDENTITY_FILENAME
+    lock = DataDirLock(identity_path.parent)  # one process per identity: a node using this key is refused
     try:
-        identity_path = identity or (settings.data_dir or default_data_dir()) / IDENTITY_FILENAME
+        prepare_data_dir(identity_path.parent)
+        lock.acquire()
         load_or_create_identity(identity_path)
-    except IdentityError as error:
+    except (IdentityError, DataDirError, DataDirBusy) as error:
         raise fail(str(error))
     stop = threading.Event()
     _handle_signals(stop)
@@ -283,10 +310,11 @@ def bootstrap(
     try:
         peer.start()
     except StartError as error:
+        lock.release()
         raise fail(str(error))
     try:
         for warning in network_warnings(settings.network.host, settings.network.initial_peers):
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            _say(err_console, "warning:", "yellow", warning)
         for maddr in peer.advertised_maddrs():
             typer.echo(maddr)
         mode = "DHT client" if peer.client_mode else "DHT server"
@@ -296,6 +324,7 @@ def bootstrap(
             pass
     finally:
         peer.close()
+        lock.release()
 
 
 def _load(config: Optional[Path], overrides: list[str], code: int = 1) -> NodeConfig:
@@ -306,50 +335,52 @@ def _load(config: Optional[Path], overrides: list[str], code: int = 1) -> NodeCo
     except ConfigError as error:
         raise fail(str(error), code=code)
     for notice in notices:
-        err_console.print(f"[yellow]config:[/] {notice}", highlight=False, soft_wrap=True)
+        _say(err_console, "config:", "yellow", notice)
     return loaded
 
 
 @app.command()
 def join(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (see configs/)")] = None,
-    peers: Annotated[Optional[list[str]], typer.Option("--peers", help="multiaddr of a peer to join (repeatable)")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="state directory (default ~/.swarmnode)")] = None,
-    rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="stop after this many rounds")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="YAML config (see configs/)")] = None,
+    peers: Annotated[Optional[list[str]], typer.Option("--peers", metavar="MULTIADDR", help="multiaddr of a peer to join (repeatable)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", help="state directory (default ~/.swarmnode)")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, metavar="N", help="stop after this many rounds")] = None,
     headless: Annotated[bool, typer.Option("--headless", help="JSON-lines logs, no dashboard (default without a TTY)")] = False,
-    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="/metrics and /status port; 0 = any")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="override a config key: --set optimizer.learning_rate=1e-4")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", metavar="PORT", help="/metrics and /status port; 0 = any")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="override a config key: --set optimizer.learning_rate=1e-4")] = None,
 ) -> None:
     """Join a swarm (or start one) and train: sample, share, collect, rescore, train, checkpoint; repeat."""
-    from swarmnode.files import DataDirBusy
-    from swarmnode.learn.checkpoint import CheckpointError
-    from swarmnode.learn.policy import PolicyLoadError
-    from swarmnode.net.start import StartError
-    from swarmnode.node import Node
-    from swarmnode.ops.dashboard import render
-
     extra = list(overrides or [])
     if peers:
         extra.append(f"network.initial_peers={json.dumps(peers)}")
     if metrics_port is not None:
         extra.append(f"metrics.port={metrics_port}")
-    node_config = _load(config, extra)
+    node_config = _load(config, extra)  # before the imports below (seconds of torch): a typo is told at once
     directory = data_dir or node_config.data_dir or default_data_dir()
     headless = headless or not sys.stdout.isatty()
+    if not headless:
+        console.print(f"starting swarmnode in {directory} …", highlight=False)
+
+    from swarmnode.files import DataDirBusy, DataDirError
+    from swarmnode.learn.checkpoint import CheckpointError
+    from swarmnode.learn.policy import PolicyLoadError
+    from swarmnode.net.start import StartError
+    from swarmnode.node import Node
+    from swarmnode.ops.dashboard import render
+    from swarmnode.ops.server import EndpointError
+
     stop = threading.Event()
     _handle_signals(stop)
     log = _json_log if headless else _quiet_log
     node = Node(node_config, directory, log, stop)
     try:
-        if not headless:
-            console.print(f"starting swarmnode in {directory} …", highlight=False)
         node.start()
-    except (IdentityError, PolicyLoadError, StartError, DataDirBusy, CheckpointError, ConfigError) as error:
-        node.close()
+    except (IdentityError, PolicyLoadError, StartError, DataDirBusy, DataDirError, EndpointError, CheckpointError,
+            ConfigError) as error:
         raise fail(str(error))
     except OSError as error:
-        node.close()
-        raise fail(f"cannot start: {error.strerror or error} (is --metrics-port {node_config.metrics.port} busy? pick another)")
+        where = f" ({error.filename})" if error.filename else ""
+        raise fail(f"cannot start: {error.strerror or error}{where}")
     try:
         if headless:
             node.run(rounds)
@@ -392,7 +423,7 @@ def _print_join_hint(node) -> None:
     status = node.status
     console.print(f"peer id  {node.identity.peer_id}", highlight=False)
     for warning in node.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        _say(console, "warning:", "yellow", warning)
     if status.gossip_enabled:
         console.print(f"reachability  {status.reachability_detail} (DHT {status.dht_mode})", highlight=False)
     for maddr in status.maddrs:
@@ -409,7 +440,7 @@ def _print_join_hint(node) -> None:
 
 @app.command()
 def dashboard(
-    url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
+    url: Annotated[str, typer.Option(metavar="URL", help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
 ) -> None:
     """Attach a live dashboard to a running (e.g. headless) node."""
     from swarmnode.ops.dashboard import attach
@@ -420,7 +451,7 @@ def dashboard(
 
 @app.command()
 def status(
-    url: Annotated[str, typer.Option(help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
+    url: Annotated[str, typer.Option(metavar="URL", help="base URL of a node's metrics endpoint")] = "http://127.0.0.1:9480",
 ) -> None:
     """Print a one-shot summary of a running node."""
     from swarmnode.ops.client import fetch_status
@@ -437,18 +468,17 @@ def status(
 
 @app.command()
 def swarm(
-    url: Annotated[str, typer.Option(help="base URL of a running node's metrics endpoint (it takes the census)")] = "http://127.0.0.1:9480",
-    peers: Annotated[Optional[list[str]], typer.Option("--peers", help="instead: join through this multiaddr as a bare DHT client (repeatable)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="with --peers: the swarm's config (swarm.id, window_s)")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="with --peers: config override, e.g. --set swarm.id=demo")] = None,
-    sort: Annotated[str, typer.Option(help="reward, held_out, round, model, last_seen or peer")] = "reward",
-    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the census")] = 20.0,
+    url: Annotated[str, typer.Option(metavar="URL", help="base URL of a running node's metrics endpoint (it takes the census)")] = "http://127.0.0.1:9480",
+    peers: Annotated[Optional[list[str]], typer.Option("--peers", metavar="MULTIADDR", help="instead: join through this multiaddr as a bare DHT client (repeatable)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="with --peers: the swarm's config (swarm.id, window_s)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="with --peers: config override, e.g. --set swarm.id=demo")] = None,
+    sort: Annotated[str, typer.Option(metavar="COLUMN", help="reward, held_out, round, model, last_seen or peer")] = "reward",
+    timeout: Annotated[float, typer.Option(min=0.1, metavar="SECONDS", help="seconds to wait for the census")] = 20.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the census as JSON")] = False,
 ) -> None:
     """The swarm's live nodes from their signed beacons (PROTOCOL.md §4.2): model, round, reward, held-out
     score, rollouts shared, reachability, last seen; with totals. No central server: any node, or a bare
     DHT client, reads every census bucket."""
-    from rich.text import Text
 
     from swarmnode.net.census import SORT_KEYS, take_census_as_client
     from swarmnode.net.start import StartError
@@ -485,10 +515,11 @@ def swarm(
 
 @app.command()
 def report(
-    data_dir: Annotated[Path, typer.Argument(help="a node's data directory (holds metrics.jsonl)")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="where to write PNGs (default DATA_DIR/report)")] = None,
+    data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", help="a node's data directory (holds metrics.jsonl)")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="PATH", help="where to write PNGs (default DATA_DIR/report)")] = None,
 ) -> None:
-    """Write PNG plots of a run: reward (own vs peers'), loss, round time by phase."""
+    """Write PNG plots of a run: reward (own vs peers'), loss, what training did (clip, gradient norm),
+    held-out pass rate (when evaluations ran) and round time by phase."""
     from swarmnode.ops.report import ReportError, write_report
 
     try:
@@ -501,13 +532,13 @@ def report(
 
 @app.command()
 def export(
-    data_dir: Annotated[Path, typer.Argument(help="a node's data directory (its config.yaml and checkpoints)")],
-    out: Annotated[Path, typer.Argument(help="directory to write (transformers' from_pretrained loads it)")],
+    data_dir: Annotated[Path, typer.Argument(metavar="DATA_DIR", help="a node's data directory (its config.yaml and checkpoints)")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="directory to write (transformers' from_pretrained loads it)")],
     adapter: Annotated[bool, typer.Option("--adapter", help="LoRA runs: save the adapter (peft) instead of merging it")] = False,
     force: Annotated[bool, typer.Option("--force", help="replace OUT if it exists")] = False,
-    push: Annotated[Optional[str], typer.Option("--push", help="also upload to this hub repo (needs network and a token)")] = None,
+    push: Annotated[Optional[str], typer.Option("--push", metavar="REPO_ID", help="also upload to this hub repo (needs network and a token)")] = None,
     public: Annotated[bool, typer.Option("--public", help="with --push: make the repo public (default private)")] = False,
-    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="with --push: hub URL (default: huggingface.co or HF_ENDPOINT)")] = None,
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", metavar="URL", help="with --push: hub URL (default: huggingface.co or HF_ENDPOINT)")] = None,
 ) -> None:
     """Write the trained model (safetensors, config, tokenizer, generation config) and a model card with the
     held-out pass rates before and after; optionally upload it."""
@@ -526,9 +557,9 @@ def export(
 
 @app.command("eval")
 def eval_models(
-    models: Annotated[list[str], typer.Argument(help="model names, model directories or node data dirs, compared side by side")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="task families and sampling (default: the first data dir's, else built-in)")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="config override, e.g. --set eval.questions_per_family=64")] = None,
+    models: Annotated[list[str], typer.Argument(metavar="MODEL", help="model names, model directories or node data dirs, compared side by side")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="task families and sampling (default: the first data dir's, else built-in)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="config override, e.g. --set eval.questions_per_family=64")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
 ) -> None:
     """Score models on the held-out questions (the same reserved items the nodes evaluate): greedy and sampled
@@ -577,32 +608,31 @@ def eval_models(
 
 @app.command()
 def doctor(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config to check")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="state directory to check")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="config override, as for join")] = None,
-    check: Annotated[Optional[list[str]], typer.Option("--check", help="run only this check (repeatable)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", metavar="FILE", help="YAML config to check")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", metavar="DIR", help="state directory to check")] = None,
+    peers: Annotated[Optional[list[str]], typer.Option("--peers", metavar="MULTIADDR", help="multiaddr of a peer to check, as for join (repeatable)")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="config override, as for join")] = None,
+    check: Annotated[Optional[list[str]], typer.Option("--check", metavar="CHECK", help="run only this check (repeatable)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
 ) -> None:
     """Check versions, p2pd, identity, data dir, config, ports, peers, reachability, memory and the model;
-    exit 1 on a failure."""
-    from rich.table import Table
-
+    exit 1 on a failure. Checks that need the config are skipped, not passed, when it cannot be read."""
     from swarmnode.ops.doctor import DoctorContext, Outcome, run_checks
 
+    flags = [*(overrides or []), *([f"network.initial_peers={json.dumps(peers)}"] if peers else [])]
     try:
-        results = run_checks(DoctorContext(config, list(overrides or []), data_dir or default_data_dir()), check or ())
+        results = run_checks(DoctorContext(config, flags, data_dir or default_data_dir()), check or ())
     except ValueError as error:
         raise fail(str(error), code=2)
     if as_json:
         typer.echo(json.dumps([{**result.__dict__, "outcome": result.outcome.value} for result in results]))
         raise typer.Exit(1 if any(result.outcome is Outcome.FAIL for result in results) else 0)
-    styles = {Outcome.PASS: "green", Outcome.WARN: "yellow", Outcome.FAIL: "bold red"}
-    table = Table(title="swarmnode doctor")
-    for column in ("check", "result", "detail", "fix"):
-        table.add_column(column, overflow="fold")
-    for result in results:
-        table.add_row(result.name, f"[{styles[result.outcome]}]{result.outcome.value}[/]", result.detail, result.fix)
-    console.print(table)
+    styles = {Outcome.PASS: "green", Outcome.WARN: "yellow", Outcome.FAIL: "bold red", Outcome.SKIP: "dim"}
+    width = max(len(result.name) for result in results)
+    for result in results:  # lines, not a table: a path or an address in a detail is never split mid-token
+        _say(console, f"{result.outcome.value:<4}", styles[result.outcome], f"{result.name:<{width}}  {result.detail}")
+        if result.fix:
+            console.print(f"{'':<{width + 7}}fix: {result.fix}", highlight=False, soft_wrap=True, markup=False)
     if any(result.outcome is Outcome.FAIL for result in results):
         raise typer.Exit(1)
 

@@ -422,7 +422,8 @@ def _describe(error: ValidationError, source: str) -> str:
     given = first.get("input")
     shown = "" if isinstance(given, dict) else f" (got {given!r})"
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{source}: {key}: {first['msg']}{shown}{more}"
+    fix = f"; write a list: {key}=[{given}] (YAML: [a, b])" if first["type"] == "list_type" and isinstance(given, str) else ""
+    return f"{source}: {key}: {first['msg']}{shown}{more}{fix}"
 
 
 def _allowed_keys(location: tuple[Any, ...]) -> list[str]:

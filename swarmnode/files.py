@@ -59,6 +59,31 @@ def remove_stale_temp_files(directory: Path) -> int:
     return removed
 
 
+class DataDirError(Exception):
+    """The data directory cannot be made or written; the message names the path, the cause and the fix."""
+
+
+def prepare_data_dir(directory: Path) -> Path | None:
+    """Make `directory` and prove it writable before anything is written into it. Returns the topmost
+    directory this call made (None if it existed), so a start that fails can leave the disk as it found it."""
+    directory = Path(directory).absolute()
+    made = next((path for path in [*reversed(directory.parents), directory] if not path.exists()), None)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        blocker = next((path for path in directory.parents if path.exists() and not path.is_dir()), None)
+        if blocker is None and directory.exists() and not directory.is_dir():
+            blocker = directory
+        why = f"{blocker} is a file, not a directory" if blocker is not None else error.strerror or str(error)
+        raise DataDirError(
+            f"data dir {directory}: cannot use it ({why}); pass --data-dir with a writable directory "
+            f"(or set SWARMNODE_HOME)"
+        ) from None
+    return made
+
+
 class DataDirBusy(Exception):
     """Another process holds the data directory's lock."""
 

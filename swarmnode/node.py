@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import shutil
 import statistics
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from swarmnode import __version__
 from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
-from swarmnode.files import DataDirLock, atomic_write_bytes, remove_stale_temp_files
+from swarmnode.files import DataDirLock, atomic_write_bytes, prepare_data_dir, remove_stale_temp_files
 from swarmnode.learn.checkpoint import Checkpointer, TrainingState
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.health import HealthMonitor
@@ -78,8 +79,18 @@ class Node:
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
 
     def start(self) -> None:
-        """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics. A first
+        start that fails leaves no data dir behind: no identity nobody uses, no config of a node that never ran."""
+        made = prepare_data_dir(self.data_dir)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            raise
+
+    def _start(self) -> None:
         self._lock.acquire()
         remove_stale_temp_files(self.data_dir)
         atomic_write_bytes(self.data_dir / CONFIG_FILENAME, config_yaml(self.config).encode())

@@ -13,6 +13,19 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def home_of_its_own(tmp_path_factory: pytest.TempPathFactory):
+    """A command run without --data-dir (a bootstrap, `identity show`) reads and locks SWARMNODE_HOME: the
+    tests' own, never the ~/.swarmnode of whoever runs them."""
+    saved = os.environ.get("SWARMNODE_HOME")
+    os.environ["SWARMNODE_HOME"] = str(tmp_path_factory.mktemp("home"))
+    yield
+    if saved is None:
+        os.environ.pop("SWARMNODE_HOME")
+    else:
+        os.environ["SWARMNODE_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def torch_settings_are_restored():
     """No test leaves the next one another thread count, default dtype or determinism mode: a test that sets them

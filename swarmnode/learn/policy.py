@@ -7,8 +7,10 @@ model). The sampler encodes each prompt once for its G samples and drops finishe
 from __future__ import annotations
 
 import contextlib
+import difflib
 import inspect
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,9 +57,73 @@ class SamplingSettings:
         return cls(model.max_new_tokens, model.temperature, model.top_p, model.max_prompt_tokens)
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
 def resolve_model_path(name: str) -> str:
-    """The embedded seed model by name; anything else goes to transformers as given (hub id or path)."""
-    return str(EMBEDDED_MODEL_DIR) if name == EMBEDDED_MODEL_NAME else name
+    """The embedded seed model by name, a local directory, or a hub id transformers may fetch. A name that is
+    none of these fails here, in a second and with the names it might have meant, instead of after the
+    hub client's minute of retries offline."""
+    if name == EMBEDDED_MODEL_NAME:
+        return str(EMBEDDED_MODEL_DIR)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        what = "is a file, not a model directory" if path.exists() else "no such directory"
+        raise PolicyLoadError(f"model {name!r}: {what}; pass a directory holding config.json, the weights and the "
+                              f"tokenizer files{_did_you_mean(name)}")
+    if _in_hub_cache(name):
+        return name
+    offline = _hub_unreachable()
+    if offline:
+        raise PolicyLoadError(
+            f"model {name!r} is not the embedded {EMBEDDED_MODEL_NAME}, a local directory or a downloaded hub model, "
+            f"and the hub cannot be reached ({offline}); download it where you have network "
+            f"(huggingface-cli download {name}) and pass the local directory{_did_you_mean(name)}"
+        )
+    return name
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not even a valid repo id
+        return False
+
+
+def _hub_unreachable() -> str | None:
+    """Why the model hub cannot be asked (offline mode, no name resolution, no route), or None: one quick
+    connection, where transformers would retry for a minute before saying the same."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        return f"{endpoint.hostname}:{port}: {error.strerror or type(error).__name__}"
+    return None
+
+
+def _did_you_mean(name: str) -> str:
+    """The known model names closest to a mistyped one: the embedded model, downloaded hub models and model
+    directories here."""
+    from huggingface_hub import scan_cache_dir
+
+    known = [EMBEDDED_MODEL_NAME]
+    with contextlib.suppress(OSError):
+        known += [child.name for child in Path.cwd().iterdir() if (child / "config.json").is_file()]
+    with contextlib.suppress(Exception):  # no cache yet, or one the hub client cannot read: nothing to suggest
+        known += [repo.repo_id for repo in scan_cache_dir().repos if repo.repo_type == "model"]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    return f". Did you mean {' or '.join(repr(match) for match in close)}?" if close else ""
 
 
 def pick_device(requested: str = "auto") -> torch.device:

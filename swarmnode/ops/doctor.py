@@ -30,6 +30,7 @@ class Outcome(str, Enum):
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ def run_checks(context: DoctorContext, only: Sequence[str] = ()) -> list[CheckRe
     results = []
     for name, check in CHECKS:
         if only and name not in only and name != "config":
+            continue
+        if context.config is None and name in NEEDS_CONFIG:
+            results.append(CheckResult(name, Outcome.SKIP, "not checked: the config could not be read"))
             continue
         try:
             outcome, detail, fix = check(context)
@@ -115,13 +119,13 @@ def check_identity(context: DoctorContext):
     try:
         identity = load_identity(path)
     except IdentityError as error:
-        return Outcome.FAIL, str(error), "see the message"
+        return Outcome.FAIL, str(error), f"restore the key from a backup, or move {path} aside and join as a new peer"
     return Outcome.PASS, f"{path}: peer id {identity.peer_id}", ""
 
 
 def check_memory(context: DoctorContext):
     available = psutil.virtual_memory().available
-    need = 4 << 30 if context.config is None or context.config.model.name != "swarmnode-seed" else 1 << 30
+    need = 4 << 30 if context.config.model.name != "swarmnode-seed" else 1 << 30
     detail = f"{available / 2**30:.1f} GiB available"
     if available < need:
         return Outcome.WARN, detail, f"the model may need ~{need >> 30} GiB: close other programs or use a smaller model"
@@ -133,7 +137,7 @@ def check_p2pd(context: DoctorContext):
     from swarmnode.net.start import StartError
     from swarmnode.wire.identity import Identity, save_identity
 
-    config = context.config or NodeConfig()
+    config = context.config
     with tempfile.TemporaryDirectory() as scratch:
         key = Path(scratch) / "doctor.key"
         save_identity(Identity.generate(), key)
@@ -150,7 +154,7 @@ def check_p2pd(context: DoctorContext):
 
 
 def check_ports(context: DoctorContext):
-    config = context.config or NodeConfig()
+    config = context.config
     busy = []
     for what, host, port in [("network.port", config.network.host, config.network.port),
                              ("metrics.port", config.metrics.host, config.metrics.port)]:
@@ -166,7 +170,7 @@ def check_initial_peers(context: DoctorContext):
 
     import swarmnode.net  # noqa: F401  hivemind's address parser, without the torch its package imports
 
-    peers = (context.config or NodeConfig()).network.initial_peers
+    peers = context.config.network.initial_peers
     if not peers:
         return Outcome.PASS, "no initial peers: this node starts a new swarm", ""
     unreachable = []
@@ -192,7 +196,7 @@ def check_reachability(context: DoctorContext):
     from swarmnode.wire.address import Reachability
     from swarmnode.wire.identity import Identity, save_identity
 
-    config = context.config or NodeConfig()
+    config = context.config
     network = config.network
     if not network.initial_peers:
         return Outcome.WARN, "no initial peers to ask whether others can dial this node", "pass --set network.initial_peers=[MADDR] to check"
@@ -206,7 +210,7 @@ def check_reachability(context: DoctorContext):
         try:
             peer.start()
         except StartError as error:
-            return Outcome.FAIL, str(error), "see the message"
+            return Outcome.FAIL, str(error), "if the p2pd check passed, network.host or network.port is at fault: --set network.port=0 takes any free port"
         try:
             report, mapping, ports = peer.reachability, peer.port_mapping, peer.listen_ports
         finally:
@@ -247,7 +251,7 @@ def _port_free(host: str, port: int) -> bool:
 def check_model(context: DoctorContext):
     from swarmnode.learn.policy import DeviceError, Policy, PolicyLoadError
 
-    config = context.config or NodeConfig()
+    config = context.config
     try:
         policy = Policy.load(config.model.name, device=config.model.device, dtype=config.model.dtype)
     except PolicyLoadError as error:
@@ -270,4 +274,5 @@ CHECKS: list[tuple[str, Callable[[DoctorContext], tuple[Outcome, str, str]]]] = 
     ("reachability", check_reachability),
     ("model", check_model),
 ]
+NEEDS_CONFIG = {"memory", "p2pd", "ports", "initial peers", "reachability", "model"}
 

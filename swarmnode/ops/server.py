@@ -15,6 +15,10 @@ from swarmnode.net.census import Census
 from swarmnode.ops.metrics import Metrics
 
 
+class EndpointError(Exception):
+    """The endpoint cannot listen; the message names the address and the fix."""
+
+
 def serve(metrics: Metrics, host: str, port: int, census: Callable[[], Census] | None = None) -> ThreadingHTTPServer:
     """Serve /metrics (Prometheus text), /status (JSON) and, given `census`, /census (JSON of a census of
     every bucket: `swarmnode swarm --url`) from a daemon thread."""
@@ -42,7 +46,13 @@ def serve(metrics: Metrics, host: str, port: int, census: Callable[[], Census] |
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as error:
+        raise EndpointError(
+            f"metrics endpoint {host}:{port}: {error.strerror or error}; pick another --metrics-port (0 = any free "
+            f"port) or stop the program using it"
+        ) from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="swarmnode-metrics", daemon=True).start()
     return server
