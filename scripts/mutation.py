@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
+OUT_OF_SCOPE, ANNOTATION = "not a safety check", "an annotation"  # why a mutant is skipped, as the session records it
 
 
 @dataclass(frozen=True)
@@ -180,25 +181,34 @@ def annotation_spans(source: Path) -> list[tuple[tuple[int, int], tuple[int, int
     return spans
 
 
-def run_module(module: str, tree: Path, work: Path, timeout_s: int, sample: int | None) -> dict:
-    from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+def session_of(module: str, work: Path) -> Path:
+    return work / f"{module.replace('/', '-')}.sqlite"
 
-    target = TARGETS[module]
-    session = work / f"{module.replace('/', '-')}.sqlite"
-    config = work / f"{module.replace('/', '-')}.toml"
-    session.unlink(missing_ok=True)
+
+def execute(module: str, tree: Path, session: Path, timeout_s: int, command: str) -> None:
+    """cosmic-ray `init` or `exec` of the module's session, mutating `tree`'s copy of the module."""
+    config = session.with_name(f"{session.stem}-{tree.name}.toml")
     config.write_text(
         "[cosmic-ray]\n"
         f'module-path = "{tree / "swarmnode" / module}"\n'
         f"timeout = {float(timeout_s * 2)}\n"
         "excluded-modules = []\n"
-        f'test-command = "{test_command(target, timeout_s)}"\n'
+        f'test-command = "{test_command(TARGETS[module], timeout_s)}"\n'
         "\n[cosmic-ray.distributor]\nname = \"local\"\n"
     )
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "init", str(config), str(session)], check=True,
+    subprocess.run([sys.executable, "-m", "cosmic_ray.cli", command, str(config), str(session)], check=True,
                    cwd=tree, env=env, capture_output=True)
+
+
+def run_module(module: str, tree: Path, work: Path, timeout_s: int, sample: int | None) -> dict:
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    target = TARGETS[module]
+    session = session_of(module, work)
+    session.unlink(missing_ok=True)
+    execute(module, tree, session, timeout_s, "init")
     annotations = annotation_spans(tree / "swarmnode" / module)
     with use_db(str(session), WorkDB.Mode.open) as db:
         items = list(db.pending_work_items)
@@ -210,17 +220,38 @@ def run_module(module: str, tree: Path, work: Path, timeout_s: int, sample: int 
             item.job_id for item in items if item.job_id not in out_of_scope
             and any(start <= item.mutations[0].start_pos < end for start, end in annotations)
         ]
-        db.set_multiple_results(out_of_scope, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="not a safety check"))
-        db.set_multiple_results(never_run, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="an annotation"))
+        db.set_multiple_results(out_of_scope, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=OUT_OF_SCOPE))
+        db.set_multiple_results(never_run, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=ANNOTATION))
         in_scope = sorted(item.job_id for item in items if item.job_id not in out_of_scope and item.job_id not in never_run)
         if sample is not None and sample < len(in_scope):
             chosen = set(random.Random(module).sample(in_scope, sample))
             outside = [job for job in in_scope if job not in chosen]
             db.set_multiple_results(outside, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="outside the sample"))
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "cosmic_ray.cli", "exec", str(config), str(session)], check=True,
-                   cwd=tree, env=env, capture_output=True)
+    execute(module, tree, session, timeout_s, "exec")
     return {**summarise(module, session, time.monotonic() - started), "in_scope": len(in_scope)}
+
+
+def rerun_survivors(module: str, tree: Path, work: Path, timeout_s: int) -> dict:
+    """The survivors of an earlier run in `work`, again, against the tests as they are now (new tests copied
+    into the tree): the same mutants, so the score before and after the new tests compare one to one."""
+    import sqlite3
+
+    session = session_of(module, work)
+    before = summarise(module, session, 0.0)
+    copy_tree(tree)
+    with sqlite3.connect(session) as database:
+        survivors = [row[0] for row in database.execute(
+            "SELECT job_id FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'")]
+        in_scope = database.execute(
+            "SELECT count(*) FROM work_results WHERE NOT (worker_outcome = 'SKIPPED' AND output IN (?, ?))",
+            (OUT_OF_SCOPE, ANNOTATION)).fetchone()[0]
+        database.executemany("DELETE FROM work_results WHERE job_id = ?", [(job,) for job in survivors])
+    started = time.monotonic()
+    execute(module, tree, session, timeout_s, "exec")
+    after = summarise(module, session, time.monotonic() - started)
+    return {**after, "in_scope": in_scope, "before": {key: before[key] for key in ("killed", "survived", "score")},
+            "killed_since": [s for s in before["survivors"] if s not in after["survivors"]]}
 
 
 def summarise(module: str, session: Path, seconds: float) -> dict:
@@ -274,6 +305,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=None, help="where the copies live (default: a temp dir)")
     parser.add_argument("--list", action="store_true", help="show the targets and their tests, run nothing")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="with --work of an earlier run: run its survivors again against the tests as they are now")
     args = parser.parse_args()
     modules = [name if name.endswith(".py") else f"{name}.py" for name in args.modules.split(",")]
     if args.list:
@@ -283,7 +316,7 @@ def main() -> None:
             print(f"    {test_command(target, args.timeout)}")
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="swarmnode-mutation-"))
-    trees = [work / f"tree{index}" for index in range(args.workers)]
+    trees = [work / f"{'rerun' if args.rerun_survivors else 'tree'}{index}" for index in range(args.workers)]
     for tree in trees:
         if not tree.exists():
             copy_tree(tree)
@@ -292,7 +325,8 @@ def main() -> None:
     def one(module: str) -> dict:
         tree = free.pop()
         try:
-            result = run_module(module, tree, work, args.timeout, args.sample)
+            result = (rerun_survivors(module, tree, work, args.timeout) if args.rerun_survivors
+                      else run_module(module, tree, work, args.timeout, args.sample))
         finally:
             free.append(tree)
         print(f"{module}: {result['killed'] + result['incompetent']} killed, {result['survived']} survived, "
