@@ -108,6 +108,10 @@ def test_the_export_loads_offline_in_a_fresh_process_and_scores_as_the_node_does
     assert "| chain_sum |" in card and "4 rounds of SAPO" in card and "swarmnode-local" in card
     with pytest.raises(ExportError, match="not empty"):
         export_model(data_dir, out)
+    for inside in (data_dir, tmp_path):  # --force never replaces the node's own state
+        with pytest.raises(ExportError, match="is or holds the data dir"):
+            export_model(data_dir, inside, force=True)
+    assert any((data_dir / "checkpoints").iterdir())
 
     script = (
         "import sys; from transformers import AutoModelForCausalLM, AutoTokenizer\n"

@@ -86,6 +86,10 @@ def export_model(data_dir: Path, out: Path, *, adapter: bool = False, force: boo
                  config: NodeConfig | None = None) -> Path:
     """Write the export to `out` (assembled beside it and renamed into place: never half-written)."""
     out = Path(out)
+    data, target = Path(data_dir).resolve(), out.resolve()
+    if target == data or target in data.parents:
+        raise ExportError(f"{out} is or holds the data dir {data_dir}: replacing it would delete the node's "
+                          f"checkpoints; export to another directory")
     if out.exists() and any(out.iterdir()) and not force:
         raise ExportError(f"{out} exists and is not empty: choose another directory or pass --force")
     trained = load_trained(data_dir, config)
