@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import hashlib
 import shutil
-import statistics
 import threading
 import time
 from collections import Counter
@@ -36,9 +35,8 @@ from swarmnode.net.gossip import CollectResult, Gossip, PublishResult
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.reachability import network_warnings
 from swarmnode.net.traffic import TrafficSnapshot
-from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, Metrics, RoundRecord, Status
+from swarmnode.ops.metrics import Metrics, RoundRecord, Status
 from swarmnode.ops.server import serve
-from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import IDENTITY_FILENAME, load_or_create_identity
 from swarmnode.wire.rollout import Rollout
@@ -313,22 +311,11 @@ class Node:
 
     def _beacon(self, window: int, now: float) -> Beacon:
         """What this node tells the swarm about itself (PROTOCOL.md §4.2); read from the beacon thread."""
-        status, last = self.status, self.held_out.get("last")
-        seconds = status.round_seconds[-MOVING_AVERAGE_ROUNDS:]
-        rewards = status.rewards[-MOVING_AVERAGE_ROUNDS:]
-        hours = sum(seconds) / 3600
-        rounds_per_hour = len(seconds) / hours if hours > 0 else 0.0
-        rollouts_per_hour = sum(status.questions[-MOVING_AVERAGE_ROUNDS:]) / hours if hours > 0 else 0.0
+        last = self.held_out.get("last")
         return Beacon(
             swarm_id=self.config.swarm.id, window=window, timestamp=now, software=f"swarmnode/{__version__}",
-            model_id=status.model_id, round=status.round,
-            reward=statistics.fmean(rewards) if rewards else None,
             held_out=last["greedy"] if last else None, held_out_round=last["after_rounds"] if last else 0,
-            rollouts_shared=status.rollouts_out_total, rollouts_received=status.rollouts_in_total,
-            peer_groups_trained=status.trained_external_groups_total,
-            reachability=Reachability(status.reachability), uptime_s=max(time.time() - status.started_at, 0.0),
-            rounds_per_hour=rounds_per_hour, rollouts_per_hour=rollouts_per_hour,
-            phase=status.phase,
+            **self.status.beacon_fields(time.time()),
         )
 
     def _census_taken(self, census: Census | None) -> None:

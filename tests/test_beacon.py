@@ -204,7 +204,7 @@ def test_a_peers_text_is_printed_as_text_not_as_markup():
     out = io.StringIO()
     Console(file=out, width=300, force_terminal=False).print(census_table(census, T0 + 10))
     assert "[bold red]OFFICIAL[/] [link=https://x]click[/link]" in out.getvalue()
-    assert "1 nodes (1 private), 1 models" in census_title(census)
+    assert "1 node (1 private), 1 model," in census_title(census)
 
 
 def test_a_beacon_peers_would_refuse_is_not_sent():

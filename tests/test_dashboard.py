@@ -2,13 +2,15 @@ import dataclasses
 import io
 import json
 
+import pytest
 from prometheus_client import generate_latest
 from rich.console import Console
+from rich.live_render import LiveRender
 from typer.testing import CliRunner
 
 from swarmnode.cli import app
 from swarmnode.net.census import Census, CensusEntry
-from swarmnode.ops.dashboard import moving_average, render, sparkline
+from swarmnode.ops.dashboard import census_title, moving_average, render, sparkline
 from swarmnode.ops.metrics import Metrics, RoundRecord, Status, read_records
 from swarmnode.ops.report import write_report
 from swarmnode.ops.server import serve
@@ -162,3 +164,102 @@ def test_the_header_says_where_the_model_runs_and_how_much_of_it_trains(tmp_path
     status = Status(model_id="Qwen/Qwen2.5-0.5B", device="cuda:0", dtype="bfloat16", parameters=494_000_000,
                     trainable_parameters=4_400_000)
     assert "Qwen/Qwen2.5-0.5B (494.0M (4.4M trained), cuda:0, bfloat16)" in text_of(render(status, now=0.0))
+
+
+ME = "12D3KooWQm4uVJ5tDq8cWmFz3tB1kYJ9xRrN2hP7sLwE6vGdA1Zk"
+QWEN = "Qwen/Qwen2.5-0.5B-Instruct"
+INVITE = f"/ip4/203.0.113.7/tcp/31337/p2p/{ME}"  # 83 characters: wider than an 80-column terminal
+
+
+def first_hour(tmp_path, others: int = 2) -> Status:
+    """A volunteer's node at round 55 in its first census window: its own beacon there is from round 0; events
+    with checkpoints, a problem and a held-out score; an address others can join with."""
+    metrics = Metrics(tmp_path / "metrics.jsonl", Status(peer_id=ME, swarm_id="demo", model_id=QWEN, started_at=0.0))
+    metrics.set_reachability("public", "public", "server", "off", [INVITE])
+    for i in range(1, 56):
+        metrics.record(record(i, 0.3))
+        if i % 20 == 0:
+            metrics.set_checkpoint(f"round-{i:06d}.pt", 988_000_000, 3.1, 1_976_000_000)
+    metrics.set_held_out(evaluation(0, 0.25), evaluation(50, 0.5))
+    metrics.problem("publish_failed", "publish failed: no other peer stored the batch within 10 s")
+    metrics.set_checkpoint("round-000055.pt", 988_000_000, 3.2, 1_976_000_000)
+    nodes = [(ME, Beacon("demo", 1, 80.0, "swarmnode/0.1.0", QWEN, round=0, phase="starting"))]
+    nodes += [
+        (f"12D3KooWpeer{k}", Beacon("demo", 1, 90.0, "swarmnode/0.1.0", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                    round=100 * k, reward=0.5, reachability=Reachability.PRIVATE, phase="train"))
+        for k in range(1, others + 1)
+    ]
+    metrics.set_census(Census("demo", 95.0, [CensusEntry(peer, beacon) for peer, beacon in nodes], buckets_read=8))
+    metrics.set_phase("generate")
+    return metrics.status
+
+
+def screen(status: Status, width: int, height: int) -> list[str]:
+    """What a terminal of width x height shows of the dashboard: rich's Live (`swarmnode join`, `swarmnode
+    dashboard`) draws it so, cutting what is taller than the screen to a last line of "..."."""
+    console = Console(file=io.StringIO(), width=width, height=height, color_system=None)
+    console.print(LiveRender(render(status, now=100.0), vertical_overflow="ellipsis"))
+    return console.file.getvalue().splitlines()
+
+
+def words_of(lines: list[str], first_word: str) -> list[str]:
+    """The words of the first line whose first word (inside a panel's border) is `first_word`; [] if none."""
+    return next((words for line in lines if (words := line.strip("│ ").split()) and words[0] == first_word), [])
+
+
+@pytest.mark.parametrize("width, height", [(80, 24), (120, 40), (100, 16), (60, 12), (80, 10), (200, 60)])
+def test_the_dashboard_fits_the_screen_and_its_events_are_always_shown_whole(tmp_path, width, height):
+    lines = screen(first_hour(tmp_path), width, height)
+    assert len(lines) <= height and lines[-1].startswith("╰")  # nothing cut off at the bottom
+    assert any(line.startswith("╭") and " events " in line for line in lines)
+    text = " ".join(line.strip("│ ") for line in lines)
+    assert "checkpoint round-000055.pt (988.0 MB in 3.2 s; 2.0 GB kept in all)" in text  # the latest event, whole
+
+
+def test_at_80_columns_the_census_keeps_peer_model_round_reward_and_reach_readable(tmp_path):
+    lines = screen(first_hour(tmp_path), 80, 24)
+    assert words_of(lines, "peer") == ["peer", "model", "round", "reward", "reach"]
+    assert words_of(lines, "this") == ["this", "node", QWEN, "55", "0.300", "public"]
+    smol = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert words_of(lines, "2D3KooWpeer2") == ["2D3KooWpeer2", smol, "200", "0.500", "private"]
+    assert any("publish failed" in line for line in lines)  # the problem, in the events panel
+
+
+def test_at_120_by_40_everything_shows_with_the_census_columns_that_fit(tmp_path):
+    lines = screen(first_hour(tmp_path), 120, 40)
+    assert words_of(lines, "peer")[:6] == ["peer", "model", "round", "reward", "held-out", "shared"]
+    assert any("held-out pass rate (after round 50)" in line for line in lines)
+    assert any("publish failed" in line for line in lines) and any("round-000020.pt" in line for line in lines)
+
+
+def test_a_census_longer_than_the_panel_lists_the_best_and_says_how_many_more_under_its_columns(tmp_path):
+    lines = screen(first_hour(tmp_path, others=11), 120, 40)
+    assert words_of(lines, "peer")[:6] == ["peer", "model", "round", "reward", "held-out", "shared"]
+    more = [words for line in lines if "more:" in (words := line.strip("│ ").split())]
+    assert len(more) == 1 and more[0][0] == "…" and more[0][2:] == ["more:", "swarmnode", "swarm"]
+
+
+def test_the_invite_is_a_whole_command_on_a_line_of_its_own_or_its_address_is(tmp_path):
+    status = first_hour(tmp_path)
+    assert f"swarmnode join --peers {INVITE}" in [line.strip() for line in screen(status, 120, 40)]
+    assert INVITE in [line.strip() for line in screen(status, 100, 30)]  # the command is wider than the screen
+    narrow = screen(status, 80, 24)  # the address is too: folded, and said so
+    at = next(i for i, line in enumerate(narrow) if line.startswith(INVITE[:40]))
+    assert narrow[at] + narrow[at + 1] == INVITE and "folded: widen the terminal to copy" in narrow[at - 1]
+
+
+def test_this_nodes_census_row_is_its_live_status_not_its_beacon_of_the_first_window(tmp_path):
+    lines = screen(first_hour(tmp_path), 120, 40)
+    assert words_of(lines, "this")[:5] == ["this", "node", QWEN, "55", "0.300"]
+    assert "generate" in words_of(lines, "this") and not any("starting" in line for line in lines)
+    totals = "3 nodes (2 private, 1 public), 2 models, 3,673 rounds/h"  # this node's 10 rounds in 9.8 s; not 1 unknown
+    assert any(totals in line for line in lines)
+
+
+def test_the_swarm_count_names_this_node_and_unknown_reachability_so_that_neither_reads_as_another_node(tmp_path):
+    alone = first_hour(tmp_path, others=0)
+    assert any("swarm demo: 1 node: this one, 1 model" in line for line in screen(alone, 120, 40))
+    beacons = [Beacon("demo", 1, 90.0, "s", "m", reachability=reach) for reach in Reachability]
+    entries = [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)]
+    census = Census("demo", 95.0, entries, buckets_read=8)
+    assert "3 nodes (1 private, 1 public, 1 of unknown reachability), 1 model," in census_title(census)

@@ -5,6 +5,7 @@ snapshot served as JSON at /status for the dashboard. All of it binds to the con
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from collections import Counter, deque
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
+
+from swarmnode.wire.address import Reachability
 
 if TYPE_CHECKING:
     from swarmnode.learn.round import RoundOutcome
@@ -162,6 +165,22 @@ class Status:
     def from_json(cls, data: dict[str, Any]) -> Status:
         known = {name for name in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def beacon_fields(self, now: float) -> dict[str, Any]:
+        """The beacon's fields this snapshot knows (`swarmnode.wire.beacon.Beacon`): what the node tells the swarm
+        once a window, and what the dashboard shows of this node between two beacons. Rates and reward are over
+        the last MOVING_AVERAGE_ROUNDS rounds."""
+        seconds = self.round_seconds[-MOVING_AVERAGE_ROUNDS:]
+        rewards = self.rewards[-MOVING_AVERAGE_ROUNDS:]
+        hours = sum(seconds) / 3600
+        return {
+            "model_id": self.model_id, "round": self.round, "reward": statistics.fmean(rewards) if rewards else None,
+            "rollouts_shared": self.rollouts_out_total, "rollouts_received": self.rollouts_in_total,
+            "peer_groups_trained": self.trained_external_groups_total, "reachability": Reachability(self.reachability),
+            "uptime_s": max(now - self.started_at, 0.0), "phase": self.phase,
+            "rounds_per_hour": len(seconds) / hours if hours > 0 else 0.0,
+            "rollouts_per_hour": sum(self.questions[-MOVING_AVERAGE_ROUNDS:]) / hours if hours > 0 else 0.0,
+        }
 
 
 class Metrics:
