@@ -426,8 +426,10 @@ def _print_join_hint(node) -> None:
         _say(console, "warning:", "yellow", warning)
     if status.gossip_enabled:
         console.print(f"reachability  {status.reachability_detail} (DHT {status.dht_mode})", highlight=False)
+    if status.maddrs:  # the command alone on its line, wrapped by the terminal only: a copy is one line
+        console.print("others join with:", highlight=False)
     for maddr in status.maddrs:
-        console.print(f"others join with:  swarmnode join --peers {maddr}", highlight=False)
+        console.print(f"swarmnode join --peers {maddr}", highlight=False, soft_wrap=True, markup=False)
     if status.gossip_enabled and not status.maddrs:
         console.print(
             "others cannot dial this node, so they join through a public peer; it trains and shares all the same. "
@@ -435,7 +437,8 @@ def _print_join_hint(node) -> None:
             highlight=False,
         )
     if node.metrics_url:
-        console.print(f"dashboard from another terminal:  swarmnode dashboard --url {node.metrics_url}", highlight=False)
+        console.print("dashboard from another terminal:", highlight=False)
+        console.print(f"swarmnode dashboard --url {node.metrics_url}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()

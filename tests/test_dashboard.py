@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import io
 import json
@@ -263,3 +264,47 @@ def test_the_swarm_count_names_this_node_and_unknown_reachability_so_that_neithe
     entries = [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)]
     census = Census("demo", 95.0, entries, buckets_read=8)
     assert "3 nodes (1 private, 1 public, 1 of unknown reachability), 1 model," in census_title(census)
+
+
+@pytest.mark.network
+def test_the_join_command_others_copy_is_one_unbroken_line_in_an_80_column_terminal(tmp_path):
+    """A real `swarmnode join` in a pseudo-terminal 80 columns wide: the invite's command is written as one line
+    (the terminal may wrap it on screen; a copy still gives the whole command), not split by the program."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "swarmnode", "join", "--rounds", "1", "--data-dir", str(tmp_path / "node"),
+         "--metrics-port", "0", "--set", "network.port=0"],
+        stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True,
+    )
+    os.close(follower)
+    screen, deadline = b"", time.monotonic() + 240
+    try:
+        while process.poll() is None and time.monotonic() < deadline and b"swarmnode dashboard --url" not in screen:
+            if select.select([leader], [], [], 1.0)[0]:
+                with contextlib.suppress(OSError):
+                    screen += os.read(leader, 65536)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        os.close(leader)
+    lines = screen.decode(errors="replace").replace("\r", "").splitlines()
+    invites = [line.strip() for line in lines if line.startswith("swarmnode join --peers")]
+    assert invites, "\n".join(lines[-20:])
+    assert all(re.fullmatch(r"swarmnode join --peers /ip4/127\.0\.0\.1/tcp/\d+/p2p/\w{40,}", line) for line in invites), invites
