@@ -71,11 +71,11 @@ TARGETS = {
     ),
     "net/validator.py": Target(
         ("key_id", "unpack_bin", "unpack_str", "_unpack", "check_record", "kind_of", "validate"),
-        ("tests/test_record.py", "tests/test_presence.py", "tests/test_beacon.py"),
+        ("tests/test_validator_limits.py", "tests/test_record.py", "tests/test_presence.py", "tests/test_beacon.py"),
     ),
     "net/storage.py": Target(
         ("store", "store_subkey", "_same_window", "_recount_if_due", "_compact"),
-        ("tests/test_record.py", "tests/test_presence.py", "tests/test_beacon.py"),
+        ("tests/test_storage_limits.py", "tests/test_record.py", "tests/test_presence.py", "tests/test_beacon.py"),
     ),
     "net/reachability.py": Target(("verdict", "tcp_address", "probe_listener", "_handle"), ("tests/test_reachability.py",)),
     "net/peer.py": Target(("client_mode_for",), ("tests/test_reachability.py",)),
