@@ -187,6 +187,9 @@ def session_of(module: str, work: Path) -> Path:
 
 def execute(module: str, tree: Path, session: Path, timeout_s: int, command: str) -> None:
     """cosmic-ray `init` or `exec` of the module's session, mutating `tree`'s copy of the module."""
+    missing = [test for test in TARGETS[module].tests if not (tree / test).exists()]
+    if missing:  # pytest would fail on every mutant, and each would count as killed
+        raise SystemExit(f"{module}: {', '.join(missing)} not in the tree (tracked files only: commit them first)")
     config = session.with_name(f"{session.stem}-{tree.name}.toml")
     config.write_text(
         "[cosmic-ray]\n"
