@@ -250,6 +250,8 @@ def rerun_survivors(module: str, tree: Path, work: Path, timeout_s: int) -> dict
             "SELECT count(*) FROM work_results WHERE NOT (worker_outcome = 'SKIPPED' AND output IN (?, ?))",
             (OUT_OF_SCOPE, ANNOTATION)).fetchone()[0]
         database.executemany("DELETE FROM work_results WHERE job_id = ?", [(job,) for job in survivors])
+        # each mutant names the file it edits: this tree's copy, never the tree of the first run
+        database.execute("UPDATE mutation_specs SET module_path = ?", (str(tree / "swarmnode" / module),))
     started = time.monotonic()
     execute(module, tree, session, timeout_s, "exec")
     after = summarise(module, session, time.monotonic() - started)
