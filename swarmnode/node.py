@@ -76,6 +76,7 @@ class Node:
         self._dht_refused: Counter[str] = Counter()
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
+        self.checkpoint: Path | None = None  # the newest checkpoint: the one resumed from, then each save
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
@@ -109,6 +110,7 @@ class Node:
         self.status.gossip_enabled = config.gossip.enabled
         self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
         if state is not None:
+            self.checkpoint = self.checkpointer.path(state.round)
             self.health.restore(state.health)
             self.round = state.round
             self._saved = (state.round, time.monotonic())
@@ -133,6 +135,7 @@ class Node:
             "micro_batch_size": self.learner.micro_batch_size,
             "memory_plan": plan.describe() if plan else None,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
             "port_mapping": self.status.port_mapping,
@@ -178,7 +181,7 @@ class Node:
                 try:
                     record = self.run_round()
                 except Stopped:
-                    self.metrics.event(f"stop requested: round {self.round + 1} abandoned")
+                    self._note("stop_requested", f"stop requested: round {self.round + 1} abandoned", round=self.round + 1)
                     break
                 done += 1
                 self.log({"event": "round", **record.__dict__})
@@ -206,7 +209,10 @@ class Node:
             self._update_reachability()
         collapsed = self.health.observe(outcome.own.mean_reward, outcome.own.answer_rate)
         if collapsed:
-            self.metrics.event(f"collapse detected at round {self.round}: answer rate {outcome.own.answer_rate:.2f}")
+            self._note(
+                "collapse", f"collapse detected at round {self.round}: answer rate {outcome.own.answer_rate:.2f}",
+                round=self.round, answer_rate=outcome.own.answer_rate,
+            )
         record = RoundRecord.of(
             outcome, round=self.round, seconds=dict(self._phase_seconds), collapsed=collapsed,
             refused=self._new_dht_refusals(), peers=self.peer.num_peers() if self.peer else 0,
@@ -283,6 +289,11 @@ class Node:
         self.log({"event": event, "round": self.round + 1, "message": message, **fields})
         self.metrics.problem(event, message)
 
+    def _note(self, event: str, message: str, **fields: Any) -> None:
+        """What the dashboard's event list shows that is not counted as a problem; a headless run logs it too."""
+        self.log({"event": event, "message": message, **fields})
+        self.metrics.event(message)
+
     def _update_reachability(self) -> None:
         """Reachability can change (peers re-check it now and then): show what holds now."""
         peer = self.peer
@@ -330,7 +341,7 @@ class Node:
         if census is not None:
             self.metrics.set_census(census)
         elif beacons.census_error is not None:
-            self.metrics.event(f"census failed: {beacons.census_error}")
+            self._note("census_failed", f"census failed: {beacons.census_error}")
         self._beacon_failures = 0 if beacons.last_error is None else self._beacon_failures + 1
         if self._beacon_failures == 0:
             self._beacon_warned = False
@@ -372,7 +383,12 @@ class Node:
         )
         saved = self.learner.save(self.checkpointer, state)
         self._saved = (self.round, time.monotonic())
+        self.checkpoint = saved.path
         self.metrics.set_checkpoint(saved.path.name, saved.size, saved.seconds, saved.disk)
+        self.log({
+            "event": "checkpoint", "round": self.round, "path": str(saved.path), "bytes": saved.size,
+            "seconds": round(saved.seconds, 3), "disk_bytes": saved.disk,
+        })
         if self.peer is not None and (reached := self.peer.entry_maddrs()):
             peerbook.save(self.data_dir, peerbook.updated(peerbook.load(self.data_dir), reached))
 
