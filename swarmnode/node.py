@@ -77,6 +77,7 @@ class Node:
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
         self.checkpoint: Path | None = None  # the newest checkpoint: the one resumed from, then each save
+        self._resumed_from: int | None = None  # for the run's first record (RoundRecord.resumed_from)
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics."""
@@ -108,7 +109,8 @@ class Node:
             trainable_parameters=policy.trainable_parameters,
         )
         self.status.gossip_enabled = config.gossip.enabled
-        self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
+        metrics_path = self.data_dir / "metrics.jsonl"
+        self.metrics = Metrics(metrics_path, self.status)
         if state is not None:
             self.checkpoint = self.checkpointer.path(state.round)
             self.health.restore(state.health)
@@ -120,6 +122,8 @@ class Node:
             self.status.round = state.round
             self.held_out = dict(state.held_out)
             self.metrics.event(f"resumed from checkpoint at round {state.round}")
+        if metrics_path.exists() and metrics_path.stat().st_size:  # rounds on file: mark where this run picks up
+            self._resumed_from = self.round
         self.held_out_tasks = held_out_tasks(suite, config.eval.questions_per_family) if config.eval.every_rounds else []
         self.metrics.set_held_out(self.held_out.get("base"), self.held_out.get("last"))
         if config.gossip.enabled:
@@ -217,9 +221,9 @@ class Node:
             outcome, round=self.round, seconds=dict(self._phase_seconds), collapsed=collapsed,
             refused=self._new_dht_refusals(), peers=self.peer.num_peers() if self.peer else 0,
             reachability=self.status.reachability, bytes_in=traffic.bytes_in, bytes_out=traffic.bytes_out,
-            thin_reads=outcome.collected.thin_reads, held_out=held_out,
+            thin_reads=outcome.collected.thin_reads, held_out=held_out, resumed_from=self._resumed_from,
         )
-        self._phase_seconds = {}
+        self._phase_seconds, self._resumed_from = {}, None
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
         with self._phase("checkpoint", may_stop=False):
             if self._checkpoint_due():

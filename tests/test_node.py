@@ -59,11 +59,29 @@ def test_sigterm_mid_run_checkpoints_and_a_restart_continues_at_the_next_round(t
     assert returncode == 0, stderr
     assert (events(stdout)[0]["round"], events(stdout)[0]["checkpoint"]) == (last_round, stopped["checkpoint"])
     assert [e["round"] for e in events(stdout) if e["event"] == "round"] == [last_round + 1]
+    assert read_records(data_dir / "metrics.jsonl")[-1].resumed_from == last_round  # where the restart picked up
     resumed = json.loads((data_dir / "checkpoints" / f"round-{last_round + 1:08d}" / "state.json").read_text())
     assert resumed["sequence"] == sequence + 1  # the publish sequence went on from the checkpoint's
 
 
 ALONE = ("--set", "gossip.enabled=false", "--set", "checkpoint.min_interval_s=0")
+
+
+def test_a_node_killed_after_its_checkpoint_redoes_the_lost_rounds_and_its_history_only_goes_forward(tmp_path):
+    data_dir = tmp_path / "node"
+    with NodeProcess(data_dir, *ALONE, "--set", "checkpoint.every_rounds=2") as node:
+        node.wait_for(lambda e: e["event"] == "round" and e["round"] == 3, timeout_s=120)
+        node.kill()  # round 3 recorded, its checkpoint not due before round 4
+    last = int(max(p.name for p in (data_dir / "checkpoints").glob("round-*")).split("-")[1])
+    with NodeProcess(data_dir, *ALONE, "--rounds", "2") as again:
+        returncode, stdout, stderr = again.finish(timeout_s=120)
+    assert returncode == 0, stderr
+    assert events(stdout)[0]["checkpoint"] == str(data_dir / "checkpoints" / f"round-{last:08d}")
+    written = [json.loads(line)["round"] for line in (data_dir / "metrics.jsonl").read_text().splitlines()]
+    assert written[:3] == [1, 2, 3] and written[-2:] == [last + 1, last + 2]  # the file keeps the lost rounds' lines
+    records = read_records(data_dir / "metrics.jsonl")
+    assert [r.round for r in records] == list(range(1, last + 3))  # each round once: the redone ones
+    assert [r.resumed_from for r in records][last:] == [last, None]
 
 
 def test_a_node_that_cannot_checkpoint_says_why_it_stopped(tmp_path):
