@@ -183,12 +183,11 @@ class Node:
         try:
             while not self.stop.is_set() and (max_rounds is None or done < max_rounds):
                 try:
-                    record = self.run_round()
+                    self.run_round()
                 except Stopped:
                     self._note("stop_requested", f"stop requested: round {self.round + 1} abandoned", round=self.round + 1)
                     break
                 done += 1
-                self.log({"event": "round", **record.__dict__})
         finally:
             self.metrics.set_phase("checkpoint")
             self.save_checkpoint()
@@ -225,6 +224,7 @@ class Node:
         )
         self._phase_seconds, self._resumed_from = {}, None
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
+        self.log({"event": "round", **record.__dict__})  # and the log says the round, then its checkpoint
         with self._phase("checkpoint", may_stop=False):
             if self._checkpoint_due():
                 self.save_checkpoint()

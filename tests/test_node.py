@@ -72,6 +72,7 @@ def test_a_node_killed_after_its_checkpoint_redoes_the_lost_rounds_and_its_histo
     with NodeProcess(data_dir, *ALONE, "--set", "checkpoint.every_rounds=2") as node:
         node.wait_for(lambda e: e["event"] == "round" and e["round"] == 3, timeout_s=120)
         node.kill()  # round 3 recorded, its checkpoint not due before round 4
+    assert [e["event"] for e in events("".join(node.lines))] == ["started", "round", "round", "checkpoint", "round"]
     last = int(max(p.name for p in (data_dir / "checkpoints").glob("round-*")).split("-")[1])
     with NodeProcess(data_dir, *ALONE, "--rounds", "2") as again:
         returncode, stdout, stderr = again.finish(timeout_s=120)
