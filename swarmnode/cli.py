@@ -370,7 +370,7 @@ def join(
     from swarmnode.ops.server import EndpointError
 
     stop = threading.Event()
-    _handle_signals(stop)
+    signals = _handle_signals(stop)
     log = _json_log if headless else _quiet_log
     node = Node(node_config, directory, log, stop)
     try:
@@ -381,6 +381,7 @@ def join(
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise fail(f"cannot start: {error.strerror or error}{where}")
+    error: str | None = None
     try:
         if headless:
             node.run(rounds)
@@ -388,26 +389,38 @@ def join(
             _print_join_hint(node)
             with Live(get_renderable=lambda: render(node.status), refresh_per_second=2, console=console):
                 node.run(rounds)
-    except CheckpointError as error:
-        raise fail(str(error))
+    except CheckpointError as failure:
+        error = str(failure)
+        raise fail(error)
+    except Exception as failure:
+        error = f"{type(failure).__name__}: {failure}"
+        raise
     finally:
         node.close()
-    if headless:
-        _json_log({"event": "stopped", "round": node.round})
-    else:
+        # why it ended, for a service manager's log: an error, else a signal, else --rounds were done
+        log({
+            "event": "stopped", "round": node.round, "reason": "error" if error else "signal" if signals else "rounds_done",
+            "signal": signals[0] if signals else None, "error": error,
+            "checkpoint": str(node.checkpoint) if node.checkpoint else None,
+        })
+    if not headless:
         console.print(f"stopped after round {node.round}; checkpoint in {directory / 'checkpoints'}", highlight=False)
 
 
-def _handle_signals(stop: threading.Event) -> None:
-    """First SIGINT/SIGTERM: finish or abandon the current phase, checkpoint, leave. Second: exit now."""
+def _handle_signals(stop: threading.Event) -> list[str]:
+    """First SIGINT/SIGTERM: finish or abandon the current phase, checkpoint, leave. Second: exit now.
+    Returns the names of the signals received, filled in as they arrive."""
+    received: list[str] = []
 
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():
             os._exit(128 + signum)
+        received.append(signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return received
 
 
 def _json_log(event: dict) -> None:

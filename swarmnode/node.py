@@ -75,6 +75,8 @@ class Node:
         self._dht_refused: Counter[str] = Counter()
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
+        self.checkpoint: Path | None = None  # the newest checkpoint: the one resumed from, then each save
+        self._resumed_from: int | None = None  # for the run's first record (RoundRecord.resumed_from)
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics. A first
@@ -116,8 +118,10 @@ class Node:
             trainable_parameters=policy.trainable_parameters,
         )
         self.status.gossip_enabled = config.gossip.enabled
-        self.metrics = Metrics(self.data_dir / "metrics.jsonl", self.status)
+        metrics_path = self.data_dir / "metrics.jsonl"
+        self.metrics = Metrics(metrics_path, self.status)
         if state is not None:
+            self.checkpoint = self.checkpointer.path(state.round)
             self.health.restore(state.health)
             self.round = state.round
             self._saved = (state.round, time.monotonic())
@@ -127,6 +131,8 @@ class Node:
             self.status.round = state.round
             self.held_out = dict(state.held_out)
             self.metrics.event(f"resumed from checkpoint at round {state.round}")
+        if metrics_path.exists() and metrics_path.stat().st_size:  # rounds on file: mark where this run picks up
+            self._resumed_from = self.round
         self.held_out_tasks = held_out_tasks(suite, config.eval.questions_per_family) if config.eval.every_rounds else []
         self.metrics.set_held_out(self.held_out.get("base"), self.held_out.get("last"))
         if config.gossip.enabled:
@@ -142,6 +148,7 @@ class Node:
             "micro_batch_size": self.learner.micro_batch_size,
             "memory_plan": plan.describe() if plan else None,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
             "port_mapping": self.status.port_mapping,
@@ -185,12 +192,11 @@ class Node:
         try:
             while not self.stop.is_set() and (max_rounds is None or done < max_rounds):
                 try:
-                    record = self.run_round()
+                    self.run_round()
                 except Stopped:
-                    self.metrics.event(f"stop requested: round {self.round + 1} abandoned")
+                    self._note("stop_requested", f"stop requested: round {self.round + 1} abandoned", round=self.round + 1)
                     break
                 done += 1
-                self.log({"event": "round", **record.__dict__})
         finally:
             self.metrics.set_phase("checkpoint")
             self.save_checkpoint()
@@ -215,15 +221,19 @@ class Node:
             self._update_reachability()
         collapsed = self.health.observe(outcome.own.mean_reward, outcome.own.answer_rate)
         if collapsed:
-            self.metrics.event(f"collapse detected at round {self.round}: answer rate {outcome.own.answer_rate:.2f}")
+            self._note(
+                "collapse", f"collapse detected at round {self.round}: answer rate {outcome.own.answer_rate:.2f}",
+                round=self.round, answer_rate=outcome.own.answer_rate,
+            )
         record = RoundRecord.of(
             outcome, round=self.round, seconds=dict(self._phase_seconds), collapsed=collapsed,
             refused=self._new_dht_refusals(), peers=self.peer.num_peers() if self.peer else 0,
             reachability=self.status.reachability, bytes_in=traffic.bytes_in, bytes_out=traffic.bytes_out,
-            thin_reads=outcome.collected.thin_reads, held_out=held_out,
+            thin_reads=outcome.collected.thin_reads, held_out=held_out, resumed_from=self._resumed_from,
         )
-        self._phase_seconds = {}
+        self._phase_seconds, self._resumed_from = {}, None
         self.metrics.record(record)  # before the checkpoint: a kill in between repeats a round, never loses its line
+        self.log({"event": "round", **record.__dict__})  # and the log says the round, then its checkpoint
         with self._phase("checkpoint", may_stop=False):
             if self._checkpoint_due():
                 self.save_checkpoint()
@@ -292,6 +302,11 @@ class Node:
         self.log({"event": event, "round": self.round + 1, "message": message, **fields})
         self.metrics.problem(event, message)
 
+    def _note(self, event: str, message: str, **fields: Any) -> None:
+        """What the dashboard's event list shows that is not counted as a problem; a headless run logs it too."""
+        self.log({"event": event, "message": message, **fields})
+        self.metrics.event(message)
+
     def _update_reachability(self) -> None:
         """Reachability can change (peers re-check it now and then): show what holds now."""
         peer = self.peer
@@ -328,7 +343,7 @@ class Node:
         if census is not None:
             self.metrics.set_census(census)
         elif beacons.census_error is not None:
-            self.metrics.event(f"census failed: {beacons.census_error}")
+            self._note("census_failed", f"census failed: {beacons.census_error}")
         self._beacon_failures = 0 if beacons.last_error is None else self._beacon_failures + 1
         if self._beacon_failures == 0:
             self._beacon_warned = False
@@ -370,7 +385,12 @@ class Node:
         )
         saved = self.learner.save(self.checkpointer, state)
         self._saved = (self.round, time.monotonic())
+        self.checkpoint = saved.path
         self.metrics.set_checkpoint(saved.path.name, saved.size, saved.seconds, saved.disk)
+        self.log({
+            "event": "checkpoint", "round": self.round, "path": str(saved.path), "bytes": saved.size,
+            "seconds": round(saved.seconds, 3), "disk_bytes": saved.disk,
+        })
         if self.peer is not None and (reached := self.peer.entry_maddrs()):
             peerbook.save(self.data_dir, peerbook.updated(peerbook.load(self.data_dir), reached))
 

@@ -111,6 +111,86 @@ def test_report_writes_four_pngs_and_prometheus_has_the_training_diagnostics(tmp
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 5000 for p in paths)
 
 
+def test_a_restart_replaces_the_rounds_it_lost_so_the_history_only_goes_forward(tmp_path):
+    metrics = fed_metrics(tmp_path, rounds=4)  # killed after round 4; its last checkpoint was after round 2
+    metrics.record(dataclasses.replace(record(3, 0.9), resumed_from=2))
+    metrics.record(record(4, 0.9))
+    records = read_records(tmp_path / "metrics.jsonl")
+    assert [(r.round, r.resumed_from) for r in records] == [(1, None), (2, None), (3, 2), (4, None)]
+    assert [r.reward_local for r in records[2:]] == [0.9, 0.9]  # the redone rounds, not the lost ones
+    older = tmp_path / "older"  # a file written before restarts were marked reads the same
+    older.mkdir()
+    lines = (tmp_path / "metrics.jsonl").read_text().replace(',"resumed_from":2', "").replace(',"resumed_from":null', "")
+    (older / "metrics.jsonl").write_text(lines)
+    unmarked = read_records(older / "metrics.jsonl")
+    assert [r.round for r in unmarked] == [1, 2, 3, 4] and [r.reward_local for r in unmarked[2:]] == [0.9, 0.9]
+
+
+def report_figures(data_dir, monkeypatch) -> dict:
+    """The figures write_report draws, by file name (the PNGs are written all the same)."""
+    from swarmnode.ops import report
+
+    figures, save = {}, report._save
+
+    def keep(figure, path):
+        figures[path.name] = figure
+        return save(figure, path)
+
+    monkeypatch.setattr(report, "_save", keep)
+    report.write_report(data_dir)
+    return figures
+
+
+def visible(ticks, limits) -> list[float]:
+    low, high = sorted(limits)
+    return [tick for tick in ticks if low <= tick <= high]
+
+
+def test_the_report_of_a_resumed_run_draws_each_round_once_and_marks_the_restart(tmp_path, monkeypatch):
+    metrics = fed_metrics(tmp_path, rounds=5)
+    metrics.record(dataclasses.replace(record(4, 0.9), resumed_from=3))
+    for i in (5, 6):
+        metrics.record(record(i, 0.9))
+    figures = report_figures(tmp_path, monkeypatch)
+    for name, figure in figures.items():
+        for axis in figure.axes:
+            for line in axis.get_lines():
+                xs = list(line.get_xdata())
+                if len(set(xs)) > 1:  # a restart's mark is vertical
+                    assert xs == sorted(set(xs)), (name, axis.get_title(), xs)  # no round drawn twice, none backwards
+    marks = [line for line in figures["rewards.png"].axes[0].get_lines() if len(set(line.get_xdata())) == 1]
+    assert [(line.get_xdata()[0], line.get_label()) for line in marks] == [(3.5, "restarted from a checkpoint")]
+
+
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_a_short_runs_report_reads_on_whole_rounds_with_axes_that_hold_what_the_quantity_can_be(
+    tmp_path, monkeypatch, rounds
+):
+    metrics = Metrics(tmp_path / "metrics.jsonl", Status())
+    for i in range(1, rounds + 1):  # a node alone: nothing clipped, no peers' tokens; the base model evaluated first
+        seconds = {"evaluate": 20.0, "generate": 1.0, "train": 2.0} if i == 1 else {"generate": 1.0, "train": 2.0}
+        metrics.record(dataclasses.replace(
+            record(i, 0.25), seconds=seconds, skipped=None, updates=1, clip_fraction=0.0, external_token_share=0.0,
+            importance_max=1.0, held_out=evaluation(0, 0.3) if i == 1 else None,
+        ))
+    figures = report_figures(tmp_path, monkeypatch)
+    assert sorted(figures) == ["held_out.png", "loss.png", "rewards.png", "round_time.png", "training.png"]
+    for name, figure in figures.items():
+        for axis in figure.axes:
+            ticks = visible(axis.get_xticks(), axis.get_xlim())
+            assert ticks and all(tick == int(tick) for tick in ticks), (name, axis.get_title(), ticks)
+    reward = figures["rewards.png"].axes[0]
+    assert reward.get_ylim()[0] <= 0 and reward.get_ylim()[1] >= 1  # a reward is a score in 0..1
+    for axis in figures["training.png"].axes:  # clip fraction, gradient norm, KL, peers' share: never negative
+        assert min(visible(axis.get_yticks(), axis.get_ylim())) == 0, axis.get_title()
+    for axis in figures["held_out.png"].axes:  # the base model's point at the start of the run's rounds
+        if axis.get_title():
+            assert axis.get_xlim()[0] < 0 and axis.get_xlim()[1] > rounds
+    timing = figures["round_time.png"].axes[0]
+    legend = timing.get_legend().get_window_extent()
+    assert not any(bar.get_window_extent().overlaps(legend) for bar in timing.patches)
+
+
 def evaluation(after_rounds: int, greedy: float) -> dict:
     families = {
         family: {"greedy": greedy, "sampled": greedy / 2, "mean_reward": greedy / 2, "answer_rate": 1.0}

@@ -24,14 +24,19 @@ def test_join_completes_rounds_headless_with_json_lines_only(tmp_path):
     assert returncode == 0, stderr
     assert "\x1b[" not in stdout and "\x1b[" not in stderr
     logged = events(stdout)
-    assert [e["event"] for e in logged] == ["started", "round", "round", "stopped"]
+    assert [e["event"] for e in logged] == ["started", "round", "round", "checkpoint", "stopped"]
     assert logged[0]["maddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
     assert (logged[0]["device"], logged[0]["dtype"]) == ("cpu", "float32")  # the seed model: float32 on a CPU
     assert logged[0]["parameters"] == logged[0]["trainable_parameters"] > 5_000_000
     records = read_records(tmp_path / "node" / "metrics.jsonl")
     assert [r.round for r in records] == [1, 2]
     assert [(r.published, r.published_local_only) for r in records] == [(False, True)] * 2  # alone: nobody to share with
-    assert (tmp_path / "node" / "checkpoints" / "round-00000002" / "model.safetensors").exists()
+    saved, stopped = logged[-2:]  # what a service operator's log says about the save and the stop
+    path = tmp_path / "node" / "checkpoints" / "round-00000002"
+    assert (saved["round"], saved["path"], saved["bytes"]) == (2, str(path), sum(f.stat().st_size for f in path.iterdir()))
+    assert 0 < saved["seconds"] < 60 and (path / "model.safetensors").exists()
+    assert stopped | {"ts": 0} == {"ts": 0, "event": "stopped", "round": 2, "reason": "rounds_done", "signal": None,
+                                   "error": None, "checkpoint": str(path)}
 
 
 @pytest.mark.network
@@ -42,17 +47,54 @@ def test_sigterm_mid_run_checkpoints_and_a_restart_continues_at_the_next_round(t
         node.signal(signal.SIGTERM)
         returncode, stdout, stderr = node.finish(timeout_s=30)
     assert returncode == 0, stderr
-    last_round = events(stdout)[-1]["round"]
+    stopped = events(stdout)[-1]
+    last_round = stopped["round"]
+    assert (stopped["reason"], stopped["signal"]) == ("signal", "SIGTERM")
+    assert stopped["checkpoint"] == str(data_dir / "checkpoints" / f"round-{last_round:08d}")
     assert (data_dir / "checkpoints" / f"round-{last_round:08d}").is_dir()
     sequence = json.loads((data_dir / "checkpoints" / f"round-{last_round:08d}" / "state.json").read_text())["sequence"]
     assert sequence >= last_round  # a batch signed each round (and one more if the stop came after a publish)
     with NodeProcess(data_dir, "--rounds", "1") as again:
         returncode, stdout, stderr = again.finish(timeout_s=120)
     assert returncode == 0, stderr
-    assert events(stdout)[0]["round"] == last_round
+    assert (events(stdout)[0]["round"], events(stdout)[0]["checkpoint"]) == (last_round, stopped["checkpoint"])
     assert [e["round"] for e in events(stdout) if e["event"] == "round"] == [last_round + 1]
+    assert read_records(data_dir / "metrics.jsonl")[-1].resumed_from == last_round  # where the restart picked up
     resumed = json.loads((data_dir / "checkpoints" / f"round-{last_round + 1:08d}" / "state.json").read_text())
     assert resumed["sequence"] == sequence + 1  # the publish sequence went on from the checkpoint's
+
+
+ALONE = ("--set", "gossip.enabled=false", "--set", "checkpoint.min_interval_s=0")
+
+
+def test_a_node_killed_after_its_checkpoint_redoes_the_lost_rounds_and_its_history_only_goes_forward(tmp_path):
+    data_dir = tmp_path / "node"
+    with NodeProcess(data_dir, *ALONE, "--set", "checkpoint.every_rounds=2") as node:
+        node.wait_for(lambda e: e["event"] == "round" and e["round"] == 3, timeout_s=120)
+        node.kill()  # round 3 recorded, its checkpoint not due before round 4
+    assert [e["event"] for e in events("".join(node.lines))] == ["started", "round", "round", "checkpoint", "round"]
+    last = int(max(p.name for p in (data_dir / "checkpoints").glob("round-*")).split("-")[1])
+    with NodeProcess(data_dir, *ALONE, "--rounds", "2") as again:
+        returncode, stdout, stderr = again.finish(timeout_s=120)
+    assert returncode == 0, stderr
+    assert events(stdout)[0]["checkpoint"] == str(data_dir / "checkpoints" / f"round-{last:08d}")
+    written = [json.loads(line)["round"] for line in (data_dir / "metrics.jsonl").read_text().splitlines()]
+    assert written[:3] == [1, 2, 3] and written[-2:] == [last + 1, last + 2]  # the file keeps the lost rounds' lines
+    records = read_records(data_dir / "metrics.jsonl")
+    assert [r.round for r in records] == list(range(1, last + 3))  # each round once: the redone ones
+    assert [r.resumed_from for r in records][last:] == [last, None]
+
+
+def test_a_node_that_cannot_checkpoint_says_why_it_stopped(tmp_path):
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    (data_dir / "checkpoints").write_text("not a directory")  # as a full or read-only disk would refuse the save
+    with NodeProcess(data_dir, *ALONE, "--rounds", "1") as node:
+        returncode, stdout, stderr = node.finish(timeout_s=120)
+    assert returncode == 1 and "cannot write a checkpoint" in stderr and "Traceback" not in stderr
+    stopped = events(stdout)[-1]
+    assert (stopped["event"], stopped["round"], stopped["reason"], stopped["checkpoint"]) == ("stopped", 1, "error", None)
+    assert "cannot write a checkpoint" in stopped["error"]
 
 
 @pytest.mark.network

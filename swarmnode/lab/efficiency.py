@@ -43,8 +43,8 @@ class NodeRun:
     @classmethod
     def from_records(cls, seed: int, records: Sequence[RoundRecord]) -> NodeRun:
         """From a node's metrics.jsonl of one uninterrupted run: a round's wall time is the gap to the previous
-        record (the first round, which has none, counts its phases); a round repeated after a kill counts once."""
-        records = list({record.round: record for record in records}.values())
+        record (the first round, which has none, counts its phases); a round repeated after a kill counts once, as
+        `read_records` keeps only the redone one."""
         times = [record.time for record in records]
         gaps = [sum(records[0].seconds.values())] + [b - a for a, b in zip(times, times[1:])] if records else []
         evaluated = [record.held_out for record in records if record.held_out]

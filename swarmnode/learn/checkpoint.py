@@ -82,7 +82,7 @@ class Checkpointer:
         """Write a complete checkpoint or nothing (on any error the newest one and those kept with it are
         intact). Those beyond keep_last or the disk budget, counting this one, go first, so both hold meanwhile."""
         started = time.perf_counter()
-        final = self.directory / f"round-{state.round:08d}"
+        final = self.path(state.round)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             newest = self.latest()
@@ -113,6 +113,10 @@ class Checkpointer:
             raise CheckpointError(self._write_hint(error)) from None
         disk = self._prune()
         return SavedCheckpoint(final, _disk_size(final), time.perf_counter() - started, disk)
+
+    def path(self, round: int) -> Path:
+        """Where the checkpoint after `round` rounds is (or would be) kept."""
+        return self.directory / f"round-{round:08d}"
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first."""

@@ -73,6 +73,9 @@ class RoundRecord:
     external_token_share: float = 0.0
     # the held-out evaluation run at the start of this round (of the policy after `after_rounds` rounds), if any
     held_out: dict[str, Any] | None = None
+    # on the first record of a run that found earlier rounds on file: the round it picked up from (its checkpoint's,
+    # 0 for the base model); later lines from that round on replace the earlier ones (see read_records)
+    resumed_from: int | None = None
 
     @classmethod
     def of(
@@ -380,11 +383,20 @@ def _pass_rates(result: dict[str, Any] | None) -> dict[str, dict[str, float]]:
 
 
 def read_records(path: Path) -> list[RoundRecord]:
-    """metrics.jsonl back into records; a torn last line (a crash mid-write) is skipped."""
-    records = []
+    """metrics.jsonl back into the run's surviving history, one record per round, rounds going up.
+
+    A node killed after its last checkpoint resumes from it and plays the rounds since again, so the file holds
+    1, 2, 3, 4, then 3, 4 again. The weights descend from the second 3 and 4 only; the first ones were lost with
+    the process, so a record replaces every earlier one of its round or later (files written before
+    `resumed_from` existed read the same). A torn last line (a crash mid-write) is skipped.
+    """
+    records: list[RoundRecord] = []
     for line in Path(path).read_text().splitlines():
         try:
-            records.append(RoundRecord(**json.loads(line)))
+            record = RoundRecord(**json.loads(line))
         except (json.JSONDecodeError, TypeError):
             continue
+        while records and records[-1].round >= record.round:
+            records.pop()
+        records.append(record)
     return records
