@@ -79,8 +79,8 @@ TARGETS = {
     ),
     "net/reachability.py": Target(("verdict", "tcp_address", "probe_listener", "_handle"), ("tests/test_reachability.py",)),
     "net/peer.py": Target(("client_mode_for",), ("tests/test_reachability.py",)),
-    "net/census.py": Target(("complete", "totals", "take_census"), ("tests/test_census.py",)),
-    "learn/intake.py": Target(None, ("tests/test_intake.py", "tests/test_evaluation.py")),
+    "net/census.py": Target(("complete", "totals", "take_census"), ("tests/test_census_accounting.py", "tests/test_census.py")),
+    "learn/intake.py": Target(None, ("tests/test_intake_accounting.py", "tests/test_intake.py", "tests/test_evaluation.py")),
     "learn/checkpoint.py": Target(
         ("save", "checkpoints", "latest", "load", "remove_stale_staging", "_prune", "load_checkpoint",
          "_split_optimizer_state", "_read_optimizer_state", "_load_optimizer", "_load_trainable"),
@@ -139,6 +139,11 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "r, s = signature[:32], signature[32:]", "r, s = signature[: 33], signature[32:]"):
         "r is only read by canonical_point (its low 255 bits) and small_order_point (its first 32 bytes), and the "
         "library verifies the whole signature: a 33rd byte in r changes nothing",
+    ("learn/intake.py", "core/ReplaceComparisonOperator_Lt_IsNot",
+     "if 0 < len(ids := policy.encode_completion(completion.text)) <= limits.max_completion_tokens",
+     "if 0 is not len(ids := policy.encode_completion(completion.text)) <= limits.max_completion_tokens"):
+        "a length is never negative, so `0 < n` is `n != 0`; CPython keeps one object for each small int, so `0 is "
+        "not n` is the same test",
     ("wire/identity.py", "core/NumberReplacer",
      "seed, public_key = data[4:36], data[36:68]", "seed, public_key = data[4:36], data[36: 69]"):
         "data has exactly 68 bytes here (checked just above), so data[36:69] is data[36:68]",
@@ -263,8 +268,8 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
-    counts = {"killed": 0, "survived": 0, "equivalent": 0, "incompetent": 0, "errors": 0}
-    survivors, equivalents = [], []
+    counts = {"killed": 0, "survived": 0, "equivalent": 0, "incompetent": 0, "errors": 0, "not_made": 0}
+    survivors, equivalents, not_made = [], [], []
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item, result in db.completed_work_items:
             if result.worker_outcome is WorkerOutcome.SKIPPED:
@@ -272,7 +277,10 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
             mutation = item.mutations[0]
             where = {"line": mutation.start_pos[0], "definition": mutation.definition_name or "<module>",
                      "operator": mutation.operator_name, "diff": changed_lines(result.diff)}
-            if result.worker_outcome is not WorkerOutcome.NORMAL:
+            if result.worker_outcome is WorkerOutcome.EXCEPTION and "cosmic_ray/operators/" in (result.output or ""):
+                counts["not_made"] += 1  # the tool's operator failed on this line: no mutant existed to test
+                not_made.append({**where, "error": (result.output or "").strip().splitlines()[-1]})
+            elif result.worker_outcome is not WorkerOutcome.NORMAL:
                 counts["errors"] += 1
                 survivors.append({**where, "outcome": result.worker_outcome.value})
             elif result.test_outcome is TestOutcome.INCOMPETENT:
@@ -289,7 +297,7 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
     return {
         "module": module, **counts, "mutants": counted + counts["equivalent"],
         "score": (counts["killed"] + counts["incompetent"]) / counted if counted else 1.0,
-        "seconds": round(seconds, 1), "survivors": survivors, "equivalents": equivalents,
+        "seconds": round(seconds, 1), "survivors": survivors, "equivalents": equivalents, "not_made": not_made,
     }
 
 
