@@ -1,0 +1,116 @@
+"""Checkpoint limits and durability: the prune before a save, every staged file on disk before the rename, and
+the error when no checkpoint can be read."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from swarmnode.learn import checkpoint
+from swarmnode.learn.checkpoint import Checkpointer, CheckpointError, TrainingState
+
+
+def tiny_training() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A small model after one AdamW step, so its optimizer has tensor state to save."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.ones(2, 4)).square().sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def names(checkpointer: Checkpointer) -> list[str]:
+    return [path.name for path in checkpointer.checkpoints()]
+
+
+@pytest.mark.parametrize("limit", ["keep_last", "budget"])
+def test_the_prune_before_a_save_leaves_room_for_exactly_the_new_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    """With keep_last=3, or a budget that fits exactly 3 checkpoints, the new one lands beside at most 2 others."""
+    model, optimizer = tiny_training()
+    size = Checkpointer(tmp_path / "probe").save(model, optimizer, TrainingState(round=1)).size
+    if limit == "keep_last":
+        checkpointer = Checkpointer(tmp_path / "kept", keep_last=3)
+    else:
+        checkpointer = Checkpointer(tmp_path / "kept", keep_last=10, max_bytes=3 * size)
+    before_rename: list[list[str]] = []
+    rename = os.rename
+
+    def observing_rename(source: Path, destination: Path) -> None:
+        before_rename.append(names(checkpointer))
+        rename(source, destination)
+
+    monkeypatch.setattr(checkpoint.os, "rename", observing_rename)
+    for round_number in range(1, 6):
+        saved = checkpointer.save(model, optimizer, TrainingState(round=round_number))
+        assert saved.size == size  # every checkpoint the same size, so the budget fits exactly 3
+    assert before_rename == [
+        [],
+        ["round-00000001"],
+        ["round-00000001", "round-00000002"],
+        ["round-00000002", "round-00000003"],
+        ["round-00000003", "round-00000004"],
+    ]
+    assert names(checkpointer) == ["round-00000003", "round-00000004", "round-00000005"]
+    assert saved.disk == 3 * size
+
+
+def test_every_file_of_a_checkpoint_is_fsynced_before_its_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut right after the rename cannot leave a visible checkpoint whose files never reached the disk."""
+    model, optimizer = tiny_training()
+    state = TrainingState(round=7, generators={"torch": torch.get_rng_state()})  # rng.safetensors too
+    synced: list[str] = []
+    synced_at_rename: list[set[str]] = []
+    fsync_file, fsync_dir, rename = checkpoint.fsync_file, checkpoint.fsync_dir, os.rename
+
+    def recording_fsync_file(path: Path) -> None:
+        fsync_file(path)
+        synced.append(Path(path).name)
+
+    def recording_fsync_dir(directory: Path) -> None:
+        fsync_dir(directory)
+        synced.append(Path(directory).name)
+
+    def observing_rename(source: Path, destination: Path) -> None:
+        synced_at_rename.append(set(synced))
+        rename(source, destination)
+
+    monkeypatch.setattr(checkpoint, "fsync_file", recording_fsync_file)
+    monkeypatch.setattr(checkpoint, "fsync_dir", recording_fsync_dir)
+    monkeypatch.setattr(checkpoint.os, "rename", observing_rename)
+    saved = Checkpointer(tmp_path).save(model, optimizer, state)
+    files = {path.name for path in saved.path.iterdir()}
+    assert files == {"model.safetensors", "optimizer.json", "optimizer.safetensors", "rng.safetensors", "state.json"}
+    [at_rename] = synced_at_rename
+    assert files <= at_rename
+    assert any(name.startswith(".round-00000007.") for name in at_rename)  # the staging directory's entries too
+
+
+def test_with_every_checkpoint_unreadable_the_error_names_the_newest_ones_problem(tmp_path: Path) -> None:
+    """The operator is told why the checkpoint they would resume from cannot be read, not an older one's reason."""
+    model, optimizer = tiny_training()
+    checkpointer = Checkpointer(tmp_path)
+    for round_number in (1, 2):
+        checkpointer.save(model, optimizer, TrainingState(round=round_number))
+    (tmp_path / "round-00000001" / "model.safetensors").write_bytes(b"garbage")
+    newest_state = tmp_path / "round-00000002" / "state.json"
+    newest_state.write_text(json.dumps({**json.loads(newest_state.read_text()), "format_version": 99}))
+    with pytest.raises(CheckpointError) as raised:
+        checkpointer.load(model, optimizer)
+    assert str(raised.value) == f"no readable checkpoint in {tmp_path}: {tmp_path / 'round-00000002'}: checkpoint format 99 is not 1"
+
+
+def test_a_single_unreadable_checkpoint_gives_its_own_problem(tmp_path: Path) -> None:
+    """With one checkpoint, unreadable, load raises a CheckpointError naming it and what is wrong with it."""
+    model, optimizer = tiny_training()
+    checkpointer = Checkpointer(tmp_path)
+    checkpointer.save(model, optimizer, TrainingState(round=1))
+    (tmp_path / "round-00000001" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint in .*: .*round-00000001: unreadable checkpoint \(SafetensorError"):
+        checkpointer.load(model, optimizer)
