@@ -335,7 +335,8 @@ def main() -> None:
             print(f"    {test_command(target, args.timeout)}")
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="swarmnode-mutation-"))
-    trees = [work / f"{'rerun' if args.rerun_survivors else 'tree'}{index}" for index in range(args.workers)]
+    prefix = "rerun-" + "-".join(module.replace("/", "-").removesuffix(".py") for module in modules) if args.rerun_survivors else "tree"
+    trees = [work / f"{prefix}{index}" for index in range(args.workers)]  # a rerun never shares a tree with another run
     for tree in trees:
         if not tree.exists():
             copy_tree(tree)
