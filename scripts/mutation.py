@@ -98,6 +98,10 @@ _SMALL_INT = ("CPython keeps one object for each int from -5 to 256, and a lengt
 _NO_MAP_FIELDS = ("deterministic serialization only orders map entries, and no message of the wire protocol has a map "
                   "field: the bytes are the same either way")
 _PREFIX_PLUS_64 = "len(_ED25519_PRIVATE_PREFIX) is 4, and 4 | 64 == 4 ^ 64 == 4 + 64 == 68"
+_UINT32_PORTS = ("DialBackRequest.ports is a repeated uint32: a port is an int >= 0 (a negative varint decodes as "
+                 "4294967295, which `< 65536` drops), and for those `0 != port` is `0 < port`")
+_MEMBER_OF_STR_ENUM = ("report.reachability is always a member of Reachability(str, Enum), whose values are distinct: "
+                       "`==` holds exactly when `is` does")
 EQUIVALENT: dict[tuple[str, str, str, str], str] = {
     ("wire/receive.py", "core/NumberReplacer",
      "key = kind.domain + hashlib.blake2b(frame, digest_size=16).digest()",
@@ -150,6 +154,19 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "self._prune(slots=1, room=_disk_size(newest) if newest else 1)"):
         "newest is None only when there is no checkpoint, and then _prune finds none to keep or drop: room is never "
         "read (one directory has one writer)",
+    ("net/reachability.py", "core/ReplaceComparisonOperator_Lt_NotEq",
+     "ports = sorted({port for port in request.ports if 0 < port < 65536})",
+     "ports = sorted({port for port in request.ports if 0 != port < 65536})"): _UINT32_PORTS,
+    ("net/reachability.py", "core/ReplaceComparisonOperator_Lt_IsNot",
+     "ports = sorted({port for port in request.ports if 0 < port < 65536})",
+     "ports = sorted({port for port in request.ports if 0 is not port < 65536})"): _UINT32_PORTS + "; " + _SMALL_INT,
+    ("net/peer.py", "core/ReplaceComparisonOperator_Is_Eq",
+     "return not self.serve or report.reachability is Reachability.PRIVATE",
+     "return not self.serve or report.reachability == Reachability.PRIVATE"): _MEMBER_OF_STR_ENUM,
+    ("net/peer.py", "core/ReplaceComparisonOperator_Is_LtE",
+     "return not self.serve or report.reachability is Reachability.PRIVATE",
+     "return not self.serve or report.reachability <= Reachability.PRIVATE"):
+        _MEMBER_OF_STR_ENUM + "; and of 'public', 'private' and 'unknown' only 'private' is <= 'private'",
     ("wire/identity.py", "core/NumberReplacer",
      "seed, public_key = data[4:36], data[36:68]", "seed, public_key = data[4:36], data[36: 69]"):
         "data has exactly 68 bytes here (checked just above), so data[36:69] is data[36:68]",
