@@ -343,6 +343,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="show the targets and their tests, run nothing")
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="with --work of an earlier run: run its survivors again against the tests as they are now")
+    parser.add_argument("--summarise", action="store_true",
+                        help="with --work of earlier runs: print and write their results (equivalents as listed now)")
     args = parser.parse_args()
     modules = [name if name.endswith(".py") else f"{name}.py" for name in args.modules.split(",")]
     if args.list:
@@ -350,6 +352,11 @@ def main() -> None:
             target = TARGETS[module]
             print(f"{module}: {', '.join(target.definitions) if target.definitions else 'the whole module'}")
             print(f"    {test_command(target, args.timeout)}")
+        return
+    if args.summarise:
+        results = [summarise(module, session_of(module, args.work), 0.0) for module in modules]
+        print_table(results)
+        args.out.write_text(json.dumps({"tool": "cosmic-ray", "results": results}, indent=1))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="swarmnode-mutation-"))
     prefix = "rerun-" + "-".join(module.replace("/", "-").removesuffix(".py") for module in modules) if args.rerun_survivors else "tree"
