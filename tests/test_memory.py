@@ -11,7 +11,10 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn.memory import plan_micro_batch, step_bytes
+from swarmnode.learn.policy import Policy
+from swarmnode.learn.sapo import SapoTrainer
 
 PROBE = Path(__file__).resolve().parent / "oom_probe.py"
 
@@ -69,3 +72,25 @@ def test_a_frozen_base_costs_its_weights_only(half_billion):
         half_billion.requires_grad_(True)
     parameters = sum(p.numel() for p in half_billion.parameters())
     assert full - frozen == parameters * (4 + 8)  # float32 gradients and two AdamW moments per trained weight
+
+
+def test_after_an_allocation_failure_the_failed_attempts_gradients_are_freed_before_the_retry():
+    """The retry with half the micro-batch starts with no gradient tensors at all (set to None, not kept as
+    zeros): memory is what failed, and a model's worth of zeroed gradients would stay allocated."""
+    policy = Policy.load("swarmnode-seed", threads=1)
+    trainer = SapoTrainer(policy, SapoConfig(kl_to_start=False), OptimizerConfig(), MemoryConfig(micro_batch_size=8),
+                          max_new_tokens=8)
+    parameters = [p for p in policy.model.parameters() if p.requires_grad]
+    seen_on_retry: list[list[torch.Tensor | None]] = []
+
+    def work() -> str:
+        if not seen_on_retry:
+            seen_on_retry.append([])
+            sum(p.sum() for p in parameters).backward()  # a failed attempt's partial gradients
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        seen_on_retry[-1] = [p.grad for p in parameters]
+        return "done"
+
+    assert trainer._with_backoff(work) == "done"
+    assert trainer.micro_batch_size == 4
+    assert all(grad is None for grad in seen_on_retry[-1])
