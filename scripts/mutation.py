@@ -253,7 +253,9 @@ def run_module(module: str, tree: Path, work: Path, timeout_s: int, sample: int 
         ]
         db.set_multiple_results(out_of_scope, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=OUT_OF_SCOPE))
         db.set_multiple_results(never_run, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=ANNOTATION))
-        in_scope = sorted(item.job_id for item in items if item.job_id not in out_of_scope and item.job_id not in never_run)
+        # in the order of the mutations, not of their random job ids: the same seed draws the same sample every run
+        in_scope = [item.job_id for item in sorted(items, key=lambda item: mutation_order(item.mutations[0]))
+                    if item.job_id not in out_of_scope and item.job_id not in never_run]
         if sample is not None and sample < len(in_scope):
             chosen = set(random.Random(module).sample(in_scope, sample))
             outside = [job for job in in_scope if job not in chosen]
@@ -261,6 +263,10 @@ def run_module(module: str, tree: Path, work: Path, timeout_s: int, sample: int 
     started = time.monotonic()
     execute(module, tree, session, timeout_s, "exec")
     return {**summarise(module, session, time.monotonic() - started), "in_scope": len(in_scope)}
+
+
+def mutation_order(mutation) -> tuple:
+    return mutation.start_pos, mutation.end_pos, mutation.operator_name, mutation.occurrence
 
 
 def rerun_survivors(module: str, tree: Path, work: Path, timeout_s: int) -> dict:
