@@ -154,6 +154,29 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "self._prune(slots=1, room=_disk_size(newest) if newest else 1)"):
         "newest is None only when there is no checkpoint, and then _prune finds none to keep or drop: room is never "
         "read (one directory has one writer)",
+    ("net/census.py", "core/ReplaceComparisonOperator_IsNot_NotEq",
+     "if rejected.reason is not Reason.STALE:", "if rejected.reason != Reason.STALE:"):
+        "rejected.reason is always a member of Reason(str, Enum), whose values are distinct: `!=` holds exactly when "
+        "`is not` does",
+    ("net/census.py", "core/ReplaceComparisonOperator_Eq_LtE",
+     "self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0",
+     "self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets <= 0"):
+        "thin_buckets only grows from 0: it is never negative",
+    ("net/census.py", "core/ReplaceComparisonOperator_Eq_LtE",
+     "and not self.missing_self and self.full_buckets == 0", "and not self.missing_self and self.full_buckets <= 0"):
+        "full_buckets only grows from 0: it is never negative",
+    ("net/census.py", "core/ReplaceComparisonOperator_Eq_GtE",
+     "self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0",
+     "self.buckets_read >= self.buckets_total and not self.timed_out and self.thin_buckets == 0"):
+        "waves split the buckets and a cut wave counts only the keys it asked: buckets_read <= buckets_total",
+    ("net/census.py", "core/ReplaceComparisonOperator_Eq_Is",
+     "self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0",
+     "self.buckets_read is self.buckets_total and not self.timed_out and self.thin_buckets == 0"):
+        "both are counts of at most BEACON_BUCKETS; " + _SMALL_INT,
+    ("net/census.py", "core/NumberReplacer",
+     "scale = self.buckets_total / self.buckets_read if self.buckets_read else 0.0",
+     "scale = self.buckets_total / self.buckets_read if self.buckets_read else 1.0"):
+        "with no bucket read there is no entry, and every total is 0 * scale: 0 * 1.0 is the same +0.0 as 0 * 0.0",
     ("net/reachability.py", "core/ReplaceComparisonOperator_Lt_NotEq",
      "ports = sorted({port for port in request.ports if 0 < port < 65536})",
      "ports = sorted({port for port in request.ports if 0 != port < 65536})"): _UINT32_PORTS,
