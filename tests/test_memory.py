@@ -94,3 +94,26 @@ def test_after_an_allocation_failure_the_failed_attempts_gradients_are_freed_bef
     assert trainer._with_backoff(work) == "done"
     assert trainer.micro_batch_size == 4
     assert all(grad is None for grad in seen_on_retry[-1])
+
+
+@pytest.mark.parametrize("device, releases", [("cuda", True), ("cpu", False)])
+def test_after_an_allocation_failure_on_a_gpu_the_allocators_cache_is_released_before_the_retry(
+    monkeypatch, device, releases
+):
+    """On CUDA the failed attempt's blocks stay in the caching allocator until released: the retry needs them back.
+    (Checked through the call the GPU path makes, since this machine has no GPU: the CPU path makes none.)"""
+    policy = Policy.load("swarmnode-seed", threads=1)
+    trainer = SapoTrainer(policy, SapoConfig(kl_to_start=False), OptimizerConfig(), MemoryConfig(micro_batch_size=8),
+                          max_new_tokens=8)
+    monkeypatch.setattr(policy, "device", torch.device(device))
+    released: list[str] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: released.append("released"))
+    failures = iter([True, False])
+
+    def work() -> str:
+        if next(failures):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "done"
+
+    assert trainer._with_backoff(work) == "done"
+    assert released == (["released"] if releases else [])
