@@ -96,12 +96,12 @@ def test_after_an_allocation_failure_the_failed_attempts_gradients_are_freed_bef
     assert all(grad is None for grad in seen_on_retry[-1])
 
 
-@pytest.mark.parametrize("device, releases", [("cuda", True), ("cpu", False)])
+@pytest.mark.parametrize("device, releases", [("cuda", True), ("cpu", False), ("mps", False)])
 def test_after_an_allocation_failure_on_a_gpu_the_allocators_cache_is_released_before_the_retry(
     monkeypatch, device, releases
 ):
     """On CUDA the failed attempt's blocks stay in the caching allocator until released: the retry needs them back.
-    (Checked through the call the GPU path makes, since this machine has no GPU: the CPU path makes none.)"""
+    (Checked through the call the GPU path makes, since this machine has no GPU: other devices make none.)"""
     policy = Policy.load("swarmnode-seed", threads=1)
     trainer = SapoTrainer(policy, SapoConfig(kl_to_start=False), OptimizerConfig(), MemoryConfig(micro_batch_size=8),
                           max_new_tokens=8)
