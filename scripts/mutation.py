@@ -81,7 +81,7 @@ TARGETS = {
                                   ("tests/test_reachability_limits.py", "tests/test_reachability.py")),
     "net/peer.py": Target(("client_mode_for",), ("tests/test_reachability.py",)),
     "net/census.py": Target(("complete", "totals", "take_census"), ("tests/test_census_accounting.py", "tests/test_census.py")),
-    "learn/intake.py": Target(None, ("tests/test_intake_accounting.py", "tests/test_intake.py", "tests/test_evaluation.py")),
+    "learn/intake.py": Target(None, ("tests/test_intake.py", "tests/test_evaluation.py")),
     "learn/checkpoint.py": Target(
         ("save", "checkpoints", "latest", "load", "remove_stale_staging", "_prune", "load_checkpoint",
          "_split_optimizer_state", "_read_optimizer_state", "_load_optimizer", "_load_trainable"),

@@ -89,22 +89,21 @@ def test_a_store_request_one_byte_over_the_size_limit_is_counted_as_too_large_wi
     assert validator.refusals() == {Reason.TOO_LARGE.value: 1}
 
 
-@pytest.mark.parametrize("value", [b"\xc4", b"\xc5\x00", b"\xc6\x00\x00\x00"])
-def test_a_bin_header_cut_inside_its_length_bytes_is_refused(value: bytes) -> None:
-    """A bin8/16/32 marker missing length bytes is malformed, not an empty payload."""
+@pytest.mark.parametrize(
+    "unpack, data, reason, detail",
+    [
+        *((unpack_bin, data, Reason.MALFORMED, "value length does not match its header")
+          for data in (b"\xc4", b"\xc5\x00", b"\xc6\x00\x00\x00")),
+        *((unpack_str, data, Reason.KEY_MISMATCH, "subkey length does not match its header")
+          for data in (b"\xd9", b"\xda\x00", b"\xdb\x00\x00\x00")),
+    ],
+)
+def test_a_header_cut_inside_its_length_bytes_is_refused(unpack, data: bytes, reason: Reason, detail: str) -> None:
+    """A bin or str marker (8/16/32) missing length bytes is refused, not read as an empty payload or subkey."""
     with pytest.raises(Rejected) as info:
-        unpack_bin(value)
-    assert info.value.reason is Reason.MALFORMED
-    assert info.value.detail == "value length does not match its header"
-
-
-@pytest.mark.parametrize("subkey", [b"\xd9", b"\xda\x00", b"\xdb\x00\x00\x00"])
-def test_a_str_header_cut_inside_its_length_bytes_is_refused(subkey: bytes) -> None:
-    """A str8/16/32 marker missing length bytes is a key mismatch, not an empty subkey."""
-    with pytest.raises(Rejected) as info:
-        unpack_str(subkey)
-    assert info.value.reason is Reason.KEY_MISMATCH
-    assert info.value.detail == "subkey length does not match its header"
+        unpack(data)
+    assert info.value.reason is reason
+    assert info.value.detail == detail
 
 
 def test_the_refusal_of_a_foreign_msgpack_type_names_the_type_that_was_expected() -> None:
