@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from swarmnode.config import ConfigError, NodeConfig, load_config
+from swarmnode.files import DataDirError, prepare_data_dir
 from swarmnode.wire.identity import IDENTITY_FILENAME, IdentityError, load_identity
 from swarmnode.wire.rules import SwarmRules
 
@@ -101,11 +102,9 @@ def check_config(context: DoctorContext):
 def check_data_dir(context: DoctorContext):
     directory = context.data_dir
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".doctor-"):
-            pass
-    except OSError as error:
-        return Outcome.FAIL, f"{directory}: {error.strerror}", "pass a writable --data-dir"
+        prepare_data_dir(directory)
+    except DataDirError as error:
+        return Outcome.FAIL, str(error), "pass a writable --data-dir"
     free = shutil.disk_usage(directory).free
     if free < MIN_FREE_DISK_BYTES:
         return Outcome.WARN, f"{directory}: {free / 2**30:.2f} GiB free", "free disk space: checkpoints need room"
