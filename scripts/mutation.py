@@ -62,8 +62,8 @@ TARGETS = {
     "wire/receive.py": Target(
         ("open_frame", "_open_content", "get", "put", "first_sighting"), ("tests/test_receive_checks.py", *WIRE_TESTS)
     ),
-    "wire/batch.py": Target(None, WIRE_TESTS),
-    "wire/presence.py": Target(None, ("tests/test_presence.py", "tests/test_vectors.py")),
+    "wire/batch.py": Target(None, ("tests/test_wire_limits.py", *WIRE_TESTS)),
+    "wire/presence.py": Target(None, ("tests/test_wire_limits.py", "tests/test_presence.py", "tests/test_vectors.py")),
     "wire/beacon.py": Target(None, ("tests/test_beacon.py", "tests/test_vectors.py")),
     "wire/address.py": Target(
         ("canonical_host", "is_tcp_address", "tcp_address"),
@@ -177,6 +177,10 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "scale = self.buckets_total / self.buckets_read if self.buckets_read else 0.0",
      "scale = self.buckets_total / self.buckets_read if self.buckets_read else 1.0"):
         "with no bucket read there is no entry, and every total is 0 * scale: 0 * 1.0 is the same +0.0 as 0 * 0.0",
+    ("wire/presence.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
+     "if len(set(message.addresses)) != len(message.addresses):",
+     "if len(set(message.addresses)) is not len(message.addresses):"):
+        "the count check before it refuses more than MAX_ADDRESSES (4), so both lengths are 0..4; " + _SMALL_INT,
     ("net/reachability.py", "core/ReplaceComparisonOperator_Lt_NotEq",
      "ports = sorted({port for port in request.ports if 0 < port < 65536})",
      "ports = sorted({port for port in request.ports if 0 != port < 65536})"): _UINT32_PORTS,

@@ -8,11 +8,13 @@ import hashlib
 import math
 import os
 import stat
+from collections.abc import Callable
 
 import pytest
 from test_signature import small_order_encodings
 
 from swarmnode.wire import identity as identity_module
+from swarmnode.wire.address import Reachability
 from swarmnode.wire.batch import BATCH, MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_ENVELOPE_BYTES
 from swarmnode.wire.envelope import MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, PROTOCOL_VERSION, Envelope
 from swarmnode.wire.identity import (
@@ -24,9 +26,12 @@ from swarmnode.wire.identity import (
     save_identity,
     verify_signature,
 )
-from swarmnode.wire.receive import open_frame
+from swarmnode.wire.presence import PRESENCE, Presence
+from swarmnode.wire.receive import VerifiedFrames, open_frame
+from swarmnode.wire.record import Kind
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import Slot, SwarmRules
 
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
@@ -367,3 +372,72 @@ def test_a_key_file_the_node_cannot_read_is_an_identity_error_naming_the_file(tm
     else:
         outcome, name = load_as_unprivileged_user(tmp_path, path.name), path.name
     assert outcome.startswith(f"IdentityError: {name}: cannot read the identity file"), outcome
+
+
+# --- presence entries (PROTOCOL.md §4.1) and the batch's per-item limits ----------------------------------------
+
+RULES = SwarmRules("test-swarm")
+PRESENCE_WINDOW = RULES.window_of(T0)
+
+
+def public_addresses(count: int) -> tuple[str, ...]:
+    """`count` distinct addresses of the canonical /ip4/HOST/tcp/PORT form a PUBLIC signer lists."""
+    return tuple(f"/ip4/192.0.2.{host}/tcp/4001" for host in range(1, count + 1))
+
+
+def make_presence(**changes) -> Presence:
+    presence = Presence("test-swarm", PRESENCE_WINDOW, T0, Reachability.PUBLIC, public_addresses(1))
+    return dataclasses.replace(presence, **changes)
+
+
+def batch_with_family_of(size: int) -> RolloutBatch:
+    return make_batch(rollouts=(Rollout(dataclasses.replace(TASK, family="f" * size), (Completion("x"),)),))
+
+
+def batch_with_token_logprobs(count: int) -> RolloutBatch:
+    return make_batch(rollouts=(Rollout(TASK, (Completion("x", 1.0, (-0.5,) * count),)),))
+
+
+def presence_with_addresses(count: int) -> Presence:
+    return make_presence(addresses=public_addresses(count))
+
+
+@pytest.mark.parametrize(
+    "kind, build, limit",
+    [  # protocol/PROTOCOL.md's "Limits" table and §4.1 P6
+        (BATCH, batch_with_family_of, 64),
+        (BATCH, batch_with_token_logprobs, 4096),
+        (PRESENCE, presence_with_addresses, 4),
+    ],
+    ids=["family-bytes", "token-logprobs", "presence-addresses"],
+)
+def test_a_family_logprob_list_or_address_list_at_its_protocol_limit_opens_and_one_more_is_refused(
+    kind: Kind, build: Callable[[int], object], limit: int
+):
+    """protocol/PROTOCOL.md's limits, written out: every implementation agrees on where each edge lies."""
+    assert open_frame(kind.seal(build(limit), ALICE), kind).value == build(limit)
+    with pytest.raises(Rejected) as info:
+        open_frame(kind.seal(build(limit + 1), ALICE), kind)
+    assert info.value.reason is Reason.LIMIT_EXCEEDED
+
+
+@pytest.mark.parametrize("offset", [-1, 1], ids=["older-directory", "newer-directory"])
+def test_a_presence_read_from_another_windows_directory_is_a_key_mismatch(offset: int):
+    """An entry copied into an older or a newer window's directory does not list its signer there."""
+    frame = PRESENCE.seal(make_presence(), ALICE)
+    own = open_frame(frame, PRESENCE, RULES, slot=Slot(PRESENCE_WINDOW, None, ALICE.peer_id))
+    assert own.value == make_presence()
+    with pytest.raises(Rejected) as info:
+        open_frame(frame, PRESENCE, RULES, slot=Slot(PRESENCE_WINDOW + offset, None, ALICE.peer_id))
+    assert info.value.reason is Reason.KEY_MISMATCH
+
+
+def test_a_parsed_presence_shared_by_its_readers_cannot_be_altered_by_one_of_them():
+    """The validator and the collector get the same parsed entry from VerifiedFrames: neither may change it."""
+    verified = VerifiedFrames()
+    frame = PRESENCE.seal(make_presence(), ALICE)
+    first = open_frame(frame, PRESENCE, verified=verified).value
+    assert open_frame(frame, PRESENCE, verified=verified).value is first
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.window = PRESENCE_WINDOW + 1  # type: ignore[misc]
+    assert first == make_presence()
