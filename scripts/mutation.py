@@ -64,10 +64,10 @@ TARGETS = {
     ),
     "wire/batch.py": Target(None, ("tests/test_wire_limits.py", *WIRE_TESTS)),
     "wire/presence.py": Target(None, ("tests/test_wire_limits.py", "tests/test_presence.py", "tests/test_vectors.py")),
-    "wire/beacon.py": Target(None, ("tests/test_beacon.py", "tests/test_vectors.py")),
+    "wire/beacon.py": Target(None, ("tests/test_wire_limits.py", "tests/test_beacon.py", "tests/test_vectors.py")),
     "wire/address.py": Target(
         ("canonical_host", "is_tcp_address", "tcp_address"),
-        ("tests/test_presence.py", "tests/test_reachability.py", "tests/test_vectors.py"),
+        ("tests/test_wire_limits.py", "tests/test_presence.py", "tests/test_reachability.py", "tests/test_vectors.py"),
     ),
     "net/validator.py": Target(
         ("key_id", "unpack_bin", "unpack_str", "_unpack", "check_record", "kind_of", "validate"),
@@ -177,6 +177,10 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "scale = self.buckets_total / self.buckets_read if self.buckets_read else 0.0",
      "scale = self.buckets_total / self.buckets_read if self.buckets_read else 1.0"):
         "with no bucket read there is no entry, and every total is 0 * scale: 0 * 1.0 is the same +0.0 as 0 * 0.0",
+    ("wire/address.py", "core/NumberReplacer",
+     'groups = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 16, 2)]',
+     'groups = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 15, 2)]'):
+        "the stop is exclusive and 15 is odd: range(0, 15, 2) and range(0, 16, 2) are both 0, 2, ..., 14",
     ("wire/presence.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
      "if len(set(message.addresses)) != len(message.addresses):",
      "if len(set(message.addresses)) is not len(message.addresses):"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import math
 import os
 import stat
@@ -14,8 +15,9 @@ import pytest
 from test_signature import small_order_encodings
 
 from swarmnode.wire import identity as identity_module
-from swarmnode.wire.address import Reachability
+from swarmnode.wire.address import Reachability, canonical_host
 from swarmnode.wire.batch import BATCH, MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_ENVELOPE_BYTES
+from swarmnode.wire.beacon import BEACON, Beacon, showable
 from swarmnode.wire.envelope import MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, PROTOCOL_VERSION, Envelope
 from swarmnode.wire.identity import (
     Identity,
@@ -441,3 +443,104 @@ def test_a_parsed_presence_shared_by_its_readers_cannot_be_altered_by_one_of_the
     with pytest.raises(dataclasses.FrozenInstanceError):
         first.window = PRESENCE_WINDOW + 1  # type: ignore[misc]
     assert first == make_presence()
+
+
+# --- census beacons (PROTOCOL.md §4.2) and the canonical text of an address (§4.1) -------------------------------
+
+MAX_RATE_PER_HOUR = 1e7  # PROTOCOL.md §4.2 B7: rounds_per_hour and rollouts_per_hour lie in [0, 10^7]
+
+
+def make_beacon(**changes) -> Beacon:
+    beacon = Beacon("test-swarm", PRESENCE_WINDOW, T0, "swarmnode/0.1.0", "swarmnode/seed", round=12,
+                    rounds_per_hour=60.0, rollouts_per_hour=480.0, phase="train")
+    return dataclasses.replace(beacon, **changes)
+
+
+def beacon_reason(beacon: Beacon) -> Reason:
+    with pytest.raises(Rejected) as info:
+        open_frame(BEACON.seal(beacon, ALICE), BEACON, RULES)
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    "kind, value, field",
+    [(BEACON, make_beacon(), "rounds_per_hour"), (BATCH, make_batch(), "sequence")],
+    ids=["beacon", "batch"],
+)
+def test_a_parsed_beacon_or_batch_shared_by_its_readers_cannot_be_altered_by_one_of_them(
+    kind: Kind, value: object, field: str
+):
+    """VerifiedFrames hands every reader the same parsed value: none of them may change it for the others."""
+    verified = VerifiedFrames()
+    frame = kind.seal(value, ALICE)
+    first = open_frame(frame, kind, verified=verified).value
+    assert open_frame(frame, kind, verified=verified).value is first
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(first, field, 1)
+    assert first == value
+
+
+@pytest.mark.parametrize("field", ["rounds_per_hour", "rollouts_per_hour"])
+def test_a_beacon_rate_of_exactly_the_protocol_maximum_opens_and_the_next_float32_above_is_a_bad_value(field: str):
+    """The rates are float32 on the wire, whose next value above 10^7 is 10^7 + 1: the first one refused."""
+    at_limit = make_beacon(**{field: MAX_RATE_PER_HOUR})
+    assert getattr(open_frame(BEACON.seal(at_limit, ALICE), BEACON, RULES).value, field) == MAX_RATE_PER_HOUR
+    assert beacon_reason(make_beacon(**{field: MAX_RATE_PER_HOUR + 1})) is Reason.BAD_VALUE
+
+
+@pytest.mark.parametrize("rate", [-0.5, -1e-45, -1.0, math.nan, math.inf], ids=str)
+@pytest.mark.parametrize("field", ["rounds_per_hour", "rollouts_per_hour"])
+def test_a_beacon_rate_that_is_negative_or_not_finite_is_a_bad_value(field: str, rate: float):
+    """-1e-45 is sent as the float32 closest below zero: the range starts at 0 itself, not at some negative bound."""
+    assert beacon_reason(make_beacon(**{field: rate})) is Reason.BAD_VALUE
+
+
+def test_a_beacon_rate_of_zero_opens():
+    """A node that has not completed a round yet reports 0, the low end of the closed range."""
+    quiet = make_beacon(rounds_per_hour=0.0, rollouts_per_hour=0.0)
+    assert open_frame(BEACON.seal(quiet, ALICE), BEACON, RULES).value == quiet
+
+
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8"),  # no zero group: all eight written, the last one included
+        ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),  # RFC 5952 §4.2.2: a single zero group stays "0"
+        ("2001:DB8:0000:0000:0001:0000:0000:0001", "2001:db8::1:0:0:1"),  # equal runs: the first one, lowercase
+        ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),  # the longest run, even when it comes second
+        ("0:0:0:0:0:0:0:0", "::"),
+        ("::1", "::1"),
+        ("1::", "1::"),
+        ("::ffff:1.2.3.4", "::ffff:102:304"),  # never in mixed IPv4 notation (PROTOCOL.md §4.1)
+    ],
+)
+def test_canonical_host_writes_the_rfc_5952_text_every_implementation_agrees_on(text: str, canonical: str):
+    """PROTOCOL.md §4.1: one text per address, so that a peer's advertised address is accepted byte for byte."""
+    assert ipaddress.ip_address(canonical) == ipaddress.ip_address(text)
+    assert canonical_host(text) == canonical
+    assert canonical_host(canonical) == canonical
+
+
+# PROTOCOL.md §4.2's closed ranges of code points that are not showable, written out from the spec
+PROTOCOL_UNSHOWABLE = [
+    (0x0000, 0x001F), (0x007F, 0x00A0), (0x00AD, 0x00AD), (0x061C, 0x061C), (0x115F, 0x1160), (0x1680, 0x1680),
+    (0x180E, 0x180E), (0x2000, 0x200F), (0x2028, 0x202F), (0x205F, 0x206F), (0x3000, 0x3000), (0x3164, 0x3164),
+    (0xD800, 0xDFFF), (0xE000, 0xF8FF), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB), (0xE0000, 0xE007F),
+    (0xF0000, 0x10FFFF),
+]
+
+
+def unshowable_in_protocol(code_point: int) -> bool:
+    return any(low <= code_point <= high for low, high in PROTOCOL_UNSHOWABLE)
+
+
+@pytest.mark.parametrize("low, high", PROTOCOL_UNSHOWABLE, ids=lambda bound: f"{bound:04X}")
+def test_each_unshowable_range_of_the_protocol_ends_exactly_where_the_spec_says(low: int, high: int):
+    """Both ends of a range are refused and the code points just outside it are showable, unless another range
+    holds them: every receiver must give a beacon's text the same verdict (PROTOCOL.md §4.2)."""
+    assert not showable(chr(low)) and not showable(chr(high))
+    for outside in (low - 1, high + 1):
+        if 0 <= outside <= 0x10FFFF:
+            assert showable(chr(outside)) is not unshowable_in_protocol(outside), hex(outside)
