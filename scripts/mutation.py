@@ -98,6 +98,8 @@ _SMALL_INT = ("CPython keeps one object for each int from -5 to 256, and a lengt
 _NO_MAP_FIELDS = ("deterministic serialization only orders map entries, and no message of the wire protocol has a map "
                   "field: the bytes are the same either way")
 _PREFIX_PLUS_64 = "len(_ED25519_PRIVATE_PREFIX) is 4, and 4 | 64 == 4 ^ 64 == 4 + 64 == 68"
+_NO_RUN_YET = ("best_start is read only through `best_start < 0` when no run of zeros was found, and any negative "
+               "start says so alike")
 _UINT32_PORTS = ("DialBackRequest.ports is a repeated uint32: a port is an int >= 0 (a negative varint decodes as "
                  "4294967295, which `< 65536` drops), and for those `0 != port` is `0 < port`")
 _MEMBER_OF_STR_ENUM = ("report.reachability is always a member of Reachability(str, Enum), whose values are distinct: "
@@ -181,6 +183,15 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      'groups = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 16, 2)]',
      'groups = [int.from_bytes(address.packed[i : i + 2], "big") for i in range(0, 15, 2)]'):
         "the stop is exclusive and 15 is odd: range(0, 15, 2) and range(0, 16, 2) are both 0, 2, ..., 14",
+    ("wire/address.py", "core/NumberReplacer",
+     "best_start, best_length, start = -1, 1, None", "best_start, best_length, start = - 2, 1, None"): _NO_RUN_YET,
+    ("wire/address.py", "core/ReplaceUnaryOperator_USub_Invert",
+     "best_start, best_length, start = -1, 1, None", "best_start, best_length, start = ~1, 1, None"): _NO_RUN_YET,
+    ("wire/address.py", "core/ReplaceComparisonOperator_Eq_GtE",
+     "return 1 <= int(port) <= 65535 and port == str(int(port))",
+     "return 1 <= int(port) <= 65535 and port >= str(int(port))"):
+        "PORT is 1-5 ASCII digits (the pattern), so a port text other than its canonical form has a leading zero, "
+        "and '0' sorts below every other digit: `>=` holds exactly when `==` does",
     ("wire/presence.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
      "if len(set(message.addresses)) != len(message.addresses):",
      "if len(set(message.addresses)) is not len(message.addresses):"):
