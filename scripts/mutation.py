@@ -192,6 +192,10 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "return 1 <= int(port) <= 65535 and port >= str(int(port))"):
         "PORT is 1-5 ASCII digits (the pattern), so a port text other than its canonical form has a leading zero, "
         "and '0' sorts below every other digit: `>=` holds exactly when `==` does",
+    ("wire/beacon.py", "core/NumberReplacer",
+     "(0x3000, 0x3000), (0x3164, 0x3164), (0xD800, 0xDFFF), (0xE000, 0xF8FF), (0xFEFF, 0xFEFF),",
+     "(0x3000, 0x3000), (0x3164, 0x3164), (0xD800, 0xDFFF), ( 57343, 0xF8FF), (0xFEFF, 0xFEFF),"):
+        "the range would start one code point earlier, at U+DFFF, which the surrogate range before it already holds",
     ("wire/presence.py", "core/ReplaceComparisonOperator_NotEq_IsNot",
      "if len(set(message.addresses)) != len(message.addresses):",
      "if len(set(message.addresses)) is not len(message.addresses):"):
