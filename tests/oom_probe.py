@@ -9,6 +9,7 @@ Usage: python oom_probe.py MICRO_BATCH HEADROOM_MIB  -> prints the step's stats 
 
 import json
 import resource
+import signal
 import sys
 
 import torch
@@ -21,8 +22,11 @@ from swarmnode.learn.policy import EMBEDDED_MODEL_DIR, Policy
 from swarmnode.learn.sapo import SapoTrainer
 from swarmnode.learn.selection import Selection
 
+LIFETIME_S = 330  # longer than the test waits for it (300 s)
+
 
 def main(micro_batch: int, headroom_mib: float) -> None:
+    signal.alarm(LIFETIME_S)  # ends itself even if the test that started it was killed
     torch.set_num_threads(1)
     policy_module.LOGIT_CHUNK_BYTES = 2**40  # all of a micro-batch's logits at once: they grow with it
     torch.manual_seed(0)

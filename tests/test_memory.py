@@ -28,10 +28,15 @@ def test_an_allocation_failure_halves_the_micro_batch_and_when_one_row_does_not_
         for name, micro_batch, headroom_mib in (("halves", 16, 500), ("skips", 4, 1))
     }
     stats = {}
-    for name, probe in probes.items():
-        stdout, stderr = probe.communicate(timeout=300)
-        assert probe.returncode == 0, stderr[-2000:]
-        stats[name] = json.loads(stdout.strip().splitlines()[-1])
+    try:
+        for name, probe in probes.items():
+            stdout, stderr = probe.communicate(timeout=300)
+            assert probe.returncode == 0, stderr[-2000:]
+            stats[name] = json.loads(stdout.strip().splitlines()[-1])
+    finally:  # a probe whose back-off never ends (a mutant, a regression) must not outlive the test
+        for probe in probes.values():
+            probe.kill()
+            probe.wait()
     halves, skips = stats["halves"], stats["skips"]
     assert halves["out_of_memory"] >= 1 and halves["micro_batch_size"] < 16
     assert halves["skipped_reason"] is None and halves["updates"] == 1 and halves["weights_changed"]
