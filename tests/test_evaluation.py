@@ -138,7 +138,8 @@ def test_lora_runs_export_merged_or_as_an_adapter(tmp_path):
     pytest.importorskip("peft")
     lora = 'model.lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}'
     data_dir = tmp_path / "node"
-    run_node(data_dir, 2, "eval.every_rounds=0", lora, "optimizer.learning_rate=1e-2")
+    # seeded: with a random identity a 2-round run could draw groups whose rewards are all equal, and train nothing
+    run_node(data_dir, 2, "eval.every_rounds=0", lora, "optimizer.learning_rate=1e-2", "seed=3", "tasks.seed=3")
     export_model(data_dir, tmp_path / "merged")
     export_model(data_dir, tmp_path / "adapter", adapter=True)
     assert (tmp_path / "merged" / "model.safetensors").exists()
