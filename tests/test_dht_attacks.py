@@ -4,12 +4,14 @@ an honest swarm of this tree (benchmarks/dht_attack_scene.py, driven by swarmnod
 
 The goals of the defences, for one and two attackers: a full census lists at least 95% (one) / 80% (two) of the
 honest live nodes, and one that lists fewer says it is not complete; a signer whose shard key of the window the
-attackers stand at still reaches the collectors in at least 90% of their reads. benchmarks/bench_dht_attacks.py
+attackers stand at still reaches the collectors in 90% of their reads (their reads do not show less: a one-sided
+binomial test at 5%). benchmarks/bench_dht_attacks.py
 measures the same with more attackers, more attacks and the code before the defences.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -56,7 +58,15 @@ def test_a_signer_whose_shard_key_is_attacked_still_reaches_the_collectors(attac
     report, done = cell(attacked, "shard", attackers)
     shard = summarize(report, PEERS)["shard"]
     assert done["dropped"] > 0  # the victim's stores did reach the attackers
-    assert shard["collects_read"] >= 8 and shard["delivered"] >= DELIVERY_GOAL, shard
+    reads = shard["collects_read"]
+    assert reads >= 8 and below_goal_p_value(round(shard["delivered"] * reads), reads, DELIVERY_GOAL) >= 0.05, shard
+
+
+def below_goal_p_value(delivered: int, reads: int, goal: float) -> float:
+    """How likely so few deliveries are if the true rate were the goal (one-sided exact binomial): a small value
+    says the defence misses its goal. Asking every sample of 16 reads to reach 90% fails one run in five when the
+    true rate is 95%; this fails one in a thousand then, and four in five when only 60% get through."""
+    return sum(math.comb(reads, k) * goal**k * (1 - goal) ** (reads - k) for k in range(delivered + 1))
 
 
 def test_every_p2pd_exits_with_its_owner(attacked):
