@@ -384,7 +384,7 @@ PRESENCE_WINDOW = RULES.window_of(T0)
 
 def public_addresses(count: int) -> tuple[str, ...]:
     """`count` distinct addresses of the canonical /ip4/HOST/tcp/PORT form a PUBLIC signer lists."""
-    return tuple(f"/ip4/192.0.2.{host}/tcp/4001" for host in range(1, count + 1))
+    return tuple(f"/ip4/127.0.0.1/tcp/{4000 + index}" for index in range(1, count + 1))
 
 
 def make_presence(**changes) -> Presence:
