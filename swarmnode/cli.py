@@ -321,7 +321,11 @@ def bootstrap(
         ready = f"bootstrap peer of swarm {settings.swarm.id!r} up ({mode}, {peer.reachability.describe()}); Ctrl-C stops it"
         err_console.print(ready, highlight=False)
         while not stop.wait(1.0):
-            pass
+            if not peer.daemon_alive():  # a bootstrap alone in its swarm for good helps nobody: restart p2pd
+                err_console.print("p2pd died; restarting it", highlight=False)
+                peer.restart()
+    except StartError as error:
+        raise fail(f"p2pd died and could not be restarted: {error}")
     finally:
         peer.close()
         lock.release()
@@ -365,7 +369,7 @@ def join(
     from swarmnode.learn.checkpoint import CheckpointError
     from swarmnode.learn.policy import PolicyLoadError
     from swarmnode.net.start import StartError
-    from swarmnode.node import Node
+    from swarmnode.node import DaemonLost, Node
     from swarmnode.ops.dashboard import render
     from swarmnode.ops.server import EndpointError
 
@@ -389,7 +393,7 @@ def join(
             _print_join_hint(node)
             with Live(get_renderable=lambda: render(node.status), refresh_per_second=2, console=console):
                 node.run(rounds)
-    except CheckpointError as failure:
+    except (CheckpointError, DaemonLost) as failure:
         error = str(failure)
         raise fail(error)
     except Exception as failure:

@@ -34,6 +34,7 @@ from swarmnode.net.census import BeaconService, Census
 from swarmnode.net.gossip import CollectResult, Gossip, PublishResult
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.reachability import network_warnings
+from swarmnode.net.start import StartError
 from swarmnode.net.traffic import TrafficSnapshot
 from swarmnode.ops.metrics import Metrics, RoundRecord, Status
 from swarmnode.ops.server import serve
@@ -49,6 +50,14 @@ LogFn = Callable[[dict[str, Any]], None]
 
 class Stopped(Exception):
     """A stop was requested between two phases of a round; the round is abandoned, not half-applied."""
+
+
+class DaemonLost(Exception):
+    """p2pd died and could not be restarted twice in a row: one line saying why, and the node exits non-zero
+    (a service manager restarts it) rather than train alone for good while it looks like a quiet swarm."""
+
+
+MAX_DAEMON_RESTART_FAILURES = 2
 
 
 def derive_seed(peer_id: str, salt: str) -> int:
@@ -77,6 +86,7 @@ class Node:
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
         self.checkpoint: Path | None = None  # the newest checkpoint: the one resumed from, then each save
         self._resumed_from: int | None = None  # for the run's first record (RoundRecord.resumed_from)
+        self._restart_failures = 0  # p2pd restarts failed in a row
 
     def start(self) -> None:
         """Lock the data dir, load identity, model and last checkpoint, join the swarm, serve metrics. A first
@@ -204,6 +214,7 @@ class Node:
     def run_round(self) -> RoundRecord:
         """One SAPO round: evaluate now and then, play the round, record it, checkpoint (a save's seconds appear in
         the next round's record, as the time between two records includes it)."""
+        self._watch_daemon()
         held_out = None
         if self._evaluation_due():
             with self._phase("evaluate"):
@@ -271,6 +282,25 @@ class Node:
     def report_offences(self, offenders: Sequence[tuple[str, str]]) -> None:
         if self.gossip is not None:
             self.gossip.report_offences(offenders)
+
+    def _watch_daemon(self) -> None:
+        """Once a round: a dead p2pd is a problem event and a restart under the same identity; two failed
+        restarts in a row end the run (DaemonLost)."""
+        if self.peer is None or self.peer.daemon_alive():
+            return
+        self._warn("p2pd_died", f"the DHT daemon (p2pd) died; restarting it (attempt {self._restart_failures + 1})")
+        try:
+            self.peer.restart()
+        except StartError as error:
+            self._restart_failures += 1
+            if self._restart_failures >= MAX_DAEMON_RESTART_FAILURES:
+                raise DaemonLost(f"p2pd died and {self._restart_failures} restarts failed: {error}") from None
+            self._warn("p2pd_restart_failed", f"p2pd restart failed: {error}; trying again next round")
+            return
+        self._restart_failures = 0
+        self._update_reachability()
+        self._note("p2pd_restarted", f"p2pd restarted; {self.peer.num_peers()} peers in the routing table",
+                   peers=self.peer.num_peers())
 
     def _evaluation_due(self) -> bool:
         """At round 0 (the base model) and every `eval.every_rounds` rounds, once (a resumed node does not redo it)."""

@@ -14,9 +14,9 @@ import urllib.request
 
 import psutil
 import pytest
-from node_process import FAST, NodeProcess, events
 
 from swarmnode.lab import local_swarm
+from swarmnode.lab.node_process import FAST, NodeProcess, events
 from swarmnode.learn.checkpoint import Checkpointer
 from swarmnode.learn.policy import Policy
 from swarmnode.ops.metrics import read_records

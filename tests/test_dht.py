@@ -193,3 +193,26 @@ def test_a_loop_that_does_not_answer_raises_the_builtin_timeout_error_on_every_p
             loop.run(asyncio.sleep(5), 0.1)
     finally:
         loop.stop()
+
+
+def test_a_killed_daemon_is_seen_and_a_restart_rejoins_under_the_same_identity_and_port(tmp_path, helper):
+    """kill -9 of p2pd: the peer says so, and a restart shares again as the same peer on the same port."""
+    process, hello = helper
+    identity, key = new_key(tmp_path, "here")
+    with DHTPeer(key, RULES, NetworkConfig(initial_peers=hello["maddrs"])) as here:
+        port, daemon, sockets = here.visible_maddrs[0].split("/tcp/")[1].split("/")[0], here.daemon_pid(), here.socket_paths()
+        assert here.daemon_alive() and sockets
+        os.kill(daemon, signal.SIGKILL)
+        assert wait_until_gone(daemon, 5.0)
+        assert not here.daemon_alive()
+        here.restart()
+        assert here.daemon_alive() and here.daemon_pid() != daemon
+        assert here.peer_id == identity.peer_id and f"/tcp/{port}/" in here.visible_maddrs[0] + "/"
+        assert not any(path.exists() for path in sockets)
+        batch = megabyte_batch(tag=3)
+        frame = BATCH.seal(batch, identity)
+        key_ = batch_key(SWARM.id, batch.window, shard_of(identity.peer_id, RULES.num_shards))
+        [stored] = here.store([StoreItem(key_, identity.peer_id, frame, RULES.expiration_of(batch.timestamp))], timeout_s=20)
+        assert stored.remote >= 1
+        collected = process.ask("collect", max=128, timeout_s=20)
+        assert {item["tag"] for item in collected["rollouts"] if item["signer"] == identity.peer_id} == {3}

@@ -294,6 +294,26 @@ def test_publish_refuses_a_batch_peers_would_refuse_and_counts_it(trio):
 
 
 @pytest.mark.network
+def test_a_failed_publish_is_retried_by_the_next_refresh_in_the_same_window(tmp_path):
+    """No peer took the batch (alone at first): the next refresh stores it again at once, in the same window,
+    instead of waiting until the windows collectors read have passed."""
+    swarm = SwarmConfig(id="itest-retry", window_s=120.0, record_ttl_s=300.0)
+    rules = SwarmRules.of(swarm)
+    if (get_dht_time() % swarm.window_s) > swarm.window_s - 20:  # the test's seconds fall inside one window
+        time.sleep(swarm.window_s - get_dht_time() % swarm.window_s)
+    with contextlib.ExitStack() as stack:
+        alone, lonely = join(stack, new_key(tmp_path, "lonely"), rules, NetworkConfig(), GossipConfig(refresh_for_s=60.0))
+        failed = lonely.publish(rollouts(5), model_id="m", suite_version="v")
+        assert not failed.ok
+        _, reader = join(stack, new_key(tmp_path, "reader"), rules, NetworkConfig(initial_peers=alone.visible_maddrs))
+        retried = lonely.refresh()
+        assert retried is not None and retried.ok and retried.window == failed.window
+        assert lonely.refresh() is None  # taken: nothing to redo in this window
+        assert [item.rollout.task.seed for item in reader.collect(100).rollouts] == [5, 5]
+        assert lonely.stats.refreshed == 1 and lonely.stats.publish_failures == 1
+
+
+@pytest.mark.network
 def test_a_batch_refreshed_each_window_outlives_its_record_ttl_and_is_taken_once(tmp_path):
     """A slow node's round outlasts record_ttl_s: its refreshed batch is still read, a plain one is gone."""
     swarm = SwarmConfig(id="itest-slow", window_s=1.0, record_ttl_s=2.0, clock_skew_s=1.0)

@@ -12,8 +12,8 @@ import time
 import urllib.request
 
 import pytest
-from node_process import FAST, NodeProcess, events
 
+from swarmnode.lab.node_process import FAST, NodeProcess, events
 from swarmnode.ops.metrics import read_records
 
 

@@ -10,14 +10,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from hivemind.utils import get_dht_time
 
 from swarmnode.config import NetworkConfig, SwarmConfig
-from swarmnode.net.peer import DHTPeer
+from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.net.reachability import MULTISTREAM_HEADER, network_warnings, probe_listener, verdict
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.identity import Identity, save_identity
+from swarmnode.wire.batch import BATCH
+from swarmnode.wire.identity import Identity, load_identity, save_identity
+from swarmnode.wire.keys import batch_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
-from swarmnode.wire.rules import SwarmRules
+from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 RULES = SwarmRules.of(SwarmConfig(id="reach-test"))
 
@@ -152,3 +156,23 @@ def test_a_recheck_asks_peers_that_answer_now_when_the_configured_ones_are_gone(
                 report = node.check_reachability_now()
                 assert other._dial_back.served == served + 1
                 assert report.reachability is Reachability.PUBLIC and report.answered == 1
+
+
+@pytest.mark.network
+def test_a_node_that_turns_private_drops_the_records_it_held_as_a_replica(tmp_path):
+    """Stale records must not answer lookups from a node that no longer serves: its own reads look locally first."""
+    with DHTPeer(new_key(tmp_path, "entry"), RULES, NetworkConfig()) as entry:
+        join = NetworkConfig(initial_peers=entry.advertised_maddrs())
+        with DHTPeer(new_key(tmp_path, "node"), RULES, join) as node:
+            key = new_key(tmp_path, "writer")
+            with DHTPeer(key, RULES, join) as writer:
+                signer, now = load_identity(key), get_dht_time()
+                batch = RolloutBatch(RULES.swarm_id, RULES.window_of(now), 0, now, "m", "v",
+                                     (Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 0), (Completion("x"),)),))
+                item = StoreItem(batch_key(RULES.swarm_id, batch.window, shard_of(signer.peer_id, RULES.num_shards)),
+                                 signer.peer_id, BATCH.seal(batch, signer), RULES.expiration_of(now))
+                assert writer.store([item], timeout_s=10)[0].remote == 2
+            assert node.storage.stored_bytes > 0 and not node.client_mode
+            node._require_loop().run(node._switch_mode(True), 20)  # what a re-check that finds it private does
+            assert node.client_mode and node.storage.stored_bytes == 0 and len(node.storage) == 0
+            assert entry.storage.stored_bytes > 0  # the public replica keeps its copy

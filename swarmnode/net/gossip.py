@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from hivemind.utils import get_dht_time
@@ -34,6 +34,7 @@ from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 _SEEN_DIGESTS = 16_384
 _LATENCY_SAMPLES = 1_024
+_SIGNERS_SEEN = 16_384  # distinct signers taken from, counted among the most recent this many
 
 
 @dataclass
@@ -118,31 +119,47 @@ class GossipStats:
 
 @dataclass
 class _Latest:
-    """What `refresh` re-signs: our last batch's content, its sequence, when it was made, and the window it
-    was last stored in (None until a store returns)."""
+    """What `refresh` re-signs: our last batch's content, its sequence, when it was made, whether a store of it
+    has returned and the window another peer last took it in (None while none has)."""
 
     rollouts: tuple[Rollout, ...]
     model_id: str
     suite_version: str
     sequence: int
     made: float  # time.monotonic()
+    tried: bool = False
     window: int | None = None
 
+    def stored(self, result: PublishResult) -> None:
+        """A store returned: only one another peer took marks its window done; a failed one is retried by the
+        next refresh (the next window), not after the windows collectors read have passed."""
+        self.tried = True
+        if result.ok:
+            self.window = result.window
 
-class _DigestSet:
-    """The last `capacity` frame digests: a frame already consumed is skipped without re-verifying it."""
+
+class _RecentSet:
+    """The last `capacity` items added (frame digests, signers): memory stays bounded however long a node runs."""
 
     def __init__(self, capacity: int) -> None:
-        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._items: OrderedDict[bytes | str, None] = OrderedDict()
         self._capacity = capacity
 
-    def add(self, digest: bytes) -> None:
-        self._digests[digest] = None
-        if len(self._digests) > self._capacity:
-            self._digests.popitem(last=False)
+    def add(self, item: bytes | str) -> None:
+        self._items[item] = None
+        self._items.move_to_end(item)
+        if len(self._items) > self._capacity:
+            self._items.popitem(last=False)
 
-    def __contains__(self, digest: bytes) -> bool:
-        return digest in self._digests
+    def update(self, items: Iterable[bytes | str]) -> None:
+        for item in items:
+            self.add(item)
+
+    def __contains__(self, item: bytes | str) -> bool:
+        return item in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class Gossip:
@@ -165,16 +182,16 @@ class Gossip:
         self._stop_refreshing = threading.Event()
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
         self._replay_guard = ReplayGuard()
-        self._consumed = _DigestSet(_SEEN_DIGESTS)
-        self._consumed_batches = _DigestSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
-        self._offended = _DigestSet(_SEEN_DIGESTS)  # frames already held against their signer
+        self._consumed = _RecentSet(_SEEN_DIGESTS)
+        self._consumed_batches = _RecentSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
+        self._offended = _RecentSet(_SEEN_DIGESTS)  # frames already held against their signer
         self._random = random.Random()
         self._lock = threading.Lock()
         self._published = self._publish_failures = self._published_local_only = self._collected = self._refreshed = 0
         self._rejected: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()
         self._offences: Counter[str] = Counter()
-        self._signers_seen: set[str] = set()
+        self._signers_seen = _RecentSet(_SIGNERS_SEEN)
         self._store_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._get_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
 
@@ -217,8 +234,7 @@ class Gossip:
                 result = self._store_batch(latest)
             except Exception as error:  # gossip must never stop training; the failure is in the result
                 result = PublishResult(False, 0, sequence, 0, 0.0, f"{type(error).__name__}: {error}")
-            else:
-                latest.window = result.window
+            latest.stored(result)
         with self._lock:
             if result.ok:
                 self._published += 1
@@ -237,13 +253,13 @@ class Gossip:
             with self._lock:
                 latest = self._latest
             window = self.rules.window_of(get_dht_time())
-            if latest is None or latest.window is None or time.monotonic() - latest.made > self.config.refresh_for_s:
+            if latest is None or not latest.tried or time.monotonic() - latest.made > self.config.refresh_for_s:
                 return None  # nothing yet, or a publish is about to store it
             if latest.window is not None and latest.window >= window - self.rules.max_age_windows:
                 return None
             result = self._store_batch(latest)
         with self._lock:
-            latest.window = result.window
+            latest.stored(result)
             if result.ok:
                 self._refreshed += 1
             else:

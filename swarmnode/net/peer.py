@@ -29,7 +29,7 @@ from hivemind.p2p import PeerID
 from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import NetworkConfig
-from swarmnode.net.daemon import SOCKET_DIR, SOCKET_TAG, SwarmP2P, clean_stale_daemons
+from swarmnode.net.daemon import SOCKET_DIR, SOCKET_TAG, SwarmP2P, clean_stale_daemons, process_alive
 from swarmnode.net.loop import LoopThread
 from swarmnode.net.reachability import (
     ASK_TIMEOUT_S,
@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 # not use hivemind's search, which ends at the first answer: see `_read_many` and `swarmnode.net.replicas`.
 RPC_TIMEOUT_S = 3.0
 REJOIN_INTERVAL_S = 10.0
+ENTRY_RECHECK_S = 30.0  # how often configured peers missing from the routing table are pinged again
 UNKNOWN_RECHECK_S = 60.0  # with no verdict yet (e.g. no peer answered), ask again this soon
 DIAL_BACK_PEERS = 3
 MAX_ENTRY_PEERS = 16
@@ -167,10 +168,10 @@ class DHTPeer:
                 cleaned.sockets_removed,
                 cleaned.daemons_stopped,
             )
-        self._socket_prefix = f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
+        self._socket_prefix = _socket_prefix()
         self._loop = LoopThread(name="swarmnode-dht")
         try:
-            self._loop.run(self._start(host_maddrs), 2 * self.network.startup_timeout_s + 2 * RPC_TIMEOUT_S)
+            self._loop.run(self._start(host_maddrs), self._start_timeout_s)
         except Exception as error:
             logger.debug("the DHT peer failed to start", exc_info=error)
             self.close()
@@ -179,7 +180,12 @@ class DHTPeer:
             self.close()
             raise
 
-    async def _start(self, host_maddrs: list[str]) -> None:
+    @property
+    def _start_timeout_s(self) -> float:
+        return 2 * self.network.startup_timeout_s + 2 * RPC_TIMEOUT_S
+
+    async def _start(self, host_maddrs: list[str], joined_before: bool = False) -> None:
+        """`joined_before`: a restart, which rejoins through any peer it knew and may find none of them."""
         self._configured_peers = _peer_addresses([*self.network.initial_peers, *self.network.fallback_peers])
         self._initial_peers = {**self._configured_peers, **_peer_addresses(self.learnt_peers)}
         # UPnP/NAT-PMP discovery sends traffic to the LAN and its gateway: only when asked for, and never
@@ -207,8 +213,9 @@ class DHTPeer:
         await self._connect(self._initial_peers)
         self.reachability = await self._check_reachability(list(self._configured_peers))
         self._node = await self._create_node(client_mode=self.client_mode_for(self.reachability))
-        if self._initial_peers:
-            await self._join(self._node, self._initial_peers, required=bool(self.network.initial_peers))
+        entry = {**self.entry_peers, **self._initial_peers} if joined_before else self._initial_peers
+        if entry:
+            await self._join(self._node, entry, required=bool(self.network.initial_peers) and not joined_before)
         self._rejoin_task = asyncio.create_task(self._keep_joined())
 
     async def _create_node(self, client_mode: bool) -> DHTNode:
@@ -330,6 +337,32 @@ class DHTPeer:
                 raise (clock or problems or [RuntimeError("none of the initial_peers responded")])[0]
             await asyncio.sleep(JOIN_RETRY_S)
         await node.find_nearest_nodes([node.node_id])
+
+    def daemon_alive(self) -> bool:
+        """Whether our p2pd still runs: without it the node is alone however full its routing table looks."""
+        pid = self.daemon_pid()
+        return pid is not None and process_alive(pid)
+
+    def restart(self) -> None:
+        """After p2pd died: a new daemon and DHT node under the same identity, on the same ports where they are
+        free, keeping the records we hold, our counters and the peers we knew; raise StartError if it fails."""
+        loop = self._require_loop()
+        port = self.network.port or _tcp_port(self.visible_maddrs)
+        try:
+            loop.run(self._restart(port), DAEMON_EXIT_TIMEOUT_S + RPC_TIMEOUT_S + self._start_timeout_s)
+        except Exception as error:
+            logger.debug("the DHT peer failed to restart", exc_info=error)
+            raise explain(error, self.network) from None
+
+    async def _restart(self, port: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._shutdown()
+        for path in self.socket_paths():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._node = self._p2p = None
+        self._socket_prefix = _socket_prefix()
+        await self._start([listen_maddr(self.network.host, port)], joined_before=True)
 
     def close(self) -> None:
         """Stop the node and its daemon; idempotent. Afterwards no p2pd and no socket file of ours remain."""
@@ -525,18 +558,33 @@ class DHTPeer:
                 task.cancel()
 
     async def _keep_joined(self) -> None:
-        """Re-dial the initial and other known entry peers whenever the routing table runs empty (e.g. the
-        bootstrap restarted), and re-check reachability now and then, switching DHT mode when it changed."""
+        """Re-dial the initial and other known entry peers whenever the routing table runs empty, and the
+        configured peers missing from it every ENTRY_RECHECK_S (a restarted bootstrap knows nobody: newcomers
+        joining through it would find an empty swarm until someone pings it); re-check reachability now and
+        then, switching DHT mode when it changed."""
+        checked = time.monotonic()
         while True:
             await asyncio.sleep(REJOIN_INTERVAL_S)
             if self.num_peers() == 0:
-                for peer_id, maddrs in {**self.entry_peers, **self._initial_peers}.items():
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
-                        await self._node.protocol.call_ping(peer_id)
+                await self._ping_all({**self.entry_peers, **self._initial_peers})
+            elif time.monotonic() - checked >= ENTRY_RECHECK_S:
+                checked = time.monotonic()
+                routing = self._node.protocol.routing_table.peer_id_to_uid
+                await self._ping_all({peer: maddrs for peer, maddrs in self._configured_peers.items() if peer not in routing})
             if self._recheck_due():
                 with contextlib.suppress(Exception):  # a failed check leaves the last verdict in place
                     await self._recheck()
+
+    async def _ping_all(self, peers: dict[PeerID, list[Multiaddr]]) -> None:
+        """Dial and ping each peer (concurrently, each within RPC_TIMEOUT_S): a server that answers is in our
+        routing table, and we are in its."""
+
+        async def ping(peer_id: PeerID, maddrs: list[Multiaddr]) -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+                await self._node.protocol.call_ping(peer_id)
+
+        await asyncio.gather(*(ping(peer_id, maddrs) for peer_id, maddrs in peers.items()))
 
     def check_reachability_now(self) -> ReachabilityReport:
         """Ask peers to dial us back now (as the periodic re-check does) and return the verdict in force."""
@@ -565,11 +613,14 @@ class DHTPeer:
             await self._switch_mode(self.client_mode_for(report))
 
     async def _switch_mode(self, client_mode: bool) -> None:
-        """Replace the DHT node by one in the other mode on the same daemon and storage, and rejoin."""
+        """Replace the DHT node by one in the other mode on the same daemon and storage, and rejoin; a client
+        drops the records it held as a replica (they would answer lookups, stale, until they expired)."""
         old = self._node
         contacts = {peer_id: [] for peer_id in old.protocol.routing_table.peer_id_to_uid}
         old.is_alive = False
         await old.protocol.shutdown()
+        if client_mode:
+            self.storage.clear()
         self._node = await self._create_node(client_mode)
         logger.info("reachability %s: the DHT now runs as a %s", self.reachability.reachability.value,
                     "client" if client_mode else "server")
@@ -613,6 +664,19 @@ class DHTPeer:
         if self._loop is None:
             raise RuntimeError("the DHT peer is closed")
         return self._loop
+
+
+def _tcp_port(maddrs: Sequence[str]) -> int:
+    """The TCP port a daemon listened on (0, any free port, if none is listed)."""
+    for text in maddrs:
+        with contextlib.suppress(Exception):
+            return int(Multiaddr(text).value_for_protocol("tcp"))
+    return 0
+
+
+def _socket_prefix() -> str:
+    """Socket file names of one daemon: unique per process and start, so a restart never meets the dead one's."""
+    return f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
 
 
 def _retrieve_exception(task: asyncio.Task) -> None:

@@ -157,6 +157,13 @@ class BoundedRecordStorage(DHTLocalStorage):
         rules = self.kinds.rules
         return rules.window_of(expiration_a - rules.record_ttl_s) == rules.window_of(expiration_b - rules.record_ttl_s)
 
+    def clear(self) -> None:
+        """Drop every record held: a node that stopped serving must not answer lookups (its own first) from
+        records peers stored with it while it was a replica."""
+        super().clear()
+        self._key_bytes = {}
+        self._total_bytes = 0
+
     @property
     def stored_bytes(self) -> int:
         """Bytes of the values held (an upper bound until the next recount)."""

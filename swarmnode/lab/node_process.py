@@ -1,6 +1,6 @@
-"""`swarmnode join` as a test runs it: a real process whose JSON-lines stdout is read by a thread (every wait has
-a deadline and fails loudly), whose stderr goes to a file (a full pipe can never stall it), and which is killed,
-with its p2pd, whatever the test does."""
+"""`swarmnode join` as a test or the fault bench runs it: a real process whose JSON-lines stdout is read by a
+thread (every wait has a deadline and fails loudly), whose stderr goes to a file (a full pipe can never stall
+it), and which is killed, with its p2pd, whatever the caller does."""
 
 from __future__ import annotations
 
@@ -27,15 +27,31 @@ def events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-class NodeProcess:
-    """One `swarmnode join --headless` on `data_dir`; use it as a context manager."""
+# The process's wall clock set off by an offset before anything reads it (hivemind binds time.time at import):
+# clock skew between nodes on one host, where stepping the host clock would move every process alike.
+_SKEWED = (
+    "import runpy, sys, time; _real = time.time; time.time = lambda: _real() + float(sys.argv.pop(1)); "
+    "runpy.run_module('swarmnode.cli', run_name='__main__', alter_sys=True)"
+)
 
-    def __init__(self, data_dir: Path, *args: str, fast: bool = True, **popen: object) -> None:
+
+class NodeProcess:
+    """One `swarmnode join --headless` on `data_dir`; use it as a context manager. `tree`: the checkout whose
+    code runs (default: the one imported here); `clock_offset_s`: how far its clock is off."""
+
+    def __init__(
+        self, data_dir: Path, *args: str, fast: bool = True, tree: Path | None = None, clock_offset_s: float = 0.0,
+        **popen: object,
+    ) -> None:
         descriptor, name = tempfile.mkstemp(prefix="swarmnode-join-", suffix=".stderr")
         self.stderr_path = Path(name)
         self._stderr = os.fdopen(descriptor, "w")
-        command = [sys.executable, "-m", "swarmnode.cli", "join", "--data-dir", str(data_dir), "--headless",
+        entry = ["-c", _SKEWED, str(clock_offset_s)] if clock_offset_s else ["-m", "swarmnode.cli"]
+        command = [sys.executable, *entry, "join", "--data-dir", str(data_dir), "--headless",
                    "--metrics-port", "0", *(FAST if fast else []), *args]
+        if tree is not None:
+            popen.setdefault("cwd", tree)
+            popen["env"] = {**dict(popen.get("env") or os.environ), "PYTHONPATH": str(tree)}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr, text=True, **popen)
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -86,6 +102,14 @@ class NodeProcess:
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(signum)
+
+    def daemon(self) -> psutil.Process | None:
+        """The node's p2pd (a child in a session of its own), if it runs."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                if child.name() == "p2pd":
+                    return child
+        return None
 
     def kill(self) -> None:
         """SIGKILL the node and whatever it started (p2pd runs in a session of its own), if still there."""
