@@ -389,9 +389,6 @@ def join(
             _print_join_hint(node)
             with Live(get_renderable=lambda: render(node.status), refresh_per_second=2, console=console):
                 node.run(rounds)
-    except CheckpointError as failure:
-        error = str(failure)
-        raise fail(error)
     except Exception as failure:
         error = f"{type(failure).__name__}: {failure}"
         raise
