@@ -83,7 +83,7 @@ TARGETS = {
     "net/census.py": Target(("complete", "totals", "take_census"), ("tests/test_census_accounting.py", "tests/test_census.py")),
     "learn/intake.py": Target(None, ("tests/test_intake.py", "tests/test_evaluation.py")),
     "learn/checkpoint.py": Target(
-        ("save", "checkpoints", "latest", "load", "remove_stale_staging", "_prune", "load_checkpoint",
+        ("save", "checkpoints", "latest", "load", "remove_stale_staging", "_move_into_place", "_prune", "load_checkpoint",
          "_split_optimizer_state", "_read_optimizer_state", "_load_optimizer", "_load_trainable"),
         ("tests/test_checkpoint_limits.py", "tests/test_checkpoint.py"),
     ),

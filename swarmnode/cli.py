@@ -393,7 +393,7 @@ def join(
             _print_join_hint(node)
             with Live(get_renderable=lambda: render(node.status), refresh_per_second=2, console=console):
                 node.run(rounds)
-    except (CheckpointError, DaemonLost) as failure:
+    except DaemonLost as failure:
         error = str(failure)
         raise fail(error)
     except Exception as failure:

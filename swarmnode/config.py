@@ -296,7 +296,9 @@ class CheckpointConfig(Section):
     min_interval_s: float = Field(60.0, ge=0, description="a SIGKILL loses at most this much work (or every_rounds rounds)")
     keep_last: int = Field(3, ge=1)
     # a full 0.5B checkpoint is 5.9 GB: two (the newest and a fallback) fit, three do not; LoRA's (26 MB) all do
-    max_disk_gb: float = Field(15.0, gt=0, description="the oldest go first; the newest is kept even if it alone is larger")
+    max_disk_gb: float = Field(
+        15.0, gt=0, description="after each save the oldest go first; the newest is kept even if it alone is larger"
+    )
 
 
 class EvalConfig(Section):

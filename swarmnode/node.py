@@ -22,7 +22,7 @@ from typing import Any
 from swarmnode import __version__
 from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
 from swarmnode.files import DataDirLock, atomic_write_bytes, prepare_data_dir, remove_stale_temp_files
-from swarmnode.learn.checkpoint import Checkpointer, TrainingState
+from swarmnode.learn.checkpoint import Checkpointer, CheckpointError, TrainingState
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.health import HealthMonitor
 from swarmnode.learn.learner import Learner
@@ -197,7 +197,8 @@ class Node:
         return f"http://{host}:{port}"
 
     def run(self, max_rounds: int | None = None) -> None:
-        """Rounds until `max_rounds` more are done or a stop is requested; always ends with a checkpoint."""
+        """Rounds until `max_rounds` more are done or a stop is requested; always ends with a save (one that fails
+        is warned about, as during the run: the newest checkpoint stays)."""
         done = 0
         try:
             while not self.stop.is_set() and (max_rounds is None or done < max_rounds):
@@ -405,6 +406,8 @@ class Node:
         return rounds_since >= every.every_rounds and seconds_since >= every.min_interval_s
 
     def save_checkpoint(self) -> None:
+        """Save now. A save that fails (a full disk) is a problem shown to the volunteer, never a stop: a node left
+        for days trains on, keeps its newest checkpoint and tries again at the next due save."""
         state = TrainingState(
             round=self.round,
             sequence=self.gossip.next_sequence if self.gossip else 0,
@@ -413,7 +416,15 @@ class Node:
             health=self.health.state(),
             held_out=self.held_out,
         )
-        saved = self.learner.save(self.checkpointer, state)
+        try:
+            saved = self.learner.save(self.checkpointer, state)
+        except CheckpointError as error:
+            kept = self.checkpoint.name if self.checkpoint else "none"
+            self._warn(
+                "checkpoint_failed", f"{error}; newest checkpoint kept: {kept}; training goes on and the next save "
+                "tries again", round=self.round, checkpoint=str(self.checkpoint) if self.checkpoint else None,
+            )
+            return
         self._saved = (self.round, time.monotonic())
         self.checkpoint = saved.path
         self.metrics.set_checkpoint(saved.path.name, saved.size, saved.seconds, saved.disk)

@@ -9,8 +9,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
+from disks import Tmpfs  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -40,3 +42,13 @@ def torch_settings_are_restored():
     torch.set_num_threads(saved[0])
     torch.set_default_dtype(saved[1])
     torch.use_deterministic_algorithms(saved[2])
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Tmpfs]:
+    """Disks a test can fill (tests/disks.py), unmounted whatever the test does."""
+    disks = Tmpfs()
+    try:
+        yield disks
+    finally:
+        disks.unmount_all()

@@ -1,4 +1,3 @@
-import contextlib
 import re
 import signal
 import subprocess
@@ -81,13 +80,25 @@ def test_only_the_last_k_are_kept_and_a_half_written_one_is_invisible(tmp_path):
     assert checkpointer.remove_stale_staging() == 1
 
 
+def killed_save_weights() -> dict[str, dict[str, torch.Tensor]]:
+    """The weights KILLED_SAVE saves as round 1 ("first") and then tries to save ("second")."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 4)
+    weights = {"first": {name: p.detach().clone() for name, p in model.named_parameters()}}
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    weights["second"] = {name: p.detach().clone() for name, p in model.named_parameters()}
+    return weights
+
+
 KILLED_SAVE = """
-import os, signal, sys
+import os, shutil, signal, sys
 import torch
 from swarmnode.learn import checkpoint
 from swarmnode.learn.checkpoint import Checkpointer, TrainingState
 
-directory, kill_at = sys.argv[1], int(sys.argv[2])
+directory, round_number, kill_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 torch.manual_seed(0)
 model = torch.nn.Linear(4, 4)
 optimizer = torch.optim.AdamW(model.parameters())
@@ -102,24 +113,41 @@ def step():
     if steps == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-write, rename = checkpoint._write_tensors, os.rename
+write, rename, rmtree = checkpoint._write_tensors, os.rename, shutil.rmtree
 checkpoint._write_tensors = lambda *args: (write(*args), step())
 os.rename = lambda *args: (step(), rename(*args))
-Checkpointer(directory).save(model, optimizer, TrainingState(round=2))
+shutil.rmtree = lambda *args, **kwargs: (step(), rmtree(*args, **kwargs))
+Checkpointer(directory).save(model, optimizer, TrainingState(round=round_number))
 """
 
 
-@pytest.mark.parametrize("kill_at", [1, 2, 3], ids=["after-weights", "after-optimizer", "before-rename"])
-def test_a_save_killed_at_any_step_leaves_only_complete_checkpoints(tmp_path, kill_at):
-    """A real SIGKILL in the middle of saving round 2 (round 1 saved): after the restart's clean-up the directory
-    holds round 1 and nothing half-written, and whatever checkpoint is visible loads."""
-    done = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(tmp_path), str(kill_at)], capture_output=True)
+@pytest.mark.parametrize(
+    ("round_number", "kill_at", "left", "resumes"),
+    [
+        (2, 1, ["round-00000001"], "first"),
+        (2, 2, ["round-00000001"], "first"),
+        (2, 3, ["round-00000001"], "first"),
+        (1, 4, [".round-00000001.old"], "first"),  # the only checkpoint of round 1 is aside
+        (1, 5, [".round-00000001.old", "round-00000001"], "second"),
+    ],
+    ids=["after-weights", "after-optimizer", "before-rename", "resave-between-renames", "resave-before-dropping-the-old"],
+)
+def test_a_save_killed_at_any_step_leaves_a_complete_checkpoint_of_round_1(tmp_path, round_number, kill_at, left, resumes):
+    """A real SIGKILL in the middle of saving round 2, or re-saving round 1 (a stop right after a periodic save),
+    round 1 saved: after the restart's clean-up the directory holds round 1 and nothing else, and it loads the
+    weights of the save that last completed its rename."""
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, str(tmp_path), str(round_number), str(kill_at)], capture_output=True
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".tmp")) == left
     checkpointer = Checkpointer(tmp_path)
     checkpointer.remove_stale_staging()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["round-00000001"]
     model = torch.nn.Linear(4, 4)
     assert checkpointer.load(model, torch.optim.AdamW(model.parameters())).round == 1
+    expected = killed_save_weights()[resumes]
+    assert all(torch.equal(p, expected[name]) for name, p in model.named_parameters())
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
@@ -132,37 +160,43 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert state.round == 1
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 64 MB tmpfs of our own (needs root, as in CI here); skipped where mounting is not allowed."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+def test_a_full_disk_fails_the_save_costs_no_checkpoint_and_a_save_with_room_again_succeeds(tmp_path, tmpfs):
+    """keep_last=2, and a disk with room for the two kept but not a third: saving round 3, or re-saving round 2, runs
+    out of space half-way through; rounds 1 and 2 stay as they were (the fallback too) and nothing half-written
+    does. Once there is room, round 3 saves; on a read-only disk a save fails as clearly."""
+    disk = tmpfs.mount(tmp_path / "disk")
+    checkpointer = Checkpointer(disk, keep_last=2)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1024, 512)  # a 6 MB checkpoint: 2 MB of weights, then 4 MB of AdamW moments
+    optimizer = torch.optim.AdamW(model.parameters())
 
+    def train_step() -> None:
+        optimizer.zero_grad()
+        model(torch.ones(2, 1024)).square().sum().backward()
+        optimizer.step()
 
-def test_a_full_or_read_only_disk_gives_a_clear_error_and_never_a_half_written_checkpoint(small_disk):
-    learner = fresh_learner()
-    checkpointer = Checkpointer(small_disk / "checkpoints")
-    checkpointer.save(learner.policy.model, learner.trainer.optimizer, learner.capture(TrainingState(round=1)))
-    filler = small_disk / "filler"
-    with open(filler, "wb") as handle:  # fill the disk to the last byte
-        with contextlib.suppress(OSError):
-            while True:
-                handle.write(bytes(1 << 20))
-                handle.flush()
-    with pytest.raises(CheckpointError, match="free disk space"):
-        checkpointer.save(learner.policy.model, learner.trainer.optimizer, learner.capture(TrainingState(round=2)))
-    filler.unlink()
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    for round_number in (1, 2):
+        train_step()
+        size = checkpointer.save(model, optimizer, TrainingState(round=round_number)).size
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    train_step()
+    tmpfs.leave_free(disk, size // 2)  # the weights fit, the moments do not
+    for round_number in (3, 2):
+        with pytest.raises(CheckpointError, match=rf"in {re.escape(str(disk))}: .*No space left on device.*; free disk space"):
+            checkpointer.save(model, optimizer, TrainingState(round=round_number))
+        assert sorted(p.name for p in disk.iterdir()) == ["round-00000001", "round-00000002"]  # nothing else
+    resumed = torch.nn.Linear(1024, 512)
+    assert checkpointer.load(resumed, None).round == 2
+    assert all(torch.equal(p, weights[name]) for name, p in resumed.named_parameters())
+
+    tmpfs.leave_free(disk, 2 * size)
+    assert checkpointer.save(model, optimizer, TrainingState(round=3)).path == disk / "round-00000003"
+    assert checkpointer.load(resumed, None).round == 3
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), model.parameters()))
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
     with pytest.raises(CheckpointError, match="writable directory"):
-        checkpointer.save(learner.policy.model, learner.trainer.optimizer, learner.capture(TrainingState(round=3)))
-    assert [p.name for p in (small_disk / "checkpoints").iterdir()] == ["round-00000001"]
-    assert Checkpointer(small_disk / "checkpoints").load(learner.policy.model, None).round == 1
+        checkpointer.save(model, optimizer, TrainingState(round=4))
+    assert sorted(p.name for p in disk.iterdir()) == ["round-00000002", "round-00000003"]
 
 
 def tiny_training(steps: int, seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -223,7 +257,7 @@ def test_a_save_reports_its_size_and_seconds(tmp_path):
     assert 0 < second.seconds < 60
 
 
-def test_the_disk_budget_keeps_the_newest_and_holds_while_a_checkpoint_is_written(tmp_path, monkeypatch):
+def test_the_disk_budget_keeps_the_newest_and_holds_between_saves(tmp_path, monkeypatch):
     model, optimizer = tiny_training(steps=1)
     size = Checkpointer(tmp_path / "probe").save(model, optimizer, TrainingState(round=1)).size
     used_while_writing = []
@@ -239,12 +273,12 @@ def test_the_disk_budget_keeps_the_newest_and_holds_while_a_checkpoint_is_writte
         saved = checkpointer.save(model, optimizer, TrainingState(round=round_number))
     assert [p.name for p in checkpointer.checkpoints()] == ["round-00000003", "round-00000004"]
     assert saved.disk == 2 * size
-    assert max(used_while_writing) == 2 * size  # not 3: the oldest went before the new one was written
+    assert max(used_while_writing) == 3 * size  # the two kept stay until the new one is in place
 
     alone = Checkpointer(tmp_path / "budget", keep_last=5, max_bytes=size / 2)  # smaller than one checkpoint
     saved = alone.save(model, optimizer, TrainingState(round=5))
     assert [p.name for p in alone.checkpoints()] == ["round-00000005"] and saved.disk == size
-    assert max(used_while_writing[-2:]) == 2 * size  # round 4 stayed until round 5 was complete
+    assert used_while_writing[-2:] == [3 * size, 3 * size]  # rounds 3 and 4 stayed until round 5 was in place
 
 
 def test_the_metrics_and_the_event_carry_a_saves_size_and_seconds():

@@ -3,7 +3,11 @@
 A checkpoint is a directory `round-NNNNNNNN/`: trainable weights (model.safetensors), the optimizer's
 tensors (optimizer.safetensors) and hyperparameters (optimizer.json), RNG states (rng.safetensors) and JSON
 state (state.json), assembled under a temporary name, fsynced, then renamed into place. Tensors go to disk
-from their own memory, so a save on a CPU holds no copy of the state (a 0.5B model's AdamW state is 4 GB). The last `keep_last` are kept, within a disk budget.
+from their own memory, so a save on a CPU holds no copy of the state (a 0.5B model's AdamW state is 4 GB).
+Only once a new one is in place do the oldest go, down to the last `keep_last` within a disk budget (never the
+newest): a save that fails, on a full disk say, leaves every earlier checkpoint, and needs room for one more
+than those kept. A re-save of a round renames the one there aside (`.round-NNNNNNNN.old`) until the new one is
+in place, so a kill at any instant leaves a checkpoint of that round (`remove_stale_staging` settles it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from swarmnode.files import fsync_dir, fsync_file
 
 _NAME = re.compile(r"^round-(\d{8})$")
+_ASIDE = re.compile(r"^\.(round-\d{8})\.old$")  # a checkpoint renamed aside while a re-save of its round lands
 # kept at 1 when optimizer.pt gave way to optimizer.safetensors + optimizer.json: the files tell the two apart,
 # and an older swarmnode still exports (reads the weights of) a newer checkpoint
 FORMAT_VERSION = 1
@@ -72,22 +77,19 @@ class SavedCheckpoint:
 
 class Checkpointer:
     def __init__(self, directory: Path, keep_last: int = 3, max_bytes: float = math.inf) -> None:
-        """Keep the newest `keep_last` checkpoints, fewer where they would take more than `max_bytes` (with
-        the one being written); the newest complete checkpoint is never removed."""
+        """After each save keep the newest `keep_last` checkpoints, fewer where they would take more than
+        `max_bytes`; the newest complete checkpoint is never removed."""
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.max_bytes = max_bytes
 
     def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainingState) -> SavedCheckpoint:
-        """Write a complete checkpoint or nothing (on any error the newest one and those kept with it are
-        intact). Those beyond keep_last or the disk budget, counting this one, go first, so both hold meanwhile."""
+        """Write a complete checkpoint or nothing: on any error every checkpoint there was is intact, as those
+        beyond keep_last or the disk budget go only once this one is in place."""
         started = time.perf_counter()
         final = self.path(state.round)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            newest = self.latest()
-            if not final.exists():  # a re-save of the same round replaces it: no room to make, no fallback to drop
-                self._prune(slots=1, room=_disk_size(newest) if newest else 0)
             staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=self.directory))
         except OSError as error:
             raise CheckpointError(self._write_hint(error)) from None
@@ -104,10 +106,7 @@ class Checkpointer:
             for path in staging.iterdir():
                 fsync_file(path)
             fsync_dir(staging)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(staging, final)
-            fsync_dir(self.directory)
+            self._move_into_place(staging, final)
         except (OSError, SafetensorError) as error:  # safetensors reports ENOSPC as its own error type
             shutil.rmtree(staging, ignore_errors=True)
             raise CheckpointError(self._write_hint(error)) from None
@@ -142,28 +141,60 @@ class Checkpointer:
         return None
 
     def remove_stale_staging(self) -> int:
-        """Drop directories left by a save that was killed half-way; they were never visible as checkpoints."""
+        """Settle what saves killed half-way left (at start, before `load`, the data dir locked): their staging
+        directories, never visible as checkpoints, go; a checkpoint renamed aside for a re-save of its round goes
+        back into place if the new one never took it, else goes. Returns how many leftovers it settled."""
         if not self.directory.is_dir():
             return 0
-        stale = [p for p in self.directory.iterdir() if p.name.startswith(".round-") and p.name.endswith(".tmp")]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
-        return len(stale)
+        settled = 0
+        for path in list(self.directory.iterdir()):
+            aside = _ASIDE.match(path.name)
+            if aside and not (self.directory / aside[1]).exists():
+                try:
+                    os.rename(path, self.directory / aside[1])
+                    fsync_dir(self.directory)
+                except OSError as error:
+                    raise CheckpointError(
+                        f"cannot put {path} back as {self.directory / aside[1]}: {error.strerror or error}; "
+                        f"make {self.directory} writable, or rename it by hand"
+                    ) from None
+            elif aside or (path.name.startswith(".round-") and path.name.endswith(".tmp")):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                continue
+            settled += 1
+        return settled
 
-    def _prune(self, slots: int = 0, room: int = 0) -> int:
-        """Drop the oldest checkpoints until, with `slots` more taking `room` bytes, at most keep_last remain
-        within max_bytes; never the newest. Returns the bytes of those kept."""
+    def _move_into_place(self, staging: Path, final: Path) -> None:
+        """Rename `staging` to `final`. A checkpoint of the same round there is renamed aside first and deleted
+        only once the new one is in place: a kill at any instant leaves one of the two."""
+        aside = final.with_name(f".{final.name}.old")
+        replacing = final.exists()
+        if replacing:
+            os.rename(final, aside)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if replacing:
+                os.rename(aside, final)
+            raise
+        fsync_dir(self.directory)
+        if replacing:
+            shutil.rmtree(aside, ignore_errors=True)
+
+    def _prune(self) -> int:
+        """Drop the oldest checkpoints until at most keep_last remain within max_bytes; never the newest.
+        Returns the bytes of those kept."""
         kept = [(path, _disk_size(path)) for path in self.checkpoints()]
-        while len(kept) > 1 and (
-            len(kept) + slots > self.keep_last or sum(size for _, size in kept) + room > self.max_bytes
-        ):
+        while len(kept) > 1 and (len(kept) > self.keep_last or sum(size for _, size in kept) > self.max_bytes):
             shutil.rmtree(kept.pop(0)[0], ignore_errors=True)
         return sum(size for _, size in kept)
 
     def _write_hint(self, error: Exception) -> str:
         return (
             f"cannot write a checkpoint in {self.directory}: {getattr(error, 'strerror', None) or error}; "
-            "free disk space or point --data-dir at a writable directory (the previous checkpoint is intact)"
+            "free disk space (a save needs room for one checkpoint more than those kept) or point --data-dir at a "
+            "writable directory"
         )
 
 
