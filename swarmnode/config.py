@@ -87,6 +87,11 @@ class NetworkConfig(Section):
         True, description="ask the router for a port mapping (UPnP/NAT-PMP) when listening beyond loopback"
     )
     relay: bool = Field(False, description="libp2p circuit relays (measured unnecessary: docs/DESIGN.md §6)")
+    max_kbps: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="cap on DHT traffic in kilobits per second, sent and received together (a metered link bills "
+        "both); over it, own requests wait and peers' are refused; null = unlimited (docs/DESIGN.md §6.4)",
+    )
 
 
 class GossipConfig(Section):

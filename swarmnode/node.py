@@ -128,6 +128,7 @@ class Node:
             trainable_parameters=policy.trainable_parameters,
         )
         self.status.gossip_enabled = config.gossip.enabled
+        self.status.max_kbps = config.network.max_kbps if config.gossip.enabled else None
         metrics_path = self.data_dir / "metrics.jsonl"
         self.metrics = Metrics(metrics_path, self.status)
         if state is not None:
@@ -161,7 +162,7 @@ class Node:
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
-            "port_mapping": self.status.port_mapping,
+            "port_mapping": self.status.port_mapping, "max_kbps": self.status.max_kbps,
         })
         self.warnings = network_warnings(config.network.host, config.network.initial_peers) if self.gossip else []
         for warning in self.warnings:

@@ -46,6 +46,13 @@ def test_out_of_range_value_is_refused(tmp_path):
         load_config(write(tmp_path, "optimizer:\n  learning_rate: -1\n"))
 
 
+def test_the_bandwidth_cap_is_unlimited_unless_set_and_a_cap_of_nothing_is_refused_naming_its_key():
+    assert NodeConfig().network.max_kbps is None
+    assert load_config(None, ["network.max_kbps=256"]).network.max_kbps == 256
+    with pytest.raises(ConfigError, match=r"network.max_kbps: Input should be greater than 0 \(got 0\)"):
+        load_config(None, ["network.max_kbps=0"])
+
+
 def test_yaml_syntax_error_names_the_line(tmp_path):
     with pytest.raises(ConfigError, match="line 3 is not valid YAML"):
         load_config(write(tmp_path, "optimizer:\n  learning_rate: 1\n   bad: [\n"))

@@ -234,6 +234,9 @@ def test_the_swarm_panel_traffic_sparkline_and_swarm_gauges_show_the_latest_cens
     assert "≈6 nodes (3 seen: 2 private, 1 public), 3 models" in screen and "4 of 8 buckets read" in screen
     assert screen.index("model-2") < screen.index("model-1") < screen.index("model-0")  # best reward first
     assert "5 s ago" in screen and "traffic" in screen and "61.2 KB/s in" in screen  # 60 KB in a 0.98 s round
+    assert "traffic cap" not in screen
+    metrics.status.max_kbps = 256.0
+    assert "traffic cap 32.0 KB/s in + out" in text_of(render(metrics.status, now=100.0))  # network.max_kbps
     exposition = generate_latest(metrics.registry).decode()
     assert 'swarmnode_swarm{quantity="nodes"} 6.0' in exposition
     assert 'swarmnode_swarm_nodes_by_reachability{state="private"} 2.0' in exposition

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hivemind.dht.node import DHTNode
+from hivemind.dht.node import Blacklist, DHTNode
 from hivemind.dht.protocol import DHTProtocol, ValidationError
 from hivemind.dht.storage import DHTLocalStorage
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
@@ -51,6 +51,8 @@ def test_the_installed_hivemind_is_in_the_pinned_range():
         (DHTNode.get_many_by_id, {"key_ids", "return_futures", "beam_size", "num_workers", "sufficient_expiration_time"}),
         (DHTProtocol.call_ping, {"peer", "validate", "strict"}),
         (DHTProtocol.call_store, {"peer", "keys", "values", "expiration_time", "subkeys"}),
+        (DHTProtocol.update_routing_table, {"node_id", "peer_id", "responded"}),
+        (Blacklist.register_failure, {"peer"}),
         (DHTLocalStorage.store_subkey, {"key", "subkey", "value", "expiration_time"}),
         (RecordValidatorBase.validate, {"record"}),
     ],
@@ -72,6 +74,9 @@ def test_the_hivemind_state_we_read_and_replace_is_where_we_look_for_it():
     assert "routing_table" in inspect.getsource(DHTProtocol.create)
     assert "local time" in inspect.getsource(DHTProtocol) and issubclass(ValidationError, Exception)
     assert MAX_DHT_TIME_DISCREPANCY_SECONDS == READ_CLOCK_SLACK_S  # one clock rule for readers, hivemind's
+    # routing.spare_unasked: a failed request's routing update is a task, so the lookup's blacklisting runs first
+    assert "asyncio.create_task(self.update_routing_table(" in inspect.getsource(DHTProtocol.call_find)
+    assert "self.blacklist.register_failure(peer_id)" in inspect.getsource(DHTNode._call_find_with_blacklist)
 
 
 RESOLVE = (

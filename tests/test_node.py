@@ -19,12 +19,13 @@ from swarmnode.ops.metrics import read_records
 
 @pytest.mark.network
 def test_join_completes_rounds_headless_with_json_lines_only(tmp_path):
-    with NodeProcess(tmp_path / "node", "--rounds", "2") as node:
+    with NodeProcess(tmp_path / "node", "--rounds", "2", "--set", "network.max_kbps=512") as node:
         returncode, stdout, stderr = node.finish(timeout_s=180)
     assert returncode == 0, stderr
     assert "\x1b[" not in stdout and "\x1b[" not in stderr
     logged = events(stdout)
     assert [e["event"] for e in logged] == ["started", "round", "round", "checkpoint", "stopped"]
+    assert logged[0]["max_kbps"] == 512  # a volunteer's bandwidth cap is said at start
     assert logged[0]["maddrs"][0].startswith("/ip4/127.0.0.1/tcp/")
     assert (logged[0]["device"], logged[0]["dtype"]) == ("cpu", "float32")  # the seed model: float32 on a CPU
     assert logged[0]["parameters"] == logged[0]["trainable_parameters"] > 5_000_000

@@ -1,7 +1,7 @@
 """The p2pd daemon of a DHT peer: its sockets named so that a dead owner's leftovers can be found and removed,
 a session of its own (a terminal's Ctrl-C must not kill it before the node has checkpointed), every RPC
-through it metered (`swarmnode.net.traffic`) and every peer's store requests held to a rate
-(`swarmnode.net.store_rate`)."""
+through it metered (`swarmnode.net.traffic`) and held to the volunteer's bandwidth cap, if any
+(`swarmnode.net.bandwidth`), and every peer's store requests held to a rate (`swarmnode.net.store_rate`)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hivemind.p2p import P2P
+from hivemind.p2p import P2P, PeerID
 from hivemind.proto import dht_pb2
 
+from swarmnode.net.bandwidth import BandwidthCap, OverCap
 from swarmnode.net.store_rate import StoreRate
 from swarmnode.net.traffic import TrafficMeter
 
@@ -33,24 +34,29 @@ class SwarmP2P(P2P):
     """hivemind's P2P with its sockets named by a prefix we choose (owner pid + a per-peer token, so that
     orphans and a failed start's leftovers can be found), with metered RPCs, and store requests beyond their
     sender's rate answered "not stored" before any record in them is looked at. In a closed swarm, requests
-    from peers its allowlist does not name are refused (libp2p authenticated their peer id)."""
+    from peers its allowlist does not name are refused (libp2p authenticated their peer id). Under a bandwidth
+    cap our requests wait for it (or are not sent, counted per peer in `unasked`: the peer did not fail to
+    answer), and requests we are asked to serve are refused while it is in deficit."""
 
     traffic: TrafficMeter
     store_rate: StoreRate
+    bandwidth: BandwidthCap | None
+    unasked: Counter[PeerID]
     admits: Callable[[str], bool]
     refused: Counter[str]
 
     @classmethod
     async def create(
         cls, *args: Any, socket_prefix: str, traffic: TrafficMeter, store_rate: StoreRate,
-        admits: Callable[[str], bool], refused: Counter[str], **kwargs: Any,
+        bandwidth: BandwidthCap | None, unasked: Counter[PeerID], admits: Callable[[str], bool], refused: Counter[str],
+        **kwargs: Any,
     ) -> SwarmP2P:
         # hivemind reads the prefix from a class attribute; a class per peer keeps concurrent starts apart.
         named = type(
             cls.__name__, (cls,),
             {
                 "_UNIX_SOCKET_PREFIX": f"/unix{socket_prefix}", "traffic": traffic, "store_rate": store_rate,
-                "admits": staticmethod(admits), "refused": refused,
+                "bandwidth": bandwidth, "unasked": unasked, "admits": staticmethod(admits), "refused": refused,
             },
         )
         # p2pd gets a session of its own: a terminal's Ctrl-C reaches the whole foreground process group,
@@ -64,11 +70,16 @@ class SwarmP2P(P2P):
             asyncio.subprocess.create_subprocess_exec = spawn
 
     async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
-        self.traffic.add(sent=1, bytes_out=input.ByteSize())
+        size = input.ByteSize()
+        if self.bandwidth is not None and not await self.bandwidth.send(size):
+            self.unasked[peer_id] += 1
+            raise OverCap("not sent: this node is over its network.max_kbps")
+        self.traffic.add(sent=1, bytes_out=size)
         response = await super()._call_unary_protobuf_handler(
             peer_id, handle_name, input, output_protobuf_type
         )
-        self.traffic.add(bytes_in=response.ByteSize())
+        self.unasked.pop(peer_id, None)
+        self._spent(bytes_in=response.ByteSize())
         return response
 
     async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
@@ -79,15 +90,26 @@ class SwarmP2P(P2P):
             sender = context.remote_id.to_base58()
             if not self.admits(sender):
                 self.refused["request_not_allowed"] += 1
+                self.traffic.add(refused=1, bytes_refused=size)
                 raise PermissionError("not on this swarm's allowlist")
+            if self.bandwidth is not None and not self.bandwidth.admit(size):
+                self.traffic.add(refused=1, bytes_refused=size)
+                raise OverCap("over its network.max_kbps: ask another replica, or this one later")
             if storing and not self.store_rate.allow(sender, size):
                 response = dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
             else:
                 response = await handler(request, context)
-            self.traffic.add(served=1, bytes_in=size, bytes_out=response.ByteSize())
+            self.traffic.add(served=1, bytes_in=size)
+            self._spent(bytes_out=response.ByteSize())
             return response
 
         await super()._add_protobuf_unary_handler(handle_name, metered, input_protobuf_type, balanced)
+
+    def _spent(self, *, bytes_in: int = 0, bytes_out: int = 0) -> None:
+        """A response's bytes, known only once it exists: metered, and charged to the cap after the fact."""
+        if self.bandwidth is not None:
+            self.bandwidth.charge(bytes_in + bytes_out)
+        self.traffic.add(bytes_in=bytes_in, bytes_out=bytes_out)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from hivemind.p2p import PeerID
 from hivemind.utils.multiaddr import Multiaddr
 
 from swarmnode.config import NetworkConfig
+from swarmnode.net.bandwidth import BandwidthCap
 from swarmnode.net.daemon import SOCKET_DIR, SOCKET_TAG, SwarmP2P, clean_stale_daemons, process_alive
 from swarmnode.net.loop import LoopThread
 from swarmnode.net.reachability import (
@@ -41,7 +42,7 @@ from swarmnode.net.reachability import (
     verdict,
 )
 from swarmnode.net.replicas import READ_QUORUM, REPLICAS, KeyRead, Read
-from swarmnode.net.routing import bind_node_ids, node_id_of
+from swarmnode.net.routing import bind_node_ids, node_id_of, spare_unasked
 from swarmnode.net.start import StartError, StartFailure, check_initial_peer, explain, listen_maddr
 from swarmnode.net.storage import BoundedRecordStorage
 from swarmnode.net.store_rate import StoreRate
@@ -63,6 +64,7 @@ MAX_ENTRY_PEERS = 16
 JOIN_RETRY_S = 0.5
 STORE_GRACE_S = 0.5  # after the first replica accepted, how long a store waits for the others
 LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
+CAP_WAIT_S = RPC_TIMEOUT_S / 2  # the longest a request waits for network.max_kbps; the other half is the RPC's
 DAEMON_EXIT_TIMEOUT_S = 5.0
 _LOOP_SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -121,6 +123,10 @@ class DHTPeer:
         self.storage = BoundedRecordStorage(kinds=self.validator.kinds)
         self.validator.precheck = self.storage.precheck
         self.store_rate = StoreRate()
+        self.bandwidth = (
+            BandwidthCap(network.max_kbps, max_wait_s=CAP_WAIT_S) if network.max_kbps is not None else None
+        )
+        self._unasked: Counter[PeerID] = Counter()  # requests our cap did not send, per peer: not its silence
         self._loop: LoopThread | None = None
         self._p2p: SwarmP2P | None = None
         self._node: DHTNode | None = None
@@ -194,6 +200,8 @@ class DHTPeer:
             socket_prefix=self._socket_prefix,
             traffic=self._traffic,
             store_rate=self.store_rate,
+            bandwidth=self.bandwidth,
+            unasked=self._unasked,
             admits=self.rules.admits,
             refused=self._peer_refusals,
             initial_peers=list(self.network.initial_peers) or None,
@@ -235,6 +243,7 @@ class DHTPeer:
         node.protocol.storage = self.storage
         node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
         bind_node_ids(node.protocol, self._peer_refusals, self.rules.admits)
+        spare_unasked(node, self._unasked)
         return node
 
     @property
@@ -404,11 +413,13 @@ class DHTPeer:
 
     def refusals(self) -> Counter[str]:
         """Records refused by reason: by the validator (invalid), by the storage budget (key/storage full) or by
-        the sender's store rate (store_rate: requests, not records); and peers refused a place in our routing
-        (forged_node_id)."""
+        the sender's store rate (store_rate: requests, not records); peers refused a place in our routing
+        (forged_node_id); and requests over network.max_kbps: peers' we did not serve (bandwidth_cap) and our
+        own we did not send (bandwidth_cap_unsent)."""
+        capped = self.bandwidth.refusals() if self.bandwidth is not None else Counter()
         return (
             self.validator.refusals() + self.storage.refusals() + self.store_rate.refusals()
-            + Counter(self._peer_refusals)
+            + Counter(self._peer_refusals) + capped
         )
 
     def traffic(self) -> TrafficSnapshot:

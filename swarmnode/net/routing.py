@@ -2,7 +2,8 @@
 hivemind derives a key's), so nobody picks the position next to a key it wants to answer for: it must grind
 keys until one lands there, and rejoin under each. Routing-table entries and the neighbours peers name whose
 id is not derived from their peer id are refused, so a liar cannot fill our routing with positions it chose.
-(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.)
+(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.) And a peer that our
+own bandwidth cap kept us from asking is not taken for one that failed to answer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from hivemind.dht.node import DHTNode
 from hivemind.dht.protocol import DHTProtocol
 from hivemind.dht.routing import DHTID
 from hivemind.p2p import PeerID
@@ -51,3 +53,27 @@ def bind_node_ids(protocol: DHTProtocol, refused: Counter[str], admits: Callable
 
     protocol.update_routing_table = update_routing_table  # the protocol calls self.update_routing_table
     protocol.call_find = call_find
+
+
+def spare_unasked(node: DHTNode, unasked: Counter[PeerID]) -> None:
+    """Neither drop from the routing table nor bar from lookups a peer whose request our own bandwidth cap did not
+    send (`unasked`: such requests per peer, counted by `SwarmP2P`): hivemind takes any failed request for a peer
+    that did not answer. Each unsent request spares its peer once: the routing update that follows it uses it up
+    (hivemind schedules that update as a task, so a lookup's blacklisting, right after, still sees it)."""
+    protocol, blacklist = node.protocol, node.blacklist
+    update, blacklist_failure = protocol.update_routing_table, blacklist.register_failure
+
+    async def update_routing_table(node_id: DHTID | None, peer_id: PeerID, responded: bool = True) -> None:
+        if not responded and unasked[peer_id] > 0:
+            unasked[peer_id] -= 1
+            if not unasked[peer_id]:
+                del unasked[peer_id]
+            return
+        await update(node_id, peer_id, responded)
+
+    def register_failure(peer_id: PeerID) -> None:
+        if not unasked[peer_id]:
+            blacklist_failure(peer_id)
+
+    protocol.update_routing_table = update_routing_table
+    blacklist.register_failure = register_failure

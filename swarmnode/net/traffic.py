@@ -1,10 +1,10 @@
-"""DHT traffic of one peer: requests it sent and served and protobuf bytes both ways, counted on the loop thread
-and read from any other."""
+"""DHT traffic of one peer: requests it sent, served and refused and protobuf bytes both ways, counted on the loop
+thread and read from any other."""
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -12,24 +12,27 @@ class TrafficSnapshot:
     """DHT RPC traffic of one peer: requests it sent and served, protobuf message bytes both ways.
 
     Bytes are serialized request/response protobuf sizes (what DHTProtocol exchanges), without libp2p
-    framing, TLS or yamux overhead.
+    framing, TLS or yamux overhead. Requests refused unanswered (over `network.max_kbps`, or from a peer a
+    closed swarm's allowlist does not name) are counted apart, in `requests_refused` and `bytes_refused`:
+    they arrived, but nothing was spent on them.
     """
 
     requests_sent: int = 0
     requests_served: int = 0
     bytes_out: int = 0
     bytes_in: int = 0
+    requests_refused: int = 0
+    bytes_refused: int = 0
 
     def __sub__(self, other: TrafficSnapshot) -> TrafficSnapshot:
-        return self + TrafficSnapshot(-other.requests_sent, -other.requests_served, -other.bytes_out, -other.bytes_in)
+        return TrafficSnapshot(*(a - b for a, b in zip(_values(self), _values(other))))
 
     def __add__(self, other: TrafficSnapshot) -> TrafficSnapshot:
-        return TrafficSnapshot(
-            self.requests_sent + other.requests_sent,
-            self.requests_served + other.requests_served,
-            self.bytes_out + other.bytes_out,
-            self.bytes_in + other.bytes_in,
-        )
+        return TrafficSnapshot(*(a + b for a, b in zip(_values(self), _values(other))))
+
+
+def _values(snapshot: TrafficSnapshot) -> list[int]:
+    return [getattr(snapshot, field.name) for field in fields(snapshot)]
 
 
 class TrafficMeter:
@@ -37,11 +40,14 @@ class TrafficMeter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts = [0, 0, 0, 0]
+        self._counts = [0] * len(fields(TrafficSnapshot))
 
-    def add(self, *, sent: int = 0, served: int = 0, bytes_out: int = 0, bytes_in: int = 0) -> None:
+    def add(
+        self, *, sent: int = 0, served: int = 0, bytes_out: int = 0, bytes_in: int = 0, refused: int = 0,
+        bytes_refused: int = 0,
+    ) -> None:
         with self._lock:
-            for index, amount in enumerate((sent, served, bytes_out, bytes_in)):
+            for index, amount in enumerate((sent, served, bytes_out, bytes_in, refused, bytes_refused)):
                 self._counts[index] += amount
 
     def snapshot(self) -> TrafficSnapshot:

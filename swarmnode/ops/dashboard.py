@@ -23,6 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from swarmnode.net.bandwidth import BYTES_PER_KBIT
 from swarmnode.net.census import Census, CensusEntry
 from swarmnode.ops.client import fetch_status
 from swarmnode.ops.metrics import MOVING_AVERAGE_ROUNDS, Status
@@ -401,6 +402,8 @@ def _swarm(status: Status, fit: Fit) -> Panel:
             (3, "traffic", f"{_bytes(status.traffic_in_per_s[-1])}/s in, {_bytes(status.traffic_out_per_s[-1])}/s out"),
             (4, "", Text(sparkline(moving_average(total)), style="blue")),
         ]
+    if status.max_kbps is not None:
+        rows.append((3, "traffic cap", f"{_bytes(status.max_kbps * BYTES_PER_KBIT)}/s in + out"))
     return _rows("swarm", "blue", rows, fit.rank)
 
 

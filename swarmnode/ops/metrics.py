@@ -162,6 +162,7 @@ class Status:
     held_out_round: int | None = None
     traffic_in_per_s: list[float] = field(default_factory=list)  # DHT bytes per second, per round
     traffic_out_per_s: list[float] = field(default_factory=list)
+    max_kbps: float | None = None  # network.max_kbps: the cap on that traffic, in and out together; None: none
     census: dict[str, Any] | None = None  # the node's latest census (census.Census.to_json)
 
     @classmethod
