@@ -120,7 +120,8 @@ def full_disk(work: Path, tree: Path = ROOT, rounds: int = 6) -> FaultOutcome:
     )
     return FaultOutcome(
         "disk full during checkpoints", behaviour, rounds - len(done),
-        f"checkpoints {', '.join(loadable) or 'none'}; torn: {len(torn)}",
+        f"checkpoint {loadable[-1] if loadable else 'none'} (newest on disk), {len(torn)} torn; "
+        f"{len(done) - 1 if loadable else len(done)} rounds trained since, saved once space is freed",
         code == 0 and len(done) == rounds and bool(loadable) and not torn,
         {"rounds_done": done, "checkpoints": loadable, "torn": torn},
     )

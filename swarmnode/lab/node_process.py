@@ -30,7 +30,8 @@ def events(stdout: str) -> list[dict]:
 # The process's wall clock set off by an offset before anything reads it (hivemind binds time.time at import):
 # clock skew between nodes on one host, where stepping the host clock would move every process alike.
 _SKEWED = (
-    "import runpy, sys, time; _real = time.time; time.time = lambda: _real() + float(sys.argv.pop(1)); "
+    "import runpy, sys, time; _real, _offset = time.time, float(sys.argv.pop(1)); "
+    "time.time = lambda: _real() + _offset; "
     "runpy.run_module('swarmnode.cli', run_name='__main__', alter_sys=True)"
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 from enum import Enum
 
 from hivemind.dht.protocol import ValidationError
@@ -90,7 +91,7 @@ def explain(error: BaseException, network: NetworkConfig) -> StartError:
     if isinstance(error, ValidationError) and "local time" in text:
         return StartError(
             StartFailure.CLOCK_SKEW,
-            "this machine's clock differs from the swarm's by more than 3 s; enable time sync "
+            f"this machine's clock {_clock_offset(text)} the swarm's (peers allow 3 s); enable time sync "
             "(e.g. `timedatectl set-ntp true`)",
         )
     if isinstance(error, ValidationError):
@@ -111,3 +112,12 @@ def explain(error: BaseException, network: NetworkConfig) -> StartError:
         )
     last_line = text.strip().splitlines()[-1] if text.strip() else type(error).__name__
     return StartError(StartFailure.P2PD_FAILED, f"the p2p daemon failed to start: {last_line}")
+
+
+def _clock_offset(text: str) -> str:
+    """'is 10.0 s ahead of' from hivemind's 'local time must be within ... (local: T, peer: T)'."""
+    found = re.search(r"local: ([\d.]+), peer: ([\d.]+)", text)
+    if found is None:
+        return "differs by more than 3 s from"
+    offset = float(found[1]) - float(found[2])
+    return f"is {abs(offset):.1f} s {'ahead of' if offset > 0 else 'behind'}"
