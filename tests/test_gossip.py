@@ -472,3 +472,15 @@ def test_stats_can_be_read_from_another_thread_while_collecting(tmp_path):
             snapshots = [pool.submit(lambda: gossip.stats) for _ in range(50)]
             assert len(collecting.result(timeout=30)) == 5
             assert all(snapshot.result(timeout=30).collected == 0 for snapshot in snapshots)
+
+
+def test_what_gossip_remembers_of_signers_and_frames_is_bounded_and_keeps_the_latest():
+    """A node runs for days: the signers it counts and the frames it skips are the most recent, never all."""
+    from swarmnode.net.gossip import _RecentSet
+
+    recent = _RecentSet(3)
+    recent.update(["a", "b", "c"])
+    recent.add("a")  # seen again: the latest now
+    recent.update(["d", "e"])
+    assert len(recent) == 3 and "a" in recent and "d" in recent and "e" in recent
+    assert "b" not in recent and "c" not in recent
