@@ -12,7 +12,7 @@ from swarmnode.learn.tasks import ANSWER_CLOSE
 def plain_generate(policy: Policy, prompts: list[str], group: int, settings: SamplingSettings, seed: int) -> int:
     torch.manual_seed(seed)
     tokenizer = policy.tokenizer
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(policy.device)
     with torch.inference_mode(), policy.autocast():
         out = policy.model.generate(
             **encoded,

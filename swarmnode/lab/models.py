@@ -6,6 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from swarmnode.learn.selection import Selection
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: the lab runs from one
 MODELS = ROOT / "benchmarks" / ".models"
@@ -13,6 +17,7 @@ WEAK_MODEL = MODELS / "seed-weak"
 GPT2_MODEL = MODELS / "seed-gpt2"
 # Qwen2 geometries: (hidden, layers, heads, kv heads, intermediate, vocabulary); "seed" is the embedded model.
 GEOMETRIES = {
+    "tiny": (64, 2, 4, 2, 128, 4096),  # the seed tokenizer's vocabulary: CI runs the GPU benchmark's code path with it
     "30m": (512, 8, 8, 2, 1536, 32_000),
     "120m": (768, 12, 12, 4, 2048, 50_000),
     "0.5b": (896, 24, 14, 2, 4864, 151_936),  # Qwen2.5-0.5B's
@@ -61,3 +66,26 @@ def make_model(size: str, mode: str, tokenizer_dir: Path):
             max_position_embeddings=2048,
         ))
     return (_with_lora(model, LoraConfig(**LORA)) if mode == "lora" else model), tokenizer
+
+
+def random_selection(
+    vocabulary: int, prompt_tokens: int, completion_tokens: int, groups: int = 8, group_size: int = 8
+) -> Selection:
+    """A round's worth of groups of random token ids at exactly the given lengths (half own, half external,
+    alternating rewards): a training step at the lengths the memory plan assumes, whatever the model says."""
+    import torch
+
+    from swarmnode.learn.group import Group
+    from swarmnode.learn.selection import Selection
+
+    generator = torch.Generator().manual_seed(0)
+
+    def ids(count: int) -> list[int]:
+        return torch.randint(10, vocabulary, (count,), generator=generator).tolist()
+
+    made = [
+        Group(task=None, prompt_ids=ids(prompt_tokens), completion_ids=[ids(completion_tokens) for _ in range(group_size)],
+              rewards=[float(k % 2) for k in range(group_size)], source="own" if g < groups // 2 else "external")
+        for g in range(groups)
+    ]
+    return Selection(made[: groups // 2], made[groups // 2 :])
