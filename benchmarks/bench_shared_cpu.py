@@ -1,0 +1,294 @@
+"""A node's round time alone and beside other CPU load, before and after issue #27 (a good citizen on a shared
+machine), in one run.
+
+One `swarmnode join` per checkout, as a volunteer starts it (the embedded seed model, default settings; gossip,
+evaluation and the metrics endpoint off, so a round is sampling and training only): this checkout (after) and
+`--before`, a commit of this repository `git archive`d into a temporary directory. Once its first round is
+done the node goes through three phases, each timing the rounds that begin and end in it (`--rounds` of them,
+or as many as `--max-seconds` allow):
+
+  alone         nothing beside it
+  beside busy   one busy-loop process per CPU at normal priority (the volunteer's own work); the last column
+                is each loop's share of a CPU with the node paused (SIGSTOP) just before, and while it ran:
+                what the node took from the volunteer's work
+  beside node   a second node of the same checkout, default settings (two volunteers' nodes on one machine,
+                or one started twice), timed once it has started (loaded its model; it trains from then on)
+
+The checkouts alternate (before, after, then after, before, ...), so ratios compare phases a minute apart.
+Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each checkout runs with its own defaults. Every
+process started here is killed, whatever happens. Prints a table (round seconds p50/p95, p50 over the same
+node's alone) and writes benchmarks/results/shared-cpu.json.
+
+Usage: python benchmarks/bench_shared_cpu.py --before REV [--rounds 8] [--max-seconds 20] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from swarmnode.lab.local_swarm import exit_on_sigterm, machine_facts, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "shared-cpu.json"
+LOADS = ("alone", "beside busy", "beside node")  # the second node, slowest to start, last
+NODE_FLAGS = ["--headless", "--set", "gossip.enabled=false", "--set", "eval.every_rounds=0", "--set", "metrics.port=null"]
+STARTUP_TIMEOUT_S = 120.0
+PAUSED_BASELINE_S = 4.0
+GOAL_RATIO = 2.0  # issue #27: a round beside a second node at most twice as long as alone
+
+
+@dataclass
+class Run:
+    tree: str
+    load: str
+    repeat: int
+    round_seconds: list[float] = field(default_factory=list)  # the measured node's rounds that began under the load
+    train_seconds: list[float] = field(default_factory=list)
+    other_node_seconds: list[float] = field(default_factory=list)  # beside node: the second node's, same window
+    busy_cpu_paused: float | None = None  # beside busy: each loop's share of a CPU with the node paused just before
+    busy_cpu_running: float | None = None  # ... and while the node ran
+    window_s: float = 0.0
+    load_1m_at_start: float = 0.0
+    threads: int | None = None  # from the node's `started` event, where it reports them
+    nice: int | None = None
+
+
+def child_env(tree: Path) -> dict[str, str]:
+    """This shell's environment without OpenMP tuning, running `tree`'s code."""
+    tuning = ("OMP_", "GOMP_", "KMP_", "MKL_NUM_THREADS")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(tuning)}
+    return {**env, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+class Processes(contextlib.ExitStack):
+    """Every child started here; on exit each is SIGKILLed with whatever it started."""
+
+    def start(self, command: list[str], cwd: Path, env: dict[str, str], log: Path | None = None) -> subprocess.Popen:
+        output = open(log, "w") if log else subprocess.DEVNULL
+        if log:
+            self.callback(output.close)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
+        self.callback(kill_family, process)
+        return process
+
+
+def kill_family(process: subprocess.Popen) -> None:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(30)
+
+
+def records(data_dir: Path) -> list[dict]:
+    """metrics.jsonl's complete lines (a node may be mid-write)."""
+    path = data_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            found.append(json.loads(line))
+    return found
+
+
+def round_span(record: dict) -> tuple[float, float]:
+    """(start, seconds) of a round: its record is written at its end, with each phase's seconds."""
+    seconds = sum(record["seconds"].values())
+    return record["time"] - seconds, seconds
+
+
+def wait_until(ready: Callable[[], object], process: subprocess.Popen, log: Path, what: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"a node did not {what}; its log ends:\n{log.read_text()[-2000:]}")
+        time.sleep(0.2)
+
+
+def started_event(log: Path) -> dict | None:
+    for line in log.read_text().splitlines():
+        if line.startswith("{") and '"started"' in line:
+            return json.loads(line)
+    return None
+
+
+def measure(tree: Path, label: str, repeat: int, args: argparse.Namespace, scratch: Path) -> list[Run]:
+    """One node of `tree` through every load in turn, each phase timing only the rounds that begin and end in it."""
+    env = child_env(tree)
+    join = [sys.executable, "-m", "swarmnode.cli", "join", *NODE_FLAGS, "--data-dir"]
+    name = f"{label.split()[0]}-{repeat}"
+    node_dir, node_log = scratch / name, scratch / f"{name}.log"
+    runs = []
+    with Processes() as processes:
+        node = processes.start([*join, str(node_dir)], tree, env, node_log)
+        wait_until(lambda: records(node_dir), node, node_log, "finish its first round")
+        started = started_event(node_log) or {}
+        for load in LOADS:
+            run = Run(tree=label, load=load, repeat=repeat, load_1m_at_start=round(os.getloadavg()[0], 2),
+                      threads=started.get("threads"), nice=started.get("nice"))
+            other_dir = scratch / f"{name}-other"
+            with Processes() as beside:
+                loops: list[psutil.Process] = []
+                if load == "beside node":
+                    other_log = scratch / f"{name}-other.log"
+                    other = beside.start([*join, str(other_dir)], tree, env, other_log)
+                    wait_until(lambda: started_event(other_log), other, other_log, "start")  # its first round is next
+                elif load == "beside busy":
+                    for _ in range(len(os.sched_getaffinity(0))):
+                        loops.append(psutil.Process(beside.start([sys.executable, "-c", "while True: pass"], tree, env).pid))
+                    node.send_signal(signal.SIGSTOP)
+                    try:
+                        time.sleep(1.0)  # the loops start
+                        run.busy_cpu_paused = cpu_rate(loops, PAUSED_BASELINE_S) / len(loops)
+                    finally:
+                        node.send_signal(signal.SIGCONT)
+                cpu_before = cpu_seconds(loops)
+                ready = time.time()
+                deadline = time.monotonic() + args.max_seconds
+                while time.monotonic() < deadline and node.poll() is None:
+                    if len([r for r in records(node_dir) if round_span(r)[0] >= ready]) >= args.rounds:
+                        break
+                    time.sleep(0.2)
+                done = time.time()
+                run.window_s = done - ready
+                if loops:
+                    run.busy_cpu_running = (cpu_seconds(loops) - cpu_before) / run.window_s / len(loops)
+            if node.poll() is not None:
+                raise SystemExit(f"the node exited; its log ends:\n{node_log.read_text()[-2000:]}")
+            timed = [r for r in records(node_dir) if round_span(r)[0] >= ready and r["time"] <= done]
+            run.round_seconds = [round_span(r)[1] for r in timed]
+            run.train_seconds = [r["seconds"].get("train", 0.0) for r in timed]
+            run.other_node_seconds = [round_span(r)[1] for r in records(other_dir) if round_span(r)[0] >= ready]
+            runs.append(run)
+    return runs
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def cpu_rate(processes: list[psutil.Process], seconds: float) -> float:
+    """CPU-seconds per second the processes get over the next `seconds`."""
+    before, started = cpu_seconds(processes), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(processes) - before) / (time.monotonic() - started)
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
+
+
+def describe(revision: str = "HEAD") -> str:
+    arguments = ["describe", "--always", *(["--dirty"] if revision == "HEAD" else [revision])]
+    return subprocess.run(["git", "-C", str(ROOT), *arguments], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def archive(revision: str, into: Path) -> Path:
+    """The tree of `revision` in a directory of its own: a worktree's or checkout's edits never leak into it."""
+    into.mkdir()
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+    return into
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, metavar="REV", help="the commit to compare with, e.g. dba59e7")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds timed per phase")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="a phase stops timing after this")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    exit_on_sigterm()
+    facts = machine_facts()
+    started = time.monotonic()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-shared-cpu-") as scratch:
+        trees = [(archive(args.before, Path(scratch) / "before"), f"before ({describe(args.before)})"),
+                 (ROOT, f"after ({describe()})")]
+        for repeat in range(args.repeats):
+            for tree, label in trees if repeat % 2 == 0 else trees[::-1]:
+                for run in measure(tree, label, repeat, args, Path(scratch)):
+                    shown = f"p50 {statistics.median(run.round_seconds):.2f} s" if run.round_seconds else "no round"
+                    print(f"{label:>24} {run.load:<12} {len(run.round_seconds)} rounds, {shown}", flush=True)
+                    runs.append(run)
+    rows = summarize(runs, [label for _, label in trees])
+    print_table(rows, args)
+    write_results(args.out, {
+        "benchmark": "bench_shared_cpu", "date": time.strftime("%Y-%m-%d"), "machine": facts,
+        "settings": {"rounds": args.rounds, "max_seconds": args.max_seconds, "repeats": args.repeats,
+                     "node_flags": NODE_FLAGS, "busy_loops": len(os.sched_getaffinity(0))},
+        "trees": {label: "git archive " + args.before if tree != ROOT else str(ROOT) for tree, label in trees},
+        "seconds": round(time.monotonic() - started, 1),
+        "load_1m_at_end": round(os.getloadavg()[0], 2), "goal_ratio_beside_node": GOAL_RATIO,
+        "rows": rows, "runs": [asdict(run) for run in runs],
+    })
+    print(f"wrote {args.out}")
+
+
+def summarize(runs: list[Run], labels: list[str]) -> list[dict]:
+    """One row per checkout and load, every repeat's rounds pooled; the ratio is to the same checkout alone."""
+    rows = []
+    for label in labels:
+        alone = [s for run in runs if run.tree == label and run.load == "alone" for s in run.round_seconds]
+        for load in LOADS:
+            mine = [run for run in runs if run.tree == label and run.load == load]
+            seconds = [s for run in mine for s in run.round_seconds]
+            others = [s for run in mine for s in run.other_node_seconds]
+            paused = [run.busy_cpu_paused for run in mine if run.busy_cpu_paused is not None]
+            running = [run.busy_cpu_running for run in mine if run.busy_cpu_running is not None]
+            rows.append({
+                "tree": label, "load": load, "rounds": len(seconds), "window_s": round(sum(r.window_s for r in mine), 1),
+                "p50_s": statistics.median(seconds) if seconds else None, "p95_s": p95(seconds) if seconds else None,
+                "ratio_to_alone": statistics.median(seconds) / statistics.median(alone) if seconds and alone else None,
+                "train_share": sum(s for run in mine for s in run.train_seconds) / sum(seconds) if seconds else None,
+                "other_node_p50_s": statistics.median(others) if others else None,
+                "busy_cpu_paused": statistics.fmean(paused) if paused else None,
+                "busy_cpu_running": statistics.fmean(running) if running else None,
+                "threads": mine[0].threads, "nice": mine[0].nice,
+            })
+    return rows
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    table = Table(title=f"round seconds alone and beside CPU load ({args.rounds} rounds or {args.max_seconds:g} s per phase, "
+                        f"{args.repeats} repeats)")
+    for column in ("checkout", "load", "threads / nice", "rounds", "p50 s", "p95 s", "x alone", "train %",
+                   "other node p50 s", "busy loops' CPU: node paused / running"):
+        table.add_column(column, justify="left" if column in ("checkout", "load") else "right")
+
+    def number(value: float | None, digits: int = 2, suffix: str = "") -> str:
+        return "—" if value is None else f"{value:.{digits}f}{suffix}"
+
+    for row in rows:
+        rounds = str(row["rounds"]) if row["rounds"] else f"0 in {row['window_s']:g} s"
+        table.add_row(
+            row["tree"], row["load"], f"{row['threads'] or '?'} / {row['nice'] if row['nice'] is not None else '?'}",
+            rounds, number(row["p50_s"]), number(row["p95_s"]), number(row["ratio_to_alone"], 1, "x"),
+            number(row["train_share"] and row["train_share"] * 100, 0), number(row["other_node_p50_s"]),
+            "—" if row["busy_cpu_paused"] is None else f"{row['busy_cpu_paused']:.0%} / {row['busy_cpu_running']:.0%}",
+        )
+    Console(width=180).print(table)
+
+
+if __name__ == "__main__":
+    main()
