@@ -1,25 +1,27 @@
 """A node's round time alone and beside other CPU load, before and after issue #27 (a good citizen on a shared
 machine), in one run.
 
-One `swarmnode join` per checkout, as a volunteer starts it (the embedded seed model, default settings; gossip,
-evaluation and the metrics endpoint off, so a round is sampling and training only): this checkout (after) and
-`--before`, a commit of this repository `git archive`d into a temporary directory. Once its first round is
+One `swarmnode join` per variant, as a volunteer starts it (the embedded seed model, default settings; gossip,
+evaluation and the metrics endpoint off, so a round is sampling and training only): this checkout (after),
+`--before`, a commit of this repository `git archive`d into a temporary directory, and with `--without-nice`
+this checkout at nice=0 (what the passive waiting does without the lower priority). Once its first round is
 done the node goes through three phases, each timing the rounds that begin and end in it (`--rounds` of them,
-or as many as `--max-seconds` allow):
+or as many as `--max-seconds` allow; where none ends, how long the one running had run is a lower bound):
 
   alone         nothing beside it
   beside busy   one busy-loop process per CPU at normal priority (the volunteer's own work); the last column
                 is each loop's share of a CPU with the node paused (SIGSTOP) just before, and while it ran:
                 what the node took from the volunteer's work
-  beside node   a second node of the same checkout, default settings (two volunteers' nodes on one machine,
-                or one started twice), timed once it has started (loaded its model; it trains from then on)
+  beside node   a second node of the same variant (two volunteers' nodes on one machine, or one started
+                twice), timed once it has started (loaded its model; it trains from then on)
 
-The checkouts alternate (before, after, then after, before, ...), so ratios compare phases a minute apart.
-Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each checkout runs with its own defaults. Every
+The variants alternate (before, after, then after, before, ...), so ratios compare phases a minute apart.
+Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each variant runs with its own defaults. Every
 process started here is killed, whatever happens. Prints a table (round seconds p50/p95, p50 over the same
 node's alone) and writes benchmarks/results/shared-cpu.json.
 
-Usage: python benchmarks/bench_shared_cpu.py --before REV [--rounds 8] [--max-seconds 20] [--repeats 1]
+Usage: python benchmarks/bench_shared_cpu.py --before REV [--rounds 8] [--max-seconds 30] [--repeats 1]
+       [--without-nice]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ GOAL_RATIO = 2.0  # issue #27: a round beside a second node at most twice as lon
 
 @dataclass
 class Run:
-    tree: str
+    variant: str
     load: str
     repeat: int
     round_seconds: list[float] = field(default_factory=list)  # the measured node's rounds that began under the load
@@ -64,6 +66,7 @@ class Run:
     busy_cpu_paused: float | None = None  # beside busy: each loop's share of a CPU with the node paused just before
     busy_cpu_running: float | None = None  # ... and while the node ran
     window_s: float = 0.0
+    unfinished_s: float = 0.0  # how long the round still running at the phase's end had run (a lower bound)
     load_1m_at_start: float = 0.0
     threads: int | None = None  # from the node's `started` event, where it reports them
     nice: int | None = None
@@ -131,11 +134,19 @@ def started_event(log: Path) -> dict | None:
     return None
 
 
-def measure(tree: Path, label: str, repeat: int, args: argparse.Namespace, scratch: Path) -> list[Run]:
-    """One node of `tree` through every load in turn, each phase timing only the rounds that begin and end in it."""
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    tree: Path
+    flags: tuple[str, ...] = ()  # for both of its nodes
+
+
+def measure(variant: Variant, repeat: int, args: argparse.Namespace, scratch: Path) -> list[Run]:
+    """One node of `variant` through every load in turn, each phase timing only the rounds that begin and end in it."""
+    tree, label = variant.tree, variant.label
     env = child_env(tree)
-    join = [sys.executable, "-m", "swarmnode.cli", "join", *NODE_FLAGS, "--data-dir"]
-    name = f"{label.split()[0]}-{repeat}"
+    join = [sys.executable, "-m", "swarmnode.cli", "join", *NODE_FLAGS, *variant.flags, "--data-dir"]
+    name = f"node-{len(list(scratch.glob('node-*.log')))}"
     node_dir, node_log = scratch / name, scratch / f"{name}.log"
     runs = []
     with Processes() as processes:
@@ -143,7 +154,7 @@ def measure(tree: Path, label: str, repeat: int, args: argparse.Namespace, scrat
         wait_until(lambda: records(node_dir), node, node_log, "finish its first round")
         started = started_event(node_log) or {}
         for load in LOADS:
-            run = Run(tree=label, load=load, repeat=repeat, load_1m_at_start=round(os.getloadavg()[0], 2),
+            run = Run(variant=label, load=load, repeat=repeat, load_1m_at_start=round(os.getloadavg()[0], 2),
                       threads=started.get("threads"), nice=started.get("nice"))
             other_dir = scratch / f"{name}-other"
             with Processes() as beside:
@@ -174,7 +185,9 @@ def measure(tree: Path, label: str, repeat: int, args: argparse.Namespace, scrat
                     run.busy_cpu_running = (cpu_seconds(loops) - cpu_before) / run.window_s / len(loops)
             if node.poll() is not None:
                 raise SystemExit(f"the node exited; its log ends:\n{node_log.read_text()[-2000:]}")
-            timed = [r for r in records(node_dir) if round_span(r)[0] >= ready and r["time"] <= done]
+            finished = [r for r in records(node_dir) if r["time"] <= done]
+            timed = [r for r in finished if round_span(r)[0] >= ready]
+            run.unfinished_s = done - max(ready, finished[-1]["time"])  # the round running at the phase's end, so far
             run.round_seconds = [round_span(r)[1] for r in timed]
             run.train_seconds = [r["seconds"].get("train", 0.0) for r in timed]
             run.other_node_seconds = [round_span(r)[1] for r in records(other_dir) if round_span(r)[0] >= ready]
@@ -214,8 +227,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, metavar="REV", help="the commit to compare with, e.g. dba59e7")
     parser.add_argument("--rounds", type=int, default=8, help="rounds timed per phase")
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="a phase stops timing after this")
+    parser.add_argument("--max-seconds", type=float, default=30.0, help="a phase stops timing after this")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--without-nice", action="store_true", help="also this checkout at nice=0: what the priority does")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     exit_on_sigterm()
@@ -223,21 +237,25 @@ def main() -> None:
     started = time.monotonic()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-shared-cpu-") as scratch:
-        trees = [(archive(args.before, Path(scratch) / "before"), f"before ({describe(args.before)})"),
-                 (ROOT, f"after ({describe()})")]
+        after = f"after ({describe()})"
+        variants = [Variant(f"before ({describe(args.before)})", archive(args.before, Path(scratch) / "before")),
+                    Variant(after, ROOT)]
+        if args.without_nice:
+            variants.append(Variant(f"{after}, nice=0", ROOT, ("--set", "nice=0")))
         for repeat in range(args.repeats):
-            for tree, label in trees if repeat % 2 == 0 else trees[::-1]:
-                for run in measure(tree, label, repeat, args, Path(scratch)):
+            for variant in variants if repeat % 2 == 0 else variants[::-1]:
+                for run in measure(variant, repeat, args, Path(scratch)):
                     shown = f"p50 {statistics.median(run.round_seconds):.2f} s" if run.round_seconds else "no round"
-                    print(f"{label:>24} {run.load:<12} {len(run.round_seconds)} rounds, {shown}", flush=True)
+                    print(f"{variant.label:>30} {run.load:<12} {len(run.round_seconds)} rounds, {shown}", flush=True)
                     runs.append(run)
-    rows = summarize(runs, [label for _, label in trees])
+    rows = summarize(runs, [variant.label for variant in variants])
     print_table(rows, args)
     write_results(args.out, {
         "benchmark": "bench_shared_cpu", "date": time.strftime("%Y-%m-%d"), "machine": facts,
         "settings": {"rounds": args.rounds, "max_seconds": args.max_seconds, "repeats": args.repeats,
                      "node_flags": NODE_FLAGS, "busy_loops": len(os.sched_getaffinity(0))},
-        "trees": {label: "git archive " + args.before if tree != ROOT else str(ROOT) for tree, label in trees},
+        "variants": {variant.label: {"code": str(variant.tree) if variant.tree == ROOT else f"git archive {args.before}",
+                                     "flags": list(variant.flags)} for variant in variants},
         "seconds": round(time.monotonic() - started, 1),
         "load_1m_at_end": round(os.getloadavg()[0], 2), "goal_ratio_beside_node": GOAL_RATIO,
         "rows": rows, "runs": [asdict(run) for run in runs],
@@ -246,20 +264,24 @@ def main() -> None:
 
 
 def summarize(runs: list[Run], labels: list[str]) -> list[dict]:
-    """One row per checkout and load, every repeat's rounds pooled; the ratio is to the same checkout alone."""
+    """One row per variant and load, every repeat's rounds pooled; the ratio is to the same variant alone."""
     rows = []
     for label in labels:
-        alone = [s for run in runs if run.tree == label and run.load == "alone" for s in run.round_seconds]
+        alone = [s for run in runs if run.variant == label and run.load == "alone" for s in run.round_seconds]
         for load in LOADS:
-            mine = [run for run in runs if run.tree == label and run.load == load]
+            mine = [run for run in runs if run.variant == label and run.load == load]
             seconds = [s for run in mine for s in run.round_seconds]
             others = [s for run in mine for s in run.other_node_seconds]
             paused = [run.busy_cpu_paused for run in mine if run.busy_cpu_paused is not None]
             running = [run.busy_cpu_running for run in mine if run.busy_cpu_running is not None]
             rows.append({
-                "tree": label, "load": load, "rounds": len(seconds), "window_s": round(sum(r.window_s for r in mine), 1),
+                "variant": label, "load": load, "rounds": len(seconds), "window_s": round(sum(r.window_s for r in mine), 1),
+                "unfinished_s": max(run.unfinished_s for run in mine),
                 "p50_s": statistics.median(seconds) if seconds else None, "p95_s": p95(seconds) if seconds else None,
                 "ratio_to_alone": statistics.median(seconds) / statistics.median(alone) if seconds and alone else None,
+                # no round finished in the phase: the one that ran the longest had run this many times alone's p50
+                "ratio_at_least": max(run.unfinished_s for run in mine) / statistics.median(alone)
+                if alone and not seconds else None,
                 "train_share": sum(s for run in mine for s in run.train_seconds) / sum(seconds) if seconds else None,
                 "other_node_p50_s": statistics.median(others) if others else None,
                 "busy_cpu_paused": statistics.fmean(paused) if paused else None,
@@ -272,18 +294,21 @@ def summarize(runs: list[Run], labels: list[str]) -> list[dict]:
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     table = Table(title=f"round seconds alone and beside CPU load ({args.rounds} rounds or {args.max_seconds:g} s per phase, "
                         f"{args.repeats} repeats)")
-    for column in ("checkout", "load", "threads / nice", "rounds", "p50 s", "p95 s", "x alone", "train %",
+    for column in ("variant", "load", "threads / nice", "rounds", "p50 s", "p95 s", "x alone", "train %",
                    "other node p50 s", "busy loops' CPU: node paused / running"):
-        table.add_column(column, justify="left" if column in ("checkout", "load") else "right")
+        table.add_column(column, justify="left" if column in ("variant", "load") else "right")
 
     def number(value: float | None, digits: int = 2, suffix: str = "") -> str:
         return "—" if value is None else f"{value:.{digits}f}{suffix}"
 
     for row in rows:
-        rounds = str(row["rounds"]) if row["rounds"] else f"0 in {row['window_s']:g} s"
+        rounds, p50, ratio = str(row["rounds"]), number(row["p50_s"]), number(row["ratio_to_alone"], 1, "x")
+        if not row["rounds"]:  # what is known: a round ran at least this long
+            rounds, p50 = f"0 in {row['window_s']:.0f} s", f"> {row['unfinished_s']:.0f}"
+            ratio = f"> {row['ratio_at_least']:.0f}x" if row["ratio_at_least"] else "—"
         table.add_row(
-            row["tree"], row["load"], f"{row['threads'] or '?'} / {row['nice'] if row['nice'] is not None else '?'}",
-            rounds, number(row["p50_s"]), number(row["p95_s"]), number(row["ratio_to_alone"], 1, "x"),
+            row["variant"], row["load"], f"{row['threads'] or '?'} / {row['nice'] if row['nice'] is not None else '?'}",
+            rounds, p50, number(row["p95_s"]), ratio,
             number(row["train_share"] and row["train_share"] * 100, 0), number(row["other_node_p50_s"]),
             "—" if row["busy_cpu_paused"] is None else f"{row['busy_cpu_paused']:.0%} / {row['busy_cpu_running']:.0%}",
         )
