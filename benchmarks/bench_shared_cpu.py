@@ -68,8 +68,8 @@ class Run:
     window_s: float = 0.0
     unfinished_s: float = 0.0  # how long the round still running at the phase's end had run (a lower bound)
     load_1m_at_start: float = 0.0
-    threads: int | None = None  # from the node's `started` event, where it reports them
-    nice: int | None = None
+    threads: int | None = None  # from the node's `started` event; None: it does not say (torch's default)
+    nice: int = 0
 
 
 def child_env(tree: Path) -> dict[str, str]:
@@ -155,7 +155,7 @@ def measure(variant: Variant, repeat: int, args: argparse.Namespace, scratch: Pa
         started = started_event(node_log) or {}
         for load in LOADS:
             run = Run(variant=label, load=load, repeat=repeat, load_1m_at_start=round(os.getloadavg()[0], 2),
-                      threads=started.get("threads"), nice=started.get("nice"))
+                      threads=started.get("threads"), nice=psutil.Process(node.pid).nice())
             other_dir = scratch / f"{name}-other"
             with Processes() as beside:
                 loops: list[psutil.Process] = []
@@ -307,7 +307,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
             rounds, p50 = f"0 in {row['window_s']:.0f} s", f"> {row['unfinished_s']:.0f}"
             ratio = f"> {row['ratio_at_least']:.0f}x" if row["ratio_at_least"] else "—"
         table.add_row(
-            row["variant"], row["load"], f"{row['threads'] or '?'} / {row['nice'] if row['nice'] is not None else '?'}",
+            row["variant"], row["load"], f"{row['threads'] or 'default'} / {row['nice']}",
             rounds, p50, number(row["p95_s"]), ratio,
             number(row["train_share"] and row["train_share"] * 100, 0), number(row["other_node_p50_s"]),
             "—" if row["busy_cpu_paused"] is None else f"{row['busy_cpu_paused']:.0%} / {row['busy_cpu_running']:.0%}",
