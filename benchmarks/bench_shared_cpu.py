@@ -5,22 +5,22 @@ One `swarmnode join` per variant, as a volunteer starts it (the embedded seed mo
 evaluation and the metrics endpoint off, so a round is sampling and training only): this checkout (after),
 `--before`, a commit of this repository `git archive`d into a temporary directory, and with `--without-nice`
 this checkout at nice=0 (what the passive waiting does without the lower priority). Once its first round is
-done the node goes through three phases, each timing the rounds that begin and end in it (`--rounds` of them,
+done the node goes through four phases, each timing the rounds that begin and end in it (`--rounds` of them,
 or as many as `--max-seconds` allow; where none ends, how long the one running had run is a lower bound):
 
-  alone         nothing beside it
+  alone         nothing beside it but what else runs on the machine
   beside busy   one busy-loop process per CPU at normal priority (the volunteer's own work); the last column
                 is each loop's share of a CPU with the node paused (SIGSTOP) just before, and while it ran:
                 what the node took from the volunteer's work
+  alone again   the baseline of the next load: on a shared machine other work comes and goes
   beside node   a second node of the same variant (two volunteers' nodes on one machine, or one started
                 twice), timed once it has started (loaded its model; it trains from then on)
 
-The variants alternate (before, after, then after, before, ...), so ratios compare phases a minute apart.
-Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each variant runs with its own defaults. Every
-process started here is killed, whatever happens. Prints a table (round seconds p50/p95, p50 over the same
-node's alone) and writes benchmarks/results/shared-cpu.json.
+A load's ratio is its p50 over that of the alone phase just before it, on the same node. The variants alternate
+(before, after, then after, before, ...). Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each variant runs with its own defaults. Every
+process started here is killed, whatever happens. Prints a table and writes benchmarks/results/shared-cpu.json.
 
-Usage: python benchmarks/bench_shared_cpu.py --before REV [--rounds 8] [--max-seconds 30] [--repeats 1]
+Usage: python benchmarks/bench_shared_cpu.py --before REV [--rounds 8] [--max-seconds 25] [--repeats 1]
        [--without-nice]
 """
 
@@ -48,7 +48,9 @@ from swarmnode.lab.local_swarm import exit_on_sigterm, machine_facts, write_resu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "shared-cpu.json"
-LOADS = ("alone", "beside busy", "beside node")  # the second node, slowest to start, last
+# each load is timed right after an alone phase, its baseline (other work on a shared machine comes and goes);
+# the second node, slowest to start, last
+PHASES = ("alone", "beside busy", "alone again", "beside node")
 NODE_FLAGS = ["--headless", "--set", "gossip.enabled=false", "--set", "eval.every_rounds=0", "--set", "metrics.port=null"]
 STARTUP_TIMEOUT_S = 120.0
 PAUSED_BASELINE_S = 4.0
@@ -153,7 +155,7 @@ def measure(variant: Variant, repeat: int, args: argparse.Namespace, scratch: Pa
         node = processes.start([*join, str(node_dir)], tree, env, node_log)
         wait_until(lambda: records(node_dir), node, node_log, "finish its first round")
         started = started_event(node_log) or {}
-        for load in LOADS:
+        for load in PHASES:
             run = Run(variant=label, load=load, repeat=repeat, load_1m_at_start=round(os.getloadavg()[0], 2),
                       threads=started.get("threads"), nice=psutil.Process(node.pid).nice())
             other_dir = scratch / f"{name}-other"
@@ -227,7 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, metavar="REV", help="the commit to compare with, e.g. dba59e7")
     parser.add_argument("--rounds", type=int, default=8, help="rounds timed per phase")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="a phase stops timing after this")
+    parser.add_argument("--max-seconds", type=float, default=25.0, help="a phase stops timing after this")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--without-nice", action="store_true", help="also this checkout at nice=0: what the priority does")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -263,13 +265,24 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
+def baseline_of(run: Run, runs: list[Run]) -> Run:
+    """The alone phase just before `run`, on the same node."""
+    before = PHASES[PHASES.index(run.load) - 1]
+    return next(other for other in runs if (other.variant, other.repeat, other.load) == (run.variant, run.repeat, before))
+
+
 def summarize(runs: list[Run], labels: list[str]) -> list[dict]:
-    """One row per variant and load, every repeat's rounds pooled; the ratio is to the same variant alone."""
+    """One row per variant and phase, every repeat's rounds pooled. A load's ratio is its p50 over the p50 of the
+    alone phase just before it, on the same node (the median over repeats)."""
     rows = []
     for label in labels:
-        alone = [s for run in runs if run.variant == label and run.load == "alone" for s in run.round_seconds]
-        for load in LOADS:
+        for load in PHASES:
             mine = [run for run in runs if run.variant == label and run.load == load]
+            pairs = [(run, baseline_of(run, runs)) for run in mine] if load.startswith("beside") else []
+            ratios = [statistics.median(run.round_seconds) / statistics.median(base.round_seconds)
+                      for run, base in pairs if run.round_seconds and base.round_seconds]
+            bounds = [run.unfinished_s / statistics.median(base.round_seconds)
+                      for run, base in pairs if not run.round_seconds and base.round_seconds]
             seconds = [s for run in mine for s in run.round_seconds]
             others = [s for run in mine for s in run.other_node_seconds]
             paused = [run.busy_cpu_paused for run in mine if run.busy_cpu_paused is not None]
@@ -278,10 +291,9 @@ def summarize(runs: list[Run], labels: list[str]) -> list[dict]:
                 "variant": label, "load": load, "rounds": len(seconds), "window_s": round(sum(r.window_s for r in mine), 1),
                 "unfinished_s": max(run.unfinished_s for run in mine),
                 "p50_s": statistics.median(seconds) if seconds else None, "p95_s": p95(seconds) if seconds else None,
-                "ratio_to_alone": statistics.median(seconds) / statistics.median(alone) if seconds and alone else None,
-                # no round finished in the phase: the one that ran the longest had run this many times alone's p50
-                "ratio_at_least": max(run.unfinished_s for run in mine) / statistics.median(alone)
-                if alone and not seconds else None,
+                "ratio_to_alone": statistics.median(ratios) if ratios else None,
+                # where no round ended in the phase: the longest one had run this many times alone's p50
+                "ratio_at_least": max(bounds) if bounds and not ratios else None,
                 "train_share": sum(s for run in mine for s in run.train_seconds) / sum(seconds) if seconds else None,
                 "other_node_p50_s": statistics.median(others) if others else None,
                 "busy_cpu_paused": statistics.fmean(paused) if paused else None,
@@ -294,7 +306,7 @@ def summarize(runs: list[Run], labels: list[str]) -> list[dict]:
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     table = Table(title=f"round seconds alone and beside CPU load ({args.rounds} rounds or {args.max_seconds:g} s per phase, "
                         f"{args.repeats} repeats)")
-    for column in ("variant", "load", "threads / nice", "rounds", "p50 s", "p95 s", "x alone", "train %",
+    for column in ("variant", "load", "threads / nice", "rounds", "p50 s", "p95 s", "x alone before", "train %",
                    "other node p50 s", "busy loops' CPU: node paused / running"):
         table.add_column(column, justify="left" if column in ("variant", "load") else "right")
 
