@@ -17,8 +17,9 @@ or as many as `--max-seconds` allow; where none ends, how long the one running h
                 twice), timed once it has started (loaded its model; it trains from then on)
 
 A load's ratio is its p50 over that of the alone phase just before it, on the same node. The variants alternate
-(before, after, then after, before, ...). Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each variant runs with its own defaults. Every
-process started here is killed, whatever happens. Prints a table and writes benchmarks/results/shared-cpu.json.
+(before, after, then after, before, ...). Children get no OMP_*/GOMP_*/KMP_* settings from this shell: each
+variant runs with its own defaults. Every process started here is killed, whatever happens. Prints a table
+and writes benchmarks/results/shared-cpu.json.
 
 Usage: python benchmarks/bench_shared_cpu.py --before REV [--rounds 8] [--max-seconds 25] [--repeats 1]
        [--without-nice]
@@ -256,7 +257,7 @@ def main() -> None:
         "benchmark": "bench_shared_cpu", "date": time.strftime("%Y-%m-%d"), "machine": facts,
         "settings": {"rounds": args.rounds, "max_seconds": args.max_seconds, "repeats": args.repeats,
                      "node_flags": NODE_FLAGS, "busy_loops": len(os.sched_getaffinity(0))},
-        "variants": {variant.label: {"code": str(variant.tree) if variant.tree == ROOT else f"git archive {args.before}",
+        "variants": {variant.label: {"code": "this checkout" if variant.tree == ROOT else f"git archive {args.before}",
                                      "flags": list(variant.flags)} for variant in variants},
         "seconds": round(time.monotonic() - started, 1),
         "load_1m_at_end": round(os.getloadavg()[0], 2), "goal_ratio_beside_node": GOAL_RATIO,
