@@ -20,7 +20,7 @@ ORDER = ("base", "wire", "net", "learn", "ops", "top", "lab")  # a layer may imp
 SIBLINGS = {frozenset({"net", "learn"})}
 # Modules of the flat layout (before the layer folders) by the layer their docstrings put them in.
 FLAT_LAYERS = {
-    "config": "base", "files": "base", "proto": "base", "__init__": "base",
+    "config": "base", "files": "base", "host": "base", "proto": "base", "__init__": "base",
     "identity": "wire", "envelope": "wire", "rollout": "wire", "presence": "wire", "beacon": "wire",
     "dht": "net", "record": "net", "reachability": "net", "gossip": "net", "census": "net", "peerbook": "net",
     "reputation": "net",

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.text import Text
 
 from swarmnode.config import CONFIG_FILENAME, ConfigError, NodeConfig, load_config
+from swarmnode.host import lower_priority, quiet_openmp
 from swarmnode.wire.allowlist import AllowlistError, load_allowlist, write_allowlist
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import (
@@ -37,6 +38,8 @@ from swarmnode.wire.rules import SwarmRules
 
 if TYPE_CHECKING:
     from swarmnode.learn.intake import Intake
+
+quiet_openmp()  # before any command loads torch, whose OpenMP runtime reads it once (tests/test_host.py checks)
 
 app = typer.Typer(help="A decentralized swarm post-training node (SAPO over a signed hivemind DHT).", no_args_is_help=True, rich_markup_mode=None)
 identity_app = typer.Typer(help="Create and inspect the node's Ed25519 identity.", no_args_is_help=True)
@@ -360,6 +363,7 @@ def join(
     if metrics_port is not None:
         extra.append(f"metrics.port={metrics_port}")
     node_config = _load(config, extra)  # before the imports below (seconds of torch): a typo is told at once
+    lower_priority(node_config.nice)  # before torch, hivemind and p2pd start threads: they inherit it
     directory = data_dir or node_config.data_dir or default_data_dir()
     headless = headless or not sys.stdout.isatty()
     if not headless:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Bounds the wire protocol sets (PROTOCOL.md); tests/test_config.py holds them equal to the wire's own constants.
 MAX_ROLLOUTS_PER_BATCH = 64  # a round's groups travel in one batch
@@ -207,12 +207,25 @@ class ModelConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="compute dtype of forward passes and of frozen (LoRA base) weights; trained weights and optimizer stay float32 (docs/DESIGN.md §9)"
     )
-    threads: int | None = Field(None, ge=1)
+    threads: int | Literal["auto"] = Field(
+        "auto", description="compute threads; auto: the CPUs this process may use (affinity mask, cgroup CPU quota)"
+    )
     lora: LoraConfig | None = Field(None, description="train low-rank adapters instead of every weight (needs peft)")
     max_new_tokens: int = Field(24, ge=1)
     max_prompt_tokens: int = Field(192, ge=8)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        """One message for every wrong value (not one per member of the union); null is auto, as a data dir
+        written before `auto` existed says."""
+        if value is None or value == "auto":
+            return "auto"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        raise ValueError("expected a number of threads (1 or more) or auto")
 
 
 class SapoConfig(Section):
@@ -325,6 +338,9 @@ class MetricsConfig(Section):
 class NodeConfig(Section):
     data_dir: Path | None = None
     seed: int | None = Field(None, ge=0, description="seed for sampling and selection; default: from the peer id")
+    nice: int = Field(
+        10, ge=0, le=19, description="`join` lowers its CPU priority to this niceness (never raises it): the machine's other work goes first"
+    )
     swarm: SwarmConfig = SwarmConfig()
     network: NetworkConfig = NetworkConfig()
     gossip: GossipConfig = GossipConfig()

@@ -22,6 +22,7 @@ from typing import Any
 from swarmnode import __version__
 from swarmnode.config import CONFIG_FILENAME, NodeConfig, config_yaml
 from swarmnode.files import DataDirLock, atomic_write_bytes, prepare_data_dir, remove_stale_temp_files
+from swarmnode.host import niceness
 from swarmnode.learn.checkpoint import Checkpointer, CheckpointError, TrainingState
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.health import HealthMonitor
@@ -125,7 +126,7 @@ class Node:
         self.status = Status(
             peer_id=peer_id, swarm_id=config.swarm.id, model_id=policy.model_id, device=str(policy.device),
             dtype=str(policy.compute_dtype).removeprefix("torch."), parameters=policy.parameters,
-            trainable_parameters=policy.trainable_parameters,
+            trainable_parameters=policy.trainable_parameters, threads=policy.threads,
         )
         self.status.gossip_enabled = config.gossip.enabled
         self.status.max_kbps = config.network.max_kbps if config.gossip.enabled else None
@@ -155,7 +156,7 @@ class Node:
         self.log({
             "event": "started", "peer_id": peer_id, "maddrs": self.status.maddrs, "model": policy.model_id,
             "device": self.status.device, "dtype": self.status.dtype, "parameters": policy.parameters,
-            "trainable_parameters": policy.trainable_parameters,
+            "trainable_parameters": policy.trainable_parameters, "threads": policy.threads, "nice": niceness(),
             "micro_batch_size": self.learner.micro_batch_size,
             "memory_plan": plan.describe() if plan else None,
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),

@@ -129,6 +129,17 @@ def test_a_record_ttl_shorter_than_the_windows_collectors_read_is_refused_naming
     assert load_config(None, ["swarm.record_ttl_s=40", "swarm.max_age_windows=0"]).swarm.record_ttl_s == 40
 
 
+@pytest.mark.parametrize("value", ["0", "-2", "1.5", "many", "true"])
+def test_threads_are_a_count_or_auto_and_one_line_says_so(value):
+    with pytest.raises(ConfigError, match=r"model\.threads: .*a number of threads \(1 or more\) or auto"):
+        load_config(None, [f"model.threads={value}"])
+
+
+def test_null_threads_of_an_older_data_dirs_config_are_auto():
+    assert load_config(None, ["model.threads=null"]).model.threads == "auto" == NodeConfig().model.threads
+    assert load_config(None, ["model.threads=3"]).model.threads == 3
+
+
 def test_a_lower_clip_of_one_or_more_is_refused():
     with pytest.raises(ConfigError, match=r"sapo.clip_low: Input should be less than 1"):
         load_config(None, ["sapo.clip_low=1.0"])

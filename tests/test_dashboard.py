@@ -248,6 +248,9 @@ def test_the_header_says_where_the_model_runs_and_how_much_of_it_trains(tmp_path
     status = Status(model_id="Qwen/Qwen2.5-0.5B", device="cuda:0", dtype="bfloat16", parameters=494_000_000,
                     trainable_parameters=4_400_000)
     assert "Qwen/Qwen2.5-0.5B (494.0M (4.4M trained), cuda:0, bfloat16)" in text_of(render(status, now=0.0))
+    on_cpu = dataclasses.replace(status, device="cpu", dtype="float32", trainable_parameters=494_000_000, threads=2)
+    assert "Qwen/Qwen2.5-0.5B (494.0M, cpu, float32, 2 threads)" in text_of(render(on_cpu, now=0.0))
+    assert "1 thread)" in text_of(render(dataclasses.replace(on_cpu, threads=1), now=0.0))
 
 
 ME = "12D3KooWQm4uVJ5tDq8cWmFz3tB1kYJ9xRrN2hP7sLwE6vGdA1Zk"

@@ -20,13 +20,14 @@ HEAVY = ("torch", "transformers", "reasoning_gym")
 ALLOWED = {
     "config": set(),
     "files": set(),
+    "host": set(),
     "wire": {"config", "files"},
     "net": {"wire", "config", "files"},
-    "learn": {"wire", "config", "files"},
-    "ops": {"learn", "net", "wire", "config", "files"},
-    "node": {"ops", "learn", "net", "wire", "config", "files", "__init__"},
-    "cli": {"node", "ops", "learn", "net", "wire", "config", "files", "__init__"},
-    "lab": {"node", "ops", "learn", "net", "wire", "config", "files", "cli", "__init__"},
+    "learn": {"wire", "config", "files", "host"},
+    "ops": {"learn", "net", "wire", "config", "files", "host"},
+    "node": {"ops", "learn", "net", "wire", "config", "files", "host", "__init__"},
+    "cli": {"node", "ops", "learn", "net", "wire", "config", "files", "host", "__init__"},
+    "lab": {"node", "ops", "learn", "net", "wire", "config", "files", "host", "cli", "__init__"},
 }
 
 

@@ -13,7 +13,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.utils import logging as transformers_logging
 
 from swarmnode.config import LoraConfig, ModelConfig
+from swarmnode.host import usable_cpus
 from swarmnode.learn.tasks import ANSWER_CLOSE
 
 EMBEDDED_MODEL_NAME = "swarmnode-seed"
@@ -55,6 +56,15 @@ class SamplingSettings:
     def of(cls, model: ModelConfig) -> SamplingSettings:
         """The node's sampling as configured (training, evaluation and export use the same)."""
         return cls(model.max_new_tokens, model.temperature, model.top_p, model.max_prompt_tokens)
+
+
+def use_threads(threads: int | Literal["auto"]) -> None:
+    """Compute on `threads` threads (auto: the CPUs this process may use) and on one inter-op thread: a node runs
+    one op at a time (nothing forks), so more inter-op threads would only add to those competing for the cores."""
+    torch.set_num_threads(usable_cpus() if threads == "auto" else threads)
+    if torch.get_num_interop_threads() != 1:
+        with contextlib.suppress(RuntimeError):  # settable once per process, before its first inter-op work
+            torch.set_num_interop_threads(1)
 
 
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -232,11 +242,12 @@ class Policy:
         device: str = "auto",
         dtype: str = "auto",
         lora: LoraConfig | None = None,
-        threads: int | None = None,
+        threads: int | Literal["auto"] | None = None,
     ) -> Policy:
-        """Load `name` (hub id, local dir, or the embedded seed) through the same from_pretrained path."""
-        if threads:
-            torch.set_num_threads(threads)
+        """Load `name` (hub id, local dir, or the embedded seed) through the same from_pretrained path; `threads`
+        (model.threads) sets torch's, None leaves them as they are."""
+        if threads is not None:
+            use_threads(threads)
         transformers_logging.disable_progress_bar()  # a node's logs are JSON lines or a dashboard, not bars
         path = resolve_model_path(name)
         torch_device = pick_device(device)  # before loading: a device we cannot use fails in a second, not after
@@ -260,6 +271,11 @@ class Policy:
         model.config.use_cache = True
         model_id = name if not Path(name).exists() else Path(name).resolve().name
         return cls(model, tokenizer, model_id, torch_device, compute_dtype)
+
+    @property
+    def threads(self) -> int:
+        """The CPU threads its computations use: torch's setting, which is the process's."""
+        return torch.get_num_threads()
 
     @property
     def parameters(self) -> int:

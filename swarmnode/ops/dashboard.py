@@ -302,11 +302,13 @@ def _invite(maddrs: list[str], width: int) -> Group:
 
 
 def _model_detail(status: Status) -> str:
-    """" (5.5M, cpu, float32)", with the trainable share under LoRA; empty for an older node's /status."""
+    """" (5.5M, cpu, float32, 2 threads)", with the trainable share under LoRA; empty for an older node's
+    /status, and without the threads for one that did not report them."""
     if not status.parameters:
         return ""
     lora = f" ({status.trainable_parameters / 1e6:.1f}M trained)" if status.trainable_parameters < status.parameters else ""
-    return f" ({status.parameters / 1e6:.1f}M{lora}, {status.device}, {status.dtype})"
+    threads = f", {status.threads} thread{'s' if status.threads > 1 else ''}" if status.threads else ""
+    return f" ({status.parameters / 1e6:.1f}M{lora}, {status.device}, {status.dtype}{threads})"
 
 
 def _held_out(status: Status) -> Panel:

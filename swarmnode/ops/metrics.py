@@ -130,6 +130,7 @@ class Status:
     dtype: str = ""  # compute dtype of its forward passes (weights stay float32)
     parameters: int = 0
     trainable_parameters: int = 0  # fewer than parameters with LoRA
+    threads: int = 0  # CPU threads it computes on (model.threads; auto: the CPUs it may use)
     maddrs: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     round: int = 0
