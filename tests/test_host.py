@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from node_process import NodeProcess
 
 from swarmnode.host import cpu_quota, quiet_openmp, usable_cpus
+from swarmnode.lab.node_process import NodeProcess
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="affinity, cgroups and /proc are Linux's")
 
