@@ -2,7 +2,7 @@
 checkouts, one fault at a time with the two checkouts back to back, so both meet the same machine and load.
 
 Prints fault → what the node did, rounds lost, data kept, goal met, per checkout; writes
-benchmarks/results/faults.json. Needs root (the full-disk fault mounts a tmpfs); everything listens on 127.0.0.1.
+benchmarks/results/faults.json (a run of some faults replaces their rows and keeps the others'). Needs root (the full-disk fault mounts a tmpfs); everything listens on 127.0.0.1.
 
 Usage: python benchmarks/faults.py --before DIR [--faults p2pd_killed,full_disk] [--dir runs/faults]
        (DIR: a checkout of the code to compare with, e.g. `git worktree add --detach /tmp/before <commit>`)
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import subprocess
 import time
@@ -58,7 +59,9 @@ def main() -> None:
         lost = "-" if row["rounds_lost"] is None else str(row["rounds_lost"])
         table.add_row(row["fault"], row["tree"], row["behaviour"], lost, row["data_kept"], "met" if row["goal_met"] else "missed")
     Console(width=200).print(table)
-    write_results(args.out, {"machine": machine_facts(), "rows": rows})
+    earlier = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
+    run = {row["fault"] for row in rows}  # faults not run this time keep their rows from the last run
+    write_results(args.out, {"machine": machine_facts(), "rows": [r for r in earlier if r["fault"] not in run] + rows})
 
 
 if __name__ == "__main__":

@@ -124,8 +124,8 @@ def full_disk(work: Path, tree: Path = ROOT, rounds: int = 6) -> FaultOutcome:
     )
     return FaultOutcome(
         "disk full during checkpoints", behaviour, rounds - len(done),
-        f"checkpoint {loadable[-1] if loadable else 'none'} (newest on disk), {len(torn)} torn; "
-        f"{len(done) - 1 if loadable else len(done)} rounds trained since, saved once space is freed",
+        f"checkpoint {loadable[-1] if loadable else 'none'} (newest on disk), {len(torn)} torn"
+        + (f"; {len(done) - len(loadable)} rounds trained since, saved once space is freed" if code == 0 else ""),
         code == 0 and len(done) == rounds and bool(loadable) and not torn,
         {"rounds_done": done, "checkpoints": loadable, "torn": torn},
     )
