@@ -87,7 +87,8 @@ TARGETS = {
          "_split_optimizer_state", "_read_optimizer_state", "_load_optimizer", "_load_trainable"),
         ("tests/test_checkpoint_limits.py", "tests/test_checkpoint.py"),
     ),
-    "learn/sapo.py": Target(("_with_backoff", "_is_out_of_memory"), ("tests/test_memory.py",)),
+    "learn/sapo.py": Target(("_with_backoff",), ("tests/test_memory.py",)),
+    "learn/interrupt.py": Target(("is_out_of_memory",), ("tests/test_memory.py",)),
 }
 
 # Mutants that cannot change what the code does, each with the reason: (module, operator, line before, line after).

@@ -26,6 +26,7 @@ from swarmnode.host import niceness
 from swarmnode.learn.checkpoint import Checkpointer, CheckpointError, TrainingState
 from swarmnode.learn.evaluation import evaluate, held_out_tasks
 from swarmnode.learn.health import HealthMonitor
+from swarmnode.learn.interrupt import Interrupted
 from swarmnode.learn.learner import Learner
 from swarmnode.learn.policy import Policy
 from swarmnode.learn.round import play_round
@@ -47,10 +48,6 @@ from swarmnode.wire.rules import SwarmRules
 COUNTERS = ("rollouts_out_total", "rollouts_in_total", "trained_external_groups_total", "collapses")
 
 LogFn = Callable[[dict[str, Any]], None]
-
-
-class Stopped(Exception):
-    """A stop was requested between two phases of a round; the round is abandoned, not half-applied."""
 
 
 class DaemonLost(Exception):
@@ -116,7 +113,7 @@ class Node:
         peer_id = self.identity.peer_id
         seed = config.seed if config.seed is not None else derive_seed(peer_id, "node")
         data_seed = config.tasks.seed if config.tasks.seed is not None else derive_seed(peer_id, "tasks")
-        self.learner = Learner.of(config, policy, suite, seed, data_seed)
+        self.learner = Learner.of(config, policy, suite, seed, data_seed, should_stop=self.stop.is_set)
         self.health = HealthMonitor()
         self.checkpointer = Checkpointer(
             self.data_dir / "checkpoints", config.checkpoint.keep_last, config.checkpoint.max_disk_gb * 1e9
@@ -158,7 +155,7 @@ class Node:
             "device": self.status.device, "dtype": self.status.dtype, "parameters": policy.parameters,
             "trainable_parameters": policy.trainable_parameters, "threads": policy.threads, "nice": niceness(),
             "micro_batch_size": self.learner.micro_batch_size,
-            "memory_plan": plan.describe() if plan else None,
+            "memory_plan": plan.describe() if plan else None, "sampling_plan": self.learner.sampling_plan.describe(),
             "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
@@ -200,13 +197,15 @@ class Node:
 
     def run(self, max_rounds: int | None = None) -> None:
         """Rounds until `max_rounds` more are done or a stop is requested; always ends with a save (one that fails
-        is warned about, as during the run: the newest checkpoint stays)."""
+        is warned about, as during the run: the newest checkpoint stays). A stop is honoured between two phases, and
+        inside evaluation, sampling and training within a decode step or a micro-batch (Interrupted): the round is
+        abandoned and the save is of the rounds done."""
         done = 0
         try:
             while not self.stop.is_set() and (max_rounds is None or done < max_rounds):
                 try:
                     self.run_round()
-                except Stopped:
+                except Interrupted:
                     self._note("stop_requested", f"stop requested: round {self.round + 1} abandoned", round=self.round + 1)
                     break
                 done += 1
@@ -314,7 +313,8 @@ class Node:
         """The held-out set under the current policy: kept as base (round 0) and last, shown and logged."""
         learner = self.learner
         result = evaluate(
-            learner.policy, learner.suite, self.held_out_tasks, learner.settings, self.config.eval.samples_per_question
+            learner.policy, learner.suite, self.held_out_tasks, learner.settings, self.config.eval.samples_per_question,
+            progress=lambda done, total: self.metrics.set_phase("evaluate", f"{done}/{total}"),
         )
         data = dataclasses.replace(result, after_rounds=self.round).to_dict()
         if self.round == 0:
@@ -396,7 +396,7 @@ class Node:
     @contextlib.contextmanager
     def _phase(self, name: str, may_stop: bool = True) -> Iterator[None]:
         if may_stop and self.stop.is_set():
-            raise Stopped(name)
+            raise Interrupted(name)
         self.metrics.set_phase(name)
         started = time.perf_counter()
         yield

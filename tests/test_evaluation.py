@@ -69,6 +69,11 @@ def test_the_held_out_set_is_the_same_questions_everywhere_and_evaluation_is_rep
     settings = SamplingSettings.of(CONFIG.model)
     first, second = (evaluate(policy, SUITE, tasks, settings, 2) for _ in range(2))
     assert first.families == second.families
+    progress: list[tuple[int, int]] = []
+    policy.sample_rows = 6  # a tight plan: 3 questions' samples at once
+    chunked = evaluate(policy, SUITE, tasks, settings, 2, batch_questions=8, progress=lambda *done: progress.append(done))
+    assert progress == [(0, 20), (8, 20), (16, 20), (20, 20)]  # each batch of questions once, none before it is done
+    assert chunked.families.keys() == first.families.keys()
     assert all(0 <= score.greedy <= 1 and 0 <= score.sampled <= 1 for score in first.families.values())
 
 

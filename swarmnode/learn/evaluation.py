@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -19,6 +20,8 @@ from swarmnode.learn.tasks import Task, TaskSuite, format_prompt
 from swarmnode.wire.rollout import HELD_OUT_SEED, HELD_OUT_SPAN, TaskRef
 
 PASS = 1.0 - 1e-9  # a pass is a fully correct answer by the verifier
+
+Progress = Callable[[int, int], None]  # (questions done, questions in all)
 
 
 def held_out_tasks(suite: TaskSuite, per_family: int) -> list[Task]:
@@ -86,9 +89,14 @@ def evaluate(
     samples_per_question: int = 4,
     seed: int = 0,
     batch_questions: int = 32,
+    progress: Progress | None = None,
 ) -> EvalResult:
     """Greedy and sampled pass rates per family. The sampler's generator is seeded, so two evaluations of
-    the same weights give the same numbers and successive ones differ only by what training changed."""
+    the same weights give the same numbers and successive ones differ only by what training changed.
+
+    `batch_questions` at a time, each sampled in as many rows at once as the policy's plan allows
+    (`Policy.sample_rows`); `progress` hears of each batch done (and of 0 before the first), since an evaluation
+    can take minutes. A stop the policy is asked about raises Interrupted from inside the decoding."""
     started = time.perf_counter()
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     greedy_settings = SamplingSettings(settings.max_new_tokens, 0.0, 1.0, settings.max_prompt_tokens)
@@ -96,6 +104,8 @@ def evaluate(
     sampled: dict[str, list[float]] = defaultdict(list)
     rewards: dict[str, list[float]] = defaultdict(list)
     answered: dict[str, list[float]] = defaultdict(list)
+    report = progress or (lambda done, total: None)
+    report(0, len(tasks))
     for start in range(0, len(tasks), batch_questions):
         chunk = tasks[start : start + batch_questions]
         prompts = [format_prompt(task.question, policy.tokenizer) for task in chunk]
@@ -108,6 +118,7 @@ def evaluate(
                     sampled[task.ref.family].append(float(score.verifier >= PASS))
                     rewards[task.ref.family].append(score.reward)
                     answered[task.ref.family].append(float(score.has_answer))
+        report(start + len(chunk), len(tasks))
     families = {
         family: FamilyScore(
             greedy=_mean(greedy[family]),

@@ -6,9 +6,10 @@ simulator alike, so what the simulator measures is what the node runs.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,8 @@ from swarmnode.learn.checkpoint import (
 )
 from swarmnode.learn.group import Group, group_rollout, own_group
 from swarmnode.learn.intake import Intake, IntakeLimits, IntakeResult
-from swarmnode.learn.memory import MemoryPlan
+from swarmnode.learn.interrupt import Interrupted, ShouldStop, never
+from swarmnode.learn.memory import MemoryPlan, SamplingPlan, plan_sampling
 from swarmnode.learn.policy import Policy, SamplingSettings
 from swarmnode.learn.sapo import SapoTrainer, StepStats
 from swarmnode.learn.selection import select_groups
@@ -54,7 +56,10 @@ class OwnRound:
 
 
 class Learner:
-    """One node's learning state: the task stream, the policy and its trainer, the intake of peers' rollouts."""
+    """One node's learning state: the task stream, the policy and its trainer, the intake of peers' rollouts.
+
+    `should_stop` is asked by the policy's decode loop (rounds and evaluation) and between the trainer's
+    micro-batches; when it answers yes they raise Interrupted and the round is abandoned (`interruptible`)."""
 
     def __init__(
         self,
@@ -68,6 +73,7 @@ class Learner:
         intake: IntakeConfig,
         seed: int,
         data_seed: int,
+        should_stop: ShouldStop = never,
     ) -> None:
         self.sapo = sapo
         self.intake_config = intake
@@ -77,8 +83,14 @@ class Learner:
         self.settings = SamplingSettings.of(model)
         self.trainer = SapoTrainer(
             policy, sapo, optimizer, memory, max_new_tokens=model.max_new_tokens, temperature=model.temperature,
-            max_prompt_tokens=model.max_prompt_tokens,
+            max_prompt_tokens=model.max_prompt_tokens, should_stop=should_stop,
         )
+        self.sampling_plan: SamplingPlan = plan_sampling(
+            policy.model, self.trainer.budget_bytes, self.trainer.fixed_bytes, prompt_tokens=model.max_prompt_tokens,
+            completion_tokens=model.max_new_tokens, compute_dtype=policy.compute_dtype,
+        )
+        policy.sample_rows = self.sampling_plan.rows
+        policy.should_stop = should_stop
         self.task_rng = random.Random(seed)
         self.selection_rng = random.Random(seed + 1)
         self.generator = torch.Generator(device=policy.device).manual_seed(seed)
@@ -94,12 +106,26 @@ class Learner:
         self.peers_supplied = False  # peers' groups passed the intake last round (transplant then asks only I)
 
     @classmethod
-    def of(cls, config: NodeConfig, policy: Policy, suite: TaskSuite, seed: int, data_seed: int) -> Learner:
+    def of(
+        cls, config: NodeConfig, policy: Policy, suite: TaskSuite, seed: int, data_seed: int, should_stop: ShouldStop = never
+    ) -> Learner:
         """A learner with the sections of a node's config (the node, the simulator and tests build it so)."""
         return cls(
             policy, suite, model=config.model, sapo=config.sapo, optimizer=config.optimizer, memory=config.memory,
-            intake=config.intake, seed=seed, data_seed=data_seed,
+            intake=config.intake, seed=seed, data_seed=data_seed, should_stop=should_stop,
         )
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A round that raises Interrupted leaves the task, selection and sampling RNGs where it found them: the
+        round a restart replays asks the same questions, as if the abandoned one had never started. (Updates
+        the trainer applied before the stop stay: SapoTrainer.step.)"""
+        saved = self.capture(TrainingState())
+        try:
+            yield
+        except Interrupted:
+            self.restore(saved)
+            raise
 
     def sample_round(self, share_logprobs: bool = True, questions: int | None = None) -> OwnRound:
         """Draw `questions` (default Q) questions, sample G completions each, score them with our verifier.

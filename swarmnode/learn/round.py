@@ -1,6 +1,6 @@
 """One SAPO round, the same for a node and for the in-process simulator: ask, sample and score, share, collect,
 rescore, train. Where a round's rollouts go and where peers' come from is an `Exchange`: the node (its
-gossip), or the simulator's memory; how a phase is timed and whether a stop interrupts it is `phase`'s.
+gossip), or the simulator's memory; how a phase is timed and whether a stop between two phases interrupts the round is `phase`'s.
 """
 
 from __future__ import annotations
@@ -62,17 +62,19 @@ class RoundOutcome:
 
 def play_round(learner: Learner, exchange: Exchange, phase: Phase) -> RoundOutcome:
     """One round, top to bottom. Transplant sampling asks I questions while peers supply groups, Q otherwise
-    (`SapoConfig.questions_to_ask`); peers' rollouts are rescored by our verifier before any is trained on."""
-    questions = learner.questions_to_ask()
-    with phase("generate"):
-        own = learner.sample_round(share_logprobs=True, questions=questions)
-    with phase("publish"):
-        published = exchange.publish(own.rollouts, model_id=learner.policy.model_id, suite_version=learner.suite.version)
-    with phase("collect"):
-        collected = exchange.collect(learner.rollouts_wanted)
-    with phase("rescore"):
-        external = learner.external_groups(collected.rollouts)
-        exchange.report_offences(external.offenders)
-    with phase("train"):
-        step = learner.train(own.groups, external.groups)
+    (`SapoConfig.questions_to_ask`); peers' rollouts are rescored by our verifier before any is trained on.
+    A stop (Interrupted, from `phase` or from the learner's loops) abandons it: `Learner.interruptible`."""
+    with learner.interruptible():
+        questions = learner.questions_to_ask()
+        with phase("generate"):
+            own = learner.sample_round(share_logprobs=True, questions=questions)
+        with phase("publish"):
+            published = exchange.publish(own.rollouts, model_id=learner.policy.model_id, suite_version=learner.suite.version)
+        with phase("collect"):
+            collected = exchange.collect(learner.rollouts_wanted)
+        with phase("rescore"):
+            external = learner.external_groups(collected.rollouts)
+            exchange.report_offences(external.offenders)
+        with phase("train"):
+            step = learner.train(own.groups, external.groups)
     return RoundOutcome(questions, own, published, collected, external, step)

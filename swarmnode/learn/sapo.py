@@ -16,7 +16,8 @@ import torch
 
 from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn.group import Source
-from swarmnode.learn.memory import RUNTIME_BYTES, MemoryPlan, budget_bytes, plan_micro_batch
+from swarmnode.learn.interrupt import Interrupted, ShouldStop, is_out_of_memory, never
+from swarmnode.learn.memory import RUNTIME_BYTES, MemoryPlan, budget_bytes, fixed_bytes, plan_micro_batch
 from swarmnode.learn.policy import Policy, keep_frozen_in
 from swarmnode.learn.selection import Selection
 
@@ -128,15 +129,9 @@ def _adapters_start_at_zero(model: torch.nn.Module) -> bool:
     return bool(configs) and all(config.init_lora_weights is True for config in configs.values())
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    """An allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's (a RuntimeError or MemoryError)."""
-    text = str(error)
-    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in text or "out of memory" in text
-
-
 class SapoTrainer:
     """Owns the optimizer, the loss scaler (float16) and the frozen start-of-run policy (when kl_beta > 0 or
-    KL to the start is tracked) of one node's policy."""
+    KL to the start is tracked) of one node's policy, and what of the memory budget they hold whatever the batch."""
 
     def __init__(
         self,
@@ -148,8 +143,10 @@ class SapoTrainer:
         max_new_tokens: int,
         temperature: float = 1.0,
         max_prompt_tokens: int = 192,
+        should_stop: ShouldStop = never,
     ) -> None:
         self.policy = policy
+        self.should_stop = should_stop
         self.config = config
         self.grad_clip = optimizer.grad_clip
         self.temperature = temperature
@@ -168,19 +165,24 @@ class SapoTrainer:
         if self.tracks_kl and not _adapters_start_at_zero(policy.model):
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
             keep_frozen_in(self.reference, policy.compute_dtype)
+        self.budget_bytes = budget_bytes(policy.device, memory.budget_gib)
+        reference = self.reference
+        self.fixed_bytes = fixed_bytes(  # what sampling's plan counts too: the optimizer state outlives the step
+            policy.model,
+            reference_bytes=sum(p.numel() * p.element_size() for p in reference.parameters()) if reference else 0,
+            runtime_bytes=0 if policy.device.type == "cuda" else RUNTIME_BYTES,  # the runtime lives in host RAM
+        )
         self.memory_plan: MemoryPlan | None = None
         if memory.micro_batch_size == "auto":
-            reference = self.reference
             self.memory_plan = plan_micro_batch(
                 policy.model,
-                budget_bytes(policy.device, memory.budget_gib),
+                self.budget_bytes,
+                self.fixed_bytes,
                 prompt_tokens=max_prompt_tokens,
                 completion_tokens=max_new_tokens,
                 group_size=config.completions_per_question,
                 compute_dtype=policy.compute_dtype,
-                reference_bytes=sum(p.numel() * p.element_size() for p in reference.parameters()) if reference else 0,
                 chunked_logits=policy.chunked_logits,
-                runtime_bytes=0 if policy.device.type == "cuda" else RUNTIME_BYTES,  # the runtime lives in host RAM
             )
         # halved for good after an allocation failure
         self.micro_batch_size = self.memory_plan.micro_batch_size if self.memory_plan else memory.micro_batch_size
@@ -190,7 +192,13 @@ class SapoTrainer:
         """`updates_per_round` optimizer steps on the selected groups (or none, if the selection says skip).
 
         Each update takes an interleaved slice of the round's samples; old log-probs are fixed before the
-        first, so from the second update on the ratio moves and the asymmetric clip acts."""
+        first, so from the second update on the ratio moves and the asymmetric clip acts.
+
+        A stop is honoured before every micro-batch (`Interrupted`): the update being accumulated is discarded, so
+        the weights and the optimizer always hold whole updates. Updates already applied in this round (with
+        updates_per_round > 1) stay: a checkpoint saved at the stop holds k of n updates under the previous round's
+        number, and the round replayed after a restart applies its n on top. Waiting for the round's last update
+        instead could take minutes on a CPU; k extra updates are only a slightly longer training."""
         if selection.skipped_reason:
             return StepStats(skipped_reason=selection.skipped_reason)
         samples = self._samples(selection)
@@ -208,12 +216,12 @@ class SapoTrainer:
                     totals[key] = max(totals[key], value) if key == "importance_max" else totals[key] + value
                 grad_norms.append(self._apply())
         except OutOfMemory as error:
-            self.optimizer.zero_grad(set_to_none=True)
             return StepStats(
                 skipped_reason=f"out of memory with a micro-batch of 1 ({error}); lower model.max_new_tokens or use LoRA",
                 updates=len(grad_norms), micro_batch_size=1, out_of_memory=self._failures,
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        finally:  # a partial update's gradients (a stop, an allocation failure) are never applied by a later one
+            self.optimizer.zero_grad(set_to_none=True)
         tokens = max(totals["tokens"], 1.0)
         importance_max = max(totals["importance_max"], 1.0)
         return StepStats(
@@ -237,6 +245,7 @@ class SapoTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals = dict.fromkeys(("loss", "tokens", "clipped", "importance", "kl", "kl_tokens", "importance_max"), 0.0)
         for start in range(0, len(part), self.micro_batch_size):
+            self._stop_point()
             loss, stats = self._micro_batch_loss(part[start : start + self.micro_batch_size])
             self.scaler.scale(loss).backward()
             totals["loss"] += loss.item()
@@ -244,6 +253,10 @@ class SapoTrainer:
                 totals[key] += stats[key]
             totals["importance_max"] = max(totals["importance_max"], stats["importance_max"])
         return totals
+
+    def _stop_point(self) -> None:
+        if self.should_stop():
+            raise Interrupted("train")
 
     def _apply(self) -> float:
         """One optimizer step on the accumulated gradients; the gradient norm before clipping."""
@@ -262,8 +275,8 @@ class SapoTrainer:
             try:
                 return work()
             except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
-                if not _is_out_of_memory(error) or self.micro_batch_size == 1:
-                    if _is_out_of_memory(error):
+                if not is_out_of_memory(error) or self.micro_batch_size == 1:
+                    if is_out_of_memory(error):
                         raise OutOfMemory(str(error).splitlines()[0]) from None
                     raise
                 self._failures += 1
@@ -300,6 +313,7 @@ class SapoTrainer:
         missing = [s for s in samples if s.old_logprobs is None]
         self.policy.model.eval()
         for start in range(0, len(missing), self.micro_batch_size):
+            self._stop_point()
             chunk = missing[start : start + self.micro_batch_size]
             logprobs, _ = self.policy.completion_logprobs(
                 [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk], self.temperature

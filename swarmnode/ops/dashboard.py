@@ -137,7 +137,7 @@ def _parts(status: Status, census: Census | None, now: float, fit: Fit, width: i
     header = Text.assemble(
         ("swarmnode ", "bold cyan"),
         f"round {status.round}  ",
-        ("phase ", "dim"), (status.phase, "bold yellow"),
+        ("phase ", "dim"), (status.phase, "bold yellow"), f" {status.phase_progress}" if status.phase_progress else "",
         ("  peer ", "dim"), status.peer_id[:16] + ("…" if len(status.peer_id) > 16 else ""),
         ("  swarm ", "dim"), status.swarm_id,
         ("  model ", "dim"), status.model_id, _model_detail(status),

@@ -135,6 +135,7 @@ class Status:
     started_at: float = field(default_factory=time.time)
     round: int = 0
     phase: str = "starting"
+    phase_progress: str = ""  # how far a long phase is, e.g. "32/160" questions evaluated; "" when not told
     rewards: list[float] = field(default_factory=list)  # local reward per round, most recent last
     external_rewards: list[float | None] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
@@ -260,8 +261,8 @@ class Metrics:
             self._events.append(f"{time.strftime('%H:%M:%S')} {message}")
             self.status.events = list(self._events)
 
-    def set_phase(self, phase: str) -> None:
-        self.status.phase = phase
+    def set_phase(self, phase: str, progress: str = "") -> None:
+        self.status.phase, self.status.phase_progress = phase, progress
 
     def problem(self, kind: str, message: str) -> None:
         """Something a volunteer must see: counted by kind and shown as an event."""
