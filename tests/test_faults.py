@@ -28,3 +28,10 @@ def test_a_node_whose_clock_is_ten_seconds_off_is_refused_with_the_fix_and_the_s
 def test_a_newcomer_joining_through_a_restarted_bootstrap_reaches_the_swarm_within_a_minute(tmp_path):
     outcome = faults.bootstrap_restarted(tmp_path)
     assert outcome.goal_met, outcome
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_long_generate_exits_within_ten_seconds_and_resumes_at_the_abandoned_round(tmp_path):
+    outcome = faults.sigterm_in_generate(tmp_path)
+    assert outcome.goal_met, outcome
+    assert [e["event"] for e in outcome.details["stopped"]] == ["stop_requested", "stopped"]
