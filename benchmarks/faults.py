@@ -50,7 +50,7 @@ def main() -> None:
             except Exception as error:  # a fault the old code cannot even be driven through is a row too
                 outcome = {"fault": fault, "behaviour": f"scenario failed: {type(error).__name__}: {str(error)[:200]}",
                            "rounds_lost": None, "data_kept": "?", "goal_met": False, "details": {}}
-            rows.append({"tree": label, "commit": commit_of(tree), "seconds": round(time.monotonic() - started, 1), **outcome})
+            rows.append({"key": fault, "tree": label, "commit": commit_of(tree), "seconds": round(time.monotonic() - started, 1), **outcome})
             print(f"{fault} / {label}: {outcome['behaviour']}", flush=True)
     table = Table(title="faults on real processes (before → after)")
     for column in ("fault", "code", "what the node did", "rounds lost", "data kept", "goal"):
@@ -60,8 +60,8 @@ def main() -> None:
         table.add_row(row["fault"], row["tree"], row["behaviour"], lost, row["data_kept"], "met" if row["goal_met"] else "missed")
     Console(width=200).print(table)
     earlier = json.loads(args.out.read_text())["rows"] if args.out.exists() else []
-    run = {row["fault"] for row in rows}  # faults not run this time keep their rows from the last run
-    write_results(args.out, {"machine": machine_facts(), "rows": [r for r in earlier if r["fault"] not in run] + rows})
+    run = {row["key"] for row in rows}  # faults not run this time keep their rows from the last run
+    write_results(args.out, {"machine": machine_facts(), "rows": [r for r in earlier if r.get("key") not in run] + rows})
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ class Node:
         self._beacon_warned = False  # shown for this streak of failures
         self._lock = DataDirLock(self.data_dir)
         self._phase_seconds: dict[str, float] = {}
-        self._saved = (0, time.monotonic())  # (round, monotonic time) of the last checkpoint
+        self._saved = (0, time.monotonic())  # (round, monotonic time) of the last save tried
         self._dht_refused: Counter[str] = Counter()
         self.warnings: list[str] = []
         self.held_out: dict[str, dict] = {}  # "base" (round 0) and "last" held-out evaluations, as dicts
@@ -288,8 +288,8 @@ class Node:
     def _watch_daemon(self) -> None:
         """Once a round: a dead p2pd is a problem event and a restart under the same identity; two failed
         restarts in a row end the run (DaemonLost)."""
-        if self.peer is None or self.peer.daemon_alive():
-            return
+        if self.peer is None or self.stop.is_set() or self.peer.daemon_alive():
+            return  # stopping: a restart (up to a start-up timeout) would hold the stop up
         self._warn("p2pd_died", f"the DHT daemon (p2pd) died; restarting it (attempt {self._restart_failures + 1})")
         try:
             self.peer.restart()
@@ -421,6 +421,7 @@ class Node:
         try:
             saved = self.learner.save(self.checkpointer, state)
         except CheckpointError as error:
+            self._saved = (self.round, time.monotonic())  # tried: the next try when the next save is due, not each round
             kept = self.checkpoint.name if self.checkpoint else "none"
             self._warn(
                 "checkpoint_failed", f"{error}; newest checkpoint kept: {kept}; training goes on and the next save "

@@ -1,12 +1,12 @@
-"""Small disks of a test's own, to fill without filling the machine's: tmpfs mounts (root needed, as in CI here)."""
+"""The tmpfs mounts of a test (swarmnode.lab.disks), skipped where mounting is not allowed."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from swarmnode.lab.disks import leave_free, mount_tmpfs, unmount
 
 
 class Tmpfs:
@@ -16,20 +16,15 @@ class Tmpfs:
         self.mounted: list[Path] = []
 
     def mount(self, path: Path) -> Path:
-        """A 256 MB tmpfs at `path` (memory only as it fills); the test is skipped where mounting is not allowed."""
-        path.mkdir(parents=True, exist_ok=True)
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(path)], capture_output=True)
-        if mounted.returncode:
+        """A 256 MB tmpfs at `path`; the test is skipped where mounting is not allowed."""
+        if not mount_tmpfs(path):
             pytest.skip("cannot mount a tmpfs here")
         self.mounted.append(path)
         return path
 
-    def leave_free(self, path: Path, free: int) -> None:
-        """Resize the disk at `path` to what it holds plus `free` bytes: a write beyond that fails with ENOSPC."""
-        size = shutil.disk_usage(path).used + free
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True, capture_output=True)
+    leave_free = staticmethod(leave_free)
 
     def unmount_all(self) -> None:
         for path in reversed(self.mounted):
-            subprocess.run(["umount", "-l", str(path)], check=False)
+            unmount(path)
         self.mounted.clear()

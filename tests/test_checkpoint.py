@@ -141,12 +141,16 @@ def test_a_save_killed_at_any_step_leaves_a_complete_checkpoint_of_round_1(tmp_p
     )
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
     assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".tmp")) == left
+    expected = killed_save_weights()[resumes]
     checkpointer = Checkpointer(tmp_path)
+    reader = torch.nn.Linear(4, 4)  # what export reads, before (without) the node's repair
+    assert [path.name for path in checkpointer.checkpoints()] == [left[-1]]
+    assert checkpointer.load(reader, None).round == 1
+    assert all(torch.equal(p, expected[name]) for name, p in reader.named_parameters())
     checkpointer.remove_stale_staging()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["round-00000001"]
     model = torch.nn.Linear(4, 4)
     assert checkpointer.load(model, torch.optim.AdamW(model.parameters())).round == 1
-    expected = killed_save_weights()[resumes]
     assert all(torch.equal(p, expected[name]) for name, p in model.named_parameters())
 
 

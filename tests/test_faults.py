@@ -3,10 +3,13 @@ each fault as a volunteer's machine meets it, each goal as benchmarks/README.md'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 from peer_process import wait_until_gone
@@ -46,23 +49,22 @@ def test_sigterm_in_a_long_generate_exits_within_ten_seconds_and_resumes_at_the_
 
 
 def test_a_p2pd_that_cannot_be_restarted_twice_ends_the_run_with_one_line(tmp_path):
-    """In process, for real: p2pd killed and its port taken by another program, so each restart fails; the first
+    """In process, for real: p2pd killed and its configured port taken by another program, so each restart fails; the first
     failure is a warning and training goes on, the second in a row ends the run (DaemonLost)."""
     events: list[dict] = []
-    overrides = ["metrics.port=null", "sapo.questions_per_round=2", "sapo.completions_per_question=2",
+    with socket.socket() as probe:  # a configured port: a restart may not move to another
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    overrides = [f"network.port={port}", "metrics.port=null", "sapo.questions_per_round=2", "sapo.completions_per_question=2",
                  "model.max_new_tokens=4", "eval.every_rounds=0", "network.host=127.0.0.1", "gossip.beacon=false"]
     node = Node(load_config(None, overrides), tmp_path / "node", events.append, threading.Event())
     try:
         node.start()
         node.run_round()
-        port = int(node.peer.visible_maddrs[0].split("/tcp/")[1].split("/")[0])
         daemon = node.peer.daemon_pid()
         os.kill(daemon, signal.SIGKILL)
         assert wait_until_gone(daemon, 5.0)
-        with socket.socket() as squatter:
-            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the dead daemon's TIME_WAIT
-            squatter.bind(("127.0.0.1", port))
-            squatter.listen()
+        with squatting(port):
             node.run_round()  # the restart fails: warned, and the round is played alone
             assert [e["event"] for e in events if e["event"].startswith("p2pd")] == ["p2pd_died", "p2pd_restart_failed"]
             assert node.round == 2
@@ -71,3 +73,20 @@ def test_a_p2pd_that_cannot_be_restarted_twice_ends_the_run_with_one_line(tmp_pa
     finally:
         node.close()
     assert node.metrics.status.problems_total["p2pd_died"] == 2
+
+
+@contextlib.contextmanager
+def squatting(port: int, timeout_s: float = 10.0) -> Iterator[None]:
+    """Another program listening on 127.0.0.1:`port`, once the killed daemon's socket is released."""
+    deadline = time.monotonic() + timeout_s
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the dead daemon's TIME_WAIT
+        while True:
+            try:
+                squatter.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"port {port} still held {timeout_s:g} s after the kill"
+                time.sleep(0.1)
+        squatter.listen()
+        yield

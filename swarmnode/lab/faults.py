@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
-from swarmnode.lab.node_process import NodeProcess, events
+from swarmnode.lab.disks import tmpfs
+from swarmnode.lab.node_process import NodeProcess, events, kill_family
 from swarmnode.learn.checkpoint import Checkpointer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +55,7 @@ def p2pd_killed(work: Path, tree: Path = ROOT, rounds_after: int = 4) -> FaultOu
         seen = _rounds_until(node, lambda e: e["event"] == "round" and e["round"] > killed_at + rounds_after)
     rounds = [e for e in seen if e["event"] == "round"]
     shared = [e["round"] for e in rounds if e["published"]]
-    lost = (shared[0] if shared else rounds[-1]["round"] + 1) - killed_at - 1
+    lost = (shared[0] if shared else max([killed_at, *(e["round"] for e in rounds)]) + 1) - killed_at - 1
     died = [e for e in seen if e["event"] == "p2pd_died"]
     behaviour = (
         f"p2pd_died event, p2pd restarted, shared again at round {shared[0]}" if died and shared
@@ -77,7 +76,9 @@ def sigterm_in_generate(work: Path, tree: Path = ROOT, new_tokens: int = 1500) -
     data_dir = work / "node"
     with NodeProcess(data_dir, *long_generate, tree=tree) as node:
         node.wait_for(lambda e: e["event"] == "started", ROUND_TIMEOUT_S)
+        deadline = time.monotonic() + ROUND_TIMEOUT_S
         while (status := _status(node))["phase"] != "generate":
+            assert time.monotonic() < deadline, "the node never started generating"
             time.sleep(0.05)
         time.sleep(3.0)  # well inside the phase
         signalled = time.monotonic()
@@ -108,7 +109,7 @@ def full_disk(work: Path, tree: Path = ROOT, rounds: int = 6) -> FaultOutcome:
     checkpoints.mkdir(parents=True)
     every_round = ["--set", "gossip.enabled=false", "--set", "checkpoint.min_interval_s=0",
                    "--set", "checkpoint.every_rounds=1", "--rounds", str(rounds)]
-    with _tmpfs(checkpoints, "256m"), NodeProcess(data_dir, *every_round, tree=tree) as node:
+    with tmpfs(checkpoints), NodeProcess(data_dir, *every_round, tree=tree) as node:
         node.wait_for(lambda e: e["event"] == "checkpoint", ROUND_TIMEOUT_S)
         _fill(checkpoints / ".filler")
         code, stdout, stderr = node.finish(timeout_s=ROUND_TIMEOUT_S * 2)
@@ -229,16 +230,6 @@ def _status(node: NodeProcess) -> dict:
         return json.loads(response.read())
 
 
-@contextlib.contextmanager
-def _tmpfs(directory: Path, size: str) -> Iterator[None]:
-    """A small filesystem of its own at `directory` (root only), unmounted whatever happens."""
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True)
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(directory)], check=False)
-
-
 def _fill(path: Path) -> None:
     """Fill the filesystem holding `path` to the last byte."""
     with open(path, "wb") as out, contextlib.suppress(OSError):
@@ -259,12 +250,7 @@ class _Bootstrap:
     maddr: str
 
     def kill(self) -> None:
-        """SIGKILL the bootstrap and its p2pd (in a session of its own), if still there."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for process in [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.kill()
-        self.process.wait(30)
+        kill_family(self.process)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,16 @@ _SKEWED = (
 )
 
 
+def kill_family(process: subprocess.Popen) -> None:
+    """SIGKILL a process and its descendants (a p2pd in a session of its own among them), and reap it."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for member in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(30)
+
+
 class NodeProcess:
     """One `swarmnode join --headless` on `data_dir`; use it as a context manager. `tree`: the checkout whose
     code runs (default: the one imported here); `clock_offset_s`: how far its clock is off."""
@@ -114,13 +124,7 @@ class NodeProcess:
 
     def kill(self) -> None:
         """SIGKILL the node and whatever it started (p2pd runs in a session of its own), if still there."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            family = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
-            for process in family:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    process.send_signal(signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(30)
+        kill_family(self.process)
         self._stderr.close()
         self.stderr_path.unlink(missing_ok=True)
 

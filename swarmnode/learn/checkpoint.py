@@ -118,11 +118,18 @@ class Checkpointer:
         return self.directory / f"round-{round:08d}"
 
     def checkpoints(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+        """Complete checkpoints, oldest first; a checkpoint renamed aside whose round is missing (a re-save was
+        killed between its renames) counts, at its aside path, for readers that must not repair the directory
+        (export, without the node's lock)."""
         if not self.directory.is_dir():
             return []
-        found = [p for p in self.directory.iterdir() if _NAME.match(p.name) and (p / "state.json").exists()]
-        return sorted(found, key=lambda p: p.name)
+        found = {}
+        for path in self.directory.iterdir():
+            aside = _ASIDE.match(path.name)
+            name = aside[1] if aside else path.name
+            if _NAME.match(name) and (path / "state.json").exists() and (name not in found or not aside):
+                found[name] = path
+        return [found[name] for name in sorted(found)]
 
     def latest(self) -> Path | None:
         found = self.checkpoints()

@@ -83,7 +83,8 @@ class SwarmP2P(P2P):
         return response
 
     async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
-        storing = handle_name.endswith(".rpc_store")
+        storing, finding = handle_name.endswith(".rpc_store"), handle_name.endswith(".rpc_find")
+        capped = not handle_name.endswith(".rpc_ping")  # a ping is a few bytes, and one unanswered drops us
 
         async def metered(request, context):
             size = request.ByteSize()
@@ -92,8 +93,10 @@ class SwarmP2P(P2P):
                 self.refused["request_not_allowed"] += 1
                 self.traffic.add(refused=1, bytes_refused=size)
                 raise PermissionError("not on this swarm's allowlist")
-            if self.bandwidth is not None and not self.bandwidth.admit(size):
+            if capped and self.bandwidth is not None and not self.bandwidth.admit(size):
                 self.traffic.add(refused=1, bytes_refused=size)
+                if refusal := _over_cap_answer(request, storing, finding):
+                    return refusal  # an answer, not an error: hivemind drops peers whose requests fail
                 raise OverCap("over its network.max_kbps: ask another replica, or this one later")
             if storing and not self.store_rate.allow(sender, size):
                 response = dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
@@ -110,6 +113,17 @@ class SwarmP2P(P2P):
         if self.bandwidth is not None:
             self.bandwidth.charge(bytes_in + bytes_out)
         self.traffic.add(bytes_in=bytes_in, bytes_out=bytes_out)
+
+
+def _over_cap_answer(request, storing: bool, finding: bool):
+    """What a capped server answers a DHT request it will not serve: nothing stored, nothing found. A raised error
+    would make the asker drop us from its routing table and bar us from its lookups, and with us the records we
+    replicate; this way it only asks another replica."""
+    if storing:
+        return dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
+    if finding:
+        return dht_pb2.FindResponse(results=[dht_pb2.FindResult(type=dht_pb2.NOT_FOUND) for _ in request.keys])
+    return None
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,10 @@ class DHTPeer:
         self._rejoin_task = asyncio.create_task(self._keep_joined())
 
     async def _create_node(self, client_mode: bool) -> DHTNode:
+        """A DHT node on our daemon and storage; a client drops the records it held as a replica (after a switch
+        or a restart: they would answer our own lookups, stale, until they expired)."""
+        if client_mode:
+            self.storage.clear()
         node = await DHTNode.create(
             p2p=self._p2p,
             node_id=node_id_of(self._p2p.peer_id),
@@ -260,12 +264,15 @@ class DHTPeer:
         node = self._node
         return node is not None and node.protocol.client_mode
 
-    async def _connect(self, peers: dict[PeerID, list[Multiaddr]]) -> None:
-        """Open connections to `peers` (best effort; whoever does not answer is handled by the join)."""
+    async def _connect(self, peers: dict[PeerID, list[Multiaddr]], ping: bool = False) -> None:
+        """Open connections to `peers`, each within RPC_TIMEOUT_S (best effort; whoever does not answer is handled
+        by the join); `ping`: and ping each, so a server that answers is in our routing table and we in its."""
 
         async def connect(peer_id: PeerID, maddrs: list[Multiaddr]) -> None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
+                if ping:
+                    await self._node.protocol.call_ping(peer_id)
 
         await asyncio.gather(*(connect(peer_id, maddrs) for peer_id, maddrs in peers.items()))
 
@@ -283,11 +290,7 @@ class DHTPeer:
     def listen_ports(self) -> list[int]:
         """Ports peers could dial: those we announce (a router may forward another port), else those we
         listen on."""
-        ports = []
-        for text in self.network.announce_maddrs or self.visible_maddrs:
-            with contextlib.suppress(Exception):
-                ports.append(int(Multiaddr(text).value_for_protocol("tcp")))
-        return sorted(set(ports))[:MAX_DIAL_BACK_PORTS]
+        return _tcp_ports(self.network.announce_maddrs or self.visible_maddrs)[:MAX_DIAL_BACK_PORTS]
 
     @property
     def announced_hosts(self) -> list[str]:
@@ -349,29 +352,41 @@ class DHTPeer:
 
     def daemon_alive(self) -> bool:
         """Whether our p2pd still runs: without it the node is alone however full its routing table looks."""
-        pid = self.daemon_pid()
-        return pid is not None and process_alive(pid)
+        child = self._p2p._child if self._p2p is not None else None  # reaped: returncode set (its pid may be reused)
+        return child is not None and child.returncode is None and process_alive(child.pid)
 
     def restart(self) -> None:
-        """After p2pd died: a new daemon and DHT node under the same identity, on the same ports where they are
-        free, keeping the records we hold, our counters and the peers we knew; raise StartError if it fails."""
+        """After p2pd died: a new daemon and DHT node under the same identity, keeping the records we hold, our
+        counters and the peers we knew; on the configured port, or else the one it had if still free (peers know
+        it), else any. Raise StartError if it fails, leaving no half-started peer behind."""
         loop = self._require_loop()
-        port = self.network.port or _tcp_port(self.visible_maddrs)
-        try:
-            loop.run(self._restart(port), DAEMON_EXIT_TIMEOUT_S + RPC_TIMEOUT_S + self._start_timeout_s)
-        except Exception as error:
-            logger.debug("the DHT peer failed to restart", exc_info=error)
-            raise explain(error, self.network) from None
+        ports = [self.network.port] if self.network.port else [*_tcp_ports(self.visible_maddrs)[:1], 0]
+        for index, port in enumerate(ports):
+            try:
+                loop.run(self._restart(port), DAEMON_EXIT_TIMEOUT_S + RPC_TIMEOUT_S + self._start_timeout_s)
+                return
+            except Exception as error:
+                logger.debug("the DHT peer failed to restart on port %d", port, exc_info=error)
+                failure = explain(error, self.network)
+                if failure.reason is not StartFailure.PORT_IN_USE or index == len(ports) - 1:
+                    raise failure from None
 
     async def _restart(self, port: int) -> None:
+        await self._stop_daemon()
+        self._socket_prefix = _socket_prefix()
+        try:
+            await self._start([listen_maddr(self.network.host, port)], joined_before=True)
+        except BaseException:
+            await self._stop_daemon()
+            raise
+
+    async def _stop_daemon(self) -> None:
         with contextlib.suppress(Exception):
             await self._shutdown()
         for path in self.socket_paths():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         self._node = self._p2p = None
-        self._socket_prefix = _socket_prefix()
-        await self._start([listen_maddr(self.network.host, port)], joined_before=True)
 
     def close(self) -> None:
         """Stop the node and its daemon; idempotent. Afterwards no p2pd and no socket file of ours remain."""
@@ -577,25 +592,14 @@ class DHTPeer:
         while True:
             await asyncio.sleep(REJOIN_INTERVAL_S)
             if self.num_peers() == 0:
-                await self._ping_all({**self.entry_peers, **self._initial_peers})
+                await self._connect({**self.entry_peers, **self._initial_peers}, ping=True)
             elif time.monotonic() - checked >= ENTRY_RECHECK_S:
                 checked = time.monotonic()
                 routing = self._node.protocol.routing_table.peer_id_to_uid
-                await self._ping_all({peer: maddrs for peer, maddrs in self._configured_peers.items() if peer not in routing})
+                await self._connect({peer: maddrs for peer, maddrs in self._configured_peers.items() if peer not in routing}, ping=True)
             if self._recheck_due():
                 with contextlib.suppress(Exception):  # a failed check leaves the last verdict in place
                     await self._recheck()
-
-    async def _ping_all(self, peers: dict[PeerID, list[Multiaddr]]) -> None:
-        """Dial and ping each peer (concurrently, each within RPC_TIMEOUT_S): a server that answers is in our
-        routing table, and we are in its."""
-
-        async def ping(peer_id: PeerID, maddrs: list[Multiaddr]) -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._p2p._client.connect(peer_id, maddrs), RPC_TIMEOUT_S)
-                await self._node.protocol.call_ping(peer_id)
-
-        await asyncio.gather(*(ping(peer_id, maddrs) for peer_id, maddrs in peers.items()))
 
     def check_reachability_now(self) -> ReachabilityReport:
         """Ask peers to dial us back now (as the periodic re-check does) and return the verdict in force."""
@@ -624,14 +628,11 @@ class DHTPeer:
             await self._switch_mode(self.client_mode_for(report))
 
     async def _switch_mode(self, client_mode: bool) -> None:
-        """Replace the DHT node by one in the other mode on the same daemon and storage, and rejoin; a client
-        drops the records it held as a replica (they would answer lookups, stale, until they expired)."""
+        """Replace the DHT node by one in the other mode on the same daemon and storage, and rejoin."""
         old = self._node
         contacts = {peer_id: [] for peer_id in old.protocol.routing_table.peer_id_to_uid}
         old.is_alive = False
         await old.protocol.shutdown()
-        if client_mode:
-            self.storage.clear()
         self._node = await self._create_node(client_mode)
         logger.info("reachability %s: the DHT now runs as a %s", self.reachability.reachability.value,
                     "client" if client_mode else "server")
@@ -677,12 +678,12 @@ class DHTPeer:
         return self._loop
 
 
-def _tcp_port(maddrs: Sequence[str]) -> int:
-    """The TCP port a daemon listened on (0, any free port, if none is listed)."""
+def _tcp_ports(maddrs: Sequence[str]) -> list[int]:
+    ports = []
     for text in maddrs:
         with contextlib.suppress(Exception):
-            return int(Multiaddr(text).value_for_protocol("tcp"))
-    return 0
+            ports.append(int(Multiaddr(text).value_for_protocol("tcp")))
+    return sorted(set(ports))
 
 
 def _socket_prefix() -> str:

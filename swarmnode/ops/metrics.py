@@ -212,7 +212,7 @@ class Metrics:
         self.skipped = PromCounter("swarmnode_steps_skipped", "Training steps skipped", registry=r)
         self.collapses = PromCounter("swarmnode_collapses", "Collapse detections", registry=r)
         self.problems = PromCounter(
-            "swarmnode_problems", "Problems by kind: publish_failed, collect_timed_out, collect_failed, beacon_failed, p2pd_died, out_of_memory, memory_tight, checkpoint_failed", ["kind"], registry=r
+            "swarmnode_problems", "Problems by kind: publish_failed, collect_timed_out, collect_failed, beacon_failed, p2pd_died, p2pd_restart_failed, out_of_memory, memory_tight, checkpoint_failed", ["kind"], registry=r
         )
         self.local_only = PromCounter(
             "swarmnode_published_local_only", "Rounds whose batch only this node stored (not published)", registry=r
