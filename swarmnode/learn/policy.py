@@ -319,7 +319,9 @@ class Policy:
         """`group_size` completions per prompt: prompt encoded once per group, finished rows dropped, at most
         `sample_rows` rows (whole groups, at least one) decoded at once. An allocation failure halves
         `sample_rows` for good and redoes the chunk from the generator state it started at; a group of one prompt
-        that does not fit is raised. A stop requested (`should_stop`) raises Interrupted before the next step."""
+        that does not fit is raised. A stop requested (`should_stop`) raises Interrupted before the next step.
+        The chunks draw from `generator` in turn, so the same seed samples the same completions only under the same
+        chunking: where the plan binds (a budget from the free memory at start) two runs can differ."""
         self.model.eval()
         sampled: list[list[SampledCompletion]] = []
         with self.autocast():  # one region for all decode steps: float32 weights are cast once, not per token
