@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import time
@@ -294,7 +295,8 @@ def test_a_node_whose_disk_fills_up_trains_on_and_keeps_its_newest_checkpoint(tm
 
         tmpfs.leave_free(disk, 2 * size)
         node.save_checkpoint()
-        assert node.checkpoint == disk / "round-00000003"
+        failed_again = [e["message"] for e in logged if e["event"] == "checkpoint_failed"][3:]
+        assert node.checkpoint == disk / "round-00000003", (failed_again, shutil.disk_usage(disk), size)
         assert sorted(path.name for path in disk.iterdir()) == [kept.name, "round-00000003"]
         assert load_checkpoint(kept, model, None).round == 1
         assert all(torch.equal(p, weights[name]) for name, p in model.named_parameters() if p.requires_grad)
