@@ -88,7 +88,7 @@ TARGETS = {
         ("tests/test_checkpoint_limits.py", "tests/test_checkpoint.py"),
     ),
     "learn/sapo.py": Target(("_with_backoff",), ("tests/test_memory.py",)),
-    "learn/interrupt.py": Target(("is_out_of_memory",), ("tests/test_memory.py",)),
+    "learn/interrupt.py": Target(("is_out_of_memory", "release_failed_attempt"), ("tests/test_memory.py",)),
 }
 
 # Mutants that cannot change what the code does, each with the reason: (module, operator, line before, line after).

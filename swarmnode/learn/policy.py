@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import gc
 import inspect
 import os
 import socket
@@ -25,7 +24,7 @@ from transformers.utils import logging as transformers_logging
 
 from swarmnode.config import LoraConfig, ModelConfig
 from swarmnode.host import usable_cpus
-from swarmnode.learn.interrupt import Interrupted, ShouldStop, is_out_of_memory, never
+from swarmnode.learn.interrupt import Interrupted, ShouldStop, is_out_of_memory, never, release_failed_attempt
 from swarmnode.learn.tasks import ANSWER_CLOSE
 
 EMBEDDED_MODEL_NAME = "swarmnode-seed"
@@ -335,10 +334,7 @@ class Policy:
                 except (torch.OutOfMemoryError, MemoryError, RuntimeError) as error:
                     if not is_out_of_memory(error) or len(chunk) == 1:
                         raise
-                # past the handler the failed attempt's frames are gone: its tensors go back before the retry
-                gc.collect()
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_failed_attempt(self.device)  # past the handler: the failed attempt's frames are gone
                 self.sample_rows = len(chunk) // 2 * group_size
                 if generator is not None:
                     generator.set_state(start_state)

@@ -9,14 +9,13 @@ fixed token budget, so a step's size does not depend on how many groups survived
 from __future__ import annotations
 
 import copy
-import gc
 from dataclasses import dataclass
 
 import torch
 
 from swarmnode.config import MemoryConfig, OptimizerConfig, SapoConfig
 from swarmnode.learn.group import Source
-from swarmnode.learn.interrupt import Interrupted, ShouldStop, is_out_of_memory, never
+from swarmnode.learn.interrupt import Interrupted, ShouldStop, is_out_of_memory, never, release_failed_attempt
 from swarmnode.learn.memory import RUNTIME_BYTES, MemoryPlan, budget_bytes, fixed_bytes, plan_micro_batch
 from swarmnode.learn.policy import Policy, keep_frozen_in
 from swarmnode.learn.selection import Selection
@@ -282,9 +281,7 @@ class SapoTrainer:
                 self._failures += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 del error
-                gc.collect()
-                if self.policy.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                release_failed_attempt(self.policy.device)
                 self.micro_batch_size = max(1, self.micro_batch_size // 2)
 
     def _samples(self, selection: Selection) -> list[_Sample]:

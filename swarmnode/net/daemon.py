@@ -95,11 +95,11 @@ class SwarmP2P(P2P):
                 raise PermissionError("not on this swarm's allowlist")
             if capped and self.bandwidth is not None and not self.bandwidth.admit(size):
                 self.traffic.add(refused=1, bytes_refused=size)
-                if refusal := _over_cap_answer(request, storing, finding):
+                if refusal := _declined(request, storing, finding):
                     return refusal  # an answer, not an error: hivemind drops peers whose requests fail
                 raise OverCap("over its network.max_kbps: ask another replica, or this one later")
             if storing and not self.store_rate.allow(sender, size):
-                response = dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
+                response = _declined(request, storing, finding)
             else:
                 response = await handler(request, context)
             self.traffic.add(served=1, bytes_in=size)
@@ -115,10 +115,10 @@ class SwarmP2P(P2P):
         self.traffic.add(bytes_in=bytes_in, bytes_out=bytes_out)
 
 
-def _over_cap_answer(request, storing: bool, finding: bool):
-    """What a capped server answers a DHT request it will not serve: nothing stored, nothing found. A raised error
-    would make the asker drop us from its routing table and bar us from its lookups, and with us the records we
-    replicate; this way it only asks another replica."""
+def _declined(request, storing: bool, finding: bool):
+    """What we answer a DHT request we will not serve (over the bandwidth cap, or a store over the sender's rate):
+    nothing stored, nothing found. A raised error would make the asker drop us from its routing table and bar us
+    from its lookups, and with us the records we replicate; this way it only asks another replica."""
     if storing:
         return dht_pb2.StoreResponse(store_ok=[False] * len(request.keys))
     if finding:

@@ -383,6 +383,10 @@ class DHTPeer:
     async def _stop_daemon(self) -> None:
         with contextlib.suppress(Exception):
             await self._shutdown()
+        self._forget_daemon()
+
+    def _forget_daemon(self) -> None:
+        """After a shutdown (or a daemon that died): no socket file and no handle of it left."""
         for path in self.socket_paths():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -396,10 +400,7 @@ class DHTPeer:
         with contextlib.suppress(Exception):
             loop.run(self._shutdown(), DAEMON_EXIT_TIMEOUT_S + RPC_TIMEOUT_S)
         loop.stop()
-        for path in self.socket_paths():
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        self._node = self._p2p = None
+        self._forget_daemon()
 
     async def _shutdown(self) -> None:
         if self._rejoin_task is not None:
