@@ -42,6 +42,7 @@ from swarmnode.ops.metrics import Metrics, RoundRecord, Status
 from swarmnode.ops.server import serve
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import IDENTITY_FILENAME, load_or_create_identity
+from swarmnode.wire.keys import PROTOCOL_VERSION
 from swarmnode.wire.rollout import Rollout
 from swarmnode.wire.rules import SwarmRules
 
@@ -156,7 +157,7 @@ class Node:
             "trainable_parameters": policy.trainable_parameters, "threads": policy.threads, "nice": niceness(),
             "micro_batch_size": self.learner.micro_batch_size,
             "memory_plan": plan.describe() if plan else None, "sampling_plan": self.learner.sampling_plan.describe(),
-            "swarm": config.swarm.id, "round": self.round, "data_dir": str(self.data_dir),
+            "swarm": config.swarm.id, "protocol": PROTOCOL_VERSION, "round": self.round, "data_dir": str(self.data_dir),
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
             "metrics_url": self.metrics_url, "reachability": self.status.reachability,
             "reachability_detail": self.status.reachability_detail, "dht_mode": self.status.dht_mode,
@@ -184,7 +185,8 @@ class Node:
         self._update_reachability()
         if config.gossip.beacon:
             self.beacons = BeaconService(
-                self.peer, self.identity, rules, self._beacon, self._census_taken, timeout_s=config.gossip.publish_timeout_s
+                self.peer, self.identity, rules, self._beacon, self._census_taken, timeout_s=config.gossip.publish_timeout_s,
+                size=self.gossip.size,
             )
             self.beacons.start()
 

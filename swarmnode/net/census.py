@@ -1,8 +1,10 @@
 """The census: the swarm seen from any node, without a central server (docs/DESIGN.md §8).
 
 Every node stores its signed beacon (`swarmnode.wire.beacon`) once a window under its census bucket's key of
-that window and of the next. A census reads the current window's bucket keys and keeps the beacons of the
-current and previous window: those are the live nodes. Keys that change every window leave a liar who ground
+that window and of the next, at the three tiers around the one the swarm's size calls for (`wire/keys.py`). A
+census reads the current window's bucket keys of one tier and keeps the beacons of the current and previous
+window: those are the live nodes. A reader that does not know the swarm's size yet probes one bucket of every
+tier first: only the tiers near the swarm's hold beacons. Keys that change every window leave a liar who ground
 an identity next to one a window's use of it, and the census reads every replica of a bucket. A node's own census, taken every window for its dashboard and metrics, stops reading buckets once it
 has seen `CENSUS_SAMPLE` nodes, so its cost does not grow with the swarm beyond that; swarm totals are then
 scaled up from the buckets read, and say so. `swarmnode swarm` reads every bucket.
@@ -31,7 +33,10 @@ from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import BEACON, Beacon
 from swarmnode.wire.identity import Identity, save_identity
-from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key, census_windows
+from swarmnode.net.swarm_size import SwarmSize
+from swarmnode.wire.keys import (
+    CENSUS_PER_KEY, PROTOCOL_VERSION, TIER_MAX, bucket_of, census_key, census_windows, tier_for, written_tiers,
+)
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rules import Slot, SwarmRules
@@ -71,7 +76,9 @@ class Census:
     taken_at: float  # DHT time
     entries: list[CensusEntry]
     buckets_read: int
-    buckets_total: int = BEACON_BUCKETS
+    buckets_total: int = 1
+    tier: int = 0  # the buckets' tier: 2^tier buckets in all
+    protocol: int = PROTOCOL_VERSION  # of the node that took it (PROTOCOL.md §4): nodes of others are not in it
     refused: dict[str, int] = field(default_factory=dict)  # beacons that failed their checks, by reason
     bytes_in: int = 0
     timed_out: bool = False
@@ -124,6 +131,8 @@ class Census:
             "complete": self.complete,
             "buckets_read": self.buckets_read,
             "buckets_total": self.buckets_total,
+            "tier": self.tier,
+            "protocol": self.protocol,
             "refused": self.refused,
             "bytes_in": self.bytes_in,
             "timed_out": self.timed_out,
@@ -148,6 +157,7 @@ class Census:
         return cls(
             swarm_id=data["swarm_id"], taken_at=float(data["taken_at"]), entries=entries,
             buckets_read=int(data["buckets_read"]), buckets_total=int(data["buckets_total"]),
+            tier=int(data.get("tier", 0)), protocol=int(data.get("protocol", 1)),
             refused=dict(data.get("refused", {})), bytes_in=int(data.get("bytes_in", 0)),
             timed_out=bool(data.get("timed_out", False)), thin_buckets=int(data.get("thin_buckets", 0)),
             missing_self=bool(data.get("missing_self", False)), full_buckets=int(data.get("full_buckets", 0)),
@@ -164,59 +174,91 @@ def take_census(
     rng: random.Random | None = None,
     own: str | None = None,
 ) -> Census:
-    """Read census buckets (all at once, or in random waves until `enough` live nodes were seen) and keep
-    the valid beacons of the current and previous window. Stale beacons (departed nodes) are left out
-    silently; any other failed check is counted by reason. A key holds at most MAX_BEACONS_PER_BUCKET
-    signers on honest replicas; what the replicas return beyond that together is not opened (`census_full`),
-    and the census is then not complete.
+    """Read census buckets of the tier `expected_nodes` calls for (all at once, or in random waves until `enough`
+    live nodes were seen) and keep the valid beacons of the current and previous window. Stale beacons (departed
+    nodes) are left out silently; any other failed check is counted by reason. A key holds at most
+    MAX_BEACONS_PER_BUCKET signers on honest replicas; what the replicas return beyond that together is not
+    opened (`census_full`), and the census is then not complete.
 
     Each wave is one DHT read; the first reads as many buckets as should hold `enough` of `expected_nodes`
-    (all of them when the swarm's size is unknown or small), later ones BUCKETS_PER_WAVE. A wave cut by the
-    deadline counts only the buckets it returned as read. `own`: our peer id, when our beacon of this window was
-    stored: its bucket read without it says the read missed what the swarm holds."""
+    (all of them without `enough`), later ones BUCKETS_PER_WAVE. With no `expected_nodes`, a probe of one bucket
+    at every tier comes first and sets the tier (its bucket there counts as read). A wave cut by the deadline
+    counts only the buckets it returned as read. `own`: our peer id, when our beacon of this window was stored:
+    its bucket read without it says the read missed what the swarm holds."""
     if rules.swarm_id is None:
         raise ValueError("a census is of one swarm: the rules must name it")
+    rng = rng or random.Random()
     deadline = time.monotonic() + timeout_s
-    buckets = list(range(BEACON_BUCKETS))
-    (rng or random.Random()).shuffle(buckets)
     census = Census(rules.swarm_id, get_dht_time(), [], 0)
     window = rules.window_of(census.taken_at)
     refused: Counter[str] = Counter()
-    wave_size = BEACON_BUCKETS
+    probed: dict[tuple[int, int], list[CensusEntry]] = {}
+    if expected_nodes is None:
+        probed = _read_buckets(peer, rules, census, window, {(tier, rng.randrange(2**tier)) for tier in range(TIER_MAX + 1)},
+                               deadline, refused, own)
+        expected_nodes = _probed_size(probed)
+    census.tier = tier_for(expected_nodes, CENSUS_PER_KEY)
+    census.buckets_total = 2**census.tier
+    buckets = list(range(census.buckets_total))
+    rng.shuffle(buckets)
+    for (tier, bucket), entries in probed.items():
+        if tier == census.tier:
+            buckets.remove(bucket)
+            census.entries.extend(entries)
+            census.buckets_read += 1
+    wave_size = len(buckets)
     if enough is not None and expected_nodes:
-        wave_size = min(max(math.ceil(enough * BEACON_BUCKETS / expected_nodes), BUCKETS_PER_WAVE), BEACON_BUCKETS)
-    while buckets and (enough is None or len(census.entries) < enough):
+        wave_size = min(max(math.ceil(enough * census.buckets_total / expected_nodes), BUCKETS_PER_WAVE), len(buckets))
+    while buckets and not census.timed_out and (enough is None or len(census.entries) < enough):
         wave, buckets = buckets[:wave_size], buckets[wave_size:]
         wave_size = BUCKETS_PER_WAVE
-        keys = {census_key(rules.swarm_id, window, bucket): bucket for bucket in wave}
-        read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=CENSUS_QUORUM)
-        found, census.timed_out = read.entries, read.timed_out
+        found = _read_buckets(peer, rules, census, window, {(census.tier, bucket) for bucket in wave}, deadline, refused, own)
         census.buckets_read += len(found) if census.timed_out else len(wave)
-        census.thin_buckets += len(read.thin_keys())
-        own_key = census_key(rules.swarm_id, window, beacon_bucket(own)) if own is not None else None
-        if own_key in keys:
-            census.missing_self = own not in found.get(own_key, {})
-        now = get_dht_time()
-        for key, entries in found.items():
-            if len(entries) > MAX_BEACONS_PER_BUCKET:  # the entries most replicas returned are opened first
-                refused["census_full"] += len(entries) - MAX_BEACONS_PER_BUCKET
-                census.full_buckets += 1
-            for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
-                census.bytes_in += len(frame)
-                try:
-                    signed = open_frame(
-                        frame, BEACON, rules, now=now, slot=Slot(window, keys[key], subkey), verified=peer.verified,
-                        reading=True,
-                    )
-                except Rejected as rejected:
-                    if rejected.reason is not Reason.STALE:
-                        refused[rejected.reason.value] += 1
-                    continue
-                census.entries.append(CensusEntry(signed.signer, signed.value))
-        if census.timed_out:
-            break
+        census.entries.extend(entry for entries in found.values() for entry in entries)
     census.refused = dict(refused)
     return census
+
+
+def _read_buckets(
+    peer: DHTPeer, rules: SwarmRules, census: Census, window: int, buckets: set[tuple[int, int]], deadline: float,
+    refused: Counter[str], own: str | None,
+) -> dict[tuple[int, int], list[CensusEntry]]:
+    """One DHT read of these (tier, bucket) keys of `window`: the live beacons of each key that answered. What it
+    cost and what it refused go on `census` and `refused`."""
+    keys = {census_key(rules.swarm_id, window, tier, bucket): (tier, bucket) for tier, bucket in buckets}
+    read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=CENSUS_QUORUM)
+    census.timed_out = read.timed_out
+    census.thin_buckets += sum(1 for key in read.thin_keys() if keys[key][0] == census.tier)
+    now = get_dht_time()
+    found: dict[tuple[int, int], list[CensusEntry]] = {}
+    for key, entries in read.entries.items():
+        tier, bucket = keys[key]
+        if own is not None and tier == census.tier and bucket == bucket_of(own, tier) and own not in entries:
+            census.missing_self = True
+        if len(entries) > MAX_BEACONS_PER_BUCKET:  # the entries most replicas returned are opened first
+            refused["census_full"] += len(entries) - MAX_BEACONS_PER_BUCKET
+            census.full_buckets += 1
+        live = found.setdefault((tier, bucket), [])
+        for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
+            census.bytes_in += len(frame)
+            try:
+                signed = open_frame(
+                    frame, BEACON, rules, now=now, slot=Slot(window, bucket, subkey, tier), verified=peer.verified,
+                    reading=True,
+                )
+            except Rejected as rejected:
+                if rejected.reason is not Reason.STALE:
+                    refused[rejected.reason.value] += 1
+                continue
+            live.append(CensusEntry(signed.signer, signed.value))
+    return found
+
+
+def _probed_size(probed: dict[tuple[int, int], list[CensusEntry]]) -> float | None:
+    """The swarm's size from one bucket of each tier: signers write under the tiers around the swarm's own, so
+    those buckets each hold about nodes / 2^tier and the others none. The median of their counts, scaled."""
+    estimates = sorted(len(entries) * 2**tier for (tier, _), entries in probed.items() if entries)
+    return float(estimates[len(estimates) // 2]) if estimates else None
 
 
 def take_census_as_client(rules: SwarmRules, network: NetworkConfig, *, timeout_s: float) -> Census:
@@ -249,15 +291,16 @@ class BeaconService:
         on_census: CensusSink,
         *,
         timeout_s: float,
+        size: SwarmSize | None = None,
     ) -> None:
         self.peer, self.identity, self.rules = peer, identity, rules
+        self.size = size if size is not None else SwarmSize()
         self._source, self._on_census, self._timeout_s = source, on_census, timeout_s
         self._stop = threading.Event()
         self._random = random.Random()
         self._thread = threading.Thread(target=self._run, name="swarmnode-beacon", daemon=True)
         self._full_lock = threading.Lock()
         self._full: Census | None = None
-        self._expected_nodes: float | None = None  # from our last census: how many buckets the next one reads
         self.published = self.failures = 0
         self._stored_in: set[int] = set()  # windows whose census key another peer stored our beacon under
         self.last_error: str | None = None  # why the latest beacon was not stored
@@ -304,15 +347,16 @@ class BeaconService:
             self.failures += 1
             self.last_error = f"our beacon would be refused by peers: {rejected}"
             return False
-        windows = census_windows(beacon.window)
+        tiers = written_tiers(tier_for(self.size.nodes(), CENSUS_PER_KEY))
+        placed = [(window, tier) for window in census_windows(beacon.window) for tier in tiers]
         items = [
-            StoreItem(census_key(beacon.swarm_id, window, beacon_bucket(self.identity.peer_id)), self.identity.peer_id,
-                      frame, self.rules.expiration_of(now))
-            for window in windows
+            StoreItem(census_key(beacon.swarm_id, window, tier, bucket_of(self.identity.peer_id, tier)),
+                      self.identity.peer_id, frame, self.rules.expiration_of(now))
+            for window, tier in placed
         ]
         outcomes = self.peer.store(items, timeout_s=self._timeout_s)
         self._stored_in = {window for window in self._stored_in if window >= beacon.window}
-        self._stored_in.update(window for window, outcome in zip(windows, outcomes) if outcome.remote > 0)
+        self._stored_in.update(window for (window, _), outcome in zip(placed, outcomes) if outcome.remote > 0)
         stored = beacon.window in self._stored_in
         self.published += int(stored)
         self.failures += int(not stored)
@@ -327,15 +371,18 @@ class BeaconService:
         """The node's own census: buckets until CENSUS_SAMPLE nodes were seen (all of a small swarm's)."""
         census = take_census(
             self.peer, self.rules, timeout_s=self._timeout_s, enough=CENSUS_SAMPLE,
-            expected_nodes=self._expected_nodes, rng=self._random, own=self._stored_beacon_of(),
+            expected_nodes=self.size.nodes(), rng=self._random, own=self._stored_beacon_of(),
         )
-        if not census.timed_out:  # a cut census would undercount: keep the previous estimate
-            self._expected_nodes = census.totals().nodes
+        if not census.timed_out and census.buckets_read:  # a cut census would undercount: keep the previous estimate
+            self.size.update(census.totals().nodes)
         return census
 
     def full_census(self) -> Census:
         """Every bucket, for `swarmnode swarm --url`; reused for a few seconds so that polling costs little."""
         with self._full_lock:
             if self._full is None or get_dht_time() - self._full.taken_at > FULL_CENSUS_CACHE_S:
-                self._full = take_census(self.peer, self.rules, timeout_s=self._timeout_s, own=self._stored_beacon_of())
+                self._full = take_census(
+                    self.peer, self.rules, timeout_s=self._timeout_s, expected_nodes=self.size.nodes(),
+                    own=self._stored_beacon_of(),
+                )
             return self._full

@@ -2,12 +2,16 @@
 each window, and what others' entries teach it: who publishes (signers behind NAT, in nobody's routing table,
 included) and which public peers it can rejoin through.
 
-Every publisher writes to the window's one directory key, so it is written once a window and read once a window
-(every round only while a node knows too few publishers): its replicas serve N reads a window, not N a round.
+A publisher writes its entry under its bucket's key of the three tiers around the one the swarm's size calls for
+(`wire/keys.py`), once a window; a reader reads a few random buckets of that tier, once a window (every round only
+while it knows too few publishers). A key then holds about DIRECTORY_PER_KEY signers and serves about as many
+reads a window, whatever the swarm's size.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,9 +19,10 @@ from dataclasses import dataclass, field
 from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.net.replicas import REPLICAS
 from swarmnode.net.storage import MAX_DIRECTORY_ENTRIES
+from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.wire.address import Reachability, is_tcp_address
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.keys import directory_key
+from swarmnode.wire.keys import DIRECTORY_PER_KEY, bucket_of, directory_key, tier_for, written_tiers
 from swarmnode.wire.presence import MAX_ADDRESSES, PRESENCE, Presence, join_addresses
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Rejected
@@ -41,10 +46,12 @@ class DirectoryRead:
 class Directory:
     """One node's side of the directory: not thread-safe; its gossip calls it under its own locks."""
 
-    def __init__(self, peer: DHTPeer, identity: Identity, rules: SwarmRules) -> None:
+    def __init__(self, peer: DHTPeer, identity: Identity, rules: SwarmRules, size: SwarmSize) -> None:
         self._peer = peer
         self._identity = identity
         self.rules = rules
+        self._size = size
+        self._random = random.Random()
         self._signers: dict[str, int] = {}  # signer -> newest window a batch of it was read from
         self._listed: dict[str, int] = {}  # signer -> newest window whose directory lists it (a claim until read)
         self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
@@ -55,16 +62,26 @@ class Directory:
         """Until another peer holds our entry of this window, every batch store carries it along."""
         return self._stored_window != window
 
-    def entry(self, window: int, now: float) -> StoreItem:
-        """Our entry: reachability, and where peers dialled us back (only if they could)."""
+    def _tier(self) -> tuple[int, float | None]:
+        """The tier the swarm's size (as we know it) calls for, and that size."""
+        nodes = self._size.nodes(known=len(self.publishers()) + 1)
+        return tier_for(nodes, DIRECTORY_PER_KEY), nodes
+
+    def entries(self, window: int, now: float) -> list[StoreItem]:
+        """Our entry, under our bucket of each tier we write: reachability, and where peers dialled us back (only
+        if they could)."""
         report = self._peer.reachability
         addresses: tuple[str, ...] = ()
         if report.reachability is Reachability.PUBLIC:
             transports = [maddr.split("/p2p/")[0] for maddr in self._peer.advertised_maddrs()]
             addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
         presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
-        frame = PRESENCE.seal(presence, self._identity)
-        return StoreItem(directory_key(self.rules.swarm_id, window), self._identity.peer_id, frame, self.rules.expiration_of(now))
+        frame, signer = PRESENCE.seal(presence, self._identity), self._identity.peer_id
+        return [
+            StoreItem(directory_key(self.rules.swarm_id, window, tier, bucket_of(signer, tier)), signer, frame,
+                      self.rules.expiration_of(now))
+            for tier in written_tiers(self._tier()[0])
+        ]
 
     def entry_stored(self, window: int) -> None:
         self._stored_window = window
@@ -96,17 +113,22 @@ class Directory:
         (a small swarm, or one whose other members are all behind NAT)."""
         return window not in self._read or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
 
-    def read(self, window: int, now: float, deadline: float) -> DirectoryRead:
-        """Learn who publishes from the directory of this window (and of the last ones, once): every signer
-        writes an entry there. Public signers' addresses become entry points to rejoin through."""
+    def read(self, window: int, now: float, deadline: float, peers_needed: int) -> DirectoryRead:
+        """Learn who publishes from random buckets of the directory of this window (and of the last ones, once):
+        as many as should list DIRECTORY_SLACK x `peers_needed` signers. Public signers' addresses become entry
+        points to rejoin through."""
+        tier, nodes = self._tier()
+        per_key = max((nodes or 1.0) / 2**tier, 1.0)
+        wanted = min(math.ceil(DIRECTORY_SLACK * peers_needed / per_key), 2**tier)
+        buckets = self._random.sample(range(2**tier), wanted)
         windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
-        keys = {directory_key(self.rules.swarm_id, w): w for w in windows}
+        keys = {directory_key(self.rules.swarm_id, w, tier, bucket): (w, bucket) for w in windows for bucket in buckets}
         result = DirectoryRead(keys_read=len(keys))
         # every replica: an answer is small (at most MAX_DIRECTORY_ENTRIES presences), and one liar must not hide it
         read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=REPLICAS)
         found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
-            self._read.update(keys.values())
+            self._read.update(windows)
         for key, entries in found.items():
             if len(entries) > MAX_DIRECTORY_ENTRIES:  # more than an honest replica holds: the rest is not opened
                 result.rejected["presence_directory_full"] += len(entries) - MAX_DIRECTORY_ENTRIES
@@ -116,7 +138,7 @@ class Directory:
                     continue
                 try:
                     signed = open_frame(
-                        frame, PRESENCE, self.rules, now=now, slot=Slot(keys[key], None, subkey),
+                        frame, PRESENCE, self.rules, now=now, slot=Slot(*keys[key], subkey, tier),
                         verified=self._peer.verified, reading=True,
                     )
                 except Rejected as rejected:

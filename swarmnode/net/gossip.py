@@ -21,6 +21,7 @@ from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig
 from swarmnode.net.directory import Directory
+from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.net.peer import DHTPeer, StoreItem, StoreOutcome
 from swarmnode.net.replicas import BATCH_QUORUM
 from swarmnode.net.reputation import Reputation
@@ -167,7 +168,9 @@ class Gossip:
     """A node's exchange with the swarm: sign and publish batches, collect and verify peers' batches, count the
     offences of their signers. publish/collect block the calling thread; the DHT runs on its own loop thread."""
 
-    def __init__(self, peer: DHTPeer, identity: Identity, rules: SwarmRules, config: GossipConfig) -> None:
+    def __init__(
+        self, peer: DHTPeer, identity: Identity, rules: SwarmRules, config: GossipConfig, size: SwarmSize | None = None
+    ) -> None:
         if peer.peer_id and peer.peer_id != identity.peer_id:
             raise ValueError(f"the DHT peer runs as {peer.peer_id}, not as the signer {identity.peer_id}")
         self.identity = identity
@@ -176,7 +179,8 @@ class Gossip:
         self.config = config
         self.next_sequence = 0
         self._peer = peer
-        self._directory = Directory(peer, identity, rules)
+        self.size = size if size is not None else SwarmSize()  # the census's estimate sets the directory's tier
+        self._directory = Directory(peer, identity, rules, self.size)
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
         self._refresher: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
@@ -286,10 +290,10 @@ class Gossip:
                 StoreItem(batch_key(self.rules.swarm_id, window, shard), self.peer_id, frame, self.rules.expiration_of(now))
             ]
             if self._directory.entry_due(window):
-                items.append(self._directory.entry(window, now))
+                items.extend(self._directory.entries(window, now))
             outcomes = self._peer.store(items, timeout_s=self.config.publish_timeout_s)
             outcome = outcomes[0]
-            if len(outcomes) > 1 and outcomes[1].remote > 0:
+            if any(entry.remote > 0 for entry in outcomes[1:]):
                 self._directory.entry_stored(window)
             if outcome.remote == 0:
                 kept = "; kept only locally" if outcome.local else ""
@@ -323,8 +327,9 @@ class Gossip:
         taken: Counter[str] = Counter()
         now = get_dht_time()
         window = self.rules.window_of(now)
-        if self._directory.read_due(window, math.ceil(max_rollouts / self.config.max_rollouts_per_peer)):
-            read = self._directory.read(window, now, deadline)
+        peers_needed = math.ceil(max_rollouts / self.config.max_rollouts_per_peer)
+        if self._directory.read_due(window, peers_needed):
+            read = self._directory.read(window, now, deadline, peers_needed)
             result.directory_keys_read += read.keys_read
             result.directory_entries += read.entries
             result.directory_timed_out = read.timed_out

@@ -173,7 +173,8 @@ def census_title(census: Census, own: str | None = None) -> str:
         seen = f"{len(census.entries)} seen: " if totals.estimated else ""  # the breakdown is of the nodes seen
         nodes = f"{about}{_counted(totals.nodes, 'node')} ({seen}{reach or 'none'})"
     return (
-        f"swarm {peer_text(census.swarm_id).plain}: {nodes}, {_counted(totals.models, 'model')}, "
+        f"swarm {peer_text(census.swarm_id).plain} (protocol v{census.protocol}): {nodes}, "
+        f"{_counted(totals.models, 'model')}, "
         f"{about}{totals.rounds_per_hour:,.0f} rounds/h, {about}{totals.rollouts_per_hour:,.0f} rollouts/h"
     )
 

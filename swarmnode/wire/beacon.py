@@ -21,7 +21,7 @@ from swarmnode.wire.envelope import (
     parse_canonical,
     text_limit,
 )
-from swarmnode.wire.keys import beacon_bucket, census_key, census_windows
+from swarmnode.wire.keys import TIER_MAX, bucket_of, census_key, census_windows, check_bucket
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.record import Kind
 from swarmnode.wire.rejection import Reason, Rejected
@@ -71,8 +71,8 @@ class Beacon:
 
 
 class BeaconKind(Kind[Beacon]):
-    """A beacon is placed by its signer alone (`Slot.shard`: the census bucket it was read from), and is live for
-    the current and the previous window whatever the swarm's max_age_windows."""
+    """A beacon is placed by its signer alone (`Slot.shard`: the census bucket of `Slot.tier` it was read from),
+    and is live for the current and the previous window whatever the swarm's max_age_windows."""
 
     name = "beacon"
     domain = BEACON_DOMAIN_TAG
@@ -84,8 +84,7 @@ class BeaconKind(Kind[Beacon]):
         return pb.Beacon(**fields).SerializeToString(deterministic=True)
 
     def check_signer(self, signer: str, slot: Slot | None) -> None:
-        if slot is not None and slot.shard is not None and slot.shard != beacon_bucket(signer):
-            raise Rejected(Reason.KEY_MISMATCH, "read from another bucket than its signer's")
+        check_bucket(signer, slot)
 
     def parse(self, payload: bytes) -> Beacon:
         message = parse_canonical(pb.Beacon, payload, "payload")
@@ -108,7 +107,10 @@ class BeaconKind(Kind[Beacon]):
             )
 
     def keys(self, value: Beacon, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        return tuple(census_key(value.swarm_id, window, beacon_bucket(signer)) for window in census_windows(value.window))
+        return tuple(
+            census_key(value.swarm_id, window, tier, bucket_of(signer, tier))
+            for window in census_windows(value.window) for tier in range(TIER_MAX + 1)
+        )
 
     def timestamp(self, value: Beacon) -> float:
         return value.timestamp

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from swarmnode.wire.batch import BATCH
-from swarmnode.wire.keys import BEACON_BUCKETS
+from swarmnode.wire.keys import TIER_MAX
 from swarmnode.wire.kinds import KINDS, kind_of_frame
 from swarmnode.wire.receive import ReplayGuard, open_frame
 from swarmnode.wire.record import Kind
@@ -21,8 +21,8 @@ from swarmnode.wire.rules import Slot, SwarmRules
 
 SLOT_SHAPES = {
     "batch": "WINDOW/SHARD/SUBKEY, e.g. 12345/3/12D3KooW...",
-    "presence": "WINDOW/directory/SUBKEY",
-    "beacon": f"WINDOW/census/BUCKET/SUBKEY, BUCKET in 0-{BEACON_BUCKETS - 1}",
+    "presence": f"WINDOW/directory/TIER/BUCKET/SUBKEY, TIER in 0-{TIER_MAX}, BUCKET below 2^TIER",
+    "beacon": f"WINDOW/census/TIER/BUCKET/SUBKEY, TIER in 0-{TIER_MAX}, BUCKET below 2^TIER",
 }
 
 
@@ -40,18 +40,15 @@ class Verdict:
 
 
 def parse_slot(text: str, kind: str) -> Slot:
-    """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/SUBKEY (a presence) or WINDOW/census/BUCKET/SUBKEY
-    (a beacon: Slot(window, bucket, subkey)); ValueError otherwise."""
+    """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/TIER/BUCKET/SUBKEY (a presence) or
+    WINDOW/census/TIER/BUCKET/SUBKEY (a beacon: Slot(window, bucket, subkey, tier)); ValueError otherwise."""
     window, shard, subkey = text.split("/", 2)
-    if kind == "beacon":
-        bucket, _, subkey = subkey.partition("/")
-        if shard != "census" or not subkey or not 0 <= int(bucket) < BEACON_BUCKETS:
-            raise ValueError(f"a beacon is read from a census key WINDOW/census/0..{BEACON_BUCKETS - 1}, not {text}")
-        return Slot(int(window), int(bucket), subkey)
-    if kind == "presence":
-        if shard != "directory":
-            raise ValueError(f"a presence is read from a directory key, not {shard!r}")
-        return Slot(int(window), None, subkey)
+    if kind in ("beacon", "presence"):
+        place = {"beacon": "census", "presence": "directory"}[kind]
+        tier, bucket, subkey = (subkey.split("/", 2) + ["", ""])[:3]
+        if shard != place or not subkey or not 0 <= int(tier) <= TIER_MAX or not 0 <= int(bucket) < 2 ** int(tier):
+            raise ValueError(f"a {kind} is read from a key {SLOT_SHAPES[kind]}, not {text}")
+        return Slot(int(window), int(bucket), subkey, int(tier))
     return Slot(int(window), int(shard), subkey)
 
 

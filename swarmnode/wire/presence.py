@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from swarmnode.wire.address import Reachability, is_tcp_address
 from swarmnode.wire.envelope import MAX_SWARM_ID_BYTES, check_swarm_id, check_timestamp, parse_canonical, text_limit
-from swarmnode.wire.keys import directory_key
+from swarmnode.wire.keys import TIER_MAX, bucket_of, check_bucket, directory_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.record import Kind, Signed
 from swarmnode.wire.rejection import Reason, Rejected
@@ -35,7 +35,7 @@ class Presence:
 
 
 class PresenceKind(Kind[Presence]):
-    """A presence entry is placed by its window alone (`Slot.window`: the directory it was read from)."""
+    """A presence entry is placed by its window and signer (`Slot`: the directory bucket it was read from)."""
 
     name = "presence"
     domain = PRESENCE_DOMAIN_TAG
@@ -60,6 +60,9 @@ class PresenceKind(Kind[Presence]):
             text_limit(address, MAX_ADDRESS_BYTES, "address")
         return _to_presence(message)
 
+    def check_signer(self, signer: str, slot: Slot | None) -> None:
+        check_bucket(signer, slot)
+
     def check(
         self, value: Presence, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
     ) -> None:
@@ -70,7 +73,9 @@ class PresenceKind(Kind[Presence]):
             check_freshness(value.window, value.timestamp, rules, now, reading=reading)
 
     def keys(self, value: Presence, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        return (directory_key(value.swarm_id, value.window),)
+        return tuple(
+            directory_key(value.swarm_id, value.window, tier, bucket_of(signer, tier)) for tier in range(TIER_MAX + 1)
+        )
 
     def timestamp(self, value: Presence) -> float:
         return value.timestamp

@@ -75,13 +75,14 @@ class SwarmRules:
 
 @dataclass(frozen=True)
 class Slot:
-    """Where a frame was read from in the DHT: the key's window and shard (a beacon's census bucket), and the
-    subkey. A DHT peer asked to store a record sees only the key's hash, so it passes None for window and shard
-    and compares the hash itself (`swarmnode.net.validator`)."""
+    """Where a frame was read from in the DHT: the key's window and shard (a presence's or beacon's bucket, of
+    `tier`), and the subkey. A DHT peer asked to store a record sees only the key's hash, so it passes None for
+    window and shard and compares the hash itself (`swarmnode.net.validator`)."""
 
     window: int | None
     shard: int | None
     subkey: str
+    tier: int = 0
 
 
 def check_swarm_and_window(swarm_id: str, window: int, timestamp: float, rules: SwarmRules) -> None:
