@@ -27,7 +27,7 @@ from swarmnode.ops.server import serve
 from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, Beacon
 from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity, load_identity, save_identity
-from swarmnode.wire.keys import BEACON_BUCKETS, beacon_bucket, census_key
+from swarmnode.wire.keys import census_key
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rules import SwarmRules
 
@@ -93,13 +93,13 @@ def listed(census: Census) -> dict[str, Beacon]:
     return {entry.peer_id: entry.beacon for entry in census.entries}
 
 
-def all_publishing(swarm: dict[str, Member]) -> None:
+def all_publishing(swarm: dict[str, Member], expected_nodes: float | None = None) -> None:
     """Start every member's beacon thread and wait until a census lists them all (windows are 4 s here, so
     a beacon stored once would go stale while a loaded machine starts the next step)."""
     for member in swarm.values():
         member.service.start()
     reader, deadline = next(iter(swarm.values())).dht, time.monotonic() + 30
-    while len(listed(take_census(reader, RULES, timeout_s=3))) < len(swarm):
+    while len(listed(take_census(reader, RULES, timeout_s=3, expected_nodes=expected_nodes))) < len(swarm):
         assert time.monotonic() < deadline, "the beacons never all showed"
         time.sleep(0.2)
 
@@ -162,7 +162,7 @@ def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_pat
         at_window_start()
         now = get_dht_time()
         content = beacon_source("a", a.dht)(RULES.window_of(now), now)
-        key = census_key(RULES.swarm_id, content.window, beacon_bucket(a.identity.peer_id))
+        key = census_key(RULES.swarm_id, content.window, 0, 0)  # tier 0: one bucket, where a small swarm's beacons go
         # Mallory (b) signs "a is running model-of-mallory" and stores it under a's subkey
         forged = Envelope.decode(BEACON.seal(dataclasses.replace(content, model_id="model-of-mallory"), b.identity))
         forged = dataclasses.replace(forged, signer=a.identity.public_key).encode()
@@ -171,12 +171,8 @@ def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_pat
             domain=BEACON_DOMAIN_TAG,
         ).encode()
         expiry = RULES.expiration_of(now)
-        outcomes = b.dht.store(
-            [StoreItem(key, a.identity.peer_id, forged, expiry), StoreItem(key, a.identity.peer_id, huge, expiry)], timeout_s=5
-        )
-        assert [outcome.remote for outcome in outcomes] == [0, 0]
-        refused = swarm["entry"].dht.refusals() + a.dht.refusals()
-        assert refused["bad_signature"] >= 1 and refused["too_large"] >= 1
+        assert b.dht.store([StoreItem(key, a.identity.peer_id, forged, expiry)], timeout_s=5)[0].remote == 0
+        assert (swarm["entry"].dht.refusals() + a.dht.refusals())["bad_signature"] >= 1
         # a's own beacon lands; a second one of the same window (its signed time says so, whatever the clock now
         # reads) does not: a beacon costs its replicas one store per signer and window
         again = dataclasses.replace(content, timestamp=content.timestamp + 0.001, round=content.round + 1)
@@ -188,25 +184,27 @@ def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_pat
         ]
         assert stores[0] >= 1 and stores[1] == 0
         assert (swarm["entry"].dht.refusals() + b.dht.refusals())["beacon_rate"] >= 1
+        # the key now proved to hold beacons, a frame over a beacon's size is refused before it is opened
+        later = RULES.expiration_of(content.timestamp + 0.002)
+        assert a.dht.store([StoreItem(key, a.identity.peer_id, huge, later)], timeout_s=5)[0].remote == 0
+        assert (swarm["entry"].dht.refusals() + b.dht.refusals())["too_large"] >= 1
         census = take_census(swarm["entry"].dht, RULES, timeout_s=5)
         assert listed(census)[a.identity.peer_id].model_id == "model-of-a"
 
 
-def test_a_nodes_own_census_stops_reading_buckets_once_it_has_seen_enough(tmp_path):
+def test_a_swarm_that_believes_itself_large_spreads_its_beacons_over_that_tiers_buckets(tmp_path):
+    """Members whose estimate is 200 nodes store their beacons under census tiers 3, 4 and 5 (tier 4: 16 buckets of
+    about 12 nodes): a census expecting 200 reads tier 4's buckets and lists them all; one at tier 0 lists none, as
+    a reader whose estimate is off from the writers' by more than one tier would not."""
     with members(tmp_path, ["entry", "a", "b", "c"]) as swarm:
-        all_publishing(swarm)
-        occupied = {beacon_bucket(member.identity.peer_id) for member in swarm.values()}
-        order = list(range(BEACON_BUCKETS))
-        random.Random(7).shuffle(order)  # the order take_census reads buckets in with this seed
-        waves = [order[:2], order[2:4], order[4:6], order[6:]]  # 1 node wanted of 4 expected: 2 buckets a wave
-        expected_reads = 2 * next(k + 1 for k, wave in enumerate(waves) if occupied & set(wave))
-        sample = take_census(swarm["entry"].dht, RULES, timeout_s=5, enough=1, expected_nodes=4, rng=random.Random(7))
-        full = take_census(swarm["entry"].dht, RULES, timeout_s=5)
-        assert sample.buckets_read == expected_reads and len(sample.entries) >= 1
-        assert full.buckets_read == BEACON_BUCKETS and full.totals().nodes == 4 and not full.totals().estimated
-        assert sample.totals().estimated == (expected_reads < BEACON_BUCKETS)
-        unknown_size = take_census(swarm["entry"].dht, RULES, timeout_s=5, enough=1)
-        assert unknown_size.buckets_read == BEACON_BUCKETS  # a swarm of unknown size is read in one wave
+        for member in swarm.values():
+            member.service.size.update(200.0)
+        all_publishing(swarm, expected_nodes=200.0)
+        reader = swarm["entry"].dht
+        large = take_census(reader, RULES, timeout_s=5, expected_nodes=200.0)
+        assert (large.tier, large.buckets_read) == (4, 16) and len(listed(large)) == 4 and large.complete
+        small = take_census(reader, RULES, timeout_s=5, expected_nodes=10.0)
+        assert small.tier == 0 and not listed(small)
 
 
 def test_swarmnode_swarm_from_a_bare_client_and_from_a_nodes_endpoint(tmp_path):

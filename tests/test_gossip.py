@@ -128,7 +128,8 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
 @pytest.mark.network
 def test_three_nodes_in_separate_processes_exchange_signed_batches(swarm):
     for tag, name in enumerate("abc", start=1):
-        assert swarm.nodes[name].ask("publish", tag=tag)["ok"]
+        published = swarm.nodes[name].ask("publish", tag=tag)
+        assert published["ok"], published
     for name in "abc":
         collected = swarm.nodes[name].ask("collect", max=20)
         received = {(item["signer"], item["tag"]) for item in collected["rollouts"] if item["tag"] in (1, 2, 3)}
@@ -373,7 +374,7 @@ def test_directory_entries_of_signers_that_publish_nothing_are_dropped_once_thei
     window = RULES.window_of(now)
     fakes = [Identity.generate() for _ in range(12)]
     items = [
-        StoreItem(directory_key(RULES.swarm_id, window), fake.peer_id,
+        StoreItem(directory_key(RULES.swarm_id, window, 0, 0), fake.peer_id,  # tier 0: a small swarm's one bucket
                   PRESENCE.seal(Presence(RULES.swarm_id, window, now), fake), RULES.expiration_of(now))
         for fake in fakes
     ]

@@ -17,7 +17,6 @@ from hivemind.dht.storage import DHTLocalStorage, DictionaryDHTValue
 from hivemind.utils.timed_storage import TimedStorage
 
 from swarmnode.net.validator import KeyKinds
-from swarmnode.wire.batch import BATCH
 from swarmnode.wire.beacon import BEACON
 from swarmnode.wire.presence import PRESENCE
 
@@ -55,7 +54,7 @@ class BoundedRecordStorage(DHTLocalStorage):
     expirations (which hivemind performs silently), so they never under-count. Also avoids two hivemind habits under floods: every store pushes an expiration-heap
     entry, dropped only when it expires (so the heap grows with the store rate), and a refused older record
     re-points the subkey's expiry at itself, deleting the newer one early. A directory key (`kinds` tells
-    which keys are) holds at most `max_directory_entries` signers (`directory_full`), a census key
+    which keys are, once a record proved it) holds at most `max_directory_entries` signers (`directory_full`), a census key
     `max_beacons_per_bucket` (`census_full`), and a signer's beacon is replaced only by one of a later
     window (`beacon_rate`): a beacon costs its replicas one store per signer and window, however often sent.
     """
@@ -123,7 +122,7 @@ class BoundedRecordStorage(DHTLocalStorage):
         previous = records.get(subkey) if records is not None else None
         if previous is not None and previous.expiration_time >= expiration_time:
             return NOT_NEWER, []
-        kind = self.kinds.kind_of(key.to_bytes()) if self.kinds is not None else BATCH
+        kind = self.kinds.kind_of(key.to_bytes()) if self.kinds is not None else None
         if previous is None and records is not None and kind in self.max_entries:
             if len(records) >= self.max_entries[kind]:
                 return ("directory_full" if kind is PRESENCE else "census_full"), []

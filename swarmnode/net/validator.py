@@ -1,18 +1,18 @@
 """The DHT validator: every peer runs it on every record a peer asks it to store and on every record a peer
 returns to its own lookups, so a swarmnode DHT holds nothing but signed frames placed exactly where PROTOCOL.md
-§4 puts them (a batch under its shard key, a presence entry under its window's directory, a beacon under its
-signer's census bucket; §5.1). A peer asked to store a record sees only the key's hash: `KeyKinds` tells from
-the hash which kind the key holds, so no kind can be passed off as another.
+§4 puts them (a batch under its shard key, a presence entry under its directory bucket, a beacon under its census
+bucket; §5.1). A record's kind is the one its signature verifies under (each kind has its own domain tag), and its
+key must be one its content computes for that kind, so no kind can be passed off as another. A peer asked to store
+a record sees only the key's hash; `KeyKinds` remembers which kind a key was proven to hold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import math
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 
 import msgpack
@@ -21,9 +21,7 @@ from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.utils import get_dht_time
 
 from swarmnode.wire.batch import BATCH
-from swarmnode.wire.beacon import BEACON
-from swarmnode.wire.keys import TIER_MAX, census_key, directory_key
-from swarmnode.wire.presence import PRESENCE
+from swarmnode.wire.kinds import KINDS
 from swarmnode.wire.receive import VerifiedFrames, open_frame
 from swarmnode.wire.record import Kind, Signed
 from swarmnode.wire.rejection import Reason, Rejected
@@ -31,6 +29,8 @@ from swarmnode.wire.rollout import RolloutBatch
 from swarmnode.wire.rules import Slot, SwarmRules
 
 EXPIRY_TOLERANCE_S = 1e-3
+LARGEST_KIND = max(KINDS.values(), key=lambda kind: kind.max_frame_bytes)
+KNOWN_KEYS = 65_536  # keys whose kind a peer remembers (a few MB): more than it stores records under
 # msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
 _BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 _STR_HEADERS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
@@ -82,24 +82,27 @@ def check_record(
     rules: SwarmRules,
     now: float,
     *,
-    kind: Kind = BATCH,
+    kind: Kind | None = None,
     reading: bool = False,
     key_of: KeyOf | None = None,
     verified: VerifiedFrames | None = None,
 ) -> Signed:
-    """Accept a record only as a valid frame of `kind` stored exactly where PROTOCOL.md §4 puts it, else
-    raise Rejected. `kind` comes from the key (`KeyKinds`).
+    """Accept a record only as a valid frame stored exactly where PROTOCOL.md §4 puts it, else raise Rejected.
+    Its kind is `kind`, or else the one whose domain tag its signature verifies under (a frame that verifies under
+    none is judged as a batch): each kind's keys are computed from its content, so no kind passes for another.
 
     Freshness is judged on the record's expiration, not on windows: a record stays legitimately stored until
     it expires. When `reading` (a peer returned the record to us), the future bound is widened by the clock
     difference hivemind tolerates between two peers, because hivemind drops a peer's whole answer for a key
     if one entry fails: an entry that a peer with a slightly faster clock accepted must not blank the shard.
     """
-    if len(record.value) > kind.max_frame_bytes + 5:
+    candidates = (kind,) if kind is not None else tuple(KINDS.values())
+    if len(record.value) > max(candidate.max_frame_bytes for candidate in candidates) + 5:
         raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
     frame = unpack_bin(record.value)
     subkey = unpack_str(record.subkey)
-    signed = open_frame(frame, kind, rules, slot=Slot(None, None, subkey), verified=verified)
+    signed = _open_as_its_kind(frame, candidates, rules, subkey, verified)
+    kind = signed.kind
     timestamp = kind.timestamp(signed.value)
     if key_of is not None and kind is BATCH:
         expected_keys: tuple[str, ...] = (key_of(signed.value, subkey, rules),)
@@ -121,40 +124,44 @@ def check_record(
     return signed
 
 
+def _open_as_its_kind(
+    frame: bytes, kinds: tuple[Kind, ...], rules: SwarmRules, subkey: str, verified: VerifiedFrames | None
+) -> Signed:
+    """The verdict of the first kind whose signature the frame verifies under; if none, the first kind's."""
+    first: Rejected | None = None
+    for kind in kinds:
+        try:
+            return open_frame(frame, kind, rules, slot=Slot(None, None, subkey), verified=verified)
+        except Rejected as rejected:
+            if rejected.signer is not None:  # signed as this kind: its verdict stands
+                raise
+            first = first or rejected
+    assert first is not None
+    raise first
+
+
 class KeyKinds:
-    """Which kind of record a DHT key id holds: census and directory keys (every tier's) of windows whose entries
-    can still be stored (by expiration), else batches.
+    """Which kind of record a DHT key id holds, learnt from the records proven to belong there: a frame signed as
+    that kind whose content places it under exactly that key (`check_record`). A key id is a hash and tells nothing
+    itself; once one record proved it, the storage's caps for the kind (`net/storage.py`) apply to the next record
+    offered for the key before its frame is opened. Bounded: the keys proven most recently."""
 
-    A peer asked to store a record sees only the key's hash; it tells the kinds apart by whether the hash is
-    one of these (computed, not learnt from the record), so no kind can be passed off as another.
-    """
-
-    def __init__(self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time) -> None:
+    def __init__(self, rules: SwarmRules, capacity: int = KNOWN_KEYS) -> None:
         self.rules = rules
-        self._clock = clock
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._kinds: OrderedDict[bytes, Kind] = OrderedDict()
 
-    def kind_of(self, key: bytes) -> Kind:
-        """PROTOCOL.md §5.1: windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 2
-        (a beacon is stored under the next window's census keys too)."""
-        now, rules = self._clock(), self.rules
-        first, last = rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 2
-        for window in range(first, last + 1):
-            kind = _window_key_kinds(rules.swarm_id, window).get(key)
-            if kind is not None:
-                return kind
-        return BATCH
+    def learn(self, key: bytes, kind: Kind) -> None:
+        with self._lock:
+            self._kinds[key] = kind
+            self._kinds.move_to_end(key)
+            while len(self._kinds) > self._capacity:
+                self._kinds.popitem(last=False)
 
-
-@functools.lru_cache(maxsize=16)
-def _window_key_kinds(swarm_id: str | None, window: int) -> dict[bytes, Kind]:
-    """The directory and census keys of one window, every tier's (16,382 hashes, about 40 ms): shared by all the
-    validators of a process, computed once a window."""
-    kinds: dict[bytes, Kind] = {}
-    for tier in range(TIER_MAX + 1):
-        for bucket in range(2**tier):
-            kinds[key_id(directory_key(swarm_id, window, tier, bucket))] = PRESENCE
-            kinds[key_id(census_key(swarm_id, window, tier, bucket))] = BEACON
-    return kinds
+    def kind_of(self, key: bytes) -> Kind | None:
+        with self._lock:
+            return self._kinds.get(key)
 
 
 @contextlib.contextmanager
@@ -186,28 +193,31 @@ class SwarmRecordValidator(RecordValidatorBase):
         self.rules = rules
         self._clock = clock
         self._key_of = key_of
-        self.kinds = KeyKinds(rules, clock)
+        self.kinds = KeyKinds(rules)
         self.verified = verified if verified is not None else VerifiedFrames()
         self._lock = threading.Lock()
         self._refused: Counter[str] = Counter()
         self.precheck: Precheck | None = None
 
     def validate(self, record: DHTRecord) -> bool:
-        kind, reading = self.kinds.kind_of(record.key), _reading.get()
+        reading = _reading.get()
         try:
             if self.precheck is not None and not reading and math.isfinite(record.expiration_time):
-                if len(record.value) > kind.max_frame_bytes + 5:
+                limit = (self.kinds.kind_of(record.key) or LARGEST_KIND).max_frame_bytes
+                if len(record.value) > limit + 5:
                     raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
                 key, subkey = DHTID.from_bytes(record.key), unpack_str(record.subkey)
                 if self.precheck(key, subkey, len(record.value), record.expiration_time) is not None:
                     return False  # counted by the storage
-            check_record(
-                record, self.rules, self._clock(), kind=kind, reading=reading, key_of=self._key_of, verified=self.verified
+            signed = check_record(
+                record, self.rules, self._clock(), reading=reading, key_of=self._key_of, verified=self.verified
             )
         except Rejected as rejected:
             with self._lock:
                 self._refused[rejected.reason.value] += 1
             return False
+        if not reading:
+            self.kinds.learn(record.key, signed.kind)
         return True
 
     def refusals(self) -> Counter[str]:
