@@ -33,6 +33,7 @@ from swarmnode.wire.identity import (
     load_or_create_identity,
     save_identity,
 )
+from swarmnode.wire.keys import PROTOCOL_VERSION
 from swarmnode.wire.rollout import RolloutBatch
 from swarmnode.wire.rules import SwarmRules
 
@@ -321,7 +322,7 @@ def bootstrap(
         for maddr in peer.advertised_maddrs():
             typer.echo(maddr)
         mode = "DHT client" if peer.client_mode else "DHT server"
-        ready = f"bootstrap peer of swarm {settings.swarm.id!r} up ({mode}, {peer.reachability.describe()}); Ctrl-C stops it"
+        ready = f"bootstrap peer of swarm {settings.swarm.id!r} (protocol v{PROTOCOL_VERSION}) up ({mode}, {peer.reachability.describe()}); Ctrl-C stops it"
         err_console.print(ready, highlight=False)
         while not stop.wait(1.0):
             if not peer.daemon_alive():  # a bootstrap alone in its swarm for good helps nobody: restart p2pd
@@ -443,6 +444,11 @@ def _quiet_log(event: dict) -> None:
 def _print_join_hint(node) -> None:
     status = node.status
     console.print(f"peer id  {node.identity.peer_id}", highlight=False)
+    if status.gossip_enabled:
+        console.print(
+            f"protocol v{PROTOCOL_VERSION}: nodes of another protocol version are another swarm to this one",
+            highlight=False,
+        )
     for warning in node.warnings:
         _say(console, "warning:", "yellow", warning)
     if status.gossip_enabled:

@@ -30,12 +30,19 @@ from swarmnode.config import NetworkConfig
 from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.net.replicas import REPLICAS
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET
+from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import BEACON, Beacon
 from swarmnode.wire.identity import Identity, save_identity
-from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.wire.keys import (
-    CENSUS_PER_KEY, PROTOCOL_VERSION, TIER_MAX, bucket_of, census_key, census_windows, tier_for, written_tiers,
+    CENSUS_PER_KEY,
+    PROTOCOL_VERSION,
+    TIER_MAX,
+    bucket_of,
+    census_key,
+    census_windows,
+    tier_for,
+    written_tiers,
 )
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason, Rejected

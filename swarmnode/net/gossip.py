@@ -21,10 +21,10 @@ from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig
 from swarmnode.net.directory import Directory
-from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.net.peer import DHTPeer, StoreItem, StoreOutcome
 from swarmnode.net.replicas import BATCH_QUORUM
 from swarmnode.net.reputation import Reputation
+from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity
 from swarmnode.wire.keys import batch_key
