@@ -14,7 +14,7 @@ from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, check_record
 from swarmnode.wire.batch import BATCH, MAX_ENVELOPE_BYTES
 from swarmnode.wire.beacon import BEACON
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.keys import batch_key, census_key, directory_key
+from swarmnode.wire.keys import TIER_MAX, batch_key, census_key, directory_key
 from swarmnode.wire.presence import PRESENCE
 from swarmnode.wire.record import Kind
 from swarmnode.wire.rejection import Reason, Rejected
@@ -136,14 +136,17 @@ def test_a_fixstr_whose_length_disagrees_with_its_body_is_refused(body: bytes, d
 
 
 def test_the_oldest_recognised_window_moves_exactly_when_its_records_can_no_longer_be_stored() -> None:
-    """Directory and census keys are recognised from window_of(now - record_ttl_s - clock_skew_s) - 1 on, no sooner."""
+    """Directory and census keys (of every tier) are recognised from window_of(now - record_ttl_s - clock_skew_s) - 1
+    on, no sooner."""
     window = RULES.window_of(T0)
     boundary = window * RULES.window_s + RULES.record_ttl_s + RULES.clock_skew_s  # now - ttl - skew: window's start
     now = [boundary - 2.0**-10]
     kinds = KeyKinds(RULES, clock=lambda: now[0])
 
     def kinds_of(w: int) -> tuple[Kind, Kind]:
-        directory, census = key_id(directory_key(RULES.swarm_id, w)), key_id(census_key(RULES.swarm_id, w, 0))
+        """The kinds of a tier-0 directory key and of the highest tier's last census key of window w."""
+        directory = key_id(directory_key(RULES.swarm_id, w, 0, 0))
+        census = key_id(census_key(RULES.swarm_id, w, TIER_MAX, 2**TIER_MAX - 1))
         return kinds.kind_of(directory), kinds.kind_of(census)
 
     assert kinds_of(window - 2) == (PRESENCE, BEACON)  # now - ttl - skew still lies in window - 1
@@ -151,3 +154,4 @@ def test_the_oldest_recognised_window_moves_exactly_when_its_records_can_no_long
     now[0] = boundary
     assert kinds_of(window - 1) == (PRESENCE, BEACON)
     assert kinds_of(window - 2) == (BATCH, BATCH)
+
