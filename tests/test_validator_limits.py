@@ -10,6 +10,7 @@ from hivemind.dht.validation import DHTRecord
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from swarmnode.net import validator
 from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, check_record, key_id, unpack_bin, unpack_str
 from swarmnode.wire.batch import BATCH, MAX_ENVELOPE_BYTES
 from swarmnode.wire.beacon import BEACON
@@ -155,3 +156,26 @@ def test_the_oldest_recognised_window_moves_exactly_when_its_records_can_no_long
     assert kinds_of(window - 1) == (PRESENCE, BEACON)
     assert kinds_of(window - 2) == (BATCH, BATCH)
 
+
+def test_a_span_of_many_windows_is_computed_once_a_window_not_once_a_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swarm whose records live for many windows (here 31 + 4 of them) recognises keys of more windows than the
+    process-wide cache holds (16): each window's 16,382 key hashes are still computed once, not on every lookup."""
+    computed: list[int] = []
+
+    def window_key_kinds(swarm_id: str | None, window: int) -> dict[bytes, Kind]:
+        computed.append(window)
+        return {key_id(census_key(swarm_id, window, TIER_MAX, 0)): BEACON}
+
+    monkeypatch.setattr(validator, "_window_key_kinds", window_key_kinds)
+    rules = SwarmRules("limits-test", window_s=10.0, record_ttl_s=300.0, clock_skew_s=5.0)
+    now = [T0]
+    kinds = KeyKinds(rules, clock=lambda: now[0])
+    window = rules.window_of(T0)
+    batch = key_id(batch_key(rules.swarm_id, window, 0))
+    assert kinds.kind_of(batch) is BATCH
+    first = sorted(computed)
+    assert len(first) == len(set(first)) > 16 and first[-1] == window + 2
+    assert [kinds.kind_of(batch) for _ in range(3)] == [BATCH] * 3 and len(computed) == len(first)
+    now[0] += rules.window_s  # the span slides by one window: one window more is computed
+    assert kinds.kind_of(key_id(census_key(rules.swarm_id, window + 3, TIER_MAX, 0))) is BEACON
+    assert computed[len(first):] == [window + 3]

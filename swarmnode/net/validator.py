@@ -132,14 +132,28 @@ class KeyKinds:
     def __init__(self, rules: SwarmRules, clock: Callable[[], float] = get_dht_time) -> None:
         self.rules = rules
         self._clock = clock
+        self._lock = threading.Lock()
+        self._span: tuple[int, int] | None = None
+        # every window of the span, held here whatever their number: the process-wide cache below holds 16, and
+        # a span longer than that (record_ttl_s over ~12 windows) would otherwise recompute each window on each call
+        self._windows: list[dict[bytes, Kind]] = []
 
     def kind_of(self, key: bytes) -> Kind:
         """PROTOCOL.md §5.1: windows floor((now - record_ttl_s - clock_skew_s) / window_s) - 1 to current + 2
         (a beacon is stored under the next window's census keys too)."""
         now, rules = self._clock(), self.rules
-        first, last = rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 2
-        for window in range(first, last + 1):
-            kind = _window_key_kinds(rules.swarm_id, window).get(key)
+        span = (rules.window_of(now - rules.record_ttl_s - rules.clock_skew_s) - 1, rules.window_of(now) + 2)
+        with self._lock:
+            if span != self._span:
+                held = dict(zip(range(self._span[0], self._span[1] + 1), self._windows)) if self._span else {}
+                self._windows = [
+                    held[window] if window in held else _window_key_kinds(rules.swarm_id, window)
+                    for window in range(span[0], span[1] + 1)
+                ]
+                self._span = span
+            windows = self._windows
+        for kinds in windows:
+            kind = kinds.get(key)
             if kind is not None:
                 return kind
         return BATCH
