@@ -6,15 +6,18 @@ every window and publishes a batch every round; readers take full censuses, coll
 (swarmnode/lab/hostile_dht.py, this tree's code in both runs) grind identities whose DHT ids are nearer the
 target key than every honest peer's, acknowledge and drop its stores, and answer its finds with an empty
 dictionary (or 64 valid Sybil beacons) claimed to expire in a year. Each attack runs with 0, 1, 2 and 4 attackers
-(census hiding also with 8, one per census bucket), each for one window, the attackers in place a window before:
+(census hiding also with 8, one per census bucket before protocol v2; in v2 a swarm of up to 24 nodes reads one
+census key, tier 0's, which the 8 then share), each for one window, the attackers in place a window before:
 
-  census_hiding       the busiest census bucket: share of the N honest nodes a full census lists; share of
-                      censuses that say complete; share that say complete while listing fewer (false complete)
+  census_hiding       the busiest census bucket of the tier readers read: share of the N honest nodes a full
+                      census lists; share of censuses that say complete; share that say complete while listing
+                      fewer (false complete)
   census_replacement  the same bucket answers with Sybils: honest listed, Sybils listed, complete
   shard               a victim signer's shard key of the window: share of the collectors' reads that got the
                       victim's batch of that round; share of rounds an honest peer stored it (the attackers
                       acknowledge every store, so the victim believes it published)
-  directory           the window's directory key: share of the other N-1 signers a directory read lists
+  directory           the window's directory key (v2: its busiest bucket of the tier the swarm's size calls for):
+                      share of the other N-1 signers a directory read lists
 
 "before" runs the honest swarm with PYTHONPATH=--before, "after" with this checkout. Prints a table per attack
 and writes benchmarks/results/dht_attacks.json.
@@ -40,9 +43,11 @@ from rich.table import Table
 
 from swarmnode.lab.dht_attacks import ATTACKS, Cell, run_cells, summarize
 from swarmnode.wire.identity import Identity, save_identity
-from swarmnode.wire.keys import BEACON_BUCKETS
 
 ROOT = Path(__file__).resolve().parents[1]
+# census hiding also runs with this many attackers: one per census bucket before protocol v2 (8 buckets). In v2 a
+# swarm of up to 24 nodes has one census key (tier 0), which the 8 then share.
+ALL_BUCKETS_BEFORE_V2 = 8
 MEASURED = {"census_hiding": "census", "census_replacement": "census", "shard": "shard", "directory": "directory"}
 
 
@@ -61,7 +66,7 @@ def plan(attacks: list[str], counts: list[int]) -> list[Cell]:
     """One baseline cell (no attacker, every measurement), then each attack with each nonzero count."""
     cells = [Cell((), 0)] if 0 in counts else []
     for attack in attacks:
-        extra = [BEACON_BUCKETS] if attack == "census_hiding" else []
+        extra = [ALL_BUCKETS_BEFORE_V2] if attack == "census_hiding" else []
         cells += [Cell((attack,), count) for count in [*counts, *extra] if count]
     return cells
 

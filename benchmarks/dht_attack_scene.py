@@ -27,20 +27,23 @@ from typing import Any
 import swarmnode
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 
-# The version adapter, and the only place that knows two trees: the layered one (net/, wire/) first, then the
-# flat one it replaced. The names differ; what they do, and every call below, is the same in both.
+# The version adapter, and the only place that knows several trees: the layered one (net/, wire/) first, then the
+# flat one it replaced. The names differ; what they do, and every call below, is the same in all.
 try:
     from swarmnode.net.census import BeaconService
     from swarmnode.net.gossip import Gossip
     from swarmnode.net.peer import DHTPeer
+    from swarmnode.wire import keys as wire_keys
     from swarmnode.wire.address import Reachability
     from swarmnode.wire.beacon import Beacon
     from swarmnode.wire.identity import load_identity
-    from swarmnode.wire.keys import batch_key, beacon_bucket, census_key, directory_key
+    from swarmnode.wire.keys import batch_key, census_key, directory_key
     from swarmnode.wire.rollout import Completion, Rollout, TaskRef
     from swarmnode.wire.rules import SwarmRules, shard_of
 
     LAYERED = True  # Gossip runs over a DHTPeer it is given; SwarmRules.of(config)
+    if not hasattr(wire_keys, "bucket_of"):  # protocol v1: 8 census buckets, one directory key a window
+        beacon_bucket = wire_keys.beacon_bucket
 except ImportError:
     from swarmnode.beacon import Beacon, beacon_bucket
     from swarmnode.census import BeaconService
@@ -54,14 +57,16 @@ except ImportError:
     from swarmnode.rollout import Completion, Rollout, TaskRef
 
     LAYERED = False  # Gossip starts and owns its DHTPeer; config.rules()
+# census_key(swarm_id, window, tier, bucket) in protocol v2 (directory and census keys spread over 2^tier buckets);
 # census_key(swarm_id, window, bucket) where census keys rotate every window; census_key(swarm_id, bucket) before
 CENSUS_KEYS_ROTATE = "window" in inspect.signature(census_key).parameters
+TIERED = "tier" in inspect.signature(census_key).parameters
 
 from hivemind.dht.routing import DHTID  # noqa: E402  (after swarmnode.net, which imports hivemind without torch)
 from hivemind.dht.storage import DictionaryDHTValue  # noqa: E402
 from hivemind.utils import get_dht_time  # noqa: E402
 
-BUCKETS = 8
+V1_TIER = 3  # before v2, 8 census buckets of shard(peer) mod 8: the buckets of tier 3
 WORKERS = 8  # peers acting at once: more only queue on two cores
 START_DELAY_S = 0.3  # into each window before its beacons
 ROUND_MARGIN_S = 0.5  # a round starts only if one as long as the last ends this long before the window does
@@ -84,8 +89,31 @@ def start_node(identity_path: Path, swarm: SwarmConfig, network: NetworkConfig, 
     return gossip.dht, gossip
 
 
-def census_keys(swarm_id: str, window: int) -> list[str]:
-    return [census_key(swarm_id, window, b) if CENSUS_KEYS_ROTATE else census_key(swarm_id, b) for b in range(BUCKETS)]
+def census_tier(peers: int) -> int:
+    """The tier of the census keys readers read: in v2 the one a swarm of `peers` calls for (what a census that
+    knows the swarm's size reads, and where one that probes every tier first settles); before, all 8 buckets."""
+    return wire_keys.tier_for(peers, wire_keys.CENSUS_PER_KEY) if TIERED else V1_TIER
+
+
+def directory_tier(peers: int) -> int:
+    """The tier of the directory keys a collector that knows every publisher reads (v2); before, one key a window."""
+    return wire_keys.tier_for(peers, wire_keys.DIRECTORY_PER_KEY) if TIERED else 0
+
+
+def bucket_in(peer_id: str, tier: int) -> int:
+    return wire_keys.bucket_of(peer_id, tier) if TIERED else beacon_bucket(peer_id)
+
+
+def census_keys(swarm_id: str, window: int, tier: int) -> list[str]:
+    """The census keys of a window that readers read, bucket by bucket."""
+    if TIERED:
+        return [census_key(swarm_id, window, tier, b) for b in range(2**tier)]
+    return [census_key(swarm_id, window, b) if CENSUS_KEYS_ROTATE else census_key(swarm_id, b) for b in range(2**V1_TIER)]
+
+
+def directory_target(swarm_id: str, window: int, tier: int, bucket: int) -> str:
+    """The directory key attacked: the window's one key before v2; in v2 its busiest bucket of the readers' tier."""
+    return directory_key(swarm_id, window, tier, bucket) if TIERED else directory_key(swarm_id, window)
 
 
 def held_expiration(peer: Any, key: DHTID, subkey: str) -> float | None:
@@ -117,11 +145,15 @@ class Scene:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.sequence = 0
-        buckets = Counter(beacon_bucket(peer_id) for peer_id in self.ids)
-        self.bucket = max(range(BUCKETS), key=lambda b: (buckets[b], -b))  # the busiest census bucket
-        others = [i for i in range(len(self.ids)) if beacon_bucket(self.ids[i]) != self.bucket]
+        self.tier = census_tier(len(self.ids))
+        buckets = Counter(bucket_in(peer_id, self.tier) for peer_id in self.ids)
+        self.bucket = max(range(2**self.tier), key=lambda b: (buckets[b], -b))  # the busiest census bucket
+        others = [i for i in range(len(self.ids)) if bucket_in(self.ids[i], self.tier) != self.bucket]
         self.readers = [i for i in range(len(self.ids)) if i not in others] + others[: max(READERS - buckets[self.bucket], 0)]
         self.collectors = [i for i in range(len(self.ids)) if i != VICTIM][-args.collectors:]
+        self.directory_tier = directory_tier(len(self.ids))
+        listed = Counter(wire_keys.bucket_of(p, self.directory_tier) if TIERED else 0 for p in self.ids)
+        self.directory_bucket = max(range(2**self.directory_tier), key=lambda b: (listed[b], -b))
 
     def start(self) -> None:
         first = start_node(self.paths[0], self.swarm, NetworkConfig(reachability="public"), self.config)
@@ -136,10 +168,12 @@ class Scene:
         ]
         emit({
             "event": "ready", "tree": str(Path(swarmnode.__file__).parents[1]), "census_keys_rotate": CENSUS_KEYS_ROTATE,
+            "tiered": TIERED, "census_tier": self.tier, "directory_tier": self.directory_tier,
             "peers": [{"peer_id": peer_id, "node_id": str(int(peer._node.node_id))} for (peer, _), peer_id in zip(self.nodes, self.ids)],
             "maddrs": [maddr for peer, _ in self.nodes[:3] for maddr in peer.visible_maddrs],
             "daemon_pids": [peer.daemon_pid() for peer, _ in self.nodes],
-            "victim": self.ids[VICTIM], "bucket": self.bucket, "bucket_peers": [p for p in self.ids if beacon_bucket(p) == self.bucket],
+            "victim": self.ids[VICTIM], "bucket": self.bucket,
+            "bucket_peers": [p for p in self.ids if bucket_in(p, self.tier) == self.bucket],
             "readers": len(self.readers), "collectors": len(self.collectors),
         })
 
@@ -165,8 +199,8 @@ class Scene:
         elif request["cmd"] == "keys":
             window, victim = request["window"], self.ids[VICTIM]
             emit({
-                "reply": "keys", "window": window, "census": census_keys(self.swarm.id, window),
-                "directory": directory_key(self.swarm.id, window),
+                "reply": "keys", "window": window, "census": census_keys(self.swarm.id, window, self.tier),
+                "directory": directory_target(self.swarm.id, window, self.directory_tier, self.directory_bucket),
                 "victim_batch": batch_key(self.swarm.id, window, shard_of(victim, self.swarm.num_shards)),
             })
         elif request["cmd"] == "measure":

@@ -2,7 +2,8 @@
 
 Three kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind"), presence
 entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9) and beacons
-of the census (§4.2; `"kind": "beacon"`, judged by the checks B1-B9; a slot `WINDOW/census/BUCKET/SUBKEY`). The
+of the census (§4.2; `"kind": "beacon"`, judged by the checks B1-B9). Slots are those of `swarmnode protocol check
+--slot` (§5): `WINDOW/SHARD/SUBKEY`, `WINDOW/directory/TIER/BUCKET/SUBKEY`, `WINDOW/census/TIER/BUCKET/SUBKEY`. The
 receiver of the batch vectors has swarmnode's default task families (listed in the manifest with their
 config hashes): task references, indices and claimed scores are judged against them (checks 14-15).
 
@@ -25,7 +26,8 @@ from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_ENVELOPE_BYTES, MAX_INDEX
 from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon
 from swarmnode.wire.envelope import PROTOCOL_VERSION, Envelope
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.keys import beacon_bucket
+from swarmnode.wire.keys import KEY_PREFIX, TIER_MAX, bucket_of
+from swarmnode.wire.keys import PROTOCOL_VERSION as KEYS_VERSION
 from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE, PRESENCE_DOMAIN_TAG, Presence
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
@@ -45,6 +47,19 @@ REF = TaskRef("chain_sum", HASHES["chain_sum"], 7, 42)
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
 IDENTITY_POINT = bytes([1]) + bytes(31)
+TIER = 3  # the tier of most directory and census slots: 8 buckets
+
+
+def bucket_slot(place: str, window: int, tier: int, bucket: int, subkey: str) -> str:
+    """A slot of a directory or census key: WINDOW/directory/TIER/BUCKET/SUBKEY or WINDOW/census/TIER/BUCKET/SUBKEY."""
+    return f"{window}/{place}/{tier}/{bucket}/{subkey}"
+
+
+def other_tiers_bucket(peer_id: str) -> tuple[int, int]:
+    """A tier above TIER and the signer's bucket of the tier below it, where the two differ: its bucket of the wrong
+    tier (what a reader one tier above a writer would read if buckets did not carry their tier)."""
+    tier = next(t for t in range(TIER + 1, TIER_MAX + 1) if bucket_of(peer_id, t) != bucket_of(peer_id, t - 1))
+    return tier, bucket_of(peer_id, tier - 1)
 
 
 def oracle_answer(ref: TaskRef) -> str:
@@ -159,7 +174,8 @@ def main(out: Path) -> None:
         "validly signed payload with an unknown field inside a completion",
         **ctx,
     )
-    add("bad_version", frame(ALICE, batch(), version=2), "bad_version", "validly signed as version 2", **ctx)
+    add("bad_version", frame(ALICE, batch(), version=2), "bad_version",
+        "validly signed as envelope version 2 (frames are version 1 in protocol version 2)", **ctx)
     add("bad_signature", bytes(flipped), "bad_signature", "one payload bit flipped", **ctx)
     add(
         "key_mismatch_subkey",
@@ -226,7 +242,10 @@ def main(out: Path) -> None:
     add_beacon_vectors(add, ctx, valid)
 
     manifest = {
-        "protocol_version": PROTOCOL_VERSION,
+        "protocol_version": KEYS_VERSION,  # in every DHT key's prefix (PROTOCOL.md §4)
+        "envelope_version": PROTOCOL_VERSION,  # Envelope.version, check 3
+        "key_prefix": KEY_PREFIX,
+        "tier_max": TIER_MAX,
         "rules": {"window_s": WINDOW_S, "num_shards": NUM_SHARDS, "max_age_windows": 1, "clock_skew_s": 5.0},
         "suite": {
             "generator": GENERATOR,
@@ -245,6 +264,7 @@ def main(out: Path) -> None:
 def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     """Presence entries (PROTOCOL.md §4.1), appended after the batch vectors so those stay as they were."""
     window = int(T0 // WINDOW_S)
+    bucket = bucket_of(ALICE.peer_id, TIER)
     minimal = PRESENCE.seal(presence(), ALICE)
     private = PRESENCE.seal(presence(reachability=Reachability.PRIVATE), ALICE)
     unknown_field = bytes([15 << 3, 1])
@@ -270,8 +290,24 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         "presence_valid_in_slot",
         private,
         "accept",
-        "PRIVATE, read from the directory under its signer's subkey",
-        slot=f"{window}/directory/{ALICE.peer_id}",
+        "PRIVATE, read from its signer's bucket of the directory's tier 0 (one bucket) under its subkey",
+        slot=bucket_slot("directory", window, 0, 0, ALICE.peer_id),
+        **ctx,
+    )
+    add_p(
+        "presence_valid_in_tier_slot",
+        private,
+        "accept",
+        f"read from its signer's bucket ({bucket}) of tier {TIER}",
+        slot=bucket_slot("directory", window, TIER, bucket, ALICE.peer_id),
+        **ctx,
+    )
+    add_p(
+        "presence_valid_in_top_tier_slot",
+        private,
+        "accept",
+        f"read from its signer's bucket ({bucket_of(ALICE.peer_id, TIER_MAX)}) of tier {TIER_MAX}, the highest",
+        slot=bucket_slot("directory", window, TIER_MAX, bucket_of(ALICE.peer_id, TIER_MAX), ALICE.peer_id),
         **ctx,
     )
     add_p("presence_valid_without_context", minimal, "accept", "no swarm given: only signature and schema checks")
@@ -299,7 +335,7 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         "presence_bad_version",
         presence_frame(ALICE, presence_payload(presence()), version=2),
         "bad_version",
-        "validly signed as version 2",
+        "validly signed as envelope version 2",
         **ctx,
     )
     add_p(
@@ -320,16 +356,34 @@ def add_presence_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         "presence_key_mismatch_subkey",
         minimal,
         "key_mismatch",
-        "stored under Bob's subkey",
-        slot=f"{window}/directory/{BOB.peer_id}",
+        "stored under Bob's subkey of Alice's bucket",
+        slot=bucket_slot("directory", window, TIER, bucket, BOB.peer_id),
         **ctx,
     )
     add_p(
         "presence_key_mismatch_window",
         minimal,
         "key_mismatch",
-        "copied into the next window's directory",
-        slot=f"{window + 1}/directory/{ALICE.peer_id}",
+        "copied into its bucket's key of the next window's directory",
+        slot=bucket_slot("directory", window + 1, TIER, bucket, ALICE.peer_id),
+        **ctx,
+    )
+    add_p(
+        "presence_key_mismatch_bucket",
+        minimal,
+        "key_mismatch",
+        f"copied into another bucket ({(bucket + 1) % 2**TIER}) of its tier ({TIER})",
+        slot=bucket_slot("directory", window, TIER, (bucket + 1) % 2**TIER, ALICE.peer_id),
+        **ctx,
+    )
+    wrong_tier, lower_bucket = other_tiers_bucket(ALICE.peer_id)
+    add_p(
+        "presence_key_mismatch_other_tiers_bucket",
+        minimal,
+        "key_mismatch",
+        f"read from tier {wrong_tier}'s bucket {lower_bucket}: its bucket of tier {wrong_tier - 1}, not of tier "
+        f"{wrong_tier} ({bucket_of(ALICE.peer_id, wrong_tier)})",
+        slot=bucket_slot("directory", window, wrong_tier, lower_bucket, ALICE.peer_id),
         **ctx,
     )
     add_p("presence_limit_exceeded", PRESENCE.seal(public(*addresses), ALICE), "limit_exceeded", "5 addresses", **ctx)
@@ -437,7 +491,7 @@ def beacon_payload(value: Beacon) -> bytes:
 
 def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     """Beacons of the census (PROTOCOL.md §4.2), appended after the presence vectors so those stay as they were."""
-    bucket = beacon_bucket(ALICE.peer_id)
+    bucket = bucket_of(ALICE.peer_id, TIER)
     window = beacon().window
     sealed = BEACON.seal(beacon(), ALICE)
     minimal = BEACON.seal(beacon(software="", model_id=""), ALICE)
@@ -469,12 +523,21 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         **ctx,
     )
     add_b(
-        "beacon_valid_in_slot", sealed, "accept", "read from its signer's census bucket under its subkey",
-        slot=f"{window}/census/{bucket}/{ALICE.peer_id}", **ctx,
+        "beacon_valid_in_slot", sealed, "accept", f"read from its signer's census bucket of tier {TIER} under its subkey",
+        slot=bucket_slot("census", window, TIER, bucket, ALICE.peer_id), **ctx,
     )
     add_b(
         "beacon_valid_in_next_window_slot", sealed, "accept", "read from its bucket's census key of the next window",
-        slot=f"{window + 1}/census/{bucket}/{ALICE.peer_id}", **ctx,
+        slot=bucket_slot("census", window + 1, TIER, bucket, ALICE.peer_id), **ctx,
+    )
+    add_b(
+        "beacon_valid_in_tier_0_slot", sealed, "accept", "read from the one census key of tier 0",
+        slot=bucket_slot("census", window, 0, 0, ALICE.peer_id), **ctx,
+    )
+    add_b(
+        "beacon_valid_in_top_tier_slot", sealed, "accept",
+        f"read from its signer's bucket ({bucket_of(ALICE.peer_id, TIER_MAX)}) of tier {TIER_MAX}, the highest",
+        slot=bucket_slot("census", window, TIER_MAX, bucket_of(ALICE.peer_id, TIER_MAX), ALICE.peer_id), **ctx,
     )
     add_b("beacon_valid_without_context", sealed, "accept", "no swarm given: only signature and schema checks")
     add_b(
@@ -505,7 +568,7 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         "beacon_bad_version",
         presence_frame(ALICE, beacon_payload(beacon()), version=2, domain=BEACON_DOMAIN_TAG),
         "bad_version",
-        "validly signed as version 2",
+        "validly signed as envelope version 2",
         **ctx,
     )
     add_b(
@@ -531,18 +594,26 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
         **ctx,
     )
     add_b(
-        "beacon_key_mismatch_subkey", sealed, "key_mismatch", "stored under Bob's subkey",
-        slot=f"{window}/census/{bucket}/{BOB.peer_id}", **ctx,
+        "beacon_key_mismatch_subkey", sealed, "key_mismatch", "stored under Bob's subkey of Alice's bucket",
+        slot=bucket_slot("census", window, TIER, bucket, BOB.peer_id), **ctx,
     )
     add_b(
-        "beacon_key_mismatch_bucket", sealed, "key_mismatch", "copied into another census bucket",
-        slot=f"{window}/census/{(bucket + 1) % 8}/{ALICE.peer_id}", **ctx,
+        "beacon_key_mismatch_bucket", sealed, "key_mismatch",
+        f"copied into another census bucket ({(bucket + 1) % 2**TIER}) of its tier ({TIER})",
+        slot=bucket_slot("census", window, TIER, (bucket + 1) % 2**TIER, ALICE.peer_id), **ctx,
+    )
+    wrong_tier, lower_bucket = other_tiers_bucket(ALICE.peer_id)
+    add_b(
+        "beacon_key_mismatch_other_tiers_bucket", sealed, "key_mismatch",
+        f"read from tier {wrong_tier}'s bucket {lower_bucket}: its bucket of tier {wrong_tier - 1}, not of tier "
+        f"{wrong_tier} ({bucket_of(ALICE.peer_id, wrong_tier)})",
+        slot=bucket_slot("census", window, wrong_tier, lower_bucket, ALICE.peer_id), **ctx,
     )
     for name, slot_window, note in [
         ("beacon_key_mismatch_window_before", window - 1, "read from its bucket's census key of the previous window"),
         ("beacon_key_mismatch_window_after", window + 2, "read from its bucket's census key two windows on"),
     ]:
-        add_b(name, sealed, "key_mismatch", note, slot=f"{slot_window}/census/{bucket}/{ALICE.peer_id}", **ctx)
+        add_b(name, sealed, "key_mismatch", note, slot=bucket_slot("census", slot_window, TIER, bucket, ALICE.peer_id), **ctx)
     reachability_7 = presence_frame(
         ALICE, unknown_reachability.SerializeToString(deterministic=True), domain=BEACON_DOMAIN_TAG
     )

@@ -172,10 +172,6 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0",
      "self.buckets_read >= self.buckets_total and not self.timed_out and self.thin_buckets == 0"):
         "waves split the buckets and a cut wave counts only the keys it asked: buckets_read <= buckets_total",
-    ("net/census.py", "core/ReplaceComparisonOperator_Eq_Is",
-     "self.buckets_read == self.buckets_total and not self.timed_out and self.thin_buckets == 0",
-     "self.buckets_read is self.buckets_total and not self.timed_out and self.thin_buckets == 0"):
-        "both are counts of at most BEACON_BUCKETS; " + _SMALL_INT,
     ("net/census.py", "core/NumberReplacer",
      "scale = self.buckets_total / self.buckets_read if self.buckets_read else 0.0",
      "scale = self.buckets_total / self.buckets_read if self.buckets_read else 1.0"):

@@ -169,7 +169,8 @@ def protocol_check(
         Optional[str],
         typer.Option(
             metavar="SLOT", help="where the frames were read from, for the key checks: WINDOW/SHARD/SUBKEY for a batch, "
-            "WINDOW/directory/SUBKEY for a presence, WINDOW/census/BUCKET/SUBKEY for a beacon"
+            "WINDOW/directory/TIER/BUCKET/SUBKEY for a presence, WINDOW/census/TIER/BUCKET/SUBKEY for a beacon "
+            "(TIER 0-12, BUCKET below 2^TIER)"
         ),
     ] = None,
     kind: Annotated[

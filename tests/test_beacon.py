@@ -14,14 +14,13 @@ from rich.console import Console
 
 from swarmnode.net.census import BeaconService, Census, CensusEntry
 from swarmnode.net.storage import BoundedRecordStorage
-from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, key_id
+from swarmnode.net.validator import SwarmRecordValidator, key_id
 from swarmnode.ops.dashboard import census_table, census_title, peer_text
 from swarmnode.wire.address import Reachability
-from swarmnode.wire.batch import BATCH
 from swarmnode.wire.beacon import BEACON, MAX_BEACON_BYTES, Beacon, showable
 from swarmnode.wire.envelope import Envelope
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.keys import BEACON_BUCKETS, batch_key, beacon_bucket, census_key, directory_key
+from swarmnode.wire.keys import TIER_MAX, batch_key, bucket_of, census_key, directory_key
 from swarmnode.wire.presence import PRESENCE, Presence
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.receive import open_frame
@@ -33,6 +32,7 @@ MALLORY = Identity.from_seed(b"\x42" * 32)
 RULES = SwarmRules("beacon-test", window_s=30.0, record_ttl_s=60.0, num_shards=16, clock_skew_s=5.0)
 T0 = 1_800_000_010.0
 WINDOW = RULES.window_of(T0)
+TIER = 3  # the tier of most keys here: 8 buckets
 
 
 def beacon(**changes) -> Beacon:
@@ -45,10 +45,10 @@ def beacon(**changes) -> Beacon:
 
 
 def stored(signer: Identity = ALICE, content: Beacon | None = None, **changes) -> DHTRecord:
-    """A beacon as a peer asks us to store it: under the signer's census bucket of its window."""
+    """A beacon as a peer asks us to store it: under the signer's census bucket of TIER of its window."""
     content = content or beacon()
     base = DHTRecord(
-        key=key_id(census_key(content.swarm_id, content.window, beacon_bucket(signer.peer_id))),
+        key=key_id(census_key(content.swarm_id, content.window, TIER, bucket_of(signer.peer_id, TIER))),
         subkey=msgpack.packb(signer.peer_id),
         value=msgpack.packb(BEACON.seal(content, signer)),
         expiration_time=RULES.expiration_of(content.timestamp),
@@ -63,15 +63,25 @@ def refusal(record: DHTRecord, now: float = T0 + 1) -> Reason:
     return Reason(reason)
 
 
-def test_an_honest_beacon_round_trips_and_is_stored_under_its_bucket():
-    bucket = beacon_bucket(ALICE.peer_id)
-    signed = open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=Slot(WINDOW, bucket, ALICE.peer_id))
+def test_an_honest_beacon_round_trips_and_is_stored_under_its_bucket_of_every_tier():
+    bucket = bucket_of(ALICE.peer_id, TIER)
+    slot = Slot(WINDOW, bucket, ALICE.peer_id, TIER)
+    signed = open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=slot)
     assert signed.signer == ALICE.peer_id
     assert dataclasses.replace(signed.value, reward=0.5, held_out=0.25) == beacon()  # float32 on the wire
     assert abs(signed.value.reward - 0.5) < 1e-6
-    assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored())
-    next_window = key_id(census_key(RULES.swarm_id, WINDOW + 1, bucket))  # read by the next window's census
-    assert SwarmRecordValidator(RULES, clock=lambda: T0 + 1).validate(stored(key=next_window))
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    assert validator.validate(stored())
+    for window in (WINDOW, WINDOW + 1):  # the next window's census reads it too
+        for tier in range(TIER_MAX + 1):  # whichever tier the swarm's size, as a writer estimates it, calls for
+            key = key_id(census_key(RULES.swarm_id, window, tier, bucket_of(ALICE.peer_id, tier)))
+            assert validator.validate(stored(key=key)), (window, tier)
+            open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1,
+                       slot=Slot(window, bucket_of(ALICE.peer_id, tier), ALICE.peer_id, tier))
+    assert BEACON.keys(beacon(), ALICE.peer_id, RULES) == tuple(
+        census_key(RULES.swarm_id, window, tier, bucket_of(ALICE.peer_id, tier))
+        for window in (WINDOW, WINDOW + 1) for tier in range(TIER_MAX + 1)
+    )
     minimal = open_frame(BEACON.seal(beacon(reward=None, held_out=None), ALICE), BEACON, RULES, now=T0 + 1).value
     assert minimal.reward is None and minimal.held_out is None  # absent, not 0.0
 
@@ -87,28 +97,52 @@ def test_an_oversized_beacon_is_refused_before_it_is_parsed():
     payload = pb.Beacon(swarm_id=RULES.swarm_id, window=WINDOW, timestamp=T0, model_id="m" * 2000).SerializeToString()
     frame = Envelope.sign(ALICE, payload, domain=b"swarmnode/beacon\x00").encode()
     assert len(frame) > MAX_BEACON_BYTES
-    assert refusal(stored(value=msgpack.packb(frame))) is Reason.TOO_LARGE
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    assert validator.validate(stored())  # the key is now known to hold beacons: a frame is judged as one
+    assert not validator.validate(stored(value=msgpack.packb(frame))) and validator.refusals() == {"too_large": 1}
+    # under a key no record proved yet, no kind's signature verifies within that kind's size
+    assert refusal(stored(value=msgpack.packb(frame))) is Reason.BAD_SIGNATURE
     with pytest.raises(Rejected) as info:
         open_frame(frame, BEACON)
     assert info.value.reason is Reason.TOO_LARGE
 
 
 def test_no_kind_of_record_passes_for_another():
+    """A record is of the kind its signature verifies under and belongs only under keys its content computes for
+    that kind: a presence under a census key, a beacon under a shard or directory key, are misplaced."""
     presence = PRESENCE.seal(Presence(RULES.swarm_id, WINDOW, T0), ALICE)
-    assert refusal(stored(value=msgpack.packb(presence))) is Reason.BAD_SIGNATURE  # a presence under a census key
+    assert refusal(stored(value=msgpack.packb(presence))) is Reason.KEY_MISMATCH  # a presence under a census key
     shard = key_id(batch_key(RULES.swarm_id, WINDOW, 3))
-    assert refusal(stored(key=shard)) is Reason.BAD_SIGNATURE  # a beacon under a shard key is checked as a batch
-    directory = key_id(directory_key(RULES.swarm_id, WINDOW))
-    assert refusal(stored(key=directory)) is Reason.BAD_SIGNATURE
-    other_bucket = (beacon_bucket(ALICE.peer_id) + 1) % BEACON_BUCKETS
-    assert refusal(stored(key=key_id(census_key(RULES.swarm_id, WINDOW, other_bucket)))) is Reason.KEY_MISMATCH
-    bucket = beacon_bucket(ALICE.peer_id)
+    assert refusal(stored(key=shard)) is Reason.KEY_MISMATCH  # a beacon under a shard key
+    directory = key_id(directory_key(RULES.swarm_id, WINDOW, TIER, bucket_of(ALICE.peer_id, TIER)))
+    assert refusal(stored(key=directory)) is Reason.KEY_MISMATCH
+    bucket = bucket_of(ALICE.peer_id, TIER)
     for window in (WINDOW - 1, WINDOW + 2):  # the census keys of other windows than its own and the next
-        assert refusal(stored(key=key_id(census_key(RULES.swarm_id, window, bucket)))) is Reason.KEY_MISMATCH
+        assert refusal(stored(key=key_id(census_key(RULES.swarm_id, window, TIER, bucket)))) is Reason.KEY_MISMATCH
+    assert refusal(stored(), now=T0 + 3600) is Reason.STALE  # long expired
+
+
+def test_a_beacon_under_another_bucket_of_its_tier_or_another_tiers_bucket_is_refused():
+    """PROTOCOL.md §4.2, B4: the key's bucket, at the key's tier, is bucket(signer, tier)."""
+    bucket = bucket_of(ALICE.peer_id, TIER)
+    other_bucket = (bucket + 1) % 2**TIER
+    assert refusal(stored(key=key_id(census_key(RULES.swarm_id, WINDOW, TIER, other_bucket)))) is Reason.KEY_MISMATCH
+    with pytest.raises(Rejected) as read:
+        open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=Slot(WINDOW, other_bucket, ALICE.peer_id, TIER))
+    assert read.value.reason is Reason.KEY_MISMATCH
+    # its bucket of one tier under another tier's key where the two differ (a bucket carries its tier)
+    tier = next(t for t in range(1, TIER_MAX + 1) if bucket_of(ALICE.peer_id, t) != bucket_of(ALICE.peer_id, t - 1))
+    lower = bucket_of(ALICE.peer_id, tier - 1)
+    assert refusal(stored(key=key_id(census_key(RULES.swarm_id, WINDOW, tier, lower)))) is Reason.KEY_MISMATCH
+    with pytest.raises(Rejected) as read:
+        open_frame(BEACON.seal(beacon(), ALICE), BEACON, RULES, now=T0 + 1, slot=Slot(WINDOW, lower, ALICE.peer_id, tier))
+    assert read.value.reason is Reason.KEY_MISMATCH
+
+
+def test_a_stored_beacons_expiration_is_its_timestamp_plus_the_ttl_and_not_past():
     assert refusal(stored(expiration_time=T0 + 3600)) is Reason.BAD_EXPIRY
     expired = RULES.expiration_of(T0) + RULES.clock_skew_s + 1
     assert refusal(stored(), now=expired) is Reason.STALE
-    assert refusal(stored(), now=T0 + 3600) is Reason.BAD_SIGNATURE  # an old window's census key holds no beacons
 
 
 @pytest.mark.parametrize(
@@ -154,11 +188,13 @@ def test_any_single_bit_flip_of_a_stored_beacon_is_refused(position, bit):
 
 
 def test_a_census_key_holds_a_bounded_number_of_signers_and_one_beacon_per_signer_and_window():
-    kinds = KeyKinds(RULES, clock=lambda: T0 + 1)
-    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, WINDOW + 1, 0))) is BEACON
-    assert kinds.kind_of(key_id(census_key(RULES.swarm_id, WINDOW + 3, 0))) is BATCH  # not a key of these windows
-    storage = BoundedRecordStorage(kinds=kinds, max_beacons_per_bucket=3)
-    key = DHTID.from_bytes(key_id(census_key(RULES.swarm_id, WINDOW + 1, 0)))
+    """Once a beacon proved a key (of any tier) to be a census key, the storage caps its signers and their rate."""
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    top = key_id(census_key(RULES.swarm_id, WINDOW + 1, TIER_MAX, bucket_of(ALICE.peer_id, TIER_MAX)))
+    assert validator.kinds.kind_of(top) is None
+    assert validator.validate(stored(key=top)) and validator.kinds.kind_of(top) is BEACON
+    storage = BoundedRecordStorage(kinds=validator.kinds, max_beacons_per_bucket=3)
+    key = DHTID.from_bytes(top)
     expiry = RULES.expiration_of(T0)
     assert [storage.store_subkey(key, f"signer{i}", b"x" * 100, expiry) for i in range(5)] == [True] * 3 + [False] * 2
     assert not storage.store_subkey(key, "signer0", b"y" * 100, expiry + 1)  # same window: once is enough
@@ -173,8 +209,10 @@ def test_showable_text_excludes_what_could_rewrite_a_terminal_and_the_display_bl
     assert showable("kaithi\U000110bd") and peer_text("kaithi\U000110bd").plain == "kaithi\ufffd"
 
 
-def census_of(*beacons: tuple[str, Beacon], buckets_read: int = BEACON_BUCKETS) -> Census:
-    return Census(RULES.swarm_id, T0 + 5, [CensusEntry(peer, content) for peer, content in beacons], buckets_read)
+def census_of(*beacons: tuple[str, Beacon], buckets_read: int = 2**TIER) -> Census:
+    """A census of the 2^TIER buckets of TIER."""
+    entries = [CensusEntry(peer, content) for peer, content in beacons]
+    return Census(RULES.swarm_id, T0 + 5, entries, buckets_read, buckets_total=2**TIER, tier=TIER)
 
 
 def test_totals_sum_the_swarm_and_are_scaled_up_from_a_sample():

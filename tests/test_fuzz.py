@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmnode.lab import fuzz_envelope as fuzz
-from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_frame, judge_presence
+from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_frame, judge_presence, slot_of
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason, Rejected
@@ -40,14 +40,7 @@ SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 def test_the_independent_oracle_gives_every_committed_vector_its_expected_result(case):
     """PROTOCOL.md promises that an implementation written from its text alone agrees with the vectors."""
     rules = MANIFEST["rules"]
-    slot = None
-    if "slot" in case:
-        window, shard, subkey = case["slot"].split("/", 2)  # a presence's slot names the directory, not a shard
-        if shard == "census":  # a beacon's: WINDOW/census/BUCKET/SUBKEY
-            bucket, subkey = subkey.split("/", 1)
-            slot = (int(window), int(bucket), subkey)
-        else:
-            slot = (int(window), None if shard == "directory" else int(shard), subkey)
+    slot = slot_of(case["slot"]) if "slot" in case else None  # a shard's, or a directory or census bucket's
     context = Context(case.get("swarm"), rules["window_s"], rules["num_shards"], now=case.get("now"), slot=slot, suite=SUITE)
     judge = {"presence": judge_presence, "beacon": judge_beacon}.get(case.get("kind"), judge_frame)
     assert judge((VECTORS / case["frames"][-1]).read_bytes(), context) == case["expect"]

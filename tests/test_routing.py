@@ -35,7 +35,7 @@ class Protocol:
         self.added.append((node_id, peer_id))
 
     async def call_find(self, peer, keys):
-        chosen = DHTID.generate(source=census_key(RULES.swarm_id, 1, 0))  # right next to a census bucket
+        chosen = DHTID.generate(source=census_key(RULES.swarm_id, 1, 0, 0))  # right next to a census key
         return {key: (None, {node_id_of(HONEST): HONEST, chosen: LIAR}) for key in keys}
 
 
@@ -57,7 +57,7 @@ def test_a_peer_that_chose_its_node_id_next_to_a_key_is_not_in_an_honest_routing
     save_identity(Identity.generate(), tmp_path / "honest.key")
     with DHTPeer(tmp_path / "honest.key", RULES, NetworkConfig()) as honest:
         loop = LoopThread("liar")
-        target = DHTID.generate(source=census_key(RULES.swarm_id, 1, 3))
+        target = DHTID.generate(source=census_key(RULES.swarm_id, 1, 3, 3))
         liar = loop.run(DHTNode.create(
             initial_peers=honest.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], node_id=target,
             cache_locally=False, cache_nearest=0,

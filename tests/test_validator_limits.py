@@ -1,7 +1,9 @@
 """The DHT validator's exact limits: the record size bound, msgpack headers whose length disagrees with their body,
-and the oldest window whose directory and census keys a peer still recognises (PROTOCOL.md §5.1)."""
+and how a peer learns which kind a key holds (PROTOCOL.md §5.1)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import msgpack
 import pytest
@@ -14,9 +16,8 @@ from swarmnode.net.validator import KeyKinds, SwarmRecordValidator, check_record
 from swarmnode.wire.batch import BATCH, MAX_ENVELOPE_BYTES
 from swarmnode.wire.beacon import BEACON
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.keys import batch_key, census_key, directory_key
+from swarmnode.wire.keys import batch_key, directory_key
 from swarmnode.wire.presence import PRESENCE
-from swarmnode.wire.record import Kind
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
 from swarmnode.wire.rules import SwarmRules, shard_of
@@ -135,19 +136,21 @@ def test_a_fixstr_whose_length_disagrees_with_its_body_is_refused(body: bytes, d
     assert info.value.reason is Reason.KEY_MISMATCH
 
 
-def test_the_oldest_recognised_window_moves_exactly_when_its_records_can_no_longer_be_stored() -> None:
-    """Directory and census keys are recognised from window_of(now - record_ttl_s - clock_skew_s) - 1 on, no sooner."""
-    window = RULES.window_of(T0)
-    boundary = window * RULES.window_s + RULES.record_ttl_s + RULES.clock_skew_s  # now - ttl - skew: window's start
-    now = [boundary - 2.0**-10]
-    kinds = KeyKinds(RULES, clock=lambda: now[0])
-
-    def kinds_of(w: int) -> tuple[Kind, Kind]:
-        directory, census = key_id(directory_key(RULES.swarm_id, w)), key_id(census_key(RULES.swarm_id, w, 0))
-        return kinds.kind_of(directory), kinds.kind_of(census)
-
-    assert kinds_of(window - 2) == (PRESENCE, BEACON)  # now - ttl - skew still lies in window - 1
-    assert kinds_of(window - 3) == (BATCH, BATCH)
-    now[0] = boundary
-    assert kinds_of(window - 1) == (PRESENCE, BEACON)
-    assert kinds_of(window - 2) == (BATCH, BATCH)
+def test_a_key_s_kind_is_learnt_from_a_record_proven_to_belong_there_and_only_the_newest_keys_are_kept() -> None:
+    """A key id is a hash: its kind is known once a record signed as that kind, whose content computes that very
+    key, was accepted under it (then the storage's caps for the kind apply before the next frame is opened). A
+    refused record teaches nothing, and the memory keeps the most recently proven keys."""
+    kinds = KeyKinds(RULES, capacity=2)
+    keys = [bytes([n]) * 20 for n in range(3)]
+    assert kinds.kind_of(keys[0]) is None
+    for key, kind in zip(keys, (PRESENCE, BEACON, BATCH)):
+        kinds.learn(key, kind)
+    assert [kinds.kind_of(key) for key in keys] == [None, BEACON, BATCH]
+    validator = SwarmRecordValidator(RULES, clock=lambda: T0 + 1)
+    task = TaskRef("chain_sum", "0123456789abcdef", 1, 2)
+    frame = BATCH.seal(RolloutBatch(RULES.swarm_id, RULES.window_of(T0), 1, T0, "m", "v", (Rollout(task, (Completion("x"),)),)), ALICE)
+    record = DHTRecord(batch_key_id(), msgpack.packb(ALICE.peer_id), msgpack.packb(frame), RULES.expiration_of(T0))
+    assert validator.kinds.kind_of(record.key) is None and validator.validate(record)
+    assert validator.kinds.kind_of(record.key) is BATCH
+    misplaced = dataclasses.replace(record, key=key_id(directory_key(RULES.swarm_id, RULES.window_of(T0), 0, 0)))
+    assert not validator.validate(misplaced) and validator.kinds.kind_of(misplaced.key) is None

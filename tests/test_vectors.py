@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from swarmnode.cli import app
 from swarmnode.config import NodeConfig
 from swarmnode.lab import protocol_oracle
-from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_presence
+from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_presence, slot_of
 from swarmnode.learn.intake import Intake
 from swarmnode.learn.tasks import FamilySpec, TaskSuite
 from swarmnode.wire.beacon import BEACON
@@ -73,6 +73,8 @@ def test_the_manifest_names_the_receivers_families_and_their_config_hashes_are_r
 
 def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
     assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence", "beacon"}
+    assert (MANIFEST["protocol_version"], MANIFEST["envelope_version"]) == (2, 1)
+    assert MANIFEST["key_prefix"] == "swarmnode/v2/" and MANIFEST["tier_max"] == 12
     expected = {case["expect"] for case in CASES if "kind" not in case}
     # task_error needs a generator that fails on a valid reference: none does on the default families; banned
     # and not_allowed are a receiver's own policy (its bans, its closed swarm's allowlist), not the frame's
@@ -116,9 +118,8 @@ def test_the_independent_oracle_gives_every_presence_vector_its_expected_result(
     rules = MANIFEST["rules"]
     slot = None
     if "slot" in case:
-        window, directory, subkey = case["slot"].split("/", 2)
-        assert directory == "directory"
-        slot = (int(window), None, subkey)
+        assert case["slot"].split("/")[1] == "directory"
+        slot = slot_of(case["slot"])  # (window, bucket, subkey, tier)
     context = Context(
         case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
         now=case.get("now"), slot=slot,
@@ -132,9 +133,8 @@ def test_the_independent_oracle_gives_every_beacon_vector_its_expected_result(ca
     rules = MANIFEST["rules"]
     slot = None
     if "slot" in case:
-        window, census, bucket, subkey = case["slot"].split("/", 3)
-        assert census == "census"
-        slot = (int(window), int(bucket), subkey)
+        assert case["slot"].split("/")[1] == "census"
+        slot = slot_of(case["slot"])  # (window, bucket, subkey, tier)
     context = Context(
         case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
         now=case.get("now"), slot=slot,
@@ -154,19 +154,36 @@ def test_a_beacon_is_stale_after_one_window_whatever_max_age_windows():
     assert judge_beacon(frame, context) == "stale"
 
 
-@pytest.mark.parametrize(
-    "slot", ["60000000/3/x", "1/census/8/x", "1/census/-1/x", "directory/3/x", "census/3/x", "1/census/3"]
-)
+NOT_BUCKET_SLOTS = [
+    "60000000/3/x", "1/{place}/3/8/x", "1/{place}/0/1/x", "1/{place}/13/0/x", "1/{place}/-1/0/x", "1/{place}/3/-1/x",
+    "1/{place}/3/x", "1/{place}/3/2", "1/{place}/3/2/", "{place}/3/2/x", "1/{place}/a/2/x", "1/{place}/3/b/x",
+]
+
+
+@pytest.mark.parametrize("slot", NOT_BUCKET_SLOTS)
 def test_cli_check_refuses_a_beacon_slot_that_is_not_a_census_key(slot):
+    """A census key is WINDOW/census/TIER/BUCKET: TIER in 0-12, BUCKET below 2^TIER (PROTOCOL.md §4.2)."""
     frame = str(VECTORS / "beacon_valid_minimal.bin")
-    outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "beacon", "--slot", slot])
-    assert outcome.exit_code == 2 and "WINDOW/census/BUCKET/SUBKEY" in outcome.output
+    outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "beacon", "--slot", slot.format(place="census")])
+    assert outcome.exit_code == 2 and "WINDOW/census/TIER/BUCKET/SUBKEY" in outcome.output
 
 
-def test_cli_check_refuses_a_presence_slot_that_is_not_a_directory_key():
+@pytest.mark.parametrize("slot", [*NOT_BUCKET_SLOTS, "60000000/directory/x", "1/census/0/0/x"])
+def test_cli_check_refuses_a_presence_slot_that_is_not_a_directory_key(slot):
+    """A directory key is WINDOW/directory/TIER/BUCKET, as a census key (PROTOCOL.md §4.1)."""
     frame = str(VECTORS / "presence_valid_minimal.bin")
-    outcome = CliRunner().invoke(app, ["protocol", "check", frame, "--kind", "presence", "--slot", "60000000/3/x"])
-    assert outcome.exit_code == 2 and "WINDOW/directory/SUBKEY" in outcome.output
+    outcome = CliRunner().invoke(
+        app, ["protocol", "check", frame, "--kind", "presence", "--slot", slot.format(place="directory")]
+    )
+    assert outcome.exit_code == 2 and "WINDOW/directory/TIER/BUCKET/SUBKEY" in outcome.output
+
+
+@pytest.mark.parametrize("slot", [slot.format(place=place) for slot in NOT_BUCKET_SLOTS[1:]
+                                  for place in ("directory", "census")])
+def test_the_oracle_reads_the_same_slots_as_the_cli(slot):
+    """Bucket slots the CLI refuses, the oracle's `slot_of` refuses too (a batch slot is another shape)."""
+    with pytest.raises(ValueError):
+        slot_of(slot)
 
 
 @pytest.mark.parametrize("kind", ["batch", "presence", "beacon"])

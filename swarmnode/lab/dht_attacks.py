@@ -8,9 +8,10 @@ windows ahead, grind that many identities next to the target key (nearer than ev
 and let the scene report what its peers saw in that window. Attackers are in place before the window before it
 begins: a beacon is stored under its window's census key and the next one's, and a census reads both windows'.
 
-Attacks: `census_hiding` (the busiest census bucket answers empty; with 8 attackers, one per bucket),
-`census_replacement` (it answers with 64 valid beacons of Sybils), `shard` (a victim signer's shard key of the
-window answers empty and drops its stores) and `directory` (the window's directory key answers empty).
+Attacks: `census_hiding` (the busiest census bucket of the tier readers read answers empty; with as many attackers as
+buckets, one per bucket), `census_replacement` (it answers with 64 valid beacons of Sybils), `shard` (a victim
+signer's shard key of the window answers empty and drops its stores) and `directory` (the window's directory key
+answers empty; in protocol v2 its busiest bucket of the tier the swarm's size calls for).
 """
 
 from __future__ import annotations
@@ -186,8 +187,9 @@ class Attackers:
 
 
 def targets_of(cell: Cell, keys: dict[str, Any], bucket: int, rules: SwarmRules,
-               honest: Sequence[DHTID]) -> tuple[list[Target], set[str]]:
-    """Who stands where and says what, for one cell (`bucket`: the busiest census bucket); and the Sybils' peer ids."""
+               honest: Sequence[DHTID], tier: int = 3) -> tuple[list[Target], set[str]]:
+    """Who stands where and says what, for one cell (`bucket`: the busiest census bucket, of `tier`: 3 in a tree
+    before protocol v2, whose 8 buckets are those of tier 3); and the Sybils' peer ids."""
     targets: list[Target] = []
     sybils: set[str] = set()
     for attack in cell.attacks:
@@ -198,7 +200,7 @@ def targets_of(cell: Cell, keys: dict[str, Any], bucket: int, rules: SwarmRules,
                "shard": keys["victim_batch"], "directory": keys["directory"]}[attack]
         answer: Answer = empty
         if attack == "census_replacement":
-            replacement = SybilBeacons(rules, bucket)
+            replacement = SybilBeacons(rules, bucket, tier=tier)
             answer, sybils = replacement, sybils | replacement.peer_ids
         targets += [(attack, identity, key, answer) for identity in grind(key, honest, cell.attackers)]
     return targets, sybils
@@ -210,7 +212,8 @@ def run_cell(scene: SceneProcess, cell: Cell, rules: SwarmRules, workdir: Path, 
     for attempt in range(LATE_RETRIES + 1):
         started = get_dht_time()
         window = math.floor((started + lead_s) / window_s) + 2  # window - 1 begins at least lead_s from now
-        targets, sybils = targets_of(cell, scene.keys(window), scene.ready["bucket"], rules, scene.honest)
+        targets, sybils = targets_of(cell, scene.keys(window), scene.ready["bucket"], rules, scene.honest,
+                                     scene.ready.get("census_tier", 3))
         hostile = Attackers(targets, scene.ready["maddrs"], workdir)
         with hostile as attackers:
             ready_s = get_dht_time() - started
@@ -256,8 +259,9 @@ def run_cells(tree: Path, cells: Sequence[Cell], *, peers: int, window_s: float,
                         on_cell(report)
             finally:
                 killed += scene.close()
-    scene_info = {key: scene.ready[key] for key in ("tree", "census_keys_rotate", "victim", "bucket", "bucket_peers",
-                                                     "readers", "collectors")}
+    scene_info = {key: scene.ready.get(key) for key in ("tree", "census_keys_rotate", "tiered", "census_tier",
+                                                         "directory_tier", "victim", "bucket", "bucket_peers", "readers",
+                                                         "collectors")}
     return {"scene": {**scene_info, "peers": len(scene.ready["peers"]), "p2pd_killed": killed}, "cells": reports}
 
 

@@ -30,7 +30,7 @@ from swarmnode.net.routing import node_id_of
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import BEACON, Beacon
 from swarmnode.wire.identity import Identity, save_identity
-from swarmnode.wire.keys import beacon_bucket
+from swarmnode.wire.keys import bucket_of
 from swarmnode.wire.rules import SwarmRules
 
 STARTUP_TIMEOUT_S = 60.0
@@ -72,15 +72,16 @@ def empty() -> DictionaryDHTValue:
 
 
 class SybilBeacons:
-    """The key holds valid beacons of `count` identities of `bucket`, all ours, signed for the window asked in
-    (so that readers keep them as live): a census replaced by Sybils, as large as an honest key may be."""
+    """The key holds valid beacons of `count` identities of `bucket` of `tier`, all ours, signed for the window asked
+    in (so that readers keep them as live): a census replaced by Sybils, as large as an honest key may be. (Before
+    protocol v2 a census bucket was shard(peer) mod 8: the buckets of tier 3.)"""
 
-    def __init__(self, rules: SwarmRules, bucket: int, count: int = SYBILS_PER_BUCKET) -> None:
+    def __init__(self, rules: SwarmRules, bucket: int, count: int = SYBILS_PER_BUCKET, *, tier: int) -> None:
         self.rules = rules
         self.identities: list[Identity] = []
-        while len(self.identities) < count:  # one identity in BEACON_BUCKETS lands in the bucket
+        while len(self.identities) < count:  # one identity in 2^tier lands in the bucket
             identity = Identity.generate()
-            if beacon_bucket(identity.peer_id) == bucket:
+            if bucket_of(identity.peer_id, tier) == bucket:
                 self.identities.append(identity)
         self._signed: tuple[int, DictionaryDHTValue] | None = None
 

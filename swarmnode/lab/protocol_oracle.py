@@ -5,7 +5,8 @@ It shares no code with swarmnode (envelope, presence, record, tasks, intake): it
 DHT placement, address rule, config hash and verifier score (reasoning-gym is the protocol's generator, so
 it is used directly). The fuzzer uses it as the judge of what must be accepted; tests run it over the
 committed vectors: `judge_frame` for batches (§5, checks 14-15 when the context names a suite),
-`judge_presence` for directory entries (§4.1), `judge_beacon` for census beacons (§4.2).
+`judge_presence` for directory entries (§4.1), `judge_beacon` for census beacons (§4.2); `slot_of` reads the
+slots the vectors name (§5, `swarmnode protocol check --slot`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ LIMITS = {
 DOMAIN = b"swarmnode/envelope\x00"
 PRESENCE_DOMAIN = b"swarmnode/presence\x00"  # §4.1
 BEACON_DOMAIN = b"swarmnode/beacon\x00"  # §4.2
-BEACON_BUCKETS = 8  # §4.2: bucket = shard(signer) with 8 shards
+# §4: the protocol version is in every key's prefix
+KEY_PREFIX = "swarmnode/v2/"
+# §4.1, §4.2: directory and census keys of tiers 0..TIER_MAX, 2^tier buckets each; bucket = shard(signer) with
+# 2^tier shards
+TIER_MAX = 12
 BEACON_MAX_UPTIME_S = 100 * 365 * 86_400  # §4.2, B7
 BEACON_MAX_RATE = 1e7
 # §4.2 "showable": no code point in these ranges
@@ -199,8 +204,9 @@ class Context:
     clock_skew_s: float = 5.0
     record_ttl_s: float = 60.0
     now: float | None = None
-    # (window, shard, subkey); for a beacon (window, bucket, subkey)
-    slot: tuple[int | None, int | None, str] | None = None
+    # (window, shard, subkey) for a batch; (window, bucket, subkey, tier) for a presence or a beacon (a 3-tuple
+    # there: tier 0); `slot_of` reads one from its text
+    slot: tuple | None = None
     # the receiver's task families for checks 14-15: (family, config_hash) -> (config, dataset size)
     suite: dict[tuple[str, str], tuple[dict, int]] | None = None
 
@@ -220,6 +226,34 @@ def peer_id(public_key: bytes) -> str:
 
 def shard(peer: str, num_shards: int) -> int:
     return int.from_bytes(hashlib.sha256(peer.encode()).digest()[:8], "big") % num_shards
+
+
+def bucket(peer: str, tier: int) -> int:
+    """§4.1: the signer's bucket among the 2^tier of a tier."""
+    return shard(peer, 2**tier)
+
+
+def slot_of(text: str) -> tuple:
+    """A slot as §5 writes it: WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/TIER/BUCKET/SUBKEY (a
+    presence) or WINDOW/census/TIER/BUCKET/SUBKEY (a beacon), as (window, shard, subkey) or (window, bucket,
+    subkey, tier); ValueError for any other text (a peer id never holds a slash, but a subkey is taken whole)."""
+    window, place, rest = text.split("/", 2)
+    if place in ("directory", "census"):
+        tier, number, subkey = rest.split("/", 2)
+        in_range = tier.isdigit() and number.isdigit() and int(tier) <= TIER_MAX and int(number) < 2 ** int(tier)
+        if not (in_range and subkey):
+            raise ValueError(f"not a {place} slot: {text}")
+        return (int(window), int(number), subkey, int(tier))
+    return (int(window), int(place), rest)
+
+
+def _bucket_check(signer_id: str, slot: tuple | None) -> None:
+    """P4 and B4 of §4.1-4.2: the key's bucket, at the key's tier, is the signer's."""
+    if slot is None or slot[1] is None:
+        return
+    tier = slot[3] if len(slot) > 3 else 0
+    if not 0 <= tier <= TIER_MAX or slot[1] != bucket(signer_id, tier):
+        raise Refusal("key_mismatch")
 
 
 def judge_frame(frame: bytes, context: Context = Context()) -> str:
@@ -362,8 +396,8 @@ def _values(batch: dict, rollouts: list[dict]) -> None:
 
 
 def judge_presence(frame: bytes, context: Context = Context()) -> str:
-    """'accept' or the rejection code of §4.1 (P1-P9) for a directory entry; of `context.slot` the subkey
-    (P4) and the window (P8) are used."""
+    """'accept' or the rejection code of §4.1 (P1-P9) for a directory entry; of `context.slot` the subkey and
+    the bucket at the slot's tier (P4) and the window (P8) are used."""
     try:
         _presence_checks(frame, context)
     except Refusal as refusal:
@@ -372,7 +406,8 @@ def judge_presence(frame: bytes, context: Context = Context()) -> str:
 
 
 def _presence_checks(frame: bytes, c: Context) -> dict:
-    signer_id, payload = _envelope_checks(frame, c, LIMITS["presence_bytes"], PRESENCE_DOMAIN)  # P1-P4
+    signer_id, payload = _envelope_checks(frame, c, LIMITS["presence_bytes"], PRESENCE_DOMAIN)  # P1-P4: the subkey
+    _bucket_check(signer_id, c.slot)  # P4: the bucket
     presence = parse(payload, "Presence")  # P5
     swarm_id, window, timestamp = presence.get(1, ""), presence.get(2, 0), presence.get(3, 0.0)
     reachability, addresses = presence.get(4, 0), presence.get(5, [])
@@ -406,8 +441,8 @@ def _presence_checks(frame: bytes, c: Context) -> dict:
 
 
 def judge_beacon(frame: bytes, context: Context = Context()) -> str:
-    """'accept' or the rejection code of §4.2 (B1-B9) for a census beacon; of `context.slot` the bucket and the
-    subkey (B4) are used. Whatever `context.max_age_windows`, a beacon is stale after one window (B9)."""
+    """'accept' or the rejection code of §4.2 (B1-B9) for a census beacon; of `context.slot` the subkey and the
+    bucket at the slot's tier (B4) and the window (B8) are used. Whatever `context.max_age_windows`, a beacon is stale after one window (B9)."""
     try:
         _beacon_checks(frame, context)
     except Refusal as refusal:
@@ -417,8 +452,7 @@ def judge_beacon(frame: bytes, context: Context = Context()) -> str:
 
 def _beacon_checks(frame: bytes, c: Context) -> dict:
     signer_id, payload = _envelope_checks(frame, c, LIMITS["beacon_bytes"], BEACON_DOMAIN)  # B1-B4: the subkey
-    if c.slot is not None and c.slot[1] not in (None, shard(signer_id, BEACON_BUCKETS)):
-        raise Refusal("key_mismatch")  # B4: the bucket
+    _bucket_check(signer_id, c.slot)  # B4: the bucket
     beacon = parse(payload, "Beacon")  # B5
     swarm_id, window, timestamp = beacon.get(1, ""), beacon.get(2, 0), beacon.get(3, 0.0)
     software, model_id, phase = beacon.get(4, ""), beacon.get(5, ""), beacon.get(17, "")
@@ -538,7 +572,7 @@ def _record_checks(key: bytes, subkey: bytes, value: bytes, expiration: float, c
         raise Refusal("key_mismatch") from None
     checked = _frame_checks(frame, dataclasses.replace(c, now=None, slot=(None, None, subkey_text)))
     batch, signer = checked["batch"], checked["signer"]
-    key_string = f"swarmnode/v1/{batch.get(1, '')}/{batch.get(2, 0)}/{shard(signer, c.num_shards)}"
+    key_string = f"{KEY_PREFIX}{batch.get(1, '')}/{batch.get(2, 0)}/{shard(signer, c.num_shards)}"
     if subkey != msgpack.packb(signer) or key != hashlib.sha1(msgpack.packb(key_string)).digest():
         raise Refusal("key_mismatch")
     timestamp = batch.get(4, 0.0)

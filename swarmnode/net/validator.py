@@ -200,17 +200,17 @@ class SwarmRecordValidator(RecordValidatorBase):
         self.precheck: Precheck | None = None
 
     def validate(self, record: DHTRecord) -> bool:
-        reading = _reading.get()
+        reading, known = _reading.get(), self.kinds.kind_of(record.key)
         try:
             if self.precheck is not None and not reading and math.isfinite(record.expiration_time):
-                limit = (self.kinds.kind_of(record.key) or LARGEST_KIND).max_frame_bytes
-                if len(record.value) > limit + 5:
+                if len(record.value) > (known or LARGEST_KIND).max_frame_bytes + 5:
                     raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
                 key, subkey = DHTID.from_bytes(record.key), unpack_str(record.subkey)
                 if self.precheck(key, subkey, len(record.value), record.expiration_time) is not None:
                     return False  # counted by the storage
             signed = check_record(
-                record, self.rules, self._clock(), reading=reading, key_of=self._key_of, verified=self.verified
+                record, self.rules, self._clock(), kind=known, reading=reading, key_of=self._key_of,
+                verified=self.verified,
             )
         except Rejected as rejected:
             with self._lock:
