@@ -24,10 +24,10 @@ from swarmnode.learn.tasks import GENERATOR, FamilySpec, TaskSuite
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_ENVELOPE_BYTES, MAX_INDEX, encode_batch
 from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon
-from swarmnode.wire.envelope import PROTOCOL_VERSION, Envelope
+from swarmnode.wire.envelope import ENVELOPE_VERSION, Envelope
 from swarmnode.wire.identity import Identity
 from swarmnode.wire.keys import KEY_PREFIX, TIER_MAX, bucket_of
-from swarmnode.wire.keys import PROTOCOL_VERSION as KEYS_VERSION
+from swarmnode.wire.keys import PROTOCOL_VERSION
 from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE, PRESENCE_DOMAIN_TAG, Presence
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef
@@ -90,7 +90,7 @@ def batch(**changes) -> RolloutBatch:
     return dataclasses.replace(base, **changes)
 
 
-def frame(identity: Identity, value: RolloutBatch, version: int = PROTOCOL_VERSION) -> bytes:
+def frame(identity: Identity, value: RolloutBatch, version: int = ENVELOPE_VERSION) -> bytes:
     return Envelope.sign(identity, encode_batch(value), BATCH_DOMAIN_TAG, version).encode()
 
 
@@ -108,7 +108,7 @@ def presence_payload(value: Presence) -> bytes:
 
 
 def presence_frame(
-    identity: Identity, payload: bytes, version: int = PROTOCOL_VERSION, domain: bytes = PRESENCE_DOMAIN_TAG
+    identity: Identity, payload: bytes, version: int = ENVELOPE_VERSION, domain: bytes = PRESENCE_DOMAIN_TAG
 ) -> bytes:
     """A frame around any payload bytes, signed under the presence domain tag unless told otherwise."""
     return Envelope.sign(identity, payload, domain, version).encode()
@@ -242,8 +242,8 @@ def main(out: Path) -> None:
     add_beacon_vectors(add, ctx, valid)
 
     manifest = {
-        "protocol_version": KEYS_VERSION,  # in every DHT key's prefix (PROTOCOL.md §4)
-        "envelope_version": PROTOCOL_VERSION,  # Envelope.version, check 3
+        "protocol_version": PROTOCOL_VERSION,  # in every DHT key's prefix (PROTOCOL.md §4)
+        "envelope_version": ENVELOPE_VERSION,  # Envelope.version, check 3
         "key_prefix": KEY_PREFIX,
         "tier_max": TIER_MAX,
         "rules": {"window_s": WINDOW_S, "num_shards": NUM_SHARDS, "max_age_windows": 1, "clock_skew_s": 5.0},

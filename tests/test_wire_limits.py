@@ -18,7 +18,7 @@ from swarmnode.wire import identity as identity_module
 from swarmnode.wire.address import Reachability, canonical_host
 from swarmnode.wire.batch import BATCH, MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_ENVELOPE_BYTES
 from swarmnode.wire.beacon import BEACON, Beacon, showable
-from swarmnode.wire.envelope import MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, PROTOCOL_VERSION, Envelope
+from swarmnode.wire.envelope import MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, ENVELOPE_VERSION, Envelope
 from swarmnode.wire.identity import (
     Identity,
     IdentityError,
@@ -102,7 +102,7 @@ def test_a_signer_or_signature_of_the_wrong_length_is_malformed_not_a_bad_signat
     assert reason_of(frame.encode()) is Reason.MALFORMED
 
 
-@pytest.mark.parametrize("version", [0, PROTOCOL_VERSION + 1, 2**32 - 1])
+@pytest.mark.parametrize("version", [0, ENVELOPE_VERSION + 1, 2**32 - 1])
 def test_a_correctly_signed_envelope_of_another_version_is_refused_as_bad_version(version):
     frame = Envelope.sign(ALICE, Envelope.decode(VALID).payload, BATCH.domain, version=version).encode()
     assert reason_of(frame) is Reason.BAD_VERSION

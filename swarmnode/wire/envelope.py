@@ -17,7 +17,7 @@ from swarmnode.wire.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity,
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rejection import Reason, Rejected
 
-PROTOCOL_VERSION = 1
+ENVELOPE_VERSION = 1
 
 MAX_SWARM_ID_BYTES = 64
 MAX_MODEL_ID_BYTES = 200
@@ -39,7 +39,7 @@ class Envelope:
     signature: bytes
 
     @classmethod
-    def sign(cls, identity: Identity, payload: bytes, domain: bytes, version: int = PROTOCOL_VERSION) -> Envelope:
+    def sign(cls, identity: Identity, payload: bytes, domain: bytes, version: int = ENVELOPE_VERSION) -> Envelope:
         return cls(version, identity.public_key, payload, identity.sign(signing_message(version, payload, domain)))
 
     def verify(self, domain: bytes) -> bool:
@@ -67,8 +67,8 @@ def verified_envelope(frame: bytes, max_bytes: int, domain: bytes) -> Envelope:
     if len(frame) > max_bytes:
         raise Rejected(Reason.TOO_LARGE, f"{len(frame)} > {max_bytes} bytes")
     envelope = Envelope.decode(frame)
-    if envelope.version != PROTOCOL_VERSION:
-        raise Rejected(Reason.BAD_VERSION, f"version {envelope.version}, this node speaks {PROTOCOL_VERSION}")
+    if envelope.version != ENVELOPE_VERSION:
+        raise Rejected(Reason.BAD_VERSION, f"version {envelope.version}, this node speaks envelope version {ENVELOPE_VERSION}")
     if not envelope.verify(domain):
         raise Rejected(Reason.BAD_SIGNATURE)
     return envelope
