@@ -201,18 +201,19 @@ def rss_bytes(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its p2pd children, the running and the reaped ones."""
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time of this process (every peer's Python: one interpreter, one GIL) and of its p2pd children, the
+    running and the reaped ones."""
     me = psutil.Process()
     times = me.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
+    children = times.children_user + times.children_system
     for child in me.children():
         try:
             child_times = child.cpu_times()
-            total += child_times.user + child_times.system
+            children += child_times.user + child_times.system
         except psutil.Error:
             continue
-    return total
+    return times.user + times.system, children
 
 
 def quantiles(samples: list[float]) -> dict[str, float]:
@@ -239,7 +240,8 @@ class ScaleSwarm:
         self._next_index = 0
         self.bootstrap: DHTPeer | None = None
         self.events: dict[str, list[dict[str, Any]]] = {"publish": [], "collect": [], "beacon": [], "churn": []}
-        self.lags: list[float] = []
+        self.lags: list[float] = []  # from an action's moment until it started (after the member's previous one)
+        self.waits: list[float] = []  # from an action's moment until a worker thread took it up: the machine alone
         self.skipped_late = 0
         self.rss_samples: list[dict[str, float]] = []
         self.storm: dict[str, Any] = {}
@@ -344,6 +346,8 @@ class ScaleSwarm:
                 "taken": sorted({(item.signer, item.window) for item in collected.rollouts}),
                 "keys_read": collected.keys_read, "directory_keys_read": collected.directory_keys_read,
                 "finds": rpcs["find"], "rejected": dict(collected.rejected), "error": collected.error,
+                "round_taken_s": published.latency_s + collected.elapsed_s,
+
                 "round_requests": (member.peer.traffic() - traffic).requests_sent,  # all it sent meanwhile: the round's
             })
         finally:
@@ -376,6 +380,7 @@ class ScaleSwarm:
     def _begin(self, member: Member, lock: threading.Lock, due: float) -> bool:
         """Wait for the member's previous action of this kind; one that could not start within a window is
         skipped (counted: the machine is not keeping up). The lag is from the action's moment to its start."""
+        self.waits.append(time.monotonic() - due)
         if not member.alive or not lock.acquire(timeout=self.config.window_s):
             self._late(member)
             return False
@@ -449,7 +454,7 @@ class ScaleSwarm:
         for number in range(count):  # evenly over the measured windows
             push(measure_at + (number + 0.5) * config.windows * config.window_s / count, "churn", number)
         measured = False
-        cpu_before = wall_before = 0.0
+        cpu_before, wall_before = (0.0, 0.0), 0.0
         with ThreadPoolExecutor(config.workers or 2 * config.size) as pool, ThreadPoolExecutor(1) as churner:
 
             while queue:
@@ -463,6 +468,7 @@ class ScaleSwarm:
                         self._snapshot(member, start=True)
                     cpu_before, wall_before = cpu_seconds(), time.monotonic()
                     self.lags.clear()
+                    self.waits.clear()
                     self.skipped_late = 0
                 if kind == "round":
                     for member in self.alive():
@@ -490,7 +496,8 @@ class ScaleSwarm:
             cpu_after = cpu_seconds()
             pool.shutdown(wait=True, cancel_futures=True)
             churner.shutdown(wait=True)
-        return self._summary(first_window, rounds_per_window, ended - wall_before, cpu_after - cpu_before)
+        cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
+        return self._summary(first_window, ended - wall_before, cpu)
 
     def _sample_memory(self) -> None:
         pids = [member.p2pd_pid for member in self.alive() if member.p2pd_pid is not None]
@@ -507,7 +514,9 @@ class ScaleSwarm:
 
     # ---- the row -----------------------------------------------------------------------------------------
 
-    def _summary(self, first_window: int, rounds_per_window: int, wall_s: float, cpu_s: float) -> dict[str, Any]:
+    def _summary(
+        self, first_window: int, wall_s: float, cpu_s: tuple[float, float]
+    ) -> dict[str, Any]:
         config = self.config
         measured_windows = range(first_window + 1, first_window + 1 + config.windows)
         members = [member for member in self.members if member.start is not None and member.end is not None]
@@ -575,7 +584,12 @@ class ScaleSwarm:
         }
         row["lag_s"] = quantiles(self.lags)
         row["skipped_late"] = self.skipped_late
-        row["cpu_cores"] = cpu_s / wall_s if wall_s else math.nan
+        row["wait_s"] = quantiles(self.waits)
+        row["round_taken_s"] = quantiles([event["round_taken_s"] for event in collects])
+        row["cpu_cores"] = sum(cpu_s) / wall_s if wall_s else math.nan
+        row["cpu_cores_python"] = cpu_s[0] / wall_s if wall_s else math.nan
+        row["cpu_cores_p2pd"] = cpu_s[1] / wall_s if wall_s else math.nan
+
         row["memory"] = {
             key: max(sample[key] for sample in self.rss_samples) for key in self.rss_samples[0]
         } if self.rss_samples else {}
