@@ -125,10 +125,12 @@ def main() -> None:
         needed = memory_needed(size, rows)
         available = psutil.virtual_memory().available
         if size in tries and needed is not None and needed > MEMORY_HEADROOM * available:
-            ceiling.update(stopped_at=size, why=f"memory: about {needed / 2**30:.1f} GiB needed, "
-                           f"{available / 2**30:.1f} GiB available")
-            console.print(f"N={size}: not tried, {ceiling['why']}", highlight=False)
+            ceiling["memory"] = f"N={size} not tried: about {needed / 2**30:.1f} GiB needed, {available / 2**30:.1f} GiB available"
+            if ceiling["stopped_at"] is None:
+                ceiling.update(stopped_at=size, why=ceiling["memory"])
+            console.print(ceiling["memory"], highlight=False)
             break
+
         size_rows = [run_size(tree, label, config, console) for label, tree in trees.items()]
         rows.extend(size_rows)
         if all(row["kept_up"] for row in size_rows):
@@ -153,8 +155,10 @@ def main() -> None:
     rows.sort(key=lambda row: (row["peers"], row["tree"] != "before"))
     for table in render(rows):
         console.print(table)
-    console.print(f"ceiling: largest swarm that kept up {ceiling['largest_kept_up']}; "
-                  f"stopped at {ceiling['stopped_at']}: {ceiling['why']}", highlight=False)
+    console.print(f"ceiling: largest swarm that kept up {ceiling['largest_kept_up']}; smallest that did not "
+                  f"{ceiling['stopped_at']}: {ceiling['why']}" + (f"; {ceiling['memory']}" if "memory" in ceiling else ""),
+                  highlight=False)
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": facts,

@@ -23,7 +23,6 @@ import os
 import random
 import signal
 import statistics
-from contextvars import ContextVar
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +48,12 @@ from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.routing import node_id_of
 from swarmnode.net.traffic import TrafficSnapshot
-from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
 from swarmnode.wire.rules import SwarmRules
 
-DRAIN_S = 20.0  # after the schedule ends, how long in-flight actions may take (each is bounded by its own timeouts)
+DRAIN_S = 20.0  # what in-flight actions may still take after the schedule ends (each bounded by its own deadlines)
 CLOSE_WORKERS = 8
 
 
