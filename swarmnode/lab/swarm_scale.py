@@ -267,9 +267,10 @@ class ScaleSwarm:
             raise
         joined = time.monotonic()
         gossip = Gossip(peer, identity, self.rules, self.gossip_config)
+        shared = {"size": gossip.size} if hasattr(gossip, "size") else {}  # as node.py; trees before v2 had none
         beacons = BeaconService(
             peer, identity, self.rules, beacon_source(self.rules.swarm_id, peer), lambda census: None,
-            timeout_s=self.gossip_config.publish_timeout_s,
+            timeout_s=self.gossip_config.publish_timeout_s, **shared,
         )
         return Member(index, identity, peer, gossip, beacons, nat, joined, joined - started, p2pd_pid=peer.daemon_pid())
 
