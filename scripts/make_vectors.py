@@ -26,8 +26,7 @@ from swarmnode.wire.batch import BATCH_DOMAIN_TAG, MAX_ENVELOPE_BYTES, MAX_INDEX
 from swarmnode.wire.beacon import BEACON, BEACON_DOMAIN_TAG, MAX_BEACON_BYTES, MAX_UPTIME_S, Beacon
 from swarmnode.wire.envelope import ENVELOPE_VERSION, Envelope
 from swarmnode.wire.identity import Identity
-from swarmnode.wire.keys import KEY_PREFIX, TIER_MAX, bucket_of
-from swarmnode.wire.keys import PROTOCOL_VERSION
+from swarmnode.wire.keys import KEY_PREFIX, PROTOCOL_VERSION, TIER_MAX, bucket_of
 from swarmnode.wire.presence import MAX_PRESENCE_BYTES, PRESENCE, PRESENCE_DOMAIN_TAG, Presence
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.rollout import Completion, Rollout, RolloutBatch, TaskRef

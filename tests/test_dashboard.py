@@ -228,7 +228,7 @@ def test_the_swarm_panel_traffic_sparkline_and_swarm_gauges_show_the_latest_cens
                reachability=Reachability.PRIVATE if k else Reachability.PUBLIC, rounds_per_hour=60.0, rollouts_per_hour=480.0)
         for k in range(3)
     ]
-    census = Census("demo", 99.0, [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)], buckets_read=4)
+    census = Census("demo", 99.0, [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)], buckets_read=4, buckets_total=8)
     metrics.set_census(census)
     screen = text_of(render(metrics.status, now=100.0))
     assert "≈6 nodes (3 seen: 2 private, 1 public), 3 models" in screen and "4 of 8 buckets read" in screen
@@ -276,7 +276,7 @@ def first_hour(tmp_path, others: int = 2) -> Status:
                                     round=100 * k, reward=0.5, reachability=Reachability.PRIVATE, phase="train"))
         for k in range(1, others + 1)
     ]
-    metrics.set_census(Census("demo", 95.0, [CensusEntry(peer, beacon) for peer, beacon in nodes], buckets_read=8))
+    metrics.set_census(Census("demo", 95.0, [CensusEntry(peer, beacon) for peer, beacon in nodes], buckets_read=8, buckets_total=8))
     metrics.set_phase("generate")
     return metrics.status
 
@@ -345,10 +345,10 @@ def test_this_nodes_census_row_is_its_live_status_not_its_beacon_of_the_first_wi
 
 def test_the_swarm_count_names_this_node_and_unknown_reachability_so_that_neither_reads_as_another_node(tmp_path):
     alone = first_hour(tmp_path, others=0)
-    assert any("swarm demo: 1 node: this one, 1 model" in line for line in screen(alone, 120, 40))
+    assert any("swarm demo (protocol v2): 1 node: this one, 1 model" in line for line in screen(alone, 120, 40))
     beacons = [Beacon("demo", 1, 90.0, "s", "m", reachability=reach) for reach in Reachability]
     entries = [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)]
-    census = Census("demo", 95.0, entries, buckets_read=8)
+    census = Census("demo", 95.0, entries, buckets_read=8, buckets_total=8)
     assert "3 nodes (1 private, 1 public, 1 of unknown reachability), 1 model," in census_title(census)
 
 

@@ -74,7 +74,7 @@ def test_agreeing_answers_from_a_quorum_end_the_read_and_too_few_answers_make_it
 
 
 def test_a_census_whose_bucket_held_more_signers_than_it_opens_is_not_complete_and_says_so_in_json():
-    census = Census("swarm", 0.0, [], buckets_read=8, full_buckets=1)
+    census = Census("swarm", 0.0, [], buckets_read=8, buckets_total=8, full_buckets=1)
     assert not census.complete
     assert Census.from_json(census.to_json()).full_buckets == 1
-    assert Census("swarm", 0.0, [], buckets_read=8).complete
+    assert Census("swarm", 0.0, [], buckets_read=8, buckets_total=8).complete

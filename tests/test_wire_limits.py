@@ -18,7 +18,7 @@ from swarmnode.wire import identity as identity_module
 from swarmnode.wire.address import Reachability, canonical_host
 from swarmnode.wire.batch import BATCH, MAX_COMPLETION_BYTES, MAX_COMPLETIONS_PER_ROLLOUT, MAX_ENVELOPE_BYTES
 from swarmnode.wire.beacon import BEACON, Beacon, showable
-from swarmnode.wire.envelope import MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, ENVELOPE_VERSION, Envelope
+from swarmnode.wire.envelope import ENVELOPE_VERSION, MAX_MODEL_ID_BYTES, MAX_SWARM_ID_BYTES, Envelope
 from swarmnode.wire.identity import (
     Identity,
     IdentityError,
