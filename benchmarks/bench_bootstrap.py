@@ -118,8 +118,9 @@ def rounds_mode(size: int, rounds: int, seed: int) -> dict:
             served.clear()
             keys.clear()
             started = time.monotonic()
+            collected = 0
             for round_index in range(1, rounds + 1):
-                run_round(swarm, round_index, order, rng)
+                collected += run_round(swarm, round_index, order, rng)
             elapsed = time.monotonic() - started
             deltas = [peer.traffic() - start for peer, start in zip(swarm.peers, before)]
             boot = swarm.peers[0]._node
@@ -145,6 +146,8 @@ def rounds_mode(size: int, rounds: int, seed: int) -> dict:
                 "peers": size,
                 "rounds": rounds,
                 "round_s": elapsed / rounds,
+                "requests_sent_per_node_round": sum(d.requests_sent for d in deltas) / rounds / size,
+                "rollouts_collected_per_node_round": collected / rounds / size,
                 "busiest_served_per_round": served_by[0] / rounds,
                 "second_busiest_served_per_round": served_by[1] / rounds,
                 "median_served_per_round": served_by[len(served_by) // 2] / rounds,
@@ -227,6 +230,67 @@ def storm_mode(joiners: int, bootstraps: int, settled: int) -> dict:
             start_all([peer.close for peer in peers])
 
 
+def churn_mode(size: int, rounds: int, leave_every: int, seed: int) -> dict:
+    """`size` peers publish and collect in turn, round after round; every `leave_every` rounds one of them (never
+    the bootstrap) goes silent (its p2pd stopped: a machine that lost its network) and takes no further part.
+    Every publish's and collect's duration is recorded."""
+    import signal
+
+    from bench_gossip import ShardedSwarm, Workload
+
+    from swarmnode.config import SwarmConfig
+    from swarmnode.wire.identity import Identity, load_identity, save_identity
+
+    rng = random.Random(seed)
+    workload = Workload(8, 4, 200, 4, 2)
+    publish_s: list[float] = []
+    collect_s: list[float] = []
+    stopped: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="bench-churn-") as tmp:
+        paths = []
+        for index in range(size):
+            path = Path(tmp) / f"{index}.key"
+            save_identity(Identity.generate(), path)
+            paths.append(path)
+        swarm = ShardedSwarm(paths, [load_identity(path) for path in paths], SwarmConfig(id="bench", num_shards=256),
+                             workload)
+        try:
+            alive = list(range(size))
+            for round_index in range(rounds + 1):
+                if round_index and round_index % leave_every == 0:
+                    leaving = rng.choice(alive[1:])
+                    alive.remove(leaving)
+                    pid = swarm.peers[leaving].daemon_pid()
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+                order = list(alive)
+                rng.shuffle(order)
+                for index in order:
+                    started = time.monotonic()
+                    swarm.publish(index, round_index)
+                    if round_index:
+                        publish_s.append(time.monotonic() - started)
+                rng.shuffle(order)
+                for index in order:
+                    started = time.monotonic()
+                    swarm.collect(index, round_index)
+                    if round_index:
+                        collect_s.append(time.monotonic() - started)
+        finally:
+            for pid in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            swarm.close()
+
+    def summary(samples: list[float]) -> dict:
+        ordered = sorted(samples)
+        return {"count": len(ordered), "p50_s": ordered[len(ordered) // 2], "p95_s": ordered[int(0.95 * (len(ordered) - 1))],
+                "max_s": ordered[-1], "over_2_5_s": sum(1 for value in ordered if value > 2.5)}
+
+    return {"mode": "churn", "peers": size, "rounds": rounds, "left": len(stopped), "publish": summary(publish_s),
+            "collect": summary(collect_s)}
+
+
 def _start(peer) -> str | None:
     try:
         peer.start()
@@ -243,6 +307,9 @@ def child(args: argparse.Namespace) -> None:
     if args.joiners:
         rows.append(storm_mode(args.joiners, args.bootstraps, args.settled))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    if args.churn_rounds:
+        rows.append(churn_mode(args.churn_peers, args.churn_rounds, args.leave_every, args.seed))
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps(rows))
 
 
@@ -254,6 +321,9 @@ def main() -> None:
     parser.add_argument("--joiners", type=int, default=32, help="0: no join storm")
     parser.add_argument("--bootstraps", type=int, default=3)
     parser.add_argument("--settled", type=int, default=8)
+    parser.add_argument("--churn-rounds", type=int, default=0, help="0: no churn run")
+    parser.add_argument("--churn-peers", type=int, default=24)
+    parser.add_argument("--leave-every", type=int, default=2, help="rounds between two peers going silent")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bootstrap.json")
@@ -265,7 +335,8 @@ def main() -> None:
     for code in args.code or [ROOT]:
         command = [sys.executable, __file__, "--child", "--sizes", args.sizes, "--rounds", str(args.rounds),
                    "--joiners", str(args.joiners), "--bootstraps", str(args.bootstraps), "--settled", str(args.settled),
-                   "--seed", str(args.seed)]
+                   "--seed", str(args.seed), "--churn-rounds", str(args.churn_rounds), "--churn-peers",
+                   str(args.churn_peers), "--leave-every", str(args.leave_every)]
         env = {**os.environ, "PYTHONPATH": str(Path(code).resolve())}
         label = _describe(Path(code))
         print(f"measuring {label}", flush=True)
@@ -287,6 +358,14 @@ def _describe(code: Path) -> str:
 
 
 def render(results: dict) -> None:
+    print("\nchurn (seconds per publish and per collect; a peer goes silent every few rounds)")
+    for label, rows in results.items():
+        for row in rows:
+            if row["mode"] != "churn":
+                continue
+            parts = [f"{what} p50 {row[what]['p50_s']:.2f} p95 {row[what]['p95_s']:.2f} max {row[what]['max_s']:.2f} "
+                     f"over 2.5 s: {row[what]['over_2_5_s']}/{row[what]['count']}" for what in ("publish", "collect")]
+            print(f"{label:<28} {row['peers']} peers, {row['left']} left in {row['rounds']} rounds: " + "; ".join(parts))
     print("\nper round (requests served)")
     print(f"{'code':<28} {'N':>4} {'busiest':>8} {'2nd':>6} {'median':>7} {'boot':>6} {'ping':>5} {'find':>5} "
           f"{'key:rep':>7} {'key:hop':>7} {'store':>6} {'tables w/ boot':>14} {'table':>6}")

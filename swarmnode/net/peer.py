@@ -43,7 +43,6 @@ from swarmnode.net.reachability import (
 )
 from swarmnode.net.replicas import READ_QUORUM, REPLICAS, KeyRead, Read
 from swarmnode.net.routing import (
-    SLOW_PEER_S,
     bind_node_ids,
     hedged_lookup,
     node_id_of,
@@ -620,8 +619,9 @@ class DHTPeer:
     ) -> None:
         """One round of finds: each replica asked once for every key it is asked about (our own storage read
         directly); what did not answer by the deadline counts as not answered, and so does a replica still silent
-        SLOW_PEER_S after another answered (its find finishes in the background: the next round asks the
-        key's other replicas instead of waiting the whole RPC timeout for a peer that may have left)."""
+        `slow_after_s` (0.5 s, longer on a loaded machine) after the first answer came, once every key it was
+        asked for has an answer from another replica (its find finishes in the background: the next round asks
+        the key's other replicas instead of waiting the whole RPC timeout for a peer that may have left)."""
         by_replica: dict[DHTID, list[str]] = {}
         for key, replica_ids in asking.items():
             for replica in replica_ids:
@@ -630,43 +630,45 @@ class DHTPeer:
             for key in by_replica.pop(node.node_id):
                 reads[key].answer(node.node_id, self.storage.get(reads[key].key_id))
 
-        answered = asyncio.Event()
-        asked: dict[asyncio.Task, PeerID] = {}
+        asked: dict[asyncio.Task, list[str]] = {}
 
         async def find(replica: DHTID, keys: list[str]) -> None:
             peer = reads[keys[0]].replicas[replica]
+            started = time.monotonic()
             answer = await node.protocol.call_find(peer, [reads[key].key_id for key in keys])
             _settle(node, peer, answer is not None)
             if answer is None:
                 return
-            answered.set()
+            node.blacklist.answered_in(time.monotonic() - started)
             for key in keys:
                 value, _ = answer.get(reads[key].key_id, (None, {}))
                 reads[key].answer(replica, value)
 
         for replica, keys in by_replica.items():
-            asked[asyncio.create_task(find(replica, keys))] = reads[keys[0]].replicas[replica]
+            asked[asyncio.create_task(find(replica, keys))] = keys
         pending = set(asked)
+        first_answer = None  # when the first replica answered
         while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            if not answered.is_set():  # nobody answered yet: wait for the first answer (or all to fail)
-                first = asyncio.ensure_future(answered.wait())
-                try:
-                    _, pending = await asyncio.wait({*pending, first}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    first.cancel()
-                pending.discard(first)
-                continue
-            _, pending = await asyncio.wait(pending, timeout=min(SLOW_PEER_S, left))
-            break
+            wake = deadline
+            if first_answer is not None:
+                hedge = first_answer + node.blacklist.slow_after_s
+                if now >= hedge:  # left behind: finds for keys that another replica answered already
+                    covered = {task for task in pending if all(reads[key].answers for key in asked[task])}
+                    for task in covered:  # finishes within the RPC timeout, its outcome registered then
+                        task.add_done_callback(_retrieve_exception)
+                    pending -= covered
+                    if not pending:
+                        break
+                else:
+                    wake = hedge
+            _, pending = await asyncio.wait(pending, timeout=wake - now, return_when=asyncio.FIRST_COMPLETED)
+            if first_answer is None and any(read.answers for read in reads.values()):
+                first_answer = time.monotonic()
         for task in pending:
-            if time.monotonic() >= deadline:
-                task.cancel()
-            else:  # a slow replica, left behind: it finishes within the RPC timeout, its outcome registered then
-                task.add_done_callback(_retrieve_exception)
-                node.blacklist.register_slow(asked[task])
+            task.cancel()
 
     async def _keep_joined(self) -> None:
         """Re-dial the initial and other known entry peers whenever the routing table runs empty, and the

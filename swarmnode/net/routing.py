@@ -91,7 +91,9 @@ def spare_unasked(node: DHTNode, unasked: Counter[PeerID]) -> None:
 FAILED_BAN_S = 10.0  # after a first failure; doubled for each further one in a row
 FAILED_MAX_BAN_S = 600.0
 MAX_FAILED_PEERS = 1024  # peers remembered; the oldest failure is forgotten first
-SLOW_PEER_S = 0.5  # a lookup or read stops waiting for a peer this late once others have answered
+SLOW_PEER_S = 0.5  # a lookup or read stops waiting for a peer this late once others have answered (at least;
+SLOW_TIMES_TYPICAL = 4  # or this many times the typical answer time, when that is longer: a loaded machine)
+MAX_SLOW_S = 2.5  # and never later than this (the RPC timeout is 3 s)
 SLOW_FOR_S = 5.0  # a peer left behind as slow is avoided until its request's outcome, at most this long
 ENOUGH_ANSWERS = 2  # answers a lookup needs before it leaves a slow peer behind
 
@@ -110,6 +112,16 @@ class RecentFailures:
         self.base_s, self.max_s, self.capacity, self._clock = base_s, max_s, capacity, clock
         self._peers: OrderedDict[PeerID, tuple[float, int]] = OrderedDict()  # peer -> (barred until, failures)
         self._slow: OrderedDict[PeerID, float] = OrderedDict()  # peer -> avoided until
+        self.typical_s = 0.0  # answer time, moving average of recent answers
+
+    def answered_in(self, seconds: float) -> None:
+        self.typical_s = seconds if not self.typical_s else 0.9 * self.typical_s + 0.1 * seconds
+
+    @property
+    def slow_after_s(self) -> float:
+        """How long a peer may take before others' answers are enough: SLOW_PEER_S, longer on a loaded machine
+        (whose answers all take long), so that load alone does not make peers look gone."""
+        return min(max(SLOW_PEER_S, SLOW_TIMES_TYPICAL * self.typical_s), MAX_SLOW_S)
 
     def register_slow(self, peer: PeerID) -> None:
         if peer not in self._slow:
@@ -161,8 +173,9 @@ _LOOKUP: ContextVar[Lookup | None] = ContextVar("swarmnode_lookup", default=None
 
 @contextlib.contextmanager
 def hedged_lookup(enough: int = ENOUGH_ANSWERS) -> Iterator[Lookup]:
-    """Lookups (`find_nearest_nodes`) started inside leave a peer that has not answered within SLOW_PEER_S behind
-    once `enough` others answered: hivemind's search otherwise waits the whole RPC timeout for one dead peer."""
+    """Lookups (`find_nearest_nodes`) started inside leave a peer that has not answered within SLOW_PEER_S (or 4
+    times the typical answer time, if longer) behind once `enough` others answered: hivemind's search otherwise
+    waits the whole RPC timeout for one dead peer."""
     token = _LOOKUP.set(Lookup(enough))
     try:
         yield _LOOKUP.get()  # type: ignore[misc]
@@ -187,9 +200,10 @@ def remember_failures(node: DHTNode) -> None:
         if peer_id in node.blacklist:
             return None
         lookup = _LOOKUP.get()
+        started = time.monotonic()
         task = asyncio.ensure_future(protocol.call_find(peer_id, keys))
         if lookup is not None:
-            done, _ = await asyncio.wait({task}, timeout=SLOW_PEER_S)
+            done, _ = await asyncio.wait({task}, timeout=node.blacklist.slow_after_s)
             if not done:
                 enough = asyncio.ensure_future(lookup.enough_answered.wait())
                 try:
@@ -205,6 +219,7 @@ def remember_failures(node: DHTNode) -> None:
         settle(peer_id, response)
         if not response:
             return None
+        node.blacklist.answered_in(time.monotonic() - started)
         if lookup is not None:
             lookup.answer()
         return {key: (value, node._filter_blacklisted(nearest)) for key, (value, nearest) in response.items()}
