@@ -537,7 +537,7 @@ class DHTPeer:
             _settle(node, peer_id, accepted is not None)
             return bool(accepted and accepted[0])
 
-        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id and peer not in node.blacklist]
+        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id]  # _nearest left out failed ones
         storing = {asyncio.create_task(store_at(peer)): peer for peer in replicas}
         pending = set(storing)
         accepted = 0
@@ -608,11 +608,12 @@ class DHTPeer:
             nearest = await node.find_nearest_nodes(
                 probes, k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
             )
-        answering = {
-            probe: {node_id: peer for node_id, peer in found.items() if peer not in node.blacklist}
-            for probe, found in nearest.items()
-        }
-        return {probe: answering[probe] or found for probe, found in nearest.items()}  # none left: try them anyway
+
+        def kept(found: dict[DHTID, PeerID]) -> dict[DHTID, PeerID]:  # none other left: try them anyway
+            answering = {node_id: peer for node_id, peer in found.items() if peer not in node.blacklist}
+            return answering if any(node_id != node.node_id for node_id in answering) else found
+
+        return {probe: kept(found) for probe, found in nearest.items()}
 
     async def _ask(
         self, node: DHTNode, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], deadline: float
