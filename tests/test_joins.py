@@ -147,3 +147,37 @@ def test_a_join_with_a_dead_bootstrap_goes_through_another_entry_peer_and_says_s
         else:
             pytest.fail("the dead bootstrap was never tried first in 4 joins (1 in 16 by chance)")
         assert dead.peer_id[-8:] in caplog.text
+
+
+def test_the_swarm_size_is_estimated_from_how_near_the_nearest_known_peers_are():
+    from hivemind.dht.routing import RoutingTable
+
+    from swarmnode.net.peer import swarm_size_estimate
+
+    rng = __import__("random").Random(1)
+    for size in (10, 1000, 20000):
+        table = RoutingTable(DHTID(rng.randrange(DHTID.MAX)), 20, 5)
+        for index in range(size - 1):
+            table.add_or_update_node(DHTID(rng.randrange(DHTID.MAX)), index)
+        estimate = swarm_size_estimate(table)
+        assert size / 4 <= estimate <= size * 4, (size, estimate)
+        assert estimate >= len(table.uid_to_peer_id) + 1
+
+
+@pytest.mark.network
+def test_lookups_of_stores_and_reads_do_not_start_at_the_configured_bootstrap_once_others_are_known(tmp_path):
+    """Every joiner's routing table holds its bootstrap; its stores' and reads' lookups start from other peers."""
+    with swarm(tmp_path, 8) as peers:
+        bootstrap, node = peers[0], peers[5]
+        assert bootstrap._p2p.peer_id in node._node.protocol.routing_table.peer_id_to_uid
+        starts = []
+
+        async def find_nearest_nodes(queries, node_to_peer_id=None, **_):
+            starts.append(dict(node_to_peer_id))
+            return {query: {} for query in queries}
+
+        node._node.find_nearest_nodes = find_nearest_nodes
+        probes = [DHTID.generate(source=f"key{index}") for index in range(32)]
+        node._require_loop().run(node._nearest(node._node, probes), 10)
+        assert len(starts) == 1 and len(starts[0]) >= 5
+        assert bootstrap._p2p.peer_id not in starts[0].values()
