@@ -25,7 +25,7 @@ from swarmnode.wire.keys import directory_key
 from swarmnode.wire.presence import PRESENCE, Presence
 from swarmnode.wire.rules import SwarmRules
 
-RULES = SwarmRules.of(SwarmConfig(id="joins"))
+RULES = SwarmRules.of(SwarmConfig(id="joins", window_s=3600, record_ttl_s=7200))  # no window turns mid-test
 PEER_IDS = [PeerID.from_base58(text) for text in (
     "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
     "12D3KooWJbQf5ADwhVvDc4PJhL5Xhv8UWKPgGuJ5cE8RAMixyDSF",
