@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 from hivemind.dht.node import DHTNode
-from hivemind.dht.routing import DHTID
+from hivemind.dht.routing import DHTID, RoutingTable
 from hivemind.dht.validation import DHTRecord
 from hivemind.p2p import PeerID
 from hivemind.utils.multiaddr import Multiaddr
@@ -42,7 +42,13 @@ from swarmnode.net.reachability import (
     verdict,
 )
 from swarmnode.net.replicas import READ_QUORUM, REPLICAS, KeyRead, Read
-from swarmnode.net.routing import bind_node_ids, node_id_of, spare_unasked
+from swarmnode.net.routing import (
+    bind_node_ids,
+    hedged_lookup,
+    node_id_of,
+    remember_failures,
+    spare_unasked,
+)
 from swarmnode.net.start import StartError, StartFailure, check_initial_peer, explain, listen_maddr
 from swarmnode.net.storage import BoundedRecordStorage
 from swarmnode.net.store_rate import StoreRate
@@ -62,6 +68,8 @@ UNKNOWN_RECHECK_S = 60.0  # with no verdict yet (e.g. no peer answered), ask aga
 DIAL_BACK_PEERS = 3
 MAX_ENTRY_PEERS = 16
 JOIN_RETRY_S = 0.5
+JOIN_FANOUT = 2  # entry peers a join pings at once, at random among the configured ones and the peer book's
+ENTRY_PINGERS = 32  # about how many nodes of a swarm re-ping a configured peer missing from their routing table
 STORE_GRACE_S = 0.5  # after the first replica accepted, how long a store waits for the others
 LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
 CAP_WAIT_S = RPC_TIMEOUT_S / 2  # the longest a request waits for network.max_kbps; the other half is the RPC's
@@ -204,7 +212,7 @@ class DHTPeer:
             unasked=self._unasked,
             admits=self.rules.admits,
             refused=self._peer_refusals,
-            initial_peers=list(self.network.initial_peers) or None,
+            initial_peers=None,  # p2pd would dial every configured peer, and fail when those are down; _join dials
             host_maddrs=host_maddrs,
             announce_maddrs=list(self.network.announce_maddrs) or None,
             identity_path=str(self.identity_path),
@@ -218,8 +226,9 @@ class DHTPeer:
         self.visible_maddrs = [str(maddr) for maddr in await self._p2p.get_visible_maddrs()]
         self._dial_back = DialBackService(self._p2p)
         await self._dial_back.serve()
-        await self._connect(self._initial_peers)
-        self.reachability = await self._check_reachability(list(self._configured_peers))
+        judges = self._random.sample(list(self._configured_peers), min(DIAL_BACK_PEERS, len(self._configured_peers)))
+        await self._connect({peer: self._configured_peers[peer] for peer in judges})
+        self.reachability = await self._check_reachability(judges)
         self._node = await self._create_node(client_mode=self.client_mode_for(self.reachability))
         entry = {**self.entry_peers, **self._initial_peers} if joined_before else self._initial_peers
         if entry:
@@ -247,6 +256,7 @@ class DHTPeer:
         node.protocol.storage = self.storage
         node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
         bind_node_ids(node.protocol, self._peer_refusals, self.rules.admits)
+        remember_failures(node)
         spare_unasked(node, self._unasked)
         return node
 
@@ -326,16 +336,26 @@ class DHTPeer:
     async def _join(
         self, node: DHTNode, initial_peers: dict[PeerID, list[Multiaddr]], required: bool = True
     ) -> None:
-        """Ping the initial peers until one answers, then look up our own id to fill the routing table.
+        """Ping JOIN_FANOUT of the entry peers, chosen at random, then twice as many others at a time while none
+        answered, until one answers; then look up our own id, and a random id in each bucket of our routing table
+        that our id is not in, to fill the table beyond our own neighbourhood (Kademlia's join).
 
-        hivemind's own bootstrap gives up after a single ping (3 s), which a loaded machine misses; we
-        retry until the start-up deadline. A clock too far off fails at once: retrying cannot fix it.
-        When only fallback peers were given (`required` false), none answering means starting alone.
+        Thousands of nodes start through the same few addresses: each pings a couple of them, not all, so their
+        load spreads over the configured peers and those of the peer book. hivemind's own bootstrap gives up
+        after a single ping (3 s), which a loaded machine misses; we go round again until the start-up deadline.
+        A clock too far off fails at once: retrying cannot fix it. When only fallback peers were given
+        (`required` false), none answering means starting alone.
         """
         deadline = time.monotonic() + self.network.startup_timeout_s
+        order = list(initial_peers)
+        self._random.shuffle(order)
+        tried, fanout = 0, JOIN_FANOUT
         while True:
+            batch = order[tried % len(order):][:fanout]
+            tried, fanout = tried + len(batch), 2 * fanout  # the more failed, the more at once
+            await self._connect({peer: initial_peers[peer] for peer in batch if initial_peers[peer]})
             outcomes = await asyncio.gather(
-                *(node.protocol.call_ping(peer_id, validate=True, strict=True) for peer_id in initial_peers),
+                *(node.protocol.call_ping(peer_id, validate=True, strict=True) for peer_id in batch),
                 return_exceptions=True,
             )
             if any(isinstance(outcome, DHTID) for outcome in outcomes):
@@ -347,8 +367,28 @@ class DHTPeer:
                     logger.info("none of the fallback peers answered; starting alone")
                     return
                 raise (clock or problems or [RuntimeError("none of the initial_peers responded")])[0]
-            await asyncio.sleep(JOIN_RETRY_S)
+            left = len(order) - tried % len(order) if tried % len(order) else 0
+            if tried <= len(order):  # the first pass says who failed; later ones retry quietly
+                logger.warning(
+                    "joining: entry peer(s) %s did not answer (down, or too busy); %s",
+                    ", ".join(peer.to_base58() for peer in batch),
+                    f"trying {min(left, fanout)} other(s)" if left else
+                    f"none of the {len(order)} answered; retrying them for {deadline - time.monotonic():.0f} s more",
+                )
+            if not left:
+                await asyncio.sleep(JOIN_RETRY_S)
         await node.find_nearest_nodes([node.node_id])
+        await self._refresh_buckets(node)
+
+    async def _refresh_buckets(self, node: DHTNode) -> None:
+        """Look up a random id in each bucket our own id is not in, so that far buckets hold peers there and
+        not only the entry peers we came through (best effort, within the RPC timeout)."""
+        table = node.protocol.routing_table
+        ids = [DHTID(self._random.randint(bucket.lower, bucket.upper - 1))
+               for bucket in table.buckets if not bucket.has_in_range(node.node_id)]
+        if ids:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._nearest(node, ids), RPC_TIMEOUT_S)
 
     def daemon_alive(self) -> bool:
         """Whether our p2pd still runs: without it the node is alone however full its routing table looks."""
@@ -475,11 +515,8 @@ class DHTPeer:
         deadline = time.monotonic() + timeout_s
         key_dht_id = DHTID.generate(source=item.key)
         probe = DHTID(int(key_dht_id) ^ 1)
-        lookup = node.find_nearest_nodes(
-            [probe], k_nearest=node.num_replicas, beam_size=node.num_replicas, exclude_self=node.protocol.client_mode
-        )
         try:
-            nearest = (await asyncio.wait_for(lookup, timeout_s))[probe]
+            nearest = (await asyncio.wait_for(self._nearest(node, [probe]), timeout_s))[probe]
         except asyncio.TimeoutError:
             return StoreOutcome(0, False)
         protocol = node.protocol
@@ -497,10 +534,12 @@ class DHTPeer:
             accepted = await protocol.call_store(
                 peer_id, [key_dht_id], [value_bytes], [item.expiration_time], [item.subkey]
             )
+            _settle(node, peer_id, accepted is not None)
             return bool(accepted and accepted[0])
 
-        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id and peer not in node.blacklist]
-        pending = {asyncio.create_task(store_at(peer)) for peer in replicas}
+        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id]  # _nearest left out failed ones
+        storing = {asyncio.create_task(store_at(peer)): peer for peer in replicas}
+        pending = set(storing)
         accepted = 0
         while pending:
             # once one replica has the record, a slow or dead one gets a short grace, not the whole deadline
@@ -511,8 +550,10 @@ class DHTPeer:
             if not done:
                 break
             accepted += sum(1 for task in done if task.exception() is None and task.result())
-        for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout)
-            task.add_done_callback(_retrieve_exception)
+        for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout); meanwhile
+            task.add_done_callback(_retrieve_exception)  # other stores and reads do not wait on those peers
+        for peer in (peer for task, peer in storing.items() if task in pending):
+            node.blacklist.register_slow(peer)
         return StoreOutcome(accepted, local)
 
     def get_many(self, keys: Sequence[str], *, timeout_s: float, quorum: int = READ_QUORUM) -> Read:
@@ -535,13 +576,7 @@ class DHTPeer:
         probes = {DHTID(int(key_id) ^ 1): key for key, key_id in ids.items()}
         with reading_records():
             try:
-                nearest = await asyncio.wait_for(
-                    node.find_nearest_nodes(
-                        list(probes), k_nearest=node.num_replicas, beam_size=node.num_replicas,
-                        exclude_self=node.protocol.client_mode,
-                    ),
-                    max(deadline - time.monotonic(), 0.0),
-                )
+                nearest = await asyncio.wait_for(self._nearest(node, list(probes)), max(deadline - time.monotonic(), 0.0))
             except asyncio.TimeoutError:
                 return Read({}, True, {})
             replicas = {probes[probe]: dict(found) for probe, found in nearest.items()}
@@ -556,11 +591,38 @@ class DHTPeer:
             {key: key_read.coverage() for key, key_read in reads.items()},
         )
 
+    async def _nearest(self, node: DHTNode, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, PeerID]]:
+        """Each probe's num_replicas nearest peers, by a lookup that leaves slow peers behind once others answered
+        (`routing.hedged_lookup`) and starts from the nearest peers in our routing table other than our configured
+        ones while we know enough others (a bootstrap is in every joiner's table: it would otherwise be a first hop
+        of a share of everyone's lookups); peers that failed to answer are left out."""
+        beam = node.num_replicas
+        table = node.protocol.routing_table
+        start: dict[DHTID, PeerID] = {}
+        for probe in probes:
+            known = [(node_id, peer) for node_id, peer in table.get_nearest_neighbors(
+                probe, beam + len(self._configured_peers), exclude=node.node_id) if peer not in node.blacklist]
+            others = [(node_id, peer) for node_id, peer in known if peer not in self._configured_peers]
+            start.update((others if len(others) >= beam else known)[:beam])
+        with hedged_lookup():
+            nearest = await node.find_nearest_nodes(
+                probes, k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
+            )
+
+        def kept(found: dict[DHTID, PeerID]) -> dict[DHTID, PeerID]:  # none other left: try them anyway
+            answering = {node_id: peer for node_id, peer in found.items() if peer not in node.blacklist}
+            return answering if any(node_id != node.node_id for node_id in answering) else found
+
+        return {probe: kept(found) for probe, found in nearest.items()}
+
     async def _ask(
         self, node: DHTNode, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], deadline: float
     ) -> None:
         """One round of finds: each replica asked once for every key it is asked about (our own storage read
-        directly); what did not answer by the deadline counts as not answered."""
+        directly); what did not answer by the deadline counts as not answered, and so does a replica still silent
+        `slow_after_s` (0.5 s, longer on a loaded machine) after the first answer came, once every key it was
+        asked for has an answer from another replica (its find finishes in the background: the next round asks
+        the key's other replicas instead of waiting the whole RPC timeout for a peer that may have left)."""
         by_replica: dict[DHTID, list[str]] = {}
         for key, replica_ids in asking.items():
             for replica in replica_ids:
@@ -569,26 +631,53 @@ class DHTPeer:
             for key in by_replica.pop(node.node_id):
                 reads[key].answer(node.node_id, self.storage.get(reads[key].key_id))
 
+        asked: dict[asyncio.Task, list[str]] = {}
+
         async def find(replica: DHTID, keys: list[str]) -> None:
             peer = reads[keys[0]].replicas[replica]
+            started = time.monotonic()
             answer = await node.protocol.call_find(peer, [reads[key].key_id for key in keys])
+            _settle(node, peer, answer is not None)
             if answer is None:
                 return
+            node.blacklist.answered_in(time.monotonic() - started)
             for key in keys:
                 value, _ = answer.get(reads[key].key_id, (None, {}))
                 reads[key].answer(replica, value)
 
-        tasks = [asyncio.create_task(find(replica, keys)) for replica, keys in by_replica.items()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
-            for task in pending:
-                task.cancel()
+        for replica, keys in by_replica.items():
+            asked[asyncio.create_task(find(replica, keys))] = keys
+        pending = set(asked)
+        first_answer = None  # when the first replica answered
+        while pending:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            wake = deadline
+            if first_answer is not None:
+                hedge = first_answer + node.blacklist.slow_after_s
+                if now >= hedge:  # left behind: finds for keys that another replica answered already
+                    covered = {task for task in pending if all(reads[key].answers for key in asked[task])}
+                    for task in covered:  # finishes within the RPC timeout, its outcome registered then
+                        task.add_done_callback(_retrieve_exception)
+                    pending -= covered
+                    if not pending:
+                        break
+                else:
+                    wake = hedge
+            _, pending = await asyncio.wait(pending, timeout=wake - now, return_when=asyncio.FIRST_COMPLETED)
+            if first_answer is None and any(read.answers for read in reads.values()):
+                first_answer = time.monotonic()
+        for task in pending:
+            task.cancel()
 
     async def _keep_joined(self) -> None:
         """Re-dial the initial and other known entry peers whenever the routing table runs empty, and the
         configured peers missing from it every ENTRY_RECHECK_S (a restarted bootstrap knows nobody: newcomers
-        joining through it would find an empty swarm until someone pings it); re-check reachability now and
-        then, switching DHT mode when it changed."""
+        joining through it would find an empty swarm until someone pings it): in a swarm of more than
+        ENTRY_PINGERS nodes, each node does so with probability ENTRY_PINGERS / (the swarm's size, estimated), so
+        a bootstrap gets about ENTRY_PINGERS such pings per ENTRY_RECHECK_S however large the swarm; re-check
+        reachability now and then, switching DHT mode when it changed."""
         checked = time.monotonic()
         while True:
             await asyncio.sleep(REJOIN_INTERVAL_S)
@@ -596,8 +685,10 @@ class DHTPeer:
                 await self._connect({**self.entry_peers, **self._initial_peers}, ping=True)
             elif time.monotonic() - checked >= ENTRY_RECHECK_S:
                 checked = time.monotonic()
-                routing = self._node.protocol.routing_table.peer_id_to_uid
-                await self._connect({peer: maddrs for peer, maddrs in self._configured_peers.items() if peer not in routing}, ping=True)
+                table = self._node.protocol.routing_table
+                if self._random.random() < ENTRY_PINGERS / swarm_size_estimate(table):
+                    missing = {peer: maddrs for peer, maddrs in self._configured_peers.items() if peer not in table.peer_id_to_uid}
+                    await self._connect(missing, ping=True)
             if self._recheck_due():
                 with contextlib.suppress(Exception):  # a failed check leaves the last verdict in place
                     await self._recheck()
@@ -679,6 +770,17 @@ class DHTPeer:
         return self._loop
 
 
+def swarm_size_estimate(table: RoutingTable, nearest: int = 5) -> float:
+    """Nodes in the swarm, from how close our `nearest` nearest known peers are (ids are uniform: N peers leave
+    about 2^160 / N between neighbours); at least the peers we know and ourselves."""
+    known = len(table.uid_to_peer_id) + 1
+    neighbours = table.get_nearest_neighbors(table.node_id, nearest)
+    if len(neighbours) < nearest:
+        return float(known)
+    farthest = table.node_id.xor_distance(neighbours[-1][0])
+    return max(float(known), nearest * 2.0 ** (8 * DHTID.HASH_NBYTES) / max(farthest, 1))
+
+
 def _tcp_ports(maddrs: Sequence[str]) -> list[int]:
     ports = []
     for text in maddrs:
@@ -690,6 +792,15 @@ def _tcp_ports(maddrs: Sequence[str]) -> list[int]:
 def _socket_prefix() -> str:
     """Socket file names of one daemon: unique per process and start, so a restart never meets the dead one's."""
     return f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
+
+
+def _settle(node: DHTNode, peer: PeerID, answered: bool) -> None:
+    """Register a request's outcome: a peer that did not answer is left out of lookups, stores and reads for a
+    while (`routing.RecentFailures`); one that answered is forgotten there."""
+    if answered:
+        node.blacklist.register_success(peer)
+    else:
+        node.blacklist.register_failure(peer)
 
 
 def _retrieve_exception(task: asyncio.Task) -> None:

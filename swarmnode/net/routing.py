@@ -2,14 +2,20 @@
 hivemind derives a key's), so nobody picks the position next to a key it wants to answer for: it must grind
 keys until one lands there, and rejoin under each. Routing-table entries and the neighbours peers name whose
 id is not derived from their peer id are refused, so a liar cannot fill our routing with positions it chose.
-(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.) And a peer that our
-own bandwidth cap kept us from asking is not taken for one that failed to answer.
+(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.) A peer that our
+own bandwidth cap kept us from asking is not taken for one that failed to answer. A peer that failed to answer is
+left out of lookups, stores and reads for a while (bounded memory), and a lookup does not wait the whole RPC
+timeout for one silent peer once others have answered.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+import asyncio
+import contextlib
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 from hivemind.dht.node import DHTNode
 from hivemind.dht.protocol import DHTProtocol
@@ -77,3 +83,145 @@ def spare_unasked(node: DHTNode, unasked: Counter[PeerID]) -> None:
 
     protocol.update_routing_table = update_routing_table
     blacklist.register_failure = register_failure
+
+
+# Peers whose request failed are barred from our lookups, stores and reads for a while (hivemind's Blacklist does
+# this for lookups only, for 5 s, and counts failures per peer for good): a departed replica would otherwise cost
+# a full RPC timeout at every lookup that meets it again.
+FAILED_BAN_S = 10.0  # after a first failure; doubled for each further one in a row
+FAILED_MAX_BAN_S = 600.0
+MAX_FAILED_PEERS = 1024  # peers remembered; the oldest failure is forgotten first
+SLOW_PEER_S = 0.5  # a lookup or read stops waiting for a peer this late once others have answered (at least;
+SLOW_TIMES_TYPICAL = 4  # or this many times the typical answer time, when that is longer: a loaded machine)
+MAX_SLOW_S = 2.5  # and never later than this (the RPC timeout is 3 s)
+SLOW_FOR_S = 5.0  # a peer left behind as slow is avoided until its request's outcome, at most this long
+ENOUGH_ANSWERS = 2  # answers a lookup needs before it leaves a slow peer behind
+
+
+class RecentFailures:
+    """hivemind's Blacklist, bounded: a peer whose request failed is barred for FAILED_BAN_S, twice that after each
+    further failure while it has not answered (at most FAILED_MAX_BAN_S); an answer forgets it. At most
+    MAX_FAILED_PEERS peers are remembered. Concurrent failures while barred count once (one outage). A peer
+    whose request was left behind as slow (`register_slow`) is avoided until that request's outcome is known, at
+    most SLOW_FOR_S: operations started meanwhile do not wait on it again."""
+
+    def __init__(
+        self, base_s: float = FAILED_BAN_S, max_s: float = FAILED_MAX_BAN_S, capacity: int = MAX_FAILED_PEERS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_s, self.max_s, self.capacity, self._clock = base_s, max_s, capacity, clock
+        self._peers: OrderedDict[PeerID, tuple[float, int]] = OrderedDict()  # peer -> (barred until, failures)
+        self._slow: OrderedDict[PeerID, float] = OrderedDict()  # peer -> avoided until
+        self.typical_s = 0.0  # answer time, moving average of recent answers
+
+    def answered_in(self, seconds: float) -> None:
+        self.typical_s = seconds if not self.typical_s else 0.9 * self.typical_s + 0.1 * seconds
+
+    @property
+    def slow_after_s(self) -> float:
+        """How long a peer may take before others' answers are enough: SLOW_PEER_S, longer on a loaded machine
+        (whose answers all take long), so that load alone does not make peers look gone."""
+        return min(max(SLOW_PEER_S, SLOW_TIMES_TYPICAL * self.typical_s), MAX_SLOW_S)
+
+    def register_slow(self, peer: PeerID) -> None:
+        if peer not in self._slow:
+            self._slow[peer] = self._clock() + SLOW_FOR_S
+            while len(self._slow) > self.capacity:
+                self._slow.popitem(last=False)
+
+    def register_failure(self, peer: PeerID) -> None:
+        self._slow.pop(peer, None)
+        now = self._clock()
+        until, failures = self._peers.get(peer, (0.0, 0))
+        if until > now:
+            return
+        self._peers.pop(peer, None)
+        self._peers[peer] = (now + min(self.base_s * 2**failures, self.max_s), failures + 1)
+        while len(self._peers) > self.capacity:
+            self._peers.popitem(last=False)
+
+    def register_success(self, peer: PeerID) -> None:
+        self._peers.pop(peer, None)
+        self._slow.pop(peer, None)
+
+    def __contains__(self, peer: object) -> bool:
+        now = self._clock()
+        entry = self._peers.get(peer)  # type: ignore[arg-type]
+        return (entry is not None and entry[0] > now) or self._slow.get(peer, 0.0) > now  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+
+class Lookup:
+    """One lookup in progress (`hedged_lookup`): how many peers answered it, and the slow ones it left behind."""
+
+    def __init__(self, enough: int) -> None:
+        self.enough = enough
+        self.answered = 0
+        self.slow: set[PeerID] = set()
+        self.enough_answered = asyncio.Event()
+
+    def answer(self) -> None:
+        self.answered += 1
+        if self.answered >= self.enough:
+            self.enough_answered.set()
+
+
+_LOOKUP: ContextVar[Lookup | None] = ContextVar("swarmnode_lookup", default=None)
+
+
+@contextlib.contextmanager
+def hedged_lookup(enough: int = ENOUGH_ANSWERS) -> Iterator[Lookup]:
+    """Lookups (`find_nearest_nodes`) started inside leave a peer that has not answered within SLOW_PEER_S (or 4
+    times the typical answer time, if longer) behind once `enough` others answered: hivemind's search otherwise
+    waits the whole RPC timeout for one dead peer."""
+    token = _LOOKUP.set(Lookup(enough))
+    try:
+        yield _LOOKUP.get()  # type: ignore[misc]
+    finally:
+        _LOOKUP.reset(token)
+
+
+def remember_failures(node: DHTNode) -> None:
+    """Give `node` a bounded RecentFailures for its blacklist, and lookups that hedge (`hedged_lookup`). A find left
+    behind finishes in the background (within the RPC timeout); its outcome is registered then. Call before
+    `spare_unasked`, which wraps the blacklist's register_failure."""
+    node.blacklist = RecentFailures()
+    protocol = node.protocol
+
+    def settle(peer_id: PeerID, response: object) -> None:
+        if response:
+            node.blacklist.register_success(peer_id)
+        else:
+            node.blacklist.register_failure(peer_id)
+
+    async def call_find_with_blacklist(peer_id: PeerID, keys):  # noqa: ANN202 (hivemind's own return type)
+        if peer_id in node.blacklist:
+            return None
+        lookup = _LOOKUP.get()
+        started = time.monotonic()
+        task = asyncio.ensure_future(protocol.call_find(peer_id, keys))
+        if lookup is not None:
+            done, _ = await asyncio.wait({task}, timeout=node.blacklist.slow_after_s)
+            if not done:
+                enough = asyncio.ensure_future(lookup.enough_answered.wait())
+                try:
+                    done, _ = await asyncio.wait({task, enough}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    enough.cancel()
+                if task not in done:
+                    lookup.slow.add(peer_id)
+                    node.blacklist.register_slow(peer_id)
+                    task.add_done_callback(lambda finished: settle(peer_id, None if finished.cancelled() else finished.result()))
+                    return None
+        response = await task
+        settle(peer_id, response)
+        if not response:
+            return None
+        node.blacklist.answered_in(time.monotonic() - started)
+        if lookup is not None:
+            lookup.answer()
+        return {key: (value, node._filter_blacklisted(nearest)) for key, (value, nearest) in response.items()}
+
+    node._call_find_with_blacklist = call_find_with_blacklist  # find_nearest_nodes calls self._call_find_with_blacklist
