@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import random
@@ -81,12 +82,17 @@ def key_names(rules) -> dict[int, str]:
     from swarmnode.wire import keys
 
     window = rules.window_of(time.time())
+    tiered = "tier" in inspect.signature(keys.directory_key).parameters  # protocol v2: (tier, bucket) keys
+    places = [(tier, bucket) for tier in range(5) for bucket in range(2**tier)] if tiered else [()]
     names = {}
     for w in (window - 1, window, window + 1):
-        names[int(DHTID.generate(source=keys.directory_key(rules.swarm_id, w))) & ~1] = "directory"
+        for place in places:
+            names[int(DHTID.generate(source=keys.directory_key(rules.swarm_id, w, *place))) & ~1] = "directory"
+            if tiered:
+                names[int(DHTID.generate(source=keys.census_key(rules.swarm_id, w, *place))) & ~1] = "census"
         for shard in range(rules.num_shards):
             names[int(DHTID.generate(source=keys.batch_key(rules.swarm_id, w, shard))) & ~1] = "batch"
-        for bucket in range(64):
+        for bucket in range(0 if tiered else 64):
             with contextlib.suppress(Exception):
                 names[int(DHTID.generate(source=keys.census_key(rules.swarm_id, w, bucket))) & ~1] = "census"
     return names

@@ -354,7 +354,7 @@ class BeaconService:
             self.failures += 1
             self.last_error = f"our beacon would be refused by peers: {rejected}"
             return False
-        tiers = written_tiers(tier_for(self.size.nodes(), CENSUS_PER_KEY))
+        tiers = written_tiers(tier_for(self.size.nodes(fallback=self.peer.estimated_swarm_size()), CENSUS_PER_KEY))
         placed = [(window, tier) for window in census_windows(beacon.window) for tier in tiers]
         items = [
             StoreItem(census_key(beacon.swarm_id, window, tier, bucket_of(self.identity.peer_id, tier)),

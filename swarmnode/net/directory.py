@@ -64,7 +64,7 @@ class Directory:
 
     def _tier(self) -> tuple[int, float | None]:
         """The tier the swarm's size (as we know it) calls for, and that size."""
-        nodes = self._size.nodes(known=len(self.publishers()) + 1)
+        nodes = self._size.nodes(fallback=max(len(self.publishers()) + 1, self._peer.estimated_swarm_size()))
         return tier_for(nodes, DIRECTORY_PER_KEY), nodes
 
     def entries(self, window: int, now: float) -> list[StoreItem]:

@@ -487,6 +487,16 @@ class DHTPeer:
         node = self._node
         return len(node.protocol.routing_table.uid_to_peer_id) if node is not None else 0
 
+    def estimated_swarm_size(self) -> float:
+        """The swarm's size as our routing table suggests it (`swarm_size_estimate`); 1 while we know nobody."""
+        node = self._node
+        if node is None:
+            return 1.0
+        try:
+            return swarm_size_estimate(node.protocol.routing_table)
+        except RuntimeError:  # the loop thread changed the table while we read it: the peers we know will do
+            return float(self.num_peers() + 1)
+
     def known_peer_ids(self) -> list[str]:
         """Peer ids (base58) in our routing table."""
         node = self._node

@@ -1,5 +1,5 @@
 """How many nodes this node believes the swarm holds: its latest census's count (scaled up from the buckets it
-read), else the peers it knows. It sets how many buckets its directory and census keys are spread over
+read), else what its routing table suggests. It sets how many buckets its directory and census keys are spread over
 (`wire/keys.tier_for`), so no key's replicas serve the whole swarm (docs/DESIGN.md §6.8)."""
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ class SwarmSize:
         with self._lock:
             self._nodes = nodes
 
-    def nodes(self, known: int = 0) -> float | None:
-        """The census's count, never less than the `known` nodes; None while neither says anything."""
+    def nodes(self, fallback: float | None = None) -> float | None:
+        """The census's count; `fallback` (e.g. the routing table's estimate) until a census counted."""
         with self._lock:
-            estimate = self._nodes
-        if estimate is None:
-            return float(known) if known else None
-        return max(estimate, float(known))
+            return self._nodes if self._nodes is not None else fallback
