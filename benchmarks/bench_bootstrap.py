@@ -270,18 +270,13 @@ def churn_mode(size: int, rounds: int, leave_every: int, seed: int) -> dict:
                     os.kill(pid, signal.SIGSTOP)
                     stopped.append(pid)
                 order = list(alive)
-                rng.shuffle(order)
-                for index in order:
-                    started = time.monotonic()
-                    swarm.publish(index, round_index)
-                    if round_index:
-                        publish_s.append(time.monotonic() - started)
-                rng.shuffle(order)
-                for index in order:
-                    started = time.monotonic()
-                    swarm.collect(index, round_index)
-                    if round_index:
-                        collect_s.append(time.monotonic() - started)
+                for action, seconds in ((swarm.publish, publish_s), (swarm.collect, collect_s)):
+                    rng.shuffle(order)
+                    for index in order:
+                        started = time.monotonic()
+                        action(index, round_index)
+                        if round_index:
+                            seconds.append(time.monotonic() - started)
         finally:
             for pid in stopped:
                 with contextlib.suppress(ProcessLookupError):
