@@ -56,6 +56,7 @@ PEER_ID_BYTES = 38  # an Ed25519 libp2p peer id
 PEER_ID_TEXT = 52  # its base58 form, the subkey of every record
 ROLLOUTS_PER_BATCH = 8  # benchmarks/bench_gossip.py Workload default
 BOOTSTRAP = 0  # the peer every joiner dials first
+MIN_HITS = 10  # sampled requests below which a peer's extrapolated load is taken as the mean of such peers
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,10 @@ class ModelConfig:
     `sample`: peers whose operations run through real lookups (all of them when N <= sample). Every other peer's
     stores still land on the replicas (the key's nearest live peers, exactly, so every key's contents and every
     replica's store load are complete), but its lookups and reads are not run: the sampled peers' lookup and read
-    requests are charged to the peers that serve them with weight N / sample, and per-node medians are over the
-    sampled peers. Fitted parameters with a physical meaning: `table_fill`, `message_overhead_bytes`.
+    requests are charged to the peers that serve them with weight N / sample. A peer reached by fewer than
+    MIN_HITS sampled requests gets, for that extrapolated part, the mean over such peers (one hit times N / sample
+    would be noise, not load); peers near hot keys are reached by many and keep their own. Per-node medians are
+    over the sampled peers. Fitted parameters with a physical meaning: `table_fill`, `message_overhead_bytes`.
     """
 
     peers: int
@@ -422,7 +425,9 @@ class SwarmModel:
 
     def reset_counters(self) -> None:
         self.own = np.zeros((self.total, 5))  # sent, served(unused), bytes out, bytes in, timeouts: the peer's own requests
-        self.load = np.zeros((self.total, 4))  # served, bytes in, bytes out, store requests: weighted
+        self.load = np.zeros((self.total, 3))  # served, bytes in, bytes out: all requests, weighted
+        self.extra = np.zeros((self.total, 3))  # the part of `load` extrapolated from sampled peers (weight > 1)
+        self.hits = np.zeros(self.total)  # sampled requests behind `extra`
         self.maint = np.zeros((self.total, 2))  # pings a peer sent when a bucket was full: requests, bytes
         self.lookups: list[tuple[float, float, float]] = []  # requests per key, RPC rounds, share of the true nearest found
         self.publish_rounds: list[float] = []
@@ -440,7 +445,10 @@ class SwarmModel:
     def _charge(self, origin: _Peer | None, target: int, request: int, response: int, weight: float, kind: str) -> None:
         if origin is not None:
             self.own[origin.index] += (1, 0, request, response, 0)
-        self.load[target] += (weight, weight * request, weight * response, weight if kind.startswith("store") else 0)
+        self.load[target] += (weight, weight * request, weight * response)
+        if weight != 1.0:
+            self.extra[target] += (weight, weight * request, weight * response)
+            self.hits[target] += 1
         self.served_kind.setdefault(target, Counter())[kind] += weight
 
     # ----- routing tables
@@ -579,7 +587,6 @@ class SwarmModel:
         weight = peer.weight
         if not await self._wait(target):
             self.own[peer.index] += (1, 0, request, 0, 1)
-            self.load[target] += (0, 0, 0, 0)
             if self.ids[target] in table:
                 del table[self.ids[target]]
             return None
@@ -611,9 +618,12 @@ class SwarmModel:
             return
         pinged = to_ping[1]
         request, response = self.wire.ping()
-        self.maint[target] += (peer.weight, peer.weight * (request + (response if self.alive[pinged] else 0)))
+        moved = request + (response if self.alive[pinged] else 0)
+        self.maint[target] += (peer.weight, peer.weight * moved)
+        if peer.weight != 1.0:
+            self.extra[target, 2] += peer.weight * moved
         if self.alive[pinged]:
-            self.load[pinged] += (peer.weight, peer.weight * request, peer.weight * response, 0)
+            self._charge(None, pinged, request, response, peer.weight, "ping")
             table.add_or_update_node(to_ping[0], pinged)
         elif to_ping[0] in table:
             del table[to_ping[0]]
@@ -964,7 +974,14 @@ class SwarmModel:
         own_bytes = self.own[:, 2] + self.own[:, 3]
         estimated_own = np.full(self.total, float(np.median(own_bytes[sampled])))
         estimated_own[sampled] = own_bytes[sampled]
-        node_bytes = (self.load[:, 1] + self.load[:, 2] + self.maint[:, 1] + estimated_own)[servers]
+        served, received = self.load[:, 0].copy(), self.load[:, 1].copy()
+        moved = self.load[:, 1] + self.load[:, 2] + self.maint[:, 1]
+        if self.hits.any():  # extrapolated: peers few sampled requests reached get the mean of such peers
+            ordinary = self.hits < MIN_HITS
+            for total, part in ((served, self.extra[:, 0]), (received, self.extra[:, 1]),
+                                (moved, self.extra[:, 1] + self.extra[:, 2])):
+                total[ordinary] += part[ordinary].mean() - part[ordinary]
+        node_bytes = (moved + estimated_own)[servers]
         sent = self.own[:, 0] + self.maint[:, 0]
         estimated_in = np.full(self.total, float(np.median(self.own[sampled, 3])))
         estimated_in[sampled] = self.own[sampled, 3]
@@ -988,9 +1005,9 @@ class SwarmModel:
             busiest_is=", ".join(f"{kind} {count / windows:.0f}" for kind, count in kinds.most_common(3)),
             requests_sent_round_median=float(np.median(sent[sampled])) / rounds,
             requests_sent_round_mean=float(sent[sampled].mean()) / rounds,
-            requests_served_round_median=float(np.median(self.load[sampled, 0])) / rounds,
-            busiest_served_window=float(self.load[servers, 0].max()) / windows,
-            bytes_in_round_mean=float((self.load[servers, 1] + estimated_in[servers]).mean()) / rounds,
+            requests_served_round_median=float(np.median(served[sampled])) / rounds,
+            busiest_served_window=float(served[servers].max()) / windows,
+            bytes_in_round_mean=float((received + estimated_in)[servers].mean()) / rounds,
             lookup_requests_per_key=Quantiles.of(lookups_rpcs),
             lookup_rounds=Quantiles.of(lookups_rounds),
             lookup_recall=statistics.fmean(recall for _, _, recall in self.lookups) if self.lookups else 0.0,
