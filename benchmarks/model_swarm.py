@@ -140,7 +140,7 @@ def render_model(results: list[ModelResult]) -> Table:
     table = Table(title="The swarm modelled (per node and round unless said; KB = 1000 bytes, in + out)")
     for column in (
         "N", "layout", "sampled", "KB/node median", "busiest KB/window", "busiest/median", "busiest serves",
-        "req sent / served", "lookup req/key p50/p95", "lookup rounds p50/p95", "publish rounds p95",
+        "req sent / served", "lookup finds/key p50/p95", "lookup rounds p50/p95", "publish rounds p95",
         "collect rounds p95 (s)", "delivery", "signers read", "NAT: rounds to 1st read", "refusals/window",
         "timeouts", "bootstrap req/join, joins/s capacity",
     ):
@@ -150,7 +150,7 @@ def render_model(results: list[ModelResult]) -> Table:
         table.add_row(
             f"{r.peers:,}", r.layout, f"{r.sampled:,}", f"{r.node_kb_round_median:,.1f}", f"{r.busiest_kb_window:,.0f}",
             f"{r.busiest_over_median:,.1f}", r.busiest_is, f"{r.requests_sent_round_median:.0f} / {r.requests_served_round_median:.0f}",
-            f"{r.lookup_requests_per_key.p50:.1f} / {r.lookup_requests_per_key.p95:.1f}",
+            f"{r.lookup_finds_per_key.p50:.1f} / {r.lookup_finds_per_key.p95:.1f}",
             f"{r.lookup_rounds.p50:.0f} / {r.lookup_rounds.p95:.0f}", f"{r.publish_rounds.p95:.0f}",
             f"{r.collect_rounds.p95:.0f} ({r.collect_s.p95:.1f})", f"{r.delivery:.0%}", f"{r.signers_read:.0%}",
             "never" if r.nat_rounds_to_first_read is None else f"{r.nat_rounds_to_first_read:.1f}", refusals,

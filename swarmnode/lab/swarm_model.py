@@ -142,7 +142,7 @@ class ModelResult:
     requests_served_round_median: float
     busiest_served_window: float
     bytes_in_round_mean: float
-    lookup_requests_per_key: Quantiles
+    lookup_finds_per_key: Quantiles  # find requests a lookup sent per key it looked up (pings apart)
     lookup_rounds: Quantiles
     lookup_recall: float  # share of a key's true nearest live peers (num_replicas) that its lookup returned
     publish_rounds: Quantiles
@@ -429,7 +429,8 @@ class SwarmModel:
         self.extra = np.zeros((self.total, 3))  # the part of `load` extrapolated from sampled peers (weight > 1)
         self.hits = np.zeros(self.total)  # sampled requests behind `extra`
         self.maint = np.zeros((self.total, 2))  # pings a peer sent when a bucket was full: requests, bytes
-        self.lookups: list[tuple[float, float, float]] = []  # requests per key, RPC rounds, share of the true nearest found
+        self.finds = np.zeros(self.total)  # find requests a sampled peer sent (lookups and reads)
+        self.lookups: list[tuple[float, float, float]] = []  # finds per key, RPC rounds, share of the true nearest found
         self.publish_rounds: list[float] = []
         self.collect_rounds: list[float] = []
         self.replicas_accepted: list[int] = []
@@ -584,6 +585,7 @@ class SwarmModel:
         adds one that did (pinging the bucket's least recent peer when the bucket is full)."""
         table = peer.node.protocol.routing_table
         request = self.wire.find_request(len(keys), peer.client)
+        self.finds[peer.index] += 1
         weight = peer.weight
         if not await self._wait(target):
             self.own[peer.index] += (1, 0, request, 0, 1)
@@ -673,14 +675,14 @@ class SwarmModel:
 
     async def _lookup(self, peer: _Peer, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, int]]:
         """`DHTPeer._store`/`_read_many`'s lookup: the probes' nearest `num_replicas`, beam `num_replicas`."""
-        before, started = self.own[peer.index, 0], self.loop.time()
+        before, started = self.finds[peer.index], self.loop.time()
         replicas = self.config.num_replicas
         found = await peer.node.find_nearest_nodes(probes, k_nearest=replicas, beam_size=replicas, exclude_self=peer.client)
         recall = statistics.fmean(
             len({self.index_of[n] for n in nearest} & set(self.true_nearest(probe, replicas, None if peer.client else peer.index)))
             / replicas for probe, nearest in found.items()
         )
-        self.lookups.append(((self.own[peer.index, 0] - before) / len(probes), self.loop.time() - started, recall))
+        self.lookups.append(((self.finds[peer.index] - before) / len(probes), self.loop.time() - started, recall))
         return found
 
     async def store(self, peer: _Peer, key: str, size: int) -> int:
@@ -833,9 +835,10 @@ class SwarmModel:
             for key, slot, _ in wave:
                 entries = list(found.get(key, {}).items())
                 peer.rng.shuffle(entries)
-                for signer, record in entries:
-                    if slot.window == window:
+                if slot.window == window:
+                    for signer, _ in entries:
                         self.read_signers[signer] += peer.weight
+                for signer, record in entries:
                     if got >= wanted:
                         break
                     if signer == own or (signer, slot.window) in peer.consumed or taken[signer] >= config.per_peer_cap:
@@ -1008,7 +1011,7 @@ class SwarmModel:
             requests_served_round_median=float(np.median(served[sampled])) / rounds,
             busiest_served_window=float(served[servers].max()) / windows,
             bytes_in_round_mean=float((received + estimated_in)[servers].mean()) / rounds,
-            lookup_requests_per_key=Quantiles.of(lookups_rpcs),
+            lookup_finds_per_key=Quantiles.of(lookups_rpcs),
             lookup_rounds=Quantiles.of(lookups_rounds),
             lookup_recall=statistics.fmean(recall for _, _, recall in self.lookups) if self.lookups else 0.0,
             publish_rounds=Quantiles.of(self.publish_rounds),
