@@ -17,6 +17,7 @@ their load is extrapolated. No torch, no sockets.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hashlib
 import math
@@ -56,6 +57,9 @@ PEER_ID_BYTES = 38  # an Ed25519 libp2p peer id
 PEER_ID_TEXT = 52  # its base58 form, the subkey of every record
 ROLLOUTS_PER_BATCH = 8  # benchmarks/bench_gossip.py Workload default
 BOOTSTRAP = 0  # the peer every joiner dials first
+# finds sent by the lookup running in this task: a peer runs several lookups at once (its publish stores every item
+# concurrently), and the tasks traverse_dht starts inherit the context of the lookup that started them
+_LOOKUP_FINDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lookup_finds", default=None)
 MIN_HITS = 10  # sampled requests below which a peer's extrapolated load is taken as the mean of such peers
 
 
@@ -429,7 +433,6 @@ class SwarmModel:
         self.extra = np.zeros((self.total, 3))  # the part of `load` extrapolated from sampled peers (weight > 1)
         self.hits = np.zeros(self.total)  # sampled requests behind `extra`
         self.maint = np.zeros((self.total, 2))  # pings a peer sent when a bucket was full: requests, bytes
-        self.finds = np.zeros(self.total)  # find requests a sampled peer sent (lookups and reads)
         self.lookups: list[tuple[float, float, float]] = []  # finds per key, RPC rounds, share of the true nearest found
         self.publish_rounds: list[float] = []
         self.collect_rounds: list[float] = []
@@ -585,7 +588,9 @@ class SwarmModel:
         adds one that did (pinging the bucket's least recent peer when the bucket is full)."""
         table = peer.node.protocol.routing_table
         request = self.wire.find_request(len(keys), peer.client)
-        self.finds[peer.index] += 1
+        counter = _LOOKUP_FINDS.get()
+        if counter is not None and lookup:
+            counter[0] += 1
         weight = peer.weight
         if not await self._wait(target):
             self.own[peer.index] += (1, 0, request, 0, 1)
@@ -675,14 +680,18 @@ class SwarmModel:
 
     async def _lookup(self, peer: _Peer, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, int]]:
         """`DHTPeer._store`/`_read_many`'s lookup: the probes' nearest `num_replicas`, beam `num_replicas`."""
-        before, started = self.finds[peer.index], self.loop.time()
+        finds, started = [0], self.loop.time()
         replicas = self.config.num_replicas
-        found = await peer.node.find_nearest_nodes(probes, k_nearest=replicas, beam_size=replicas, exclude_self=peer.client)
+        token = _LOOKUP_FINDS.set(finds)
+        try:
+            found = await peer.node.find_nearest_nodes(probes, k_nearest=replicas, beam_size=replicas, exclude_self=peer.client)
+        finally:
+            _LOOKUP_FINDS.reset(token)
         recall = statistics.fmean(
             len({self.index_of[n] for n in nearest} & set(self.true_nearest(probe, replicas, None if peer.client else peer.index)))
             / replicas for probe, nearest in found.items()
         )
-        self.lookups.append(((self.finds[peer.index] - before) / len(probes), self.loop.time() - started, recall))
+        self.lookups.append((finds[0] / len(probes), self.loop.time() - started, recall))
         return found
 
     async def store(self, peer: _Peer, key: str, size: int) -> int:
