@@ -11,7 +11,16 @@ import time
 from hivemind.dht.routing import RoutingTable
 from hivemind.proto import dht_pb2
 
-from swarmnode.lab.swarm_model import DEPTH_MODULO, FastID, ModelConfig, SwarmModel, VirtualLoop, Wire, key_id, run_model
+from swarmnode.lab.swarm_model import (
+    DEPTH_MODULO,
+    FastID,
+    ModelConfig,
+    SwarmModel,
+    VirtualLoop,
+    Wire,
+    key_id,
+    run_model,
+)
 
 
 def test_a_built_table_has_the_buckets_hivemind_would_split_into() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import hashlib
 import math
 import random
 import selectors
@@ -847,7 +846,7 @@ class SwarmModel:
                 if slot.window == window:
                     for signer, _ in entries:
                         self.read_signers[signer] += peer.weight
-                for signer, record in entries:
+                for signer, _ in entries:
                     if got >= wanted:
                         break
                     if signer == own or (signer, slot.window) in peer.consumed or taken[signer] >= config.per_peer_cap:
