@@ -59,7 +59,8 @@ BOOTSTRAP = 0  # the peer every joiner dials first
 # finds sent by the lookup running in this task: a peer runs several lookups at once (its publish stores every item
 # concurrently), and the tasks traverse_dht starts inherit the context of the lookup that started them
 _LOOKUP_FINDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lookup_finds", default=None)
-MIN_HITS = 10  # sampled requests below which a peer's extrapolated load is taken as the mean of such peers
+MIN_HITS = 10  # sampled requests below which a peer's extrapolated load is taken as the mean of its group
+EXTRAPOLATED = ("route", "read:batch", "read:directory", "read:census")
 
 
 @dataclass(frozen=True)
@@ -70,9 +71,10 @@ class ModelConfig:
     stores still land on the replicas (the key's nearest live peers, exactly, so every key's contents and every
     replica's store load are complete), but its lookups and reads are not run: the sampled peers' lookup and read
     requests are charged to the peers that serve them with weight N / sample. A peer reached by fewer than
-    MIN_HITS sampled requests gets, for that extrapolated part, the mean over such peers (one hit times N / sample
-    would be noise, not load); peers near hot keys are reached by many and keep their own. Per-node medians are
-    over the sampled peers. Fitted parameters with a physical meaning: `table_fill`, `message_overhead_bytes`.
+    MIN_HITS sampled requests of a group gets, for that extrapolated part, the mean of its group (one hit times
+    N / sample would be noise, not load): lookups' finds and pings over all servers, reads of a kind of key over
+    the peers holding keys of that kind. Peers at hot keys are reached by many and keep their own. Per-node
+    medians are over the sampled peers. Fitted parameters with a physical meaning: `table_fill`, `message_overhead_bytes`.
     """
 
     peers: int
@@ -429,8 +431,10 @@ class SwarmModel:
     def reset_counters(self) -> None:
         self.own = np.zeros((self.total, 5))  # sent, served(unused), bytes out, bytes in, timeouts: the peer's own requests
         self.load = np.zeros((self.total, 3))  # served, bytes in, bytes out: all requests, weighted
-        self.extra = np.zeros((self.total, 3))  # the part of `load` extrapolated from sampled peers (weight > 1)
-        self.hits = np.zeros(self.total)  # sampled requests behind `extra`
+        # the part of `load` extrapolated from sampled peers (weight > 1), by group: lookups' finds and pings reach
+        # any peer; reads reach the replicas of one kind of key
+        self.extra = {group: np.zeros((self.total, 3)) for group in EXTRAPOLATED}
+        self.hits = {group: np.zeros(self.total) for group in EXTRAPOLATED}  # sampled requests behind `extra`
         self.maint = np.zeros((self.total, 2))  # pings a peer sent when a bucket was full: requests, bytes
         self.lookups: list[tuple[float, float, float]] = []  # finds per key, RPC rounds, share of the true nearest found
         self.publish_rounds: list[float] = []
@@ -450,8 +454,9 @@ class SwarmModel:
             self.own[origin.index] += (1, 0, request, response, 0)
         self.load[target] += (weight, weight * request, weight * response)
         if weight != 1.0:
-            self.extra[target] += (weight, weight * request, weight * response)
-            self.hits[target] += 1
+            group = kind if kind in EXTRAPOLATED else "route"
+            self.extra[group][target] += (weight, weight * request, weight * response)
+            self.hits[group][target] += 1
         self.served_kind.setdefault(target, Counter())[kind] += weight
 
     # ----- routing tables
@@ -627,7 +632,7 @@ class SwarmModel:
         moved = request + (response if self.alive[pinged] else 0)
         self.maint[target] += (peer.weight, peer.weight * moved)
         if peer.weight != 1.0:
-            self.extra[target, 2] += peer.weight * moved
+            self.extra["route"][target, 2] += peer.weight * moved
         if self.alive[pinged]:
             self._charge(None, pinged, request, response, peer.weight, "ping")
             table.add_or_update_node(to_ping[0], pinged)
@@ -977,6 +982,18 @@ class SwarmModel:
         self.reset_counters()
         return (requests / len(joiners), transferred / len(joiners)) if joiners else (0.0, 0.0)
 
+    def _could_serve(self, group: str) -> np.ndarray:
+        """Peers a request of this group could have reached: any server for lookups, the peers holding keys of
+        that kind for reads."""
+        if group == "route":
+            return ~self.is_client
+        kind = group.split(":")[1]
+        holders = np.zeros(self.total, dtype=bool)
+        for kid, held in self.storage.items():
+            if self.kind[kid] == kind:
+                holders[list(held)] = True
+        return holders
+
     def result(self, join: tuple[float, float], wall_s: float) -> ModelResult:
         config = self.config
         rounds, windows = config.rounds, config.rounds / config.rounds_per_window
@@ -987,11 +1004,11 @@ class SwarmModel:
         estimated_own[sampled] = own_bytes[sampled]
         served, received = self.load[:, 0].copy(), self.load[:, 1].copy()
         moved = self.load[:, 1] + self.load[:, 2] + self.maint[:, 1]
-        if self.hits.any():  # extrapolated: peers few sampled requests reached get the mean of such peers
-            ordinary = self.hits < MIN_HITS
-            for total, part in ((served, self.extra[:, 0]), (received, self.extra[:, 1]),
-                                (moved, self.extra[:, 1] + self.extra[:, 2])):
-                total[ordinary] += part[ordinary].mean() - part[ordinary]
+        for group, extra in self.extra.items():  # peers few sampled requests reached get the mean of their group
+            ordinary = (self.hits[group] < MIN_HITS) & self._could_serve(group)
+            if ordinary.any():
+                for total, part in ((served, extra[:, 0]), (received, extra[:, 1]), (moved, extra[:, 1] + extra[:, 2])):
+                    total[ordinary] += part[ordinary].mean() - part[ordinary]
         node_bytes = (moved + estimated_own)[servers]
         sent = self.own[:, 0] + self.maint[:, 0]
         estimated_in = np.full(self.total, float(np.median(self.own[sampled, 3])))
