@@ -950,18 +950,21 @@ class SwarmModel:
                 self._held_bytes.pop((kid, replica), None)
 
     def _count_reads(self) -> None:
-        """Whose batch of this round some collector read: counted when every peer collects, else the chance
-        that at least one did given the weighted number of sampled collectors that read it (Poisson)."""
+        """Whose batch of this round some collector read: counted when every peer collects. With a sample, a
+        signer's own count is mostly 0 or N / sample, so every signer (NAT ones included: at these sizes every
+        shard has signers collectors know, so theirs is read as often) gets the chance that at least one of N
+        collectors read it, from the mean number of collectors that read a signer (Poisson)."""
         exact = all(peer.weight == 1.0 for peer in self.peers.values())
         nat = range(self.total - self.config.nat_signers, self.total)
-
-        def chance(index: int) -> float:
-            readers = self.read_signers.get(self.peer_ids[index], 0.0)
-            return float(readers >= 1) if exact else 1.0 - math.exp(-readers)
-
         publishers = [*range(self.servers), *nat]
-        self.signers_read.append(sum(chance(i) for i in publishers) / len(publishers))
-        self.nat_read += [chance(i) for i in nat]
+        readers = [self.read_signers.get(self.peer_ids[i], 0.0) for i in publishers]
+        if exact:
+            self.signers_read.append(sum(count >= 1 for count in readers) / len(publishers))
+            self.nat_read += [float(self.read_signers.get(self.peer_ids[i], 0.0) >= 1) for i in nat]
+        else:
+            chance = 1.0 - math.exp(-statistics.fmean(readers))
+            self.signers_read.append(chance)
+            self.nat_read += [chance for _ in nat]
         self.read_signers.clear()
 
     def measure_joins(self, count: int = 8) -> tuple[float, float]:
