@@ -1,0 +1,227 @@
+"""A model of the swarm at scale: per-node and busiest-node DHT load, lookups and delivery at N peers, for today's
+key layout (v1) and the tiered one, with hivemind's own routing tables and lookups over a simulated transport
+(`swarmnode.lab.swarm_model`). `--calibrate FILE...` runs the model on the settings of real runs and prints
+measured against modelled, flagging ratios outside ±25%.
+
+Usage: python benchmarks/model_swarm.py [--sizes 16,64,128,256,1000,10000,100000] [--layouts v1,tiered]
+       [--sample 1000] [--churn-per-min 0.01] [--table-fill 1.0] [--overhead-bytes 0] [--rtt-ms 100]
+       [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from swarmnode.lab.swarm_model import ModelConfig, ModelResult, run_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 0.25
+FIT_FILLS = (0.5, 0.75, 1.0)  # routing-table fill: the share of a bucket's range a peer has met
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One real run's row: the settings the model must reproduce and the numbers to compare."""
+
+    source: str
+    peers: int
+    settings: dict[str, Any]
+    values: dict[str, float]
+
+
+# measured name -> what the model says for it (per node and round for gossip runs, per window for census runs)
+GOSSIP_METRICS: dict[str, Callable[[ModelResult, ModelConfig], float]] = {
+    "requests_per_node_round": lambda r, c: r.requests_sent_round_mean,
+    "bytes_in_per_node_round": lambda r, c: r.bytes_in_round_mean,
+    "busiest_node_bytes_per_round": lambda r, c: r.busiest_kb_window * 1000 / c.rounds_per_window,
+    "busiest_node_requests_served_per_round": lambda r, c: r.busiest_served_window / c.rounds_per_window,
+}
+CENSUS_METRICS: dict[str, Callable[[ModelResult, ModelConfig], float]] = {
+    "ours_requests_per_node_window": lambda r, c: r.requests_sent_round_mean,
+    "ours_bytes_in_per_node_window": lambda r, c: r.bytes_in_round_mean,
+    "ours_busiest_bytes_per_window": lambda r, c: r.busiest_kb_window * 1000,
+    "ours_busiest_served_per_window": lambda r, c: r.busiest_served_window,
+    "ours_nodes_seen_mean": lambda r, c: r.census_seen_mean,
+    "ours_buckets_read_mean": lambda r, c: r.census_keys_read_mean,
+}
+# benchmarks/results/swarm-scale.json (another engineer's harness): whichever of these names its rows carry
+SCALE_METRICS: dict[str, Callable[[ModelResult, ModelConfig], float]] = {
+    "requests_per_node_window": lambda r, c: r.requests_sent_round_mean * c.rounds_per_window,
+    "kb_per_node_window": lambda r, c: r.node_kb_round_mean * c.rounds_per_window,
+    "busiest_kb_per_window": lambda r, c: r.busiest_kb_window,
+    "busiest_served_per_window": lambda r, c: r.busiest_served_window,
+    "lookup_hops_p50": lambda r, c: r.lookup_rounds.p50,
+    "lookup_hops_p95": lambda r, c: r.lookup_rounds.p95,
+    "directory_full_per_window": lambda r, c: r.refusals.get("directory_full", 0.0),
+    "census_full_per_window": lambda r, c: r.refusals.get("census_full", 0.0),
+}
+
+
+def measured_rows(path: Path) -> list[Measured]:
+    """The rows of a real run's JSON, with the settings the model needs to run the same workload."""
+    data = json.loads(path.read_text())
+    common = {"churn_per_min": 0.0, "nat_signers": 0, "warmup_rounds": 1}
+    if "gossip" in data and isinstance(data["gossip"], dict) and "HEAD" in data["gossip"]:  # layout-before-after.json
+        rows, workload = data["gossip"]["HEAD"]["rows"], {"collect": 4, "per_peer_cap": 2, "frame_bytes": 7169, "rounds": 4}
+        return [_gossip_row(f"{path.name} (HEAD)", row, workload, common) for row in rows]
+    if "workload" in data:  # bench_gossip.py
+        return [_gossip_row(path.name, row, data["workload"], common) for row in data["results"]]
+    if "beacon_bytes" in data:  # bench_census.py
+        settings = {**common, "gossip": False, "census": True, "beacon_bytes": data["beacon_bytes"],
+                    "rounds": data.get("windows", 2), "rounds_per_window": 1}
+        return [Measured(path.name, row["peers"], settings, {k: row[k] for k in CENSUS_METRICS if k in row})
+                for row in data["results"]]
+    rows = data.get("results", data.get("rows", []))
+    return [
+        Measured(path.name, row["peers"], {**common, **{k: row[k] for k in ("layout", "window_s", "rounds") if k in row}},
+                 {k: row[k] for k in SCALE_METRICS if k in row})
+        for row in rows if "peers" in row
+    ]
+
+
+def _gossip_row(source: str, row: dict, workload: dict, common: dict) -> Measured:
+    rounds = workload.get("rounds", 4)
+    settings = {
+        **common, "gossip": True, "census": False, "collect_rollouts": workload["collect"],
+        "per_peer_cap": workload["per_peer_cap"], "frame_bytes": workload["frame_bytes"], "rounds": rounds,
+        # bench_gossip's default window (3600 s) holds the warm-up and every measured round
+        "rounds_per_window": rounds + 1 if row.get("window_s", 3600.0) >= 60 else 1,
+        "num_shards": row.get("shards") or 256,
+    }
+    return Measured(source, row["peers"], settings, {k: row[k] for k in GOSSIP_METRICS if k in row})
+
+
+def metrics_for(measured: Measured) -> dict[str, Callable[[ModelResult, ModelConfig], float]]:
+    for table in (GOSSIP_METRICS, CENSUS_METRICS, SCALE_METRICS):
+        if set(measured.values) <= set(table):
+            return table
+    return SCALE_METRICS
+
+
+def calibrate(rows: list[Measured], base: ModelConfig) -> list[dict[str, Any]]:
+    """Model each measured row with its settings; per metric, measured, modelled and their ratio."""
+    compared = []
+    for row in rows:
+        config = dataclasses.replace(base, peers=row.peers, **row.settings)
+        result = run_model(config)
+        for name, value in row.values.items():
+            modelled = metrics_for(row)[name](result, config)
+            ratio = modelled / value if value else math.nan
+            compared.append({
+                "source": row.source, "peers": row.peers, "metric": name, "measured": value, "modelled": modelled,
+                "ratio": ratio, "outside": not (1 - TOLERANCE <= ratio <= 1 + TOLERANCE),
+            })
+    return compared
+
+
+def fit_table_fill(rows: list[Measured], base: ModelConfig) -> tuple[float, dict[float, float]]:
+    """The routing-table fill (of FIT_FILLS) whose modelled numbers are nearest the measured ones (mean |log ratio|)."""
+    errors = {}
+    for fill in FIT_FILLS:
+        compared = calibrate(rows, dataclasses.replace(base, table_fill=fill))
+        errors[fill] = sum(abs(math.log(c["ratio"])) for c in compared if c["ratio"] > 0) / max(len(compared), 1)
+    return min(errors, key=errors.get), errors
+
+
+def render_model(results: list[ModelResult]) -> Table:
+    table = Table(title="The swarm modelled (per node and round unless said; KB = 1000 bytes, in + out)")
+    for column in (
+        "N", "layout", "sampled", "KB/node median", "busiest KB/window", "busiest/median", "busiest serves",
+        "req sent / served", "lookup finds/key p50/p95", "lookup rounds p50/p95", "publish rounds p95",
+        "collect rounds p95 (s)", "delivery", "signers read", "NAT: rounds to 1st read", "refusals/window",
+        "timeouts", "bootstrap req/join, joins/s capacity",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        refusals = ", ".join(f"{kind} {count:,.0f}" for kind, count in r.refusals.items()) or "-"
+        table.add_row(
+            f"{r.peers:,}", r.layout, f"{r.sampled:,}", f"{r.node_kb_round_median:,.1f}", f"{r.busiest_kb_window:,.0f}",
+            f"{r.busiest_over_median:,.1f}", r.busiest_is, f"{r.requests_sent_round_median:.0f} / {r.requests_served_round_median:.0f}",
+            f"{r.lookup_finds_per_key.p50:.1f} / {r.lookup_finds_per_key.p95:.1f}",
+            f"{r.lookup_rounds.p50:.0f} / {r.lookup_rounds.p95:.0f}", f"{r.publish_rounds.p95:.0f}",
+            f"{r.collect_rounds.p95:.0f} ({r.collect_s.p95:.1f})", f"{r.delivery:.0%}", f"{r.signers_read:.0%}",
+            "never" if r.nat_rounds_to_first_read is None else f"{r.nat_rounds_to_first_read:.1f}", refusals,
+            f"{r.timeouts_per_node_round:.2f}",
+            f"{r.bootstrap_requests_per_join:.0f}, {r.bootstrap_joins_per_s_capacity:,.0f} (churn: {r.joins_per_s:,.1f})",
+        )
+    return table
+
+
+def render_calibration(compared: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Measured against modelled (flagged: outside ±{TOLERANCE:.0%})")
+    for column in ("source", "N", "metric", "measured", "modelled", "ratio", ""):
+        table.add_column(column, justify="right")
+    for c in compared:
+        table.add_row(c["source"], str(c["peers"]), c["metric"], f"{c['measured']:,.1f}", f"{c['modelled']:,.1f}",
+                      f"{c['ratio']:.2f}", "[bold red]outside[/]" if c["outside"] else "")
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="16,64,128,256,1000,10000,100000")
+    parser.add_argument("--layouts", default="v1,tiered")
+    parser.add_argument("--sample", type=int, default=ModelConfig.sample, help="peers run through lookups at large N")
+    parser.add_argument("--churn-per-min", type=float, default=ModelConfig.churn_per_min)
+    parser.add_argument("--linger-s", type=float, default=ModelConfig.linger_s)
+    parser.add_argument("--table-fill", type=float, default=ModelConfig.table_fill)
+    parser.add_argument("--overhead-bytes", type=int, default=ModelConfig.message_overhead_bytes)
+    parser.add_argument("--sigma", type=float, default=ModelConfig.estimate_sigma, help="size estimates' lognormal noise")
+    parser.add_argument("--rtt-ms", type=float, default=ModelConfig.rtt_s * 1000)
+    parser.add_argument("--rounds", type=int, default=ModelConfig.rounds)
+    parser.add_argument("--rounds-per-window", type=int, default=ModelConfig.rounds_per_window)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibrate", type=Path, nargs="*", default=[], help="real runs' JSON to compare with")
+    parser.add_argument("--fit", action="store_true", help="fit the routing-table fill to the --calibrate runs first")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "swarm-model.json")
+    args = parser.parse_args()
+    console = Console(width=250)
+    base = ModelConfig(
+        peers=0, sample=args.sample, churn_per_min=args.churn_per_min, linger_s=args.linger_s, table_fill=args.table_fill,
+        message_overhead_bytes=args.overhead_bytes, estimate_sigma=args.sigma, rtt_s=args.rtt_ms / 1000,
+        rounds=args.rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
+    )
+    out: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},
+    }
+    rows = [row for path in args.calibrate for row in measured_rows(path)]
+    if rows and args.fit:
+        fill, errors = fit_table_fill(rows, base)
+        base = dataclasses.replace(base, table_fill=fill)
+        out["fit"] = {"table_fill": fill, "mean_abs_log_ratio": errors}
+        console.print(f"fitted table_fill = {fill} (mean |log ratio| by fill: {errors})", highlight=False)
+    if rows:
+        compared = calibrate(rows, base)
+        out["calibration"] = compared
+        console.print(render_calibration(compared))
+    results = []
+    for size in [int(text) for text in args.sizes.split(",") if text]:
+        for layout in args.layouts.split(","):
+            started = time.monotonic()
+            result = run_model(dataclasses.replace(base, peers=size, layout=layout))
+            results.append(result)
+            console.print(f"N={size:,} {layout}: {time.monotonic() - started:.0f} s", highlight=False)
+    out["config"] = dataclasses.asdict(base)
+    out["results"] = [result.to_json() for result in results]
+    if results:
+        console.print(render_model(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    console.print(f"wrote {args.out}", highlight=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1081 @@
+"""A calibrated model of the swarm's DHT traffic at 1k-100k peers, where real runs on one machine cannot go.
+
+The routing and lookups are hivemind's own: `RoutingTable`/`KBucket`/`DHTID` hold each simulated peer's table,
+`DHTNode.find_nearest_nodes` (hence `traverse_dht`) runs every lookup, and `Blacklist` bars peers that failed.
+Only the transport is simulated: a find is answered from the asked peer's `RoutingTable.get_nearest_neighbors`,
+on an asyncio loop whose clock is virtual (one time unit = one RPC round trip), so "RPC rounds" are measured, not
+guessed. Above the transport the model follows swarmnode's code: `DHTPeer._store` (a lookup of the key's
+neighbour, then a store on each replica), `DHTPeer._read_many`/`_ask` with `KeyRead` (quorum reads),
+`Gossip._reading_plan`/`_next_wave` (which shard keys a collect reads), the directory and the census (v1: today's
+one directory key and 8 census keys per window; tiered: 2^tier buckets per kind, docs/DESIGN.md §6.3, §8).
+Message sizes are those of hivemind's `dht_pb2` messages built with the real field sizes.
+
+At large N only a sample of peers run their operations through lookups; see `ModelConfig.sample` for how
+their load is extrapolated. No torch, no sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import math
+import random
+import selectors
+import statistics
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import numpy as np
+from hivemind.dht.node import DEFAULT_NUM_WORKERS, Blacklist, DHTNode
+from hivemind.dht.routing import DHTID, KBucket, RoutingTable
+from hivemind.dht.storage import DictionaryDHTValue
+from hivemind.proto import dht_pb2
+from hivemind.utils import MSGPackSerializer
+
+from swarmnode.config import GossipConfig
+from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_SAMPLE
+from swarmnode.net.directory import DIRECTORY_SLACK
+from swarmnode.net.gossip import Gossip
+from swarmnode.net.replicas import BATCH_QUORUM, REPLICAS, KeyRead
+from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
+from swarmnode.wire.keys import BEACON_BUCKETS, batch_key
+from swarmnode.wire.rules import SwarmRules, shard_of
+
+Layout = Literal["v1", "tiered"]
+TIER_MAX = 12  # the tiered layout (being built in main): at most 2^12 buckets per kind and window
+DIRECTORY_PER_KEY = 12
+CENSUS_PER_KEY = 24
+DEPTH_MODULO = 5  # hivemind's default; swarmnode does not set it
+BUCKET_SIZE = 20  # hivemind's default k; swarmnode does not set it (peer.py `_create_node`)
+PEER_ID_BYTES = 38  # an Ed25519 libp2p peer id
+PEER_ID_TEXT = 52  # its base58 form, the subkey of every record
+ROLLOUTS_PER_BATCH = 8  # benchmarks/bench_gossip.py Workload default
+BOOTSTRAP = 0  # the peer every joiner dials first
+# finds sent by the lookup running in this task: a peer runs several lookups at once (its publish stores every item
+# concurrently), and the tasks traverse_dht starts inherit the context of the lookup that started them
+_LOOKUP_FINDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lookup_finds", default=None)
+MIN_HITS = 10  # sampled requests below which a peer's extrapolated load is taken as the mean of its group
+EXTRAPOLATED = ("route", "read:batch", "read:directory", "read:census")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What one modelled swarm is. Defaults are swarmnode's and hivemind's, the workload is bench_gossip's.
+
+    `sample`: peers whose operations run through real lookups (all of them when N <= sample). Every other peer's
+    stores still land on the replicas (the key's nearest live peers, exactly, so every key's contents and every
+    replica's store load are complete), but its lookups and reads are not run: the sampled peers' lookup and read
+    requests are charged to the peers that serve them with weight N / sample. A peer reached by fewer than
+    MIN_HITS sampled requests of a group gets, for that extrapolated part, the mean of its group (one hit times
+    N / sample would be noise, not load): lookups' finds and pings over all servers, reads of a kind of key over
+    the peers holding keys of that kind. Peers at hot keys are reached by many and keep their own. Per-node
+    medians are over the sampled peers. Fitted parameters with a physical meaning: `table_fill`, `message_overhead_bytes`.
+    """
+
+    peers: int
+    layout: Layout = "v1"
+    bucket_size: int = BUCKET_SIZE
+    num_replicas: int = REPLICAS
+    num_workers: int = DEFAULT_NUM_WORKERS
+    table_fill: float = 1.0  # share of the peers in a bucket's range a node has met (a long-running swarm: 1)
+    message_overhead_bytes: int = 0  # added to every request and response (0: protobuf bytes, as TrafficMeter counts)
+    churn_per_min: float = 0.01  # share of peers leaving per minute, replaced by as many joiners
+    linger_s: float = 600.0  # how long a departed peer stays in others' routing tables before a failed request drops it
+    nat_signers: int = 1  # DHT clients (behind NAT): in nobody's routing table, found via the directory or probes
+    gossip: bool = True
+    census: bool = True
+    window_s: float = 30.0
+    rounds_per_window: int = 1
+    rounds: int = 1  # measured rounds, after `warmup_rounds`
+    warmup_rounds: int = 1
+    collect_rollouts: int = 12  # J x oversample: 4 x 3
+    per_peer_cap: int = 4
+    shards_per_wave: int = 4
+    num_shards: int = 256
+    max_age_windows: int = 1
+    frame_bytes: int = 7169
+    presence_bytes: int = 200
+    beacon_bytes: int = 230
+    estimate_sigma: float = 0.3  # lognormal noise on each node's swarm-size estimate
+    rtt_s: float = 0.1  # one RPC round trip
+    rpc_timeout_s: float = 3.0  # what a request to a departed peer costs
+    start_spread_s: float = 5.0  # publishes (and collects) of a round start within this long (window jitter)
+    bootstrap_kbps: float = 10_000.0  # the bootstrap's link, both directions together
+    sample: int = 250
+    table_cache: int = 4000  # routing tables of non-sampled peers kept built at once (they are rebuilt on demand)
+    seed: int = 0
+
+    @property
+    def stale_share(self) -> float:
+        """Share of routing-table entries that are departed peers, and of live peers that joined too recently to
+        be in anyone's table: churn over the time a departed peer lingers."""
+        return 1.0 - math.exp(-self.churn_per_min / 60.0 * self.linger_s)
+
+
+@dataclass
+class Quantiles:
+    p50: float = 0.0
+    p95: float = 0.0
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Quantiles:
+        if not samples:
+            return cls()
+        ordered = sorted(samples)
+        return cls(ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)])
+
+
+@dataclass
+class ModelResult:
+    """Per node and round unless named otherwise; KB are 1000 bytes, in + out."""
+
+    peers: int
+    layout: str
+    sampled: int
+    node_kb_round_median: float
+    node_kb_round_mean: float
+    busiest_kb_window: float
+    busiest_over_median: float
+    busiest_is: str  # what the busiest node is a replica of
+    requests_sent_round_median: float
+    requests_sent_round_mean: float
+    requests_served_round_median: float
+    busiest_served_window: float
+    bytes_in_round_mean: float
+    lookup_finds_per_key: Quantiles  # find requests a lookup sent per key it looked up (pings apart)
+    lookup_rounds: Quantiles
+    lookup_recall: float  # share of a key's true nearest live peers (num_replicas) that its lookup returned
+    publish_rounds: Quantiles
+    collect_rounds: Quantiles
+    publish_s: Quantiles
+    collect_s: Quantiles
+    replicas_reached: float  # mean replicas that accepted a batch store
+    delivery: float  # rollouts collected / rollouts wanted
+    signers_read: float  # share of this round's publishers whose batch some collector read
+    nat_rounds_to_first_read: float | None
+    census_seen_mean: float
+    census_keys_read_mean: float
+    refusals: dict[str, float]  # per window, swarm-wide
+    timeouts_per_node_round: float
+    bootstrap_requests_per_join: float
+    bootstrap_bytes_per_join: float
+    joins_per_s: float  # the churn's joins, all through one bootstrap
+    bootstrap_joins_per_s_capacity: float  # joins a bootstrap on `bootstrap_kbps` serves beside its own traffic
+    wall_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Message sizes: hivemind's protobuf messages built with the real field sizes
+
+
+class Wire:
+    """Sizes of DHT RPC messages, as `TrafficMeter` counts them (`ByteSize()` of request and response)."""
+
+    def __init__(self, overhead: int) -> None:
+        self.overhead = overhead
+        self._node = dht_pb2.NodeInfo(node_id=bytes(20))
+
+    @lru_cache(maxsize=None)
+    def find_request(self, keys: int, client: bool) -> int:
+        peer = dht_pb2.NodeInfo() if client else self._node
+        return dht_pb2.FindRequest(keys=[bytes(20)] * keys, peer=peer).ByteSize() + self.overhead
+
+    @lru_cache(maxsize=None)
+    def _result(self, value_bytes: int | None, neighbours: int) -> int:
+        result = dht_pb2.FindResult(type=dht_pb2.NOT_FOUND if value_bytes is None else dht_pb2.FOUND_DICTIONARY)
+        if value_bytes is not None:
+            result.value, result.expiration_time = bytes(value_bytes), 1.8e9
+        result.nearest_node_ids.extend([bytes(20)] * neighbours)
+        result.nearest_peer_ids.extend([bytes(PEER_ID_BYTES)] * neighbours)
+        size = result.ByteSize()
+        return 1 + _varint_len(size) + size
+
+    def find_response(self, results: list[tuple[int | None, int]]) -> int:
+        """`results`: per key, the serialized dictionary's bytes (None: not found) and the neighbours listed."""
+        peer = self._node.ByteSize()
+        return sum(self._result(value, n) for value, n in results) + 2 + peer + self.overhead
+
+    @lru_cache(maxsize=None)
+    def store_request(self, value_bytes: int, client: bool) -> int:
+        peer = dht_pb2.NodeInfo() if client else self._node
+        request = dht_pb2.StoreRequest(
+            keys=[bytes(20)], subkeys=[MSGPackSerializer.dumps("x" * PEER_ID_TEXT)],
+            values=[MSGPackSerializer.dumps(bytes(value_bytes))], expiration_time=[1.8e9], in_cache=[False], peer=peer,
+        )
+        return request.ByteSize() + self.overhead
+
+    @lru_cache(maxsize=None)
+    def store_response(self) -> int:
+        return dht_pb2.StoreResponse(store_ok=[True], peer=self._node).ByteSize() + self.overhead
+
+    @lru_cache(maxsize=None)
+    def ping(self) -> tuple[int, int]:
+        request = dht_pb2.PingRequest(peer=self._node, validate=True).ByteSize()
+        response = dht_pb2.PingResponse(peer=self._node, dht_time=1.8e9, available=True).ByteSize()
+        return request + self.overhead, response + self.overhead
+
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def _entry_cost(value_bytes: int) -> tuple[int, int]:
+        """(bytes of an empty DictionaryDHTValue, bytes per entry) for entries of this size, measured."""
+        sizes = []
+        for count in (1, 2):
+            value = DictionaryDHTValue()
+            for index in range(count):
+                value.store(MSGPackSerializer.dumps(f"{index:0{PEER_ID_TEXT}d}"), MSGPackSerializer.dumps(bytes(value_bytes)), 1.8e9)
+            sizes.append(len(MSGPackSerializer.dumps(value)))
+        per_entry = sizes[1] - sizes[0]
+        return sizes[0] - per_entry, per_entry
+
+    def dictionary(self, entry_sizes: list[int]) -> int:
+        if not entry_sizes:
+            return 0
+        total = 0
+        for size, count in Counter(entry_sizes).items():
+            base, per_entry = self._entry_cost(size)
+            total += per_entry * count
+        return total + base
+
+
+def _varint_len(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A virtual clock for asyncio: sleeping advances time instantly, so latency is counted, never waited for
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    now = 0.0
+
+    def select(self, timeout: float | None = None) -> list:
+        if timeout is None:
+            raise RuntimeError("the simulated swarm waits on nothing: a lookup would hang")
+        self.now += max(timeout, 0.0)
+        return []
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop whose time is advanced by its own timers only (one unit = one RPC round trip)."""
+
+    def __init__(self) -> None:
+        self._clock = _VirtualSelector()
+        super().__init__(self._clock)
+
+    def time(self) -> float:
+        return self._clock.now
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Keys of the two layouts
+
+
+def directory_keys(layout: Layout, swarm: str, window: int, signer: str, estimate: float) -> list[str]:
+    """Where a signer's presence goes: v1 one key per window; tiered its bucket at tiers t-1, t, t+1."""
+    if layout == "v1":
+        return [f"swarmnode/v1/{swarm}/{window}/directory"]
+    return [_tiered_key("directory", swarm, window, tier, shard_of(signer, 2**tier))
+            for tier in _written_tiers(tier_for(estimate, DIRECTORY_PER_KEY))]
+
+
+def census_keys(layout: Layout, swarm: str, window: int, signer: str, estimate: float) -> list[str]:
+    """Where a signer's beacon of `window` goes: under that window's key(s) and the next's."""
+    if layout == "v1":
+        bucket = shard_of(signer, BEACON_BUCKETS)
+        return [f"swarmnode/v1/{swarm}/{w}/census/{bucket}" for w in (window, window + 1)]
+    tiers = _written_tiers(tier_for(estimate, CENSUS_PER_KEY))
+    return [_tiered_key("census", swarm, w, tier, shard_of(signer, 2**tier)) for w in (window, window + 1) for tier in tiers]
+
+
+def tier_for(estimate: float, target: int) -> int:
+    if estimate <= target:
+        return 0
+    return min(TIER_MAX, math.ceil(math.log2(estimate / target)))
+
+
+def _written_tiers(tier: int) -> range:
+    return range(max(tier - 1, 0), min(tier + 1, TIER_MAX) + 1)
+
+
+def _tiered_key(kind: str, swarm: str, window: int, tier: int, bucket: int) -> str:
+    return f"swarmnode/v2/{swarm}/{window}/{kind}/{tier}/{bucket}"
+
+
+class FastID(DHTID):
+    """A DHTID whose XOR distance skips hivemind's `isinstance(other, Iterable)` check for a single id (an ABC
+    check that dominated the model's time); same values, same results."""
+
+    def xor_distance(self, other: DHTID | list[DHTID]) -> int | list[int]:
+        if isinstance(other, int):
+            return int(self) ^ int(other)
+        return [int(self) ^ int(node) for node in other]
+
+
+@lru_cache(maxsize=1 << 18)
+def key_id(key: str) -> FastID:
+    return FastID(int(DHTID.generate(source=key)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The simulated swarm
+
+
+@dataclass
+class _Record:
+    size: int  # the frame's bytes
+    stored_at: float  # virtual time: replicas holding the same record agree on its expiration
+
+
+@dataclass
+class _Peer:
+    """A peer whose operations are simulated: its routing table, blacklist and what it remembers between rounds."""
+
+    index: int
+    client: bool
+    estimate: float
+    weight: float  # how many peers' lookups and reads its own stand for
+    node: Any = None  # the object hivemind's DHTNode.find_nearest_nodes runs on
+    rng: random.Random = field(default_factory=random.Random)
+    stored_window: int | None = None  # directory: the window another peer holds our entry in
+    read_windows: set[int] = field(default_factory=set)
+    listed: dict[str, int] = field(default_factory=dict)
+    signers: dict[str, int] = field(default_factory=dict)
+    consumed: set[tuple[str, int]] = field(default_factory=set)
+
+
+class _SimProtocol:
+    """The part of hivemind's DHTProtocol that DHTNode.find_nearest_nodes uses, over the simulated transport."""
+
+    def __init__(self, swarm: SwarmModel, peer: _Peer, table: RoutingTable) -> None:
+        self.swarm, self.peer, self.routing_table = swarm, peer, table
+        self.bucket_size = swarm.config.bucket_size
+
+    async def call_find(self, target: int, keys: list[DHTID]) -> dict | None:
+        return await self.swarm.find(self.peer, target, keys, lookup=True)
+
+
+class _SimNode:
+    """What DHTNode.find_nearest_nodes reads from `self`; its blacklist logic is hivemind's own."""
+
+    _filter_blacklisted = DHTNode._filter_blacklisted
+    _call_find_with_blacklist = DHTNode._call_find_with_blacklist
+    find_nearest_nodes = DHTNode.find_nearest_nodes
+
+    def __init__(self, swarm: SwarmModel, peer: _Peer, table: RoutingTable) -> None:
+        self.node_id = swarm.ids[peer.index]
+        self.peer_id = peer.index
+        self.num_workers = swarm.config.num_workers
+        self.blacklist = Blacklist(5.0, 2.0)  # DHTNode.create's defaults
+        self.protocol = _SimProtocol(swarm, peer, table)
+
+
+class SwarmModel:
+    """N DHT servers (plus `nat_signers` clients), their routing tables, the records on each replica, and counters."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.rng = random.Random(config.seed)
+        self.wire = Wire(config.message_overhead_bytes)
+        self.rules = SwarmRules("model", config.window_s, 2 * config.window_s, config.num_shards, 5.0, config.max_age_windows)
+        self.gossip_config = GossipConfig(shards_per_wave=config.shards_per_wave, max_rollouts_per_peer=config.per_peer_cap)
+        n, stale = config.peers, config.stale_share
+        departed = round(stale * n) if n > 16 else 0
+        self.servers = n
+        self.total = n + departed + config.nat_signers
+        # index layout: [0, n) live servers, [n, n + departed) departed (lingering in tables), then NAT clients
+        self.alive = np.ones(self.total, dtype=bool)
+        self.alive[n:n + departed] = False
+        self.is_client = np.zeros(self.total, dtype=bool)
+        self.is_client[n + departed:] = True
+        self.joiners = set(self.rng.sample(range(1, n), round(stale * n))) if departed else set()
+        self.peer_ids = [f"12D3KooW{self.rng.getrandbits(256):x}"[:PEER_ID_TEXT] for _ in range(self.total)]
+        self.ids = [FastID(int(DHTID.generate(source=peer_id.encode()))) for peer_id in self.peer_ids]
+        self.index_of = {node_id: index for index, node_id in enumerate(self.ids)}
+        self.shard = [shard_of(peer_id, config.num_shards) for peer_id in self.peer_ids]
+        self.top = np.array([int(node_id) >> 96 for node_id in self.ids], dtype=np.uint64)
+        # who is in routing tables (servers that are not fresh joiners, departed ones included) and who answers
+        in_tables = [i for i in range(n + departed) if i not in self.joiners]
+        self._known = self._sorted(in_tables)
+        self._live = self._sorted([i for i in in_tables if self.alive[i]])
+        self.estimates = n * np.exp(config.estimate_sigma * np.random.default_rng(config.seed).standard_normal(self.total))
+        self.storage: dict[DHTID, dict[int, dict[str, _Record]]] = {}
+        self._key_windows: dict[DHTID, int] = {}
+        self._held_bytes: dict[tuple[DHTID, int], int] = {}  # a replica's bytes under a key, as its storage counts them
+        self._exact_stored_window: dict[int, int] = {}
+        self.kind: dict[DHTID, str] = {}
+        self._tables: OrderedDict[int, RoutingTable] = OrderedDict()
+        sampled = list(range(n)) if n <= config.sample else sorted(self.rng.sample(range(n), config.sample))
+        weight = n / len(sampled)
+        self.peers: dict[int, _Peer] = {}
+        for index in [*sampled, *range(n + departed, self.total)]:
+            client = bool(self.is_client[index])
+            peer = _Peer(index, client, float(self.estimates[index]), 1.0 if client else weight,
+                         rng=random.Random(config.seed * 1_000_003 + index))
+            self.peers[index] = peer
+        self.loop = VirtualLoop()
+        self.reset_counters()
+        for peer in self.peers.values():
+            table = self._join_table(peer) if peer.index in self.joiners else self._build_table(peer.index)
+            peer.node = _SimNode(self, peer, table)
+
+    # ----- counters
+
+    def reset_counters(self) -> None:
+        self.own = np.zeros((self.total, 5))  # sent, served(unused), bytes out, bytes in, timeouts: the peer's own requests
+        self.load = np.zeros((self.total, 3))  # served, bytes in, bytes out: all requests, weighted
+        # the part of `load` extrapolated from sampled peers (weight > 1), by group: lookups' finds and pings reach
+        # any peer; reads reach the replicas of one kind of key
+        self.extra = {group: np.zeros((self.total, 3)) for group in EXTRAPOLATED}
+        self.hits = {group: np.zeros(self.total) for group in EXTRAPOLATED}  # sampled requests behind `extra`
+        self.maint = np.zeros((self.total, 2))  # pings a peer sent when a bucket was full: requests, bytes
+        self.lookups: list[tuple[float, float, float]] = []  # finds per key, RPC rounds, share of the true nearest found
+        self.publish_rounds: list[float] = []
+        self.collect_rounds: list[float] = []
+        self.replicas_accepted: list[int] = []
+        self.wanted = self.collected = 0
+        self.read_signers: Counter[int] = Counter()  # publisher index -> weighted collectors that read its batch
+        self.refusals: Counter[str] = Counter()
+        self.census_seen: list[int] = []
+        self.census_keys: list[int] = []
+        self.served_kind: dict[int, Counter[str]] = {}
+        self.signers_read: list[float] = []  # per round: share of publishers some collector read
+        self.nat_read: list[float] = []  # per round and NAT signer: chance some collector read its batch
+
+    def _charge(self, origin: _Peer | None, target: int, request: int, response: int, weight: float, kind: str) -> None:
+        if origin is not None:
+            self.own[origin.index] += (1, 0, request, response, 0)
+        self.load[target] += (weight, weight * request, weight * response)
+        if weight != 1.0:
+            group = kind if kind in EXTRAPOLATED else "route"
+            self.extra[group][target] += (weight, weight * request, weight * response)
+            self.hits[group][target] += 1
+        self.served_kind.setdefault(target, Counter())[kind] += weight
+
+    # ----- routing tables
+
+    def _sorted(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        order = np.array(sorted(indices, key=lambda i: int(self.top[i])), dtype=np.int64)
+        return self.top[order], order
+
+    @staticmethod
+    def _range(pool: tuple[np.ndarray, np.ndarray], prefix: int, depth: int) -> tuple[int, int]:
+        tops = pool[0]
+        low = np.uint64(prefix << (64 - depth)) if depth else np.uint64(0)
+        start = int(np.searchsorted(tops, low, "left"))
+        if depth == 0 or prefix + 1 == 1 << depth:
+            return start, len(tops)
+        return start, int(np.searchsorted(tops, np.uint64((prefix + 1) << (64 - depth)), "left"))
+
+    def _build_table(self, owner: int) -> RoutingTable:
+        """The table a long-running peer has: hivemind's buckets (a bucket splits when it overflows and holds the
+        owner's id or its depth is not a multiple of depth_modulo), each holding up to k peers drawn from the peers
+        in its range that the owner has met (`table_fill`), departed ones that still linger included."""
+        k, fill = self.config.bucket_size, self.config.table_fill
+        rng = np.random.default_rng((self.config.seed, owner))
+        own_top = int(self.top[owner])
+        tops, order = self._known
+        buckets: list[KBucket] = []
+        position = self._position(owner)
+
+        def known(start: int, stop: int) -> int:
+            count = stop - start - int(start <= position < stop)
+            return count if fill >= 1.0 else int(rng.binomial(count, fill))
+
+        def leaf(prefix: int, depth: int, start: int, stop: int, count: int) -> None:
+            bucket = KBucket(prefix << (160 - depth), (prefix + 1) << (160 - depth), k, depth)
+            picks = range(stop - start) if count + 1 >= stop - start else rng.choice(stop - start, size=count + 1, replace=False)
+            members = [int(order[start + j]) for j in picks if start + j != position][:count]
+            bucket.nodes_to_peer_id = {self.ids[i]: i for i in members}
+            buckets.append(bucket)
+
+        def far(prefix: int, depth: int) -> None:
+            start, stop = self._range(self._known, prefix, depth)
+            count = known(start, stop)
+            if count > k and depth % DEPTH_MODULO != 0 and depth < 64:
+                far(2 * prefix, depth + 1)
+                far(2 * prefix + 1, depth + 1)
+            else:
+                leaf(prefix, depth, start, stop, min(count, k))
+
+        prefix = depth = 0
+        while True:
+            start, stop = self._range(self._known, prefix, depth)
+            count = known(start, stop)
+            if count <= k or depth >= 63:
+                leaf(prefix, depth, start, stop, min(count, k))
+                break
+            bit = (own_top >> (63 - depth)) & 1
+            far(2 * prefix + 1 - bit, depth + 1)
+            prefix, depth = 2 * prefix + bit, depth + 1
+        table = RoutingTable(self.ids[owner], k, DEPTH_MODULO)
+        table.buckets = sorted(buckets, key=lambda bucket: bucket.lower)
+        for bucket in table.buckets:
+            for node_id, index in bucket.nodes_to_peer_id.items():
+                table.uid_to_peer_id[node_id] = index
+                table.peer_id_to_uid[index] = node_id
+        return table
+
+    def _position(self, index: int) -> int:
+        tops, order = self._known
+        start = int(np.searchsorted(tops, self.top[index], "left"))
+        stop = int(np.searchsorted(tops, self.top[index], "right"))
+        for position in range(start, stop):
+            if order[position] == index:
+                return position
+        return -1
+
+    def _join_table(self, peer: _Peer) -> RoutingTable:
+        """A fresh joiner's table: the bootstrap, then whoever answered its lookup of its own id (swarmnode's `_join`,
+        hivemind's defaults: k nearest with a beam of k). Counted apart as the bootstrap's join load."""
+        table = RoutingTable(self.ids[peer.index], self.config.bucket_size, DEPTH_MODULO)
+        table.add_or_update_node(self.ids[BOOTSTRAP], BOOTSTRAP)
+        peer.node = _SimNode(self, peer, table)
+        self._run(self._join(peer))
+        return table
+
+    async def _join(self, peer: _Peer) -> None:
+        request, response = self.wire.ping()
+        self._charge(peer, BOOTSTRAP, request, response, peer.weight, "join")
+        await peer.node.find_nearest_nodes([peer.node.node_id])
+
+    def table(self, index: int) -> RoutingTable:
+        peer = self.peers.get(index)
+        if peer is not None and peer.node is not None:
+            return peer.node.protocol.routing_table
+        table = self._tables.get(index)
+        if table is None:
+            table = self._tables[index] = self._build_table(index)
+            if len(self._tables) > self.config.table_cache:
+                self._tables.popitem(last=False)
+        else:
+            self._tables.move_to_end(index)
+        return table
+
+    def true_nearest(self, target: DHTID, count: int, extra: int | None = None) -> list[int]:
+        """The `count` live peers in routing tables nearest to `target` (XOR), plus `extra` as a candidate: they
+        all lie in the deepest subtree around the target that still holds `count` peers."""
+        tops, order = self._live
+        top = int(target) >> 96
+        low, high = 0, 64
+        while low < high:  # deepest prefix length whose subtree holds at least `count`
+            middle = (low + high + 1) // 2
+            start, stop = self._range(self._live, top >> (64 - middle), middle)
+            low, high = (middle, high) if stop - start >= count else (low, middle - 1)
+        start, stop = self._range(self._live, top >> (64 - low) if low else 0, low)
+        candidates = {int(i) for i in order[start:stop]} | ({extra} if extra is not None else set())
+        return sorted(candidates, key=lambda i: int(self.ids[i]) ^ int(target))[:count]
+
+    # ----- the transport
+
+    def _run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    async def _wait(self, target: int) -> bool:
+        """One round trip to `target`; a departed peer costs the RPC timeout instead."""
+        if self.alive[target]:
+            await asyncio.sleep(1.0)
+            return True
+        await asyncio.sleep(self.config.rpc_timeout_s / self.config.rtt_s)
+        return False
+
+    async def find(self, peer: _Peer, target: int, keys: list[DHTID], *, lookup: bool) -> dict | None:
+        """hivemind's rpc_find as the asked peer runs it: each key's value if it holds one, and its k nearest
+        neighbours (the asker excluded). The asker drops a peer that did not answer from its routing table, and
+        adds one that did (pinging the bucket's least recent peer when the bucket is full)."""
+        table = peer.node.protocol.routing_table
+        request = self.wire.find_request(len(keys), peer.client)
+        counter = _LOOKUP_FINDS.get()
+        if counter is not None and lookup:
+            counter[0] += 1
+        weight = peer.weight
+        if not await self._wait(target):
+            self.own[peer.index] += (1, 0, request, 0, 1)
+            if self.ids[target] in table:
+                del table[self.ids[target]]
+            return None
+        served = self.table(target)
+        exclude = None if peer.client else self.ids[peer.index]
+        output, results = {}, []
+        for key in keys:
+            neighbours = served.get_nearest_neighbors(key, self.config.bucket_size, exclude=exclude)
+            value = self._value(target, key)
+            results.append((self.wire.dictionary([r.size for r in value.values()]) if value else None, len(neighbours)))
+            output[key] = (value, dict(neighbours))
+        kind = "find" if lookup else f"read:{self.kind.get(keys[0], '?')}"
+        self._charge(peer, target, request, self.wire.find_response(results), weight, kind)
+        self._met(peer, target, served)
+        if not peer.client and not self.is_client[target]:
+            to_ping = table.add_or_update_node(self.ids[target], target)
+            if to_ping is not None:
+                await self._ping(peer, to_ping[1])
+        return output
+
+    def _met(self, peer: _Peer, target: int, table: RoutingTable) -> None:
+        """hivemind's update_routing_table on the serving side: a server that asked is added to the target's table;
+        a full bucket makes the target ping its least recent peer (dropped if departed, else kept; the asker then
+        waits among the replacements)."""
+        if peer.client:
+            return
+        to_ping = table.add_or_update_node(self.ids[peer.index], peer.index)
+        if to_ping is None:
+            return
+        pinged = to_ping[1]
+        request, response = self.wire.ping()
+        moved = request + (response if self.alive[pinged] else 0)
+        self.maint[target] += (peer.weight, peer.weight * moved)
+        if peer.weight != 1.0:
+            self.extra["route"][target, 2] += peer.weight * moved
+        if self.alive[pinged]:
+            self._charge(None, pinged, request, response, peer.weight, "ping")
+            table.add_or_update_node(to_ping[0], pinged)
+        elif to_ping[0] in table:
+            del table[to_ping[0]]
+
+    async def _ping(self, peer: _Peer, target: int) -> None:
+        request, response = self.wire.ping()
+        table = peer.node.protocol.routing_table
+        if await self._wait(target):
+            self._charge(peer, target, request, response, peer.weight, "ping")
+            table.add_or_update_node(self.ids[target], target)
+        else:
+            self.own[peer.index] += (1, 0, request, 0, 1)
+            if self.ids[target] in table:
+                del table[self.ids[target]]
+
+    def _value(self, target: int, key: DHTID) -> dict[str, _Record] | None:
+        held = self.storage.get(key)
+        return held.get(target) if held else None
+
+    def _register(self, key: str) -> DHTID:
+        """A key's id, kind and window, from its name."""
+        kid = key_id(key)
+        if kid not in self.kind:
+            parts = key.split("/")
+            self.kind[kid] = "directory" if "directory" in parts else "census" if "census" in parts else "batch"
+            self._key_windows[kid] = int(parts[3])
+        return kid
+
+    def _accept(self, replica: int, key: DHTID, signer: str, size: int, now: float) -> bool:
+        """swarmnode's BoundedRecordStorage as far as sizes and counts decide: directory keys hold 32 signers, census
+        keys 64, any key 3 MiB with 512 bytes counted per entry (a listed signer may always refresh)."""
+        kind = self.kind[key]
+        held = self.storage.setdefault(key, {}).setdefault(replica, {})
+        if signer not in held:
+            cap = {"directory": MAX_DIRECTORY_ENTRIES, "census": MAX_BEACONS_PER_BUCKET}.get(kind)
+            if cap is not None and len(held) >= cap:
+                self.refusals[f"{kind}_full"] += 1
+                return False
+            if self._held_bytes.get((key, replica), 0) + size + RECORD_OVERHEAD_BYTES > MAX_KEY_BYTES:
+                self.refusals[f"{kind}_key_bytes"] += 1
+                return False
+            self._held_bytes[(key, replica)] = self._held_bytes.get((key, replica), 0) + size + RECORD_OVERHEAD_BYTES
+        held[signer] = _Record(size, now)
+        return True
+
+    # ----- operations, as swarmnode's DHTPeer runs them
+
+    async def _lookup(self, peer: _Peer, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, int]]:
+        """`DHTPeer._store`/`_read_many`'s lookup: the probes' nearest `num_replicas`, beam `num_replicas`."""
+        finds, started = [0], self.loop.time()
+        replicas = self.config.num_replicas
+        token = _LOOKUP_FINDS.set(finds)
+        try:
+            found = await peer.node.find_nearest_nodes(probes, k_nearest=replicas, beam_size=replicas, exclude_self=peer.client)
+        finally:
+            _LOOKUP_FINDS.reset(token)
+        recall = statistics.fmean(
+            len({self.index_of[n] for n in nearest} & set(self.true_nearest(probe, replicas, None if peer.client else peer.index)))
+            / replicas for probe, nearest in found.items()
+        )
+        self.lookups.append((finds[0] / len(probes), self.loop.time() - started, recall))
+        return found
+
+    async def store(self, peer: _Peer, key: str, size: int) -> int:
+        """`DHTPeer._store`: look up the key's neighbour (last bit flipped), store on each replica that is not
+        blacklisted; a server among the nearest keeps a copy itself. Returns how many other peers accepted."""
+        kid = self._register(key)
+        probe = FastID(int(kid) ^ 1)
+        nearest = (await self._lookup(peer, [probe]))[probe]
+        if peer.node.node_id in nearest:
+            self._accept(peer.index, kid, self.peer_ids[peer.index], size, self.loop.time())
+        replicas = [index for node_id, index in nearest.items() if index != peer.index and index not in peer.node.blacklist]
+        accepted = await asyncio.gather(*(self._store_at(peer, replica, kid, size) for replica in replicas))
+        return sum(accepted)
+
+    async def _store_at(self, peer: _Peer, replica: int, kid: DHTID, size: int) -> bool:
+        request = self.wire.store_request(size, peer.client)
+        if not await self._wait(replica):
+            self.own[peer.index] += (1, 0, request, 0, 1)
+            return False
+        self._charge(peer, replica, request, self.wire.store_response(), 1.0, f"store:{self.kind[kid]}")
+        self._met(peer, replica, self.table(replica))
+        return self._accept(replica, kid, self.peer_ids[peer.index], size, self.loop.time())
+
+    def store_exact(self, index: int, key: str, size: int) -> int:
+        """A non-sampled peer's store: on the key's true nearest live peers (its lookup is not run)."""
+        kid = self._register(key)
+        client = bool(self.is_client[index])
+        nearest = self.true_nearest(FastID(int(kid) ^ 1), self.config.num_replicas, None if client else index)
+        accepted = 0
+        for replica in nearest:
+            if replica == index:
+                self._accept(index, kid, self.peer_ids[index], size, self.loop.time())
+                continue
+            self._charge(None, replica, self.wire.store_request(size, client), self.wire.store_response(), 1.0, f"store:{self.kind[kid]}")
+            accepted += self._accept(replica, kid, self.peer_ids[index], size, self.loop.time())
+        return accepted
+
+    async def read_many(self, peer: _Peer, keys: list[str], quorum: int) -> dict[str, dict[str, _Record]]:
+        """`DHTPeer._read_many`: one lookup for all keys' neighbours, then `_ask` rounds with KeyRead's quorum
+        rule; the answer is the union of what the replicas that answered hold."""
+        ids = {key: self._register(key) for key in keys}
+        probes = {FastID(int(kid) ^ 1): key for key, kid in ids.items()}
+        nearest = await self._lookup(peer, list(probes))
+        reads = {probes[probe]: KeyRead(ids[probes[probe]], dict(found), quorum) for probe, found in nearest.items()}
+        records: dict[str, dict[str, dict[str, _Record]]] = {key: {} for key in keys}
+        first = {key: read.first_round(peer.rng) for key, read in reads.items()}
+        await self._ask(peer, reads, first, records)
+        second = {key: read.second_round() for key, read in reads.items()}
+        await self._ask(peer, reads, second, records)
+        union: dict[str, dict[str, _Record]] = {}
+        for key, read in reads.items():
+            merged: dict[str, _Record] = {}
+            for held in records[key].values():
+                merged.update(held)
+            union[key] = merged
+        return union
+
+    async def _ask(self, peer: _Peer, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], records: dict) -> None:
+        by_replica: dict[DHTID, list[str]] = {}
+        for key, replica_ids in asking.items():
+            for replica in replica_ids:
+                by_replica.setdefault(replica, []).append(key)
+
+        async def ask(replica: DHTID, keys: list[str]) -> None:
+            target = reads[keys[0]].replicas[replica]
+            if target == peer.index:
+                answer = {reads[key].key_id: (self._value(target, reads[key].key_id), {}) for key in keys}
+            else:
+                answer = await self.find(peer, target, [reads[key].key_id for key in keys], lookup=False)
+            if answer is None:
+                return
+            for key in keys:
+                held = answer[reads[key].key_id][0] or {}
+                reads[key].answers[replica] = {signer: (b"", record.stored_at) for signer, record in held.items()}
+                records[key][replica] = dict(held)
+
+        await asyncio.gather(*(ask(replica, keys) for replica, keys in by_replica.items()))
+
+    # ----- a node's schedule
+
+    def window_of(self, round_index: int) -> int:
+        return 1000 + round_index // self.config.rounds_per_window
+
+    def _directory_estimate(self, peer: _Peer) -> float:
+        return max(peer.estimate, len(self._publishers(peer)) + 1.0)
+
+    def _publishers(self, peer: _Peer) -> set[str]:
+        table = peer.node.protocol.routing_table
+        known = {self.peer_ids[i] for i in table.peer_id_to_uid}
+        return (known | set(peer.signers) | set(peer.listed)) - {self.peer_ids[peer.index]}
+
+    async def publish(self, peer: _Peer, round_index: int, delay: float) -> None:
+        """`Gossip.publish`: the batch and, until another peer holds it this window, the directory entry (or
+        entries), stored concurrently; the beacon goes on its own thread once a window (`BeaconService`)."""
+        await asyncio.sleep(delay)
+        window, started = self.window_of(round_index), self.loop.time()
+        signer = self.peer_ids[peer.index]
+        beacon = None
+        if self.config.census and round_index % self.config.rounds_per_window == 0:
+            beacon = asyncio.gather(*(self.store(peer, key, self.config.beacon_bytes)
+                                      for key in census_keys(self.config.layout, "model", window, signer, peer.estimate)))
+        if self.config.gossip:
+            batch = self.store(peer, batch_key("model", window, self.shard[peer.index]), self.config.frame_bytes)
+            entries = []
+            if peer.stored_window != window:
+                keys = directory_keys(self.config.layout, "model", window, signer, self._directory_estimate(peer))
+                entries = [self.store(peer, key, self.config.presence_bytes) for key in keys]
+            replicas, *stored = await asyncio.gather(batch, *entries)
+            if any(stored):
+                peer.stored_window = window
+            self.replicas_accepted.append(replicas)
+            self.publish_rounds.append(self.loop.time() - started)
+        if beacon is not None:
+            await beacon
+
+    def publish_exact(self, index: int, round_index: int, stored_window: dict[int, int]) -> None:
+        window, signer = self.window_of(round_index), self.peer_ids[index]
+        estimate = float(self.estimates[index])
+        if self.config.gossip:
+            self.store_exact(index, batch_key("model", window, self.shard[index]), self.config.frame_bytes)
+            if stored_window.get(index) != window:
+                keys = directory_keys(self.config.layout, "model", window, signer, estimate)
+                if sum(self.store_exact(index, key, self.config.presence_bytes) for key in keys):
+                    stored_window[index] = window
+        if self.config.census and round_index % self.config.rounds_per_window == 0:
+            for key in census_keys(self.config.layout, "model", window, signer, estimate):
+                self.store_exact(index, key, self.config.beacon_bytes)
+
+    async def collect(self, peer: _Peer, round_index: int, delay: float) -> None:
+        """`Gossip._collect`: the directory when due, then waves of shard keys from `_reading_plan`/`_next_wave`."""
+        await asyncio.sleep(delay)
+        window, started = self.window_of(round_index), self.loop.time()
+        config = self.config
+        wanted = config.collect_rollouts
+        needed = math.ceil(wanted / config.per_peer_cap)
+        if window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed:
+            await self._read_directory(peer, window, needed)
+        gossip_view = SimpleNamespace(
+            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer)), rules=self.rules,
+            config=self.gossip_config, _random=peer.rng,
+        )
+        plan = Gossip._reading_plan(gossip_view, window)
+        taken: Counter[str] = Counter()
+        got = 0
+        own = self.peer_ids[peer.index]
+        while plan and got < wanted:
+            peers_needed = math.ceil((wanted - got) / config.per_peer_cap)
+            wave = Gossip._next_wave(gossip_view, plan, peers_needed)
+            found = await self.read_many(peer, [key for key, _, _ in wave], BATCH_QUORUM)
+            for key, slot, _ in wave:
+                entries = list(found.get(key, {}).items())
+                peer.rng.shuffle(entries)
+                if slot.window == window:
+                    for signer, _ in entries:
+                        self.read_signers[signer] += peer.weight
+                for signer, _ in entries:
+                    if got >= wanted:
+                        break
+                    if signer == own or (signer, slot.window) in peer.consumed or taken[signer] >= config.per_peer_cap:
+                        continue
+                    peer.consumed.add((signer, slot.window))
+                    peer.signers[signer] = max(peer.signers.get(signer, 0), slot.window)
+                    room = min(config.per_peer_cap - taken[signer], wanted - got, ROLLOUTS_PER_BATCH)
+                    taken[signer] += room
+                    got += room
+        self.wanted += wanted
+        self.collected += got
+        self.collect_rounds.append(self.loop.time() - started)
+
+    async def _read_directory(self, peer: _Peer, window: int, needed: int) -> None:
+        windows = [window] + [w for w in range(window - self.config.max_age_windows, window) if w not in peer.read_windows]
+        if self.config.layout == "v1":
+            keys = [f"swarmnode/v1/model/{w}/directory" for w in windows]
+        else:
+            estimate = self._directory_estimate(peer)
+            tier = tier_for(estimate, DIRECTORY_PER_KEY)
+            per_key = max(estimate / 2**tier, 1.0)
+            wanted = min(math.ceil(DIRECTORY_SLACK * needed / per_key), 2**tier)
+            buckets = peer.rng.sample(range(2**tier), wanted)
+            keys = [_tiered_key("directory", "model", w, tier, bucket) for w in windows for bucket in buckets]
+        found = await self.read_many(peer, keys, self.config.num_replicas)
+        peer.read_windows.update(windows)
+        for key in keys:
+            w = int(key.split("/")[3])
+            for signer in list(found.get(key, {}))[:MAX_DIRECTORY_ENTRIES]:
+                if signer != self.peer_ids[peer.index]:
+                    peer.listed[signer] = max(peer.listed.get(signer, 0), w)
+        oldest = window - self.config.max_age_windows
+        peer.read_windows = {w for w in peer.read_windows if w >= oldest}
+        peer.listed = {s: w for s, w in peer.listed.items() if w >= oldest}
+        peer.signers = {s: w for s, w in peer.signers.items() if w >= oldest}
+
+    async def take_census(self, peer: _Peer, round_index: int, delay: float) -> None:
+        """The node's own census (`BeaconService.sampled_census`): random buckets in waves until 32 nodes seen."""
+        await asyncio.sleep(delay)
+        window = self.window_of(round_index)
+        estimate = peer.estimate
+        if self.config.layout == "v1":
+            total = BEACON_BUCKETS
+            key_of = lambda bucket: f"swarmnode/v1/model/{window}/census/{bucket}"  # noqa: E731
+        else:
+            tier = tier_for(estimate, CENSUS_PER_KEY)
+            total = 2**tier
+            key_of = lambda bucket: _tiered_key("census", "model", window, tier, bucket)  # noqa: E731
+        buckets = list(range(total))
+        peer.rng.shuffle(buckets)
+        size = min(max(math.ceil(CENSUS_SAMPLE * total / estimate), BUCKETS_PER_WAVE), total)
+        seen = read = 0
+        while buckets and seen < CENSUS_SAMPLE:
+            wave, buckets = buckets[:size], buckets[size:]
+            size = BUCKETS_PER_WAVE
+            keys = [key_of(bucket) for bucket in wave]
+            found = await self.read_many(peer, keys, self.config.num_replicas)
+            seen += sum(min(len(entries), MAX_BEACONS_PER_BUCKET) for entries in found.values())
+            read += len(wave)
+        self.census_seen.append(seen)
+        self.census_keys.append(read)
+
+    def play_round(self, round_index: int, exact: bool = False) -> None:
+        """Every peer publishes (sampled ones through lookups, at random moments of the start spread), then
+        every sampled peer collects; its census once a window, after its beacon. `exact`: a warm-up that only
+        fills the keys (every store on its true replicas, no lookups, no reads; sampled peers take the
+        directory of this window as read)."""
+        spread = self.config.start_spread_s / self.config.rtt_s
+        start = self.loop.time()
+        stored_window = self._exact_stored_window
+        if exact:
+            for index in [*range(self.servers), *range(self.total - self.config.nat_signers, self.total)]:
+                self.publish_exact(index, round_index, stored_window)
+            for peer in self.peers.values():
+                peer.stored_window = stored_window.get(peer.index)
+                peer.read_windows.add(self.window_of(round_index))
+            return
+        others = [i for i in range(self.servers) if i not in self.peers]
+        for index in others:
+            self.loop.call_at(start + self.rng.uniform(0, spread), self.publish_exact, index, round_index, stored_window)
+        tasks = [self.publish(peer, round_index, self.rng.uniform(0, spread)) for peer in self.peers.values()]
+        self._run(_gather(*tasks, asyncio.sleep(spread + 1)))
+        start = self.loop.time()
+        tasks = []
+        for peer in self.peers.values():
+            if self.config.gossip:
+                tasks.append(self.collect(peer, round_index, self.rng.uniform(0, spread)))
+            if self.config.census and round_index % self.config.rounds_per_window == 0:
+                tasks.append(self.take_census(peer, round_index, self.rng.uniform(0, spread)))
+        self._run(_gather(*tasks))
+        if self.config.gossip:
+            self._count_reads()
+        window = self.window_of(round_index)
+        for kid in [kid for kid in self.storage if self._key_windows[kid] < window - self.config.max_age_windows - 1]:
+            for replica in self.storage.pop(kid):
+                self._held_bytes.pop((kid, replica), None)
+
+    def _count_reads(self) -> None:
+        """Whose batch of this round some collector read: counted when every peer collects. With a sample, a
+        signer's own count is mostly 0 or N / sample, so every signer (NAT ones included: at these sizes every
+        shard has signers collectors know, so theirs is read as often) gets the chance that at least one of N
+        collectors read it, from the mean number of collectors that read a signer (Poisson)."""
+        exact = all(peer.weight == 1.0 for peer in self.peers.values())
+        nat = range(self.total - self.config.nat_signers, self.total)
+        publishers = [*range(self.servers), *nat]
+        readers = [self.read_signers.get(self.peer_ids[i], 0.0) for i in publishers]
+        if exact:
+            self.signers_read.append(sum(count >= 1 for count in readers) / len(publishers))
+            self.nat_read += [float(self.read_signers.get(self.peer_ids[i], 0.0) >= 1) for i in nat]
+        else:
+            chance = 1.0 - math.exp(-statistics.fmean(readers))
+            self.signers_read.append(chance)
+            self.nat_read += [chance for _ in nat]
+        self.read_signers.clear()
+
+    def measure_joins(self, count: int = 8) -> tuple[float, float]:
+        """Requests and bytes that one join (a ping, then hivemind's lookup of the joiner's own id) costs the
+        bootstrap, over a few sampled peers joining afresh; counters are reset afterwards."""
+        joiners = [peer for peer in self.peers.values() if not peer.client and peer.index != BOOTSTRAP][:count]
+        requests = transferred = 0.0
+        for peer in joiners:
+            kept = peer.node
+            table = RoutingTable(self.ids[peer.index], self.config.bucket_size, DEPTH_MODULO)
+            table.add_or_update_node(self.ids[BOOTSTRAP], BOOTSTRAP)
+            peer.node = _SimNode(self, peer, table)
+            before = self.load[BOOTSTRAP].copy()
+            self._run(self._join(peer))
+            delta = (self.load[BOOTSTRAP] - before) / peer.weight
+            requests, transferred = requests + delta[0], transferred + delta[1] + delta[2]
+            peer.node = kept
+        self.reset_counters()
+        return (requests / len(joiners), transferred / len(joiners)) if joiners else (0.0, 0.0)
+
+    def _could_serve(self, group: str) -> np.ndarray:
+        """Peers a request of this group could have reached: any server for lookups, the peers holding keys of
+        that kind for reads."""
+        if group == "route":
+            return ~self.is_client
+        kind = group.split(":")[1]
+        holders = np.zeros(self.total, dtype=bool)
+        for kid, held in self.storage.items():
+            if self.kind[kid] == kind:
+                holders[list(held)] = True
+        return holders
+
+    def result(self, join: tuple[float, float], wall_s: float) -> ModelResult:
+        config = self.config
+        rounds, windows = config.rounds, config.rounds / config.rounds_per_window
+        servers = np.arange(self.servers)
+        sampled = np.array(sorted(p.index for p in self.peers.values() if not p.client))
+        own_bytes = self.own[:, 2] + self.own[:, 3]
+        estimated_own = np.full(self.total, float(np.median(own_bytes[sampled])))
+        estimated_own[sampled] = own_bytes[sampled]
+        served, received = self.load[:, 0].copy(), self.load[:, 1].copy()
+        moved = self.load[:, 1] + self.load[:, 2] + self.maint[:, 1]
+        for group, extra in self.extra.items():  # peers few sampled requests reached get the mean of their group
+            ordinary = (self.hits[group] < MIN_HITS) & self._could_serve(group)
+            if ordinary.any():
+                for total, part in ((served, extra[:, 0]), (received, extra[:, 1]), (moved, extra[:, 1] + extra[:, 2])):
+                    total[ordinary] += part[ordinary].mean() - part[ordinary]
+        node_bytes = (moved + estimated_own)[servers]
+        sent = self.own[:, 0] + self.maint[:, 0]
+        estimated_in = np.full(self.total, float(np.median(self.own[sampled, 3])))
+        estimated_in[sampled] = self.own[sampled, 3]
+        busiest = int(np.argmax(node_bytes))
+        median_kb_round = float(np.median(node_bytes[sampled])) / rounds / 1000
+        busiest_kb_window = float(node_bytes[busiest]) / windows / 1000
+        kinds = self.served_kind.get(busiest, Counter())
+        lookups_rpcs = [rpcs for rpcs, _, _ in self.lookups]
+        lookups_rounds = [rounds_ for _, rounds_, _ in self.lookups]
+        publish_s = [r * config.rtt_s for r in self.publish_rounds]
+        collect_s = [r * config.rtt_s for r in self.collect_rounds]
+        nat_chance = statistics.fmean(self.nat_read) if self.nat_read else 0.0
+        return ModelResult(
+            peers=config.peers,
+            layout=config.layout,
+            sampled=len(sampled),
+            node_kb_round_median=median_kb_round,
+            node_kb_round_mean=float(node_bytes.mean()) / rounds / 1000,
+            busiest_kb_window=busiest_kb_window,
+            busiest_over_median=busiest_kb_window / (median_kb_round * config.rounds_per_window) if median_kb_round else 0.0,
+            busiest_is=", ".join(f"{kind} {count / windows:.0f}" for kind, count in kinds.most_common(3)),
+            requests_sent_round_median=float(np.median(sent[sampled])) / rounds,
+            requests_sent_round_mean=float(sent[sampled].mean()) / rounds,
+            requests_served_round_median=float(np.median(served[sampled])) / rounds,
+            busiest_served_window=float(served[servers].max()) / windows,
+            bytes_in_round_mean=float((received + estimated_in)[servers].mean()) / rounds,
+            lookup_finds_per_key=Quantiles.of(lookups_rpcs),
+            lookup_rounds=Quantiles.of(lookups_rounds),
+            lookup_recall=statistics.fmean(recall for _, _, recall in self.lookups) if self.lookups else 0.0,
+            publish_rounds=Quantiles.of(self.publish_rounds),
+            collect_rounds=Quantiles.of(self.collect_rounds),
+            publish_s=Quantiles.of(publish_s),
+            collect_s=Quantiles.of(collect_s),
+            replicas_reached=statistics.fmean(self.replicas_accepted) if self.replicas_accepted else 0.0,
+            delivery=self.collected / self.wanted if self.wanted else 0.0,
+            signers_read=statistics.fmean(self.signers_read) if self.signers_read else 0.0,
+            nat_rounds_to_first_read=1.0 / nat_chance if nat_chance > 0 else None,
+            census_seen_mean=statistics.fmean(self.census_seen) if self.census_seen else 0.0,
+            census_keys_read_mean=statistics.fmean(self.census_keys) if self.census_keys else 0.0,
+            refusals={kind: count / windows for kind, count in sorted(self.refusals.items())},
+            timeouts_per_node_round=float(self.own[sampled, 4].mean()) / rounds,
+            bootstrap_requests_per_join=join[0],
+            bootstrap_bytes_per_join=join[1],
+            joins_per_s=config.churn_per_min * config.peers / 60.0,
+            bootstrap_joins_per_s_capacity=max(
+                config.bootstrap_kbps * 125.0 - median_kb_round * 1000 * config.rounds_per_window / config.window_s, 0.0
+            ) / join[1] if join[1] else 0.0,
+            wall_s=wall_s,
+        )
+
+
+async def _gather(*coroutines: Any) -> list:
+    return await asyncio.gather(*coroutines)
+
+
+def run_model(config: ModelConfig) -> ModelResult:
+    """Build the swarm, measure a join, play the warm-up rounds (uncounted) and the measured ones."""
+    started = time.monotonic()
+    swarm = SwarmModel(config)
+    join = swarm.measure_joins()
+    for round_index in range(config.warmup_rounds):
+        swarm.play_round(round_index, exact=config.sample < config.peers)
+    swarm.reset_counters()
+    for round_index in range(config.warmup_rounds, config.warmup_rounds + config.rounds):
+        swarm.play_round(round_index)
+    return swarm.result(join, time.monotonic() - started)

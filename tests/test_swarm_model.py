@@ -1,0 +1,83 @@
+"""The swarm model (swarmnode.lab.swarm_model): its routing tables are the ones hivemind would build, its lookups find
+the true nearest peers in a small swarm, the virtual clock never waits, and the loads it reports have the shape the
+code implies (the v1 directory key's replicas serve every publisher; the tiered layout spreads them)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from hivemind.dht.routing import RoutingTable
+from hivemind.proto import dht_pb2
+
+from swarmnode.lab.swarm_model import (
+    DEPTH_MODULO,
+    FastID,
+    ModelConfig,
+    SwarmModel,
+    VirtualLoop,
+    Wire,
+    key_id,
+    run_model,
+)
+
+
+def test_a_built_table_has_the_buckets_hivemind_would_split_into() -> None:
+    """Filled directly (fast at 100k peers), a table must still be the one inserting every peer would give."""
+    swarm = SwarmModel(ModelConfig(peers=300, churn_per_min=0, nat_signers=0, sample=1))
+    for owner in (3, 150, 299):
+        built = swarm.table(owner)
+        inserted = RoutingTable(swarm.ids[owner], 20, DEPTH_MODULO)
+        others = [i for i in range(300) if i != owner]
+        random.Random(owner).shuffle(others)
+        for index in others:
+            inserted.add_or_update_node(swarm.ids[index], index)
+        assert [(b.lower, b.depth, len(b.nodes_to_peer_id)) for b in built.buckets] == [
+            (b.lower, b.depth, len(b.nodes_to_peer_id)) for b in inserted.buckets
+        ]
+
+
+def test_lookups_in_a_small_swarm_reach_the_true_nearest_peers() -> None:
+    swarm = SwarmModel(ModelConfig(peers=64, churn_per_min=0, nat_signers=0))
+    peer = swarm.peers[5]
+    probes = [FastID(int(key_id(f"key-{i}")) ^ 1) for i in range(20)]
+    found = swarm._run(swarm._lookup(peer, probes))
+    for probe in probes:
+        assert [swarm.index_of[node] for node in found[probe]] == swarm.true_nearest(probe, 5, peer.index)
+    assert all(recall == 1.0 for _, _, recall in swarm.lookups)
+
+
+def test_the_virtual_clock_counts_round_trips_without_waiting() -> None:
+    loop = VirtualLoop()
+    started = time.monotonic()
+    loop.run_until_complete(asyncio.sleep(1000.0))
+    assert loop.time() == 1000.0 and time.monotonic() - started < 1.0
+    loop.close()
+
+
+def test_message_sizes_are_those_of_hiveminds_protobufs() -> None:
+    result = dht_pb2.FindResult(type=dht_pb2.NOT_FOUND)
+    result.nearest_node_ids.extend([bytes(20)] * 20)
+    result.nearest_peer_ids.extend([bytes(38)] * 20)
+    response = dht_pb2.FindResponse(results=[result], peer=dht_pb2.NodeInfo(node_id=bytes(20)))
+    assert Wire(0).find_response([(None, 20)]) == response.ByteSize()
+
+
+def test_v1_makes_a_directory_replica_the_busiest_and_tiered_spreads_it() -> None:
+    """Every publisher stores its entry under the window's one directory key (and retries while it is full), so
+    its replicas carry the swarm; the tiered layout gives each key about 12 signers."""
+    common = {"peers": 1000, "sample": 12, "census": False, "churn_per_min": 0.0, "nat_signers": 0}
+    v1 = run_model(ModelConfig(layout="v1", **common))
+    tiered = run_model(ModelConfig(layout="tiered", **common))
+    assert "store:directory" in v1.busiest_is
+    assert v1.busiest_served_window >= 1000  # at least one store of every publisher's entry
+    assert v1.refusals["directory_full"] > 0 and "directory_full" not in tiered.refusals
+    assert tiered.busiest_over_median < v1.busiest_over_median / 3
+
+
+def test_a_nodes_own_cost_stays_flat_while_the_v1_directory_replica_grows() -> None:
+    small = run_model(ModelConfig(peers=64, sample=12, census=False, churn_per_min=0.0, nat_signers=0))
+    large = run_model(ModelConfig(peers=512, sample=12, census=False, churn_per_min=0.0, nat_signers=0))
+    assert large.requests_sent_round_median < 2 * small.requests_sent_round_median
+    assert large.busiest_served_window > 4 * small.busiest_served_window
