@@ -37,19 +37,27 @@ from hivemind.dht.storage import DictionaryDHTValue
 from hivemind.proto import dht_pb2
 from hivemind.utils import MSGPackSerializer
 
-from swarmnode.config import GossipConfig
+from swarmnode.config import GossipConfig, SwarmConfig
 from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_SAMPLE
 from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.replicas import BATCH_QUORUM, REPLICAS, KeyRead
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
-from swarmnode.wire.keys import BEACON_BUCKETS, batch_key
+from swarmnode.wire.keys import (
+    CENSUS_PER_KEY,
+    DIRECTORY_PER_KEY,
+    batch_key,
+    bucket_of,
+    census_key,
+    directory_key,
+    tier_for,
+    written_tiers,
+)
 from swarmnode.wire.rules import SwarmRules, shard_of
 
 Layout = Literal["v1", "tiered"]
-TIER_MAX = 12  # the tiered layout (being built in main): at most 2^12 buckets per kind and window
-DIRECTORY_PER_KEY = 12
-CENSUS_PER_KEY = 24
+V1_CENSUS_BUCKETS = 8  # protocol v1's census keys per window
+V1_NUM_SHARDS = 256  # protocol v1's default swarm.num_shards
 DEPTH_MODULO = 5  # hivemind's default; swarmnode does not set it
 BUCKET_SIZE = 20  # hivemind's default k; swarmnode does not set it (peer.py `_create_node`)
 PEER_ID_BYTES = 38  # an Ed25519 libp2p peer id
@@ -96,7 +104,7 @@ class ModelConfig:
     collect_rollouts: int = 12  # J x oversample: 4 x 3
     per_peer_cap: int = 4
     shards_per_wave: int = 4
-    num_shards: int = 256
+    num_shards: int | None = None  # None: the layout's default (v1 256; tiered, protocol v2: swarm.num_shards')
     max_age_windows: int = 1
     frame_bytes: int = 7169
     presence_bytes: int = 200
@@ -109,6 +117,12 @@ class ModelConfig:
     sample: int = 250
     table_cache: int = 4000  # routing tables of non-sampled peers kept built at once (they are rebuilt on demand)
     seed: int = 0
+
+    @property
+    def shards(self) -> int:
+        if self.num_shards is not None:
+            return self.num_shards
+        return V1_NUM_SHARDS if self.layout == "v1" else SwarmConfig().num_shards
 
     @property
     def stale_share(self) -> float:
@@ -282,31 +296,17 @@ def directory_keys(layout: Layout, swarm: str, window: int, signer: str, estimat
     """Where a signer's presence goes: v1 one key per window; tiered its bucket at tiers t-1, t, t+1."""
     if layout == "v1":
         return [f"swarmnode/v1/{swarm}/{window}/directory"]
-    return [_tiered_key("directory", swarm, window, tier, shard_of(signer, 2**tier))
-            for tier in _written_tiers(tier_for(estimate, DIRECTORY_PER_KEY))]
+    return [directory_key(swarm, window, tier, bucket_of(signer, tier))
+            for tier in written_tiers(tier_for(estimate, DIRECTORY_PER_KEY))]
 
 
 def census_keys(layout: Layout, swarm: str, window: int, signer: str, estimate: float) -> list[str]:
     """Where a signer's beacon of `window` goes: under that window's key(s) and the next's."""
     if layout == "v1":
-        bucket = shard_of(signer, BEACON_BUCKETS)
+        bucket = shard_of(signer, V1_CENSUS_BUCKETS)
         return [f"swarmnode/v1/{swarm}/{w}/census/{bucket}" for w in (window, window + 1)]
-    tiers = _written_tiers(tier_for(estimate, CENSUS_PER_KEY))
-    return [_tiered_key("census", swarm, w, tier, shard_of(signer, 2**tier)) for w in (window, window + 1) for tier in tiers]
-
-
-def tier_for(estimate: float, target: int) -> int:
-    if estimate <= target:
-        return 0
-    return min(TIER_MAX, math.ceil(math.log2(estimate / target)))
-
-
-def _written_tiers(tier: int) -> range:
-    return range(max(tier - 1, 0), min(tier + 1, TIER_MAX) + 1)
-
-
-def _tiered_key(kind: str, swarm: str, window: int, tier: int, bucket: int) -> str:
-    return f"swarmnode/v2/{swarm}/{window}/{kind}/{tier}/{bucket}"
+    tiers = written_tiers(tier_for(estimate, CENSUS_PER_KEY))
+    return [census_key(swarm, w, tier, bucket_of(signer, tier)) for w in (window, window + 1) for tier in tiers]
 
 
 class FastID(DHTID):
@@ -384,7 +384,7 @@ class SwarmModel:
         self.config = config
         self.rng = random.Random(config.seed)
         self.wire = Wire(config.message_overhead_bytes)
-        self.rules = SwarmRules("model", config.window_s, 2 * config.window_s, config.num_shards, 5.0, config.max_age_windows)
+        self.rules = SwarmRules("model", config.window_s, 2 * config.window_s, config.shards, 5.0, config.max_age_windows)
         self.gossip_config = GossipConfig(shards_per_wave=config.shards_per_wave, max_rollouts_per_peer=config.per_peer_cap)
         n, stale = config.peers, config.stale_share
         departed = round(stale * n) if n > 16 else 0
@@ -399,7 +399,7 @@ class SwarmModel:
         self.peer_ids = [f"12D3KooW{self.rng.getrandbits(256):x}"[:PEER_ID_TEXT] for _ in range(self.total)]
         self.ids = [FastID(int(DHTID.generate(source=peer_id.encode()))) for peer_id in self.peer_ids]
         self.index_of = {node_id: index for index, node_id in enumerate(self.ids)}
-        self.shard = [shard_of(peer_id, config.num_shards) for peer_id in self.peer_ids]
+        self.shard = [shard_of(peer_id, config.shards) for peer_id in self.peer_ids]
         self.top = np.array([int(node_id) >> 96 for node_id in self.ids], dtype=np.uint64)
         # who is in routing tables (servers that are not fresh joiners, departed ones included) and who answers
         in_tables = [i for i in range(n + departed) if i not in self.joiners]
@@ -875,7 +875,7 @@ class SwarmModel:
             per_key = max(estimate / 2**tier, 1.0)
             wanted = min(math.ceil(DIRECTORY_SLACK * needed / per_key), 2**tier)
             buckets = peer.rng.sample(range(2**tier), wanted)
-            keys = [_tiered_key("directory", "model", w, tier, bucket) for w in windows for bucket in buckets]
+            keys = [directory_key("model", w, tier, bucket) for w in windows for bucket in buckets]
         found = await self.read_many(peer, keys, self.config.num_replicas)
         peer.read_windows.update(windows)
         for key in keys:
@@ -894,12 +894,12 @@ class SwarmModel:
         window = self.window_of(round_index)
         estimate = peer.estimate
         if self.config.layout == "v1":
-            total = BEACON_BUCKETS
+            total = V1_CENSUS_BUCKETS
             key_of = lambda bucket: f"swarmnode/v1/model/{window}/census/{bucket}"  # noqa: E731
         else:
             tier = tier_for(estimate, CENSUS_PER_KEY)
             total = 2**tier
-            key_of = lambda bucket: _tiered_key("census", "model", window, tier, bucket)  # noqa: E731
+            key_of = lambda bucket: census_key("model", window, tier, bucket)  # noqa: E731
         buckets = list(range(total))
         peer.rng.shuffle(buckets)
         size = min(max(math.ceil(CENSUS_SAMPLE * total / estimate), BUCKETS_PER_WAVE), total)
