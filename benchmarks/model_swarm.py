@@ -57,14 +57,12 @@ CENSUS_METRICS: dict[str, Callable[[ModelResult, ModelConfig], float]] = {
     "ours_nodes_seen_mean": lambda r, c: r.census_seen_mean,
     "ours_buckets_read_mean": lambda r, c: r.census_keys_read_mean,
 }
-# benchmarks/results/swarm-scale.json (another engineer's harness): whichever of these names its rows carry
+# benchmarks/results/swarm-scale*.json (bench_swarm_scale.py): per node or busiest node and window, counts
 SCALE_METRICS: dict[str, Callable[[ModelResult, ModelConfig], float]] = {
-    "requests_per_node_window": lambda r, c: r.requests_sent_round_mean * c.rounds_per_window,
-    "kb_per_node_window": lambda r, c: r.node_kb_round_mean * c.rounds_per_window,
-    "busiest_kb_per_window": lambda r, c: r.busiest_kb_window,
-    "busiest_served_per_window": lambda r, c: r.busiest_served_window,
-    "lookup_hops_p50": lambda r, c: r.lookup_rounds.p50,
-    "lookup_hops_p95": lambda r, c: r.lookup_rounds.p95,
+    "sent_per_node_window": lambda r, c: r.requests_sent_round_mean * c.rounds_per_window,
+    "bytes_per_node_window": lambda r, c: r.node_kb_round_mean * 1000 * c.rounds_per_window,
+    "busiest_bytes_per_window": lambda r, c: r.busiest_kb_window * 1000,
+    "served_busiest_window": lambda r, c: r.busiest_served_window,
     "directory_full_per_window": lambda r, c: r.refusals.get("directory_full", 0.0),
     "census_full_per_window": lambda r, c: r.refusals.get("census_full", 0.0),
 }
@@ -84,12 +82,29 @@ def measured_rows(path: Path) -> list[Measured]:
                     "rounds": data.get("windows", 2), "rounds_per_window": 1}
         return [Measured(path.name, row["peers"], settings, {k: row[k] for k in CENSUS_METRICS if k in row})
                 for row in data["results"]]
-    rows = data.get("results", data.get("rows", []))
-    return [
-        Measured(path.name, row["peers"], {**common, **{k: row[k] for k in ("layout", "window_s", "rounds") if k in row}},
-                 {k: row[k] for k in SCALE_METRICS if k in row})
-        for row in rows if "peers" in row
-    ]
+    return [_scale_row(path.name, row, common) for row in data.get("rows", []) if row.get("kept_up")]
+
+
+def _scale_row(source: str, row: dict, common: dict) -> Measured:
+    """A bench_swarm_scale row that kept up: its schedule, and its counts per node and window. The tree before
+    protocol v2 (`tree` not "this") ran the v1 layout."""
+    config = row["config"]
+    rounds_per_window = max(round(config["window_s"] / config["round_s"]), 1)
+    windows = config["windows"]
+    settings = {
+        **common, "layout": "tiered" if row.get("tree") == "this" else "v1", "window_s": config["window_s"],
+        "rounds_per_window": rounds_per_window, "rounds": windows * rounds_per_window, "nat_signers": config["nat"],
+        "collect_rollouts": config["collect"], "frame_bytes": row.get("frame_bytes", 7169),
+    }
+    values = {
+        "sent_per_node_window": row["sent_per_node_window"],
+        "bytes_per_node_window": row["in_per_node_window"] + row["out_per_node_window"],
+        "busiest_bytes_per_window": max(row["in_busiest_window"] + row["out_busiest_window"], 1.0),
+        "served_busiest_window": row["served_busiest_window"],
+        **{f"{reason}_per_window": count / windows for reason, count in row.get("refusals", {}).items()
+           if reason in ("directory_full", "census_full")},
+    }
+    return Measured(f"{source} ({row.get('tree', 'this')})", row["peers"], settings, values)
 
 
 def _gossip_row(source: str, row: dict, workload: dict, common: dict) -> Measured:

@@ -514,57 +514,57 @@ class DHTPeer:
             return [StoreOutcome(0, False) for _ in items]
 
     async def _store_all(self, node: DHTNode, items: list[StoreItem], timeout_s: float) -> list[StoreOutcome]:
-        return list(await asyncio.gather(*(self._store(node, item, timeout_s) for item in items)))
-
-    async def _store(self, node: DHTNode, item: StoreItem, timeout_s: float) -> StoreOutcome:
-        """hivemind's store, minus the records: its lookup of the key's nearest peers asks each of them for
-        the key, and they answer with every record of the shard. We look up a neighbour of the key instead
-        (last bit flipped: the same nearest peers, by XOR distance) under which nothing is stored. Peers
-        that did not answer the lookup are skipped, and replicas that accept before the deadline count.
-        A DHT client is never a replica itself."""
+        """hivemind's store, minus the records, and in one piece: a single lookup of every key's nearest peers,
+        then one store request per replica carrying every item it is a replica of (a publish with its directory
+        entries, a beacon under six keys). hivemind's own lookup asks each peer for the key, and they answer with
+        every record of the shard; we look up a neighbour of each key instead (last bit flipped: the same nearest
+        peers, by XOR distance) under which nothing is stored. Peers that did not answer the lookup are skipped,
+        and replicas that accept before the deadline count. A DHT client is never a replica itself."""
         deadline = time.monotonic() + timeout_s
-        key_dht_id = DHTID.generate(source=item.key)
-        probe = DHTID(int(key_dht_id) ^ 1)
+        key_ids = [DHTID.generate(source=item.key) for item in items]
+        probes = [DHTID(int(key_id) ^ 1) for key_id in key_ids]
         try:
-            nearest = (await asyncio.wait_for(self._nearest(node, [probe]), timeout_s))[probe]
+            nearest = await asyncio.wait_for(self._nearest(node, list(dict.fromkeys(probes))), timeout_s)
         except asyncio.TimeoutError:
-            return StoreOutcome(0, False)
+            return [StoreOutcome(0, False) for _ in items]
         protocol = node.protocol
-        value_bytes = protocol.serializer.dumps(item.value)
-        record = DHTRecord(
-            key_dht_id.to_bytes(), protocol.serializer.dumps(item.subkey), value_bytes, item.expiration_time
-        )
-        local = False
-        if node.node_id in nearest:
-            local = protocol.record_validator.validate(record) and protocol.storage.store(
-                key_dht_id, value_bytes, item.expiration_time, subkey=item.subkey
-            )
+        values = [protocol.serializer.dumps(item.value) for item in items]
+        local, accepted = [False] * len(items), [0] * len(items)
+        for index, (item, key_id, probe) in enumerate(zip(items, key_ids, probes)):
+            if node.node_id in nearest[probe]:
+                record = DHTRecord(key_id.to_bytes(), protocol.serializer.dumps(item.subkey), values[index], item.expiration_time)
+                local[index] = protocol.record_validator.validate(record) and protocol.storage.store(
+                    key_id, values[index], item.expiration_time, subkey=item.subkey
+                )
+        by_peer: dict[PeerID, list[int]] = {}
+        for index, probe in enumerate(probes):
+            for node_id, peer in nearest[probe].items():  # _nearest left out the peers that failed lately
+                if node_id != node.node_id:
+                    by_peer.setdefault(peer, []).append(index)
 
-        async def store_at(peer_id: PeerID) -> bool:
-            accepted = await protocol.call_store(
-                peer_id, [key_dht_id], [value_bytes], [item.expiration_time], [item.subkey]
+        async def store_at(peer_id: PeerID, indices: list[int]) -> None:
+            answers = await protocol.call_store(
+                peer_id, [key_ids[i] for i in indices], [values[i] for i in indices],
+                [items[i].expiration_time for i in indices], [items[i].subkey for i in indices],
             )
-            _settle(node, peer_id, accepted is not None)
-            return bool(accepted and accepted[0])
+            _settle(node, peer_id, answers is not None)
+            for index, stored in zip(indices, answers or []):
+                accepted[index] += bool(stored)
 
-        replicas = [peer for node_id, peer in nearest.items() if node_id != node.node_id]  # _nearest left out failed ones
-        storing = {asyncio.create_task(store_at(peer)): peer for peer in replicas}
+        storing = {asyncio.create_task(store_at(peer, indices)): peer for peer, indices in by_peer.items()}
         pending = set(storing)
-        accepted = 0
         while pending:
-            # once one replica has the record, a slow or dead one gets a short grace, not the whole deadline
-            until = deadline if accepted == 0 else min(deadline, time.monotonic() + STORE_GRACE_S)
+            # once every item has a replica, a slow or dead one gets a short grace, not the whole deadline
+            until = deadline if not all(accepted) else min(deadline, time.monotonic() + STORE_GRACE_S)
             done, pending = await asyncio.wait(
                 pending, timeout=max(until - time.monotonic(), 0.0), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
                 break
-            accepted += sum(1 for task in done if task.exception() is None and task.result())
         for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout); meanwhile
             task.add_done_callback(_retrieve_exception)  # other stores and reads do not wait on those peers
-        for peer in (peer for task, peer in storing.items() if task in pending):
-            node.blacklist.register_slow(peer)
-        return StoreOutcome(accepted, local)
+            node.blacklist.register_slow(storing[task])
+        return [StoreOutcome(count, kept) for count, kept in zip(accepted, local)]
 
     def get_many(self, keys: Sequence[str], *, timeout_s: float, quorum: int = READ_QUORUM) -> Read:
         """Read dictionary keys: each key's entries merged from `quorum` or more of its replicas, with what each
