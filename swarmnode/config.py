@@ -37,7 +37,9 @@ class SwarmConfig(Section):
     window_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     record_ttl_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     num_shards: int = Field(
-        256, ge=1, le=4096, description="a key holds ~N/num_shards records a window; keep that near what a collect reads"
+        65_536, ge=1, le=2**20,
+        description="a key holds ~N/num_shards batches a window and a read returns them all: keep it at or above the "
+        "swarm's size, so that reading a signer's shard costs about its batch",
     )
     max_age_windows: int = Field(1, ge=0)
     clock_skew_s: float = Field(5.0, ge=0, allow_inf_nan=False)

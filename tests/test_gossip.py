@@ -409,9 +409,10 @@ def test_a_collect_reads_only_one_wave_of_shards_no_known_peer_publishes_to(tmp_
 
 @pytest.mark.network
 def test_alone_a_batch_is_only_kept_locally_not_published_and_collect_returns_quickly(tmp_path):
-    every_key_at_once = GossipConfig(shards_per_wave=2 * SWARM.num_shards)  # our own shard is read too
+    few_shards = SwarmRules.of(SWARM.model_copy(update={"num_shards": 16}))
+    every_key_at_once = GossipConfig(shards_per_wave=2 * few_shards.num_shards)  # our own shard is read too
     with contextlib.ExitStack() as stack:
-        _, alone = join(stack, new_key(tmp_path, "alone"), RULES, NetworkConfig(), every_key_at_once)
+        _, alone = join(stack, new_key(tmp_path, "alone"), few_shards, NetworkConfig(), every_key_at_once)
         published = alone.publish(rollouts(1), model_id="m", suite_version="v")
         assert not published.ok and published.replicas == 0 and published.stored_locally
         assert "kept only locally" in published.error

@@ -254,5 +254,5 @@ def test_cli_check_judges_the_future_without_a_swarm_and_defaults_to_the_protoco
     args = [str(VECTORS / slotted["frames"][0]), "--swarm", slotted["swarm"], "--now", repr(slotted["now"]),
             "--slot", slotted["slot"]]
     assert CliRunner().invoke(app, ["protocol", "check", *args, "--num-shards", "16"]).exit_code == 0
-    by_default = CliRunner().invoke(app, ["protocol", "check", *args])  # 256 shards: another shard
+    by_default = CliRunner().invoke(app, ["protocol", "check", *args])  # 65,536 shards: another shard
     assert by_default.exit_code == 1 and by_default.stdout.strip() == "reject: key_mismatch"

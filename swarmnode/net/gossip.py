@@ -224,8 +224,8 @@ class Gossip:
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
         """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
         the window's first batch (and the next ones until another peer took it), also our entry in the
-        window's directory (PROTOCOL.md §4.1). Once a window, not every round: every publisher writes to that
-        one key, so its replicas take N stores per window rather than N per round.
+        window's directory buckets (PROTOCOL.md §4.1). Once a window, not every round: a directory key's replicas
+        take one store per listed signer a window.
 
         Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
         The sequence number advances even if the store fails: the signed frame may have reached a peer.
@@ -392,9 +392,15 @@ class Gossip:
         directory missed (it is capped) are still reached without every collect reading every empty shard.
         """
         known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
-        shards = self._random.sample(range(self.rules.num_shards), self.rules.num_shards)
-        shards.sort(key=lambda shard: known[shard] == 0)
+        shards = self._random.sample(list(known), len(known))
         windows = range(window, window - self.rules.max_age_windows - 1, -1)
+        probes = min(math.ceil(self.config.shards_per_wave / len(windows)), self.rules.num_shards - len(known))
+        while probes > 0:  # shards no known peer publishes to: drawn, never listed (there may be a million)
+            shard = self._random.randrange(self.rules.num_shards)
+            if shard not in known:
+                known[shard] = 0
+                shards.append(shard)
+                probes -= 1
         plan = [
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
             for shard in shards
