@@ -218,17 +218,19 @@ class Wire:
         return sum(self._result(value, n) for value, n in results) + 2 + peer + self.overhead
 
     @lru_cache(maxsize=None)
-    def store_request(self, value_bytes: int, client: bool) -> int:
+    def store_request(self, value_sizes: tuple[int, ...], client: bool) -> int:
+        """One StoreRequest carrying a record of each size (a store sends a replica every item it holds)."""
         peer = dht_pb2.NodeInfo() if client else self._node
         request = dht_pb2.StoreRequest(
-            keys=[bytes(20)], subkeys=[MSGPackSerializer.dumps("x" * PEER_ID_TEXT)],
-            values=[MSGPackSerializer.dumps(bytes(value_bytes))], expiration_time=[1.8e9], in_cache=[False], peer=peer,
+            keys=[bytes(20)] * len(value_sizes), subkeys=[MSGPackSerializer.dumps("x" * PEER_ID_TEXT)] * len(value_sizes),
+            values=[MSGPackSerializer.dumps(bytes(size)) for size in value_sizes],
+            expiration_time=[1.8e9] * len(value_sizes), in_cache=[False] * len(value_sizes), peer=peer,
         )
         return request.ByteSize() + self.overhead
 
     @lru_cache(maxsize=None)
-    def store_response(self) -> int:
-        return dht_pb2.StoreResponse(store_ok=[True], peer=self._node).ByteSize() + self.overhead
+    def store_response(self, records: int) -> int:
+        return dht_pb2.StoreResponse(store_ok=[True] * records, peer=self._node).ByteSize() + self.overhead
 
     @lru_cache(maxsize=None)
     def ping(self) -> tuple[int, int]:
@@ -698,39 +700,57 @@ class SwarmModel:
         self.lookups.append((finds[0] / len(probes), self.loop.time() - started, recall))
         return found
 
-    async def store(self, peer: _Peer, key: str, size: int) -> int:
-        """`DHTPeer._store`: look up the key's neighbour (last bit flipped), store on each replica that is not
-        blacklisted; a server among the nearest keeps a copy itself. Returns how many other peers accepted."""
-        kid = self._register(key)
-        probe = FastID(int(kid) ^ 1)
-        nearest = (await self._lookup(peer, [probe]))[probe]
-        if peer.node.node_id in nearest:
-            self._accept(peer.index, kid, self.peer_ids[peer.index], size, self.loop.time())
-        replicas = [index for node_id, index in nearest.items() if index != peer.index and index not in peer.node.blacklist]
-        accepted = await asyncio.gather(*(self._store_at(peer, replica, kid, size) for replica in replicas))
-        return sum(accepted)
+    async def store(self, peer: _Peer, items: list[tuple[str, int]]) -> list[int]:
+        """`DHTPeer._store_all`: one lookup of every key's neighbour (last bit flipped), then one store request per
+        replica that is not blacklisted, carrying every item it is a replica of; a server among a key's nearest
+        keeps a copy itself. Returns, per (key, size) item, how many other peers accepted it."""
+        kids = [self._register(key) for key, _ in items]
+        probes = [FastID(int(kid) ^ 1) for kid in kids]
+        nearest = await self._lookup(peer, list(dict.fromkeys(probes)))
+        by_replica: dict[int, list[int]] = {}
+        for item, probe in enumerate(probes):
+            if peer.node.node_id in nearest[probe]:
+                self._accept(peer.index, kids[item], self.peer_ids[peer.index], items[item][1], self.loop.time())
+            for index in nearest[probe].values():
+                if index != peer.index and index not in peer.node.blacklist:
+                    by_replica.setdefault(index, []).append(item)
+        accepted = [0] * len(items)
 
-    async def _store_at(self, peer: _Peer, replica: int, kid: DHTID, size: int) -> bool:
-        request = self.wire.store_request(size, peer.client)
+        async def store_at(replica: int, held: list[int]) -> None:
+            for position, stored in await self._store_at(peer, replica, [kids[i] for i in held], [items[i][1] for i in held]):
+                accepted[held[position]] += stored
+
+        await asyncio.gather(*(store_at(replica, held) for replica, held in by_replica.items()))
+        return accepted
+
+    async def _store_at(self, peer: _Peer, replica: int, kids: list[DHTID], sizes: list[int]) -> list[tuple[int, bool]]:
+        request = self.wire.store_request(tuple(sizes), peer.client)
         if not await self._wait(replica):
             self.own[peer.index] += (1, 0, request, 0, 1)
-            return False
-        self._charge(peer, replica, request, self.wire.store_response(), 1.0, f"store:{self.kind[kid]}")
+            return []
+        self._charge(peer, replica, request, self.wire.store_response(len(kids)), 1.0, f"store:{self.kind[kids[0]]}")
         self._met(peer, replica, self.table(replica))
-        return self._accept(replica, kid, self.peer_ids[peer.index], size, self.loop.time())
+        return [(i, self._accept(replica, kid, self.peer_ids[peer.index], size, self.loop.time()))
+                for i, (kid, size) in enumerate(zip(kids, sizes))]
 
-    def store_exact(self, index: int, key: str, size: int) -> int:
-        """A non-sampled peer's store: on the key's true nearest live peers (its lookup is not run)."""
-        kid = self._register(key)
+    def store_exact(self, index: int, items: list[tuple[str, int]]) -> list[int]:
+        """A non-sampled peer's store: on each key's true nearest live peers (its lookup is not run), one request
+        per replica."""
         client = bool(self.is_client[index])
-        nearest = self.true_nearest(FastID(int(kid) ^ 1), self.config.num_replicas, None if client else index)
-        accepted = 0
-        for replica in nearest:
-            if replica == index:
-                self._accept(index, kid, self.peer_ids[index], size, self.loop.time())
-                continue
-            self._charge(None, replica, self.wire.store_request(size, client), self.wire.store_response(), 1.0, f"store:{self.kind[kid]}")
-            accepted += self._accept(replica, kid, self.peer_ids[index], size, self.loop.time())
+        kids = [self._register(key) for key, _ in items]
+        by_replica: dict[int, list[int]] = {}
+        for item, kid in enumerate(kids):
+            for replica in self.true_nearest(FastID(int(kid) ^ 1), self.config.num_replicas, None if client else index):
+                by_replica.setdefault(replica, []).append(item)
+        accepted = [0] * len(items)
+        for replica, held in by_replica.items():
+            if replica != index:
+                sizes = tuple(items[i][1] for i in held)
+                self._charge(None, replica, self.wire.store_request(sizes, client), self.wire.store_response(len(held)),
+                             1.0, f"store:{self.kind[kids[held[0]]]}")
+            for i in held:
+                stored = self._accept(replica, kids[i], self.peer_ids[index], items[i][1], self.loop.time())
+                accepted[i] += stored if replica != index else 0
         return accepted
 
     async def read_many(self, peer: _Peer, keys: list[str], quorum: int) -> dict[str, dict[str, _Record]]:
@@ -795,15 +815,14 @@ class SwarmModel:
         signer = self.peer_ids[peer.index]
         beacon = None
         if self.config.census and round_index % self.config.rounds_per_window == 0:
-            beacon = asyncio.gather(*(self.store(peer, key, self.config.beacon_bytes)
-                                      for key in census_keys(self.config.layout, "model", window, signer, peer.estimate)))
+            beacons = census_keys(self.config.layout, "model", window, signer, peer.estimate)
+            beacon = asyncio.ensure_future(self.store(peer, [(key, self.config.beacon_bytes) for key in beacons]))
         if self.config.gossip:
-            batch = self.store(peer, batch_key("model", window, self.shard[peer.index]), self.config.frame_bytes)
-            entries = []
+            items = [(batch_key("model", window, self.shard[peer.index]), self.config.frame_bytes)]
             if peer.stored_window != window:
                 keys = directory_keys(self.config.layout, "model", window, signer, self._directory_estimate(peer))
-                entries = [self.store(peer, key, self.config.presence_bytes) for key in keys]
-            replicas, *stored = await asyncio.gather(batch, *entries)
+                items += [(key, self.config.presence_bytes) for key in keys]
+            replicas, *stored = await self.store(peer, items)
             if any(stored):
                 peer.stored_window = window
             self.replicas_accepted.append(replicas)
@@ -815,14 +834,15 @@ class SwarmModel:
         window, signer = self.window_of(round_index), self.peer_ids[index]
         estimate = float(self.estimates[index])
         if self.config.gossip:
-            self.store_exact(index, batch_key("model", window, self.shard[index]), self.config.frame_bytes)
+            items = [(batch_key("model", window, self.shard[index]), self.config.frame_bytes)]
             if stored_window.get(index) != window:
                 keys = directory_keys(self.config.layout, "model", window, signer, estimate)
-                if sum(self.store_exact(index, key, self.config.presence_bytes) for key in keys):
-                    stored_window[index] = window
+                items += [(key, self.config.presence_bytes) for key in keys]
+            if sum(self.store_exact(index, items)[1:]):
+                stored_window[index] = window
         if self.config.census and round_index % self.config.rounds_per_window == 0:
-            for key in census_keys(self.config.layout, "model", window, signer, estimate):
-                self.store_exact(index, key, self.config.beacon_bytes)
+            keys = census_keys(self.config.layout, "model", window, signer, estimate)
+            self.store_exact(index, [(key, self.config.beacon_bytes) for key in keys])
 
     async def collect(self, peer: _Peer, round_index: int, delay: float) -> None:
         """`Gossip._collect`: the directory when due, then waves of shard keys from `_reading_plan`/`_next_wave`."""
