@@ -261,6 +261,9 @@ def test_a_failing_dht_does_not_end_the_beacon_thread():
     class BrokenDHT:
         calls = 0
 
+        def estimated_swarm_size(self) -> float:
+            return 1.0
+
         def store(self, items, timeout_s):
             BrokenDHT.calls += 1
             raise RuntimeError("the DHT loop is gone")

@@ -29,7 +29,8 @@ from swarmnode.wire.rollout import RolloutBatch
 from swarmnode.wire.rules import Slot, SwarmRules
 
 EXPIRY_TOLERANCE_S = 1e-3
-LARGEST_KIND = max(KINDS.values(), key=lambda kind: kind.max_frame_bytes)
+BY_SIZE = tuple(sorted(KINDS.values(), key=lambda kind: kind.max_frame_bytes))  # the largest (a batch) last
+LARGEST_KIND = BY_SIZE[-1]
 KNOWN_KEYS = 65_536  # keys whose kind a peer remembers (a few MB): more than it stores records under
 # msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
 _BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
@@ -96,8 +97,8 @@ def check_record(
     difference hivemind tolerates between two peers, because hivemind drops a peer's whole answer for a key
     if one entry fails: an entry that a peer with a slightly faster clock accepted must not blank the shard.
     """
-    candidates = (kind,) if kind is not None else tuple(KINDS.values())
-    if len(record.value) > max(candidate.max_frame_bytes for candidate in candidates) + 5:
+    candidates = (kind,) if kind is not None else BY_SIZE
+    if len(record.value) > candidates[-1].max_frame_bytes + 5:
         raise Rejected(Reason.TOO_LARGE, f"{len(record.value)} bytes")
     frame = unpack_bin(record.value)
     subkey = unpack_str(record.subkey)
@@ -127,17 +128,20 @@ def check_record(
 def _open_as_its_kind(
     frame: bytes, kinds: tuple[Kind, ...], rules: SwarmRules, subkey: str, verified: VerifiedFrames | None
 ) -> Signed:
-    """The verdict of the first kind whose signature the frame verifies under; if none, the first kind's."""
-    first: Rejected | None = None
+    """The verdict of the first kind whose signature the frame verifies under, kinds the frame is not too large for
+    tried smallest first (a small frame is most likely a presence or a beacon); if none, the largest kind's."""
+    last: Rejected | None = None
     for kind in kinds:
+        if len(frame) > kind.max_frame_bytes and kind is not kinds[-1]:
+            continue
         try:
             return open_frame(frame, kind, rules, slot=Slot(None, None, subkey), verified=verified)
         except Rejected as rejected:
             if rejected.signer is not None:  # signed as this kind: its verdict stands
                 raise
-            first = first or rejected
-    assert first is not None
-    raise first
+            last = rejected
+    assert last is not None
+    raise last
 
 
 class KeyKinds:
@@ -216,8 +220,7 @@ class SwarmRecordValidator(RecordValidatorBase):
             with self._lock:
                 self._refused[rejected.reason.value] += 1
             return False
-        if not reading:
-            self.kinds.learn(record.key, signed.kind)
+        self.kinds.learn(record.key, signed.kind)  # stored or read: the next record under that key is judged as one
         return True
 
     def refusals(self) -> Counter[str]:
