@@ -368,12 +368,10 @@ class DHTPeer:
                     return
                 raise (clock or problems or [RuntimeError("none of the initial_peers responded")])[0]
             left = len(order) - tried % len(order) if tried % len(order) else 0
-            if tried <= len(order):  # the first pass says who failed; later ones retry quietly
-                logger.warning(
-                    "joining: entry peer(s) %s did not answer (down, or too busy); %s",
-                    ", ".join(peer.to_base58() for peer in batch),
-                    f"trying {min(left, fanout)} other(s)" if left else
-                    f"none of the {len(order)} answered; retrying them for {deadline - time.monotonic():.0f} s more",
+            if left and tried <= len(order):  # the first pass says who failed while others are left; a start
+                logger.warning(  # that fails in the end says it in its one error line
+                    "joining: entry peer(s) %s did not answer (down, or too busy); trying %d other(s)",
+                    ", ".join(peer.to_base58() for peer in batch), min(left, fanout),
                 )
             if not left:
                 await asyncio.sleep(JOIN_RETRY_S)
