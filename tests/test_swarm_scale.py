@@ -17,6 +17,7 @@ def own_daemons() -> list[psutil.Process]:
 
 
 @pytest.mark.network
+@pytest.mark.slow  # 22-26 s: the benchmark harness; the default suite keeps to ~10 minutes
 @pytest.mark.timeout(120)
 def test_a_small_swarm_on_its_schedule_delivers_every_signer_and_reads_the_nated_one(tmp_path):
     """6 peers (2 behind NAT), 6 s windows of two 3 s rounds, a warm-up window and two measured ones, and one
