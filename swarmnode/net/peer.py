@@ -545,7 +545,7 @@ class DHTPeer:
                 peer_id, [key_ids[i] for i in indices], [values[i] for i in indices],
                 [items[i].expiration_time for i in indices], [items[i].subkey for i in indices],
             )
-            _settle(node, peer_id, answers is not None)
+            node.blacklist.settle(peer_id, answers is not None)
             for index, stored in zip(indices, answers or []):
                 accepted[index] += bool(stored)
 
@@ -645,7 +645,7 @@ class DHTPeer:
             peer = reads[keys[0]].replicas[replica]
             started = time.monotonic()
             answer = await node.protocol.call_find(peer, [reads[key].key_id for key in keys])
-            _settle(node, peer, answer is not None)
+            node.blacklist.settle(peer, answer is not None)
             if answer is None:
                 return
             node.blacklist.answered_in(time.monotonic() - started)
@@ -800,15 +800,6 @@ def _tcp_ports(maddrs: Sequence[str]) -> list[int]:
 def _socket_prefix() -> str:
     """Socket file names of one daemon: unique per process and start, so a restart never meets the dead one's."""
     return f"{SOCKET_DIR}/{SOCKET_TAG}{os.getpid()}-{secrets.token_hex(4)}-"
-
-
-def _settle(node: DHTNode, peer: PeerID, answered: bool) -> None:
-    """Register a request's outcome: a peer that did not answer is left out of lookups, stores and reads for a
-    while (`routing.RecentFailures`); one that answered is forgotten there."""
-    if answered:
-        node.blacklist.register_success(peer)
-    else:
-        node.blacklist.register_failure(peer)
 
 
 def _retrieve_exception(task: asyncio.Task) -> None:

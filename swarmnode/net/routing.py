@@ -144,6 +144,13 @@ class RecentFailures:
         self._peers.pop(peer, None)
         self._slow.pop(peer, None)
 
+    def settle(self, peer: PeerID, answered: bool) -> None:
+        """A request's outcome: a peer that did not answer is left out for a while; one that answered is forgotten."""
+        if answered:
+            self.register_success(peer)
+        else:
+            self.register_failure(peer)
+
     def __contains__(self, peer: object) -> bool:
         now = self._clock()
         entry = self._peers.get(peer)  # type: ignore[arg-type]
@@ -190,12 +197,6 @@ def remember_failures(node: DHTNode) -> None:
     node.blacklist = RecentFailures()
     protocol = node.protocol
 
-    def settle(peer_id: PeerID, response: object) -> None:
-        if response:
-            node.blacklist.register_success(peer_id)
-        else:
-            node.blacklist.register_failure(peer_id)
-
     async def call_find_with_blacklist(peer_id: PeerID, keys):  # noqa: ANN202 (hivemind's own return type)
         if peer_id in node.blacklist:
             return None
@@ -213,10 +214,12 @@ def remember_failures(node: DHTNode) -> None:
                 if task not in done:
                     lookup.slow.add(peer_id)
                     node.blacklist.register_slow(peer_id)
-                    task.add_done_callback(lambda finished: settle(peer_id, None if finished.cancelled() else finished.result()))
+                    task.add_done_callback(
+                        lambda finished: node.blacklist.settle(peer_id, not finished.cancelled() and bool(finished.result()))
+                    )
                     return None
         response = await task
-        settle(peer_id, response)
+        node.blacklist.settle(peer_id, bool(response))
         if not response:
             return None
         node.blacklist.answered_in(time.monotonic() - started)
