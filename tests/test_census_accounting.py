@@ -1,7 +1,8 @@
 """The census's bookkeeping, driven through a stand-in for the one DHT read it makes (`get_many`) that returns
 real signed beacons: totals scaled up from the buckets read, a bucket holding more signers than a census opens
 counted and marked, a thinly answered bucket marked, each wave's read given the time left before the deadline,
-the first wave sized to the swarm expected, a census of unknown size probing every tier first, a wave cut by the
+the first wave sized to the swarm expected, a census of unknown size probing every tier first (and judged on the
+tier it reads), a wave cut by the
 deadline ending the census, and which refused beacons are counted."""
 
 from __future__ import annotations
@@ -209,12 +210,14 @@ def test_a_census_of_unknown_size_probes_one_bucket_of_every_tier_and_reads_the_
             members.append(identity)
     holds.update({(5, b): held(members) for b, members in at_tier_5.items()})
     peer = OneReadPeer(holds, clock)
-    census = take_census(peer, RULES, timeout_s=5.0, enough=32, rng=rng)
+    own = at_tier_5[probed[5]][0].peer_id  # our beacon went under tiers 4-6, not into the probed tier-0 key
+    census = take_census(peer, RULES, timeout_s=5.0, enough=32, rng=rng, own=own)
     assert sorted(peer.calls[0][0]) == sorted(probed.items())
     assert census.tier == 5 and census.buckets_total == 32
     assert all(tier == 5 and bucket != probed[5] for asked, _ in peer.calls[1:] for tier, bucket in asked)
     assert len(census.entries) >= 32 and census.buckets_read == 1 + sum(len(asked) for asked, _ in peer.calls[1:])
     assert census.totals().nodes == pytest.approx(nodes, rel=0.5)
+    assert not census.missing_self  # only the buckets of the tier read are judged, not the probe's others
 
 
 @pytest.mark.parametrize("found", [1, 2])

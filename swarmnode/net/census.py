@@ -200,12 +200,14 @@ def take_census(
     window = rules.window_of(census.taken_at)
     refused: Counter[str] = Counter()
     probed: dict[tuple[int, int], list[CensusEntry]] = {}
+    flaws: dict[tuple[int, int], _Flaws] = {}
     if expected_nodes is None:
-        probed = _read_buckets(peer, rules, census, window, {(tier, rng.randrange(2**tier)) for tier in range(TIER_MAX + 1)},
-                               deadline, refused, own)
+        probe = {(tier, rng.randrange(2**tier)) for tier in range(TIER_MAX + 1)}
+        probed, flaws = _read_buckets(peer, rules, census, window, probe, deadline, refused, own)
         expected_nodes = _probed_size(probed)
     census.tier = tier_for(expected_nodes, CENSUS_PER_KEY)
     census.buckets_total = 2**census.tier
+    _judge(census, flaws)  # of the probe, only the bucket of the tier read counts
     buckets = list(range(census.buckets_total))
     rng.shuffle(buckets)
     for (tier, bucket), entries in probed.items():
@@ -219,7 +221,8 @@ def take_census(
     while buckets and not census.timed_out and (enough is None or len(census.entries) < enough):
         wave, buckets = buckets[:wave_size], buckets[wave_size:]
         wave_size = BUCKETS_PER_WAVE
-        found = _read_buckets(peer, rules, census, window, {(census.tier, bucket) for bucket in wave}, deadline, refused, own)
+        found, flaws = _read_buckets(peer, rules, census, window, {(census.tier, bucket) for bucket in wave}, deadline, refused, own)
+        _judge(census, flaws)
         census.buckets_read += len(found) if census.timed_out else len(wave)
         census.entries.extend(entry for entries in found.values() for entry in entries)
     census.refused = dict(refused)
@@ -229,22 +232,23 @@ def take_census(
 def _read_buckets(
     peer: DHTPeer, rules: SwarmRules, census: Census, window: int, buckets: set[tuple[int, int]], deadline: float,
     refused: Counter[str], own: str | None,
-) -> dict[tuple[int, int], list[CensusEntry]]:
-    """One DHT read of these (tier, bucket) keys of `window`: the live beacons of each key that answered. What it
-    cost and what it refused go on `census` and `refused`."""
+) -> tuple[dict[tuple[int, int], list[CensusEntry]], dict[tuple[int, int], _Flaws]]:
+    """One DHT read of these (tier, bucket) keys of `window`: the live beacons of each key that answered, and what
+    each key's answer leaves short (`_judge` counts those of the tier read). What it cost and what it refused go
+    on `census` and `refused`."""
     keys = {census_key(rules.swarm_id, window, tier, bucket): (tier, bucket) for tier, bucket in buckets}
     read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=CENSUS_QUORUM)
     census.timed_out = read.timed_out
-    census.thin_buckets += sum(1 for key in read.thin_keys() if keys[key][0] == census.tier)
+    flaws = {keys[key]: _Flaws(thin=True) for key in read.thin_keys()}
     now = get_dht_time()
     found: dict[tuple[int, int], list[CensusEntry]] = {}
     for key, entries in read.entries.items():
         tier, bucket = keys[key]
-        if own is not None and tier == census.tier and bucket == bucket_of(own, tier) and own not in entries:
-            census.missing_self = True
+        flaw = flaws.setdefault((tier, bucket), _Flaws())
+        flaw.missing_self = own is not None and bucket == bucket_of(own, tier) and own not in entries
         if len(entries) > MAX_BEACONS_PER_BUCKET:  # the entries most replicas returned are opened first
             refused["census_full"] += len(entries) - MAX_BEACONS_PER_BUCKET
-            census.full_buckets += 1
+            flaw.full = True
         live = found.setdefault((tier, bucket), [])
         for subkey, (frame, _) in list(entries.items())[:MAX_BEACONS_PER_BUCKET]:
             census.bytes_in += len(frame)
@@ -258,7 +262,26 @@ def _read_buckets(
                     refused[rejected.reason.value] += 1
                 continue
             live.append(CensusEntry(signed.signer, signed.value))
-    return found
+    return found, flaws
+
+
+@dataclass
+class _Flaws:
+    """What one key's answer leaves short: too few replicas, more signers than a census opens, our own beacon
+    missing from our bucket."""
+
+    thin: bool = False
+    full: bool = False
+    missing_self: bool = False
+
+
+def _judge(census: Census, flaws: dict[tuple[int, int], _Flaws]) -> None:
+    """Count the flaws of the buckets of the tier the census reads (a probe's other tiers are not read for it)."""
+    for (tier, _), flaw in flaws.items():
+        if tier == census.tier:
+            census.thin_buckets += flaw.thin
+            census.full_buckets += flaw.full
+            census.missing_self |= flaw.missing_self
 
 
 def _probed_size(probed: dict[tuple[int, int], list[CensusEntry]]) -> float | None:
