@@ -12,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from swarmnode.net import census as census_module
 from swarmnode.net.census import BeaconService, Census, CensusEntry
+from swarmnode.net.replicas import Coverage, Read
 from swarmnode.net.storage import BoundedRecordStorage
+from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.net.validator import SwarmRecordValidator, key_id
 from swarmnode.ops.dashboard import census_table, census_title, peer_text
 from swarmnode.wire.address import Reachability
@@ -280,3 +283,37 @@ def test_a_failing_dht_does_not_end_the_beacon_thread():
         time.sleep(0.01)
     service.stop()
     assert BrokenDHT.calls >= 3 and "RuntimeError: the DHT loop is gone" in service.last_error
+
+
+class EmptyBuckets:
+    """A DHT whose census keys all answer, empty: how many buckets a census reads is its tier's."""
+
+    verified = None
+
+    def estimated_swarm_size(self) -> float:
+        return 1.0
+
+    def get_many(self, keys, *, timeout_s, quorum):
+        return Read({key: {} for key in keys}, False, {key: Coverage(5, quorum, quorum, False, quorum) for key in keys})
+
+
+@pytest.mark.parametrize(("nodes", "due_again"), [(None, True), (10_000.0, False)])
+def test_a_nodes_own_census_is_every_window_in_a_small_swarm_and_every_few_minutes_in_a_large_one(
+    monkeypatch, nodes, due_again
+):
+    """A small swarm's census is one read and stays every window (the dashboard follows joins at once); a census
+    spread over many buckets is the largest part of a node's DHT bytes in a large swarm, taken every
+    CENSUS_EVERY_S."""
+    monkeypatch.setattr(census_module, "CENSUS_EVERY_S", 0.3)
+    fast = dataclasses.replace(RULES, window_s=0.2)
+    size = SwarmSize()
+    if nodes is not None:
+        size.update(nodes)
+    service = BeaconService(EmptyBuckets(), ALICE, fast, lambda window, now: beacon(window=window, timestamp=now),
+                            lambda census: None, timeout_s=1.0, size=size)
+    assert service.census_due()
+    census = service.sampled_census()
+    assert (census.buckets_total > 2) is (not due_again)
+    assert service.census_due() is due_again
+    time.sleep(0.3 - 0.2 / 2)
+    assert service.census_due()

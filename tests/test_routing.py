@@ -15,6 +15,7 @@ import swarmnode.net  # noqa: F401  hivemind below, imported as the node imports
 from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.loop import LoopThread
 from swarmnode.net.peer import DHTPeer
+from swarmnode.net.replicas import FIND_NEIGHBOURS
 from swarmnode.net.routing import bind_node_ids, node_id_of
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.keys import census_key
@@ -68,4 +69,32 @@ def test_a_peer_that_chose_its_node_id_next_to_a_key_is_not_in_an_honest_routing
             assert liar.node_id == target and honest.num_peers() == 0
         finally:
             loop.run(liar.shutdown(), 30)
+            loop.stop()
+
+
+@pytest.mark.network
+def test_an_answer_to_a_find_names_a_lookups_beam_and_two_more_neighbours_not_hiveminds_twenty(tmp_path):
+    """Lookups keep a beam of REPLICAS; naming k = 20 neighbours per key was most of a node's bytes in a large
+    swarm. The routing table itself still keeps 20 a bucket."""
+    save_identity(Identity.generate(), tmp_path / "server.key")
+    others = [PeerID.from_base58(Identity.generate().peer_id) for _ in range(3 * FIND_NEIGHBOURS)]
+    with DHTPeer(tmp_path / "server.key", RULES, NetworkConfig()) as server:
+        async def fill() -> int:
+            table = server._node.protocol.routing_table
+            for peer in others:
+                table.add_or_update_node(node_id_of(peer), peer)
+            return len(table.uid_to_peer_id)
+
+        assert server._require_loop().run(fill(), 10) > FIND_NEIGHBOURS
+        loop = LoopThread("asker")
+        asker = loop.run(DHTNode.create(
+            initial_peers=server.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True,
+            cache_locally=False, cache_nearest=0,
+        ), 60)
+        try:
+            keys = [DHTID.generate(source=f"key {index}") for index in range(3)]
+            found = loop.run(asker.protocol.call_find(server._node.peer_id, keys), 30)
+            assert [len(nearest) for _, nearest in found.values()] == [FIND_NEIGHBOURS] * len(keys)
+        finally:
+            loop.run(asker.shutdown(), 30)
             loop.stop()

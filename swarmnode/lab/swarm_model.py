@@ -38,10 +38,10 @@ from hivemind.proto import dht_pb2
 from hivemind.utils import MSGPackSerializer
 
 from swarmnode.config import GossipConfig, SwarmConfig
-from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_SAMPLE
+from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE
 from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import Gossip
-from swarmnode.net.replicas import BATCH_QUORUM, REPLICAS, KeyRead
+from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, KeyRead
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
 from swarmnode.wire.keys import (
     CENSUS_PER_KEY,
@@ -88,6 +88,7 @@ class ModelConfig:
     peers: int
     layout: Layout = "v1"
     bucket_size: int = BUCKET_SIZE
+    find_neighbours: int = FIND_NEIGHBOURS  # neighbours per key in an answer to a find (routing.answer_with_fewer_neighbours)
     num_replicas: int = REPLICAS
     num_workers: int = DEFAULT_NUM_WORKERS
     table_fill: float = 1.0  # share of the peers in a bucket's range a node has met (a long-running swarm: 1)
@@ -358,7 +359,7 @@ class _SimProtocol:
 
     def __init__(self, swarm: SwarmModel, peer: _Peer, table: RoutingTable) -> None:
         self.swarm, self.peer, self.routing_table = swarm, peer, table
-        self.bucket_size = swarm.config.bucket_size
+        self.bucket_size = swarm.config.find_neighbours
 
     async def call_find(self, target: int, keys: list[DHTID]) -> dict | None:
         return await self.swarm.find(self.peer, target, keys, lookup=True)
@@ -546,7 +547,7 @@ class SwarmModel:
     async def _join(self, peer: _Peer) -> None:
         request, response = self.wire.ping()
         self._charge(peer, BOOTSTRAP, request, response, peer.weight, "join")
-        await peer.node.find_nearest_nodes([peer.node.node_id])
+        await peer.node.find_nearest_nodes([peer.node.node_id], k_nearest=self.config.bucket_size)
 
     def table(self, index: int) -> RoutingTable:
         peer = self.peers.get(index)
@@ -607,7 +608,7 @@ class SwarmModel:
         exclude = None if peer.client else self.ids[peer.index]
         output, results = {}, []
         for key in keys:
-            neighbours = served.get_nearest_neighbors(key, self.config.bucket_size, exclude=exclude)
+            neighbours = served.get_nearest_neighbors(key, self.config.find_neighbours, exclude=exclude)
             value = self._value(target, key)
             results.append((self.wire.dictionary([r.size for r in value.values()]) if value else None, len(neighbours)))
             output[key] = (value, dict(neighbours))
@@ -802,6 +803,21 @@ class SwarmModel:
     def _directory_estimate(self, peer: _Peer) -> float:
         return max(peer.estimate, len(self._publishers(peer)) + 1.0)
 
+    def _newest(self, peer: _Peer) -> dict[str, int]:
+        newest = dict(peer.listed)
+        for signer, window in peer.signers.items():
+            newest[signer] = max(newest.get(signer, window), window)
+        return newest
+
+    def _census_due(self, peer: _Peer, round_index: int) -> bool:
+        """`BeaconService.census_due`: every window while a census is one read, else every CENSUS_EVERY_S (to the
+        nearest window), the nodes' phases spread."""
+        if round_index % self.config.rounds_per_window:
+            return False
+        small = 2 ** tier_for(peer.estimate, CENSUS_PER_KEY) <= BUCKETS_PER_WAVE
+        every = 1 if small else max(round(CENSUS_EVERY_S / self.config.window_s), 1)
+        return (self.window_of(round_index) + peer.index) % every == 0
+
     def _publishers(self, peer: _Peer) -> set[str]:
         table = peer.node.protocol.routing_table
         known = {self.peer_ids[i] for i in table.peer_id_to_uid}
@@ -854,7 +870,8 @@ class SwarmModel:
         if window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed:
             await self._read_directory(peer, window, needed)
         gossip_view = SimpleNamespace(
-            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer)), rules=self.rules,
+            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer), newest_windows=lambda: self._newest(peer)),
+            rules=self.rules,
             config=self.gossip_config, _random=peer.rng,
         )
         plan = Gossip._reading_plan(gossip_view, window)
@@ -959,7 +976,7 @@ class SwarmModel:
         for peer in self.peers.values():
             if self.config.gossip:
                 tasks.append(self.collect(peer, round_index, self.rng.uniform(0, spread)))
-            if self.config.census and round_index % self.config.rounds_per_window == 0:
+            if self.config.census and self._census_due(peer, round_index):
                 tasks.append(self.take_census(peer, round_index, self.rng.uniform(0, spread)))
         self._run(_gather(*tasks))
         if self.config.gossip:

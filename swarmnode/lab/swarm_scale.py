@@ -354,7 +354,7 @@ class ScaleSwarm:
             member.rounding.release()
 
     def _beacon_action(self, member: Member, window: int, due: float, measured: bool) -> None:
-        """Once a window, as BeaconService's thread does: store the beacon, then take the node's own census. One
+        """Once a window, as BeaconService's thread does: store the beacon, then take the node's own census when due. One
         that could only start in a later window is skipped: the thread stores one beacon a window."""
         if not self._begin(member, member.beaconing, due):
             return
@@ -364,16 +364,18 @@ class ScaleSwarm:
                 return
             with self.rpcs.operation() as beacon_rpcs:
                 stored = member.beacons.publish()
-            started = time.monotonic()
-            with self.rpcs.operation() as census_rpcs:
-                census = member.beacons.sampled_census()
-            self.events["beacon"].append({
-                "member": member.index, "measured": measured, "stored": stored, "error": member.beacons.last_error,
-                "beacon_finds": beacon_rpcs["find"], "census_finds": census_rpcs["find"],
-                "census_s": time.monotonic() - started, "census_nodes": len(census.entries),
-                "census_complete": census.complete, "census_buckets_read": census.buckets_read,
-                "census_nodes_estimate": census.totals().nodes,
-            })
+            event = {"member": member.index, "measured": measured, "stored": stored, "error": member.beacons.last_error,
+                     "beacon_finds": beacon_rpcs["find"]}
+            if getattr(member.beacons, "census_due", lambda: True)():  # a tree from before CENSUS_EVERY_S: every window
+                started = time.monotonic()
+                with self.rpcs.operation() as census_rpcs:
+                    census = member.beacons.sampled_census()
+                event.update({
+                    "census_finds": census_rpcs["find"], "census_s": time.monotonic() - started,
+                    "census_nodes": len(census.entries), "census_complete": census.complete,
+                    "census_buckets_read": census.buckets_read, "census_nodes_estimate": census.totals().nodes,
+                })
+            self.events["beacon"].append(event)
         finally:
             member.beaconing.release()
 
@@ -567,12 +569,14 @@ class ScaleSwarm:
         row["requests_per_round"] = _mean(event["round_requests"] for event in collects)
         row["keys_per_collect"] = _mean(event["keys_read"] + event["directory_keys_read"] for event in collects)
         row["finds_per_beacon"] = _mean(event["beacon_finds"] for event in beacons)
-        row["finds_per_census"] = _mean(event["census_finds"] for event in beacons)
         row["beacon_stored_share"] = _mean(event["stored"] for event in beacons)
-        row["census_nodes"] = _mean(event["census_nodes"] for event in beacons)
-        row["census_estimate"] = _mean(event["census_nodes_estimate"] for event in beacons)
-        row["census_complete_share"] = _mean(event["census_complete"] for event in beacons)
-        row["census_s"] = quantiles([event["census_s"] for event in beacons])
+        censuses = [event for event in beacons if "census_s" in event]
+        row["censuses_per_beacon"] = len(censuses) / len(beacons) if beacons else math.nan
+        row["finds_per_census"] = _mean(event["census_finds"] for event in censuses)
+        row["census_nodes"] = _mean(event["census_nodes"] for event in censuses)
+        row["census_estimate"] = _mean(event["census_nodes_estimate"] for event in censuses)
+        row["census_complete_share"] = _mean(event["census_complete"] for event in censuses)
+        row["census_s"] = quantiles([event["census_s"] for event in censuses])
         row.update(self._delivery(measured_windows))
         row.update(self._first_reads())
         row["storm"] = self.storm

@@ -5,7 +5,8 @@ that window and of the next, at the three tiers around the one the swarm's size 
 census reads the current window's bucket keys of one tier and keeps the beacons of the current and previous
 window: those are the live nodes. A reader that does not know the swarm's size yet probes one bucket of every
 tier first: only the tiers near the swarm's hold beacons. Keys that change every window leave a liar who ground
-an identity next to one a window's use of it, and the census reads every replica of a bucket. A node's own census, taken every window for its dashboard and metrics, stops reading buckets once it
+an identity next to one a window's use of it, and the census reads every replica of a bucket. A node's own
+census, taken every CENSUS_EVERY_S for its dashboard, metrics and size estimate, stops reading buckets once it
 has seen `CENSUS_SAMPLE` nodes, so its cost does not grow with the swarm beyond that; swarm totals are then
 scaled up from the buckets read, and say so. `swarmnode swarm` reads every bucket.
 """
@@ -53,6 +54,10 @@ CENSUS_SAMPLE = 32  # a node's own census stops reading buckets once it has seen
 # a bucket is hidden only when every one of its nearest peers lies.
 CENSUS_QUORUM = REPLICAS
 BUCKETS_PER_WAVE = 2
+# A node's own census of a swarm of more than BUCKETS_PER_WAVE buckets is taken this often (to the nearest window):
+# its reads were the largest part of a node's DHT bytes in a large swarm (docs/DESIGN.md §6.8), and a large swarm's
+# size changes slowly. A smaller swarm's census, one read, stays every window.
+CENSUS_EVERY_S = 120.0
 FULL_CENSUS_CACHE_S = 5.0
 SORT_KEYS = ("reward", "held_out", "round", "model", "last_seen", "peer")
 
@@ -303,11 +308,11 @@ def take_census_as_client(rules: SwarmRules, network: NetworkConfig, *, timeout_
 
 
 BeaconSource = Callable[[int, float], Beacon]  # (window, DHT time) -> our beacon
-CensusSink = Callable[[Census | None], None]  # after each beacon: the census, or None if it failed
+CensusSink = Callable[[Census | None], None]  # after each beacon: the census, or None if none was due or it failed
 
 
 class BeaconService:
-    """Once a window, on its own thread: store our beacon, then take a sampled census and hand it on.
+    """Once a window, on its own thread: store our beacon, then, when due, take a sampled census; hand it on.
 
     Independent of rounds: a node in a round of many minutes still shows as live, with its phase.
     """
@@ -335,6 +340,7 @@ class BeaconService:
         self._stored_in: set[int] = set()  # windows whose census key another peer stored our beacon under
         self.last_error: str | None = None  # why the latest beacon was not stored
         self.census_error: str | None = None  # why the latest census failed
+        self._census_due = 0.0  # when the next own census is due (time.monotonic)
 
     def start(self) -> None:
         self._thread.start()
@@ -355,7 +361,7 @@ class BeaconService:
                 self.failures += 1
                 self.last_error = f"{type(error).__name__}: {error}"
             census = None
-            if not self._stop.is_set():
+            if not self._stop.is_set() and self.census_due():
                 try:
                     census = self.sampled_census()
                 except Exception as error:
@@ -397,6 +403,11 @@ class BeaconService:
         """Our peer id while the current window's census key holds our beacon: a census that reads it must find it."""
         return self.identity.peer_id if self.rules.window_of(get_dht_time()) in self._stored_in else None
 
+    def census_due(self) -> bool:
+        """Whether the node's own census is due: every window in a swarm whose census is one read (at most
+        BUCKETS_PER_WAVE buckets), else CENSUS_EVERY_S after the last one that was not cut short."""
+        return time.monotonic() >= self._census_due
+
     def sampled_census(self) -> Census:
         """The node's own census: buckets until CENSUS_SAMPLE nodes were seen (all of a small swarm's)."""
         census = take_census(
@@ -405,6 +416,8 @@ class BeaconService:
         )
         if not census.timed_out and census.buckets_read:  # a cut census would undercount: keep the previous estimate
             self.size.update(census.totals().nodes)
+            if census.buckets_total > BUCKETS_PER_WAVE:  # a small swarm is one read: its census stays every window
+                self._census_due = time.monotonic() + CENSUS_EVERY_S - self.rules.window_s / 2
         return census
 
     def full_census(self) -> Census:

@@ -41,8 +41,9 @@ from swarmnode.net.reachability import (
     observed_host,
     verdict,
 )
-from swarmnode.net.replicas import READ_QUORUM, REPLICAS, KeyRead, Read
+from swarmnode.net.replicas import FIND_NEIGHBOURS, READ_QUORUM, REPLICAS, KeyRead, Read
 from swarmnode.net.routing import (
+    answer_with_fewer_neighbours,
     bind_node_ids,
     hedged_lookup,
     node_id_of,
@@ -257,6 +258,7 @@ class DHTPeer:
         node.protocol.cache = BoundedRecordStorage(max_key_bytes=0, max_total_bytes=0)
         bind_node_ids(node.protocol, self._peer_refusals, self.rules.admits)
         remember_failures(node)
+        answer_with_fewer_neighbours(node, FIND_NEIGHBOURS)
         spare_unasked(node, self._unasked)
         return node
 
@@ -375,7 +377,7 @@ class DHTPeer:
                 )
             if not left:
                 await asyncio.sleep(JOIN_RETRY_S)
-        await node.find_nearest_nodes([node.node_id])
+        await node.find_nearest_nodes([node.node_id], k_nearest=node.protocol.routing_table.bucket_size)
         await self._refresh_buckets(node)
 
     async def _refresh_buckets(self, node: DHTNode) -> None:

@@ -18,6 +18,7 @@ Entries = dict[str, tuple[bytes, float]]
 REPLICAS = 5  # a key's nearest peers that store it (hivemind's default): what a read can ask
 READ_QUORUM = 3  # replicas asked first: with 2 liars among a key's 5 nearest, at least one of 3 is honest
 BATCH_QUORUM = 2  # for shard keys, whose answers are large: one liar among 5 never makes both picks
+FIND_NEIGHBOURS = REPLICAS + 2  # neighbours an answer to a find names per key: a lookup's beam, and 2 for any gone
 
 
 @dataclass(frozen=True)
