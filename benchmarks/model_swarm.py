@@ -154,20 +154,23 @@ def fit_table_fill(rows: list[Measured], base: ModelConfig) -> tuple[float, dict
 def render_model(results: list[ModelResult]) -> Table:
     table = Table(title="The swarm modelled (per node and round unless said; KB = 1000 bytes, in + out)")
     for column in (
-        "N", "layout", "sampled", "KB/node median", "busiest KB/window", "busiest/median", "busiest serves",
-        "req sent / served", "lookup finds/key p50/p95", "lookup rounds p50/p95", "publish rounds p95",
-        "collect rounds p95 (s)", "delivery", "signers read", "NAT: rounds to 1st read", "refusals/window",
-        "timeouts", "bootstrap req/join, joins/s capacity",
+        "N", "layout", "sampled", "KB/node median (in)", "KB by kind", "busiest KB/window", "busiest/median",
+        "busiest serves", "req sent / served", "lookup finds/key p50/p95", "lookup rounds p50/p95",
+        "publish rounds p50/p95", "collect rounds p50/p95 (s p95)", "delivery", "signers read", "NAT: rounds to 1st read",
+        "refusals/window", "timeouts", "bootstrap req/join, joins/s capacity",
     ):
         table.add_column(column, justify="right")
     for r in results:
         refusals = ", ".join(f"{kind} {count:,.0f}" for kind, count in r.refusals.items()) or "-"
         table.add_row(
-            f"{r.peers:,}", r.layout, f"{r.sampled:,}", f"{r.node_kb_round_median:,.1f}", f"{r.busiest_kb_window:,.0f}",
-            f"{r.busiest_over_median:,.1f}", r.busiest_is, f"{r.requests_sent_round_median:.0f} / {r.requests_served_round_median:.0f}",
+            f"{r.peers:,}", r.layout, f"{r.sampled:,}", f"{r.node_kb_round_median:,.1f} ({r.node_kb_in_round_median:,.1f})",
+            ", ".join(f"{kind} {kb:,.0f}" for kind, kb in r.kb_by_kind.items() if kb >= 0.5),
+            f"{r.busiest_kb_window:,.0f}", f"{r.busiest_over_median:,.1f}", r.busiest_is,
+            f"{r.requests_sent_round_median:.0f} / {r.requests_served_round_median:.0f}",
             f"{r.lookup_finds_per_key.p50:.1f} / {r.lookup_finds_per_key.p95:.1f}",
-            f"{r.lookup_rounds.p50:.0f} / {r.lookup_rounds.p95:.0f}", f"{r.publish_rounds.p95:.0f}",
-            f"{r.collect_rounds.p95:.0f} ({r.collect_s.p95:.1f})", f"{r.delivery:.0%}", f"{r.signers_read:.0%}",
+            f"{r.lookup_rounds.p50:.0f} / {r.lookup_rounds.p95:.0f}", f"{r.publish_rounds.p50:.0f} / {r.publish_rounds.p95:.0f}",
+            f"{r.collect_rounds.p50:.0f} / {r.collect_rounds.p95:.0f} ({r.collect_s.p95:.1f})", f"{r.delivery:.0%}",
+            f"{r.signers_read:.0%}",
             "never" if r.nat_rounds_to_first_read is None else f"{r.nat_rounds_to_first_read:.1f}", refusals,
             f"{r.timeouts_per_node_round:.2f}",
             f"{r.bootstrap_requests_per_join:.0f}, {r.bootstrap_joins_per_s_capacity:,.0f} (churn: {r.joins_per_s:,.1f})",

@@ -5,6 +5,7 @@ code implies (the v1 directory key's replicas serve every publisher; the tiered 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 
@@ -81,3 +82,11 @@ def test_a_nodes_own_cost_stays_flat_while_the_v1_directory_replica_grows() -> N
     large = run_model(ModelConfig(peers=512, sample=12, census=False, churn_per_min=0.0, nat_signers=0))
     assert large.requests_sent_round_median < 2 * small.requests_sent_round_median
     assert large.busiest_served_window > 4 * small.busiest_served_window
+
+
+def test_bytes_by_kind_count_each_request_once_and_sum_to_the_total() -> None:
+    """Every peer sampled, none departed: each request is counted at both ends in a node's total, once by kind."""
+    result = run_model(ModelConfig(peers=48, layout="tiered", churn_per_min=0.0, nat_signers=0))
+    assert {"find", "store:batch", "read:batch", "read:census"} <= set(result.kb_by_kind)
+    assert math.isclose(2 * sum(result.kb_by_kind.values()), result.node_kb_round_mean, rel_tol=1e-9)
+    assert 0.3 * result.node_kb_round_median < result.node_kb_in_round_median < 0.7 * result.node_kb_round_median

@@ -154,6 +154,8 @@ class ModelResult:
     sampled: int
     node_kb_round_median: float
     node_kb_round_mean: float
+    node_kb_in_round_median: float  # in only: answers to its own requests, requests it served
+    kb_by_kind: dict[str, float]  # bytes moved by request kind, each request once (both directions), over N
     busiest_kb_window: float
     busiest_over_median: float
     busiest_is: str  # what the busiest node is a replica of
@@ -438,7 +440,8 @@ class SwarmModel:
         # any peer; reads reach the replicas of one kind of key
         self.extra = {group: np.zeros((self.total, 3)) for group in EXTRAPOLATED}
         self.hits = {group: np.zeros(self.total) for group in EXTRAPOLATED}  # sampled requests behind `extra`
-        self.maint = np.zeros((self.total, 2))  # pings a peer sent when a bucket was full: requests, bytes
+        self.maint = np.zeros((self.total, 3))  # pings a peer sent when a bucket was full: requests, bytes out, in
+        self.kind_bytes: Counter[str] = Counter()  # bytes of every request and its answer by kind, weighted
         self.lookups: list[tuple[float, float, float]] = []  # finds per key, RPC rounds, share of the true nearest found
         self.publish_rounds: list[float] = []
         self.collect_rounds: list[float] = []
@@ -456,11 +459,17 @@ class SwarmModel:
         if origin is not None:
             self.own[origin.index] += (1, 0, request, response, 0)
         self.load[target] += (weight, weight * request, weight * response)
+        self.kind_bytes[kind] += weight * (request + response)
         if weight != 1.0:
             group = kind if kind in EXTRAPOLATED else "route"
             self.extra[group][target] += (weight, weight * request, weight * response)
             self.hits[group][target] += 1
         self.served_kind.setdefault(target, Counter())[kind] += weight
+
+    def _unanswered(self, peer: _Peer, request: int, weight: float, kind: str) -> None:
+        """A request that went out and got no answer (its peer had left)."""
+        self.own[peer.index] += (1, 0, request, 0, 1)
+        self.kind_bytes[kind] += weight * request
 
     # ----- routing tables
 
@@ -599,8 +608,9 @@ class SwarmModel:
         if counter is not None and lookup:
             counter[0] += 1
         weight = peer.weight
+        kind = "find" if lookup else f"read:{self.kind.get(keys[0], '?')}"
         if not await self._wait(target):
-            self.own[peer.index] += (1, 0, request, 0, 1)
+            self._unanswered(peer, request, weight, kind)
             if self.ids[target] in table:
                 del table[self.ids[target]]
             return None
@@ -612,7 +622,6 @@ class SwarmModel:
             value = self._value(target, key)
             results.append((self.wire.dictionary([r.size for r in value.values()]) if value else None, len(neighbours)))
             output[key] = (value, dict(neighbours))
-        kind = "find" if lookup else f"read:{self.kind.get(keys[0], '?')}"
         self._charge(peer, target, request, self.wire.find_response(results), weight, kind)
         self._met(peer, target, served)
         if not peer.client and not self.is_client[target]:
@@ -632,15 +641,17 @@ class SwarmModel:
             return
         pinged = to_ping[1]
         request, response = self.wire.ping()
-        moved = request + (response if self.alive[pinged] else 0)
-        self.maint[target] += (peer.weight, peer.weight * moved)
-        if peer.weight != 1.0:
-            self.extra["route"][target, 2] += peer.weight * moved
+        answer = response if self.alive[pinged] else 0
+        self.maint[target] += (peer.weight, peer.weight * request, peer.weight * answer)
+        if peer.weight != 1.0:  # the ping's answer in, its request out
+            self.extra["route"][target, 1:] += (peer.weight * answer, peer.weight * request)
         if self.alive[pinged]:
             self._charge(None, pinged, request, response, peer.weight, "ping")
             table.add_or_update_node(to_ping[0], pinged)
-        elif to_ping[0] in table:
-            del table[to_ping[0]]
+        else:
+            self.kind_bytes["ping"] += peer.weight * request
+            if to_ping[0] in table:
+                del table[to_ping[0]]
 
     async def _ping(self, peer: _Peer, target: int) -> None:
         request, response = self.wire.ping()
@@ -649,7 +660,7 @@ class SwarmModel:
             self._charge(peer, target, request, response, peer.weight, "ping")
             table.add_or_update_node(self.ids[target], target)
         else:
-            self.own[peer.index] += (1, 0, request, 0, 1)
+            self._unanswered(peer, request, peer.weight, "ping")
             if self.ids[target] in table:
                 del table[self.ids[target]]
 
@@ -726,10 +737,11 @@ class SwarmModel:
 
     async def _store_at(self, peer: _Peer, replica: int, kids: list[DHTID], sizes: list[int]) -> list[tuple[int, bool]]:
         request = self.wire.store_request(tuple(sizes), peer.client)
+        kind = f"store:{self.kind[kids[0]]}"
         if not await self._wait(replica):
-            self.own[peer.index] += (1, 0, request, 0, 1)
+            self._unanswered(peer, request, 1.0, kind)
             return []
-        self._charge(peer, replica, request, self.wire.store_response(len(kids)), 1.0, f"store:{self.kind[kids[0]]}")
+        self._charge(peer, replica, request, self.wire.store_response(len(kids)), 1.0, kind)
         self._met(peer, replica, self.table(replica))
         return [(i, self._accept(replica, kid, self.peer_ids[peer.index], size, self.loop.time()))
                 for i, (kid, size) in enumerate(zip(kids, sizes))]
@@ -1042,8 +1054,9 @@ class SwarmModel:
         own_bytes = self.own[:, 2] + self.own[:, 3]
         estimated_own = np.full(self.total, float(np.median(own_bytes[sampled])))
         estimated_own[sampled] = own_bytes[sampled]
-        served, received = self.load[:, 0].copy(), self.load[:, 1].copy()
-        moved = self.load[:, 1] + self.load[:, 2] + self.maint[:, 1]
+        served = self.load[:, 0].copy()
+        received = self.load[:, 1] + self.maint[:, 2]  # bytes in: requests served, answers to maintenance pings
+        moved = received + self.load[:, 2] + self.maint[:, 1]
         for group, extra in self.extra.items():  # peers few sampled requests reached get the mean of their group
             ordinary = (self.hits[group] < MIN_HITS) & self._could_serve(group)
             if ordinary.any():
@@ -1053,6 +1066,7 @@ class SwarmModel:
         sent = self.own[:, 0] + self.maint[:, 0]
         estimated_in = np.full(self.total, float(np.median(self.own[sampled, 3])))
         estimated_in[sampled] = self.own[sampled, 3]
+        node_in = received + estimated_in
         busiest = int(np.argmax(node_bytes))
         median_kb_round = float(np.median(node_bytes[sampled])) / rounds / 1000
         busiest_kb_window = float(node_bytes[busiest]) / windows / 1000
@@ -1068,6 +1082,8 @@ class SwarmModel:
             sampled=len(sampled),
             node_kb_round_median=median_kb_round,
             node_kb_round_mean=float(node_bytes.mean()) / rounds / 1000,
+            node_kb_in_round_median=float(np.median(node_in[sampled])) / rounds / 1000,
+            kb_by_kind={kind: count / config.peers / rounds / 1000 for kind, count in self.kind_bytes.most_common()},
             busiest_kb_window=busiest_kb_window,
             busiest_over_median=busiest_kb_window / (median_kb_round * config.rounds_per_window) if median_kb_round else 0.0,
             busiest_is=", ".join(f"{kind} {count / windows:.0f}" for kind, count in kinds.most_common(3)),
@@ -1075,7 +1091,7 @@ class SwarmModel:
             requests_sent_round_mean=float(sent[sampled].mean()) / rounds,
             requests_served_round_median=float(np.median(served[sampled])) / rounds,
             busiest_served_window=float(served[servers].max()) / windows,
-            bytes_in_round_mean=float((received + estimated_in)[servers].mean()) / rounds,
+            bytes_in_round_mean=float(node_in[servers].mean()) / rounds,
             lookup_finds_per_key=Quantiles.of(lookups_rpcs),
             lookup_rounds=Quantiles.of(lookups_rounds),
             lookup_recall=statistics.fmean(recall for _, _, recall in self.lookups) if self.lookups else 0.0,
