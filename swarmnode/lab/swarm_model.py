@@ -3,8 +3,8 @@
 The routing and lookups are hivemind's own: `RoutingTable`/`KBucket`/`DHTID` hold each simulated peer's table,
 `DHTNode.find_nearest_nodes` (hence `traverse_dht`) runs every lookup, and `Blacklist` bars peers that failed.
 Only the transport is simulated: a find is answered from the asked peer's `RoutingTable.get_nearest_neighbors`,
-on an asyncio loop whose clock is virtual (one time unit = one RPC round trip), so "RPC rounds" are measured, not
-guessed. Above the transport the model follows swarmnode's code: `DHTPeer._store` (a lookup of the key's
+on an asyncio loop whose clock is virtual (seconds: a round trip takes `rtt_s`, a request to a departed peer
+`rpc_timeout_s`), so "RPC rounds" (time over `rtt_s`) are measured, not guessed. Above the transport the model follows swarmnode's code: `DHTPeer._store` (a lookup of the key's
 neighbour, then a store on each replica), `DHTPeer._read_many`/`_ask` with `KeyRead` (quorum reads),
 `Gossip._reading_plan`/`_next_wave` (which shard keys a collect reads), the directory and the census (v1: today's
 one directory key and 8 census keys per window; tiered: 2^tier buckets per kind, docs/DESIGN.md §6.3, §8).
@@ -283,7 +283,7 @@ class _VirtualSelector(selectors.SelectSelector):
 
 
 class VirtualLoop(asyncio.SelectorEventLoop):
-    """An event loop whose time is advanced by its own timers only (one unit = one RPC round trip)."""
+    """An event loop whose time (seconds) is advanced by its own timers only."""
 
     def __init__(self) -> None:
         self._clock = _VirtualSelector()
@@ -442,9 +442,9 @@ class SwarmModel:
         self.hits = {group: np.zeros(self.total) for group in EXTRAPOLATED}  # sampled requests behind `extra`
         self.maint = np.zeros((self.total, 3))  # pings a peer sent when a bucket was full: requests, bytes out, in
         self.kind_bytes: Counter[str] = Counter()  # bytes of every request and its answer by kind, weighted
-        self.lookups: list[tuple[float, float, float]] = []  # finds per key, RPC rounds, share of the true nearest found
-        self.publish_rounds: list[float] = []
-        self.collect_rounds: list[float] = []
+        self.lookups: list[tuple[float, float, float]] = []  # finds per key, seconds, share of the true nearest found
+        self.publish_s: list[float] = []
+        self.collect_s: list[float] = []
         self.replicas_accepted: list[int] = []
         self.wanted = self.collected = 0
         self.read_signers: Counter[int] = Counter()  # publisher index -> weighted collectors that read its batch
@@ -593,9 +593,9 @@ class SwarmModel:
     async def _wait(self, target: int) -> bool:
         """One round trip to `target`; a departed peer costs the RPC timeout instead."""
         if self.alive[target]:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self.config.rtt_s)
             return True
-        await asyncio.sleep(self.config.rpc_timeout_s / self.config.rtt_s)
+        await asyncio.sleep(self.config.rpc_timeout_s)
         return False
 
     async def find(self, peer: _Peer, target: int, keys: list[DHTID], *, lookup: bool) -> dict | None:
@@ -854,7 +854,7 @@ class SwarmModel:
             if any(stored):
                 peer.stored_window = window
             self.replicas_accepted.append(replicas)
-            self.publish_rounds.append(self.loop.time() - started)
+            self.publish_s.append(self.loop.time() - started)
         if beacon is not None:
             await beacon
 
@@ -912,7 +912,7 @@ class SwarmModel:
                     got += room
         self.wanted += wanted
         self.collected += got
-        self.collect_rounds.append(self.loop.time() - started)
+        self.collect_s.append(self.loop.time() - started)
 
     async def _read_directory(self, peer: _Peer, window: int, needed: int) -> None:
         windows = [window] + [w for w in range(window - self.config.max_age_windows, window) if w not in peer.read_windows]
@@ -968,7 +968,7 @@ class SwarmModel:
         every sampled peer collects; its census once a window, after its beacon. `exact`: a warm-up that only
         fills the keys (every store on its true replicas, no lookups, no reads; sampled peers take the
         directory of this window as read)."""
-        spread = self.config.start_spread_s / self.config.rtt_s
+        spread = self.config.start_spread_s
         start = self.loop.time()
         stored_window = self._exact_stored_window
         if exact:
@@ -982,7 +982,7 @@ class SwarmModel:
         for index in others:
             self.loop.call_at(start + self.rng.uniform(0, spread), self.publish_exact, index, round_index, stored_window)
         tasks = [self.publish(peer, round_index, self.rng.uniform(0, spread)) for peer in self.peers.values()]
-        self._run(_gather(*tasks, asyncio.sleep(spread + 1)))
+        self._run(_gather(*tasks, asyncio.sleep(spread + self.config.rtt_s)))
         start = self.loop.time()
         tasks = []
         for peer in self.peers.values():
@@ -1072,9 +1072,7 @@ class SwarmModel:
         busiest_kb_window = float(node_bytes[busiest]) / windows / 1000
         kinds = self.served_kind.get(busiest, Counter())
         lookups_rpcs = [rpcs for rpcs, _, _ in self.lookups]
-        lookups_rounds = [rounds_ for _, rounds_, _ in self.lookups]
-        publish_s = [r * config.rtt_s for r in self.publish_rounds]
-        collect_s = [r * config.rtt_s for r in self.collect_rounds]
+        lookups_rounds = [seconds / config.rtt_s for _, seconds, _ in self.lookups]
         nat_chance = statistics.fmean(self.nat_read) if self.nat_read else 0.0
         return ModelResult(
             peers=config.peers,
@@ -1095,10 +1093,10 @@ class SwarmModel:
             lookup_finds_per_key=Quantiles.of(lookups_rpcs),
             lookup_rounds=Quantiles.of(lookups_rounds),
             lookup_recall=statistics.fmean(recall for _, _, recall in self.lookups) if self.lookups else 0.0,
-            publish_rounds=Quantiles.of(self.publish_rounds),
-            collect_rounds=Quantiles.of(self.collect_rounds),
-            publish_s=Quantiles.of(publish_s),
-            collect_s=Quantiles.of(collect_s),
+            publish_rounds=Quantiles.of([seconds / config.rtt_s for seconds in self.publish_s]),
+            collect_rounds=Quantiles.of([seconds / config.rtt_s for seconds in self.collect_s]),
+            publish_s=Quantiles.of(self.publish_s),
+            collect_s=Quantiles.of(self.collect_s),
             replicas_reached=statistics.fmean(self.replicas_accepted) if self.replicas_accepted else 0.0,
             delivery=self.collected / self.wanted if self.wanted else 0.0,
             signers_read=statistics.fmean(self.signers_read) if self.signers_read else 0.0,
