@@ -601,7 +601,8 @@ class SwarmModel:
     async def find(self, peer: _Peer, target: int, keys: list[DHTID], *, lookup: bool) -> dict | None:
         """hivemind's rpc_find as the asked peer runs it: each key's value if it holds one, and its k nearest
         neighbours (the asker excluded). The asker drops a peer that did not answer from its routing table, and
-        adds one that did (pinging the bucket's least recent peer when the bucket is full)."""
+        adds one that did (pinging the bucket's least recent peer when the bucket is full: in the background, as
+        hivemind's protocol does, so the find does not wait for it)."""
         table = peer.node.protocol.routing_table
         request = self.wire.find_request(len(keys), peer.client)
         counter = _LOOKUP_FINDS.get()
@@ -627,7 +628,7 @@ class SwarmModel:
         if not peer.client and not self.is_client[target]:
             to_ping = table.add_or_update_node(self.ids[target], target)
             if to_ping is not None:
-                await self._ping(peer, to_ping[1])
+                asyncio.ensure_future(self._ping(peer, to_ping[1]))
         return output
 
     def _met(self, peer: _Peer, target: int, table: RoutingTable) -> None:
@@ -967,7 +968,7 @@ class SwarmModel:
         """Every peer publishes (sampled ones through lookups, at random moments of the start spread), then
         every sampled peer collects; its census once a window, after its beacon. `exact`: a warm-up that only
         fills the keys (every store on its true replicas, no lookups, no reads; sampled peers take the
-        directory of this window as read)."""
+        directory of this window as read). Requests left running in the background end before the round does."""
         spread = self.config.start_spread_s
         start = self.loop.time()
         stored_window = self._exact_stored_window
@@ -991,6 +992,7 @@ class SwarmModel:
             if self.config.census and self._census_due(peer, round_index):
                 tasks.append(self.take_census(peer, round_index, self.rng.uniform(0, spread)))
         self._run(_gather(*tasks))
+        self._run(_left_behind())
         if self.config.gossip:
             self._count_reads()
         window = self.window_of(round_index)
@@ -1117,6 +1119,12 @@ class SwarmModel:
 
 async def _gather(*coroutines: Any) -> list:
     return await asyncio.gather(*coroutines)
+
+
+async def _left_behind() -> None:
+    """Wait for the requests operations left behind (each ends within the RPC timeout)."""
+    while pending := asyncio.all_tasks() - {asyncio.current_task()}:
+        await asyncio.wait(pending)
 
 
 def run_model(config: ModelConfig) -> ModelResult:
