@@ -22,6 +22,7 @@ from swarmnode.lab.swarm_model import (
     key_id,
     run_model,
 )
+from swarmnode.net.routing import FAILED_MAX_BAN_S, SLOW_TIMES_TYPICAL
 
 
 def test_a_built_table_has_the_buckets_hivemind_would_split_into() -> None:
@@ -90,3 +91,26 @@ def test_bytes_by_kind_count_each_request_once_and_sum_to_the_total() -> None:
     assert {"find", "store:batch", "read:batch", "read:census"} <= set(result.kb_by_kind)
     assert math.isclose(2 * sum(result.kb_by_kind.values()), result.node_kb_round_mean, rel_tol=1e-9)
     assert 0.3 * result.node_kb_round_median < result.node_kb_in_round_median < 0.7 * result.node_kb_round_median
+
+
+def test_with_churn_a_departed_peer_no_longer_costs_a_whole_rpc_timeout() -> None:
+    """1%/min churn leaves 6 departed peers among 64 in routing tables. Lookups and reads leave a silent peer behind
+    once others answered, a store once every item has a replica, and a peer that failed is left out for a while."""
+    config = ModelConfig(peers=64, layout="tiered", census=False, nat_signers=0)
+    result = run_model(config)
+    timeout_rounds = config.rpc_timeout_s / config.rtt_s
+    assert result.timeouts_per_node_round > 0
+    assert result.publish_rounds.p95 < timeout_rounds / 2
+    assert result.collect_rounds.p95 < 2 * timeout_rounds  # a collect is several reads in a row
+    assert math.isclose(result.publish_s.p95, result.publish_rounds.p95 * config.rtt_s)
+
+
+def test_failed_requests_settle_each_nodes_recent_failures_on_the_virtual_clock() -> None:
+    swarm = SwarmModel(ModelConfig(peers=64, layout="tiered", census=False, nat_signers=0, rtt_s=0.2))
+    swarm.play_round(0)
+    nodes = [peer.node for peer in swarm.peers.values()]
+    barred = {index for node in nodes for index in range(swarm.total) if index in node.blacklist}
+    assert barred and not any(swarm.alive[index] for index in barred)  # the departed, and no live peer left slow
+    assert all(math.isclose(node.blacklist.slow_after_s, SLOW_TIMES_TYPICAL * 0.2) for node in nodes)  # answers: 0.2 s
+    swarm._run(asyncio.sleep(FAILED_MAX_BAN_S))
+    assert not any(index in node.blacklist for node in nodes for index in barred)

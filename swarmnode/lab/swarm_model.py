@@ -1,14 +1,17 @@
 """A calibrated model of the swarm's DHT traffic at 1k-100k peers, where real runs on one machine cannot go.
 
 The routing and lookups are hivemind's own: `RoutingTable`/`KBucket`/`DHTID` hold each simulated peer's table,
-`DHTNode.find_nearest_nodes` (hence `traverse_dht`) runs every lookup, and `Blacklist` bars peers that failed.
-Only the transport is simulated: a find is answered from the asked peer's `RoutingTable.get_nearest_neighbors`,
-on an asyncio loop whose clock is virtual (seconds: a round trip takes `rtt_s`, a request to a departed peer
-`rpc_timeout_s`), so "RPC rounds" (time over `rtt_s`) are measured, not guessed. Above the transport the model follows swarmnode's code: `DHTPeer._store` (a lookup of the key's
-neighbour, then a store on each replica), `DHTPeer._read_many`/`_ask` with `KeyRead` (quorum reads),
-`Gossip._reading_plan`/`_next_wave` (which shard keys a collect reads), the directory and the census (v1: today's
-one directory key and 8 census keys per window; tiered: 2^tier buckets per kind, docs/DESIGN.md §6.3, §8).
-Message sizes are those of hivemind's `dht_pb2` messages built with the real field sizes.
+`DHTNode.find_nearest_nodes` (hence `traverse_dht`) runs every lookup, under swarmnode's `DHTPeer._nearest` and
+`routing.remember_failures` (peers that failed are left out for a while; a lookup leaves a slow peer behind once
+others answered). Only the transport is simulated: a find is answered from the asked peer's
+`RoutingTable.get_nearest_neighbors`, on an asyncio loop whose clock is virtual (seconds: a round trip takes
+`rtt_s`, a request to a departed peer `rpc_timeout_s`), so "RPC rounds" (time over `rtt_s`) are measured, not
+guessed. Above the transport the model follows swarmnode's code: `DHTPeer._store_all` (a lookup of the key's
+neighbour, then a store on each replica, slow ones left behind), `DHTPeer._read_many`/`_ask` with `KeyRead` (quorum
+reads, slow replicas left behind), `Gossip._reading_plan`/`_next_wave` (which shard keys a collect reads), the
+directory and the census (v1: today's one directory key and 8 census keys per window; tiered: 2^tier buckets per
+kind, docs/DESIGN.md §6.3, §8). Deadlines (publish_timeout_s, collect_timeout_s) are not applied: an operation takes
+as long as it takes. Message sizes are those of hivemind's `dht_pb2` messages built with the real field sizes.
 
 At large N only a sample of peers run their operations through lookups; see `ModelConfig.sample` for how
 their load is extrapolated. No torch, no sockets.
@@ -31,7 +34,7 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
-from hivemind.dht.node import DEFAULT_NUM_WORKERS, Blacklist, DHTNode
+from hivemind.dht.node import DEFAULT_NUM_WORKERS, DHTNode
 from hivemind.dht.routing import DHTID, KBucket, RoutingTable
 from hivemind.dht.storage import DictionaryDHTValue
 from hivemind.proto import dht_pb2
@@ -41,7 +44,9 @@ from swarmnode.config import GossipConfig, SwarmConfig
 from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE
 from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import Gossip
+from swarmnode.net.peer import STORE_GRACE_S, DHTPeer
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, KeyRead
+from swarmnode.net.routing import RecentFailures, remember_failures
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
 from swarmnode.wire.keys import (
     CENSUS_PER_KEY,
@@ -362,24 +367,27 @@ class _SimProtocol:
     def __init__(self, swarm: SwarmModel, peer: _Peer, table: RoutingTable) -> None:
         self.swarm, self.peer, self.routing_table = swarm, peer, table
         self.bucket_size = swarm.config.find_neighbours
+        self.client_mode = peer.client
 
     async def call_find(self, target: int, keys: list[DHTID]) -> dict | None:
         return await self.swarm.find(self.peer, target, keys, lookup=True)
 
 
 class _SimNode:
-    """What DHTNode.find_nearest_nodes reads from `self`; its blacklist logic is hivemind's own."""
+    """What DHTNode.find_nearest_nodes and DHTPeer._nearest read from `self`. Failed peers and hedged lookups are
+    swarmnode's own (`routing.remember_failures`, as `DHTPeer._create_node` applies it), on the virtual clock."""
 
     _filter_blacklisted = DHTNode._filter_blacklisted
-    _call_find_with_blacklist = DHTNode._call_find_with_blacklist
     find_nearest_nodes = DHTNode.find_nearest_nodes
 
     def __init__(self, swarm: SwarmModel, peer: _Peer, table: RoutingTable) -> None:
         self.node_id = swarm.ids[peer.index]
         self.peer_id = peer.index
         self.num_workers = swarm.config.num_workers
-        self.blacklist = Blacklist(5.0, 2.0)  # DHTNode.create's defaults
+        self.num_replicas = swarm.config.num_replicas
         self.protocol = _SimProtocol(swarm, peer, table)
+        self.blacklist: RecentFailures
+        remember_failures(self, clock=swarm.loop.time)  # type: ignore[arg-type]
 
 
 class SwarmModel:
@@ -426,6 +434,7 @@ class SwarmModel:
                          rng=random.Random(config.seed * 1_000_003 + index))
             self.peers[index] = peer
         self.loop = VirtualLoop()
+        self._next_round = 0.0  # when the next round starts: rounds are window_s / rounds_per_window apart
         self.reset_counters()
         for peer in self.peers.values():
             table = self._join_table(peer) if peer.index in self.joiners else self._build_table(peer.index)
@@ -698,12 +707,14 @@ class SwarmModel:
     # ----- operations, as swarmnode's DHTPeer runs them
 
     async def _lookup(self, peer: _Peer, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, int]]:
-        """`DHTPeer._store`/`_read_many`'s lookup: the probes' nearest `num_replicas`, beam `num_replicas`."""
+        """`DHTPeer._store_all`/`_read_many`'s lookup, run by `DHTPeer._nearest` itself (every peer joined through
+        the bootstrap, its one configured peer): hedged, from and to peers that did not fail lately."""
         finds, started = [0], self.loop.time()
         replicas = self.config.num_replicas
         token = _LOOKUP_FINDS.set(finds)
+        view = SimpleNamespace(_configured_peers=() if peer.index == BOOTSTRAP else (BOOTSTRAP,))
         try:
-            found = await peer.node.find_nearest_nodes(probes, k_nearest=replicas, beam_size=replicas, exclude_self=peer.client)
+            found = await DHTPeer._nearest(view, peer.node, probes)  # type: ignore[arg-type]
         finally:
             _LOOKUP_FINDS.reset(token)
         recall = statistics.fmean(
@@ -714,38 +725,51 @@ class SwarmModel:
         return found
 
     async def store(self, peer: _Peer, items: list[tuple[str, int]]) -> list[int]:
-        """`DHTPeer._store_all`: one lookup of every key's neighbour (last bit flipped), then one store request per
-        replica that is not blacklisted, carrying every item it is a replica of; a server among a key's nearest
-        keeps a copy itself. Returns, per (key, size) item, how many other peers accepted it."""
+        """`DHTPeer._store_all` (no deadline): one lookup of every key's neighbour (last bit flipped), then one store
+        request per replica carrying every item it is a replica of; a server among a key's nearest keeps a copy
+        itself. Once every item has a replica that accepted, the others get STORE_GRACE_S more, then are left
+        behind as slow. Returns, per (key, size) item, how many other peers accepted it in time."""
+        node = peer.node
         kids = [self._register(key) for key, _ in items]
         probes = [FastID(int(kid) ^ 1) for kid in kids]
         nearest = await self._lookup(peer, list(dict.fromkeys(probes)))
         by_replica: dict[int, list[int]] = {}
         for item, probe in enumerate(probes):
-            if peer.node.node_id in nearest[probe]:
+            if node.node_id in nearest[probe]:
                 self._accept(peer.index, kids[item], self.peer_ids[peer.index], items[item][1], self.loop.time())
-            for index in nearest[probe].values():
-                if index != peer.index and index not in peer.node.blacklist:
+            for node_id, index in nearest[probe].items():
+                if node_id != node.node_id:
                     by_replica.setdefault(index, []).append(item)
         accepted = [0] * len(items)
 
         async def store_at(replica: int, held: list[int]) -> None:
-            for position, stored in await self._store_at(peer, replica, [kids[i] for i in held], [items[i][1] for i in held]):
-                accepted[held[position]] += stored
+            answers = await self._store_at(peer, replica, [kids[i] for i in held], [items[i][1] for i in held])
+            node.blacklist.settle(replica, answers is not None)
+            for item, stored in zip(held, answers or []):
+                accepted[item] += stored
 
-        await asyncio.gather(*(store_at(replica, held) for replica, held in by_replica.items()))
+        storing = {asyncio.ensure_future(store_at(replica, held)): replica for replica, held in by_replica.items()}
+        pending = set(storing)
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=STORE_GRACE_S if all(accepted) else None, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+        for task in pending:  # finishes on its own; meanwhile other operations do not wait on its peer
+            node.blacklist.register_slow(storing[task])
         return accepted
 
-    async def _store_at(self, peer: _Peer, replica: int, kids: list[DHTID], sizes: list[int]) -> list[tuple[int, bool]]:
+    async def _store_at(self, peer: _Peer, replica: int, kids: list[DHTID], sizes: list[int]) -> list[bool] | None:
+        """One store request: whether the replica accepted each record, or None if it did not answer."""
         request = self.wire.store_request(tuple(sizes), peer.client)
         kind = f"store:{self.kind[kids[0]]}"
         if not await self._wait(replica):
             self._unanswered(peer, request, 1.0, kind)
-            return []
+            return None
         self._charge(peer, replica, request, self.wire.store_response(len(kids)), 1.0, kind)
         self._met(peer, replica, self.table(replica))
-        return [(i, self._accept(replica, kid, self.peer_ids[peer.index], size, self.loop.time()))
-                for i, (kid, size) in enumerate(zip(kids, sizes))]
+        return [self._accept(replica, kid, self.peer_ids[peer.index], size, self.loop.time()) for kid, size in zip(kids, sizes)]
 
     def store_exact(self, index: int, items: list[tuple[str, int]]) -> list[int]:
         """A non-sampled peer's store: on each key's true nearest live peers (its lookup is not run), one request
@@ -788,25 +812,50 @@ class SwarmModel:
         return union
 
     async def _ask(self, peer: _Peer, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], records: dict) -> None:
+        """`DHTPeer._ask` (no deadline): one find per replica for all its keys, our own copy read directly; a replica
+        still silent `slow_after_s` after the first answer, whose keys all have answers from others, is left
+        behind (its find finishes on its own and settles the blacklist then)."""
+        node = peer.node
         by_replica: dict[DHTID, list[str]] = {}
         for key, replica_ids in asking.items():
             for replica in replica_ids:
                 by_replica.setdefault(replica, []).append(key)
 
-        async def ask(replica: DHTID, keys: list[str]) -> None:
-            target = reads[keys[0]].replicas[replica]
-            if target == peer.index:
-                answer = {reads[key].key_id: (self._value(target, reads[key].key_id), {}) for key in keys}
-            else:
-                answer = await self.find(peer, target, [reads[key].key_id for key in keys], lookup=False)
-            if answer is None:
-                return
+        def answer(replica: DHTID, keys: list[str], found: dict) -> None:
             for key in keys:
-                held = answer[reads[key].key_id][0] or {}
+                held = found[reads[key].key_id][0] or {}
                 reads[key].answers[replica] = {signer: (b"", record.stored_at) for signer, record in held.items()}
                 records[key][replica] = dict(held)
 
-        await asyncio.gather(*(ask(replica, keys) for replica, keys in by_replica.items()))
+        if node.node_id in by_replica:
+            keys = by_replica.pop(node.node_id)
+            answer(node.node_id, keys, {reads[key].key_id: (self._value(peer.index, reads[key].key_id), {}) for key in keys})
+
+        async def find(replica: DHTID, keys: list[str]) -> None:
+            target, started = reads[keys[0]].replicas[replica], self.loop.time()
+            found = await self.find(peer, target, [reads[key].key_id for key in keys], lookup=False)
+            node.blacklist.settle(target, found is not None)
+            if found is None:
+                return
+            node.blacklist.answered_in(self.loop.time() - started)
+            answer(replica, keys, found)
+
+        asked = {asyncio.ensure_future(find(replica, keys)): keys for replica, keys in by_replica.items()}
+        pending = set(asked)
+        first_answer = None
+        while pending:
+            wait = None
+            if first_answer is not None:
+                hedge = first_answer + node.blacklist.slow_after_s
+                if self.loop.time() >= hedge:
+                    pending = {task for task in pending if not all(reads[key].answers for key in asked[task])}
+                    if not pending:
+                        break
+                else:
+                    wait = hedge - self.loop.time()
+            _, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if first_answer is None and any(read.answers for read in reads.values()):
+                first_answer = self.loop.time()
 
     # ----- a node's schedule
 
@@ -969,6 +1018,8 @@ class SwarmModel:
         every sampled peer collects; its census once a window, after its beacon. `exact`: a warm-up that only
         fills the keys (every store on its true replicas, no lookups, no reads; sampled peers take the
         directory of this window as read). Requests left running in the background end before the round does."""
+        self._run(asyncio.sleep(max(self._next_round - self.loop.time(), 0.0)))
+        self._next_round = self.loop.time() + self.config.window_s / self.config.rounds_per_window
         spread = self.config.start_spread_s
         start = self.loop.time()
         stored_window = self._exact_stored_window

@@ -198,18 +198,19 @@ def hedged_lookup(enough: int = ENOUGH_ANSWERS) -> Iterator[Lookup]:
         _LOOKUP.reset(token)
 
 
-def remember_failures(node: DHTNode) -> None:
+def remember_failures(node: DHTNode, clock: Callable[[], float] = time.monotonic) -> None:
     """Give `node` a bounded RecentFailures for its blacklist, and lookups that hedge (`hedged_lookup`). A find left
     behind finishes in the background (within the RPC timeout); its outcome is registered then. Call before
-    `spare_unasked`, which wraps the blacklist's register_failure."""
-    node.blacklist = RecentFailures()
+    `spare_unasked`, which wraps the blacklist's register_failure. `clock`: for bans and answer times (the swarm
+    model's is virtual)."""
+    node.blacklist = RecentFailures(clock=clock)
     protocol = node.protocol
 
     async def call_find_with_blacklist(peer_id: PeerID, keys):  # noqa: ANN202 (hivemind's own return type)
         if peer_id in node.blacklist:
             return None
         lookup = _LOOKUP.get()
-        started = time.monotonic()
+        started = clock()
         task = asyncio.ensure_future(protocol.call_find(peer_id, keys))
         if lookup is not None:
             done, _ = await asyncio.wait({task}, timeout=node.blacklist.slow_after_s)
@@ -230,7 +231,7 @@ def remember_failures(node: DHTNode) -> None:
         node.blacklist.settle(peer_id, bool(response))
         if not response:
             return None
-        node.blacklist.answered_in(time.monotonic() - started)
+        node.blacklist.answered_in(clock() - started)
         if lookup is not None:
             lookup.answer()
         return {key: (value, node._filter_blacklisted(nearest)) for key, (value, nearest) in response.items()}
