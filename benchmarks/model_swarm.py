@@ -154,7 +154,7 @@ def fit_table_fill(rows: list[Measured], base: ModelConfig) -> tuple[float, dict
 def render_model(results: list[ModelResult]) -> Table:
     table = Table(title="The swarm modelled (per node and round unless said; KB = 1000 bytes, in + out)")
     for column in (
-        "N", "layout", "sampled", "KB/node median (in)", "KB by kind", "busiest KB/window", "busiest/median",
+        "N", "layout", "sampled", "KB/node median (in)", "busiest KB/window", "busiest/median",
         "busiest serves", "req sent / served", "lookup finds/key p50/p95", "lookup rounds p50/p95",
         "publish rounds p50/p95", "collect rounds p50/p95 (s p95)", "delivery", "signers read", "NAT: rounds to 1st read",
         "refusals/window", "timeouts", "bootstrap req/join, joins/s capacity",
@@ -164,7 +164,6 @@ def render_model(results: list[ModelResult]) -> Table:
         refusals = ", ".join(f"{kind} {count:,.0f}" for kind, count in r.refusals.items()) or "-"
         table.add_row(
             f"{r.peers:,}", r.layout, f"{r.sampled:,}", f"{r.node_kb_round_median:,.1f} ({r.node_kb_in_round_median:,.1f})",
-            ", ".join(f"{kind} {kb:,.0f}" for kind, kb in r.kb_by_kind.items() if kb >= 0.5),
             f"{r.busiest_kb_window:,.0f}", f"{r.busiest_over_median:,.1f}", r.busiest_is,
             f"{r.requests_sent_round_median:.0f} / {r.requests_served_round_median:.0f}",
             f"{r.lookup_finds_per_key.p50:.1f} / {r.lookup_finds_per_key.p95:.1f}",
@@ -175,6 +174,17 @@ def render_model(results: list[ModelResult]) -> Table:
             f"{r.timeouts_per_node_round:.2f}",
             f"{r.bootstrap_requests_per_join:.0f}, {r.bootstrap_joins_per_s_capacity:,.0f} (churn: {r.joins_per_s:,.1f})",
         )
+    return table
+
+
+def render_kinds(results: list[ModelResult]) -> Table:
+    kinds = sorted({kind for r in results for kind in r.kb_by_kind}, key=lambda k: -sum(r.kb_by_kind.get(k, 0.0) for r in results))
+    table = Table(title="KB moved per node and round by request kind (each request once: request + answer)")
+    for column in ("N", "layout", *kinds, "all"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(f"{r.peers:,}", r.layout, *(f"{r.kb_by_kind.get(kind, 0.0):,.1f}" for kind in kinds),
+                      f"{sum(r.kb_by_kind.values()):,.1f}")
     return table
 
 
@@ -236,6 +246,7 @@ def main() -> None:
     out["results"] = [result.to_json() for result in results]
     if results:
         console.print(render_model(results))
+        console.print(render_kinds(results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     console.print(f"wrote {args.out}", highlight=False)

@@ -160,7 +160,7 @@ class ModelResult:
     node_kb_round_median: float
     node_kb_round_mean: float
     node_kb_in_round_median: float  # in only: answers to its own requests, requests it served
-    kb_by_kind: dict[str, float]  # bytes moved by request kind, each request once (both directions), over N
+    kb_by_kind: dict[str, float]  # requests of each kind and their answers, each counted once (a node total: both ends)
     busiest_kb_window: float
     busiest_over_median: float
     busiest_is: str  # what the busiest node is a replica of
