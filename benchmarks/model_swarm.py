@@ -86,13 +86,15 @@ def measured_rows(path: Path) -> list[Measured]:
 
 
 def _scale_row(source: str, row: dict, common: dict) -> Measured:
-    """A bench_swarm_scale row that kept up: its schedule, and its counts per node and window. The `--before`
-    tree (protocol v1) ran the v1 layout; this tree ("this", or "after" beside a before) the tiered one."""
+    """A bench_swarm_scale row that kept up: its schedule, and its counts per node and window. A protocol v1 tree
+    ran the v1 layout, a v2 one the tiered one (rows from before the protocol was recorded: the `--before` tree
+    was v1)."""
     config = row["config"]
     rounds_per_window = max(round(config["window_s"] / config["round_s"]), 1)
     windows = config["windows"]
+    protocol = row.get("protocol", 1 if row.get("tree") == "before" else 2)
     settings = {
-        **common, "layout": "v1" if row.get("tree") == "before" else "tiered", "window_s": config["window_s"],
+        **common, "layout": "v1" if protocol == 1 else "tiered", "window_s": config["window_s"],
         "rounds_per_window": rounds_per_window, "rounds": windows * rounds_per_window, "nat_signers": config["nat"],
         "collect_rollouts": config["collect"], "frame_bytes": row.get("frame_bytes", 7169),
     }

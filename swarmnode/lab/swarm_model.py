@@ -94,6 +94,7 @@ class ModelConfig:
     layout: Layout = "v1"
     bucket_size: int = BUCKET_SIZE
     find_neighbours: int = FIND_NEIGHBOURS  # neighbours per key in an answer to a find (routing.answer_with_fewer_neighbours)
+    census_every_s: float = CENSUS_EVERY_S  # a large swarm's own census (0: every window, as before 2026-12-06)
     num_replicas: int = REPLICAS
     num_workers: int = DEFAULT_NUM_WORKERS
     table_fill: float = 1.0  # share of the peers in a bucket's range a node has met (a long-running swarm: 1)
@@ -872,12 +873,12 @@ class SwarmModel:
         return newest
 
     def _census_due(self, peer: _Peer, round_index: int) -> bool:
-        """`BeaconService.census_due`: every window while a census is one read, else every CENSUS_EVERY_S (to the
+        """`BeaconService.census_due`: every window while a census is one read, else every census_every_s (to the
         nearest window), the nodes' phases spread."""
         if round_index % self.config.rounds_per_window:
             return False
         small = 2 ** tier_for(peer.estimate, CENSUS_PER_KEY) <= BUCKETS_PER_WAVE
-        every = 1 if small else max(round(CENSUS_EVERY_S / self.config.window_s), 1)
+        every = 1 if small else max(round(self.config.census_every_s / self.config.window_s), 1)
         return (self.window_of(round_index) + peer.index) % every == 0
 
     def _publishers(self, peer: _Peer) -> set[str]:

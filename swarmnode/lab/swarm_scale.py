@@ -48,6 +48,7 @@ from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.routing import node_id_of
 from swarmnode.net.traffic import TrafficSnapshot
+from swarmnode.wire import keys as wire_keys
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
@@ -534,7 +535,7 @@ class ScaleSwarm:
                 "refusals": dict(member.refusals_end - member.refusals_start),
             })
         full = [node for node in per_node if node["seconds"] >= 0.5 * config.window_s]  # churned-in late: too short a rate
-        row: dict[str, Any] = {"config": asdict(config), "peers": config.size, "wall_s": wall_s}
+        row: dict[str, Any] = {"config": asdict(config), "peers": config.size, "wall_s": wall_s, "protocol": protocol_version()}
         for name, unit in (("round", config.round_s), ("window", config.window_s)):
             for metric in ("sent", "served", "in", "out"):
                 values = [node[f"{metric}_per_s"] * unit for node in full]
@@ -647,6 +648,11 @@ class ScaleSwarm:
             "nat_rounds_to_first_read": rounds([m for m in self.members if m.nat and m.index not in joiners]),
             "joiner_rounds_to_first_read": rounds([m for m in self.members if m.index in joiners]),
         }
+
+
+def protocol_version() -> int:
+    """The protocol of the tree this harness drives (one from before protocol versions is v1)."""
+    return getattr(wire_keys, "PROTOCOL_VERSION", 1)
 
 
 def _mean(values: Any) -> float:
