@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 import threading
 from collections import Counter, OrderedDict
@@ -32,6 +33,7 @@ EXPIRY_TOLERANCE_S = 1e-3
 BY_SIZE = tuple(sorted(KINDS.values(), key=lambda kind: kind.max_frame_bytes))  # the largest (a batch) last
 LARGEST_KIND = BY_SIZE[-1]
 KNOWN_KEYS = 65_536  # keys whose kind a peer remembers (a few MB): more than it stores records under
+KEY_SETS = 1_024  # records' sets of allowed key ids remembered (about 2 KB each for a beacon)
 # msgpack headers (https://github.com/msgpack/msgpack/blob/master/spec.md): marker -> length bytes.
 _BIN_HEADERS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 _STR_HEADERS = {0xD9: 1, 0xDA: 2, 0xDB: 4}
@@ -46,6 +48,13 @@ Precheck = Callable[[DHTID, str, int, float], "str | None"]
 def key_id(key: str) -> bytes:
     """The 20 bytes hivemind stores a key under: SHA-1 of the msgpack-encoded key string."""
     return DHTID.generate(source=key).to_bytes()
+
+
+@functools.lru_cache(maxsize=KEY_SETS)
+def key_ids(keys: tuple[str, ...]) -> frozenset[bytes]:
+    """The ids of the keys a record may be stored under (a beacon's 26): hashed once, not once per replica that
+    returns the record or peer that stores it."""
+    return frozenset(key_id(key) for key in keys)
 
 
 def unpack_bin(data: bytes) -> bytes:
@@ -111,7 +120,7 @@ def check_record(
         expected_keys = kind.keys(signed.value, subkey, rules)
     if record.subkey != msgpack.packb(signed.signer):
         raise Rejected(Reason.KEY_MISMATCH, "subkey is not in canonical msgpack form")
-    if record.key not in {key_id(key) for key in expected_keys}:
+    if record.key not in key_ids(expected_keys):
         raise Rejected(Reason.KEY_MISMATCH, "stored under another key than the one its content places it under")
     # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
     if not abs(record.expiration_time - rules.expiration_of(timestamp)) <= EXPIRY_TOLERANCE_S:

@@ -21,7 +21,7 @@ from swarmnode.wire.envelope import (
     parse_canonical,
     text_limit,
 )
-from swarmnode.wire.keys import TIER_MAX, bucket_of, census_key, census_windows, check_bucket
+from swarmnode.wire.keys import census_key, census_windows, check_bucket, every_tier
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.record import Kind
 from swarmnode.wire.rejection import Reason, Rejected
@@ -107,10 +107,8 @@ class BeaconKind(Kind[Beacon]):
             )
 
     def keys(self, value: Beacon, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        return tuple(
-            census_key(value.swarm_id, window, tier, bucket_of(signer, tier))
-            for window in census_windows(value.window) for tier in range(TIER_MAX + 1)
-        )
+        own, following = census_windows(value.window)
+        return every_tier(census_key, value.swarm_id, own, signer) + every_tier(census_key, value.swarm_id, following, signer)
 
     def timestamp(self, value: Beacon) -> float:
         return value.timestamp

@@ -11,7 +11,9 @@ estimates differ by up to a factor of two from the writer's still find it.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rules import Slot, shard_of
@@ -22,6 +24,7 @@ KEY_PREFIX = f"swarmnode/v{PROTOCOL_VERSION}/"
 TIER_MAX = 12  # at most 4,096 buckets per kind and window: 12 (24) signers a key at ~49,000 (98,000) nodes
 DIRECTORY_PER_KEY = 12  # signers a directory key should hold (of the 32 its replicas take)
 CENSUS_PER_KEY = 24  # beacons a census key should hold (of the 64 its replicas take)
+PLACEMENTS = 1_024  # (signer, window, kind) whose keys at every tier are remembered (about 1 KB each)
 
 
 def batch_key(swarm_id: str, window: int, shard: int) -> str:
@@ -45,6 +48,13 @@ def census_windows(window: int) -> tuple[int, int]:
 def bucket_of(peer_id: str, tier: int) -> int:
     """A signer's bucket among the 2^tier of a tier; its bucket one tier up is this one or this + 2^tier."""
     return shard_of(peer_id, 2**tier)
+
+
+@functools.lru_cache(maxsize=PLACEMENTS)
+def every_tier(key: Callable[[str, int, int, int], str], swarm_id: str, window: int, signer: str) -> tuple[str, ...]:
+    """`signer`'s key of `window` at every tier (`key`: directory_key or census_key): where a validator may find its
+    presence or beacon. Remembered: each record is judged once per replica that returns it and per store."""
+    return tuple(key(swarm_id, window, tier, bucket_of(signer, tier)) for tier in range(TIER_MAX + 1))
 
 
 def tier_for(nodes: float | None, per_key: int) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from swarmnode.wire.address import Reachability, is_tcp_address
 from swarmnode.wire.envelope import MAX_SWARM_ID_BYTES, check_swarm_id, check_timestamp, parse_canonical, text_limit
-from swarmnode.wire.keys import TIER_MAX, bucket_of, check_bucket, directory_key
+from swarmnode.wire.keys import check_bucket, directory_key, every_tier
 from swarmnode.wire.proto import swarmnode_pb2 as pb
 from swarmnode.wire.record import Kind, Signed
 from swarmnode.wire.rejection import Reason, Rejected
@@ -73,9 +73,7 @@ class PresenceKind(Kind[Presence]):
             check_freshness(value.window, value.timestamp, rules, now, reading=reading)
 
     def keys(self, value: Presence, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        return tuple(
-            directory_key(value.swarm_id, value.window, tier, bucket_of(signer, tier)) for tier in range(TIER_MAX + 1)
-        )
+        return every_tier(directory_key, value.swarm_id, value.window, signer)
 
     def timestamp(self, value: Presence) -> float:
         return value.timestamp
