@@ -5,7 +5,7 @@ measured against modelled, flagging ratios outside ±25%.
 
 Usage: python benchmarks/model_swarm.py [--sizes 16,64,128,256,1000,10000,100000] [--layouts v1,tiered]
        [--sample 1000] [--churn-per-min 0.01] [--table-fill 1.0] [--overhead-bytes 0] [--rtt-ms 100]
-       [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
+       [--find-neighbours 7] [--census-every-s 120] [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
 """
 
 from __future__ import annotations
@@ -214,6 +214,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ModelConfig.rounds)
     parser.add_argument("--rounds-per-window", type=int, default=ModelConfig.rounds_per_window)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--find-neighbours", type=int, default=ModelConfig.find_neighbours,
+                        help="neighbours a find's answer names per key (20: hivemind's, before 2026-12-06)")
+    parser.add_argument("--census-every-s", type=float, default=ModelConfig.census_every_s,
+                        help="a large swarm's own census (0: every window, before 2026-12-06)")
     parser.add_argument("--calibrate", type=Path, nargs="*", default=[], help="real runs' JSON to compare with")
     parser.add_argument("--fit", action="store_true", help="fit the routing-table fill to the --calibrate runs first")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "swarm-model.json")
@@ -223,6 +227,7 @@ def main() -> None:
         peers=0, sample=args.sample, churn_per_min=args.churn_per_min, linger_s=args.linger_s, table_fill=args.table_fill,
         message_overhead_bytes=args.overhead_bytes, estimate_sigma=args.sigma, rtt_s=args.rtt_ms / 1000,
         rounds=args.rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
+        find_neighbours=args.find_neighbours, census_every_s=args.census_every_s,
     )
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},

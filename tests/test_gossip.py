@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 import signal
 import time
 from collections.abc import Iterator
@@ -399,27 +398,6 @@ def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
     assert all(any(count == 0 for _, _, count in wave) for wave in waves[: len(unknown)])
     assert sorted(entry for wave in waves for entry in wave) == sorted(known + unknown)  # each key read once
     assert all(1 <= len(wave) <= 4 for wave in waves)
-
-
-def test_a_collect_reads_each_known_signer_once_in_the_window_it_last_published_in_before_any_other_window():
-    """A signer's batch is worth one key: its shard's other window comes after every known shard's best one, so
-    a wave of 3 keys wanted from 3 peers holds 3 signers, not 2 windows of 1 signer and 1 of another."""
-    window = 1000
-    signers = {f"12D3KooWsigner{i}": newest for i, newest in enumerate([window - 1, window, None])}
-    gossip = SimpleNamespace(
-        _directory=SimpleNamespace(
-            publishers=lambda: set(signers),
-            newest_windows=lambda: {signer: newest for signer, newest in signers.items() if newest is not None},
-        ),
-        rules=RULES, config=GossipConfig(shards_per_wave=4), _random=random.Random(0),
-    )
-    plan = Gossip._reading_plan(gossip, window)
-    best = {shard_of(signer, RULES.num_shards): newest or window for signer, newest in signers.items()}
-    assert {(slot.shard, slot.window) for _, slot, _ in plan[:3]} == set(best.items())
-    others = {(shard, w) for shard in best for w in (window, window - 1)} - set(best.items())
-    assert {(slot.shard, slot.window) for _, slot, _ in plan[3:6]} == others
-    wave = Gossip._next_wave(gossip, plan, peers_needed=3)
-    assert {slot.shard for _, slot, count in wave if count} == set(best) and len(wave) == 4  # and one probe
 
 
 @pytest.mark.network

@@ -866,12 +866,6 @@ class SwarmModel:
     def _directory_estimate(self, peer: _Peer) -> float:
         return max(peer.estimate, len(self._publishers(peer)) + 1.0)
 
-    def _newest(self, peer: _Peer) -> dict[str, int]:
-        newest = dict(peer.listed)
-        for signer, window in peer.signers.items():
-            newest[signer] = max(newest.get(signer, window), window)
-        return newest
-
     def _census_due(self, peer: _Peer, round_index: int) -> bool:
         """`BeaconService.census_due`: every window while a census is one read, else every census_every_s (to the
         nearest window), the nodes' phases spread."""
@@ -933,8 +927,7 @@ class SwarmModel:
         if window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed:
             await self._read_directory(peer, window, needed)
         gossip_view = SimpleNamespace(
-            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer), newest_windows=lambda: self._newest(peer)),
-            rules=self.rules,
+            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer)), rules=self.rules,
             config=self.gossip_config, _random=peer.rng,
         )
         plan = Gossip._reading_plan(gossip_view, window)

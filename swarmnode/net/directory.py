@@ -97,13 +97,6 @@ class Directory:
         publishers.discard(self._identity.peer_id)
         return publishers
 
-    def newest_windows(self) -> dict[str, int]:
-        """Per signer the directory or a batch showed us, the newest window it published in."""
-        newest = dict(self._listed)
-        for signer, window in self._signers.items():
-            newest[signer] = max(newest.get(signer, window), window)
-        return newest
-
     def not_found(self, read_shards: set[int], found: set[str]) -> int:
         """Drop listed signers whose shard was read and held no batch of theirs: an entry costs nothing to forge,
         and a Sybil's entries would otherwise keep collectors reading empty shards first. Returns how many."""

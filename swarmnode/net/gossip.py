@@ -387,34 +387,24 @@ class Gossip:
         """Keys to read, best first, each with how many peers we know publish under it.
 
         Known publishers (`Directory.publishers`; our signing key is our libp2p identity, so a peer id tells its
-        shard) come first (in random order), each shard once, in the newest window one of its known signers
-        published in (the current one when none is known); then the same shards' other windows; then one wave of
-        keys of shards we know no publisher of (a different random few each call), so that signers the directory
-        missed (it is capped) are still reached without every collect reading every empty shard. A signer's
-        batch is worth one key: reading its shard in every window first would fetch the same signer twice.
+        shard) come first (in random order), each shard's current window then its older ones; then one wave
+        of keys of shards we know no publisher of (a different random few each call), so that signers the
+        directory missed (it is capped) are still reached without every collect reading every empty shard.
         """
         known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
-        newest: dict[int, int] = {}
-        for signer, published in self._directory.newest_windows().items():
-            shard = shard_of(signer, self.rules.num_shards)
-            newest[shard] = max(newest.get(shard, published), published)
         shards = self._random.sample(list(known), len(known))
         windows = range(window, window - self.rules.max_age_windows - 1, -1)
         probes = min(math.ceil(self.config.shards_per_wave / len(windows)), self.rules.num_shards - len(known))
-        unknown: list[int] = []
         while probes > 0:  # shards no known peer publishes to: drawn, never listed (there may be a million)
             shard = self._random.randrange(self.rules.num_shards)
             if shard not in known:
                 known[shard] = 0
-                unknown.append(shard)
+                shards.append(shard)
                 probes -= 1
-        first = {shard: min(max(newest.get(shard, window), windows[-1]), window) for shard in shards}
-        keys = [(shard, first[shard]) for shard in shards]
-        keys += [(shard, read_window) for shard in shards for read_window in windows if read_window != first[shard]]
-        keys += [(shard, read_window) for shard in unknown for read_window in windows]
         plan = [
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
-            for shard, read_window in keys
+            for shard in shards
+            for read_window in windows
         ]
         populated = sum(1 for entry in plan if entry[2] > 0)
         return plan[: populated + self.config.shards_per_wave]
