@@ -179,7 +179,7 @@ class Node:
         self.peer.start()
         self._traffic = self.peer.traffic()  # joining is not the first round's traffic
         self.gossip = Gossip(self.peer, self.identity, rules, config.gossip)
-        self.gossip.start_refreshing()
+        self.gossip.start_each_window()
         if state is not None:
             self.gossip.next_sequence = max(self.gossip.next_sequence, state.sequence)
         self._update_reachability()

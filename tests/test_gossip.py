@@ -327,7 +327,7 @@ def test_a_batch_refreshed_each_window_outlives_its_record_ttl_and_is_taken_once
             network = NetworkConfig(initial_peers=first.visible_maddrs if first else [])
             peer, peers[name] = join(stack, new_key(tmp_path, name), rules, network, config)
             first = first or peer
-            peers[name].start_refreshing()
+            peers[name].start_each_window()
         slow, plain, early, late = peers.values()
         published = slow.publish(rollouts(1), model_id="m", suite_version="v")
         assert published.ok

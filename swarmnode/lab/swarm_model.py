@@ -45,6 +45,7 @@ from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE
 from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import STORE_GRACE_S, DHTPeer
+from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, KeyRead
 from swarmnode.net.routing import RecentFailures, remember_failures
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
@@ -58,7 +59,7 @@ from swarmnode.wire.keys import (
     tier_for,
     written_tiers,
 )
-from swarmnode.wire.rules import SwarmRules, shard_of
+from swarmnode.wire.rules import WINDOW_JITTER_S, SwarmRules, shard_of
 
 Layout = Literal["v1", "tiered"]
 V1_CENSUS_BUCKETS = 8  # protocol v1's census keys per window
@@ -95,6 +96,8 @@ class ModelConfig:
     bucket_size: int = BUCKET_SIZE
     find_neighbours: int = FIND_NEIGHBOURS  # neighbours per key in an answer to a find (routing.answer_with_fewer_neighbours)
     census_every_s: float = CENSUS_EVERY_S  # a large swarm's own census (0: every window, as before 2026-12-06)
+    replica_keep_s: float | None = None  # lookups remembered (ReplicaCache); None: as DHTPeer, 0: none (before 2026-12-07)
+    look_ahead: bool = True  # Gossip.look_ahead at each window's start (False: as before 2026-12-07)
     num_replicas: int = REPLICAS
     num_workers: int = DEFAULT_NUM_WORKERS
     table_fill: float = 1.0  # share of the peers in a bucket's range a node has met (a long-running swarm: 1)
@@ -360,6 +363,9 @@ class _Peer:
     listed: dict[str, int] = field(default_factory=dict)
     signers: dict[str, int] = field(default_factory=dict)
     consumed: set[tuple[str, int]] = field(default_factory=set)
+    published_in: int | None = None  # the window of its last publish
+    ahead_wave: tuple[int, list] | None = None  # (window, the first wave `look_ahead` drew)
+    ahead_buckets: tuple[int, int, list[int]] | None = None  # (window, tier, directory buckets `look_ahead` drew)
 
 
 class _SimProtocol:
@@ -389,6 +395,11 @@ class _SimNode:
         self.protocol = _SimProtocol(swarm, peer, table)
         self.blacklist: RecentFailures
         remember_failures(self, clock=swarm.loop.time)  # type: ignore[arg-type]
+        keep_s = swarm.config.replica_keep_s
+        self.replicas = ReplicaCache(
+            swarm.rules.window_s * (swarm.rules.max_age_windows + 1) if keep_s is None else keep_s,
+            swarm.config.num_replicas, clock=swarm.loop.time,
+        )
 
 
 class SwarmModel:
@@ -713,7 +724,7 @@ class SwarmModel:
         finds, started = [0], self.loop.time()
         replicas = self.config.num_replicas
         token = _LOOKUP_FINDS.set(finds)
-        view = SimpleNamespace(_configured_peers=() if peer.index == BOOTSTRAP else (BOOTSTRAP,))
+        view = SimpleNamespace(_configured_peers=() if peer.index == BOOTSTRAP else (BOOTSTRAP,), _replicas=peer.node.replicas)
         try:
             found = await DHTPeer._nearest(view, peer.node, probes)  # type: ignore[arg-type]
         finally:
@@ -886,6 +897,7 @@ class SwarmModel:
         await asyncio.sleep(delay)
         window, started = self.window_of(round_index), self.loop.time()
         signer = self.peer_ids[peer.index]
+        peer.published_in = window
         beacon = None
         if self.config.census and round_index % self.config.rounds_per_window == 0:
             beacons = census_keys(self.config.layout, "model", window, signer, peer.estimate)
@@ -902,6 +914,27 @@ class SwarmModel:
             self.publish_s.append(self.loop.time() - started)
         if beacon is not None:
             await beacon
+
+    async def look_ahead(self, peer: _Peer, round_index: int) -> None:
+        """`Gossip.look_ahead` at the window's start, while the peer published last window: one lookup of its batch
+        key, its directory entry's keys, the directory buckets and the first wave its first collect will read."""
+        await asyncio.sleep(peer.rng.uniform(0, WINDOW_JITTER_S))
+        window = self.window_of(round_index)
+        if peer.published_in is None or peer.published_in < window - 1:
+            return
+        keys = [batch_key("model", window, self.shard[peer.index])] if self.config.gossip else []
+        if self.config.gossip and peer.stored_window != window:
+            keys += directory_keys(self.config.layout, "model", window, self.peer_ids[peer.index], self._directory_estimate(peer))
+        needed = math.ceil(self.config.collect_rollouts / self.config.per_peer_cap)
+        if self.config.gossip and (window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed):
+            keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
+        if self.config.gossip:
+            view = self._gossip_view(peer)
+            wave = Gossip._next_wave(view, Gossip._reading_plan(view, window), needed)
+            peer.ahead_wave = (window, wave)
+            keys += [key for key, _, _ in wave]
+        if keys:
+            await self._lookup(peer, list(dict.fromkeys(FastID(int(self._register(key)) ^ 1) for key in keys)))
 
     def publish_exact(self, index: int, round_index: int, stored_window: dict[int, int]) -> None:
         window, signer = self.window_of(round_index), self.peer_ids[index]
@@ -926,11 +959,12 @@ class SwarmModel:
         needed = math.ceil(wanted / config.per_peer_cap)
         if window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed:
             await self._read_directory(peer, window, needed)
-        gossip_view = SimpleNamespace(
-            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer)), rules=self.rules,
-            config=self.gossip_config, _random=peer.rng,
-        )
+        gossip_view = self._gossip_view(peer)
         plan = Gossip._reading_plan(gossip_view, window)
+        ahead, peer.ahead_wave = peer.ahead_wave, None
+        if ahead is not None and ahead[0] == window:
+            drawn = {key for key, _, _ in ahead[1]}
+            plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
         taken: Counter[str] = Counter()
         got = 0
         own = self.peer_ids[peer.index]
@@ -958,17 +992,34 @@ class SwarmModel:
         self.collected += got
         self.collect_s.append(self.loop.time() - started)
 
-    async def _read_directory(self, peer: _Peer, window: int, needed: int) -> None:
+    def _gossip_view(self, peer: _Peer) -> SimpleNamespace:
+        """What Gossip._reading_plan and _next_wave read from `self`, for this peer."""
+        return SimpleNamespace(
+            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer)), rules=self.rules,
+            config=self.gossip_config, _random=peer.rng,
+        )
+
+    def _directory_keys_to_read(self, peer: _Peer, window: int, needed: int, ahead: bool = False) -> list[str]:
+        """`Directory.read`'s keys: random buckets (those `keys_ahead` drew for the window's first read, once) of
+        this window and of the last ones not read yet. `ahead`: draw them for the window's first read."""
         windows = [window] + [w for w in range(window - self.config.max_age_windows, window) if w not in peer.read_windows]
         if self.config.layout == "v1":
-            keys = [f"swarmnode/v1/model/{w}/directory" for w in windows]
+            return [f"swarmnode/v1/model/{w}/directory" for w in windows]
+        estimate = self._directory_estimate(peer)
+        tier = tier_for(estimate, DIRECTORY_PER_KEY)
+        per_key = max(estimate / 2**tier, 1.0)
+        drawn, peer.ahead_buckets = peer.ahead_buckets, None
+        if drawn is not None and drawn[:2] == (window, tier) and not ahead:
+            buckets = drawn[2]
         else:
-            estimate = self._directory_estimate(peer)
-            tier = tier_for(estimate, DIRECTORY_PER_KEY)
-            per_key = max(estimate / 2**tier, 1.0)
-            wanted = min(math.ceil(DIRECTORY_SLACK * needed / per_key), 2**tier)
-            buckets = peer.rng.sample(range(2**tier), wanted)
-            keys = [directory_key("model", w, tier, bucket) for w in windows for bucket in buckets]
+            buckets = peer.rng.sample(range(2**tier), min(math.ceil(DIRECTORY_SLACK * needed / per_key), 2**tier))
+        if ahead:
+            peer.ahead_buckets = (window, tier, buckets)
+        return [directory_key("model", w, tier, bucket) for w in windows for bucket in buckets]
+
+    async def _read_directory(self, peer: _Peer, window: int, needed: int) -> None:
+        windows = [window] + [w for w in range(window - self.config.max_age_windows, window) if w not in peer.read_windows]
+        keys = self._directory_keys_to_read(peer, window, needed)
         found = await self.read_many(peer, keys, self.config.num_replicas)
         peer.read_windows.update(windows)
         for key in keys:
@@ -1023,7 +1074,11 @@ class SwarmModel:
             for peer in self.peers.values():
                 peer.stored_window = stored_window.get(peer.index)
                 peer.read_windows.add(self.window_of(round_index))
+                peer.published_in = self.window_of(round_index)
             return
+        if self.config.look_ahead and round_index % self.config.rounds_per_window == 0:
+            self._run(_gather(*[self.look_ahead(peer, round_index) for peer in self.peers.values()]))
+            start = self.loop.time()
         others = [i for i in range(self.servers) if i not in self.peers]
         for index in others:
             self.loop.call_at(start + self.rng.uniform(0, spread), self.publish_exact, index, round_index, stored_window)

@@ -57,6 +57,7 @@ class Directory:
         self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
         self._read: set[int] = set()  # windows whose directory an earlier read got
         self._stored_window: int | None = None  # the window whose directory another peer holds our entry in
+        self._ahead: tuple[int, int, list[int]] | None = None  # (window, tier, buckets) drawn by `keys_ahead`
 
     def entry_due(self, window: int) -> bool:
         """Until another peer holds our entry of this window, every batch store carries it along."""
@@ -77,10 +78,13 @@ class Directory:
             addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
         presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
         frame, signer = PRESENCE.seal(presence, self._identity), self._identity.peer_id
+        return [StoreItem(key, signer, frame, self.rules.expiration_of(now)) for key in self.entry_keys(window)]
+
+    def entry_keys(self, window: int) -> list[str]:
+        """Our bucket's key of each tier we write."""
+        signer = self._identity.peer_id
         return [
-            StoreItem(directory_key(self.rules.swarm_id, window, tier, bucket_of(signer, tier)), signer, frame,
-                      self.rules.expiration_of(now))
-            for tier in written_tiers(self._tier()[0])
+            directory_key(self.rules.swarm_id, window, tier, bucket_of(signer, tier)) for tier in written_tiers(self._tier()[0])
         ]
 
     def entry_stored(self, window: int) -> None:
@@ -113,22 +117,36 @@ class Directory:
         (a small swarm, or one whose other members are all behind NAT)."""
         return window not in self._read or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
 
+    def keys_ahead(self, window: int, peers_needed: int) -> list[str]:
+        """The keys the window's first read will read, drawn now (`Gossip.look_ahead` finds their replicas early)."""
+        tier, nodes = self._tier()
+        self._ahead = (window, tier, self._draw(tier, nodes, peers_needed))
+        return list(self._keys(window, tier, self._ahead[2]))
+
+    def _draw(self, tier: int, nodes: float | None, peers_needed: int) -> list[int]:
+        """Random buckets of `tier`, as many as should list DIRECTORY_SLACK x `peers_needed` signers."""
+        per_key = max((nodes or 1.0) / 2**tier, 1.0)
+        return self._random.sample(range(2**tier), min(math.ceil(DIRECTORY_SLACK * peers_needed / per_key), 2**tier))
+
+    def _keys(self, window: int, tier: int, buckets: list[int]) -> dict[str, tuple[int, int]]:
+        """Key -> (window, bucket): the buckets' keys of this window and of the last ones not read yet."""
+        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
+        return {directory_key(self.rules.swarm_id, w, tier, bucket): (w, bucket) for w in windows for bucket in buckets}
+
     def read(self, window: int, now: float, deadline: float, peers_needed: int) -> DirectoryRead:
         """Learn who publishes from random buckets of the directory of this window (and of the last ones, once):
-        as many as should list DIRECTORY_SLACK x `peers_needed` signers. Public signers' addresses become entry
-        points to rejoin through."""
+        as many as should list DIRECTORY_SLACK x `peers_needed` signers, those `keys_ahead` drew for the window's
+        first read. Public signers' addresses become entry points to rejoin through."""
         tier, nodes = self._tier()
-        per_key = max((nodes or 1.0) / 2**tier, 1.0)
-        wanted = min(math.ceil(DIRECTORY_SLACK * peers_needed / per_key), 2**tier)
-        buckets = self._random.sample(range(2**tier), wanted)
-        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
-        keys = {directory_key(self.rules.swarm_id, w, tier, bucket): (w, bucket) for w in windows for bucket in buckets}
+        ahead, self._ahead = self._ahead, None
+        buckets = ahead[2] if ahead is not None and ahead[:2] == (window, tier) else self._draw(tier, nodes, peers_needed)
+        keys = self._keys(window, tier, buckets)
         result = DirectoryRead(keys_read=len(keys))
         # every replica: an answer is small (at most MAX_DIRECTORY_ENTRIES presences), and one liar must not hide it
         read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=REPLICAS)
         found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
-            self._read.update(windows)
+            self._read.update(read_window for read_window, _ in keys.values())
         for key, entries in found.items():
             if len(entries) > MAX_DIRECTORY_ENTRIES:  # more than an honest replica holds: the rest is not opened
                 result.rejected["presence_directory_full"] += len(entries) - MAX_DIRECTORY_ENTRIES

@@ -182,9 +182,12 @@ class Gossip:
         self.size = size if size is not None else SwarmSize()  # the census's estimate sets the directory's tier
         self._directory = Directory(peer, identity, rules, self.size)
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
-        self._refresher: threading.Thread | None = None
+        self._published_in: int | None = None  # the window of our last publish
+        self._wanted = 0  # what our last collect asked for
+        self._ahead: tuple[int, list[tuple[str, Slot, int]]] | None = None  # (window, first wave) `look_ahead` drew
+        self._window_thread: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
-        self._stop_refreshing = threading.Event()
+        self._stopping = threading.Event()
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
         self._replay_guard = ReplayGuard()
         self._consumed = _RecentSet(_SEEN_DIGESTS)
@@ -201,25 +204,56 @@ class Gossip:
         self._get_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
 
     def close(self) -> None:
-        """Stop refreshing; the DHT peer is its owner's to close."""
-        self._stop_refreshing.set()
-        if self._refresher is not None and self._refresher.is_alive():
-            self._refresher.join(timeout=self.config.publish_timeout_s * 3)
+        """Stop the window thread; the DHT peer is its owner's to close."""
+        self._stopping.set()
+        if self._window_thread is not None and self._window_thread.is_alive():
+            self._window_thread.join(timeout=self.config.publish_timeout_s * 3)
 
-    def start_refreshing(self) -> None:
-        """Once a window, on its own thread, `refresh()`: a node in a round of many minutes keeps its latest
-        batch readable (records live `record_ttl_s`, collectors read the last `max_age_windows + 1` windows)."""
-        if self._refresher is None and self.config.refresh_for_s > 0:
-            self._refresher = threading.Thread(target=self._refresh_each_window, name="swarmnode-refresh", daemon=True)
-            self._refresher.start()
+    def start_each_window(self) -> None:
+        """Once a window, on its own thread: `look_ahead()`, then `refresh()`. A node in a round of many minutes
+        keeps its latest batch readable (records live `record_ttl_s`, collectors read the last
+        `max_age_windows + 1` windows); one that rounds every window finds the window's replicas early."""
+        if self._window_thread is None:
+            self._window_thread = threading.Thread(target=self._each_window, name="swarmnode-window", daemon=True)
+            self._window_thread.start()
 
-    def _refresh_each_window(self) -> None:
-        while not self._stop_refreshing.wait(self.rules.seconds_to_next_window(get_dht_time(), self._random)):
+    def _each_window(self) -> None:
+        while not self._stopping.wait(self.rules.seconds_to_next_window(get_dht_time(), self._random)):
+            self.look_ahead()
             try:
                 self.refresh()
             except Exception:  # a failed refresh is counted by publish's stats; the thread must go on
                 with self._lock:
                     self._publish_failures += 1
+
+    def look_ahead(self) -> int:
+        """Find the replicas of this window's keys before a round needs them (`DHTPeer.look_ahead`: they are kept as
+        long as the keys are read): our batch's and directory entry's keys, the directory buckets and the first
+        wave of shards the window's first collect reads (drawn now, kept for it). A publish then costs one round
+        of stores, and a collect's first reads go straight to the replicas. Only while we publish every window: a
+        node whose rounds are longer would look up keys it never uses. Returns the keys looked up; never raises."""
+        window = self.rules.window_of(get_dht_time())
+        with self._lock:
+            published_in, wanted = self._published_in, self._wanted
+        if published_in is None or published_in < window - 1:
+            return 0
+        try:
+            keys = [batch_key(self.rules.swarm_id, window, shard_of(self.peer_id, self.rules.num_shards))]
+            with self._store_lock:
+                if self._directory.entry_due(window):
+                    keys += self._directory.entry_keys(window)
+            if wanted:
+                peers_needed = math.ceil(wanted / self.config.max_rollouts_per_peer)
+                if self._directory.read_due(window, peers_needed):
+                    keys += self._directory.keys_ahead(window, peers_needed)
+                wave = self._next_wave(self._reading_plan(window), peers_needed)
+                with self._lock:
+                    self._ahead = (window, wave)
+                keys += [key for key, _, _ in wave]
+            self._peer.look_ahead(keys, timeout_s=self.config.publish_timeout_s)
+            return len(keys)
+        except Exception:  # gossip must never stop; a round without its replicas found early just looks them up
+            return 0
 
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
         """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
@@ -233,6 +267,7 @@ class Gossip:
         with self._lock:
             sequence = self.next_sequence
             self.next_sequence += 1
+            self._published_in = self.rules.window_of(get_dht_time())
             latest = self._latest = _Latest(tuple(rollouts), model_id, suite_version, sequence, time.monotonic())
         with self._store_lock:
             try:
@@ -328,6 +363,9 @@ class Gossip:
         now = get_dht_time()
         window = self.rules.window_of(now)
         peers_needed = math.ceil(max_rollouts / self.config.max_rollouts_per_peer)
+        with self._lock:
+            self._wanted = max_rollouts
+            ahead, self._ahead = self._ahead, None
         if self._directory.read_due(window, peers_needed):
             read = self._directory.read(window, now, deadline, peers_needed)
             result.directory_keys_read += read.keys_read
@@ -337,6 +375,9 @@ class Gossip:
             result.rejected.update(read.rejected)
             result.thin_reads += read.thin
         plan = self._reading_plan(window)
+        if ahead is not None and ahead[0] == window:  # the wave `look_ahead` drew first, then the rest of a new plan
+            drawn = {key for key, _, _ in ahead[1]}
+            plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
         windows_read: Counter[int] = Counter()  # shard -> its keys read from enough replicas
         signers_found: set[str] = set()
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:

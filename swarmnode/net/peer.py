@@ -41,6 +41,7 @@ from swarmnode.net.reachability import (
     observed_host,
     verdict,
 )
+from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import FIND_NEIGHBOURS, READ_QUORUM, REPLICAS, KeyRead, Read
 from swarmnode.net.routing import (
     answer_with_fewer_neighbours,
@@ -150,6 +151,7 @@ class DHTPeer:
         self.port_mapping = "off"
         self.entry_peers: dict[PeerID, list[Multiaddr]] = {}  # public peers learnt from the directory
         self._random = random.Random()  # which replicas a read asks first
+        self._replicas = ReplicaCache(rules.window_s * (rules.max_age_windows + 1), REPLICAS)  # as long as a key is read
         self._peer_refusals: Counter[str] = Counter()  # peers refused a place in our routing or an answer
 
     def __enter__(self) -> DHTPeer:
@@ -241,6 +243,7 @@ class DHTPeer:
         or a restart: they would answer our own lookups, stale, until they expired)."""
         if client_mode:
             self.storage.clear()
+        self._replicas.clear()
         node = await DHTNode.create(
             p2p=self._p2p,
             node_id=node_id_of(self._p2p.peer_id),
@@ -522,7 +525,7 @@ class DHTPeer:
         and replicas that accept before the deadline count. A DHT client is never a replica itself."""
         deadline = time.monotonic() + timeout_s
         key_ids = [DHTID.generate(source=item.key) for item in items]
-        probes = [DHTID(int(key_id) ^ 1) for key_id in key_ids]
+        probes = [_probe(key_id) for key_id in key_ids]
         try:
             nearest = await asyncio.wait_for(self._nearest(node, list(dict.fromkeys(probes))), timeout_s)
         except asyncio.TimeoutError:
@@ -566,6 +569,18 @@ class DHTPeer:
             node.blacklist.register_slow(storing[task])
         return [StoreOutcome(count, kept) for count, kept in zip(accepted, local)]
 
+    def look_ahead(self, keys: Sequence[str], *, timeout_s: float) -> bool:
+        """Find the nearest peers of keys a store or read will need soon, so that it need not (`ReplicaCache`);
+        whether that finished in time."""
+        probes = list(dict.fromkeys(_probe(DHTID.generate(source=key)) for key in keys))
+        try:
+            self._require_loop().run(
+                asyncio.wait_for(self._nearest(self._require_node(), probes), timeout_s), timeout_s + LOOP_SLACK_S
+            )
+        except (TimeoutError, asyncio.TimeoutError):
+            return False
+        return True
+
     def get_many(self, keys: Sequence[str], *, timeout_s: float, quorum: int = READ_QUORUM) -> Read:
         """Read dictionary keys: each key's entries merged from `quorum` or more of its replicas, with what each
         key's read covered. Keys whose read has not finished by the deadline are left out, not waited for."""
@@ -583,7 +598,7 @@ class DHTPeer:
         replicas hold is the answer."""
         deadline = time.monotonic() + max(timeout_s, 0.0)
         ids = {key: DHTID.generate(source=key) for key in keys}
-        probes = {DHTID(int(key_id) ^ 1): key for key, key_id in ids.items()}
+        probes = {_probe(key_id): key for key, key_id in ids.items()}
         with reading_records():
             try:
                 nearest = await asyncio.wait_for(self._nearest(node, list(probes)), max(deadline - time.monotonic(), 0.0))
@@ -602,28 +617,39 @@ class DHTPeer:
         )
 
     async def _nearest(self, node: DHTNode, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, PeerID]]:
-        """Each probe's num_replicas nearest peers, by a lookup that leaves slow peers behind once others answered
-        (`routing.hedged_lookup`) and starts from the nearest peers in our routing table other than our configured
-        ones while we know enough others (a bootstrap is in every joiner's table: it would otherwise be a first hop
-        of a share of everyone's lookups); peers that failed to answer are left out."""
+        """Each probe's num_replicas nearest peers: remembered from a recent lookup (`ReplicaCache`), or found by a
+        lookup that leaves slow peers behind once others answered (`routing.hedged_lookup`) and starts from the
+        nearest peers in our routing table other than our configured ones while we know enough others (a
+        bootstrap is in every joiner's table: it would otherwise be a first hop of a share of everyone's
+        lookups); peers that failed to answer are left out."""
         beam = node.num_replicas
         table = node.protocol.routing_table
-        start: dict[DHTID, PeerID] = {}
+        found: dict[DHTID, dict[DHTID, PeerID]] = {}
         for probe in probes:
-            known = [(node_id, peer) for node_id, peer in table.get_nearest_neighbors(
-                probe, beam + len(self._configured_peers), exclude=node.node_id) if peer not in node.blacklist]
-            others = [(node_id, peer) for node_id, peer in known if peer not in self._configured_peers]
-            start.update((others if len(others) >= beam else known)[:beam])
-        with hedged_lookup():
-            nearest = await node.find_nearest_nodes(
-                probes, k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
-            )
+            known = (node_id for node_id, _ in table.get_nearest_neighbors(probe, beam, exclude=node.node_id))
+            if (nearest := self._replicas.get(probe, node.blacklist, known)) is not None:
+                found[probe] = nearest
+        missing = [probe for probe in probes if probe not in found]
+        if missing:
+            start: dict[DHTID, PeerID] = {}
+            for probe in missing:
+                known = [(node_id, peer) for node_id, peer in table.get_nearest_neighbors(
+                    probe, beam + len(self._configured_peers), exclude=node.node_id) if peer not in node.blacklist]
+                others = [(node_id, peer) for node_id, peer in known if peer not in self._configured_peers]
+                start.update((others if len(others) >= beam else known)[:beam])
+            with hedged_lookup():
+                looked_up = await node.find_nearest_nodes(
+                    missing, k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
+                )
+            for probe, nearest in looked_up.items():
+                self._replicas.put(probe, nearest)
+            found.update(looked_up)
 
         def kept(found: dict[DHTID, PeerID]) -> dict[DHTID, PeerID]:  # none other left: try them anyway
             answering = {node_id: peer for node_id, peer in found.items() if peer not in node.blacklist}
             return answering if any(node_id != node.node_id for node_id in answering) else found
 
-        return {probe: kept(found) for probe, found in nearest.items()}
+        return {probe: kept(found[probe]) for probe in probes}
 
     async def _ask(
         self, node: DHTNode, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], deadline: float
@@ -789,6 +815,12 @@ def swarm_size_estimate(table: RoutingTable, nearest: int = 5) -> float:
         return float(known)
     farthest = table.node_id.xor_distance(neighbours[-1][0])
     return max(float(known), nearest * 2.0 ** (8 * DHTID.HASH_NBYTES) / max(farthest, 1))
+
+
+def _probe(key_id: DHTID) -> DHTID:
+    """What a lookup searches for a key: a neighbour of it (last bit flipped), whose nearest peers are the key's and
+    under which nothing is stored, so that peers answer with neighbours, not with the key's records."""
+    return DHTID(int(key_id) ^ 1)
 
 
 def _tcp_ports(maddrs: Sequence[str]) -> list[int]:

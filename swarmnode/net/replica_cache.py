@@ -1,0 +1,62 @@
+"""Each key's nearest peers, remembered from a recent lookup: a node touches many keys again within a window or
+two (a beacon's next-window keys, the previous window's shard keys a collect reads again, a refreshed batch, the
+keys `Gossip.look_ahead` finds early), and a lookup is several finds, one after another, on the path of every
+publish and collect (docs/DESIGN.md §6.8). A remembered answer is as good as the lookup it came from: kept only
+while a key is read, only if it named a full set of replicas (a young swarm's next lookup may find more), and
+dropped once too many of its peers failed to answer since or our routing table knows a peer nearer the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Container, Iterable
+
+from hivemind.dht.routing import DHTID
+from hivemind.p2p import PeerID
+
+MAX_KEYS = 4_096  # lookups remembered; the oldest is forgotten first
+MAY_FAIL = 1  # a key's remembered peers are used while at most this many of them are barred for failing
+
+
+class ReplicaCache:
+    """Lookup answers (a probe's `replicas` nearest peers) for `keep_s`, at most `capacity` of them."""
+
+    def __init__(
+        self, keep_s: float, replicas: int, capacity: int = MAX_KEYS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.keep_s, self.replicas, self.capacity, self._clock = keep_s, replicas, capacity, clock
+        self._found: OrderedDict[DHTID, tuple[float, dict[DHTID, PeerID]]] = OrderedDict()
+
+    def get(self, probe: DHTID, barred: Container[PeerID], known: Iterable[DHTID] = ()) -> dict[DHTID, PeerID] | None:
+        """The peers a recent lookup of `probe` found, or None: never looked up, looked up too long ago, more than
+        MAY_FAIL of them failed since (peers have left around the key), or one of the node ids `known` (our
+        routing table's nearest to the probe) is nearer than the farthest of them (one has joined): look again."""
+        entry = self._found.get(probe)
+        if entry is not None:
+            farthest = max(int(node_id) ^ int(probe) for node_id in entry[1])
+            if (
+                entry[0] <= self._clock()
+                or sum(peer in barred for peer in entry[1].values()) > MAY_FAIL
+                or any(node_id not in entry[1] and int(node_id) ^ int(probe) < farthest for node_id in known)
+            ):
+                entry = None
+        if entry is None:
+            self._found.pop(probe, None)
+            return None
+        return dict(entry[1])
+
+    def put(self, probe: DHTID, found: dict[DHTID, PeerID]) -> None:
+        if self.keep_s <= 0 or len(found) < self.replicas:
+            return
+        self._found.pop(probe, None)
+        self._found[probe] = (self._clock() + self.keep_s, dict(found))
+        while len(self._found) > self.capacity:
+            self._found.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every answer: a node that changed mode (a client is never among the nearest) looks up afresh."""
+        self._found.clear()
+
+    def __len__(self) -> int:
+        return len(self._found)
