@@ -88,7 +88,8 @@ def measured_rows(path: Path) -> list[Measured]:
 def _scale_row(source: str, row: dict, common: dict) -> Measured:
     """A bench_swarm_scale row that kept up: its schedule, and its counts per node and window. A protocol v1 tree
     ran the v1 layout, a v2 one the tiered one (rows from before the protocol was recorded: the `--before` tree
-    was v1)."""
+    was v1). A tree that looked keys up ahead (its rows count `look_aheads`) also remembered lookups; older ones
+    did neither."""
     config = row["config"]
     rounds_per_window = max(round(config["window_s"] / config["round_s"]), 1)
     windows = config["windows"]
@@ -97,6 +98,7 @@ def _scale_row(source: str, row: dict, common: dict) -> Measured:
         **common, "layout": "v1" if protocol == 1 else "tiered", "window_s": config["window_s"],
         "rounds_per_window": rounds_per_window, "rounds": windows * rounds_per_window, "nat_signers": config["nat"],
         "collect_rollouts": config["collect"], "frame_bytes": row.get("frame_bytes", 7169),
+        "look_ahead": "look_aheads" in row, "replica_keep_s": None if "look_aheads" in row else 0.0,
     }
     values = {
         "sent_per_node_window": row["sent_per_node_window"],
@@ -218,6 +220,10 @@ def main() -> None:
                         help="neighbours a find's answer names per key (20: hivemind's, before 2026-12-06)")
     parser.add_argument("--census-every-s", type=float, default=ModelConfig.census_every_s,
                         help="a large swarm's own census (0: every window, before 2026-12-06)")
+    parser.add_argument("--replica-keep-s", type=float, default=ModelConfig.replica_keep_s,
+                        help="how long lookups are remembered (default: as DHTPeer; 0: not at all, as before the look-ahead)")
+    parser.add_argument("--no-look-ahead", dest="look_ahead", action="store_false",
+                        help="no Gossip.look_ahead at window starts (as before it)")
     parser.add_argument("--calibrate", type=Path, nargs="*", default=[], help="real runs' JSON to compare with")
     parser.add_argument("--fit", action="store_true", help="fit the routing-table fill to the --calibrate runs first")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "swarm-model.json")
@@ -228,6 +234,7 @@ def main() -> None:
         message_overhead_bytes=args.overhead_bytes, estimate_sigma=args.sigma, rtt_s=args.rtt_ms / 1000,
         rounds=args.rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
         find_neighbours=args.find_neighbours, census_every_s=args.census_every_s,
+        replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead,
     )
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from gossip_peers import join
+from hivemind.dht.protocol import DHTProtocol
 from hivemind.utils import get_dht_time
 from peer_process import PeerProcess, wait_until_gone
 
@@ -292,6 +295,49 @@ def test_publish_refuses_a_batch_peers_would_refuse_and_counts_it(trio):
     result = a.publish([], model_id="m", suite_version="v")
     assert not result.ok and "bad_value" in result.error
     assert a.stats.publish_failures == 1 and a.stats.published == 0
+
+
+_PHASE: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default="")
+
+
+@pytest.mark.network
+def test_keys_looked_up_at_a_windows_start_are_not_looked_up_again_by_its_round(tmp_path, monkeypatch):
+    """A node that published last window finds this window's replicas when it starts: its publish then sends stores
+    and no lookup, and its first collect asks replicas for the keys drawn ahead without looking them up."""
+    finds: list[tuple[str, list[int]]] = []  # (phase, ids asked) of every find any peer sent
+    original = DHTProtocol.call_find
+
+    async def call_find(protocol, peer, keys):  # noqa: ANN001, ANN202
+        finds.append((_PHASE.get(), [int(key) for key in keys]))
+        return await original(protocol, peer, keys)
+
+    monkeypatch.setattr(DHTProtocol, "call_find", call_find)  # before the peers bind it
+    swarm = SwarmConfig(id="itest-ahead", window_s=10.0, record_ttl_s=20.0)
+    rules = SwarmRules.of(swarm)
+    with contextlib.ExitStack() as stack:
+        first, gossips = None, []
+        for index in range(7):  # more than a key's 5 replicas: only a full set of them is remembered
+            network = NetworkConfig(initial_peers=first.visible_maddrs if first else [])
+            peer, gossip = join(stack, new_key(tmp_path, f"n{index}"), rules, network)
+            first, gossips = first or peer, [*gossips, gossip]
+        node = gossips[-1]
+        for index, gossip in enumerate(gossips):
+            assert gossip.publish(rollouts(index), model_id="m", suite_version="v").ok
+        node.collect(8)
+        time.sleep(rules.seconds_to_next_window(get_dht_time(), random.Random()))  # as the window thread wakes
+        _PHASE.set("ahead")
+        assert node.look_ahead() > 0
+        looked_up = {key for phase, keys in finds if phase == "ahead" for key in keys}
+        _PHASE.set("publish")
+        published = node.publish(rollouts(9), model_id="m", suite_version="v")
+        _PHASE.set("collect")
+        collected = node.collect(8)
+        _PHASE.set("")
+    assert published.ok and published.replicas >= 1
+    assert not [keys for phase, keys in finds if phase == "publish"]  # stores only
+    asked = [key for phase, keys in finds if phase == "collect" for key in keys]
+    assert collected.rollouts and not looked_up & set(asked)
+    assert {probe ^ 1 for probe in looked_up} & set(asked)  # the replicas found ahead were asked for their keys
 
 
 @pytest.mark.network

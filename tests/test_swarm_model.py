@@ -116,3 +116,14 @@ def test_failed_requests_settle_each_nodes_recent_failures_on_the_virtual_clock(
     assert all(math.isclose(node.blacklist.slow_after_s, SLOW_TIMES_TYPICAL * 0.2) for node in nodes)  # answers: 0.2 s
     swarm._run(asyncio.sleep(FAILED_MAX_BAN_S))
     assert not any(index in node.blacklist for node in nodes for index in barred)
+
+
+def test_looking_a_windows_keys_up_ahead_leaves_a_publish_one_round_of_stores() -> None:
+    """From the second window on, every node looks its keys up when the window starts (`Gossip.look_ahead`): the
+    publish stores at once and the first collect wave reads at once, for no more bytes than the lookups it moved."""
+    common = dict(peers=300, sample=40, layout="tiered", census=False, nat_signers=0, churn_per_min=0.0, rounds=2)
+    before = run_model(ModelConfig(look_ahead=False, replica_keep_s=0.0, **common))
+    ahead = run_model(ModelConfig(**common))
+    assert before.publish_rounds.p50 >= 4 and ahead.publish_rounds.p95 <= 2
+    assert ahead.collect_rounds.p50 < before.collect_rounds.p50
+    assert ahead.node_kb_round_median < 1.1 * before.node_kb_round_median

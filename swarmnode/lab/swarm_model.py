@@ -96,8 +96,8 @@ class ModelConfig:
     bucket_size: int = BUCKET_SIZE
     find_neighbours: int = FIND_NEIGHBOURS  # neighbours per key in an answer to a find (routing.answer_with_fewer_neighbours)
     census_every_s: float = CENSUS_EVERY_S  # a large swarm's own census (0: every window, as before 2026-12-06)
-    replica_keep_s: float | None = None  # lookups remembered (ReplicaCache); None: as DHTPeer, 0: none (before 2026-12-07)
-    look_ahead: bool = True  # Gossip.look_ahead at each window's start (False: as before 2026-12-07)
+    replica_keep_s: float | None = None  # lookups remembered (ReplicaCache); None: as DHTPeer, 0: none, as before the look-ahead
+    look_ahead: bool = True  # Gossip.look_ahead at each window's start (False: as before it)
     num_replicas: int = REPLICAS
     num_workers: int = DEFAULT_NUM_WORKERS
     table_fill: float = 1.0  # share of the peers in a bucket's range a node has met (a long-running swarm: 1)

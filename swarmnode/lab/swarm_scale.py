@@ -52,7 +52,7 @@ from swarmnode.wire import keys as wire_keys
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
-from swarmnode.wire.rules import SwarmRules
+from swarmnode.wire.rules import WINDOW_JITTER_S, SwarmRules
 
 DRAIN_S = 20.0  # what in-flight actions may still take after the schedule ends (each bounded by its own deadlines)
 CLOSE_WORKERS = 8
@@ -239,7 +239,7 @@ class ScaleSwarm:
         self._lock = threading.Lock()
         self._next_index = 0
         self.bootstrap: DHTPeer | None = None
-        self.events: dict[str, list[dict[str, Any]]] = {"publish": [], "collect": [], "beacon": [], "churn": []}
+        self.events: dict[str, list[dict[str, Any]]] = {"publish": [], "collect": [], "beacon": [], "ahead": [], "churn": []}
         self.lags: list[float] = []  # from an action's moment until it started (after the member's previous one)
         self.waits: list[float] = []  # from an action's moment until a worker thread took it up: the machine alone
         self.skipped_late = 0
@@ -353,6 +353,20 @@ class ScaleSwarm:
             })
         finally:
             member.rounding.release()
+
+    def _ahead_action(self, member: Member, measured: bool) -> None:
+        """Once a window, as Gossip's window thread does: look this window's keys up ahead (a tree from before
+        `Gossip.look_ahead` has none)."""
+        look_ahead = getattr(member.gossip, "look_ahead", None)
+        if not member.alive or look_ahead is None:
+            return
+        started = time.monotonic()
+        with self.rpcs.operation() as rpcs:
+            keys = look_ahead()
+        self.events["ahead"].append({
+            "member": member.index, "measured": measured, "keys": keys, "finds": rpcs["find"],
+            "elapsed_s": time.monotonic() - started,
+        })
 
     def _beacon_action(self, member: Member, window: int, due: float, measured: bool) -> None:
         """Once a window, as BeaconService's thread does: store the beacon, then take the node's own census when due. One
@@ -482,12 +496,16 @@ class ScaleSwarm:
                     for member in self.alive():
                         at = when + self.rng.uniform(0, 0.8 * config.window_s)
                         push(at, "act", ("beacon", member, first_window + payload, at))
+                        ahead = when + self.rng.uniform(0, WINDOW_JITTER_S)  # as Gossip's window thread wakes
+                        push(ahead, "act", ("ahead", member, first_window + payload, ahead))
                 elif kind == "churn":
                     churner.submit(self._churn, payload, measured)
                 elif kind == "act":
                     action, member, number, due = payload
                     if action == "round":
                         pool.submit(self._round_action, member, number, due, measured)
+                    elif action == "ahead":
+                        pool.submit(self._ahead_action, member, measured)
                     else:
                         pool.submit(self._beacon_action, member, number, due, measured)
             if time.monotonic() < end:
@@ -569,6 +587,10 @@ class ScaleSwarm:
         row["finds_per_collect"] = _mean(event["finds"] for event in collects)
         row["requests_per_round"] = _mean(event["round_requests"] for event in collects)
         row["keys_per_collect"] = _mean(event["keys_read"] + event["directory_keys_read"] for event in collects)
+        aheads = [event for event in self.events["ahead"] if event["measured"]]
+        row["look_aheads"] = len(aheads)
+        row["finds_per_look_ahead"] = _mean(event["finds"] for event in aheads)
+        row["look_ahead_s"] = quantiles([event["elapsed_s"] for event in aheads])
         row["finds_per_beacon"] = _mean(event["beacon_finds"] for event in beacons)
         row["beacon_stored_share"] = _mean(event["stored"] for event in beacons)
         censuses = [event for event in beacons if "census_s" in event]
