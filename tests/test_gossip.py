@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import random
 import signal
 import time
 from collections.abc import Iterator
@@ -301,9 +300,9 @@ _PHASE: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default=""
 
 
 @pytest.mark.network
-def test_keys_looked_up_at_a_windows_start_are_not_looked_up_again_by_its_round(tmp_path, monkeypatch):
-    """A node that published last window finds this window's replicas when it starts: its publish then sends stores
-    and no lookup, and its first collect asks replicas for the keys drawn ahead without looking them up."""
+def test_keys_looked_up_ahead_are_not_looked_up_again_by_the_next_windows_round(tmp_path, monkeypatch):
+    """A node that publishes every window finds the next window's replicas beforehand: its publish there sends
+    stores and no lookup, and its first collect asks replicas for the keys drawn ahead without looking them up."""
     finds: list[tuple[str, list[int]]] = []  # (phase, ids asked) of every find any peer sent
     original = DHTProtocol.call_find
 
@@ -324,15 +323,17 @@ def test_keys_looked_up_at_a_windows_start_are_not_looked_up_again_by_its_round(
         for index, gossip in enumerate(gossips):
             assert gossip.publish(rollouts(index), model_id="m", suite_version="v").ok
         node.collect(8)
-        time.sleep(rules.seconds_to_next_window(get_dht_time(), random.Random()))  # as the window thread wakes
         _PHASE.set("ahead")
+        next_window = rules.window_of(get_dht_time()) + 1
         assert node.look_ahead() > 0
         looked_up = {key for phase, keys in finds if phase == "ahead" for key in keys}
+        time.sleep(max(next_window * rules.window_s - get_dht_time(), 0.0) + 0.1)
         _PHASE.set("publish")
         published = node.publish(rollouts(9), model_id="m", suite_version="v")
         _PHASE.set("collect")
         collected = node.collect(8)
         _PHASE.set("")
+    assert published.window == next_window
     assert published.ok and published.replicas >= 1
     assert not [keys for phase, keys in finds if phase == "publish"]  # stores only
     asked = [key for phase, keys in finds if phase == "collect" for key in keys]

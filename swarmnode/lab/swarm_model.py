@@ -59,7 +59,7 @@ from swarmnode.wire.keys import (
     tier_for,
     written_tiers,
 )
-from swarmnode.wire.rules import WINDOW_JITTER_S, SwarmRules, shard_of
+from swarmnode.wire.rules import SwarmRules, shard_of
 
 Layout = Literal["v1", "tiered"]
 V1_CENSUS_BUCKETS = 8  # protocol v1's census keys per window
@@ -915,26 +915,30 @@ class SwarmModel:
         if beacon is not None:
             await beacon
 
+    def _look_ahead(self, round_index: int) -> None:
+        """Every sampled peer's look-ahead, when the next round starts a window."""
+        if self.config.look_ahead and (round_index + 1) % self.config.rounds_per_window == 0:
+            self._run(_gather(*[self.look_ahead(peer, round_index + 1) for peer in self.peers.values()]))
+            self._run(_left_behind())
+
     async def look_ahead(self, peer: _Peer, round_index: int) -> None:
-        """`Gossip.look_ahead` at the window's start, while the peer published last window: one lookup of its batch
-        key, its directory entry's keys, the directory buckets and the first wave its first collect will read."""
-        await asyncio.sleep(peer.rng.uniform(0, WINDOW_JITTER_S))
+        """`Gossip.look_ahead` in the window before `round_index`'s, while the peer published last window: one lookup
+        of that window's batch key, its directory entry's keys, the directory buckets and the first wave its first
+        collect will read."""
+        await asyncio.sleep(peer.rng.uniform(0, self.config.start_spread_s))
         window = self.window_of(round_index)
-        if peer.published_in is None or peer.published_in < window - 1:
+        if not self.config.gossip or peer.published_in is None or peer.published_in < window - 2:
             return
-        keys = [batch_key("model", window, self.shard[peer.index])] if self.config.gossip else []
-        if self.config.gossip and peer.stored_window != window:
+        keys = [batch_key("model", window, self.shard[peer.index])]
+        if peer.stored_window != window:
             keys += directory_keys(self.config.layout, "model", window, self.peer_ids[peer.index], self._directory_estimate(peer))
         needed = math.ceil(self.config.collect_rollouts / self.config.per_peer_cap)
-        if self.config.gossip and (window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed):
-            keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
-        if self.config.gossip:
-            view = self._gossip_view(peer)
-            wave = Gossip._next_wave(view, Gossip._reading_plan(view, window), needed)
-            peer.ahead_wave = (window, wave)
-            keys += [key for key, _, _ in wave]
-        if keys:
-            await self._lookup(peer, list(dict.fromkeys(FastID(int(self._register(key)) ^ 1) for key in keys)))
+        keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
+        view = self._gossip_view(peer)
+        wave = Gossip._next_wave(view, Gossip._reading_plan(view, window), needed)
+        peer.ahead_wave = (window, wave)
+        keys += [key for key, _, _ in wave]
+        await self._lookup(peer, list(dict.fromkeys(FastID(int(self._register(key)) ^ 1) for key in keys)))
 
     def publish_exact(self, index: int, round_index: int, stored_window: dict[int, int]) -> None:
         window, signer = self.window_of(round_index), self.peer_ids[index]
@@ -961,8 +965,9 @@ class SwarmModel:
             await self._read_directory(peer, window, needed)
         gossip_view = self._gossip_view(peer)
         plan = Gossip._reading_plan(gossip_view, window)
-        ahead, peer.ahead_wave = peer.ahead_wave, None
-        if ahead is not None and ahead[0] == window:
+        ahead = peer.ahead_wave if peer.ahead_wave is not None and peer.ahead_wave[0] == window else None
+        if ahead is not None:
+            peer.ahead_wave = None
             drawn = {key for key, _, _ in ahead[1]}
             plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
         taken: Counter[str] = Counter()
@@ -1008,7 +1013,9 @@ class SwarmModel:
         estimate = self._directory_estimate(peer)
         tier = tier_for(estimate, DIRECTORY_PER_KEY)
         per_key = max(estimate / 2**tier, 1.0)
-        drawn, peer.ahead_buckets = peer.ahead_buckets, None
+        drawn = peer.ahead_buckets
+        if drawn is not None and drawn[0] <= window and not ahead:
+            peer.ahead_buckets = None
         if drawn is not None and drawn[:2] == (window, tier) and not ahead:
             buckets = drawn[2]
         else:
@@ -1075,10 +1082,8 @@ class SwarmModel:
                 peer.stored_window = stored_window.get(peer.index)
                 peer.read_windows.add(self.window_of(round_index))
                 peer.published_in = self.window_of(round_index)
+            self._look_ahead(round_index)
             return
-        if self.config.look_ahead and round_index % self.config.rounds_per_window == 0:
-            self._run(_gather(*[self.look_ahead(peer, round_index) for peer in self.peers.values()]))
-            start = self.loop.time()
         others = [i for i in range(self.servers) if i not in self.peers]
         for index in others:
             self.loop.call_at(start + self.rng.uniform(0, spread), self.publish_exact, index, round_index, stored_window)
@@ -1092,6 +1097,7 @@ class SwarmModel:
             if self.config.census and self._census_due(peer, round_index):
                 tasks.append(self.take_census(peer, round_index, self.rng.uniform(0, spread)))
         self._run(_gather(*tasks))
+        self._look_ahead(round_index)
         self._run(_left_behind())
         if self.config.gossip:
             self._count_reads()

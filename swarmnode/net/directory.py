@@ -118,7 +118,8 @@ class Directory:
         return window not in self._read or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
 
     def keys_ahead(self, window: int, peers_needed: int) -> list[str]:
-        """The keys the window's first read will read, drawn now (`Gossip.look_ahead` finds their replicas early)."""
+        """The keys the first read of `window` (the next one) will read, drawn now (`Gossip.look_ahead` finds their
+        replicas early)."""
         tier, nodes = self._tier()
         self._ahead = (window, tier, self._draw(tier, nodes, peers_needed))
         return list(self._keys(window, tier, self._ahead[2]))
@@ -138,7 +139,9 @@ class Directory:
         as many as should list DIRECTORY_SLACK x `peers_needed` signers, those `keys_ahead` drew for the window's
         first read. Public signers' addresses become entry points to rejoin through."""
         tier, nodes = self._tier()
-        ahead, self._ahead = self._ahead, None
+        ahead = self._ahead
+        if ahead is not None and ahead[0] <= window:  # used now, or stale; one drawn for the next window waits for it
+            self._ahead = None
         buckets = ahead[2] if ahead is not None and ahead[:2] == (window, tier) else self._draw(tier, nodes, peers_needed)
         keys = self._keys(window, tier, buckets)
         result = DirectoryRead(keys_read=len(keys))

@@ -36,6 +36,7 @@ from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 _SEEN_DIGESTS = 16_384
 _LATENCY_SAMPLES = 1_024
 _SIGNERS_SEEN = 16_384  # distinct signers taken from, counted among the most recent this many
+LOOK_AHEAD_SPREAD = 0.75  # the next window's keys are looked up within this share of the rest of the window
 
 
 @dataclass
@@ -210,32 +211,37 @@ class Gossip:
             self._window_thread.join(timeout=self.config.publish_timeout_s * 3)
 
     def start_each_window(self) -> None:
-        """Once a window, on its own thread: `look_ahead()`, then `refresh()`. A node in a round of many minutes
-        keeps its latest batch readable (records live `record_ttl_s`, collectors read the last
-        `max_age_windows + 1` windows); one that rounds every window finds the window's replicas early."""
+        """Once a window, on its own thread: `refresh()` early in the window, then `look_ahead()` to the next one at
+        a random moment of the rest. A node in a round of many minutes keeps its latest batch readable (records
+        live `record_ttl_s`, collectors read the last `max_age_windows + 1` windows); one that rounds every
+        window finds the next window's replicas before its rounds need them, at a moment of its own (were every
+        node to look ahead at once, each machine would serve a burst of finds)."""
         if self._window_thread is None:
             self._window_thread = threading.Thread(target=self._each_window, name="swarmnode-window", daemon=True)
             self._window_thread.start()
 
     def _each_window(self) -> None:
         while not self._stopping.wait(self.rules.seconds_to_next_window(get_dht_time(), self._random)):
-            self.look_ahead()
             try:
                 self.refresh()
             except Exception:  # a failed refresh is counted by publish's stats; the thread must go on
                 with self._lock:
                     self._publish_failures += 1
+            now = get_dht_time()
+            left_s = (self.rules.window_of(now) + 1) * self.rules.window_s - now
+            if not self._stopping.wait(self._random.uniform(0.0, LOOK_AHEAD_SPREAD * left_s)):
+                self.look_ahead()
 
     def look_ahead(self) -> int:
-        """Find the replicas of this window's keys before a round needs them (`DHTPeer.look_ahead`: they are kept as
-        long as the keys are read): our batch's and directory entry's keys, the directory buckets and the first
-        wave of shards the window's first collect reads (drawn now, kept for it). A publish then costs one round
-        of stores, and a collect's first reads go straight to the replicas. Only while we publish every window: a
+        """Find the replicas of the next window's keys before its rounds need them (`DHTPeer.look_ahead`: they are
+        kept as long as the keys are read): our batch's and directory entry's keys, the directory buckets and the
+        first wave of shards its first collect reads (drawn now, kept for it). A publish then costs one round of
+        stores, and a collect's first reads go straight to the replicas. Only while we publish every window: a
         node whose rounds are longer would look up keys it never uses. Returns the keys looked up; never raises."""
-        window = self.rules.window_of(get_dht_time())
+        window = self.rules.window_of(get_dht_time()) + 1
         with self._lock:
             published_in, wanted = self._published_in, self._wanted
-        if published_in is None or published_in < window - 1:
+        if published_in is None or published_in < window - 2:
             return 0
         try:
             keys = [batch_key(self.rules.swarm_id, window, shard_of(self.peer_id, self.rules.num_shards))]
@@ -244,8 +250,7 @@ class Gossip:
                     keys += self._directory.entry_keys(window)
             if wanted:
                 peers_needed = math.ceil(wanted / self.config.max_rollouts_per_peer)
-                if self._directory.read_due(window, peers_needed):
-                    keys += self._directory.keys_ahead(window, peers_needed)
+                keys += self._directory.keys_ahead(window, peers_needed)
                 wave = self._next_wave(self._reading_plan(window), peers_needed)
                 with self._lock:
                     self._ahead = (window, wave)
@@ -365,7 +370,8 @@ class Gossip:
         peers_needed = math.ceil(max_rollouts / self.config.max_rollouts_per_peer)
         with self._lock:
             self._wanted = max_rollouts
-            ahead, self._ahead = self._ahead, None
+            ahead = self._ahead if self._ahead is not None and self._ahead[0] == window else None
+            self._ahead = None if ahead is not None else self._ahead  # one drawn for the next window waits for it
         if self._directory.read_due(window, peers_needed):
             read = self._directory.read(window, now, deadline, peers_needed)
             result.directory_keys_read += read.keys_read
@@ -375,7 +381,7 @@ class Gossip:
             result.rejected.update(read.rejected)
             result.thin_reads += read.thin
         plan = self._reading_plan(window)
-        if ahead is not None and ahead[0] == window:  # the wave `look_ahead` drew first, then the rest of a new plan
+        if ahead is not None:  # the wave `look_ahead` drew first, then the rest of a new plan
             drawn = {key for key, _, _ in ahead[1]}
             plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
         windows_read: Counter[int] = Counter()  # shard -> its keys read from enough replicas

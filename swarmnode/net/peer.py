@@ -626,7 +626,8 @@ class DHTPeer:
         table = node.protocol.routing_table
         found: dict[DHTID, dict[DHTID, PeerID]] = {}
         for probe in probes:
-            known = (node_id for node_id, _ in table.get_nearest_neighbors(probe, beam, exclude=node.node_id))
+            known = (node_id for node_id, peer in table.get_nearest_neighbors(probe, beam, exclude=node.node_id)
+                     if peer not in node.blacklist)  # a failed peer still in our table was left out on purpose
             if (nearest := self._replicas.get(probe, node.blacklist, known)) is not None:
                 found[probe] = nearest
         missing = [probe for probe in probes if probe not in found]
@@ -642,7 +643,7 @@ class DHTPeer:
                     missing, k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
                 )
             for probe, nearest in looked_up.items():
-                self._replicas.put(probe, nearest)
+                self._replicas.put(probe, {node_id: peer for node_id, peer in nearest.items() if peer not in node.blacklist})
             found.update(looked_up)
 
         def kept(found: dict[DHTID, PeerID]) -> dict[DHTID, PeerID]:  # none other left: try them anyway
