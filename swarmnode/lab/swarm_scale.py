@@ -44,7 +44,7 @@ from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.net.census import BeaconService
-from swarmnode.net.gossip import Gossip
+from swarmnode.net.gossip import LOOK_AHEAD_SPREAD, Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.routing import node_id_of
 from swarmnode.net.traffic import TrafficSnapshot
@@ -52,7 +52,7 @@ from swarmnode.wire import keys as wire_keys
 from swarmnode.wire.beacon import Beacon
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.rollout import Completion, Rollout, TaskRef
-from swarmnode.wire.rules import WINDOW_JITTER_S, SwarmRules
+from swarmnode.wire.rules import SwarmRules
 
 DRAIN_S = 20.0  # what in-flight actions may still take after the schedule ends (each bounded by its own deadlines)
 CLOSE_WORKERS = 8
@@ -355,8 +355,8 @@ class ScaleSwarm:
             member.rounding.release()
 
     def _ahead_action(self, member: Member, measured: bool) -> None:
-        """Once a window, as Gossip's window thread does: look this window's keys up ahead (a tree from before
-        `Gossip.look_ahead` has none)."""
+        """Once a window at a random moment, as Gossip's window thread does: look the next window's keys up (a tree
+        from before `Gossip.look_ahead` has none)."""
         look_ahead = getattr(member.gossip, "look_ahead", None)
         if not member.alive or look_ahead is None:
             return
@@ -496,7 +496,7 @@ class ScaleSwarm:
                     for member in self.alive():
                         at = when + self.rng.uniform(0, 0.8 * config.window_s)
                         push(at, "act", ("beacon", member, first_window + payload, at))
-                        ahead = when + self.rng.uniform(0, WINDOW_JITTER_S)  # as Gossip's window thread wakes
+                        ahead = when + self.rng.uniform(0, LOOK_AHEAD_SPREAD * config.window_s)  # as the window thread
                         push(ahead, "act", ("ahead", member, first_window + payload, ahead))
                 elif kind == "churn":
                     churner.submit(self._churn, payload, measured)
