@@ -43,8 +43,9 @@ from hivemind.p2p import PeerID
 from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.net import gossip as gossip_module
 from swarmnode.net.census import BeaconService
-from swarmnode.net.gossip import LOOK_AHEAD_SPREAD, Gossip
+from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.routing import node_id_of
 from swarmnode.net.traffic import TrafficSnapshot
@@ -355,14 +356,12 @@ class ScaleSwarm:
             member.rounding.release()
 
     def _ahead_action(self, member: Member, measured: bool) -> None:
-        """Once a window at a random moment, as Gossip's window thread does: look the next window's keys up (a tree
-        from before `Gossip.look_ahead` has none)."""
-        look_ahead = getattr(member.gossip, "look_ahead", None)
-        if not member.alive or look_ahead is None:
+        """Once a window at a random moment, as Gossip's window thread does: look the next window's keys up."""
+        if not member.alive:
             return
         started = time.monotonic()
         with self.rpcs.operation() as rpcs:
-            keys = look_ahead()
+            keys = member.gossip.look_ahead()
         self.events["ahead"].append({
             "member": member.index, "measured": measured, "keys": keys, "finds": rpcs["find"],
             "elapsed_s": time.monotonic() - started,
@@ -472,6 +471,7 @@ class ScaleSwarm:
             push(measure_at + (number + 0.5) * config.windows * config.window_s / count, "churn", number)
         measured = False
         cpu_before, wall_before = (0.0, 0.0), 0.0
+        spread = getattr(gossip_module, "LOOK_AHEAD_SPREAD", None)  # a tree from before the look-ahead has none
         with ThreadPoolExecutor(config.workers or 2 * config.size) as pool, ThreadPoolExecutor(1) as churner:
 
             while queue:
@@ -496,8 +496,9 @@ class ScaleSwarm:
                     for member in self.alive():
                         at = when + self.rng.uniform(0, 0.8 * config.window_s)
                         push(at, "act", ("beacon", member, first_window + payload, at))
-                        ahead = when + self.rng.uniform(0, LOOK_AHEAD_SPREAD * config.window_s)  # as the window thread
-                        push(ahead, "act", ("ahead", member, first_window + payload, ahead))
+                        if spread is not None:
+                            ahead = when + self.rng.uniform(0, spread * config.window_s)  # as the window thread
+                            push(ahead, "act", ("ahead", member, first_window + payload, ahead))
                 elif kind == "churn":
                     churner.submit(self._churn, payload, measured)
                 elif kind == "act":
