@@ -88,8 +88,8 @@ def measured_rows(path: Path) -> list[Measured]:
 def _scale_row(source: str, row: dict, common: dict) -> Measured:
     """A bench_swarm_scale row that kept up: its schedule, and its counts per node and window. A protocol v1 tree
     ran the v1 layout, a v2 one the tiered one (rows from before the protocol was recorded: the `--before` tree
-    was v1). A tree that looked keys up ahead (its rows count `look_aheads`) also remembered lookups; older ones
-    did neither."""
+    was v1). A tree that looked keys up ahead (its rows count some `look_aheads`) also remembered lookups; older
+    ones did neither."""
     config = row["config"]
     rounds_per_window = max(round(config["window_s"] / config["round_s"]), 1)
     windows = config["windows"]
@@ -98,7 +98,7 @@ def _scale_row(source: str, row: dict, common: dict) -> Measured:
         **common, "layout": "v1" if protocol == 1 else "tiered", "window_s": config["window_s"],
         "rounds_per_window": rounds_per_window, "rounds": windows * rounds_per_window, "nat_signers": config["nat"],
         "collect_rollouts": config["collect"], "frame_bytes": row.get("frame_bytes", 7169),
-        "look_ahead": "look_aheads" in row, "replica_keep_s": None if "look_aheads" in row else 0.0,
+        "look_ahead": bool(row.get("look_aheads")), "replica_keep_s": None if row.get("look_aheads") else 0.0,
     }
     values = {
         "sent_per_node_window": row["sent_per_node_window"],
