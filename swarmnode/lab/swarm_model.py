@@ -97,7 +97,7 @@ class ModelConfig:
     find_neighbours: int = FIND_NEIGHBOURS  # neighbours per key in an answer to a find (routing.answer_with_fewer_neighbours)
     census_every_s: float = CENSUS_EVERY_S  # a large swarm's own census (0: every window, as before 2026-12-06)
     replica_keep_s: float | None = None  # lookups remembered (ReplicaCache); None: as DHTPeer, 0: none, as before the look-ahead
-    look_ahead: bool = True  # Gossip.look_ahead at each window's start (False: as before it)
+    look_ahead: bool = True  # Gossip.look_ahead in each window, for the next (False: as before it)
     num_replicas: int = REPLICAS
     num_workers: int = DEFAULT_NUM_WORKERS
     table_fill: float = 1.0  # share of the peers in a bucket's range a node has met (a long-running swarm: 1)
@@ -1067,7 +1067,8 @@ class SwarmModel:
 
     def play_round(self, round_index: int, exact: bool = False) -> None:
         """Every peer publishes (sampled ones through lookups, at random moments of the start spread), then
-        every sampled peer collects; its census once a window, after its beacon. `exact`: a warm-up that only
+        every sampled peer collects; its census once a window, after its beacon; then, before a new window, every
+        sampled peer looks its keys up ahead. `exact`: a warm-up that only
         fills the keys (every store on its true replicas, no lookups, no reads; sampled peers take the
         directory of this window as read). Requests left running in the background end before the round does."""
         self._run(asyncio.sleep(max(self._next_round - self.loop.time(), 0.0)))
