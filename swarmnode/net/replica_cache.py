@@ -32,10 +32,11 @@ class ReplicaCache:
         self._found: OrderedDict[DHTID, tuple[float, dict[DHTID, PeerID]]] = OrderedDict()
 
     def get(self, probe: DHTID, barred: Container[PeerID], known: Iterable[DHTID] = ()) -> dict[DHTID, PeerID] | None:
-        """The peers a recent lookup of `probe` found, less those that failed since (`barred`: forgotten for good, or
-        a departed one would be asked again once its ban ran out), or None: never looked up, looked up too long
-        ago, too few left (peers have left around the key), or one of the node ids `known` (our routing table's
-        nearest to the probe) is nearer than the farthest of them (one has joined): look again."""
+        """The peers a recent lookup of `probe` found, less those barred since (failed, or left behind as slow:
+        forgotten for good, or a departed one would be asked again once its ban ran out), or None: never looked
+        up, looked up too long ago, too few left (peers have left around the key), or one of the node ids `known`
+        (our routing table's nearest to the probe) is nearer than the farthest of them (one has joined): look
+        again."""
         entry = self._found.pop(probe, None)
         if entry is None or entry[0] <= self._clock():
             return None
