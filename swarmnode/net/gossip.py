@@ -238,7 +238,8 @@ class Gossip:
         first wave of shards its first collect reads (drawn now, kept for it). A publish then costs one round of
         stores, and a collect's first reads go straight to the replicas. Only while we publish every window: a
         node whose rounds are longer would look up keys it never uses. Returns the keys looked up; never raises."""
-        window = self.rules.window_of(get_dht_time()) + 1
+        now = get_dht_time()
+        window = self.rules.window_of(now) + 1
         with self._lock:
             published_in, wanted = self._published_in, self._wanted
         if published_in is None or published_in < window - 2:
@@ -255,7 +256,8 @@ class Gossip:
                 with self._lock:
                     self._ahead = (window, wave)
                 keys += [key for key, _, _ in wave]
-            self._peer.look_ahead(keys, timeout_s=self.config.publish_timeout_s)
+            until_window_s = window * self.rules.window_s - now  # past that, the next window's rounds look up themselves
+            self._peer.look_ahead(keys, timeout_s=min(self.config.publish_timeout_s, max(until_window_s, 1.0)))
             return len(keys)
         except Exception:  # gossip must never stop; a round without its replicas found early just looks them up
             return 0

@@ -626,6 +626,8 @@ class DHTPeer:
         table = node.protocol.routing_table
         found: dict[DHTID, dict[DHTID, PeerID]] = {}
         for probe in probes:
+            if probe not in self._replicas:
+                continue
             known = (node_id for node_id, peer in table.get_nearest_neighbors(probe, beam, exclude=node.node_id)
                      if peer not in node.blacklist)  # a failed peer still in our table was left out on purpose
             if (nearest := self._replicas.get(probe, node.blacklist, known)) is not None:

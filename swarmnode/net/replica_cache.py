@@ -64,3 +64,6 @@ class ReplicaCache:
 
     def __len__(self) -> int:
         return len(self._found)
+
+    def __contains__(self, probe: object) -> bool:
+        return probe in self._found
