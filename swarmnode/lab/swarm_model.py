@@ -1025,10 +1025,9 @@ class SwarmModel:
         return [directory_key("model", w, tier, bucket) for w in windows for bucket in buckets]
 
     async def _read_directory(self, peer: _Peer, window: int, needed: int) -> None:
-        windows = [window] + [w for w in range(window - self.config.max_age_windows, window) if w not in peer.read_windows]
         keys = self._directory_keys_to_read(peer, window, needed)
         found = await self.read_many(peer, keys, self.config.num_replicas)
-        peer.read_windows.update(windows)
+        peer.read_windows.update(int(key.split("/")[3]) for key in keys)
         for key in keys:
             w = int(key.split("/")[3])
             for signer in list(found.get(key, {}))[:MAX_DIRECTORY_ENTRIES]:
