@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import random
 import signal
 import time
 from collections.abc import Iterator
@@ -447,6 +448,26 @@ def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
     assert all(any(count == 0 for _, _, count in wave) for wave in waves[: len(unknown)])
     assert sorted(entry for wave in waves for entry in wave) == sorted(known + unknown)  # each key read once
     assert all(1 <= len(wave) <= 4 for wave in waves)
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest_first):
+    """Early in a window the previous window first (most signers have not published in the current one yet), late
+    the current one (fresher): a collect that finds enough in its first waves reads one key a signer, not two."""
+    publishers = [Identity.generate().peer_id for _ in range(6)]
+    shards = {shard_of(peer, RULES.num_shards) for peer in publishers}
+    gossip = SimpleNamespace(
+        _directory=SimpleNamespace(publishers=lambda: publishers), rules=RULES, config=GossipConfig(shards_per_wave=4),
+        _random=random.Random(0),
+    )
+    window = 1_000
+    first, other = (window, window - 1) if newest_first else (window - 1, window)
+    plan = Gossip._reading_plan(gossip, window, newest_first)
+    listed = [slot for _, slot, count in plan if count > 0]
+    assert [slot.window for slot in listed] == [first] * len(shards) + [other] * len(shards)
+    assert {slot.shard for slot in listed[: len(shards)]} == shards == {slot.shard for slot in listed[len(shards):]}
+    wave = Gossip._next_wave(gossip, plan, peers_needed=3)
+    assert len({slot.shard for _, slot, count in wave if count > 0}) == len([1 for _, _, count in wave if count > 0])
 
 
 @pytest.mark.network

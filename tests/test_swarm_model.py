@@ -124,6 +124,6 @@ def test_looking_a_windows_keys_up_ahead_leaves_a_publish_one_round_of_stores() 
     common = dict(peers=300, sample=40, layout="tiered", census=False, nat_signers=0, churn_per_min=0.0, rounds=2)
     before = run_model(ModelConfig(look_ahead=False, replica_keep_s=0.0, **common))
     ahead = run_model(ModelConfig(**common))
-    assert before.publish_rounds.p50 >= 4 and ahead.publish_rounds.p95 <= 2
+    assert ahead.publish_rounds.p95 <= 2 < before.publish_rounds.p50  # a lookup is 2 rounds at its fastest
     assert ahead.collect_rounds.p50 < before.collect_rounds.p50
     assert ahead.node_kb_round_median < 1.1 * before.node_kb_round_median

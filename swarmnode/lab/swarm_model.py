@@ -43,8 +43,8 @@ from hivemind.utils import MSGPackSerializer
 from swarmnode.config import GossipConfig, SwarmConfig
 from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE
 from swarmnode.net.directory import DIRECTORY_SLACK
-from swarmnode.net.gossip import Gossip
-from swarmnode.net.peer import STORE_GRACE_S, DHTPeer
+from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip
+from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, KeyRead
 from swarmnode.net.routing import RecentFailures, remember_failures
@@ -183,7 +183,7 @@ class ModelResult:
     replicas_reached: float  # mean replicas that accepted a batch store
     delivery: float  # rollouts collected / rollouts wanted
     signers_read: float  # share of this round's publishers whose batch some collector read
-    nat_rounds_to_first_read: float | None
+    nat_rounds_to_first_read: float | None  # expected: its own round if read then, else 1 + 1 / a round's chance
     census_seen_mean: float
     census_keys_read_mean: float
     refusals: dict[str, float]  # per window, swarm-wide
@@ -366,6 +366,7 @@ class _Peer:
     published_in: int | None = None  # the window of its last publish
     ahead_wave: tuple[int, list] | None = None  # (window, the first wave `look_ahead` drew)
     ahead_buckets: tuple[int, int, list[int]] | None = None  # (window, tier, directory buckets `look_ahead` drew)
+    collect_phase: float = 0.0  # the share of a window at which its collects run (its rounds are a window long)
 
 
 class _SimProtocol:
@@ -444,6 +445,7 @@ class SwarmModel:
             client = bool(self.is_client[index])
             peer = _Peer(index, client, float(self.estimates[index]), 1.0 if client else weight,
                          rng=random.Random(config.seed * 1_000_003 + index))
+            peer.collect_phase = peer.rng.random()
             self.peers[index] = peer
         self.loop = VirtualLoop()
         self._next_round = 0.0  # when the next round starts: rounds are window_s / rounds_per_window apart
@@ -468,13 +470,13 @@ class SwarmModel:
         self.collect_s: list[float] = []
         self.replicas_accepted: list[int] = []
         self.wanted = self.collected = 0
-        self.read_signers: Counter[int] = Counter()  # publisher index -> weighted collectors that read its batch
+        self.read_signers: Counter[tuple[str, int]] = Counter()  # (signer, rounds after its batch's) -> weighted readers
         self.refusals: Counter[str] = Counter()
         self.census_seen: list[int] = []
         self.census_keys: list[int] = []
         self.served_kind: dict[int, Counter[str]] = {}
         self.signers_read: list[float] = []  # per round: share of publishers some collector read
-        self.nat_read: list[float] = []  # per round and NAT signer: chance some collector read its batch
+        self.nat_read: list[tuple[float, float]] = []  # per round, NAT signer: chance its batch is read in its round, at all
 
     def _charge(self, origin: _Peer | None, target: int, request: int, response: int, weight: float, kind: str) -> None:
         if origin is not None:
@@ -739,8 +741,8 @@ class SwarmModel:
     async def store(self, peer: _Peer, items: list[tuple[str, int]]) -> list[int]:
         """`DHTPeer._store_all` (no deadline): one lookup of every key's neighbour (last bit flipped), then one store
         request per replica carrying every item it is a replica of; a server among a key's nearest keeps a copy
-        itself. Once every item has a replica that accepted, the others get STORE_GRACE_S more, then are left
-        behind as slow. Returns, per (key, size) item, how many other peers accepted it in time."""
+        itself. Once every item has a replica that accepted, the others get the node's `slow_after_s` more, then are
+        left behind as slow. Returns, per (key, size) item, how many other peers accepted it in time."""
         node = peer.node
         kids = [self._register(key) for key, _ in items]
         probes = [FastID(int(kid) ^ 1) for kid in kids]
@@ -761,13 +763,14 @@ class SwarmModel:
                 accepted[item] += stored
 
         storing = {asyncio.ensure_future(store_at(replica, held)): replica for replica, held in by_replica.items()}
-        pending = set(storing)
+        pending, until = set(storing), None
         while pending:
-            done, pending = await asyncio.wait(
-                pending, timeout=STORE_GRACE_S if all(accepted) else None, return_when=asyncio.FIRST_COMPLETED
-            )
+            timeout = None if until is None else max(until - self.loop.time(), 0.0)
+            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 break
+            if until is None and all(accepted):
+                until = self.loop.time() + node.blacklist.slow_after_s
         for task in pending:  # finishes on its own; meanwhile other operations do not wait on its peer
             node.blacklist.register_slow(storing[task])
         return accepted
@@ -935,7 +938,7 @@ class SwarmModel:
         needed = math.ceil(self.config.collect_rollouts / self.config.per_peer_cap)
         keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
         view = self._gossip_view(peer)
-        wave = Gossip._next_wave(view, Gossip._reading_plan(view, window), needed)
+        wave = Gossip._next_wave(view, Gossip._reading_plan(view, window, self._newest_first(peer)), needed)
         peer.ahead_wave = (window, wave)
         keys += [key for key, _, _ in wave]
         await self._lookup(peer, list(dict.fromkeys(FastID(int(self._register(key)) ^ 1) for key in keys)))
@@ -964,7 +967,7 @@ class SwarmModel:
         if window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed:
             await self._read_directory(peer, window, needed)
         gossip_view = self._gossip_view(peer)
-        plan = Gossip._reading_plan(gossip_view, window)
+        plan = Gossip._reading_plan(gossip_view, window, self._newest_first(peer))
         ahead = peer.ahead_wave if peer.ahead_wave is not None and peer.ahead_wave[0] == window else None
         if ahead is not None:
             peer.ahead_wave = None
@@ -980,9 +983,8 @@ class SwarmModel:
             for key, slot, _ in wave:
                 entries = list(found.get(key, {}).items())
                 peer.rng.shuffle(entries)
-                if slot.window == window:
-                    for signer, _ in entries:
-                        self.read_signers[signer] += peer.weight
+                for signer, _ in entries:
+                    self.read_signers[signer, window - slot.window] += peer.weight
                 for signer, _ in entries:
                     if got >= wanted:
                         break
@@ -996,6 +998,12 @@ class SwarmModel:
         self.wanted += wanted
         self.collected += got
         self.collect_s.append(self.loop.time() - started)
+
+    @staticmethod
+    def _newest_first(peer: _Peer) -> bool:
+        """Whether the peer's collects read the current window first: every batch is published before any collect
+        here, so only the order of its reads follows its moment in the window, not what a read finds."""
+        return peer.collect_phase >= NEWEST_FIRST_AFTER
 
     def _gossip_view(self, peer: _Peer) -> SimpleNamespace:
         """What Gossip._reading_plan and _next_wave read from `self`, for this peer."""
@@ -1107,21 +1115,26 @@ class SwarmModel:
                 self._held_bytes.pop((kid, replica), None)
 
     def _count_reads(self) -> None:
-        """Whose batch of this round some collector read: counted when every peer collects. With a sample, a
-        signer's own count is mostly 0 or N / sample, so every signer (NAT ones included: at these sizes every
-        shard has signers collectors know, so theirs is read as often) gets the chance that at least one of N
-        collectors read it, from the mean number of collectors that read a signer (Poisson)."""
+        """Whose batches some collector read: counted when every peer collects. A batch is read in its own round
+        or, by collects that read the previous window first, in the next; in a steady swarm the previous window's
+        batches read this round stand for what this round's get next round. With a sample, a signer's own count
+        is mostly 0 or N / sample, so every signer (NAT ones included: at these sizes every shard has signers
+        collectors know, so theirs is read as often) gets the chance that at least one of N collectors read it,
+        from the mean number of collectors that read a signer (Poisson)."""
         exact = all(peer.weight == 1.0 for peer in self.peers.values())
         nat = range(self.total - self.config.nat_signers, self.total)
         publishers = [*range(self.servers), *nat]
-        readers = [self.read_signers.get(self.peer_ids[i], 0.0) for i in publishers]
-        if exact:
-            self.signers_read.append(sum(count >= 1 for count in readers) / len(publishers))
-            self.nat_read += [float(self.read_signers.get(self.peer_ids[i], 0.0) >= 1) for i in nat]
-        else:
-            chance = 1.0 - math.exp(-statistics.fmean(readers))
-            self.signers_read.append(chance)
-            self.nat_read += [chance for _ in nat]
+        in_round = [self.read_signers.get((self.peer_ids[i], 0), 0.0) for i in publishers]
+        at_all = [count + self.read_signers.get((self.peer_ids[i], 1), 0.0) for i, count in zip(publishers, in_round)]
+
+        def chances(readers: list[float]) -> list[float]:
+            if exact:
+                return [float(count >= 1) for count in readers]
+            return [1.0 - math.exp(-statistics.fmean(readers))] * len(readers)
+
+        self.signers_read.append(statistics.fmean(chances(at_all)))
+        nat_from = len(publishers) - len(nat)
+        self.nat_read += list(zip(chances(in_round)[nat_from:], chances(at_all)[nat_from:]))
         self.read_signers.clear()
 
     def measure_joins(self, count: int = 8) -> tuple[float, float]:
@@ -1181,7 +1194,8 @@ class SwarmModel:
         kinds = self.served_kind.get(busiest, Counter())
         lookups_rpcs = [rpcs for rpcs, _, _ in self.lookups]
         lookups_rounds = [seconds / config.rtt_s for _, seconds, _ in self.lookups]
-        nat_chance = statistics.fmean(self.nat_read) if self.nat_read else 0.0
+        in_round = statistics.fmean(chance for chance, _ in self.nat_read) if self.nat_read else 0.0
+        at_all = statistics.fmean(chance for _, chance in self.nat_read) if self.nat_read else 0.0
         return ModelResult(
             peers=config.peers,
             layout=config.layout,
@@ -1208,7 +1222,7 @@ class SwarmModel:
             replicas_reached=statistics.fmean(self.replicas_accepted) if self.replicas_accepted else 0.0,
             delivery=self.collected / self.wanted if self.wanted else 0.0,
             signers_read=statistics.fmean(self.signers_read) if self.signers_read else 0.0,
-            nat_rounds_to_first_read=1.0 / nat_chance if nat_chance > 0 else None,
+            nat_rounds_to_first_read=in_round + (1.0 - in_round) * (1.0 + 1.0 / at_all) if at_all > 0 else None,
             census_seen_mean=statistics.fmean(self.census_seen) if self.census_seen else 0.0,
             census_keys_read_mean=statistics.fmean(self.census_keys) if self.census_keys else 0.0,
             refusals={kind: count / windows for kind, count in sorted(self.refusals.items())},

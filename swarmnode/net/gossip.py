@@ -37,6 +37,7 @@ _SEEN_DIGESTS = 16_384
 _LATENCY_SAMPLES = 1_024
 _SIGNERS_SEEN = 16_384  # distinct signers taken from, counted among the most recent this many
 LOOK_AHEAD_SPREAD = 0.75  # the next window's keys are looked up within this share of the rest of the window
+NEWEST_FIRST_AFTER = 0.5  # from this share of a window on, a collect reads the current window's batches first
 
 
 @dataclass
@@ -185,6 +186,7 @@ class Gossip:
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
         self._published_in: int | None = None  # the window of our last publish
         self._wanted = 0  # what our last collect asked for
+        self._newest_first = False  # whether our last collect read the current window first (`_reading_plan`)
         self._ahead: tuple[int, list[tuple[str, Slot, int]]] | None = None  # (window, first wave) `look_ahead` drew
         self._window_thread: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
@@ -241,7 +243,7 @@ class Gossip:
         now = get_dht_time()
         window = self.rules.window_of(now) + 1
         with self._lock:
-            published_in, wanted = self._published_in, self._wanted
+            published_in, wanted, newest_first = self._published_in, self._wanted, self._newest_first
         if published_in is None or published_in < window - 2:
             return 0
         try:
@@ -252,7 +254,7 @@ class Gossip:
             if wanted:
                 peers_needed = math.ceil(wanted / self.config.max_rollouts_per_peer)
                 keys += self._directory.keys_ahead(window, peers_needed)
-                wave = self._next_wave(self._reading_plan(window), peers_needed)
+                wave = self._next_wave(self._reading_plan(window, newest_first), peers_needed)  # rounds a window long
                 with self._lock:
                     self._ahead = (window, wave)
                 keys += [key for key, _, _ in wave]
@@ -369,9 +371,10 @@ class Gossip:
         taken: Counter[str] = Counter()
         now = get_dht_time()
         window = self.rules.window_of(now)
+        newest_first = now - window * self.rules.window_s >= NEWEST_FIRST_AFTER * self.rules.window_s
         peers_needed = math.ceil(max_rollouts / self.config.max_rollouts_per_peer)
         with self._lock:
-            self._wanted = max_rollouts
+            self._wanted, self._newest_first = max_rollouts, newest_first
             ahead = self._ahead if self._ahead is not None and self._ahead[0] == window else None
             self._ahead = None if ahead is not None else self._ahead  # one drawn for the next window waits for it
         if self._directory.read_due(window, peers_needed):
@@ -382,7 +385,7 @@ class Gossip:
             result.bytes_in += read.bytes_in
             result.rejected.update(read.rejected)
             result.thin_reads += read.thin
-        plan = self._reading_plan(window)
+        plan = self._reading_plan(window, newest_first)
         if ahead is not None:  # the wave `look_ahead` drew first, then the rest of a new plan
             drawn = {key for key, _, _ in ahead[1]}
             plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
@@ -432,31 +435,34 @@ class Gossip:
             self._signers_seen.update(taken)
         return result
 
-    def _reading_plan(self, window: int) -> list[tuple[str, Slot, int]]:
+    def _reading_plan(self, window: int, newest_first: bool) -> list[tuple[str, Slot, int]]:
         """Keys to read, best first, each with how many peers we know publish under it.
 
         Known publishers (`Directory.publishers`; our signing key is our libp2p identity, so a peer id tells its
-        shard) come first (in random order), each shard's current window then its older ones; then one wave
-        of keys of shards we know no publisher of (a different random few each call), so that signers the
-        directory missed (it is capped) are still reached without every collect reading every empty shard.
+        shard) come first, in random order: one window of every known shard, then their other windows, so that a
+        collect that has enough reads one key a signer. The first window is the previous one in a window's first
+        half (most signers have not published in the current one yet, and every batch is read for the whole
+        window after its own), the current one from `NEWEST_FIRST_AFTER` on (fresher rollouts). Then one wave of
+        keys of shards we know no publisher of (a different random few each call), so that signers the directory
+        missed (it is capped) are still reached without every collect reading every empty shard.
         """
         known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
         shards = self._random.sample(list(known), len(known))
-        windows = range(window, window - self.rules.max_age_windows - 1, -1)
-        probes = min(math.ceil(self.config.shards_per_wave / len(windows)), self.rules.num_shards - len(known))
-        while probes > 0:  # shards no known peer publishes to: drawn, never listed (there may be a million)
+        first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
+        windows = [first] + [w for w in range(window, window - self.rules.max_age_windows - 1, -1) if w != first]
+        probes: list[int] = []
+        wanted = min(math.ceil(self.config.shards_per_wave / len(windows)), self.rules.num_shards - len(known))
+        while len(probes) < wanted:  # shards no known peer publishes to: drawn, never listed (there may be a million)
             shard = self._random.randrange(self.rules.num_shards)
-            if shard not in known:
-                known[shard] = 0
-                shards.append(shard)
-                probes -= 1
+            if shard not in known and shard not in probes:
+                probes.append(shard)
         plan = [
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
-            for shard in shards
+            for group in (shards, probes)
             for read_window in windows
+            for shard in group
         ]
-        populated = sum(1 for entry in plan if entry[2] > 0)
-        return plan[: populated + self.config.shards_per_wave]
+        return plan[: len(known) * len(windows) + self.config.shards_per_wave]
 
     def _next_wave(self, plan: list[tuple[str, Slot, int]], peers_needed: int) -> list[tuple[str, Slot, int]]:
         """Take keys off the plan until they should hold `peers_needed` peers, within [1, shards_per_wave]:

@@ -72,7 +72,6 @@ MAX_ENTRY_PEERS = 16
 JOIN_RETRY_S = 0.5
 JOIN_FANOUT = 2  # entry peers a join pings at once, at random among the configured ones and the peer book's
 ENTRY_PINGERS = 32  # about how many nodes of a swarm re-ping a configured peer missing from their routing table
-STORE_GRACE_S = 0.5  # after the first replica accepted, how long a store waits for the others
 LOOP_SLACK_S = 1.0  # a call waits this much longer than its own deadline for the loop to answer
 CAP_WAIT_S = RPC_TIMEOUT_S / 2  # the longest a request waits for network.max_kbps; the other half is the RPC's
 DAEMON_EXIT_TIMEOUT_S = 5.0
@@ -522,7 +521,9 @@ class DHTPeer:
         entries, a beacon under six keys). hivemind's own lookup asks each peer for the key, and they answer with
         every record of the shard; we look up a neighbour of each key instead (last bit flipped: the same nearest
         peers, by XOR distance) under which nothing is stored. Peers that did not answer the lookup are skipped,
-        and replicas that accept before the deadline count. A DHT client is never a replica itself."""
+        and replicas that accept before the deadline count; once every item has one, the others get the hedge a
+        read gives a silent replica (`slow_after_s`), then finish in the background. A DHT client is never a replica
+        itself."""
         deadline = time.monotonic() + timeout_s
         key_ids = [DHTID.generate(source=item.key) for item in items]
         probes = [_probe(key_id) for key_id in key_ids]
@@ -555,15 +556,15 @@ class DHTPeer:
                 accepted[index] += bool(stored)
 
         storing = {asyncio.create_task(store_at(peer, indices)): peer for peer, indices in by_peer.items()}
-        pending = set(storing)
+        pending, until = set(storing), deadline
         while pending:
-            # once every item has a replica, a slow or dead one gets a short grace, not the whole deadline
-            until = deadline if not all(accepted) else min(deadline, time.monotonic() + STORE_GRACE_S)
             done, pending = await asyncio.wait(
                 pending, timeout=max(until - time.monotonic(), 0.0), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
                 break
+            if until == deadline and all(accepted):  # every item has a replica: the rest get the hedge, as reads do
+                until = min(deadline, time.monotonic() + node.blacklist.slow_after_s)
         for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout); meanwhile
             task.add_done_callback(_retrieve_exception)  # other stores and reads do not wait on those peers
             node.blacklist.register_slow(storing[task])
@@ -618,10 +619,12 @@ class DHTPeer:
 
     async def _nearest(self, node: DHTNode, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, PeerID]]:
         """Each probe's num_replicas nearest peers: remembered from a recent lookup (`ReplicaCache`), or found by a
-        lookup that leaves slow peers behind once others answered (`routing.hedged_lookup`) and starts from the
-        nearest peers in our routing table other than our configured ones while we know enough others (a
+        lookup of its own that leaves slow peers behind once others answered (`routing.hedged_lookup`) and starts
+        from the nearest peers in our routing table other than our configured ones while we know enough others (a
         bootstrap is in every joiner's table: it would otherwise be a first hop of a share of everyone's
-        lookups); peers that failed to answer are left out."""
+        lookups); peers that failed to answer are left out. One lookup a probe: hivemind's lookup of several keys
+        starts each from the nearest peers of all and asks peers about keys they are far from (in the model,
+        a look-ahead's ten keys looked up together cost 2.5 times the find bytes)."""
         beam = node.num_replicas
         table = node.protocol.routing_table
         found: dict[DHTID, dict[DHTID, PeerID]] = {}
@@ -632,21 +635,20 @@ class DHTPeer:
                      if peer not in node.blacklist)  # a failed peer still in our table was left out on purpose
             if (nearest := self._replicas.get(probe, node.blacklist, known)) is not None:
                 found[probe] = nearest
-        missing = [probe for probe in probes if probe not in found]
-        if missing:
-            start: dict[DHTID, PeerID] = {}
-            for probe in missing:
-                known = [(node_id, peer) for node_id, peer in table.get_nearest_neighbors(
-                    probe, beam + len(self._configured_peers), exclude=node.node_id) if peer not in node.blacklist]
-                others = [(node_id, peer) for node_id, peer in known if peer not in self._configured_peers]
-                start.update((others if len(others) >= beam else known)[:beam])
+
+        async def look_up(probe: DHTID) -> None:
+            known = [(node_id, peer) for node_id, peer in table.get_nearest_neighbors(
+                probe, beam + len(self._configured_peers), exclude=node.node_id) if peer not in node.blacklist]
+            others = [(node_id, peer) for node_id, peer in known if peer not in self._configured_peers]
+            start = dict((others if len(others) >= beam else known)[:beam])
             with hedged_lookup():
                 looked_up = await node.find_nearest_nodes(
-                    missing, k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
+                    [probe], k_nearest=beam, beam_size=beam, exclude_self=node.protocol.client_mode, node_to_peer_id=start
                 )
-            for probe, nearest in looked_up.items():
-                self._replicas.put(probe, {node_id: peer for node_id, peer in nearest.items() if peer not in node.blacklist})
-            found.update(looked_up)
+            self._replicas.put(probe, {node_id: peer for node_id, peer in looked_up[probe].items() if peer not in node.blacklist})
+            found[probe] = looked_up[probe]
+
+        await asyncio.gather(*[look_up(probe) for probe in probes if probe not in found])
 
         def kept(found: dict[DHTID, PeerID]) -> dict[DHTID, PeerID]:  # none other left: try them anyway
             answering = {node_id: peer for node_id, peer in found.items() if peer not in node.blacklist}
@@ -659,7 +661,7 @@ class DHTPeer:
     ) -> None:
         """One round of finds: each replica asked once for every key it is asked about (our own storage read
         directly); what did not answer by the deadline counts as not answered, and so does a replica still silent
-        `slow_after_s` (0.5 s, longer on a loaded machine) after the first answer came, once every key it was
+        `slow_after_s` (0.25 s, longer with far or loaded peers) after the first answer came, once every key it was
         asked for has an answer from another replica (its find finishes in the background: the next round asks
         the key's other replicas instead of waiting the whole RPC timeout for a peer that may have left)."""
         by_replica: dict[DHTID, list[str]] = {}
