@@ -224,6 +224,8 @@ def main() -> None:
                         help="how long lookups are remembered (default: as DHTPeer; 0: not at all, as before the look-ahead)")
     parser.add_argument("--no-look-ahead", dest="look_ahead", action="store_false",
                         help="no Gossip.look_ahead at window starts (as before it)")
+    parser.add_argument("--nat-signers", type=int, default=ModelConfig.nat_signers,
+                        help="signers behind NAT (DHT clients, named only by the directory) besides the N peers")
     parser.add_argument("--calibrate", type=Path, nargs="*", default=[], help="real runs' JSON to compare with")
     parser.add_argument("--fit", action="store_true", help="fit the routing-table fill to the --calibrate runs first")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "swarm-model.json")
@@ -234,7 +236,7 @@ def main() -> None:
         message_overhead_bytes=args.overhead_bytes, estimate_sigma=args.sigma, rtt_s=args.rtt_ms / 1000,
         rounds=args.rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
         find_neighbours=args.find_neighbours, census_every_s=args.census_every_s,
-        replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead,
+        replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead, nat_signers=args.nat_signers,
     )
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},

@@ -453,21 +453,25 @@ def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
 @pytest.mark.parametrize("newest_first", [False, True])
 def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest_first):
     """Early in a window the previous window first (most signers have not published in the current one yet), late
-    the current one (fresher): a collect that finds enough in its first waves reads one key a signer, not two."""
-    publishers = [Identity.generate().peer_id for _ in range(6)]
-    shards = {shard_of(peer, RULES.num_shards) for peer in publishers}
+    the current one (fresher): a collect that finds enough in its first waves reads one key a signer, not two. In
+    each window the signers the directory listed (public or behind NAT alike) come before the routing table's."""
+    public = [Identity.generate().peer_id for _ in range(6)]
+    listed = [Identity.generate().peer_id for _ in range(3)]
+    shards = {shard_of(peer, RULES.num_shards) for peer in public + listed}
+    listed_shards = {shard_of(peer, RULES.num_shards) for peer in listed}
     gossip = SimpleNamespace(
-        _directory=SimpleNamespace(publishers=lambda: publishers), rules=RULES, config=GossipConfig(shards_per_wave=4),
-        _random=random.Random(0),
+        _directory=SimpleNamespace(publishers=lambda: set(public + listed), listed=lambda: set(listed)), rules=RULES,
+        config=GossipConfig(shards_per_wave=4), _random=random.Random(0),
     )
     window = 1_000
     first, other = (window, window - 1) if newest_first else (window - 1, window)
     plan = Gossip._reading_plan(gossip, window, newest_first)
-    listed = [slot for _, slot, count in plan if count > 0]
-    assert [slot.window for slot in listed] == [first] * len(shards) + [other] * len(shards)
-    assert {slot.shard for slot in listed[: len(shards)]} == shards == {slot.shard for slot in listed[len(shards):]}
+    known = [slot for _, slot, count in plan if count > 0]
+    assert [slot.window for slot in known] == [first] * len(shards) + [other] * len(shards)
+    assert {slot.shard for slot in known[: len(shards)]} == shards == {slot.shard for slot in known[len(shards):]}
+    assert {slot.shard for slot in known[: len(listed_shards)]} == listed_shards
     wave = Gossip._next_wave(gossip, plan, peers_needed=3)
-    assert len({slot.shard for _, slot, count in wave if count > 0}) == len([1 for _, _, count in wave if count > 0])
+    assert {slot.shard for _, slot, count in wave if count > 0} == listed_shards  # one key a signer
 
 
 @pytest.mark.network

@@ -118,6 +118,14 @@ def test_failed_requests_settle_each_nodes_recent_failures_on_the_virtual_clock(
     assert not any(index in node.blacklist for node in nodes for index in barred)
 
 
+def test_a_signer_behind_nat_is_read_within_a_few_rounds_like_a_public_one() -> None:
+    """Only the directory names a signer behind NAT; collectors read the signers it listed before those of their
+    routing tables (all public), or signers behind NAT wait about 9 rounds here for a first reader."""
+    result = run_model(ModelConfig(peers=300, sample=40, nat_signers=30, layout="tiered", census=False, rounds=2))
+    assert result.nat_rounds_to_first_read is not None and result.nat_rounds_to_first_read < 3
+    assert result.signers_read > 0.9
+
+
 def test_looking_a_windows_keys_up_ahead_leaves_a_publish_one_round_of_stores() -> None:
     """From the second window on, every node looks its keys up when the window starts (`Gossip.look_ahead`): the
     publish stores at once and the first collect wave reads at once, for no more bytes than the lookups it moved."""

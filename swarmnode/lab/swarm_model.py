@@ -28,6 +28,7 @@ import selectors
 import statistics
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import SimpleNamespace
@@ -104,7 +105,7 @@ class ModelConfig:
     message_overhead_bytes: int = 0  # added to every request and response (0: protobuf bytes, as TrafficMeter counts)
     churn_per_min: float = 0.01  # share of peers leaving per minute, replaced by as many joiners
     linger_s: float = 600.0  # how long a departed peer stays in others' routing tables before a failed request drops it
-    nat_signers: int = 1  # DHT clients (behind NAT): in nobody's routing table, found via the directory or probes
+    nat_signers: int = 50  # DHT clients (behind NAT): in nobody's routing table, found via the directory or probes
     gossip: bool = True
     census: bool = True
     window_s: float = 30.0
@@ -1008,7 +1009,10 @@ class SwarmModel:
     def _gossip_view(self, peer: _Peer) -> SimpleNamespace:
         """What Gossip._reading_plan and _next_wave read from `self`, for this peer."""
         return SimpleNamespace(
-            _directory=SimpleNamespace(publishers=lambda: self._publishers(peer)), rules=self.rules,
+            _directory=SimpleNamespace(
+                publishers=lambda: self._publishers(peer), listed=lambda: set(peer.listed) - {self.peer_ids[peer.index]}
+            ),
+            rules=self.rules,
             config=self.gossip_config, _random=peer.rng,
         )
 
@@ -1118,23 +1122,21 @@ class SwarmModel:
         """Whose batches some collector read: counted when every peer collects. A batch is read in its own round
         or, by collects that read the previous window first, in the next; in a steady swarm the previous window's
         batches read this round stand for what this round's get next round. With a sample, a signer's own count
-        is mostly 0 or N / sample, so every signer (NAT ones included: at these sizes every shard has signers
-        collectors know, so theirs is read as often) gets the chance that at least one of N collectors read it,
-        from the mean number of collectors that read a signer (Poisson)."""
+        is mostly 0 or N / sample, so a group of signers (all; those behind NAT, whom only the directory names)
+        gets the chance that at least one of N collectors read one of them, from the mean number of collectors
+        that read one (Poisson)."""
         exact = all(peer.weight == 1.0 for peer in self.peers.values())
         nat = range(self.total - self.config.nat_signers, self.total)
         publishers = [*range(self.servers), *nat]
-        in_round = [self.read_signers.get((self.peer_ids[i], 0), 0.0) for i in publishers]
-        at_all = [count + self.read_signers.get((self.peer_ids[i], 1), 0.0) for i, count in zip(publishers, in_round)]
 
-        def chances(readers: list[float]) -> list[float]:
+        def chances(signers: Iterable[int], *lags: int) -> list[float]:
+            readers = [sum(self.read_signers.get((self.peer_ids[i], lag), 0.0) for lag in lags) for i in signers]
             if exact:
                 return [float(count >= 1) for count in readers]
-            return [1.0 - math.exp(-statistics.fmean(readers))] * len(readers)
+            return [1.0 - math.exp(-statistics.fmean(readers))] if readers else []
 
-        self.signers_read.append(statistics.fmean(chances(at_all)))
-        nat_from = len(publishers) - len(nat)
-        self.nat_read += list(zip(chances(in_round)[nat_from:], chances(at_all)[nat_from:]))
+        self.signers_read.append(statistics.fmean(chances(publishers, 0, 1)))
+        self.nat_read += list(zip(chances(nat, 0), chances(nat, 0, 1)))
         self.read_signers.clear()
 
     def measure_joins(self, count: int = 8) -> tuple[float, float]:

@@ -101,6 +101,11 @@ class Directory:
         publishers.discard(self._identity.peer_id)
         return publishers
 
+    def listed(self) -> set[str]:
+        """The signers the directory named lately (its buckets are drawn at random: a fair draw from every publisher,
+        those behind NAT included)."""
+        return set(self._listed) - {self._identity.peer_id}
+
     def not_found(self, read_shards: set[int], found: set[str]) -> int:
         """Drop listed signers whose shard was read and held no batch of theirs: an entry costs nothing to forge,
         and a Sybil's entries would otherwise keep collectors reading empty shards first. Returns how many."""

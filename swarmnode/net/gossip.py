@@ -439,15 +439,22 @@ class Gossip:
         """Keys to read, best first, each with how many peers we know publish under it.
 
         Known publishers (`Directory.publishers`; our signing key is our libp2p identity, so a peer id tells its
-        shard) come first, in random order: one window of every known shard, then their other windows, so that a
-        collect that has enough reads one key a signer. The first window is the previous one in a window's first
-        half (most signers have not published in the current one yet, and every batch is read for the whole
-        window after its own), the current one from `NEWEST_FIRST_AFTER` on (fresher rollouts). Then one wave of
-        keys of shards we know no publisher of (a different random few each call), so that signers the directory
-        missed (it is capped) are still reached without every collect reading every empty shard.
+        shard) come first: one window of every known shard, then their other windows, so that a collect that has
+        enough reads one key a signer. Within a window, the shards of signers the directory listed come first, then
+        the others, each in random order: the directory's buckets are drawn at random, so its signers are a fair
+        draw from all publishers, while those in our routing table are public ones only (mixed in, they crowded
+        out signers behind NAT, whom only the directory names). The first window
+        is the previous one in a window's first half (most signers have not published in the current one yet, and
+        every batch is read for the whole window after its own), the current one from `NEWEST_FIRST_AFTER` on
+        (fresher rollouts). Then one wave of keys of shards we know no publisher of (a different random few each
+        call), so that signers the directory missed (it is capped) are still reached without every collect
+        reading every empty shard.
         """
         known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
-        shards = self._random.sample(list(known), len(known))
+        listed = {shard_of(peer, self.rules.num_shards) for peer in self._directory.listed()}
+        shards = [
+            shard for group in (listed, set(known) - listed) for shard in self._random.sample(sorted(group), len(group))
+        ]
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
         windows = [first] + [w for w in range(window, window - self.rules.max_age_windows - 1, -1) if w != first]
         probes: list[int] = []
