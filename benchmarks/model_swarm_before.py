@@ -1,0 +1,73 @@
+"""`model_swarm.py` with behaviours of the tree before 2026-12-06's last change put back, for same-run "before" rows.
+
+The model runs the node's own code (`DHTPeer._nearest`, `Gossip._reading_plan`, the hedge in `net/routing.py`), so a
+"before" needs that code as it was: this loads it from a checkout of `4b4c046` (`--tree`) and puts back each named
+behaviour, then runs `model_swarm.py` with the arguments after `--`:
+
+    git worktree add /tmp/before-4b4c046 4b4c046   # or: mkdir D && git archive 4b4c046 | tar -x -C D
+    python benchmarks/model_swarm_before.py --tree /tmp/before-4b4c046 -- --sizes 1000,10000 --rounds 3 --out F.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import runpy
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from swarmnode.lab.swarm_model import SwarmModel
+from swarmnode.net import routing
+from swarmnode.net.gossip import Gossip
+from swarmnode.net.peer import DHTPeer
+
+BEHAVIOURS = ("lookups-together", "both-windows", "half-second-hedge", "mixed-order")
+
+
+def load(tree: Path, module: str) -> ModuleType:
+    """A module of the other tree under a name of its own (its imports resolve to this tree's package)."""
+    name = f"before_{module.replace('.', '_')}"
+    spec = importlib.util.spec_from_file_location(name, tree / (module.replace(".", "/") + ".py"))
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def put_back(tree: Path, behaviours: set[str]) -> None:
+    if "lookups-together" in behaviours:  # one hivemind lookup for all of an operation's keys
+        DHTPeer._nearest = load(tree, "swarmnode.net.peer").DHTPeer._nearest  # type: ignore[method-assign]
+    if "both-windows" in behaviours:  # each known shard's windows side by side
+        before = load(tree, "swarmnode.net.gossip").Gossip._reading_plan
+        Gossip._reading_plan = lambda self, window, newest_first: before(self, window)  # type: ignore[method-assign]
+    if "half-second-hedge" in behaviours:  # a store's fixed 0.5 s grace is the same at the model's 100 ms
+        routing.SLOW_PEER_S, routing.SLOW_TIMES_TYPICAL = 0.5, 4
+    if "mixed-order" in behaviours:  # listed signers not read first (the tree before has no `listed`)
+        view = SwarmModel._gossip_view
+
+        def mixed(self: SwarmModel, peer: object) -> object:
+            seen = view(self, peer)  # type: ignore[arg-type]
+            seen._directory.listed = set
+            return seen
+
+        SwarmModel._gossip_view = mixed  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", type=Path, required=True, help="a checkout of 4b4c046")
+    parser.add_argument("--put-back", default=",".join(BEHAVIOURS), help=f"comma-separated, of {', '.join(BEHAVIOURS)}")
+    parser.add_argument("model_args", nargs=argparse.REMAINDER, help="-- then model_swarm.py's arguments")
+    args = parser.parse_args()
+    behaviours = set(args.put_back.split(",")) - {""}
+    if unknown := behaviours - set(BEHAVIOURS):
+        parser.error(f"--put-back: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BEHAVIOURS)}")
+    put_back(args.tree, behaviours)
+    sys.argv = ["model_swarm.py", *[arg for arg in args.model_args if arg != "--"]]
+    runpy.run_path(str(Path(__file__).with_name("model_swarm.py")), run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
