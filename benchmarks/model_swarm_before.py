@@ -49,7 +49,7 @@ def put_back(tree: Path, behaviours: set[str]) -> None:
 
         def mixed(self: SwarmModel, peer: object) -> object:
             seen = view(self, peer)  # type: ignore[arg-type]
-            seen._directory.listed = set
+            seen._directory.listed = dict
             return seen
 
         SwarmModel._gossip_view = mixed  # type: ignore[method-assign]

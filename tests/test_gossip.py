@@ -20,9 +20,11 @@ from hivemind.utils import get_dht_time
 from peer_process import PeerProcess, wait_until_gone
 
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
+from swarmnode.net.directory import Directory
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import StoreItem
 from swarmnode.net.reputation import Reputation
+from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.keys import batch_key, directory_key
@@ -436,6 +438,17 @@ def test_directory_entries_of_signers_that_publish_nothing_are_dropped_once_thei
     assert second.directory_entries == len(fakes) and second.listed_not_found == 0  # read again, not listed again
 
 
+def test_a_listed_signer_is_dropped_once_the_window_it_was_listed_in_is_read_without_it():
+    """A forged entry costs one read: its shard read in another window proves nothing (a signer's batch of the window
+    it was listed in is where its entry says), read in its own window and empty, the signer is no longer listed."""
+    directory = Directory(SimpleNamespace(known_peer_ids=list), Identity.generate(), RULES, SwarmSize())
+    fake = Identity.generate().peer_id
+    shard = shard_of(fake, RULES.num_shards)
+    directory._listed[fake] = 1_000
+    assert directory.not_found({(999, shard)}, set()) == 0 and directory.listed() == {fake: 1_000}
+    assert directory.not_found({(1_000, shard)}, set()) == 1 and directory.listed() == {}
+
+
 def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
     """However many signers are listed, unknown shards are read from the first waves on, never after them all."""
     known = [(f"known{i}", Slot(1, i, ""), 1) for i in range(10)]
@@ -452,26 +465,26 @@ def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
 
 @pytest.mark.parametrize("newest_first", [False, True])
 def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest_first):
-    """Early in a window the previous window first (most signers have not published in the current one yet), late
-    the current one (fresher): a collect that finds enough in its first waves reads one key a signer, not two. In
-    each window the signers the directory listed (public or behind NAT alike) come before the routing table's."""
-    public = [Identity.generate().peer_id for _ in range(6)]
-    listed = [Identity.generate().peer_id for _ in range(3)]
-    shards = {shard_of(peer, RULES.num_shards) for peer in public + listed}
-    listed_shards = {shard_of(peer, RULES.num_shards) for peer in listed}
-    gossip = SimpleNamespace(
-        _directory=SimpleNamespace(publishers=lambda: set(public + listed), listed=lambda: set(listed)), rules=RULES,
-        config=GossipConfig(shards_per_wave=4), _random=random.Random(0),
-    )
+    """The previous window first early in a window (most have not published in the current one yet), the current
+    one late (fresher); signers the directory listed (public or behind NAT alike) before the others, in the window
+    it listed them in if newer: a collect that finds enough in its first waves reads one key a signer, not two."""
     window = 1_000
+    public = [Identity.generate().peer_id for _ in range(6)]
+    listed = {Identity.generate().peer_id: window - index % 2 for index in range(3)}
+    gossip = SimpleNamespace(
+        _directory=SimpleNamespace(publishers=lambda: set(public) | set(listed), listed=lambda: dict(listed)),
+        rules=RULES, config=GossipConfig(shards_per_wave=4), _random=random.Random(0),
+    )
     first, other = (window, window - 1) if newest_first else (window - 1, window)
     plan = Gossip._reading_plan(gossip, window, newest_first)
     known = [slot for _, slot, count in plan if count > 0]
-    assert [slot.window for slot in known] == [first] * len(shards) + [other] * len(shards)
-    assert {slot.shard for slot in known[: len(shards)]} == shards == {slot.shard for slot in known[len(shards):]}
-    assert {slot.shard for slot in known[: len(listed_shards)]} == listed_shards
+    listed_slots = {(max(listed_in, first), shard_of(peer, RULES.num_shards)) for peer, listed_in in listed.items()}
+    public_shards = {shard_of(peer, RULES.num_shards) for peer in public}
+    assert {(slot.window, slot.shard) for slot in known[:3]} == listed_slots
+    assert {(slot.window, slot.shard) for slot in known[3:9]} == {(first, shard) for shard in public_shards}
+    assert [slot.window for slot in known[12:]] == [other] * 6 and len(known) == 18  # every key once
     wave = Gossip._next_wave(gossip, plan, peers_needed=3)
-    assert {slot.shard for _, slot, count in wave if count > 0} == listed_shards  # one key a signer
+    assert {(slot.window, slot.shard) for _, slot, count in wave if count > 0} == listed_slots  # one key a signer
 
 
 @pytest.mark.network

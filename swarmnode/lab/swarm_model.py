@@ -1010,7 +1010,8 @@ class SwarmModel:
         """What Gossip._reading_plan and _next_wave read from `self`, for this peer."""
         return SimpleNamespace(
             _directory=SimpleNamespace(
-                publishers=lambda: self._publishers(peer), listed=lambda: set(peer.listed) - {self.peer_ids[peer.index]}
+                publishers=lambda: self._publishers(peer),
+                listed=lambda: {signer: w for signer, w in peer.listed.items() if signer != self.peer_ids[peer.index]},
             ),
             rules=self.rules,
             config=self.gossip_config, _random=peer.rng,

@@ -101,17 +101,20 @@ class Directory:
         publishers.discard(self._identity.peer_id)
         return publishers
 
-    def listed(self) -> set[str]:
-        """The signers the directory named lately (its buckets are drawn at random: a fair draw from every publisher,
-        those behind NAT included)."""
-        return set(self._listed) - {self._identity.peer_id}
+    def listed(self) -> dict[str, int]:
+        """The signers the directory named lately, each with the newest window it named them in (their batch of that
+        window is stored with the entry). Its buckets are drawn at random: a fair draw from every publisher, those
+        behind NAT included."""
+        return {signer: window for signer, window in self._listed.items() if signer != self._identity.peer_id}
 
-    def not_found(self, read_shards: set[int], found: set[str]) -> int:
-        """Drop listed signers whose shard was read and held no batch of theirs: an entry costs nothing to forge,
-        and a Sybil's entries would otherwise keep collectors reading empty shards first. Returns how many."""
+    def not_found(self, read_slots: set[tuple[int, int]], found: set[str]) -> int:
+        """Drop listed signers whose shard was read in the window they were listed in and held no batch of theirs:
+        an entry costs nothing to forge, and a Sybil's entries would otherwise keep collectors reading empty shards
+        first. `read_slots`: (window, shard) keys read from enough replicas. Returns how many."""
         absent = [
-            signer for signer in self._listed
-            if signer not in found and signer not in self._signers and shard_of(signer, self.rules.num_shards) in read_shards
+            signer for signer, window in self._listed.items()
+            if signer not in found and signer not in self._signers
+            and (window, shard_of(signer, self.rules.num_shards)) in read_slots
         ]
         for signer in absent:
             self._absent[signer] = self._listed.pop(signer)  # not listed again for that entry, however often read

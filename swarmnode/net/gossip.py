@@ -389,7 +389,7 @@ class Gossip:
         if ahead is not None:  # the wave `look_ahead` drew first, then the rest of a new plan
             drawn = {key for key, _, _ in ahead[1]}
             plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
-        windows_read: Counter[int] = Counter()  # shard -> its keys read from enough replicas
+        read_slots: set[tuple[int, int]] = set()  # (window, shard) of the keys read from enough replicas
         signers_found: set[str] = set()
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
             remaining_s = deadline - time.monotonic()
@@ -410,7 +410,8 @@ class Gossip:
             thin = set(read.thin_keys())
             for key, slot, _ in wave:
                 entries = list(found.get(key, {}).items())
-                windows_read[slot.shard] += key not in thin and key in read.coverage
+                if key not in thin and key in read.coverage:
+                    read_slots.add((slot.window, slot.shard))
                 signers_found.update(signer for signer, _ in entries)
                 result.bytes_in += sum(len(frame) for _, (frame, _) in entries)
                 self._random.shuffle(entries)
@@ -423,9 +424,7 @@ class Gossip:
                     self._consider(
                         frame, Slot(slot.window, slot.shard, subkey), now, max_rollouts, taken, result
                     )
-        all_windows = self.rules.max_age_windows + 1
-        read_shards = {shard for shard, count in windows_read.items() if count == all_windows}
-        result.listed_not_found = self._directory.not_found(read_shards, signers_found)
+        result.listed_not_found = self._directory.not_found(read_slots, signers_found)
         result.peers_seen = len(taken)
         result.elapsed_s = time.monotonic() - started
         with self._lock:
@@ -440,34 +439,40 @@ class Gossip:
 
         Known publishers (`Directory.publishers`; our signing key is our libp2p identity, so a peer id tells its
         shard) come first: one window of every known shard, then their other windows, so that a collect that has
-        enough reads one key a signer. Within a window, the shards of signers the directory listed come first, then
-        the others, each in random order: the directory's buckets are drawn at random, so its signers are a fair
-        draw from all publishers, while those in our routing table are public ones only (mixed in, they crowded
-        out signers behind NAT, whom only the directory names). The first window
-        is the previous one in a window's first half (most signers have not published in the current one yet, and
-        every batch is read for the whole window after its own), the current one from `NEWEST_FIRST_AFTER` on
-        (fresher rollouts). Then one wave of keys of shards we know no publisher of (a different random few each
+        enough reads one key a signer. The first window is the previous one in a window's first half (most signers
+        have not published in the current one yet, and every batch is read for the whole window after its own), the
+        current one from `NEWEST_FIRST_AFTER` on (fresher rollouts). Signers the directory listed come first, in
+        the window it listed them in if that is newer (their batch is there, and a forged entry is found out by one
+        read): its buckets are drawn at random, so its signers are a fair draw from all publishers, while those in
+        our routing table are public ones only (mixed in, they crowded out signers behind NAT, whom only the
+        directory names). Then one wave of keys of shards we know no publisher of (a different random few each
         call), so that signers the directory missed (it is capped) are still reached without every collect
         reading every empty shard.
         """
-        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
-        listed = {shard_of(peer, self.rules.num_shards) for peer in self._directory.listed()}
-        shards = [
-            shard for group in (listed, set(known) - listed) for shard in self._random.sample(sorted(group), len(group))
-        ]
+        oldest = window - self.rules.max_age_windows
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
-        windows = [first] + [w for w in range(window, window - self.rules.max_age_windows - 1, -1) if w != first]
+        windows = [first] + [w for w in range(window, oldest - 1, -1) if w != first]
+        listed: dict[int, int] = {}  # shard -> the window to read a listed signer of it in first
+        for peer, listed_in in self._directory.listed().items():
+            shard = shard_of(peer, self.rules.num_shards)
+            listed[shard] = max(listed.get(shard, first), min(listed_in, window))
+        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
+        others = sorted(set(known) - set(listed))
         probes: list[int] = []
         wanted = min(math.ceil(self.config.shards_per_wave / len(windows)), self.rules.num_shards - len(known))
         while len(probes) < wanted:  # shards no known peer publishes to: drawn, never listed (there may be a million)
             shard = self._random.randrange(self.rules.num_shards)
             if shard not in known and shard not in probes:
                 probes.append(shard)
+        listed_order = self._random.sample(sorted(listed), len(listed))
+        others_order = self._random.sample(others, len(others))
+        slots = [(listed[shard], shard) for shard in listed_order] + [(windows[0], shard) for shard in others_order]
+        slots += [(w, shard) for shard in listed_order for w in windows if w != listed[shard]]
+        slots += [(w, shard) for w in windows[1:] for shard in others_order]
+        slots += [(w, shard) for w in windows for shard in probes]
         plan = [
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
-            for group in (shards, probes)
-            for read_window in windows
-            for shard in group
+            for read_window, shard in slots
         ]
         return plan[: len(known) * len(windows) + self.config.shards_per_wave]
 
