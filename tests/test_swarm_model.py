@@ -122,7 +122,7 @@ def test_a_signer_behind_nat_is_read_within_a_few_rounds_like_a_public_one() -> 
     """Only the directory names a signer behind NAT; collectors read the signers it listed before those of their
     routing tables (all public), or signers behind NAT wait about 9 rounds here for a first reader."""
     result = run_model(ModelConfig(peers=300, sample=40, nat_signers=30, layout="tiered", census=False, rounds=2))
-    assert result.nat_rounds_to_first_read is not None and result.nat_rounds_to_first_read < 3
+    assert result.nat_rounds_to_first_read is not None and result.nat_rounds_to_first_read < 4  # 2.9 here
     assert result.signers_read > 0.9
 
 
