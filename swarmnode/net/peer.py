@@ -661,7 +661,7 @@ class DHTPeer:
     ) -> None:
         """One round of finds: each replica asked once for every key it is asked about (our own storage read
         directly); what did not answer by the deadline counts as not answered, and so does a replica still silent
-        `slow_after_s` (0.25 s, longer with far or loaded peers) after the first answer came, once every key it was
+        `slow_after_s` (0.5 s, longer with far or loaded peers) after the first answer came, once every key it was
         asked for has an answer from another replica (its find finishes in the background: the next round asks
         the key's other replicas instead of waiting the whole RPC timeout for a peer that may have left)."""
         by_replica: dict[DHTID, list[str]] = {}

@@ -99,8 +99,8 @@ def spare_unasked(node: DHTNode, unasked: Counter[PeerID]) -> None:
 FAILED_BAN_S = 10.0  # after a first failure; doubled for each further one in a row
 FAILED_MAX_BAN_S = 600.0
 MAX_FAILED_PEERS = 1024  # peers remembered; the oldest failure is forgotten first
-SLOW_PEER_S = 0.25  # a lookup, store or read stops waiting for a peer this late once others have answered (at least;
-SLOW_TIMES_TYPICAL = 3  # or this many times the typical answer time, when that is longer: far or loaded peers)
+SLOW_PEER_S = 0.5  # a lookup, store or read stops waiting for a peer this late once others have answered (at least;
+SLOW_TIMES_TYPICAL = 4  # or this many times the typical answer time, when that is longer: far or loaded peers)
 MAX_SLOW_S = 2.5  # and never later than this (the RPC timeout is 3 s)
 SLOW_FOR_S = 5.0  # a peer left behind as slow is avoided until its request's outcome, at most this long
 ENOUGH_ANSWERS = 2  # answers a lookup needs before it leaves a slow peer behind
@@ -188,7 +188,7 @@ _LOOKUP: ContextVar[Lookup | None] = ContextVar("swarmnode_lookup", default=None
 
 @contextlib.contextmanager
 def hedged_lookup(enough: int = ENOUGH_ANSWERS) -> Iterator[Lookup]:
-    """Lookups (`find_nearest_nodes`) started inside leave a peer that has not answered within SLOW_PEER_S (or 3
+    """Lookups (`find_nearest_nodes`) started inside leave a peer that has not answered within SLOW_PEER_S (or 4
     times the typical answer time, if longer) behind once `enough` others answered: hivemind's search otherwise
     waits the whole RPC timeout for one dead peer."""
     token = _LOOKUP.set(Lookup(enough))
