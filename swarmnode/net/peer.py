@@ -556,15 +556,16 @@ class DHTPeer:
                 accepted[index] += bool(stored)
 
         storing = {asyncio.create_task(store_at(peer, indices)): peer for peer, indices in by_peer.items()}
-        pending, until = set(storing), deadline
+        pending, hedge = set(storing), None
         while pending:
+            until = deadline if hedge is None else hedge
             done, pending = await asyncio.wait(
                 pending, timeout=max(until - time.monotonic(), 0.0), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
                 break
-            if until == deadline and all(accepted):  # every item has a replica: the rest get the hedge, as reads do
-                until = min(deadline, time.monotonic() + node.blacklist.slow_after_s)
+            if hedge is None and all(accepted):  # every item has a replica: the rest get the hedge, as reads do
+                hedge = min(deadline, time.monotonic() + node.blacklist.slow_after_s)
         for task in pending:  # left to finish or fail on their own (each bounded by the RPC timeout); meanwhile
             task.add_done_callback(_retrieve_exception)  # other stores and reads do not wait on those peers
             node.blacklist.register_slow(storing[task])
