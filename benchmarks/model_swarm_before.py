@@ -1,11 +1,13 @@
-"""`model_swarm.py` with behaviours of the tree before 2026-12-06's last change put back, for same-run "before" rows.
+"""`model_swarm.py` with earlier behaviours put back, for same-run "before" rows and one-at-a-time tables.
 
-The model runs the node's own code (`DHTPeer._nearest`, `Gossip._reading_plan`, the hedge in `net/routing.py`), so a
-"before" needs that code as it was: this loads it from a checkout of `4b4c046` (`--tree`) and puts back each named
-behaviour, then runs `model_swarm.py` with the arguments after `--`:
+The model runs the node's own code (`DHTPeer._nearest`, `Gossip._reading_plan`, `KeyRead`, the hedge in
+`net/routing.py`), so a "before" needs that code as it was. The four behaviours of `4b4c046` are loaded from a checkout
+of it (`--tree`); the two of `16a538a` are this tree's code with a constant or class set back. Then `model_swarm.py`
+runs with the arguments after `--`:
 
-    git worktree add /tmp/before-4b4c046 4b4c046   # or: mkdir D && git archive 4b4c046 | tar -x -C D
+    mkdir /tmp/before-4b4c046 && git archive 4b4c046 | tar -x -C /tmp/before-4b4c046
     python benchmarks/model_swarm_before.py --tree /tmp/before-4b4c046 -- --sizes 1000,10000 --rounds 3 --out F.json
+    python benchmarks/model_swarm_before.py --put-back store-waits-for-all -- --sizes 10000 --rounds 3 --out F.json
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from swarmnode.lab import swarm_model
 from swarmnode.lab.swarm_model import SwarmModel
 from swarmnode.net import routing
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer
+from swarmnode.net.replicas import REPLICAS, KeyRead
 
-BEHAVIOURS = ("lookups-together", "both-windows", "half-second-hedge", "mixed-order")
+FROM_TREE = ("lookups-together", "both-windows", "half-second-hedge", "mixed-order")  # 4b4c046's, from --tree
+BEHAVIOURS = (*FROM_TREE, "store-waits-for-all", "batch-reads-from-two")  # and 16a538a's
 
 
 def load(tree: Path, module: str) -> ModuleType:
@@ -36,7 +41,13 @@ def load(tree: Path, module: str) -> ModuleType:
     return loaded
 
 
-def put_back(tree: Path, behaviours: set[str]) -> None:
+def put_back(tree: Path | None, behaviours: set[str]) -> None:
+    if "store-waits-for-all" in behaviours:  # a store waited for every replica (or the hedge), not for 3
+        swarm_model.STORE_QUORUM = REPLICAS
+    if "batch-reads-from-two" in behaviours:  # a shard key read from 2 replicas, even for a known signer's batch
+        swarm_model.KeyRead = lambda key_id, replicas, quorum, wanted=frozenset(): KeyRead(key_id, replicas, quorum)
+    if tree is None:
+        return
     if "lookups-together" in behaviours:  # one hivemind lookup for all of an operation's keys
         DHTPeer._nearest = load(tree, "swarmnode.net.peer").DHTPeer._nearest  # type: ignore[method-assign]
     if "both-windows" in behaviours:  # each known shard's windows side by side
@@ -57,13 +68,15 @@ def put_back(tree: Path, behaviours: set[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path, required=True, help="a checkout of 4b4c046")
-    parser.add_argument("--put-back", default=",".join(BEHAVIOURS), help=f"comma-separated, of {', '.join(BEHAVIOURS)}")
+    parser.add_argument("--tree", type=Path, help=f"a checkout of 4b4c046 (for {', '.join(FROM_TREE)})")
+    parser.add_argument("--put-back", default=",".join(FROM_TREE), help=f"comma-separated, of {', '.join(BEHAVIOURS)}")
     parser.add_argument("model_args", nargs=argparse.REMAINDER, help="-- then model_swarm.py's arguments")
     args = parser.parse_args()
     behaviours = set(args.put_back.split(",")) - {""}
     if unknown := behaviours - set(BEHAVIOURS):
         parser.error(f"--put-back: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BEHAVIOURS)}")
+    if args.tree is None and behaviours & set(FROM_TREE):
+        parser.error(f"--put-back {', '.join(sorted(behaviours & set(FROM_TREE)))} needs --tree (a checkout of 4b4c046)")
     put_back(args.tree, behaviours)
     sys.argv = ["model_swarm.py", *[arg for arg in args.model_args if arg != "--"]]
     runpy.run_path(str(Path(__file__).with_name("model_swarm.py")), run_name="__main__")

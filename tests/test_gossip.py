@@ -451,15 +451,15 @@ def test_a_listed_signer_is_dropped_once_the_window_it_was_listed_in_is_read_wit
 
 def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
     """However many signers are listed, unknown shards are read from the first waves on, never after them all."""
-    known = [(f"known{i}", Slot(1, i, ""), 1) for i in range(10)]
-    unknown = [(f"unknown{i}", Slot(1, 100 + i, ""), 0) for i in range(3)]
+    known = [(f"known{i}", Slot(1, i, ""), frozenset({f"signer{i}"})) for i in range(10)]
+    unknown = [(f"unknown{i}", Slot(1, 100 + i, ""), frozenset()) for i in range(3)]
     plan = known + unknown
     gossip = SimpleNamespace(config=GossipConfig(shards_per_wave=4))
     waves = []
     while plan:
         waves.append(Gossip._next_wave(gossip, plan, peers_needed=1))
-    assert all(any(count == 0 for _, _, count in wave) for wave in waves[: len(unknown)])
-    assert sorted(entry for wave in waves for entry in wave) == sorted(known + unknown)  # each key read once
+    assert all(any(not signers for _, _, signers in wave) for wave in waves[: len(unknown)])
+    assert sorted(key for wave in waves for key, _, _ in wave) == sorted(key for key, _, _ in known + unknown)  # once
     assert all(1 <= len(wave) <= 4 for wave in waves)
 
 
@@ -477,14 +477,15 @@ def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest
     )
     first, other = (window, window - 1) if newest_first else (window - 1, window)
     plan = Gossip._reading_plan(gossip, window, newest_first)
-    known = [slot for _, slot, count in plan if count > 0]
+    known = [slot for _, slot, signers in plan if signers]
     listed_slots = {(max(listed_in, first), shard_of(peer, RULES.num_shards)) for peer, listed_in in listed.items()}
     public_shards = {shard_of(peer, RULES.num_shards) for peer in public}
     assert {(slot.window, slot.shard) for slot in known[:3]} == listed_slots
     assert {(slot.window, slot.shard) for slot in known[3:9]} == {(first, shard) for shard in public_shards}
     assert [slot.window for slot in known[12:]] == [other] * 6 and len(known) == 18  # every key once
     wave = Gossip._next_wave(gossip, plan, peers_needed=3)
-    assert {(slot.window, slot.shard) for _, slot, count in wave if count > 0} == listed_slots  # one key a signer
+    assert {(slot.window, slot.shard) for _, slot, signers in wave if signers} == listed_slots  # one key a signer
+    assert {signer for _, _, signers in wave for signer in signers} == set(listed)  # what each key's read is for
 
 
 @pytest.mark.network

@@ -11,7 +11,7 @@ from hivemind.p2p import PeerID
 from hivemind.utils import MSGPackSerializer, ValueWithExpiration
 
 from swarmnode.net.census import Census
-from swarmnode.net.replicas import KeyRead
+from swarmnode.net.replicas import BATCH_QUORUM, READ_QUORUM, KeyRead
 from swarmnode.wire.identity import Identity
 
 EXPIRES = 1_800_000_000.0
@@ -25,9 +25,11 @@ def answer(entries: dict[str, bytes], expiration: float = EXPIRES) -> ValueWithE
     )
 
 
-def key_read(replicas: int = 5) -> KeyRead:
+def key_read(replicas: int = 5, quorum: int = READ_QUORUM, wanted: frozenset[str] = frozenset()) -> KeyRead:
     peers = [PeerID.from_base58(Identity.from_seed(bytes([index + 1]) * 32).peer_id) for index in range(replicas)]
-    return KeyRead(DHTID.generate(source=b"key"), {DHTID.generate(source=peer.to_bytes()): peer for peer in peers})
+    return KeyRead(
+        DHTID.generate(source=b"key"), {DHTID.generate(source=peer.to_bytes()): peer for peer in peers}, quorum, wanted
+    )
 
 
 HONEST = {"alice": b"frame-a", "bob": b"frame-b"}
@@ -71,6 +73,45 @@ def test_agreeing_answers_from_a_quorum_end_the_read_and_too_few_answers_make_it
     silent.answer(asked[0], answer(HONEST))  # the other two never answered
     assert len(silent.second_round()) == 2  # too few answers: the rest are asked
     assert silent.coverage().thin
+
+
+def test_a_read_for_a_known_signer_asks_one_replica_and_stops_at_its_batch():
+    read = key_read(quorum=BATCH_QUORUM, wanted=frozenset({"alice"}))
+    [asked] = read.first_round(random.Random(2))
+    read.answer(asked, answer(HONEST))
+    assert read.second_round() == [] and not read.coverage().thin  # a signed batch proves itself: one answer does
+    assert set(read.entries()) == {"alice", "bob"}
+
+
+def test_a_known_signers_absence_takes_a_quorum_of_answers_so_one_liar_cannot_hide_its_batch():
+    read = key_read(quorum=BATCH_QUORUM, wanted=frozenset({"alice"}))
+    [liar] = read.first_round(random.Random(2))
+    read.answer(liar, answer({}))  # hides alice's batch
+    assert read.coverage().thin  # one empty answer proves nothing yet
+    [honest] = read.second_round()
+    assert honest != liar
+    read.answer(honest, answer(HONEST))
+    assert "alice" in read.entries() and not read.coverage().thin
+    absent = key_read(quorum=BATCH_QUORUM, wanted=frozenset({"carol"}))
+    for replica in [*absent.first_round(random.Random(3)), *absent.second_round()]:
+        absent.answer(replica, answer(HONEST))
+    assert absent.second_round() == [] and not absent.coverage().thin  # two replicas agree carol is not there
+
+
+def test_whom_a_known_signers_read_asks_next_is_drawn_so_liars_next_to_the_key_are_not_always_next():
+    asked_next = set()
+    for seed in range(20):
+        read = key_read(quorum=BATCH_QUORUM, wanted=frozenset({"alice"}))
+        [first] = read.first_round(random.Random(seed))
+        read.answer(first, answer({}))
+        asked_next.update(read.second_round())
+    assert len(asked_next) == 5
+
+
+def test_a_known_signers_read_whose_one_replica_was_silent_asks_a_quorum_of_others():
+    read = key_read(quorum=BATCH_QUORUM, wanted=frozenset({"alice"}))
+    [silent] = read.first_round(random.Random(4))
+    assert len(others := read.second_round()) == BATCH_QUORUM and silent not in others
 
 
 def test_a_census_whose_bucket_held_more_signers_than_it_opens_is_not_complete_and_says_so_in_json():

@@ -135,3 +135,11 @@ def test_looking_a_windows_keys_up_ahead_leaves_a_publish_one_round_of_stores() 
     assert ahead.publish_rounds.p95 <= 2 < before.publish_rounds.p50  # a lookup is 2 rounds at its fastest
     assert ahead.collect_rounds.p50 < before.collect_rounds.p50
     assert ahead.node_kb_round_median < 1.1 * before.node_kb_round_median
+
+
+def test_with_churn_a_look_ahead_still_leaves_a_publish_one_round_of_stores() -> None:
+    """A departed peer lingers in others' routing tables and among a key's nearest: a lookup whose beam were only
+    the 5 replicas would then find 3 live ones, too few to remember, and the publish would look the key up again."""
+    result = run_model(ModelConfig(peers=300, sample=40, layout="tiered", census=False, nat_signers=0, rounds=2))
+    assert result.timeouts_per_node_round > 0  # peers did depart
+    assert result.publish_rounds.p95 <= 2

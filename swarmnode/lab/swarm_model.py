@@ -47,7 +47,7 @@ from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replica_cache import ReplicaCache
-from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, KeyRead
+from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, STORE_QUORUM, KeyRead
 from swarmnode.net.routing import RecentFailures, remember_failures
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
 from swarmnode.wire.keys import (
@@ -742,19 +742,22 @@ class SwarmModel:
     async def store(self, peer: _Peer, items: list[tuple[str, int]]) -> list[int]:
         """`DHTPeer._store_all` (no deadline): one lookup of every key's neighbour (last bit flipped), then one store
         request per replica carrying every item it is a replica of; a server among a key's nearest keeps a copy
-        itself. Once every item has a replica that accepted, the others get the node's `slow_after_s` more, then are
-        left behind as slow. Returns, per (key, size) item, how many other peers accepted it in time."""
+        itself. It returns once `STORE_QUORUM` of each item's replicas accepted it; or, once every item has a
+        replica that accepted, after the node's `slow_after_s` more, leaving the others behind as slow. Returns, per
+        (key, size) item, how many other peers accepted it by then."""
         node = peer.node
         kids = [self._register(key) for key, _ in items]
         probes = [FastID(int(kid) ^ 1) for kid in kids]
         nearest = await self._lookup(peer, list(dict.fromkeys(probes)))
         by_replica: dict[int, list[int]] = {}
+        enough = [0] * len(items)
         for item, probe in enumerate(probes):
             if node.node_id in nearest[probe]:
                 self._accept(peer.index, kids[item], self.peer_ids[peer.index], items[item][1], self.loop.time())
             for node_id, index in nearest[probe].items():
                 if node_id != node.node_id:
                     by_replica.setdefault(index, []).append(item)
+                    enough[item] = min(enough[item] + 1, STORE_QUORUM)
         accepted = [0] * len(items)
 
         async def store_at(replica: int, held: list[int]) -> None:
@@ -764,17 +767,19 @@ class SwarmModel:
                 accepted[item] += stored
 
         storing = {asyncio.ensure_future(store_at(replica, held)): replica for replica, held in by_replica.items()}
-        pending, until = set(storing), None
-        while pending:
+        pending, until, quorum = set(storing), None, False
+        while pending and not quorum:
             timeout = None if until is None else max(until - self.loop.time(), 0.0)
             done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 break
+            quorum = all(count >= needed for count, needed in zip(accepted, enough))
             if until is None and all(accepted):
                 until = self.loop.time() + node.blacklist.slow_after_s
-        for task in pending:  # finishes on its own; meanwhile other operations do not wait on its peer
-            node.blacklist.register_slow(storing[task])
-        return accepted
+        for task in pending:  # finishes on its own; if late, meanwhile other operations do not wait on its peer
+            if not quorum:
+                node.blacklist.register_slow(storing[task])
+        return list(accepted)
 
     async def _store_at(self, peer: _Peer, replica: int, kids: list[DHTID], sizes: list[int]) -> list[bool] | None:
         """One store request: whether the replica accepted each record, or None if it did not answer."""
@@ -807,18 +812,25 @@ class SwarmModel:
                 accepted[i] += stored if replica != index else 0
         return accepted
 
-    async def read_many(self, peer: _Peer, keys: list[str], quorum: int) -> dict[str, dict[str, _Record]]:
+    async def read_many(
+        self, peer: _Peer, keys: list[str], quorum: int, wanted: dict[str, frozenset[str]] | None = None
+    ) -> dict[str, dict[str, _Record]]:
         """`DHTPeer._read_many`: one lookup for all keys' neighbours, then `_ask` rounds with KeyRead's quorum
-        rule; the answer is the union of what the replicas that answered hold."""
+        rule (one replica first for a key read for `wanted` signers); the answer is the union of what the replicas
+        that answered hold."""
         ids = {key: self._register(key) for key in keys}
         probes = {FastID(int(kid) ^ 1): key for key, kid in ids.items()}
         nearest = await self._lookup(peer, list(probes))
-        reads = {probes[probe]: KeyRead(ids[probes[probe]], dict(found), quorum) for probe, found in nearest.items()}
+        wanted = wanted or {}
+        reads = {
+            probes[probe]: KeyRead(ids[probes[probe]], dict(found), quorum, wanted.get(probes[probe], frozenset()))
+            for probe, found in nearest.items()
+        }
         records: dict[str, dict[str, dict[str, _Record]]] = {key: {} for key in keys}
         first = {key: read.first_round(peer.rng) for key, read in reads.items()}
-        await self._ask(peer, reads, first, records)
+        await self._ask(peer, reads, first, records, last=False)
         second = {key: read.second_round() for key, read in reads.items()}
-        await self._ask(peer, reads, second, records)
+        await self._ask(peer, reads, second, records, last=True)
         union: dict[str, dict[str, _Record]] = {}
         for key, read in reads.items():
             merged: dict[str, _Record] = {}
@@ -827,10 +839,13 @@ class SwarmModel:
             union[key] = merged
         return union
 
-    async def _ask(self, peer: _Peer, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], records: dict) -> None:
+    async def _ask(
+        self, peer: _Peer, reads: dict[str, KeyRead], asking: dict[str, list[DHTID]], records: dict, *, last: bool
+    ) -> None:
         """`DHTPeer._ask` (no deadline): one find per replica for all its keys, our own copy read directly; a replica
-        still silent `slow_after_s` after the first answer, whose keys all have answers from others, is left
-        behind (its find finishes on its own and settles the blacklist then)."""
+        still silent `slow_after_s` after the first answer (after the round began, if none came) is left behind,
+        in the last round only once its keys all have answers from others (its find finishes on its own, settles
+        the blacklist then and its answer still counts)."""
         node = peer.node
         by_replica: dict[DHTID, list[str]] = {}
         for key, replica_ids in asking.items():
@@ -858,13 +873,13 @@ class SwarmModel:
 
         asked = {asyncio.ensure_future(find(replica, keys)): keys for replica, keys in by_replica.items()}
         pending = set(asked)
-        first_answer = None
+        round_began, first_answer = self.loop.time(), None
         while pending:
             wait = None
-            if first_answer is not None:
-                hedge = first_answer + node.blacklist.slow_after_s
+            if first_answer is not None or not last:
+                hedge = (round_began if first_answer is None else first_answer) + node.blacklist.slow_after_s
                 if self.loop.time() >= hedge:
-                    pending = {task for task in pending if not all(reads[key].answers for key in asked[task])}
+                    pending = {task for task in pending if last and not all(reads[key].answers for key in asked[task])}
                     if not pending:
                         break
                 else:
@@ -980,7 +995,8 @@ class SwarmModel:
         while plan and got < wanted:
             peers_needed = math.ceil((wanted - got) / config.per_peer_cap)
             wave = Gossip._next_wave(gossip_view, plan, peers_needed)
-            found = await self.read_many(peer, [key for key, _, _ in wave], BATCH_QUORUM)
+            wanted_signers = {key: signers for key, _, signers in wave if signers}
+            found = await self.read_many(peer, [key for key, _, _ in wave], BATCH_QUORUM, wanted_signers)
             for key, slot, _ in wave:
                 entries = list(found.get(key, {}).items())
                 peer.rng.shuffle(entries)

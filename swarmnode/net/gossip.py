@@ -38,6 +38,7 @@ _LATENCY_SAMPLES = 1_024
 _SIGNERS_SEEN = 16_384  # distinct signers taken from, counted among the most recent this many
 LOOK_AHEAD_SPREAD = 0.75  # the next window's keys are looked up within this share of the rest of the window
 NEWEST_FIRST_AFTER = 0.5  # from this share of a window on, a collect reads the current window's batches first
+PlannedKey = tuple[str, Slot, frozenset[str]]  # a shard key a collect plans to read, and the signers known under it
 
 
 @dataclass
@@ -187,7 +188,7 @@ class Gossip:
         self._published_in: int | None = None  # the window of our last publish
         self._wanted = 0  # what our last collect asked for
         self._newest_first = False  # whether our last collect read the current window first (`_reading_plan`)
-        self._ahead: tuple[int, list[tuple[str, Slot, int]]] | None = None  # (window, first wave) `look_ahead` drew
+        self._ahead: tuple[int, list[PlannedKey]] | None = None  # (window, first wave) `look_ahead` drew
         self._window_thread: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
         self._stopping = threading.Event()
@@ -401,7 +402,10 @@ class Gossip:
             )
             wave = self._next_wave(plan, peers_needed)
             wave_started = time.monotonic()
-            read = self._peer.get_many([key for key, _, _ in wave], timeout_s=remaining_s, quorum=BATCH_QUORUM)
+            read = self._peer.get_many(
+                [key for key, _, _ in wave], timeout_s=remaining_s, quorum=BATCH_QUORUM,
+                wanted={key: signers for key, _, signers in wave if signers},
+            )
             found, result.timed_out = read.entries, read.timed_out
             result.thin_reads += len(read.thin_keys())
             with self._lock:
@@ -434,8 +438,9 @@ class Gossip:
             self._signers_seen.update(taken)
         return result
 
-    def _reading_plan(self, window: int, newest_first: bool) -> list[tuple[str, Slot, int]]:
-        """Keys to read, best first, each with how many peers we know publish under it.
+    def _reading_plan(self, window: int, newest_first: bool) -> list[PlannedKey]:
+        """Keys to read, best first, each with the peers we know publish under it (a read for them asks one
+        replica first: `KeyRead`).
 
         Known publishers (`Directory.publishers`; our signing key is our libp2p identity, so a peer id tells its
         shard) come first: one window of every known shard, then their other windows, so that a collect that has
@@ -456,7 +461,9 @@ class Gossip:
         for peer, listed_in in self._directory.listed().items():
             shard = shard_of(peer, self.rules.num_shards)
             listed[shard] = max(listed.get(shard, first), min(listed_in, window))
-        known = Counter(shard_of(peer, self.rules.num_shards) for peer in self._directory.publishers())
+        known: dict[int, set[str]] = {}
+        for peer in self._directory.publishers():
+            known.setdefault(shard_of(peer, self.rules.num_shards), set()).add(peer)
         others = sorted(set(known) - set(listed))
         probes: list[int] = []
         wanted = min(math.ceil(self.config.shards_per_wave / len(windows)), self.rules.num_shards - len(known))
@@ -471,25 +478,25 @@ class Gossip:
         slots += [(w, shard) for w in windows[1:] for shard in others_order]
         slots += [(w, shard) for w in windows for shard in probes]
         plan = [
-            (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), known[shard])
+            (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), frozenset(known.get(shard, ())))
             for read_window, shard in slots
         ]
         return plan[: len(known) * len(windows) + self.config.shards_per_wave]
 
-    def _next_wave(self, plan: list[tuple[str, Slot, int]], peers_needed: int) -> list[tuple[str, Slot, int]]:
+    def _next_wave(self, plan: list[PlannedKey], peers_needed: int) -> list[PlannedKey]:
         """Take keys off the plan until they should hold `peers_needed` peers, within [1, shards_per_wave]:
         a dense shard costs one key per lookup, sparse or unknown ones are read several at a time. Every wave
         also reads a key of a shard we know no publisher of while one is left, so that listed signers (an entry
         costs nothing to forge) cannot keep the probes for the others out past the deadline."""
         limit = min(len(plan), self.config.shards_per_wave)
-        wave: list[tuple[str, Slot, int]] = []
+        wave: list[PlannedKey] = []
         expected = 0
         for entry in plan:
             if len(wave) == limit or (wave and expected >= peers_needed):
                 break
             wave.append(entry)
-            expected += entry[2]
-        probe = next((entry for entry in plan if entry[2] == 0), None)
+            expected += len(entry[2])
+        probe = next((entry for entry in plan if not entry[2]), None)
         if probe is not None and probe not in wave:
             wave[-1 if len(wave) == limit else len(wave):] = [probe]
         plan[:] = [entry for entry in plan if entry not in wave]
