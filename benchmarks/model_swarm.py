@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=ModelConfig.estimate_sigma, help="size estimates' lognormal noise")
     parser.add_argument("--rtt-ms", type=float, default=ModelConfig.rtt_s * 1000)
     parser.add_argument("--rounds", type=int, default=ModelConfig.rounds)
+    parser.add_argument("--warmup-rounds", type=int, default=ModelConfig.warmup_rounds,
+                        help="rounds played before the measured ones (every node starts at once: the first are a cold start)")
     parser.add_argument("--rounds-per-window", type=int, default=ModelConfig.rounds_per_window)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--find-neighbours", type=int, default=ModelConfig.find_neighbours,
@@ -234,7 +236,7 @@ def main() -> None:
     base = ModelConfig(
         peers=0, sample=args.sample, churn_per_min=args.churn_per_min, linger_s=args.linger_s, table_fill=args.table_fill,
         message_overhead_bytes=args.overhead_bytes, estimate_sigma=args.sigma, rtt_s=args.rtt_ms / 1000,
-        rounds=args.rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
+        rounds=args.rounds, warmup_rounds=args.warmup_rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
         find_neighbours=args.find_neighbours, census_every_s=args.census_every_s,
         replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead, nat_signers=args.nat_signers,
     )

@@ -2,12 +2,13 @@
 
 The model runs the node's own code (`DHTPeer._nearest`, `Gossip._reading_plan`, `KeyRead`, the hedge in
 `net/routing.py`), so a "before" needs that code as it was. The four behaviours of `4b4c046` are loaded from a checkout
-of it (`--tree`); the two of `16a538a` are this tree's code with a constant or class set back. Then `model_swarm.py`
+of it (`--tree`); the three of `16a538a` are this tree's code with a constant or class set back. Then `model_swarm.py`
 runs with the arguments after `--`:
 
     mkdir /tmp/before-4b4c046 && git archive 4b4c046 | tar -x -C /tmp/before-4b4c046
     python benchmarks/model_swarm_before.py --tree /tmp/before-4b4c046 -- --sizes 1000,10000 --rounds 3 --out F.json
-    python benchmarks/model_swarm_before.py --put-back store-waits-for-all -- --sizes 10000 --rounds 3 --out F.json
+    python benchmarks/model_swarm_before.py --put-back store-waits-for-all,batch-reads-from-two,narrow-lookups -- \
+        --sizes 1000,10000 --rounds 3 --out F.json
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from types import ModuleType
 
 from swarmnode.lab import swarm_model
 from swarmnode.lab.swarm_model import SwarmModel
-from swarmnode.net import routing
+from swarmnode.net import peer, routing
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replicas import REPLICAS, KeyRead
 
 FROM_TREE = ("lookups-together", "both-windows", "half-second-hedge", "mixed-order")  # 4b4c046's, from --tree
-BEHAVIOURS = (*FROM_TREE, "store-waits-for-all", "batch-reads-from-two")  # and 16a538a's
+OF_16A538A = ("store-waits-for-all", "batch-reads-from-two", "narrow-lookups")  # 16a538a's, this tree set back
+BEHAVIOURS = (*FROM_TREE, *OF_16A538A)
 
 
 def load(tree: Path, module: str) -> ModuleType:
@@ -46,6 +48,8 @@ def put_back(tree: Path | None, behaviours: set[str]) -> None:
         swarm_model.STORE_QUORUM = REPLICAS
     if "batch-reads-from-two" in behaviours:  # a shard key read from 2 replicas, even for a known signer's batch
         swarm_model.KeyRead = lambda key_id, replicas, quorum, wanted=frozenset(): KeyRead(key_id, replicas, quorum)
+    if "narrow-lookups" in behaviours:  # a lookup's beam was the 5 replicas
+        peer.FIND_NEIGHBOURS = REPLICAS
     if tree is None:
         return
     if "lookups-together" in behaviours:  # one hivemind lookup for all of an operation's keys

@@ -1055,7 +1055,10 @@ class SwarmModel:
 
     async def _read_directory(self, peer: _Peer, window: int, needed: int) -> None:
         keys = self._directory_keys_to_read(peer, window, needed)
-        found = await self.read_many(peer, keys, self.config.num_replicas)
+        self._take_directory(peer, window, keys, await self.read_many(peer, keys, self.config.num_replicas))
+
+    def _take_directory(self, peer: _Peer, window: int, keys: list[str], found: dict[str, dict[str, _Record]]) -> None:
+        """What `Directory.read` keeps of the entries found under `keys`: the signers listed, by window."""
         peer.read_windows.update(int(key.split("/")[3]) for key in keys)
         for key in keys:
             w = int(key.split("/")[3])
@@ -1098,7 +1101,8 @@ class SwarmModel:
         every sampled peer collects; its census once a window, after its beacon; then, before a new window, every
         sampled peer looks its keys up ahead. `exact`: a warm-up that only
         fills the keys (every store on its true replicas, no lookups, no reads; sampled peers take the
-        directory of this window as read). Requests left running in the background end before the round does."""
+        directory of this window as read, its entries listed, so that their look-ahead draws a first wave as after
+        a real read). Requests left running in the background end before the round does."""
         self._run(asyncio.sleep(max(self._next_round - self.loop.time(), 0.0)))
         self._next_round = self.loop.time() + self.config.window_s / self.config.rounds_per_window
         spread = self.config.start_spread_s
@@ -1107,10 +1111,13 @@ class SwarmModel:
         if exact:
             for index in [*range(self.servers), *range(self.total - self.config.nat_signers, self.total)]:
                 self.publish_exact(index, round_index, stored_window)
+            window, needed = self.window_of(round_index), math.ceil(self.config.collect_rollouts / self.config.per_peer_cap)
             for peer in self.peers.values():
                 peer.stored_window = stored_window.get(peer.index)
-                peer.read_windows.add(self.window_of(round_index))
-                peer.published_in = self.window_of(round_index)
+                keys = self._directory_keys_to_read(peer, window, needed)
+                held = [(key, (self.storage.get(self._register(key)) or {}).values()) for key in keys]
+                self._take_directory(peer, window, keys, {key: {s: r for got in at for s, r in got.items()} for key, at in held})
+                peer.published_in = window
             self._look_ahead(round_index)
             return
         others = [i for i in range(self.servers) if i not in self.peers]
