@@ -2,13 +2,15 @@
 
 The model runs the node's own code (`DHTPeer._nearest`, `Gossip._reading_plan`, `KeyRead`, the hedge in
 `net/routing.py`), so a "before" needs that code as it was. The four behaviours of `4b4c046` are loaded from a checkout
-of it (`--tree`); the three of `16a538a` are this tree's code with a constant or class set back. Then `model_swarm.py`
-runs with the arguments after `--`:
+of it (`--tree`); of the three of `16a538a`, two are this tree's code with a constant or class set back, and
+`narrow-lookups` is loaded from a checkout of `16a538a` (`--tree`). Then `model_swarm.py` runs with the arguments
+after `--`:
 
     mkdir /tmp/before-4b4c046 && git archive 4b4c046 | tar -x -C /tmp/before-4b4c046
     python benchmarks/model_swarm_before.py --tree /tmp/before-4b4c046 -- --sizes 1000,10000 --rounds 3 --out F.json
-    python benchmarks/model_swarm_before.py --put-back store-waits-for-all,batch-reads-from-two,narrow-lookups -- \
-        --sizes 1000,10000 --rounds 3 --out F.json
+    mkdir /tmp/before-16a538a && git archive 16a538a | tar -x -C /tmp/before-16a538a
+    python benchmarks/model_swarm_before.py --tree /tmp/before-16a538a \
+        --put-back store-waits-for-all,batch-reads-from-two,narrow-lookups -- --sizes 1000,10000 --rounds 3 --out F.json
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from types import ModuleType
 
 from swarmnode.lab import swarm_model
 from swarmnode.lab.swarm_model import SwarmModel
-from swarmnode.net import peer, routing
+from swarmnode.net import routing
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replicas import REPLICAS, KeyRead
@@ -48,10 +50,10 @@ def put_back(tree: Path | None, behaviours: set[str]) -> None:
         swarm_model.STORE_QUORUM = REPLICAS
     if "batch-reads-from-two" in behaviours:  # a shard key read from 2 replicas, even for a known signer's batch
         swarm_model.KeyRead = lambda key_id, replicas, quorum, wanted=frozenset(): KeyRead(key_id, replicas, quorum)
-    if "narrow-lookups" in behaviours:  # a lookup's beam was the 5 replicas
-        peer.FIND_NEIGHBOURS = REPLICAS
     if tree is None:
         return
+    if "narrow-lookups" in behaviours:  # one search of a beam of 5, however many of the nearest had left
+        DHTPeer._nearest = load(tree, "swarmnode.net.peer").DHTPeer._nearest  # type: ignore[method-assign]
     if "lookups-together" in behaviours:  # one hivemind lookup for all of an operation's keys
         DHTPeer._nearest = load(tree, "swarmnode.net.peer").DHTPeer._nearest  # type: ignore[method-assign]
     if "both-windows" in behaviours:  # each known shard's windows side by side
@@ -72,15 +74,16 @@ def put_back(tree: Path | None, behaviours: set[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tree", type=Path, help=f"a checkout of 4b4c046 (for {', '.join(FROM_TREE)})")
+    parser.add_argument("--tree", type=Path, help=f"a checkout of 4b4c046 (for {', '.join(FROM_TREE)}) or 16a538a "
+                        "(for narrow-lookups)")
     parser.add_argument("--put-back", default=",".join(FROM_TREE), help=f"comma-separated, of {', '.join(BEHAVIOURS)}")
     parser.add_argument("model_args", nargs=argparse.REMAINDER, help="-- then model_swarm.py's arguments")
     args = parser.parse_args()
     behaviours = set(args.put_back.split(",")) - {""}
     if unknown := behaviours - set(BEHAVIOURS):
         parser.error(f"--put-back: unknown {', '.join(sorted(unknown))}; choose from {', '.join(BEHAVIOURS)}")
-    if args.tree is None and behaviours & set(FROM_TREE):
-        parser.error(f"--put-back {', '.join(sorted(behaviours & set(FROM_TREE)))} needs --tree (a checkout of 4b4c046)")
+    if args.tree is None and (from_tree := behaviours & {*FROM_TREE, "narrow-lookups"}):
+        parser.error(f"--put-back {', '.join(sorted(from_tree))} needs --tree (a checkout of the tree it comes from)")
     put_back(args.tree, behaviours)
     sys.argv = ["model_swarm.py", *[arg for arg in args.model_args if arg != "--"]]
     runpy.run_path(str(Path(__file__).with_name("model_swarm.py")), run_name="__main__")
