@@ -641,8 +641,8 @@ class DHTPeer:
         a look-ahead's ten keys looked up together cost 2.6 times the find bytes). A departed peer stays among a
         key's nearest in others' tables for minutes: a lookup that found fewer live peers than a remembered answer
         needs searches again from those, FIND_NEIGHBOURS wide, and keeps the nearest `num_replicas` that have not
-        failed (in the model at 1,000 peers, 15% of look-aheads had found 3 live, too few to remember, and the
-        publish looked its keys up again; always that wide, a 64-peer swarm on this machine sent 37% more finds)."""
+        failed (in the model at 1,000 peers, 15% of publishes found a key's look-ahead answer too short to remember,
+        3 live, and looked it up again; always that wide, a 64-peer swarm on this machine sent 37% more finds)."""
         beam, wide = node.num_replicas, max(node.num_replicas, FIND_NEIGHBOURS)
         table = node.protocol.routing_table
         found: dict[DHTID, dict[DHTID, PeerID]] = {}
