@@ -220,6 +220,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--find-neighbours", type=int, default=ModelConfig.find_neighbours,
                         help="neighbours a find's answer names per key (20: hivemind's, before 2026-12-06)")
+    parser.add_argument("--quiet-s", type=float, default=ModelConfig.quiet_s,
+                        help="a full bucket's oldest peer is pinged once it has been quiet this long (routing.QUIET_S)")
     parser.add_argument("--census-every-s", type=float, default=ModelConfig.census_every_s,
                         help="a large swarm's own census (0: every window, before 2026-12-06)")
     parser.add_argument("--replica-keep-s", type=float, default=ModelConfig.replica_keep_s,
@@ -237,7 +239,7 @@ def main() -> None:
         peers=0, sample=args.sample, churn_per_min=args.churn_per_min, linger_s=args.linger_s, table_fill=args.table_fill,
         message_overhead_bytes=args.overhead_bytes, estimate_sigma=args.sigma, rtt_s=args.rtt_ms / 1000,
         rounds=args.rounds, warmup_rounds=args.warmup_rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
-        find_neighbours=args.find_neighbours, census_every_s=args.census_every_s,
+        find_neighbours=args.find_neighbours, census_every_s=args.census_every_s, quiet_s=args.quiet_s,
         replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead, nat_signers=args.nat_signers,
     )
     out: dict[str, Any] = {

@@ -3,14 +3,15 @@
 The model runs the node's own code (`DHTPeer._nearest`, `Gossip._reading_plan`, `KeyRead`, the hedge in
 `net/routing.py`), so a "before" needs that code as it was. The four behaviours of `4b4c046` are loaded from a checkout
 of it (`--tree`); of the three of `16a538a`, two are this tree's code with a constant or class set back, and
-`narrow-lookups` is loaded from a checkout of `16a538a` (`--tree`). Then `model_swarm.py` runs with the arguments
-after `--`:
+`narrow-lookups` is loaded from a checkout of `16a538a` (`--tree`); the two of `bd568ac` are this tree's code set back.
+Then `model_swarm.py` runs with the arguments after `--`:
 
     mkdir /tmp/before-4b4c046 && git archive 4b4c046 | tar -x -C /tmp/before-4b4c046
     python benchmarks/model_swarm_before.py --tree /tmp/before-4b4c046 -- --sizes 1000,10000 --rounds 3 --out F.json
     mkdir /tmp/before-16a538a && git archive 16a538a | tar -x -C /tmp/before-16a538a
     python benchmarks/model_swarm_before.py --tree /tmp/before-16a538a \
         --put-back store-waits-for-all,batch-reads-from-two,narrow-lookups -- --sizes 1000,10000 --rounds 3 --out F.json
+    python benchmarks/model_swarm_before.py --put-back beacon-in-both-windows,ping-every-stranger -- --sizes 10000 --out F.json
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from swarmnode.net.replicas import REPLICAS, KeyRead
 
 FROM_TREE = ("lookups-together", "both-windows", "half-second-hedge", "mixed-order")  # 4b4c046's, from --tree
 OF_16A538A = ("store-waits-for-all", "batch-reads-from-two", "narrow-lookups")  # 16a538a's, this tree set back
-BEHAVIOURS = (*FROM_TREE, *OF_16A538A)
+OF_BD568AC = ("beacon-in-both-windows", "ping-every-stranger")  # bd568ac's, this tree set back
+BEHAVIOURS = (*FROM_TREE, *OF_16A538A, *OF_BD568AC)
 
 
 def load(tree: Path, module: str) -> ModuleType:
@@ -46,6 +48,10 @@ def load(tree: Path, module: str) -> ModuleType:
 
 
 def put_back(tree: Path | None, behaviours: set[str]) -> None:
+    if "beacon-in-both-windows" in behaviours:  # every beacon under its window's keys and the next's, standing or not
+        swarm_model.beacon_places = lambda window, tiers, standing, window_s: [(w, t) for w in (window, window + 1) for t in tiers]
+    if "ping-every-stranger" in behaviours:  # hivemind's own: a full bucket's oldest pinged at every stranger's contact
+        swarm_model.ping_only_the_quiet = lambda table, quiet_s=0.0, clock=None: None
     if "store-waits-for-all" in behaviours:  # a store waited for every replica (or the hedge), not for 3
         swarm_model.STORE_QUORUM = REPLICAS
     if "batch-reads-from-two" in behaviours:  # a shard key read from 2 replicas, even for a known signer's batch

@@ -155,6 +155,25 @@ def test_a_beacon_is_read_from_its_windows_census_keys_and_the_next_windows_then
         assert a.identity.peer_id not in listed(third)
 
 
+def test_a_node_publishing_every_window_leaves_its_last_beacon_standing_and_stores_under_the_next_windows_keys(tmp_path):
+    """A beacon is stored under its window's census keys and the next's; the next window's beacon then leaves
+    the one already standing under its window's keys in place (half the stores) and goes under the following
+    window's, where the census after finds it."""
+    with members(tmp_path, ["entry", "a"]) as swarm:
+        a, reader = swarm["a"], swarm["entry"].dht
+        at_window_start()
+        first_window = RULES.window_of(get_dht_time())
+        assert a.service.publish()
+        at_window_start()
+        assert a.service.publish()
+        second = take_census(reader, RULES, timeout_s=3)
+        at_window_start()
+        third = take_census(reader, RULES, timeout_s=3)
+        assert [RULES.window_of(census.taken_at) for census in (second, third)] == [first_window + 1, first_window + 2]
+        assert listed(second)[a.identity.peer_id].window == first_window
+        assert listed(third)[a.identity.peer_id].window == first_window + 1
+
+
 def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_path):
     with members(tmp_path, ["entry", "a", "b"]) as swarm:
         a, b = swarm["a"], swarm["b"]

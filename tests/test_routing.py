@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 from hivemind.dht.node import DHTNode
-from hivemind.dht.routing import DHTID
+from hivemind.dht.routing import DHTID, RoutingTable
 from hivemind.p2p import PeerID
 
 import swarmnode.net  # noqa: F401  hivemind below, imported as the node imports it
@@ -16,7 +16,7 @@ from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.net.loop import LoopThread
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replicas import FIND_NEIGHBOURS
-from swarmnode.net.routing import bind_node_ids, node_id_of
+from swarmnode.net.routing import QUIET_S, bind_node_ids, node_id_of, ping_only_the_quiet
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.keys import census_key
 from swarmnode.wire.rules import SwarmRules
@@ -98,3 +98,22 @@ def test_an_answer_to_a_find_names_a_lookups_beam_and_two_more_neighbours_not_hi
         finally:
             loop.run(asker.shutdown(), 30)
             loop.stop()
+
+
+def test_a_full_bucket_pings_its_least_recently_heard_peer_only_once_it_has_been_quiet():
+    """hivemind pings a full bucket's oldest peer at every newcomer's contact; swarmnode only once that peer has
+    been quiet for QUIET_S, and the newcomer waits among the replacements either way."""
+    now = [0.0]
+    table = RoutingTable(DHTID(0), bucket_size=2, depth_modulo=1)  # a bucket without our own id never splits
+    ping_only_the_quiet(table, quiet_s=QUIET_S, clock=lambda: now[0])
+    oldest, heard, newcomer, later = (DHTID(2**159 + 1 + i) for i in range(4))  # all in the far half
+    assert table.add_or_update_node(oldest, HONEST) is None
+    assert table.add_or_update_node(heard, LIAR) is None
+    now[0] = QUIET_S / 2
+    assert table.add_or_update_node(newcomer, HONEST) is None  # the oldest was heard from lately: no ping
+    bucket = table.buckets[table.get_bucket_index(newcomer)]
+    assert newcomer in bucket.replacement_nodes and oldest in bucket.nodes_to_peer_id
+    now[0] = QUIET_S + 1
+    assert table.add_or_update_node(later, LIAR) == (oldest, HONEST)  # quiet too long: pinged (and dropped if gone)
+    assert table.add_or_update_node(oldest, HONEST) is None  # it answered: heard from again, the newest in its bucket
+    assert list(bucket.nodes_to_peer_id) == [heard, oldest]

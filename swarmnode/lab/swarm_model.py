@@ -42,13 +42,13 @@ from hivemind.proto import dht_pb2
 from hivemind.utils import MSGPackSerializer
 
 from swarmnode.config import GossipConfig, SwarmConfig
-from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE
+from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE, beacon_places
 from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, STORE_QUORUM, KeyRead
-from swarmnode.net.routing import RecentFailures, remember_failures
+from swarmnode.net.routing import QUIET_S, RecentFailures, ping_only_the_quiet, remember_failures
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
 from swarmnode.wire.keys import (
     CENSUS_PER_KEY,
@@ -125,6 +125,7 @@ class ModelConfig:
     rpc_timeout_s: float = 3.0  # what a request to a departed peer costs
     start_spread_s: float = 5.0  # publishes (and collects) of a round start within this long (window jitter)
     bootstrap_kbps: float = 10_000.0  # the bootstrap's link, both directions together
+    quiet_s: float = QUIET_S  # a full bucket's least recently heard-from peer is pinged once quiet this long
     sample: int = 250
     table_cache: int = 4000  # routing tables of non-sampled peers kept built at once (they are rebuilt on demand)
     seed: int = 0
@@ -315,13 +316,25 @@ def directory_keys(layout: Layout, swarm: str, window: int, signer: str, estimat
             for tier in written_tiers(tier_for(estimate, DIRECTORY_PER_KEY))]
 
 
-def census_keys(layout: Layout, swarm: str, window: int, signer: str, estimate: float) -> list[str]:
-    """Where a signer's beacon of `window` goes: under that window's key(s) and the next's."""
+def census_keys(
+    layout: Layout, swarm: str, window: int, signer: str, estimate: float, standing: dict[tuple[int, int], float]
+) -> list[tuple[str, tuple[int, int]]]:
+    """Where a signer's beacon of `window` goes, with each key's (window, tier): v1 under that window's key and the
+    next's; tiered as `BeaconService.publish` places it (`beacon_places`; `standing`: where its earlier beacons
+    stand until when, in windows)."""
     if layout == "v1":
         bucket = shard_of(signer, V1_CENSUS_BUCKETS)
-        return [f"swarmnode/v1/{swarm}/{w}/census/{bucket}" for w in (window, window + 1)]
-    tiers = written_tiers(tier_for(estimate, CENSUS_PER_KEY))
-    return [census_key(swarm, w, tier, bucket_of(signer, tier)) for w in (window, window + 1) for tier in tiers]
+        return [(f"swarmnode/v1/{swarm}/{w}/census/{bucket}", (w, 0)) for w in (window, window + 1)]
+    places = beacon_places(window, written_tiers(tier_for(estimate, CENSUS_PER_KEY)), standing, 1.0)
+    return [(census_key(swarm, w, tier, bucket_of(signer, tier)), (w, tier)) for w, tier in places]
+
+
+def stood(standing: dict[tuple[int, int], float], window: int, placed: list[tuple[str, tuple[int, int]]], accepted: list[int]) -> None:
+    """Remember where a beacon of `window` now stands: until its next window ends (written at its window's start,
+    it lives `record_ttl_s`, two windows)."""
+    for old in [place for place in standing if place[0] < window]:
+        del standing[old]
+    standing.update((place, window + 2.0) for (_, place), count in zip(placed, accepted) if count)
 
 
 class FastID(DHTID):
@@ -360,6 +373,7 @@ class _Peer:
     node: Any = None  # the object hivemind's DHTNode.find_nearest_nodes runs on
     rng: random.Random = field(default_factory=random.Random)
     stored_window: int | None = None  # directory: the window another peer holds our entry in
+    beacons: dict[tuple[int, int], float] = field(default_factory=dict)  # census: where our beacon stands until when
     read_windows: set[int] = field(default_factory=set)
     listed: dict[str, int] = field(default_factory=dict)
     signers: dict[str, int] = field(default_factory=dict)
@@ -437,6 +451,7 @@ class SwarmModel:
         self._key_windows: dict[DHTID, int] = {}
         self._held_bytes: dict[tuple[DHTID, int], int] = {}  # a replica's bytes under a key, as its storage counts them
         self._exact_stored_window: dict[int, int] = {}
+        self._exact_beacons: dict[int, dict[tuple[int, int], float]] = {}  # non-sampled peers' `_Peer.beacons`
         self.kind: dict[DHTID, str] = {}
         self._tables: OrderedDict[int, RoutingTable] = OrderedDict()
         sampled = list(range(n)) if n <= config.sample else sorted(self.rng.sample(range(n), config.sample))
@@ -553,10 +568,21 @@ class SwarmModel:
             prefix, depth = 2 * prefix + bit, depth + 1
         table = RoutingTable(self.ids[owner], k, DEPTH_MODULO)
         table.buckets = sorted(buckets, key=lambda bucket: bucket.lower)
+        heard = ping_only_the_quiet(table, self.config.quiet_s, self.loop.time)
+        now = self.loop.time()
         for bucket in table.buckets:
             for node_id, index in bucket.nodes_to_peer_id.items():
                 table.uid_to_peer_id[node_id] = index
                 table.peer_id_to_uid[index] = node_id
+                if heard is not None:  # a long-running table's peers were last heard from within quiet_s, at random
+                    heard[node_id] = now - float(rng.uniform(0.0, self.config.quiet_s))
+        return table
+
+    def _routing_table(self, owner: int) -> RoutingTable:
+        """hivemind's table, pinging a full bucket's quietest peer as `DHTPeer` makes it (`ping_only_the_quiet`); a
+        table rebuilt after leaving the cache has heard from nobody yet."""
+        table = RoutingTable(self.ids[owner], self.config.bucket_size, DEPTH_MODULO)
+        ping_only_the_quiet(table, self.config.quiet_s, self.loop.time)
         return table
 
     def _position(self, index: int) -> int:
@@ -571,7 +597,7 @@ class SwarmModel:
     def _join_table(self, peer: _Peer) -> RoutingTable:
         """A fresh joiner's table: the bootstrap, then whoever answered its lookup of its own id (swarmnode's `_join`,
         hivemind's defaults: k nearest with a beam of k). Counted apart as the bootstrap's join load."""
-        table = RoutingTable(self.ids[peer.index], self.config.bucket_size, DEPTH_MODULO)
+        table = self._routing_table(peer.index)
         table.add_or_update_node(self.ids[BOOTSTRAP], BOOTSTRAP)
         peer.node = _SimNode(self, peer, table)
         self._run(self._join(peer))
@@ -919,8 +945,7 @@ class SwarmModel:
         peer.published_in = window
         beacon = None
         if self.config.census and round_index % self.config.rounds_per_window == 0:
-            beacons = census_keys(self.config.layout, "model", window, signer, peer.estimate)
-            beacon = asyncio.ensure_future(self.store(peer, [(key, self.config.beacon_bytes) for key in beacons]))
+            beacon = asyncio.ensure_future(self._beacon(peer, window))
         if self.config.gossip:
             items = [(batch_key("model", window, self.shard[peer.index]), self.config.frame_bytes)]
             if peer.stored_window != window:
@@ -933,6 +958,10 @@ class SwarmModel:
             self.publish_s.append(self.loop.time() - started)
         if beacon is not None:
             await beacon
+
+    async def _beacon(self, peer: _Peer, window: int) -> None:
+        placed = census_keys(self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons)
+        stood(peer.beacons, window, placed, await self.store(peer, [(key, self.config.beacon_bytes) for key, _ in placed]))
 
     def _look_ahead(self, round_index: int) -> None:
         """Every sampled peer's look-ahead, when the next round starts a window."""
@@ -970,8 +999,9 @@ class SwarmModel:
             if sum(self.store_exact(index, items)[1:]):
                 stored_window[index] = window
         if self.config.census and round_index % self.config.rounds_per_window == 0:
-            keys = census_keys(self.config.layout, "model", window, signer, estimate)
-            self.store_exact(index, [(key, self.config.beacon_bytes) for key in keys])
+            standing = self._exact_beacons.setdefault(index, {})
+            placed = census_keys(self.config.layout, "model", window, signer, estimate, standing)
+            stood(standing, window, placed, self.store_exact(index, [(key, self.config.beacon_bytes) for key, _ in placed]))
 
     async def collect(self, peer: _Peer, round_index: int, delay: float) -> None:
         """`Gossip._collect`: the directory when due, then waves of shard keys from `_reading_plan`/`_next_wave`."""
@@ -1170,7 +1200,7 @@ class SwarmModel:
         requests = transferred = 0.0
         for peer in joiners:
             kept = peer.node
-            table = RoutingTable(self.ids[peer.index], self.config.bucket_size, DEPTH_MODULO)
+            table = self._routing_table(peer.index)
             table.add_or_update_node(self.ids[BOOTSTRAP], BOOTSTRAP)
             peer.node = _SimNode(self, peer, table)
             before = self.load[BOOTSTRAP].copy()

@@ -1,7 +1,8 @@
 """The census: the swarm seen from any node, without a central server (docs/DESIGN.md §8).
 
 Every node stores its signed beacon (`swarmnode.wire.beacon`) once a window under its census bucket's key of
-that window and of the next, at the three tiers around the one the swarm's size calls for (`wire/keys.py`). A
+that window and of the next (of the next alone where its last beacon stands under this window's until it ends),
+at the three tiers around the one the swarm's size calls for (`wire/keys.py`). A
 census reads the current window's bucket keys of one tier and keeps the beacons of the current and previous
 window: those are the live nodes. A reader that does not know the swarm's size yet probes one bucket of every
 tier first: only the tiers near the swarm's hold beacons. Keys that change every window leave a liar who ground
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,15 @@ class Census:
             timed_out=bool(data.get("timed_out", False)), thin_buckets=int(data.get("thin_buckets", 0)),
             missing_self=bool(data.get("missing_self", False)), full_buckets=int(data.get("full_buckets", 0)),
         )
+
+
+def beacon_places(window: int, tiers: range, standing: Mapping[tuple[int, int], float], window_s: float) -> list[tuple[int, int]]:
+    """The (window, tier) keys a beacon of `window` goes under: its window's and the next's at `tiers`, less those
+    where our beacon of the window before stands until this one ends (`standing`: place -> expiration; it was
+    stored under its next window's keys). A node that publishes every window then makes half the stores."""
+    ends = window_s * (window + 1)
+    return [(key_window, tier) for key_window in census_windows(window) for tier in tiers
+            if standing.get((key_window, tier), 0.0) < ends]
 
 
 def take_census(
@@ -337,7 +347,8 @@ class BeaconService:
         self._full_lock = threading.Lock()
         self._full: Census | None = None
         self.published = self.failures = 0
-        self._stored_in: set[int] = set()  # windows whose census key another peer stored our beacon under
+        # (window, tier) whose key another peer stored our beacon under -> when that beacon expires there
+        self._stored_at: dict[tuple[int, int], float] = {}
         self.last_error: str | None = None  # why the latest beacon was not stored
         self.census_error: str | None = None  # why the latest census failed
         self._census_due = 0.0  # when the next own census is due (time.monotonic)
@@ -384,16 +395,17 @@ class BeaconService:
             self.last_error = f"our beacon would be refused by peers: {rejected}"
             return False
         tiers = written_tiers(tier_for(self.size.nodes(fallback=self.peer.estimated_swarm_size()), CENSUS_PER_KEY))
-        placed = [(window, tier) for window in census_windows(beacon.window) for tier in tiers]
+        placed = beacon_places(beacon.window, tiers, self._stored_at, self.rules.window_s)
+        expires = self.rules.expiration_of(now)
         items = [
             StoreItem(census_key(beacon.swarm_id, window, tier, bucket_of(self.identity.peer_id, tier)),
-                      self.identity.peer_id, frame, self.rules.expiration_of(now))
+                      self.identity.peer_id, frame, expires)
             for window, tier in placed
         ]
         outcomes = self.peer.store(items, timeout_s=self._timeout_s)
-        self._stored_in = {window for window in self._stored_in if window >= beacon.window}
-        self._stored_in.update(window for (window, _), outcome in zip(placed, outcomes) if outcome.remote > 0)
-        stored = beacon.window in self._stored_in
+        self._stored_at = {place: until for place, until in self._stored_at.items() if place[0] >= beacon.window}
+        self._stored_at.update((place, expires) for place, outcome in zip(placed, outcomes) if outcome.remote > 0)
+        stored = all(any((window, tier) in self._stored_at for tier in tiers) for window in census_windows(beacon.window))
         self.published += int(stored)
         self.failures += int(not stored)
         self.last_error = None if stored else f"no other peer stored our beacon within {self._timeout_s:g} s"
@@ -401,7 +413,8 @@ class BeaconService:
 
     def _stored_beacon_of(self) -> str | None:
         """Our peer id while the current window's census key holds our beacon: a census that reads it must find it."""
-        return self.identity.peer_id if self.rules.window_of(get_dht_time()) in self._stored_in else None
+        window = self.rules.window_of(get_dht_time())
+        return self.identity.peer_id if any(stored == window for stored, _ in self._stored_at) else None
 
     def census_due(self) -> bool:
         """Whether the node's own census is due: every window in a swarm whose census is one read (at most

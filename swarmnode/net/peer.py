@@ -48,6 +48,7 @@ from swarmnode.net.routing import (
     bind_node_ids,
     hedged_lookup,
     node_id_of,
+    ping_only_the_quiet,
     remember_failures,
     spare_unasked,
 )
@@ -261,6 +262,7 @@ class DHTPeer:
         bind_node_ids(node.protocol, self._peer_refusals, self.rules.admits)
         remember_failures(node)
         answer_with_fewer_neighbours(node, FIND_NEIGHBOURS)
+        ping_only_the_quiet(node.protocol.routing_table)
         spare_unasked(node, self._unasked)
         return node
 

@@ -40,7 +40,7 @@ def census_key(swarm_id: str, window: int, tier: int, bucket: int) -> str:
 
 
 def census_windows(window: int) -> tuple[int, int]:
-    """The census keys' windows a beacon of `window` is stored under: its own and the next, so that a census
+    """The census keys' windows a beacon of `window` may stand under: its own and the next, so that a census
     reads only the current window's keys and still finds every node that stored a beacon in the previous one."""
     return (window, window + 1)
 
