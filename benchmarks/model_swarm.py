@@ -184,11 +184,11 @@ def render_model(results: list[ModelResult]) -> Table:
 def render_kinds(results: list[ModelResult]) -> Table:
     kinds = sorted({kind for r in results for kind in r.kb_by_kind}, key=lambda k: -sum(r.kb_by_kind.get(k, 0.0) for r in results))
     table = Table(title="KB moved per node and round by request kind (each request once: request + answer)")
-    for column in ("N", "layout", *kinds, "all"):
+    for column in ("N", "layout", *kinds, "all", "find by key looked up"):
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(f"{r.peers:,}", r.layout, *(f"{r.kb_by_kind.get(kind, 0.0):,.1f}" for kind in kinds),
-                      f"{sum(r.kb_by_kind.values()):,.1f}")
+                      f"{sum(r.kb_by_kind.values()):,.1f}", ", ".join(f"{key} {kb:,.1f}" for key, kb in r.find_kb_by_key.items()))
     return table
 
 

@@ -167,6 +167,7 @@ class ModelResult:
     node_kb_round_mean: float
     node_kb_in_round_median: float  # in only: answers to its own requests, requests it served
     kb_by_kind: dict[str, float]  # requests of each kind and their answers, each counted once (a node total: both ends)
+    find_kb_by_key: dict[str, float]  # the finds of kb_by_kind, by the kind of key looked up ("join": a joiner's own id)
     busiest_kb_window: float
     busiest_over_median: float
     busiest_is: str  # what the busiest node is a replica of
@@ -481,6 +482,7 @@ class SwarmModel:
         self.hits = {group: np.zeros(self.total) for group in EXTRAPOLATED}  # sampled requests behind `extra`
         self.maint = np.zeros((self.total, 3))  # pings a peer sent when a bucket was full: requests, bytes out, in
         self.kind_bytes: Counter[str] = Counter()  # bytes of every request and its answer by kind, weighted
+        self.find_bytes: Counter[str] = Counter()  # kind_bytes["find"] by the kind of key looked up
         self.lookups: list[tuple[float, float, float]] = []  # finds per key, seconds, share of the true nearest found
         self.publish_s: list[float] = []
         self.collect_s: list[float] = []
@@ -579,8 +581,8 @@ class SwarmModel:
         return table
 
     def _routing_table(self, owner: int) -> RoutingTable:
-        """hivemind's table, pinging a full bucket's quietest peer as `DHTPeer` makes it (`ping_only_the_quiet`); a
-        table rebuilt after leaving the cache has heard from nobody yet."""
+        """A joiner's empty table: hivemind's, pinging a full bucket's oldest peer only once quiet, as `DHTPeer` makes
+        it (`ping_only_the_quiet`)."""
         table = RoutingTable(self.ids[owner], self.config.bucket_size, DEPTH_MODULO)
         ping_only_the_quiet(table, self.config.quiet_s, self.loop.time)
         return table
@@ -673,7 +675,10 @@ class SwarmModel:
             value = self._value(target, key)
             results.append((self.wire.dictionary([r.size for r in value.values()]) if value else None, len(neighbours)))
             output[key] = (value, dict(neighbours))
-        self._charge(peer, target, request, self.wire.find_response(results), weight, kind)
+        response = self.wire.find_response(results)
+        self._charge(peer, target, request, response, weight, kind)
+        if lookup:  # a lookup asks about a probe: its key's id with the last bit flipped
+            self.find_bytes[self.kind.get(FastID(int(keys[0]) ^ 1), "join")] += weight * (request + response)
         self._met(peer, target, served)
         if not peer.client and not self.is_client[target]:
             to_ping = table.add_or_update_node(self.ids[target], target)
@@ -1260,6 +1265,7 @@ class SwarmModel:
             node_kb_round_mean=float(node_bytes.mean()) / rounds / 1000,
             node_kb_in_round_median=float(np.median(node_in[sampled])) / rounds / 1000,
             kb_by_kind={kind: count / config.peers / rounds / 1000 for kind, count in self.kind_bytes.most_common()},
+            find_kb_by_key={kind: count / config.peers / rounds / 1000 for kind, count in self.find_bytes.most_common()},
             busiest_kb_window=busiest_kb_window,
             busiest_over_median=busiest_kb_window / (median_kb_round * config.rounds_per_window) if median_kb_round else 0.0,
             busiest_is=", ".join(f"{kind} {count / windows:.0f}" for kind, count in kinds.most_common(3)),
