@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hivemind.dht.node import Blacklist, DHTNode
 from hivemind.dht.protocol import DHTProtocol, ValidationError
+from hivemind.dht.routing import KBucket
 from hivemind.dht.storage import DHTLocalStorage
 from hivemind.dht.validation import DHTRecord, RecordValidatorBase
 from hivemind.p2p import P2P
@@ -77,6 +78,10 @@ def test_the_hivemind_state_we_read_and_replace_is_where_we_look_for_it():
     # routing.spare_unasked: a failed request's routing update is a task, so the lookup's blacklisting runs first
     assert "asyncio.create_task(self.update_routing_table(" in inspect.getsource(DHTProtocol.call_find)
     assert "self.blacklist.register_failure(peer_id)" in inspect.getsource(DHTNode._call_find_with_blacklist)
+    # routing.ping_only_the_quiet: the protocol pings what the table's add_or_update_node returns, found on the table
+    update = inspect.getsource(DHTProtocol.update_routing_table)
+    assert "self.routing_table.add_or_update_node(node_id, peer_id)" in update and "call_ping(maybe_node_to_ping[1])" in update
+    assert "nodes_requested_for_ping" in inspect.getsource(KBucket.request_ping_node)
 
 
 RESOLVE = (
