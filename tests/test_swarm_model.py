@@ -9,9 +9,11 @@ import math
 import random
 import time
 
+import pytest
 from hivemind.dht.routing import RoutingTable
 from hivemind.proto import dht_pb2
 
+from swarmnode.lab import swarm_model
 from swarmnode.lab.swarm_model import (
     DEPTH_MODULO,
     FastID,
@@ -145,3 +147,23 @@ def test_with_churn_a_look_ahead_still_leaves_a_publish_and_a_collect_their_roun
     assert result.timeouts_per_node_round > 0  # peers did depart
     assert result.publish_rounds.p95 <= 2
     assert result.collect_rounds.p95 <= 3
+
+
+def test_a_long_running_swarm_pings_only_quiet_peers_and_stores_a_beacon_under_the_next_windows_keys_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pinging a full bucket's oldest peer at every stranger's contact (hivemind's rule, `quiet_s=0`) cost a node
+    more than its beacons; with `QUIET_S` a peer heard from lately is kept without one. A beacon whose predecessor
+    stands under this window's census keys goes under the next window's alone: half the stores of a beacon under
+    both windows' keys. Neither changes a publish's or a collect's rounds."""
+    common = dict(peers=600, sample=30, layout="tiered", nat_signers=0, rounds=2)  # 300 peers fill no bucket
+    quiet = run_model(ModelConfig(**common))
+    every = run_model(ModelConfig(quiet_s=0.0, **common))
+    assert quiet.kb_by_kind.get("ping", 0.0) < every.kb_by_kind["ping"] / 4
+    assert quiet.requests_sent_round_median < every.requests_sent_round_median
+    monkeypatch.setattr(swarm_model, "beacon_places", lambda window, tiers, standing, window_s: [
+        (key_window, tier) for key_window in (window, window + 1) for tier in tiers])
+    both = run_model(ModelConfig(**common))
+    assert 0.4 < quiet.kb_by_kind["store:census"] / both.kb_by_kind["store:census"] < 0.6
+    for other in (every, both):
+        assert (quiet.publish_rounds.p95, quiet.collect_rounds.p95) == (other.publish_rounds.p95, other.collect_rounds.p95)
