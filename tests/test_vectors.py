@@ -157,6 +157,8 @@ def test_a_beacon_is_stale_after_one_window_whatever_max_age_windows():
 NOT_BUCKET_SLOTS = [
     "60000000/3/x", "1/{place}/3/8/x", "1/{place}/0/1/x", "1/{place}/13/0/x", "1/{place}/-1/0/x", "1/{place}/3/-1/x",
     "1/{place}/3/x", "1/{place}/3/2", "1/{place}/3/2/", "{place}/3/2/x", "1/{place}/a/2/x", "1/{place}/3/b/x",
+    "+1/{place}/3/2/x", "1/{place}/+3/2/x", "1/{place}/03/2/x", "1/{place}/3/ 2/x", "1_0/{place}/3/2/x",
+    "1/{place}/\u0663/2/x",  # ARABIC-INDIC DIGIT THREE: int() reads it as 3
 ]
 
 
@@ -184,6 +186,17 @@ def test_the_oracle_reads_the_same_slots_as_the_cli(slot):
     """Bucket slots the CLI refuses, the oracle's `slot_of` refuses too (a batch slot is another shape)."""
     with pytest.raises(ValueError):
         slot_of(slot)
+
+
+@pytest.mark.parametrize("slot", ["+1/3/x", "1/+3/x", "01/3/x", "1/03/x", "1_0/3/x", " 1/3/x", "\u0661/3/x"])
+def test_a_batch_slot_whose_numbers_are_not_written_as_keys_write_them_is_refused_by_the_cli_and_the_oracle(slot):
+    """Keys write numbers in ASCII base 10 without sign or leading zero (PROTOCOL.md §4); Python's int() would also
+    read "+1", "1_0", " 1" or other scripts' digits, and a slot read so would name a key nobody writes."""
+    with pytest.raises(ValueError):
+        slot_of(slot)
+    outcome = CliRunner().invoke(app, ["protocol", "check", str(VECTORS / "valid_minimal.bin"), "--kind", "batch",
+                                       "--slot", slot])
+    assert outcome.exit_code == 2 and "WINDOW/SHARD/SUBKEY" in outcome.output
 
 
 @pytest.mark.parametrize("kind", ["batch", "presence", "beacon"])

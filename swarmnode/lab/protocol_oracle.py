@@ -240,11 +240,17 @@ def slot_of(text: str) -> tuple:
     window, place, rest = text.split("/", 2)
     if place in ("directory", "census"):
         tier, number, subkey = rest.split("/", 2)
-        in_range = tier.isdigit() and number.isdigit() and int(tier) <= TIER_MAX and int(number) < 2 ** int(tier)
-        if not (in_range and subkey):
+        if not (_number(tier) <= TIER_MAX and _number(number) < 2 ** int(tier) and subkey):
             raise ValueError(f"not a {place} slot: {text}")
-        return (int(window), int(number), subkey, int(tier))
-    return (int(window), int(place), rest)
+        return (_number(window), int(number), subkey, int(tier))
+    return (_number(window), _number(place), rest)
+
+
+def _number(text: str) -> int:
+    """§4's `decimal`: base 10 in ASCII digits, no sign, no leading zero."""
+    if not (text and all("0" <= c <= "9" for c in text) and (text == "0" or text[0] != "0")):
+        raise ValueError(f"not a decimal: {text!r}")
+    return int(text)
 
 
 def _bucket_check(signer_id: str, slot: tuple | None) -> None:

@@ -7,6 +7,7 @@ intake's, which regenerates and rescores them; the wire layer itself knows no ta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +40,14 @@ class Verdict:
         return self.rejected is None
 
 
+def decimal(text: str) -> int:
+    """A number of a key as PROTOCOL.md §4 writes it: ASCII base 10, no sign, no leading zero (Python's int() also
+    takes "+3", " 3", "3_0" and other scripts' digits); ValueError otherwise."""
+    if not re.fullmatch(r"0|[1-9][0-9]*", text):
+        raise ValueError(f"{text!r} is not a number as keys write them")
+    return int(text)
+
+
 def parse_slot(text: str, kind: str) -> Slot:
     """WINDOW/SHARD/SUBKEY (a batch's shard key), WINDOW/directory/TIER/BUCKET/SUBKEY (a presence) or
     WINDOW/census/TIER/BUCKET/SUBKEY (a beacon: Slot(window, bucket, subkey, tier)); ValueError otherwise."""
@@ -46,10 +55,10 @@ def parse_slot(text: str, kind: str) -> Slot:
     if kind in ("beacon", "presence"):
         place = {"beacon": "census", "presence": "directory"}[kind]
         tier, bucket, subkey = (subkey.split("/", 2) + ["", ""])[:3]
-        if shard != place or not subkey or not 0 <= int(tier) <= TIER_MAX or not 0 <= int(bucket) < 2 ** int(tier):
+        if shard != place or not subkey or not decimal(tier) <= TIER_MAX or not decimal(bucket) < 2 ** int(tier):
             raise ValueError(f"a {kind} is read from a key {SLOT_SHAPES[kind]}, not {text}")
-        return Slot(int(window), int(bucket), subkey, int(tier))
-    return Slot(int(window), int(shard), subkey)
+        return Slot(decimal(window), int(bucket), subkey, int(tier))
+    return Slot(decimal(window), decimal(shard), subkey)
 
 
 def kind_of_slot(text: str) -> str:
