@@ -58,9 +58,9 @@ def put_back(tree: Path | None, behaviours: set[str]) -> None:
         swarm_model.KeyRead = lambda key_id, replicas, quorum, wanted=frozenset(): KeyRead(key_id, replicas, quorum)
     if tree is None:
         return
-    if "narrow-lookups" in behaviours:  # one search of a beam of 5, however many of the nearest had left
-        DHTPeer._nearest = load(tree, "swarmnode.net.peer").DHTPeer._nearest  # type: ignore[method-assign]
-    if "lookups-together" in behaviours:  # one hivemind lookup for all of an operation's keys
+    # narrow-lookups (16a538a): one search of a beam of 5, however many of the nearest had left;
+    # lookups-together (4b4c046): one hivemind lookup for all of an operation's keys
+    if behaviours & {"narrow-lookups", "lookups-together"}:
         DHTPeer._nearest = load(tree, "swarmnode.net.peer").DHTPeer._nearest  # type: ignore[method-assign]
     if "both-windows" in behaviours:  # each known shard's windows side by side
         before = load(tree, "swarmnode.net.gossip").Gossip._reading_plan

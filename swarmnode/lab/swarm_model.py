@@ -42,7 +42,7 @@ from hivemind.proto import dht_pb2
 from hivemind.utils import MSGPackSerializer
 
 from swarmnode.config import GossipConfig, SwarmConfig
-from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE, beacon_places
+from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE, beacon_places, beacon_stood
 from swarmnode.net.directory import DIRECTORY_SLACK
 from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip
 from swarmnode.net.peer import DHTPeer
@@ -330,12 +330,12 @@ def census_keys(
     return [(census_key(swarm, w, tier, bucket_of(signer, tier)), (w, tier)) for w, tier in places]
 
 
-def stood(standing: dict[tuple[int, int], float], window: int, placed: list[tuple[str, tuple[int, int]]], accepted: list[int]) -> None:
-    """Remember where a beacon of `window` now stands: until its next window ends (written at its window's start,
-    it lives `record_ttl_s`, two windows)."""
-    for old in [place for place in standing if place[0] < window]:
-        del standing[old]
-    standing.update((place, window + 2.0) for (_, place), count in zip(placed, accepted) if count)
+def stood(
+    standing: dict[tuple[int, int], float], window: int, placed: list[tuple[str, tuple[int, int]]], accepted: list[int]
+) -> dict[tuple[int, int], float]:
+    """`BeaconService.publish`'s record of where a beacon of `window` now stands (`beacon_stood`), in windows: until
+    its next window ends (written at its window's start, it lives `record_ttl_s`, two windows)."""
+    return beacon_stood(standing, window, [place for _, place in placed], [count > 0 for count in accepted], window + 2.0)
 
 
 class FastID(DHTID):
@@ -966,7 +966,8 @@ class SwarmModel:
 
     async def _beacon(self, peer: _Peer, window: int) -> None:
         placed = census_keys(self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons)
-        stood(peer.beacons, window, placed, await self.store(peer, [(key, self.config.beacon_bytes) for key, _ in placed]))
+        stored = await self.store(peer, [(key, self.config.beacon_bytes) for key, _ in placed])
+        peer.beacons = stood(peer.beacons, window, placed, stored)
 
     def _look_ahead(self, round_index: int) -> None:
         """Every sampled peer's look-ahead, when the next round starts a window."""
@@ -1004,9 +1005,10 @@ class SwarmModel:
             if sum(self.store_exact(index, items)[1:]):
                 stored_window[index] = window
         if self.config.census and round_index % self.config.rounds_per_window == 0:
-            standing = self._exact_beacons.setdefault(index, {})
+            standing = self._exact_beacons.get(index, {})
             placed = census_keys(self.config.layout, "model", window, signer, estimate, standing)
-            stood(standing, window, placed, self.store_exact(index, [(key, self.config.beacon_bytes) for key, _ in placed]))
+            stored = self.store_exact(index, [(key, self.config.beacon_bytes) for key, _ in placed])
+            self._exact_beacons[index] = stood(standing, window, placed, stored)
 
     async def collect(self, peer: _Peer, round_index: int, delay: float) -> None:
         """`Gossip._collect`: the directory when due, then waves of shard keys from `_reading_plan`/`_next_wave`."""

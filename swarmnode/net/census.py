@@ -186,6 +186,16 @@ def beacon_places(window: int, tiers: range, standing: Mapping[tuple[int, int], 
             if standing.get((key_window, tier), 0.0) < ends]
 
 
+def beacon_stood(
+    standing: Mapping[tuple[int, int], float], window: int, placed: list[tuple[int, int]], stored: list[bool], expires: float
+) -> dict[tuple[int, int], float]:
+    """Where our beacon stands once the one of `window` was stored (at `placed`, where `stored`) until `expires`;
+    places of earlier windows forgotten. What `beacon_places` reads next window. A new mapping: a census on another
+    thread may be reading the old one."""
+    return {**{place: until for place, until in standing.items() if place[0] >= window},
+            **{place: expires for place, kept in zip(placed, stored) if kept}}
+
+
 def take_census(
     peer: DHTPeer,
     rules: SwarmRules,
@@ -403,8 +413,7 @@ class BeaconService:
             for window, tier in placed
         ]
         outcomes = self.peer.store(items, timeout_s=self._timeout_s)
-        self._stored_at = {place: until for place, until in self._stored_at.items() if place[0] >= beacon.window}
-        self._stored_at.update((place, expires) for place, outcome in zip(placed, outcomes) if outcome.remote > 0)
+        self._stored_at = beacon_stood(self._stored_at, beacon.window, placed, [o.remote > 0 for o in outcomes], expires)
         stored = all(any((window, tier) in self._stored_at for tier in tiers) for window in census_windows(beacon.window))
         self.published += int(stored)
         self.failures += int(not stored)
