@@ -85,11 +85,13 @@ def key_names(rules) -> dict[int, str]:
     tiered = "tier" in inspect.signature(keys.directory_key).parameters  # protocol v2: (tier, bucket) keys
     places = [(tier, bucket) for tier in range(5) for bucket in range(2**tier)] if tiered else [()]
     names = {}
+    epoch = getattr(rules, "epoch_windows", 1)  # protocol v3: directory and census keys named by an epoch's first window
     for w in (window - 1, window, window + 1):
+        e = window - window % epoch + (w - window) * epoch  # the epochs before, of and after this window
         for place in places:
-            names[int(DHTID.generate(source=keys.directory_key(rules.swarm_id, w, *place))) & ~1] = "directory"
+            names[int(DHTID.generate(source=keys.directory_key(rules.swarm_id, e, *place))) & ~1] = "directory"
             if tiered:
-                names[int(DHTID.generate(source=keys.census_key(rules.swarm_id, w, *place))) & ~1] = "census"
+                names[int(DHTID.generate(source=keys.census_key(rules.swarm_id, e, *place))) & ~1] = "census"
         for shard in range(rules.num_shards):
             names[int(DHTID.generate(source=keys.batch_key(rules.swarm_id, w, shard))) & ~1] = "batch"
         for bucket in range(0 if tiered else 64):

@@ -130,7 +130,9 @@ def held_expiration(peer: Any, key: DHTID, subkey: str) -> float | None:
 
 class Scene:
     def __init__(self, args: argparse.Namespace) -> None:
-        self.swarm = SwarmConfig(id=args.swarm_id, window_s=args.window_s, record_ttl_s=2 * args.window_s)
+        # census and directory keys of every window, as each scene's attacks time them (protocol v3: epochs of one)
+        epochs = {"epoch_windows": 1} if "epoch_windows" in getattr(SwarmConfig, "model_fields", {}) else {}
+        self.swarm = SwarmConfig(id=args.swarm_id, window_s=args.window_s, record_ttl_s=2 * args.window_s, **epochs)
         self.rules = SwarmRules.of(self.swarm) if LAYERED else self.swarm.rules()
         self.config = GossipConfig(
             collect_timeout_s=args.window_s / 2, shards_per_wave=8, publish_timeout_s=STORE_TIMEOUT_S, refresh_for_s=0

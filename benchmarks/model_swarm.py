@@ -99,6 +99,7 @@ def _scale_row(source: str, row: dict, common: dict) -> Measured:
         "rounds_per_window": rounds_per_window, "rounds": windows * rounds_per_window, "nat_signers": config["nat"],
         "collect_rollouts": config["collect"], "frame_bytes": row.get("frame_bytes", 7169),
         "look_ahead": bool(row.get("look_aheads")), "replica_keep_s": None if row.get("look_aheads") else 0.0,
+        "epoch_windows": row.get("epoch_windows", 1),  # rows from before protocol v3 name none: keys of a window
     }
     values = {
         "sent_per_node_window": row["sent_per_node_window"],
@@ -222,6 +223,8 @@ def main() -> None:
                         help="neighbours a find's answer names per key (20: hivemind's, before 2026-12-06)")
     parser.add_argument("--quiet-s", type=float, default=ModelConfig.quiet_s,
                         help="a full bucket's oldest peer is pinged once it has been quiet this long (routing.QUIET_S)")
+    parser.add_argument("--epoch-windows", type=int, default=ModelConfig.epoch_windows,
+                        help="windows a directory or census key lasts (swarm.epoch_windows; 1: protocol v2)")
     parser.add_argument("--census-every-s", type=float, default=ModelConfig.census_every_s,
                         help="a large swarm's own census (0: every window, before 2026-12-06)")
     parser.add_argument("--replica-keep-s", type=float, default=ModelConfig.replica_keep_s,
@@ -241,6 +244,7 @@ def main() -> None:
         rounds=args.rounds, warmup_rounds=args.warmup_rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
         find_neighbours=args.find_neighbours, census_every_s=args.census_every_s, quiet_s=args.quiet_s,
         replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead, nat_signers=args.nat_signers,
+        epoch_windows=args.epoch_windows,
     )
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},

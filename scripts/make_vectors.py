@@ -1,11 +1,13 @@
 """Write protocol/vectors/: frames for every rejection code plus valid ones, and manifest.json.
 
 Three kinds of frame: rollout batches (PROTOCOL.md §5; manifest cases without a "kind"), presence
-entries of the per-window directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9) and beacons
+entries of the directory (§4.1; `"kind": "presence"`, judged by the checks P1-P9) and beacons
 of the census (§4.2; `"kind": "beacon"`, judged by the checks B1-B9). Slots are those of `swarmnode protocol check
 --slot` (§5): `WINDOW/SHARD/SUBKEY`, `WINDOW/directory/TIER/BUCKET/SUBKEY`, `WINDOW/census/TIER/BUCKET/SUBKEY`. The
 receiver of the batch vectors has swarmnode's default task families (listed in the manifest with their
-config hashes): task references, indices and claimed scores are judged against them (checks 14-15).
+config hashes): task references, indices and claimed scores are judged against them (checks 14-15). The receiver's
+swarm rules are the manifest's "rules", whose epochs are one window (`epoch_windows` 1: a key per window); the
+cases of epochs (`add_epoch_vectors`) name their own `"epoch_windows": 4`.
 
 Deterministic (fixed keys, timestamps and Ed25519's deterministic signatures), so re-running it
 reproduces the committed files byte for byte; tests/test_vectors.py checks that.
@@ -47,6 +49,8 @@ P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493
 IDENTITY_POINT = bytes([1]) + bytes(31)
 TIER = 3  # the tier of most directory and census slots: 8 buckets
+EPOCH = 4  # epoch_windows of the epoch cases (the node's default); the other cases' epochs are one window
+assert int(T0 // WINDOW_S) % EPOCH == 0  # T0's window is the first of its epoch
 
 
 def bucket_slot(place: str, window: int, tier: int, bucket: int, subkey: str) -> str:
@@ -174,7 +178,7 @@ def main(out: Path) -> None:
         **ctx,
     )
     add("bad_version", frame(ALICE, batch(), version=2), "bad_version",
-        "validly signed as envelope version 2 (frames are version 1 in protocol version 2)", **ctx)
+        f"validly signed as envelope version 2 (frames are version 1 in protocol version {PROTOCOL_VERSION})", **ctx)
     add("bad_signature", bytes(flipped), "bad_signature", "one payload bit flipped", **ctx)
     add(
         "key_mismatch_subkey",
@@ -239,13 +243,17 @@ def main(out: Path) -> None:
 
     add_presence_vectors(add, ctx, valid)
     add_beacon_vectors(add, ctx, valid)
+    add_epoch_vectors(add)
 
     manifest = {
         "protocol_version": PROTOCOL_VERSION,  # in every DHT key's prefix (PROTOCOL.md §4)
         "envelope_version": ENVELOPE_VERSION,  # Envelope.version, check 3
         "key_prefix": KEY_PREFIX,
         "tier_max": TIER_MAX,
-        "rules": {"window_s": WINDOW_S, "num_shards": NUM_SHARDS, "max_age_windows": 1, "clock_skew_s": 5.0},
+        "rules": {
+            "window_s": WINDOW_S, "num_shards": NUM_SHARDS, "max_age_windows": 1, "clock_skew_s": 5.0,
+            "epoch_windows": 1,  # a case's own "epoch_windows" replaces it
+        },
         "suite": {
             "generator": GENERATOR,
             "families": [
@@ -652,6 +660,70 @@ def add_beacon_vectors(add, ctx: dict, valid_batch: bytes) -> None:
     # A beacon never passes as a batch or a presence (another domain tag).
     add("beacon_as_batch", sealed, "bad_signature", "a valid beacon frame read as a batch", **ctx)
     add("beacon_as_presence", sealed, "bad_signature", "a valid beacon frame read as a presence", "presence", **ctx)
+
+
+def add_epoch_vectors(add) -> None:
+    """Epochs of EPOCH windows (PROTOCOL.md §4): directory and census keys named by the epoch's first window,
+    presence entries and beacons live in their epoch and the next; batches as before. Appended after the beacon
+    vectors so those stay as they were. Most frames are signed in the epoch's third window."""
+    first = int(T0 // WINDOW_S)  # the epoch's first window
+    signed_at = T0 + 2 * WINDOW_S  # its third window
+    window = first + 2
+    epochs = {"swarm": SWARM, "epoch_windows": EPOCH}
+    ctx = {**epochs, "now": signed_at + 10.0}
+    later = {**epochs, "now": T0 + 7 * WINDOW_S}  # the last window of the next epoch
+    two_on = {**epochs, "now": T0 + 8 * WINDOW_S}  # the first window of the epoch after the next
+
+    mid_batch = frame(ALICE, batch(window=window, timestamp=signed_at))
+    add("stale_in_epochs", frame(ALICE, batch()), "stale",
+        f"read two windows later with epochs of {EPOCH} windows: a batch's freshness ignores epochs",
+        **{**epochs, "now": T0 + 2 * WINDOW_S})
+    add("key_mismatch_epoch_window", mid_batch, "key_mismatch",
+        f"a batch of window {window} read from its shard's key of its epoch's first window ({first}): a batch's key "
+        "names its own window", slot=f"{first}/{shard_of(ALICE.peer_id, NUM_SHARDS)}/{ALICE.peer_id}", **ctx)
+
+    mid_presence = PRESENCE.seal(presence(window=window, timestamp=signed_at), ALICE)
+    bucket = bucket_of(ALICE.peer_id, TIER)
+    for name, key_window, expect, note in [
+        ("presence_epoch_valid_in_slot", first, "accept", "read from its bucket's key of its epoch (its first window)"),
+        ("presence_epoch_key_mismatch_own_window", window, "key_mismatch",
+         "read from its bucket's key of its own window, not its epoch's first"),
+        ("presence_epoch_key_mismatch_next_epoch", first + EPOCH, "key_mismatch",
+         "read from its bucket's key of the next epoch"),
+        ("presence_epoch_key_mismatch_previous_epoch", first - EPOCH, "key_mismatch",
+         "read from its bucket's key of the previous epoch"),
+    ]:
+        add(name, mid_presence, expect, f"signed in window {window}, its epoch's third: {note}", "presence",
+            slot=bucket_slot("directory", key_window, TIER, bucket, ALICE.peer_id), **ctx)
+    add("presence_epoch_live_previous_epoch", PRESENCE.seal(presence(), ALICE), "accept",
+        "signed in its epoch's first window, read 7 windows later, in the next epoch's last: still live", "presence",
+        **later)
+    add("presence_epoch_stale", PRESENCE.seal(presence(window=first + 3, timestamp=T0 + 3 * WINDOW_S), ALICE),
+        "stale", "signed in its epoch's last window, read 5 windows later, in the epoch after the next", "presence",
+        **two_on)
+
+    mid_beacon = BEACON.seal(beacon(window=window, timestamp=signed_at), ALICE)
+    for name, key_window, expect, note in [
+        ("beacon_epoch_valid_in_slot", first, "accept", "read from its bucket's census key of its epoch"),
+        ("beacon_epoch_valid_in_next_epoch_slot", first + EPOCH, "accept",
+         "read from its bucket's census key of the next epoch"),
+        ("beacon_epoch_key_mismatch_own_window", window, "key_mismatch",
+         "read from its bucket's census key of its own window, not its epoch's first"),
+        ("beacon_epoch_key_mismatch_next_window", window + 1, "key_mismatch",
+         "read from its bucket's census key of the next window, not the next epoch's first"),
+        ("beacon_epoch_key_mismatch_epoch_after", first + 2 * EPOCH, "key_mismatch",
+         "read from its bucket's census key of the epoch after the next"),
+        ("beacon_epoch_key_mismatch_previous_epoch", first - EPOCH, "key_mismatch",
+         "read from its bucket's census key of the previous epoch"),
+    ]:
+        add(name, mid_beacon, expect, f"signed in window {window}, its epoch's third: {note}", "beacon",
+            slot=bucket_slot("census", key_window, TIER, bucket, ALICE.peer_id), **ctx)
+    add("beacon_epoch_live_previous_epoch", BEACON.seal(beacon(), ALICE), "accept",
+        "signed in its epoch's first window, read 7 windows later, in the next epoch's last: still shown", "beacon",
+        **later)
+    add("beacon_epoch_stale", BEACON.seal(beacon(window=first + 3, timestamp=T0 + 3 * WINDOW_S), ALICE),
+        "stale", "signed in its epoch's last window, read 5 windows later, in the epoch after the next", "beacon",
+        **two_on)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ class SwarmConfig(Section):
         "swarm's size, so that reading a signer's shard costs about its batch",
     )
     max_age_windows: int = Field(1, ge=0)
+    epoch_windows: int = Field(
+        4, ge=1, le=64,
+        description="directory entries and beacons are stored and read once an epoch of this many windows, under keys "
+        "named by the epoch: fewer stores, lookups and reads a round, for a census and a directory up to two epochs old",
+    )
     clock_skew_s: float = Field(5.0, ge=0, allow_inf_nan=False)
     allowlist: Path | None = Field(
         None, description="a closed swarm: the operator-signed list of the peers that may store and serve"

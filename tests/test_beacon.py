@@ -182,6 +182,31 @@ def test_readers_keep_only_the_current_and_previous_window():
     assert info.value.reason is Reason.STALE
 
 
+def test_with_epochs_a_beacon_stands_under_its_epochs_keys_and_the_nexts_until_the_next_epoch_ends():
+    """PROTOCOL.md §4.2, §5.1: with epochs of four windows, a beacon of any window of an epoch is stored under the
+    census keys named by that epoch's first window and the next epoch's, expires record_ttl_s + 6 windows after it
+    was signed, and is live while its epoch is the current one or the one before."""
+    epochs = dataclasses.replace(RULES, epoch_windows=4)
+    start = epochs.epoch_start(WINDOW)
+    late = beacon(window=start + 3, timestamp=(start + 3) * epochs.window_s + 1)
+    frame, bucket = BEACON.seal(late, ALICE), bucket_of(ALICE.peer_id, TIER)
+    lives = late.timestamp + epochs.record_ttl_s + 6 * epochs.window_s
+
+    def under(key_window: int, expiration: float = lives) -> DHTRecord:
+        key = key_id(census_key(RULES.swarm_id, key_window, TIER, bucket))
+        return DHTRecord(key, msgpack.packb(ALICE.peer_id), msgpack.packb(frame), expiration)
+
+    validator = SwarmRecordValidator(epochs, clock=lambda: late.timestamp + 1)
+    assert validator.validate(under(start)) and validator.validate(under(start + 4))
+    for misplaced in (under(start + 3), under(start + 8), under(start, expiration=epochs.expiration_of(late.timestamp))):
+        assert not validator.validate(misplaced)
+    assert validator.refusals() == {"key_mismatch": 2, "bad_expiry": 1}
+    open_frame(frame, BEACON, epochs, now=(start + 8) * epochs.window_s - 1)  # the next epoch's last second
+    with pytest.raises(Rejected) as info:
+        open_frame(frame, BEACON, epochs, now=(start + 8) * epochs.window_s + 1)
+    assert info.value.reason is Reason.STALE
+
+
 @settings(max_examples=150, deadline=None)
 @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
 def test_any_single_bit_flip_of_a_stored_beacon_is_refused(position, bit):
@@ -252,6 +277,9 @@ def test_a_beacon_peers_would_refuse_is_not_sent():
     long_name = beacon(model_id="/home/volunteer/" + "checkpoints/" * 20)
 
     class NoDHT:
+        def estimated_swarm_size(self) -> float:
+            return 1.0
+
         def store(self, items, timeout_s):
             raise AssertionError("nothing should be stored")
 

@@ -32,8 +32,10 @@ from swarmnode.wire.rules import SwarmRules
 
 pytestmark = pytest.mark.network
 
-SWARM = SwarmConfig(id="census-test", window_s=4.0, record_ttl_s=8.0)  # short, yet long beside a loaded machine's stalls
+# short windows, yet long beside a loaded machine's stalls; an epoch of one window: the census of each window
+SWARM = SwarmConfig(id="census-test", window_s=4.0, record_ttl_s=8.0, epoch_windows=1)
 RULES = SwarmRules.of(SWARM)
+EPOCHS = SwarmRules.of(SwarmConfig(id="census-epochs", window_s=4.0, record_ttl_s=8.0, epoch_windows=2))
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,7 +55,9 @@ class Member:
 
 
 @contextlib.contextmanager
-def members(tmp_path: Path, names: list[str], *, private: tuple[str, ...] = ()) -> Iterator[dict[str, Member]]:
+def members(
+    tmp_path: Path, names: list[str], *, private: tuple[str, ...] = (), rules: SwarmRules = RULES
+) -> Iterator[dict[str, Member]]:
     """The first member is the entry point; the ones named in `private` join as clients (behind NAT)."""
     started: dict[str, Member] = {}
     try:
@@ -66,11 +70,11 @@ def members(tmp_path: Path, names: list[str], *, private: tuple[str, ...] = ()) 
                 initial_peers=entry.dht.advertised_maddrs() if entry else [],
                 reachability="private" if name in private else "auto",
             )
-            dht = DHTPeer(key, RULES, network)
+            dht = DHTPeer(key, rules, network)
             dht.start()
             censuses: list[Census] = []
-            source = beacon_source(name, dht)
-            service = BeaconService(dht, identity, RULES, source, censuses.append, timeout_s=3.0)
+            source = beacon_source(name, dht, rules)
+            service = BeaconService(dht, identity, rules, source, censuses.append, timeout_s=3.0)
             started[name] = Member(name, identity, dht, service, censuses)
         yield started
     finally:
@@ -78,10 +82,10 @@ def members(tmp_path: Path, names: list[str], *, private: tuple[str, ...] = ()) 
             member.close()
 
 
-def beacon_source(name: str, dht: DHTPeer):
+def beacon_source(name: str, dht: DHTPeer, rules: SwarmRules = RULES):
     def source(window: int, now: float) -> Beacon:
         return Beacon(
-            RULES.swarm_id, window, now, "swarmnode/test", f"model-of-{name}", round=7, reward=0.5,
+            rules.swarm_id, window, now, "swarmnode/test", f"model-of-{name}", round=7, reward=0.5,
             reachability=dht.reachability.reachability, rounds_per_hour=100.0, rollouts_per_hour=800.0, phase="train",
         )
 
@@ -103,9 +107,11 @@ def all_publishing(swarm: dict[str, Member], expected_nodes: float | None = None
         time.sleep(0.2)
 
 
-def at_window_start() -> None:
-    """Sleep until just after a window begins: two steps then fall in one window on a loaded machine too."""
-    time.sleep(RULES.window_s - get_dht_time() % RULES.window_s + 0.05)
+def at_window_start(rules: SwarmRules = RULES, windows: int = 1) -> None:
+    """Sleep until just after a window (whose number is a multiple of `windows`) begins: two steps then fall in one
+    window on a loaded machine too."""
+    span = windows * rules.window_s
+    time.sleep(span - get_dht_time() % span + 0.05)
 
 
 def test_a_bare_client_lists_every_node_with_its_reachability(tmp_path):
@@ -174,6 +180,30 @@ def test_a_node_publishing_every_window_leaves_its_last_beacon_standing_and_stor
         assert listed(third)[a.identity.peer_id].window == first_window + 1
 
 
+def test_a_node_stores_its_beacon_once_an_epoch_and_each_epochs_census_finds_the_one_standing(tmp_path):
+    """With epochs of two windows (PROTOCOL.md §4.2), a node's first beacon stands under its epoch's census keys and
+    the next's: in the epoch's second window nothing is stored; in the next epoch one beacon goes under the epoch
+    after's keys alone. A census reads only its epoch's keys and lists the beacon standing there."""
+    with members(tmp_path, ["entry", "a"], rules=EPOCHS) as swarm:
+        a, reader = swarm["a"], swarm["entry"].dht
+        at_window_start(EPOCHS, windows=2)
+        first = EPOCHS.window_of(get_dht_time())
+        assert a.service.publish() and a.service.published == 1
+        at_window_start(EPOCHS)
+        assert a.service.publish() and a.service.published == 1  # it stands: nothing stored
+        same_epoch = take_census(reader, EPOCHS, timeout_s=3)
+        at_window_start(EPOCHS)
+        assert a.service.publish() and a.service.published == 2
+        next_epoch = take_census(reader, EPOCHS, timeout_s=3)
+        at_window_start(EPOCHS, windows=2)
+        epoch_after = take_census(reader, EPOCHS, timeout_s=3)
+        windows = [EPOCHS.window_of(census.taken_at) for census in (same_epoch, next_epoch, epoch_after)]
+        assert windows == [first + 1, first + 2, first + 4]
+        assert [listed(census)[a.identity.peer_id].window for census in (same_epoch, next_epoch, epoch_after)] == [
+            first, first, first + 2
+        ]
+
+
 def test_forged_oversized_and_repeated_beacons_are_refused_at_store_time(tmp_path):
     with members(tmp_path, ["entry", "a", "b"]) as swarm:
         a, b = swarm["a"], swarm["b"]
@@ -229,7 +259,10 @@ def test_swarmnode_swarm_from_a_bare_client_and_from_a_nodes_endpoint(tmp_path):
     with members(tmp_path, ["entry", "a"]) as swarm:
         all_publishing(swarm)  # windows are 4 s here: the CLI process may take longer than that to start
         peers = [arg for maddr in swarm["entry"].dht.advertised_maddrs() for arg in ("--peers", maddr)]
-        swarm_rules = ["--set", f"swarm.id={SWARM.id}", "--set", f"swarm.window_s={SWARM.window_s}", "--set", f"swarm.record_ttl_s={SWARM.record_ttl_s}"]
+        swarm_rules = [
+            "--set", f"swarm.id={SWARM.id}", "--set", f"swarm.window_s={SWARM.window_s}",
+            "--set", f"swarm.record_ttl_s={SWARM.record_ttl_s}", "--set", f"swarm.epoch_windows={SWARM.epoch_windows}",
+        ]
         as_client = run_cli("swarm", *peers, *swarm_rules, "--json")
         assert {node["model_id"] for node in as_client["nodes"]} == {"model-of-entry", "model-of-a"}
         assert as_client["complete"] and as_client["totals"]["nodes"] == 2

@@ -17,6 +17,7 @@ from swarmnode.ops.report import write_report
 from swarmnode.ops.server import serve
 from swarmnode.wire.address import Reachability
 from swarmnode.wire.beacon import Beacon
+from swarmnode.wire.keys import PROTOCOL_VERSION
 
 
 def record(round_number: int, reward: float) -> RoundRecord:
@@ -345,7 +346,7 @@ def test_this_nodes_census_row_is_its_live_status_not_its_beacon_of_the_first_wi
 
 def test_the_swarm_count_names_this_node_and_unknown_reachability_so_that_neither_reads_as_another_node(tmp_path):
     alone = first_hour(tmp_path, others=0)
-    assert any("swarm demo (protocol v2): 1 node: this one, 1 model" in line for line in screen(alone, 120, 40))
+    assert any(f"swarm demo (protocol v{PROTOCOL_VERSION}): 1 node: this one, 1 model" in line for line in screen(alone, 120, 40))
     beacons = [Beacon("demo", 1, 90.0, "s", "m", reachability=reach) for reach in Reachability]
     entries = [CensusEntry(f"12D3KooWpeer{k}", beacon) for k, beacon in enumerate(beacons)]
     census = Census("demo", 95.0, entries, buckets_read=8, buckets_total=8)

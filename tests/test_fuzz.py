@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmnode.lab import fuzz_envelope as fuzz
-from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_frame, judge_presence, slot_of
+from swarmnode.lab.protocol_oracle import context_of, judge_beacon, judge_frame, judge_presence
 from swarmnode.wire.batch import BATCH
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason, Rejected
@@ -39,9 +39,7 @@ SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 @pytest.mark.parametrize("case", STATELESS, ids=[case["name"] for case in STATELESS])
 def test_the_independent_oracle_gives_every_committed_vector_its_expected_result(case):
     """PROTOCOL.md promises that an implementation written from its text alone agrees with the vectors."""
-    rules = MANIFEST["rules"]
-    slot = slot_of(case["slot"]) if "slot" in case else None  # a shard's, or a directory or census bucket's
-    context = Context(case.get("swarm"), rules["window_s"], rules["num_shards"], now=case.get("now"), slot=slot, suite=SUITE)
+    context = context_of(MANIFEST["rules"], case, suite=SUITE)  # its slot: a shard's, or a directory or census bucket's
     judge = {"presence": judge_presence, "beacon": judge_beacon}.get(case.get("kind"), judge_frame)
     assert judge((VECTORS / case["frames"][-1]).read_bytes(), context) == case["expect"]
 

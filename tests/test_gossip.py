@@ -23,6 +23,7 @@ from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
 from swarmnode.net.directory import Directory
 from swarmnode.net.gossip import Gossip
 from swarmnode.net.peer import StoreItem
+from swarmnode.net.replicas import Read
 from swarmnode.net.reputation import Reputation
 from swarmnode.net.swarm_size import SwarmSize
 from swarmnode.wire.batch import BATCH
@@ -425,9 +426,10 @@ def test_directory_entries_of_signers_that_publish_nothing_are_dropped_once_thei
     now = get_dht_time()
     window = RULES.window_of(now)
     fakes = [Identity.generate() for _ in range(12)]
+    entry = Presence(RULES.swarm_id, window, now)
     items = [
-        StoreItem(directory_key(RULES.swarm_id, window, 0, 0), fake.peer_id,  # tier 0: a small swarm's one bucket
-                  PRESENCE.seal(Presence(RULES.swarm_id, window, now), fake), RULES.expiration_of(now))
+        StoreItem(directory_key(RULES.swarm_id, RULES.epoch_start(window), 0, 0), fake.peer_id,  # tier 0: one bucket
+                  PRESENCE.seal(entry, fake), PRESENCE.expiration(entry, RULES))
         for fake in fakes
     ]
     assert all(outcome.remote >= 1 for outcome in sybil._peer.store(items, timeout_s=10))
@@ -436,6 +438,33 @@ def test_directory_entries_of_signers_that_publish_nothing_are_dropped_once_thei
     second = reader.collect(8)
     assert second.keys_read <= GossipConfig().shards_per_wave + 2 * (RULES.max_age_windows + 1)  # probes, own peers
     assert second.directory_entries == len(fakes) and second.listed_not_found == 0  # read again, not listed again
+
+
+def test_the_directory_is_written_and_read_once_an_epoch_and_read_every_round_while_too_few_publishers_are_known():
+    """With epochs of four windows (PROTOCOL.md §4.1), an entry is stored with the epoch's first batch and the
+    directory read in the epoch's second window (its first, the publishers' entries are being stored), together
+    with the epoch before's if that was not read; a node that knows too few publishers reads it every round."""
+    rules = SwarmRules.of(SwarmConfig(id="epochs", epoch_windows=4))
+    known = [Identity.generate().peer_id for _ in range(8)]
+    empty = Read({}, False)
+    peer = SimpleNamespace(
+        known_peer_ids=lambda: known, estimated_swarm_size=lambda: 9.0, verified=None,
+        get_many=lambda keys, timeout_s, quorum: empty,
+    )
+    directory = Directory(peer, Identity.generate(), rules, SwarmSize())
+    start = 1_000  # an epoch's first window
+    assert directory.entry_due(start)
+    directory.entry_stored(start + 1)
+    assert [directory.entry_due(w) for w in (start, start + 3, start + 4)] == [False, False, True]
+    assert not directory.read_due(start, peers_needed=3) and directory.keys_ahead(start, peers_needed=3) == []
+    assert directory.read_due(start + 1, peers_needed=3)
+    first = directory.read(start + 1, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
+    assert [directory.read_due(w, peers_needed=3) for w in (start + 2, start + 3, start + 4, start + 5)] == [
+        False, False, False, True
+    ]
+    second = directory.read(start + 5, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
+    assert first.keys_read == 2 * second.keys_read  # the epoch before, once; then only the new one
+    assert all(directory.read_due(w, peers_needed=5) for w in (start + 6, start + 7, start + 8))  # 8 known < 2 x 5
 
 
 def test_a_listed_signer_is_dropped_once_the_window_it_was_listed_in_is_read_without_it():

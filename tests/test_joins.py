@@ -87,8 +87,8 @@ def swarm(tmp_path: Path, size: int) -> Iterator[list[DHTPeer]]:
 def presence(key: str) -> StoreItem:
     """A signed entry under the window's directory key, by a new signer: a small record every replica takes."""
     signer, now = Identity.generate(), time.time()
-    frame = PRESENCE.seal(Presence(RULES.swarm_id, RULES.window_of(now), now), signer)
-    return StoreItem(key, signer.peer_id, frame, RULES.expiration_of(now))
+    entry = Presence(RULES.swarm_id, RULES.window_of(now), now)
+    return StoreItem(key, signer.peer_id, PRESENCE.seal(entry, signer), PRESENCE.expiration(entry, RULES))
 
 
 def replicas_of(key: str, peers: list[DHTPeer]) -> list[DHTPeer]:
@@ -104,7 +104,7 @@ def test_a_publish_and_a_read_right_after_a_replica_left_do_not_wait_the_rpc_tim
     machine that lost its network) or dies: the next stores and reads of its key go on without it, well within
     the RPC timeout, and still reach the other replicas."""
     with swarm(tmp_path, 8) as peers:
-        key = directory_key(RULES.swarm_id, RULES.window_of(time.time()), 0, 0)  # tier 0: every signer's bucket
+        key = directory_key(RULES.swarm_id, RULES.epoch_start(RULES.window_of(time.time())), 0, 0)  # tier 0: all
         writer, reader = peers[1], peers[2]
         for peer in peers:  # every peer talks to every other, so each would ask the one that leaves
             peer.get_many([key], timeout_s=5)

@@ -155,15 +155,31 @@ def test_a_long_running_swarm_pings_only_quiet_peers_and_stores_a_beacon_under_t
     """Pinging a full bucket's oldest peer at every stranger's contact (hivemind's rule, `quiet_s=0`) cost a node
     more than its beacons; with `QUIET_S` a peer heard from lately is kept without one. A beacon whose predecessor
     stands under this window's census keys goes under the next window's alone: half the stores of a beacon under
-    both windows' keys. Neither changes a publish's or a collect's rounds."""
-    common = dict(peers=600, sample=30, layout="tiered", nat_signers=0, rounds=2)  # 300 peers fill no bucket
+    both windows' keys. Neither changes a publish's or a collect's rounds. (Epochs of one window: a beacon a window.)"""
+    common = dict(peers=600, sample=30, layout="tiered", nat_signers=0, rounds=2, epoch_windows=1)  # 300 fill no bucket
     quiet = run_model(ModelConfig(**common))
     every = run_model(ModelConfig(quiet_s=0.0, **common))
     assert quiet.kb_by_kind.get("ping", 0.0) < every.kb_by_kind["ping"] / 4
     assert quiet.requests_sent_round_median < every.requests_sent_round_median
-    monkeypatch.setattr(swarm_model, "beacon_places", lambda window, tiers, standing, window_s: [
+    monkeypatch.setattr(swarm_model, "beacon_places", lambda window, tiers, standing, rules: [
         (key_window, tier) for key_window in (window, window + 1) for tier in tiers])
     both = run_model(ModelConfig(**common))
     assert 0.4 < quiet.kb_by_kind["store:census"] / both.kb_by_kind["store:census"] < 0.6
     for other in (every, both):
         assert (quiet.publish_rounds.p95, quiet.collect_rounds.p95) == (other.publish_rounds.p95, other.collect_rounds.p95)
+
+
+def test_epochs_cut_the_directorys_and_the_census_stores_lookups_and_reads_and_leave_rounds_and_delivery_alone() -> None:
+    """Directory and census keys of epochs of four windows (protocol v3): a node stores its entry and its beacon and
+    reads the directory once an epoch, not every window. Over a whole epoch (four rounds) those bytes fall to a
+    fraction, with the same publish and collect rounds and every wanted rollout collected."""
+    common = dict(peers=300, sample=30, layout="tiered", rounds=4)
+    windows = run_model(ModelConfig(epoch_windows=1, **common))
+    epochs = run_model(ModelConfig(epoch_windows=4, **common))
+    for kind in ("store:directory", "read:directory", "store:census"):
+        assert epochs.kb_by_kind[kind] < windows.kb_by_kind[kind] / 2, kind
+    assert epochs.find_kb_by_key["directory"] < windows.find_kb_by_key["directory"] / 2
+    assert epochs.find_kb_by_key["census"] < 0.8 * windows.find_kb_by_key["census"]  # its reads stay once an epoch
+    assert epochs.node_kb_in_round_median < 0.85 * windows.node_kb_in_round_median
+    assert epochs.publish_rounds.p95 <= windows.publish_rounds.p95 and epochs.collect_rounds.p95 <= windows.collect_rounds.p95
+    assert epochs.delivery == windows.delivery == 1.0

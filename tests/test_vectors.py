@@ -2,25 +2,33 @@
 
 Cases without a "kind" are rollout batches (PROTOCOL.md §5); `"kind": "presence"` marks directory entries
 (§4.1), judged by `open_frame`, by `swarmnode protocol check --kind presence` and by the oracle;
-`"kind": "beacon"` census beacons (§4.2), judged by `open_frame`, by `--kind beacon` and by the oracle.
+`"kind": "beacon"` census beacons (§4.2), judged by `open_frame`, by `--kind beacon` and by the oracle. The
+receiver's rules are the manifest's, with a case's own `epoch_windows` where it names one (§4: epochs).
 """
 
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
+from hivemind.dht.validation import DHTRecord
 from typer.testing import CliRunner
 
 from swarmnode.cli import app
 from swarmnode.config import NodeConfig
 from swarmnode.lab import protocol_oracle
-from swarmnode.lab.protocol_oracle import Context, judge_beacon, judge_presence, slot_of
+from swarmnode.lab.protocol_oracle import Context, context_of, judge_beacon, judge_presence, slot_of
 from swarmnode.learn.intake import Intake
 from swarmnode.learn.tasks import FamilySpec, TaskSuite
+from swarmnode.net.validator import check_record
+from swarmnode.wire.batch import BATCH
 from swarmnode.wire.beacon import BEACON
 from swarmnode.wire.check import Checker
+from swarmnode.wire.keys import PROTOCOL_VERSION
+from swarmnode.wire.presence import PRESENCE as PRESENCE_KIND
 from swarmnode.wire.receive import open_frame
 from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rollout import TaskRef
@@ -34,9 +42,14 @@ PRESENCE = [case for case in CASES if case.get("kind") == "presence"]
 BEACONS = [case for case in CASES if case.get("kind") == "beacon"]
 
 
+def epoch_windows_of(case: dict) -> int:
+    return case.get("epoch_windows", MANIFEST["rules"]["epoch_windows"])
+
+
 def check_args(case: dict) -> list[str]:
     rules = MANIFEST["rules"]
     args = [str(VECTORS / name) for name in case["frames"]]
+    args += ["--set", f"swarm.epoch_windows={epoch_windows_of(case)}"]  # the config's default is the node's, not 1
     if "swarm" in case:
         args += ["--swarm", case["swarm"], "--window-s", str(rules["window_s"]), "--num-shards", str(rules["num_shards"])]
     if "now" in case:
@@ -55,7 +68,7 @@ def rules_of(case: dict) -> SwarmRules:
     rules = MANIFEST["rules"]
     return SwarmRules(
         case.get("swarm"), window_s=rules["window_s"], num_shards=rules["num_shards"],
-        max_age_windows=rules["max_age_windows"], clock_skew_s=rules["clock_skew_s"],
+        max_age_windows=rules["max_age_windows"], clock_skew_s=rules["clock_skew_s"], epoch_windows=epoch_windows_of(case),
     )
 
 
@@ -73,8 +86,9 @@ def test_the_manifest_names_the_receivers_families_and_their_config_hashes_are_r
 
 def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
     assert {case.get("kind", "batch") for case in CASES} == {"batch", "presence", "beacon"}
-    assert (MANIFEST["protocol_version"], MANIFEST["envelope_version"]) == (2, 1)
-    assert MANIFEST["key_prefix"] == "swarmnode/v2/" and MANIFEST["tier_max"] == 12
+    assert (MANIFEST["protocol_version"], MANIFEST["envelope_version"]) == (3, 1)
+    assert MANIFEST["key_prefix"] == "swarmnode/v3/" and MANIFEST["tier_max"] == 12
+    assert MANIFEST["key_prefix"] == f"swarmnode/v{PROTOCOL_VERSION}/" == protocol_oracle.KEY_PREFIX
     expected = {case["expect"] for case in CASES if "kind" not in case}
     # task_error needs a generator that fails on a valid reference: none does on the default families; banned
     # and not_allowed are a receiver's own policy (its bans, its closed swarm's allowlist), not the frame's
@@ -86,6 +100,12 @@ def test_there_is_a_vector_for_every_frame_level_reason_and_enough_of_them():
     assert presence_reasons | {"accept"} == {case["expect"] for case in PRESENCE}
     # A beacon by B1-B9 (§4.2): the same codes as a presence.
     assert presence_reasons | {"accept"} == {case["expect"] for case in BEACONS}
+    # Epochs of several windows (§4): placement and freshness of each kind, batches unchanged by them.
+    assert MANIFEST["rules"]["epoch_windows"] == 1
+    epochs = {(case.get("kind", "batch"), case["expect"]) for case in CASES if epoch_windows_of(case) > 1}
+    assert epochs == {("batch", "stale"), ("batch", "key_mismatch")} | {
+        (kind, expect) for kind in ("presence", "beacon") for expect in ("accept", "key_mismatch", "stale")
+    }
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
@@ -115,43 +135,95 @@ def test_cli_check_prints_the_result_and_exit_code(case):
 @pytest.mark.parametrize("case", PRESENCE, ids=[case["name"] for case in PRESENCE])
 def test_the_independent_oracle_gives_every_presence_vector_its_expected_result(case):
     """swarmnode/lab/protocol_oracle.py, written from PROTOCOL.md §4.1 alone, agrees with every presence vector."""
-    rules = MANIFEST["rules"]
-    slot = None
     if "slot" in case:
         assert case["slot"].split("/")[1] == "directory"
-        slot = slot_of(case["slot"])  # (window, bucket, subkey, tier)
-    context = Context(
-        case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
-        now=case.get("now"), slot=slot,
-    )
+    context = context_of(MANIFEST["rules"], case)  # the slot as (window, bucket, subkey, tier)
+    assert context.epoch_windows == epoch_windows_of(case)
     assert judge_presence((VECTORS / case["frames"][0]).read_bytes(), context) == case["expect"]
 
 
 @pytest.mark.parametrize("case", BEACONS, ids=[case["name"] for case in BEACONS])
 def test_the_independent_oracle_gives_every_beacon_vector_its_expected_result(case):
     """swarmnode/lab/protocol_oracle.py, written from PROTOCOL.md §4.2 alone, agrees with every beacon vector."""
-    rules = MANIFEST["rules"]
-    slot = None
     if "slot" in case:
         assert case["slot"].split("/")[1] == "census"
-        slot = slot_of(case["slot"])  # (window, bucket, subkey, tier)
-    context = Context(
-        case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
-        now=case.get("now"), slot=slot,
-    )
+    context = context_of(MANIFEST["rules"], case)  # the slot as (window, bucket, subkey, tier)
+    assert context.epoch_windows == epoch_windows_of(case)
     assert judge_beacon((VECTORS / case["frames"][0]).read_bytes(), context) == case["expect"]
 
 
-def test_a_beacon_is_stale_after_one_window_whatever_max_age_windows():
-    """PROTOCOL.md §4.2, B9: readers show the current and previous window only."""
-    case = next(case for case in BEACONS if case["name"] == "beacon_stale")
+@pytest.mark.parametrize(
+    "name", ["beacon_stale", "beacon_epoch_stale", "presence_stale", "presence_epoch_stale"]
+)
+def test_a_beacon_or_presence_is_stale_two_epochs_on_whatever_max_age_windows(name):
+    """PROTOCOL.md §4.1-4.2, P9 and B9: readers take entries and beacons of the current and the previous epoch
+    only; with epochs of one window, the current and the previous window. beacon_epoch_stale and
+    presence_epoch_stale are 5 windows old: max_age_windows 5 would keep a batch that old."""
+    case = next(case for case in CASES if case["name"] == name)
     frame = (VECTORS / case["frames"][0]).read_bytes()
-    rules = MANIFEST["rules"]
+    rules, epoch_windows = MANIFEST["rules"], epoch_windows_of(case)
+    kind, judge = {"beacon": (BEACON, judge_beacon), "presence": (PRESENCE_KIND, judge_presence)}[case["kind"]]
+    swarm = SwarmRules(case["swarm"], window_s=rules["window_s"], max_age_windows=5, epoch_windows=epoch_windows)
     with pytest.raises(Rejected) as rejected:
-        open_frame(frame, BEACON, SwarmRules(case["swarm"], window_s=rules["window_s"], max_age_windows=5), now=case["now"])
+        open_frame(frame, kind, swarm, now=case["now"])
     assert rejected.value.reason is Reason.STALE
-    context = Context(case["swarm"], rules["window_s"], max_age_windows=5, now=case["now"])
-    assert judge_beacon(frame, context) == "stale"
+    context = Context(case["swarm"], rules["window_s"], max_age_windows=5, now=case["now"], epoch_windows=epoch_windows)
+    assert judge(frame, context) == "stale"
+
+
+# Records a peer is asked to store (PROTOCOL.md §5.1, D5-D6) around vector frames, with epochs of 4 windows or 1:
+# (frame's case, epoch_windows, the key string after the prefix, expiration - timestamp, expected)
+TTL, EPOCH_TTL = 60.0, 60.0 + 2 * 3 * 30.0  # record_ttl_s; and + 2 (E - 1) window_s with E = 4
+RECORDS = [
+    ("presence_epoch_valid_in_slot", 4, "vectors/60000000/directory/3/{b3}", EPOCH_TTL, "accept"),
+    ("presence_epoch_valid_in_slot", 4, "vectors/60000000/directory/0/0", EPOCH_TTL, "accept"),
+    ("presence_epoch_valid_in_slot", 4, "vectors/60000000/directory/3/{b3}", TTL, "bad_expiry"),
+    ("presence_epoch_valid_in_slot", 4, "vectors/60000002/directory/3/{b3}", EPOCH_TTL, "key_mismatch"),
+    ("presence_epoch_valid_in_slot", 4, "vectors/60000004/directory/3/{b3}", EPOCH_TTL, "key_mismatch"),
+    ("presence_epoch_valid_in_slot", 4, "vectors/60000000/census/3/{b3}", EPOCH_TTL, "key_mismatch"),
+    ("beacon_epoch_valid_in_slot", 4, "vectors/60000000/census/3/{b3}", EPOCH_TTL, "accept"),
+    ("beacon_epoch_valid_in_slot", 4, "vectors/60000004/census/12/{b12}", EPOCH_TTL, "accept"),
+    ("beacon_epoch_valid_in_slot", 4, "vectors/60000004/census/3/{b3}", TTL, "bad_expiry"),
+    ("beacon_epoch_valid_in_slot", 4, "vectors/60000002/census/3/{b3}", EPOCH_TTL, "key_mismatch"),
+    ("beacon_epoch_valid_in_slot", 4, "vectors/60000003/census/3/{b3}", EPOCH_TTL, "key_mismatch"),
+    ("beacon_epoch_valid_in_slot", 4, "vectors/60000008/census/3/{b3}", EPOCH_TTL, "key_mismatch"),
+    ("presence_valid_minimal", 1, "vectors/60000000/directory/3/{b3}", TTL, "accept"),
+    ("presence_valid_minimal", 1, "vectors/60000000/directory/3/{b3}", EPOCH_TTL, "bad_expiry"),
+    ("beacon_valid_minimal", 1, "vectors/60000001/census/3/{b3}", TTL, "accept"),
+    ("beacon_valid_minimal", 1, "vectors/60000004/census/3/{b3}", TTL, "key_mismatch"),
+    ("key_mismatch_epoch_window", 4, "vectors/60000002/{shard}", TTL, "accept"),  # a batch: as before epochs
+    ("key_mismatch_epoch_window", 4, "vectors/60000002/{shard}", EPOCH_TTL, "bad_expiry"),
+]
+
+
+@pytest.mark.parametrize("name, epoch_windows, key, lives_s, expect", RECORDS)
+def test_a_stored_records_key_and_expiration_follow_its_kind_and_epoch_in_the_node_and_the_oracle(
+    name, epoch_windows, key, lives_s, expect
+):
+    """D5-D6 (PROTOCOL.md §5.1): a presence under its epoch's directory keys, a beacon under its epoch's and the
+    next epoch's census keys, both expiring record_ttl_s + 2 (E - 1) window_s after their timestamp; a batch as
+    before. The node's validator and the oracle agree."""
+    case = next(case for case in CASES if case["name"] == name)
+    frame, alice = (VECTORS / case["frames"][0]).read_bytes(), MANIFEST["keys"]["alice"]
+    rules = MANIFEST["rules"]
+    places = {"b3": protocol_oracle.bucket(alice, 3), "b12": protocol_oracle.bucket(alice, 12),
+              "shard": protocol_oracle.shard(alice, rules["num_shards"])}
+    key_id = hashlib.sha1(msgpack.packb(MANIFEST["key_prefix"] + key.format(**places))).digest()
+    kind = {"presence": PRESENCE_KIND, "beacon": BEACON}.get(case.get("kind"))
+    signed = open_frame(frame, kind or BATCH, SwarmRules(None))
+    now, timestamp = case["now"], signed.kind.timestamp(signed.value)
+    record = DHTRecord(key_id, msgpack.packb(alice), msgpack.packb(frame), timestamp + lives_s)
+    swarm = SwarmRules("vectors", window_s=rules["window_s"], record_ttl_s=TTL, num_shards=rules["num_shards"],
+                       epoch_windows=epoch_windows)
+    try:
+        check_record(record, swarm, now)
+        verdict = "accept"
+    except Rejected as rejected:
+        verdict = rejected.reason.value
+    context = Context("vectors", rules["window_s"], rules["num_shards"], record_ttl_s=TTL, now=now,
+                      epoch_windows=epoch_windows)
+    assert (verdict, protocol_oracle.judge_record(record.key, record.subkey, record.value, record.expiration_time,
+                                                  context)) == (expect, expect)
 
 
 NOT_BUCKET_SLOTS = [

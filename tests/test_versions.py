@@ -1,4 +1,4 @@
-"""Nodes of protocol v1 (the last commit before v2, run from its own source in another process) and of v2 in one
+"""Nodes of protocol v2 (the last commit before v3, run from its own source in another process) and of v3 in one
 DHT: each version keeps sharing with its own, refuses the other's records as misplaced (an answer, never an error:
 nobody is dropped or banned for it), and neither reads the other's batches. PROTOCOL.md §4, "Protocol versions"."""
 
@@ -24,11 +24,11 @@ from swarmnode.wire.rules import SwarmRules
 from tests.gossip_peers import join
 
 ROOT = Path(__file__).resolve().parents[1]
-V1_COMMIT = "20e203a"  # main just before the keys of protocol v2
+OLD_COMMIT = "63329a1"  # main just before protocol v3 (directory and census keys of epochs)
 RULES = SwarmRules.of(SwarmConfig(id="mixed-versions"))
 
-# Runs in the v1 source: two peers join through argv[2], publish, say so, collect when told, report, leave.
-V1_NODES = """
+# Runs in the v2 source: two peers join through argv[2], publish, say so, collect when told, report, leave.
+OLD_NODES = """
 import json, sys, tempfile
 from pathlib import Path
 from swarmnode.config import GossipConfig, NetworkConfig, SwarmConfig
@@ -42,18 +42,18 @@ rules = SwarmRules.of(SwarmConfig(id=sys.argv[1]))
 scratch = Path(tempfile.mkdtemp())
 peers, gossips = [], []
 for index in range(2):
-    key = scratch / f"v1-{index}.key"
+    key = scratch / f"old-{index}.key"
     save_identity(Identity.generate(), key)
     peer = DHTPeer(key, rules, NetworkConfig(initial_peers=json.loads(sys.argv[2])))
     peer.start()
     peers.append(peer)
     gossips.append(Gossip(peer, load_identity(key), rules, GossipConfig()))
 rollouts = [Rollout(TaskRef("chain_sum", "0123456789abcdef", 1, 0), (Completion("<answer>1</answer>", 1.0),))]
-published = [gossip.publish(rollouts, model_id="v1", suite_version="v").ok for gossip in gossips]
+published = [gossip.publish(rollouts, model_id="old", suite_version="v").ok for gossip in gossips]
 print(json.dumps({"peers": [gossip.peer_id for gossip in gossips], "published": published}), flush=True)
 sys.stdin.readline()
 collected = []
-for gossip in gossips:  # up to 5 rounds until a collect finds any, as the v2 side does
+for gossip in gossips:  # up to 5 rounds until a collect finds any, as the v3 side does
     found = set()
     for _ in range(5):
         found = {item.signer for item in gossip.collect(8).rollouts}
@@ -73,13 +73,13 @@ for peer in peers:
 """
 
 
-def v1_source(into: Path) -> Path:
-    """The `swarmnode` package of V1_COMMIT, from this repository's history."""
+def old_source(into: Path) -> Path:
+    """The `swarmnode` package of OLD_COMMIT, from this repository's history."""
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", V1_COMMIT, "swarmnode"], capture_output=True, timeout=60
+        ["git", "-C", str(ROOT), "archive", "--format=tar", OLD_COMMIT, "swarmnode"], capture_output=True, timeout=60
     )
     if archive.returncode != 0:
-        pytest.skip(f"protocol v1's source needs this repository's history: {archive.stderr.decode().strip()}")
+        pytest.skip(f"protocol v2's source needs this repository's history: {archive.stderr.decode().strip()}")
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -95,9 +95,9 @@ def collected_within_rounds(gossip: Gossip, rounds: int) -> set[str]:
 
 
 @pytest.mark.network
-def test_nodes_of_protocol_v1_and_v2_in_one_dht_each_share_with_their_own_version_only(tmp_path):
-    assert PROTOCOL_VERSION == 2
-    source = v1_source(tmp_path / "v1")
+def test_nodes_of_protocol_v2_and_v3_in_one_dht_each_share_with_their_own_version_only(tmp_path):
+    assert PROTOCOL_VERSION == 3
+    source = old_source(tmp_path / "v2")
     keys = []
     for name in ("a", "b"):
         keys.append(tmp_path / f"{name}.key")
@@ -106,27 +106,27 @@ def test_nodes_of_protocol_v1_and_v2_in_one_dht_each_share_with_their_own_versio
     with contextlib.ExitStack() as stack:
         a_peer, a = join(stack, keys[0], RULES, NetworkConfig())
         b_peer, b = join(stack, keys[1], RULES, NetworkConfig(initial_peers=a_peer.visible_maddrs))
-        v1 = subprocess.Popen(
-            [sys.executable, "-c", V1_NODES, RULES.swarm_id, json.dumps(a_peer.visible_maddrs)],
+        old = subprocess.Popen(
+            [sys.executable, "-c", OLD_NODES, RULES.swarm_id, json.dumps(a_peer.visible_maddrs)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(source)}, cwd=source,
         )
-        stack.callback(v1.kill)
-        line = v1.stdout.readline()
-        assert line, v1.stderr.read() if v1.poll() is not None else "v1 said nothing"
-        started = json.loads(line) if line.startswith("{") else pytest.fail(f"v1 said {line!r}")
-        assert started["published"] == [True, True]  # v1's stores land on v1 replicas (and ours refuse them)
-        assert a.publish(rollouts, model_id="v2", suite_version="v").ok
-        assert b.publish(rollouts, model_id="v2", suite_version="v").ok
-        v2_collected = [collected_within_rounds(gossip, 5) for gossip in (a, b)]
-        v1.stdin.write("collect\n")
-        v1.stdin.flush()
-        report = json.loads(v1.stdout.readline())
-        assert v1.wait(timeout=60) == 0
+        stack.callback(old.kill)
+        line = old.stdout.readline()
+        assert line, old.stderr.read() if old.poll() is not None else "v2 said nothing"
+        started = json.loads(line) if line.startswith("{") else pytest.fail(f"v2 said {line!r}")
+        assert started["published"] == [True, True]  # v2's stores land on v2 replicas (and ours refuse them)
+        assert a.publish(rollouts, model_id="new", suite_version="v").ok
+        assert b.publish(rollouts, model_id="new", suite_version="v").ok
+        new_collected = [collected_within_rounds(gossip, 5) for gossip in (a, b)]
+        old.stdin.write("collect\n")
+        old.stdin.flush()
+        report = json.loads(old.stdout.readline())
+        assert old.wait(timeout=60) == 0
     old, new = set(started["peers"]), {a.peer_id, b.peer_id}
-    assert v2_collected == [{b.peer_id}, {a.peer_id}]  # our own version's batches, none of v1's
+    assert new_collected == [{b.peer_id}, {a.peer_id}]  # our own version's batches, none of v2's
     assert [set(signers) for signers in report["collected"]] == [{started["peers"][1]}, {started["peers"][0]}]
-    assert not old & set().union(*v2_collected) and not new & set().union(*map(set, report["collected"]))
+    assert not old & set().union(*new_collected) and not new & set().union(*map(set, report["collected"]))
     # each refused the other's records as misplaced, and held nothing against their signers
     ours = a_peer.refusals() + b_peer.refusals()
     assert ours["key_mismatch"] >= 1, ours

@@ -236,7 +236,7 @@ def run_cells(tree: Path, cells: Sequence[Cell], *, peers: int, window_s: float,
     the scene's description and each cell's report. `fresh_swarm`: a swarm of its own for each cell (attackers that
     left stay in honest routing tables as dead neighbours of the keys they stood at, and a read that asks one
     counts it as unanswered), else one swarm for all."""
-    rules = SwarmRules.of(SwarmConfig(id="bench-dht-attacks", window_s=window_s, record_ttl_s=2 * window_s))
+    rules = SwarmRules.of(SwarmConfig(id="bench-dht-attacks", window_s=window_s, record_ttl_s=2 * window_s, epoch_windows=1))
     if keys is None:
         keys = Path(tempfile.mkdtemp(prefix="honest-", dir=workdir))
         for index in range(peers):

@@ -98,7 +98,7 @@ class SybilBeacons:
                 beacon = Beacon(self.rules.swarm_id, window, now, "swarmnode/0.1.0", "sybil", round=1,
                                 reachability=Reachability.PUBLIC, phase="train")
                 frame = MSGPackSerializer.dumps(BEACON.seal(beacon, identity))
-                beacons.store(identity.peer_id, frame, self.rules.expiration_of(now))
+                beacons.store(identity.peer_id, frame, BEACON.expiration(beacon, self.rules))
             self._signed = (window, beacons)
         return self._signed[1]
 

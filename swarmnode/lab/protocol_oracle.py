@@ -5,8 +5,9 @@ It shares no code with swarmnode (envelope, presence, record, tasks, intake): it
 DHT placement, address rule, config hash and verifier score (reasoning-gym is the protocol's generator, so
 it is used directly). The fuzzer uses it as the judge of what must be accepted; tests run it over the
 committed vectors: `judge_frame` for batches (§5, checks 14-15 when the context names a suite),
-`judge_presence` for directory entries (§4.1), `judge_beacon` for census beacons (§4.2); `slot_of` reads the
-slots the vectors name (§5, `swarmnode protocol check --slot`).
+`judge_presence` for directory entries (§4.1), `judge_beacon` for census beacons (§4.2), `judge_record` for a
+record a peer asks to store (§5.1, any of the three kinds); `slot_of` reads the slots the vectors name (§5,
+`swarmnode protocol check --slot`) and `context_of` a vector's receiver.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ DOMAIN = b"swarmnode/envelope\x00"
 PRESENCE_DOMAIN = b"swarmnode/presence\x00"  # §4.1
 BEACON_DOMAIN = b"swarmnode/beacon\x00"  # §4.2
 # §4: the protocol version is in every key's prefix
-KEY_PREFIX = "swarmnode/v2/"
+KEY_PREFIX = "swarmnode/v3/"
 # §4.1, §4.2: directory and census keys of tiers 0..TIER_MAX, 2^tier buckets each; bucket = shard(signer) with
 # 2^tier shards
 TIER_MAX = 12
@@ -209,6 +210,34 @@ class Context:
     slot: tuple | None = None
     # the receiver's task families for checks 14-15: (family, config_hash) -> (config, dataset size)
     suite: dict[tuple[str, str], tuple[dict, int]] | None = None
+    # §4: windows an epoch lasts; directory and census keys are named by an epoch's first window
+    epoch_windows: int = 1
+
+
+def context_of(rules: dict, case: dict, suite: dict[tuple[str, str], tuple[dict, int]] | None = None) -> Context:
+    """The receiver of a vector (`protocol/vectors/manifest.json`): the manifest's `rules`, of which a case may name
+    its own `epoch_windows`, and the case's swarm, clock and slot."""
+    return Context(
+        case.get("swarm"), rules["window_s"], rules["num_shards"], rules["max_age_windows"], rules["clock_skew_s"],
+        now=case.get("now"), slot=slot_of(case["slot"]) if "slot" in case else None, suite=suite,
+        epoch_windows=case.get("epoch_windows", rules["epoch_windows"]),
+    )
+
+
+def epoch_start(window: int, epoch_windows: int) -> int:
+    """§4: the first window of `window`'s epoch."""
+    return window - window % epoch_windows
+
+
+def epoch_stale(window: int, c: Context) -> bool:
+    """P9, B9: a presence or beacon is live in its epoch and the next; `c.now` required."""
+    now_epoch = math.floor(c.now / c.window_s) // c.epoch_windows
+    return window // c.epoch_windows < now_epoch - 1
+
+
+def epoch_expiration(timestamp: float, c: Context) -> float:
+    """§4.1, §4.2: when a presence or a beacon expires (record_ttl_s alone when an epoch is one window)."""
+    return timestamp + c.record_ttl_s + 2 * (c.epoch_windows - 1) * c.window_s
 
 
 def config_hash(family: str, config: dict, size: int, generator: str) -> str:
@@ -403,7 +432,8 @@ def _values(batch: dict, rollouts: list[dict]) -> None:
 
 def judge_presence(frame: bytes, context: Context = Context()) -> str:
     """'accept' or the rejection code of §4.1 (P1-P9) for a directory entry; of `context.slot` the subkey and
-    the bucket at the slot's tier (P4) and the window (P8) are used."""
+    the bucket at the slot's tier (P4) and the window (P8) are used. Whatever `context.max_age_windows`, an entry
+    is stale once its epoch is two epochs behind (P9)."""
     try:
         _presence_checks(frame, context)
     except Refusal as refusal:
@@ -437,9 +467,9 @@ def _presence_checks(frame: bytes, c: Context) -> dict:
             raise Refusal("wrong_swarm")  # P8
         if math.floor(timestamp / c.window_s) != window:
             raise Refusal("bad_value")
-        if c.slot is not None and c.slot[0] not in (None, window):
-            raise Refusal("key_mismatch")
-        if c.now is not None and window < math.floor(c.now / c.window_s) - c.max_age_windows:  # P9
+        if c.slot is not None and c.slot[0] not in (None, epoch_start(window, c.epoch_windows)):
+            raise Refusal("key_mismatch")  # P8: the directory of its epoch
+        if c.now is not None and epoch_stale(window, c):  # P9: whatever max_age_windows
             raise Refusal("stale")
     if c.now is not None and timestamp > c.now + c.clock_skew_s:
         raise Refusal("future")
@@ -448,7 +478,8 @@ def _presence_checks(frame: bytes, c: Context) -> dict:
 
 def judge_beacon(frame: bytes, context: Context = Context()) -> str:
     """'accept' or the rejection code of §4.2 (B1-B9) for a census beacon; of `context.slot` the subkey and the
-    bucket at the slot's tier (B4) and the window (B8) are used. Whatever `context.max_age_windows`, a beacon is stale after one window (B9)."""
+    bucket at the slot's tier (B4) and the window (B8) are used. Whatever `context.max_age_windows`, a beacon is stale
+    once its epoch is two epochs behind (B9): after one window when an epoch is one window."""
     try:
         _beacon_checks(frame, context)
     except Refusal as refusal:
@@ -483,9 +514,10 @@ def _beacon_checks(frame: bytes, c: Context) -> dict:
             raise Refusal("wrong_swarm")  # B8
         if math.floor(timestamp / c.window_s) != window:
             raise Refusal("bad_value")
-        if c.slot is not None and c.slot[0] not in (None, window, window + 1):
-            raise Refusal("key_mismatch")  # B8: a beacon is stored under its window's and the next one's keys
-        if c.now is not None and window < math.floor(c.now / c.window_s) - 1:  # B9: current and previous window
+        first = epoch_start(window, c.epoch_windows)
+        if c.slot is not None and c.slot[0] not in (None, first, first + c.epoch_windows):
+            raise Refusal("key_mismatch")  # B8: a beacon is stored under its epoch's and the next epoch's keys
+        if c.now is not None and epoch_stale(window, c):  # B9: of the current or the previous epoch
             raise Refusal("stale")
     if c.now is not None and timestamp > c.now + c.clock_skew_s:
         raise Refusal("future")
@@ -554,12 +586,47 @@ def _rfc5952(groups: list[int]) -> str:
 
 
 def judge_record(key: bytes, subkey: bytes, value: bytes, expiration: float, context: Context) -> str:
-    """'accept' or the code of §5.1 (D1-D8) for a record a peer asks us to store (`context.now` required)."""
+    """'accept' or the code of §5.1 (D1-D8; P1-P8 or B1-B8 for a presence or a beacon) for a record a peer asks us
+    to store (`context.now` required)."""
     try:
         _record_checks(key, subkey, value, expiration, context)
     except Refusal as refusal:
         return refusal.code
     return ACCEPT
+
+
+# §5.1: the kinds a record may be, in the order they are tried: (name, frame limit, domain tag)
+RECORD_KINDS = (
+    ("batch", LIMITS["envelope_bytes"], DOMAIN),
+    ("presence", LIMITS["presence_bytes"], PRESENCE_DOMAIN),
+    ("beacon", LIMITS["beacon_bytes"], BEACON_DOMAIN),
+)
+
+
+def record_kind(frame: bytes) -> str:
+    """§5.1: the first kind whose domain tag the frame's signature verifies under, the frame within that kind's
+    size limit (check 1); a batch if none."""
+    for name, limit, domain in RECORD_KINDS:
+        try:
+            _envelope_checks(frame, Context(), limit, domain)
+        except Refusal:
+            continue
+        return name
+    return "batch"
+
+
+def record_keys(kind: str, content: dict, signer: str, c: Context) -> list[str]:
+    """§4, §4.1, §4.2 (D5): the key strings a record of `kind` is valid under."""
+    swarm_id, window = content.get(1, ""), content.get(2, 0)
+    if kind == "batch":
+        return [f"{KEY_PREFIX}{swarm_id}/{window}/{shard(signer, c.num_shards)}"]
+    first = epoch_start(window, c.epoch_windows)
+    if kind == "presence":
+        return [f"{KEY_PREFIX}{swarm_id}/{first}/directory/{t}/{bucket(signer, t)}" for t in range(TIER_MAX + 1)]
+    return [
+        f"{KEY_PREFIX}{swarm_id}/{w}/census/{t}/{bucket(signer, t)}"
+        for w in (first, first + c.epoch_windows) for t in range(TIER_MAX + 1)
+    ]
 
 
 def _record_checks(key: bytes, subkey: bytes, value: bytes, expiration: float, c: Context) -> None:
@@ -576,13 +643,16 @@ def _record_checks(key: bytes, subkey: bytes, value: bytes, expiration: float, c
         subkey_text = text.decode("utf-8")
     except UnicodeDecodeError:
         raise Refusal("key_mismatch") from None
-    checked = _frame_checks(frame, dataclasses.replace(c, now=None, slot=(None, None, subkey_text)))
-    batch, signer = checked["batch"], checked["signer"]
-    key_string = f"{KEY_PREFIX}{batch.get(1, '')}/{batch.get(2, 0)}/{shard(signer, c.num_shards)}"
-    if subkey != msgpack.packb(signer) or key != hashlib.sha1(msgpack.packb(key_string)).digest():
+    kind = record_kind(frame)
+    checks = {"batch": _frame_checks, "presence": _presence_checks, "beacon": _beacon_checks}[kind]
+    checked = checks(frame, dataclasses.replace(c, now=None, slot=(None, None, subkey_text), suite=None))
+    content, signer = checked[kind], checked["signer"]
+    key_ids = {hashlib.sha1(msgpack.packb(string)).digest() for string in record_keys(kind, content, signer, c)}
+    if subkey != msgpack.packb(signer) or key not in key_ids:
         raise Refusal("key_mismatch")
-    timestamp = batch.get(4, 0.0)
-    if not abs(expiration - (timestamp + c.record_ttl_s)) <= 1e-3:
+    timestamp = content.get(3 if kind != "batch" else 4, 0.0)
+    expected = timestamp + c.record_ttl_s if kind == "batch" else epoch_expiration(timestamp, c)
+    if not abs(expiration - expected) <= 1e-3:
         raise Refusal("bad_expiry")
     if expiration + c.clock_skew_s < c.now:
         raise Refusal("stale")

@@ -117,6 +117,7 @@ class ModelConfig:
     shards_per_wave: int = 4
     num_shards: int | None = None  # None: the layout's default (v1 256; tiered, protocol v2: swarm.num_shards')
     max_age_windows: int = 1
+    epoch_windows: int = SwarmConfig().epoch_windows  # tiered: directory and census keys change once an epoch (1: v2)
     frame_bytes: int = 7169
     presence_bytes: int = 200
     beacon_bytes: int = 230
@@ -310,7 +311,8 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
 
 def directory_keys(layout: Layout, swarm: str, window: int, signer: str, estimate: float) -> list[str]:
-    """Where a signer's presence goes: v1 one key per window; tiered its bucket at tiers t-1, t, t+1."""
+    """Where a signer's presence goes (`window`: the key's, its epoch's first for tiered): v1 one key per window;
+    tiered its bucket at tiers t-1, t, t+1."""
     if layout == "v1":
         return [f"swarmnode/v1/{swarm}/{window}/directory"]
     return [directory_key(swarm, window, tier, bucket_of(signer, tier))
@@ -318,24 +320,29 @@ def directory_keys(layout: Layout, swarm: str, window: int, signer: str, estimat
 
 
 def census_keys(
-    layout: Layout, swarm: str, window: int, signer: str, estimate: float, standing: dict[tuple[int, int], float]
+    layout: Layout, swarm: str, window: int, signer: str, estimate: float, standing: dict[tuple[int, int], float],
+    rules: SwarmRules,
 ) -> list[tuple[str, tuple[int, int]]]:
     """Where a signer's beacon of `window` goes, with each key's (window, tier): v1 under that window's key and the
     next's; tiered as `BeaconService.publish` places it (`beacon_places`; `standing`: where its earlier beacons
-    stand until when, in windows)."""
+    stand until when; `rules` counted in windows)."""
     if layout == "v1":
         bucket = shard_of(signer, V1_CENSUS_BUCKETS)
         return [(f"swarmnode/v1/{swarm}/{w}/census/{bucket}", (w, 0)) for w in (window, window + 1)]
-    places = beacon_places(window, written_tiers(tier_for(estimate, CENSUS_PER_KEY)), standing, 1.0)
+    places = beacon_places(window, written_tiers(tier_for(estimate, CENSUS_PER_KEY)), standing, rules)
     return [(census_key(swarm, w, tier, bucket_of(signer, tier)), (w, tier)) for w, tier in places]
 
 
 def stood(
-    standing: dict[tuple[int, int], float], window: int, placed: list[tuple[str, tuple[int, int]]], accepted: list[int]
+    standing: dict[tuple[int, int], float], window: int, placed: list[tuple[str, tuple[int, int]]], accepted: list[int],
+    rules: SwarmRules,
 ) -> dict[tuple[int, int], float]:
-    """`BeaconService.publish`'s record of where a beacon of `window` now stands (`beacon_stood`), in windows: until
-    its next window ends (written at its window's start, it lives `record_ttl_s`, two windows)."""
-    return beacon_stood(standing, window, [place for _, place in placed], [count > 0 for count in accepted], window + 2.0)
+    """`BeaconService.publish`'s record of where a beacon of `window` now stands (`beacon_stood`), in windows (`rules`
+    counted in windows): written at its window's start, it lives `epoch_record_ttl_s`."""
+    return beacon_stood(
+        standing, rules.epoch_start(window), [place for _, place in placed], [count > 0 for count in accepted],
+        window + rules.epoch_record_ttl_s,
+    )
 
 
 class FastID(DHTID):
@@ -373,7 +380,7 @@ class _Peer:
     weight: float  # how many peers' lookups and reads its own stand for
     node: Any = None  # the object hivemind's DHTNode.find_nearest_nodes runs on
     rng: random.Random = field(default_factory=random.Random)
-    stored_window: int | None = None  # directory: the window another peer holds our entry in
+    stored_window: int | None = None  # directory: the epoch (its first window) another peer holds our entry in
     beacons: dict[tuple[int, int], float] = field(default_factory=dict)  # census: where our beacon stands until when
     read_windows: set[int] = field(default_factory=set)
     listed: dict[str, int] = field(default_factory=dict)
@@ -426,7 +433,12 @@ class SwarmModel:
         self.config = config
         self.rng = random.Random(config.seed)
         self.wire = Wire(config.message_overhead_bytes)
-        self.rules = SwarmRules("model", config.window_s, 2 * config.window_s, config.shards, 5.0, config.max_age_windows)
+        epoch = 1 if config.layout == "v1" else config.epoch_windows
+        self.rules = SwarmRules(
+            "model", config.window_s, 2 * config.window_s, config.shards, 5.0, config.max_age_windows, epoch_windows=epoch
+        )
+        # `rules` counted in windows: where a beacon stands is kept in windows (`stood`)
+        self.window_rules = dataclasses.replace(self.rules, window_s=1.0, record_ttl_s=2.0)
         self.gossip_config = GossipConfig(shards_per_wave=config.shards_per_wave, max_rollouts_per_peer=config.per_peer_cap)
         n, stale = config.peers, config.stale_share
         departed = round(stale * n) if n > 16 else 0
@@ -933,7 +945,7 @@ class SwarmModel:
         if round_index % self.config.rounds_per_window:
             return False
         small = 2 ** tier_for(peer.estimate, CENSUS_PER_KEY) <= BUCKETS_PER_WAVE
-        every = 1 if small else max(round(self.config.census_every_s / self.config.window_s), 1)
+        every = 1 if small else max(round(self.config.census_every_s / self.config.window_s), self.rules.epoch_windows)
         return (self.window_of(round_index) + peer.index) % every == 0
 
     def _publishers(self, peer: _Peer) -> set[str]:
@@ -953,21 +965,25 @@ class SwarmModel:
             beacon = asyncio.ensure_future(self._beacon(peer, window))
         if self.config.gossip:
             items = [(batch_key("model", window, self.shard[peer.index]), self.config.frame_bytes)]
-            if peer.stored_window != window:
-                keys = directory_keys(self.config.layout, "model", window, signer, self._directory_estimate(peer))
+            epoch = self.rules.epoch_start(window)
+            if peer.stored_window != epoch:
+                keys = directory_keys(self.config.layout, "model", epoch, signer, self._directory_estimate(peer))
                 items += [(key, self.config.presence_bytes) for key in keys]
             replicas, *stored = await self.store(peer, items)
             if any(stored):
-                peer.stored_window = window
+                peer.stored_window = epoch
             self.replicas_accepted.append(replicas)
             self.publish_s.append(self.loop.time() - started)
         if beacon is not None:
             await beacon
 
     async def _beacon(self, peer: _Peer, window: int) -> None:
-        placed = census_keys(self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons)
-        stored = await self.store(peer, [(key, self.config.beacon_bytes) for key, _ in placed])
-        peer.beacons = stood(peer.beacons, window, placed, stored)
+        placed = census_keys(
+            self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons, self.window_rules
+        )
+        if placed:
+            stored = await self.store(peer, [(key, self.config.beacon_bytes) for key, _ in placed])
+            peer.beacons = stood(peer.beacons, window, placed, stored, self.window_rules)
 
     def _look_ahead(self, round_index: int) -> None:
         """Every sampled peer's look-ahead, when the next round starts a window."""
@@ -984,10 +1000,12 @@ class SwarmModel:
         if not self.config.gossip or peer.published_in is None or peer.published_in < window - 2:
             return
         keys = [batch_key("model", window, self.shard[peer.index])]
-        if peer.stored_window != window:
-            keys += directory_keys(self.config.layout, "model", window, self.peer_ids[peer.index], self._directory_estimate(peer))
+        epoch = self.rules.epoch_start(window)
+        if peer.stored_window != epoch:
+            keys += directory_keys(self.config.layout, "model", epoch, self.peer_ids[peer.index], self._directory_estimate(peer))
         needed = math.ceil(self.config.collect_rollouts / self.config.per_peer_cap)
-        keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
+        if self._directory_due(peer, window, needed):
+            keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
         view = self._gossip_view(peer)
         wave = Gossip._next_wave(view, Gossip._reading_plan(view, window, self._newest_first(peer)), needed)
         peer.ahead_wave = (window, wave)
@@ -999,16 +1017,18 @@ class SwarmModel:
         estimate = float(self.estimates[index])
         if self.config.gossip:
             items = [(batch_key("model", window, self.shard[index]), self.config.frame_bytes)]
-            if stored_window.get(index) != window:
-                keys = directory_keys(self.config.layout, "model", window, signer, estimate)
+            epoch = self.rules.epoch_start(window)
+            if stored_window.get(index) != epoch:
+                keys = directory_keys(self.config.layout, "model", epoch, signer, estimate)
                 items += [(key, self.config.presence_bytes) for key in keys]
             if sum(self.store_exact(index, items)[1:]):
-                stored_window[index] = window
+                stored_window[index] = epoch
         if self.config.census and round_index % self.config.rounds_per_window == 0:
             standing = self._exact_beacons.get(index, {})
-            placed = census_keys(self.config.layout, "model", window, signer, estimate, standing)
-            stored = self.store_exact(index, [(key, self.config.beacon_bytes) for key, _ in placed])
-            self._exact_beacons[index] = stood(standing, window, placed, stored)
+            placed = census_keys(self.config.layout, "model", window, signer, estimate, standing, self.window_rules)
+            if placed:
+                stored = self.store_exact(index, [(key, self.config.beacon_bytes) for key, _ in placed])
+                self._exact_beacons[index] = stood(standing, window, placed, stored, self.window_rules)
 
     async def collect(self, peer: _Peer, round_index: int, delay: float) -> None:
         """`Gossip._collect`: the directory when due, then waves of shard keys from `_reading_plan`/`_next_wave`."""
@@ -1017,7 +1037,7 @@ class SwarmModel:
         config = self.config
         wanted = config.collect_rollouts
         needed = math.ceil(wanted / config.per_peer_cap)
-        if window not in peer.read_windows or len(self._publishers(peer)) < DIRECTORY_SLACK * needed:
+        if self._directory_due(peer, window, needed):
             await self._read_directory(peer, window, needed)
         gossip_view = self._gossip_view(peer)
         plan = Gossip._reading_plan(gossip_view, window, self._newest_first(peer))
@@ -1070,10 +1090,17 @@ class SwarmModel:
             config=self.gossip_config, _random=peer.rng,
         )
 
+    def _directory_due(self, peer: _Peer, window: int, needed: int) -> bool:
+        """`Directory.read_due`: once an epoch, from its second window on; every round while it knows too few."""
+        epoch = self.rules.epoch_start(window)
+        settled = window - epoch >= min(1, self.rules.epoch_windows - 1)
+        return (epoch not in peer.read_windows and settled) or len(self._publishers(peer)) < DIRECTORY_SLACK * needed
+
     def _directory_keys_to_read(self, peer: _Peer, window: int, needed: int, ahead: bool = False) -> list[str]:
         """`Directory.read`'s keys: random buckets (those `keys_ahead` drew for the window's first read, once) of
-        this window and of the last ones not read yet. `ahead`: draw them for the window's first read."""
-        windows = [window] + [w for w in range(window - self.config.max_age_windows, window) if w not in peer.read_windows]
+        this window's epoch and of the one before if not read yet. `ahead`: draw them for the window's first read."""
+        epoch, length = self.rules.epoch_start(window), self.rules.epoch_windows
+        windows = [epoch] + [epoch - length] * (epoch - length not in peer.read_windows)
         if self.config.layout == "v1":
             return [f"swarmnode/v1/model/{w}/directory" for w in windows]
         estimate = self._directory_estimate(peer)
@@ -1102,15 +1129,15 @@ class SwarmModel:
             for signer in list(found.get(key, {}))[:MAX_DIRECTORY_ENTRIES]:
                 if signer != self.peer_ids[peer.index]:
                     peer.listed[signer] = max(peer.listed.get(signer, 0), w)
-        oldest = window - self.config.max_age_windows
-        peer.read_windows = {w for w in peer.read_windows if w >= oldest}
-        peer.listed = {s: w for s, w in peer.listed.items() if w >= oldest}
+        oldest, previous_epoch = window - self.config.max_age_windows, self.rules.epoch_start(window) - self.rules.epoch_windows
+        peer.read_windows = {w for w in peer.read_windows if w >= previous_epoch}
+        peer.listed = {s: w for s, w in peer.listed.items() if w >= previous_epoch}
         peer.signers = {s: w for s, w in peer.signers.items() if w >= oldest}
 
     async def take_census(self, peer: _Peer, round_index: int, delay: float) -> None:
         """The node's own census (`BeaconService.sampled_census`): random buckets in waves until 32 nodes seen."""
         await asyncio.sleep(delay)
-        window = self.window_of(round_index)
+        window = self.rules.epoch_start(self.window_of(round_index))
         estimate = peer.estimate
         if self.config.layout == "v1":
             total = V1_CENSUS_BUCKETS
@@ -1154,6 +1181,8 @@ class SwarmModel:
                 keys = self._directory_keys_to_read(peer, window, needed)
                 held = [(key, (self.storage.get(self._register(key)) or {}).values()) for key in keys]
                 self._take_directory(peer, window, keys, {key: {s: r for got in at for s, r in got.items()} for key, at in held})
+                if self.rules.epoch_windows > 1 and window == self.rules.epoch_start(window):
+                    peer.read_windows.discard(window)  # steady: an epoch's directory is read in its second window
                 peer.published_in = window
             self._look_ahead(round_index)
             return
@@ -1175,7 +1204,9 @@ class SwarmModel:
         if self.config.gossip:
             self._count_reads()
         window = self.window_of(round_index)
-        for kid in [kid for kid in self.storage if self._key_windows[kid] < window - self.config.max_age_windows - 1]:
+        oldest = {"batch": window - self.config.max_age_windows - 1}  # directory and census keys: read two epochs
+        epoch_oldest = self.rules.epoch_start(window) - self.rules.epoch_windows - 1
+        for kid in [kid for kid in self.storage if self._key_windows[kid] < oldest.get(self.kind[kid], epoch_oldest)]:
             for replica in self.storage.pop(kid):
                 self._held_bytes.pop((kid, replica), None)
 

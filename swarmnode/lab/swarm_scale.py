@@ -554,7 +554,10 @@ class ScaleSwarm:
                 "refusals": dict(member.refusals_end - member.refusals_start),
             })
         full = [node for node in per_node if node["seconds"] >= 0.5 * config.window_s]  # churned-in late: too short a rate
-        row: dict[str, Any] = {"config": asdict(config), "peers": config.size, "wall_s": wall_s, "protocol": protocol_version()}
+        row: dict[str, Any] = {
+            "config": asdict(config), "peers": config.size, "wall_s": wall_s, "protocol": protocol_version(),
+            "epoch_windows": getattr(self.rules, "epoch_windows", 1),  # trees before protocol v3: keys of a window
+        }
         for name, unit in (("round", config.round_s), ("window", config.window_s)):
             for metric in ("sent", "served", "in", "out"):
                 values = [node[f"{metric}_per_s"] * unit for node in full]

@@ -1,12 +1,12 @@
 """The census: the swarm seen from any node, without a central server (docs/DESIGN.md §8).
 
-Every node stores its signed beacon (`swarmnode.wire.beacon`) once a window under its census bucket's key of
-that window and of the next (of the next alone where its last beacon stands under this window's until it ends),
-at the three tiers around the one the swarm's size calls for (`wire/keys.py`). A
-census reads the current window's bucket keys of one tier and keeps the beacons of the current and previous
-window: those are the live nodes. A reader that does not know the swarm's size yet probes one bucket of every
-tier first: only the tiers near the swarm's hold beacons. Keys that change every window leave a liar who ground
-an identity next to one a window's use of it, and the census reads every replica of a bucket. A node's own
+Every node stores its signed beacon (`swarmnode.wire.beacon`) once an epoch (`swarm.epoch_windows` windows)
+under its census bucket's key of that epoch and of the next (of the next alone where its last beacon stands under
+this epoch's until it ends), at the three tiers around the one the swarm's size calls for (`wire/keys.py`). A
+census reads the current epoch's bucket keys of one tier and keeps the beacons of the current and previous
+epoch: those are the live nodes. A reader that does not know the swarm's size yet probes one bucket of every
+tier first: only the tiers near the swarm's hold beacons. Keys that change every epoch leave a liar who ground
+an identity next to one an epoch's use of it, and the census reads every replica of a bucket. A node's own
 census, taken every CENSUS_EVERY_S for its dashboard, metrics and size estimate, stops reading buckets once it
 has seen `CENSUS_SAMPLE` nodes, so its cost does not grow with the swarm beyond that; swarm totals are then
 scaled up from the buckets read, and say so. `swarmnode swarm` reads every bucket.
@@ -177,22 +177,25 @@ class Census:
         )
 
 
-def beacon_places(window: int, tiers: range, standing: Mapping[tuple[int, int], float], window_s: float) -> list[tuple[int, int]]:
-    """The (window, tier) keys a beacon of `window` goes under: its window's and the next's at `tiers`, less those
-    where our beacon of the window before stands until this one ends (`standing`: place -> expiration; it was
-    stored under its next window's keys). A node that publishes every window then makes half the stores."""
-    ends = window_s * (window + 1)
-    return [(key_window, tier) for key_window in census_windows(window) for tier in tiers
-            if standing.get((key_window, tier), 0.0) < ends]
+def beacon_places(
+    window: int, tiers: range, standing: Mapping[tuple[int, int], float], rules: SwarmRules
+) -> list[tuple[int, int]]:
+    """The (key window, tier) places a beacon of `window` goes under: its epoch's and the next's keys at `tiers`,
+    less those where our beacon already stands until that key's epoch ends (`standing`: place -> expiration). A node
+    whose beacons stand then stores one under the next epoch's keys alone, once an epoch: a census in that epoch
+    reads it, at most an epoch old. None while this epoch's beacon stands at every place."""
+    epoch = rules.epoch_windows
+    return [(key_window, tier) for key_window in census_windows(window, epoch) for tier in tiers
+            if standing.get((key_window, tier), 0.0) < rules.window_s * (key_window + epoch)]
 
 
 def beacon_stood(
-    standing: Mapping[tuple[int, int], float], window: int, placed: list[tuple[int, int]], stored: list[bool], expires: float
+    standing: Mapping[tuple[int, int], float], since: int, placed: list[tuple[int, int]], stored: list[bool], expires: float
 ) -> dict[tuple[int, int], float]:
-    """Where our beacon stands once the one of `window` was stored (at `placed`, where `stored`) until `expires`;
-    places of earlier windows forgotten. What `beacon_places` reads next window. A new mapping: a census on another
-    thread may be reading the old one."""
-    return {**{place: until for place, until in standing.items() if place[0] >= window},
+    """Where our beacon stands once one was stored (at `placed`, where `stored`) until `expires`; places of key
+    windows before `since` (the current epoch's first) forgotten. What `beacon_places` reads next window. A new
+    mapping: a census on another thread may be reading the old one."""
+    return {**{place: until for place, until in standing.items() if place[0] >= since},
             **{place: expires for place, kept in zip(placed, stored) if kept}}
 
 
@@ -222,7 +225,7 @@ def take_census(
     rng = rng or random.Random()
     deadline = time.monotonic() + timeout_s
     census = Census(rules.swarm_id, get_dht_time(), [], 0)
-    window = rules.window_of(census.taken_at)
+    window = rules.epoch_start(rules.window_of(census.taken_at))  # the first window of the epoch, which names its keys
     refused: Counter[str] = Counter()
     probed: dict[tuple[int, int], list[CensusEntry]] = {}
     flaws: dict[tuple[int, int], _Flaws] = {}
@@ -258,7 +261,7 @@ def _read_buckets(
     peer: DHTPeer, rules: SwarmRules, census: Census, window: int, buckets: set[tuple[int, int]], deadline: float,
     refused: Counter[str], own: str | None,
 ) -> tuple[dict[tuple[int, int], list[CensusEntry]], dict[tuple[int, int], _Flaws]]:
-    """One DHT read of these (tier, bucket) keys of `window`: the live beacons of each key that answered, and what
+    """One DHT read of these (tier, bucket) keys of the epoch `window` names: the live beacons of each key that answered, and what
     each key's answer leaves short (`_judge` counts those of the tier read). What it cost and what it refused go
     on `census` and `refused`."""
     keys = {census_key(rules.swarm_id, window, tier, bucket): (tier, bucket) for tier, bucket in buckets}
@@ -332,7 +335,8 @@ CensusSink = Callable[[Census | None], None]  # after each beacon: the census, o
 
 
 class BeaconService:
-    """Once a window, on its own thread: store our beacon, then, when due, take a sampled census; hand it on.
+    """Once a window, on its own thread: store our beacon where it does not stand yet (once an epoch), then, when
+    due, take a sampled census; hand it on.
 
     Independent of rounds: a node in a round of many minutes still shows as live, with its phase.
     """
@@ -393,10 +397,16 @@ class BeaconService:
             delay = self.rules.seconds_to_next_window(get_dht_time(), self._random)
 
     def publish(self) -> bool:
-        """Store this window's beacon; True if another peer accepted it. A beacon peers would refuse (e.g. a
-        model id over 200 bytes) is not sent; `last_error` says why."""
+        """Store this window's beacon where ours does not stand yet (once an epoch); True if another peer holds one
+        under this epoch's keys and the next's. A beacon peers would refuse (e.g. a model id over 200 bytes) is not
+        sent; `last_error` says why."""
         now = get_dht_time()
-        beacon = self._source(self.rules.window_of(now), now)
+        window = self.rules.window_of(now)
+        tiers = written_tiers(tier_for(self.size.nodes(fallback=self.peer.estimated_swarm_size()), CENSUS_PER_KEY))
+        placed = beacon_places(window, tiers, self._stored_at, self.rules)
+        if not placed:
+            return True
+        beacon = self._source(window, now)
         frame = BEACON.seal(beacon, self.identity)
         try:
             open_frame(frame, BEACON, self.rules, now=now)
@@ -404,30 +414,32 @@ class BeaconService:
             self.failures += 1
             self.last_error = f"our beacon would be refused by peers: {rejected}"
             return False
-        tiers = written_tiers(tier_for(self.size.nodes(fallback=self.peer.estimated_swarm_size()), CENSUS_PER_KEY))
-        placed = beacon_places(beacon.window, tiers, self._stored_at, self.rules.window_s)
-        expires = self.rules.expiration_of(now)
+        expires = BEACON.expiration(beacon, self.rules)
         items = [
-            StoreItem(census_key(beacon.swarm_id, window, tier, bucket_of(self.identity.peer_id, tier)),
+            StoreItem(census_key(beacon.swarm_id, key_window, tier, bucket_of(self.identity.peer_id, tier)),
                       self.identity.peer_id, frame, expires)
-            for window, tier in placed
+            for key_window, tier in placed
         ]
         outcomes = self.peer.store(items, timeout_s=self._timeout_s)
-        self._stored_at = beacon_stood(self._stored_at, beacon.window, placed, [o.remote > 0 for o in outcomes], expires)
-        stored = all(any((window, tier) in self._stored_at for tier in tiers) for window in census_windows(beacon.window))
+        self._stored_at = beacon_stood(
+            self._stored_at, self.rules.epoch_start(window), placed, [o.remote > 0 for o in outcomes], expires
+        )
+        key_windows = census_windows(window, self.rules.epoch_windows)
+        stored = all(any((key_window, tier) in self._stored_at for tier in tiers) for key_window in key_windows)
         self.published += int(stored)
         self.failures += int(not stored)
         self.last_error = None if stored else f"no other peer stored our beacon within {self._timeout_s:g} s"
         return stored
 
     def _stored_beacon_of(self) -> str | None:
-        """Our peer id while the current window's census key holds our beacon: a census that reads it must find it."""
-        window = self.rules.window_of(get_dht_time())
-        return self.identity.peer_id if any(stored == window for stored, _ in self._stored_at) else None
+        """Our peer id while the current epoch's census key holds our beacon: a census that reads it must find it."""
+        epoch = self.rules.epoch_start(self.rules.window_of(get_dht_time()))
+        return self.identity.peer_id if any(stored == epoch for stored, _ in self._stored_at) else None
 
     def census_due(self) -> bool:
         """Whether the node's own census is due: every window in a swarm whose census is one read (at most
-        BUCKETS_PER_WAVE buckets), else CENSUS_EVERY_S after the last one that was not cut short."""
+        BUCKETS_PER_WAVE buckets), else CENSUS_EVERY_S (at least an epoch: its keys hold the same beacons all
+        epoch) after the last one that was not cut short."""
         return time.monotonic() >= self._census_due
 
     def sampled_census(self) -> Census:
@@ -439,7 +451,8 @@ class BeaconService:
         if not census.timed_out and census.buckets_read:  # a cut census would undercount: keep the previous estimate
             self.size.update(census.totals().nodes)
             if census.buckets_total > BUCKETS_PER_WAVE:  # a small swarm is one read: its census stays every window
-                self._census_due = time.monotonic() + CENSUS_EVERY_S - self.rules.window_s / 2
+                every_s = max(CENSUS_EVERY_S, self.rules.epoch_windows * self.rules.window_s)
+                self._census_due = time.monotonic() + every_s - self.rules.window_s / 2
         return census
 
     def full_census(self) -> Census:

@@ -1,11 +1,12 @@
 """The directory (PROTOCOL.md §4.1) as one node uses it: its own presence entry, stored with the first batch of
-each window, and what others' entries teach it: who publishes (signers behind NAT, in nobody's routing table,
+each epoch, and what others' entries teach it: who publishes (signers behind NAT, in nobody's routing table,
 included) and which public peers it can rejoin through.
 
 A publisher writes its entry under its bucket's key of the three tiers around the one the swarm's size calls for
-(`wire/keys.py`), once a window; a reader reads a few random buckets of that tier, once a window (every round only
-while it knows too few publishers). A key then holds about DIRECTORY_PER_KEY signers and serves about as many
-reads a window, whatever the swarm's size.
+(`wire/keys.py`), once an epoch (`swarm.epoch_windows` windows); a reader reads a few random buckets of that tier,
+once an epoch, from its second window on, when every steady publisher's first batch of the epoch has carried its
+entry (every round only while it knows too few publishers). A key then holds about DIRECTORY_PER_KEY signers and
+serves about as many reads an epoch, whatever the swarm's size.
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ class Directory:
         self._signers: dict[str, int] = {}  # signer -> newest window a batch of it was read from
         self._listed: dict[str, int] = {}  # signer -> newest window whose directory lists it (a claim until read)
         self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
-        self._read: set[int] = set()  # windows whose directory an earlier read got
-        self._stored_window: int | None = None  # the window whose directory another peer holds our entry in
+        self._read: set[int] = set()  # epochs (first windows) whose directory an earlier read got
+        self._stored_epoch: int | None = None  # the epoch whose directory another peer holds our entry in
         self._ahead: tuple[int, int, list[int]] | None = None  # (window, tier, buckets) drawn by `keys_ahead`
 
     def entry_due(self, window: int) -> bool:
-        """Until another peer holds our entry of this window, every batch store carries it along."""
-        return self._stored_window != window
+        """Until another peer holds our entry of this epoch, every batch store carries it along."""
+        return self._stored_epoch != self.rules.epoch_start(window)
 
     def _tier(self) -> tuple[int, float | None]:
         """The tier the swarm's size (as we know it) calls for, and that size."""
@@ -78,17 +79,18 @@ class Directory:
             addresses = tuple(address for address in transports if is_tcp_address(address))[:MAX_ADDRESSES]
         presence = Presence(self.rules.swarm_id, window, now, report.reachability, addresses)
         frame, signer = PRESENCE.seal(presence, self._identity), self._identity.peer_id
-        return [StoreItem(key, signer, frame, self.rules.expiration_of(now)) for key in self.entry_keys(window)]
+        expires = PRESENCE.expiration(presence, self.rules)
+        return [StoreItem(key, signer, frame, expires) for key in self.entry_keys(window)]
 
     def entry_keys(self, window: int) -> list[str]:
-        """Our bucket's key of each tier we write."""
-        signer = self._identity.peer_id
+        """Our bucket's key of each tier we write, of `window`'s epoch."""
+        signer, epoch = self._identity.peer_id, self.rules.epoch_start(window)
         return [
-            directory_key(self.rules.swarm_id, window, tier, bucket_of(signer, tier)) for tier in written_tiers(self._tier()[0])
+            directory_key(self.rules.swarm_id, epoch, tier, bucket_of(signer, tier)) for tier in written_tiers(self._tier()[0])
         ]
 
     def entry_stored(self, window: int) -> None:
-        self._stored_window = window
+        self._stored_epoch = self.rules.epoch_start(window)
 
     def saw(self, signer: str, window: int) -> None:
         """A batch of `signer` was read from `window`: it publishes."""
@@ -121,13 +123,18 @@ class Directory:
         return len(absent)
 
     def read_due(self, window: int, peers_needed: int) -> bool:
-        """Once a window; and every round while we know fewer than twice the publishers a collect wants
-        (a small swarm, or one whose other members are all behind NAT)."""
-        return window not in self._read or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
+        """Once an epoch, from its second window on (in its first, publishers are storing their entries); and every
+        round while we know fewer than twice the publishers a collect wants (a node that just joined, a small swarm,
+        or one whose other members are all behind NAT)."""
+        epoch = self.rules.epoch_start(window)
+        settled = window - epoch >= min(1, self.rules.epoch_windows - 1)
+        return (epoch not in self._read and settled) or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
 
     def keys_ahead(self, window: int, peers_needed: int) -> list[str]:
         """The keys the first read of `window` (the next one) will read, drawn now (`Gossip.look_ahead` finds their
-        replicas early)."""
+        replicas early); none when no read is due then."""
+        if not self.read_due(window, peers_needed):
+            return []
         tier, nodes = self._tier()
         self._ahead = (window, tier, self._draw(tier, nodes, peers_needed))
         return list(self._keys(window, tier, self._ahead[2]))
@@ -138,12 +145,13 @@ class Directory:
         return self._random.sample(range(2**tier), min(math.ceil(DIRECTORY_SLACK * peers_needed / per_key), 2**tier))
 
     def _keys(self, window: int, tier: int, buckets: list[int]) -> dict[str, tuple[int, int]]:
-        """Key -> (window, bucket): the buckets' keys of this window and of the last ones not read yet."""
-        windows = [window] + [w for w in range(window - self.rules.max_age_windows, window) if w not in self._read]
-        return {directory_key(self.rules.swarm_id, w, tier, bucket): (w, bucket) for w in windows for bucket in buckets}
+        """Key -> (epoch, bucket): the buckets' keys of this window's epoch and of the one before, if not read yet."""
+        epoch = self.rules.epoch_start(window)
+        epochs = [epoch] + [epoch - self.rules.epoch_windows] * (epoch - self.rules.epoch_windows not in self._read)
+        return {directory_key(self.rules.swarm_id, e, tier, bucket): (e, bucket) for e in epochs for bucket in buckets}
 
     def read(self, window: int, now: float, deadline: float, peers_needed: int) -> DirectoryRead:
-        """Learn who publishes from random buckets of the directory of this window (and of the last ones, once):
+        """Learn who publishes from random buckets of the directory of this epoch (and of the one before, once):
         as many as should list DIRECTORY_SLACK x `peers_needed` signers, those `keys_ahead` drew for the window's
         first read. Public signers' addresses become entry points to rejoin through."""
         tier, nodes = self._tier()
@@ -157,7 +165,7 @@ class Directory:
         read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=REPLICAS)
         found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
-            self._read.update(read_window for read_window, _ in keys.values())
+            self._read.update(epoch for epoch, _ in keys.values())
         for key, entries in found.items():
             if len(entries) > MAX_DIRECTORY_ENTRIES:  # more than an honest replica holds: the rest is not opened
                 result.rejected["presence_directory_full"] += len(entries) - MAX_DIRECTORY_ENTRIES
@@ -178,9 +186,9 @@ class Directory:
                     self._listed[subkey] = max(self._listed.get(subkey, 0), signed.value.window)
                 if signed.value.reachability is Reachability.PUBLIC and signed.value.addresses:
                     self._peer.add_entry_peers(join_addresses(signed))
-        oldest = window - self.rules.max_age_windows
-        self._read = {w for w in self._read if w >= oldest}
+        oldest, previous_epoch = window - self.rules.max_age_windows, self.rules.epoch_start(window) - self.rules.epoch_windows
+        self._read = {e for e in self._read if e >= previous_epoch}
         self._signers = {signer: seen for signer, seen in self._signers.items() if seen >= oldest}
-        self._listed = {signer: seen for signer, seen in self._listed.items() if seen >= oldest}
-        self._absent = {signer: seen for signer, seen in self._absent.items() if seen >= oldest}
+        self._listed = {signer: seen for signer, seen in self._listed.items() if seen >= previous_epoch}  # live entries
+        self._absent = {signer: seen for signer, seen in self._absent.items() if seen >= previous_epoch}
         return result

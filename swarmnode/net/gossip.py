@@ -267,9 +267,9 @@ class Gossip:
 
     def publish(self, rollouts: Sequence[Rollout], *, model_id: str, suite_version: str) -> PublishResult:
         """Sign a batch and store it under this window's key for our shard, replacing our earlier batch; with
-        the window's first batch (and the next ones until another peer took it), also our entry in the
-        window's directory buckets (PROTOCOL.md §4.1). Once a window, not every round: a directory key's replicas
-        take one store per listed signer a window.
+        the epoch's first batch (and the next ones until another peer took it), also our entry in the
+        epoch's directory buckets (PROTOCOL.md §4.1). Once an epoch, not every round: a directory key's replicas
+        take one store per listed signer an epoch.
 
         Published means that at least one other peer accepted the batch: a copy only we hold leaves with us.
         The sequence number advances even if the store fails: the signed frame may have reached a peer.

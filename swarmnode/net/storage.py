@@ -151,10 +151,10 @@ class BoundedRecordStorage(DHTLocalStorage):
         return None, evicted
 
     def _same_window(self, expiration_a: float, expiration_b: float) -> bool:
-        """Whether two records of a key signed in the same window (the validator tied expiration to timestamp)."""
+        """Whether two beacons of a key were signed in the same window (the validator tied expiration to timestamp)."""
         assert self.kinds is not None
         rules = self.kinds.rules
-        return rules.window_of(expiration_a - rules.record_ttl_s) == rules.window_of(expiration_b - rules.record_ttl_s)
+        return rules.window_of(expiration_a - rules.epoch_record_ttl_s) == rules.window_of(expiration_b - rules.epoch_record_ttl_s)
 
     def clear(self) -> None:
         """Drop every record held: a node that stopped serving must not answer lookups (its own first) from

@@ -123,10 +123,9 @@ def check_record(
     if record.key not in key_ids(expected_keys):
         raise Rejected(Reason.KEY_MISMATCH, "stored under another key than the one its content places it under")
     # written as "not <=" so that a NaN expiration (which hivemind would store and never expire) is refused
-    if not abs(record.expiration_time - rules.expiration_of(timestamp)) <= EXPIRY_TOLERANCE_S:
-        raise Rejected(
-            Reason.BAD_EXPIRY, f"expiration {record.expiration_time} is not timestamp + record_ttl_s"
-        )
+    expected = kind.expiration(signed.value, rules)
+    if not abs(record.expiration_time - expected) <= EXPIRY_TOLERANCE_S:
+        raise Rejected(Reason.BAD_EXPIRY, f"expiration {record.expiration_time} is not {expected} (PROTOCOL.md §5.1)")
     if record.expiration_time + rules.clock_skew_s < now:
         raise Rejected(Reason.STALE, "expired")
     if timestamp > now + rules.future_bound(reading):

@@ -174,7 +174,7 @@ class Status:
 
     def beacon_fields(self, now: float) -> dict[str, Any]:
         """The beacon's fields this snapshot knows (`swarmnode.wire.beacon.Beacon`): what the node tells the swarm
-        once a window, and what the dashboard shows of this node between two beacons. Rates and reward are over
+        once an epoch, and what the dashboard shows of this node between two beacons. Rates and reward are over
         the last MOVING_AVERAGE_ROUNDS rounds."""
         seconds = self.round_seconds[-MOVING_AVERAGE_ROUNDS:]
         rewards = self.rewards[-MOVING_AVERAGE_ROUNDS:]

@@ -1,4 +1,4 @@
-"""Beacon: a node's small signed status, stored once a window so that anyone can see the swarm (PROTOCOL.md §4.2).
+"""Beacon: a node's small signed status, stored once an epoch so that anyone can see the swarm (PROTOCOL.md §4.2).
 
 There is no central server to list a swarm's nodes, but every node signs what it says. Each node stores a
 beacon (what it runs, how it fares, whether peers can dial it) under its census bucket key; a reader of the
@@ -31,8 +31,6 @@ BEACON_DOMAIN_TAG = b"swarmnode/beacon\x00"
 MAX_BEACON_BYTES = 1024
 MAX_SOFTWARE_BYTES = 64
 MAX_PHASE_BYTES = 16
-# A reader shows beacons of the current and the previous window: a node that leaves is gone within two.
-BEACON_MAX_AGE_WINDOWS = 1
 MAX_RATE_PER_HOUR = 1e7
 MAX_UPTIME_S = 100 * 365 * 86400.0
 _PHASE = re.compile(r"[a-z_]*")
@@ -72,7 +70,8 @@ class Beacon:
 
 class BeaconKind(Kind[Beacon]):
     """A beacon is placed by its signer alone (`Slot.shard`: the census bucket of `Slot.tier` it was read from),
-    and is live for the current and the previous window whatever the swarm's max_age_windows."""
+    and is live for the current and the previous epoch whatever the swarm's max_age_windows: a node that leaves is
+    gone within two epochs."""
 
     name = "beacon"
     domain = BEACON_DOMAIN_TAG
@@ -99,19 +98,21 @@ class BeaconKind(Kind[Beacon]):
     ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
         if rules.swarm_id is not None and slot is not None and slot.window is not None:
-            if slot.window not in census_windows(value.window):
-                raise Rejected(Reason.KEY_MISMATCH, "read from the census key of another window")
+            if slot.window not in census_windows(value.window, rules.epoch_windows):
+                raise Rejected(Reason.KEY_MISMATCH, "read from the census key of another epoch")
         if now is not None:
-            check_freshness(
-                value.window, value.timestamp, rules, now, max_age_windows=BEACON_MAX_AGE_WINDOWS, reading=reading
-            )
+            max_age = rules.epoch_age_limit(rules.window_of(now))
+            check_freshness(value.window, value.timestamp, rules, now, max_age_windows=max_age, reading=reading)
 
     def keys(self, value: Beacon, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        own, following = census_windows(value.window)
+        own, following = census_windows(value.window, rules.epoch_windows)
         return every_tier(census_key, value.swarm_id, own, signer) + every_tier(census_key, value.swarm_id, following, signer)
 
     def timestamp(self, value: Beacon) -> float:
         return value.timestamp
+
+    def expiration(self, value: Beacon, rules: SwarmRules) -> float:
+        return value.timestamp + rules.epoch_record_ttl_s
 
 
 BEACON = BeaconKind()

@@ -1,7 +1,7 @@
 """Where each kind of record lives in the DHT (PROTOCOL.md §4): a batch under its signer's shard of its window,
-a presence entry under its signer's directory bucket of its window, a beacon under its signer's census bucket of
-its window and the next. Every key names a window, so no position next to a key is worth holding for longer than
-a window or two.
+a presence entry under its signer's directory bucket of its epoch, a beacon under its signer's census bucket of
+its epoch and the next. An epoch is a swarm's `epoch_windows` windows, and its keys are named by its first window.
+Every key names a window, so no position next to a key is worth holding for longer than an epoch or two.
 
 Directory and census keys are spread over 2^tier buckets, the tier following the swarm's size as a node estimates
 it, so that a key holds about the same number of signers in a swarm of 16 as in one of 100,000 and no key's
@@ -19,7 +19,7 @@ from swarmnode.wire.rejection import Reason, Rejected
 from swarmnode.wire.rules import Slot, shard_of
 
 # The protocol version is in every key: nodes of another version read and write other keys (another swarm).
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 KEY_PREFIX = f"swarmnode/v{PROTOCOL_VERSION}/"
 TIER_MAX = 12  # at most 4,096 buckets per kind and window: 12 (24) signers a key at ~49,000 (98,000) nodes
 DIRECTORY_PER_KEY = 12  # signers a directory key should hold (of the 32 its replicas take)
@@ -39,10 +39,12 @@ def census_key(swarm_id: str, window: int, tier: int, bucket: int) -> str:
     return f"{KEY_PREFIX}{swarm_id}/{window}/census/{tier}/{bucket}"
 
 
-def census_windows(window: int) -> tuple[int, int]:
-    """The census keys' windows a beacon of `window` may stand under: its own and the next, so that a census
-    reads only the current window's keys and still finds every node that stored a beacon in the previous one."""
-    return (window, window + 1)
+def census_windows(window: int, epoch_windows: int) -> tuple[int, int]:
+    """The census keys' windows a beacon of `window` may stand under: its epoch's first window and the next epoch's,
+    so that a census reads only the current epoch's keys and still finds every node that stored a beacon in the
+    previous one."""
+    start = window - window % epoch_windows
+    return (start, start + epoch_windows)
 
 
 def bucket_of(peer_id: str, tier: int) -> int:

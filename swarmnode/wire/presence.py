@@ -2,7 +2,7 @@
 
 A node behind NAT runs as a DHT client, so it is in nobody's routing table, and a collector that plans
 its reads from its routing table would never look in its shard. Every publisher therefore also writes
-one presence entry per window under the window's directory key; a collector reads the directory and so
+one presence entry per epoch under the epoch's directory key; a collector reads the directory and so
 learns every signer, reachable or not, at a cost bounded by the directory's size cap. An entry also says
 whether peers can dial its signer and at which addresses, so a node can join through any public peer.
 """
@@ -35,7 +35,8 @@ class Presence:
 
 
 class PresenceKind(Kind[Presence]):
-    """A presence entry is placed by its window and signer (`Slot`: the directory bucket it was read from)."""
+    """A presence entry is placed by its epoch and signer (`Slot`: the directory bucket it was read from), and is
+    live for its epoch and the next."""
 
     name = "presence"
     domain = PRESENCE_DOMAIN_TAG
@@ -67,16 +68,21 @@ class PresenceKind(Kind[Presence]):
         self, value: Presence, signer: str, rules: SwarmRules, slot: Slot | None, now: float | None, reading: bool = False
     ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
-        if rules.swarm_id is not None and slot is not None and slot.window is not None and slot.window != value.window:
-            raise Rejected(Reason.KEY_MISMATCH, "read from another window's directory")
+        if rules.swarm_id is not None and slot is not None and slot.window is not None:
+            if slot.window != rules.epoch_start(value.window):
+                raise Rejected(Reason.KEY_MISMATCH, "read from another epoch's directory")
         if now is not None:
-            check_freshness(value.window, value.timestamp, rules, now, reading=reading)
+            max_age = rules.epoch_age_limit(rules.window_of(now))
+            check_freshness(value.window, value.timestamp, rules, now, max_age_windows=max_age, reading=reading)
 
     def keys(self, value: Presence, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        return every_tier(directory_key, value.swarm_id, value.window, signer)
+        return every_tier(directory_key, value.swarm_id, rules.epoch_start(value.window), signer)
 
     def timestamp(self, value: Presence) -> float:
         return value.timestamp
+
+    def expiration(self, value: Presence, rules: SwarmRules) -> float:
+        return value.timestamp + rules.epoch_record_ttl_s
 
 
 PRESENCE = PresenceKind()

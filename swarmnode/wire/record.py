@@ -21,7 +21,7 @@ class Kind(ABC, Generic[T]):
     that needs nothing but the signer's peer id), `parse` (checks 6-8 on the payload bytes: what they are, in
     any context, so a result can be reused for the same bytes) and, when the receiver knows its swarm, `check`
     (checks 9-12: swarm, window, placement, freshness). The DHT validator compares the key a record was stored
-    under with `keys`, and its expiration with `timestamp`."""
+    under with `keys`, and its expiration with `expiration`."""
 
     name: str
     domain: bytes  # the signature's domain tag: a record of one kind never verifies as another
@@ -52,6 +52,10 @@ class Kind(ABC, Generic[T]):
     @abstractmethod
     def timestamp(self, value: T) -> float:
         """The signed time the record's expiration is counted from."""
+
+    def expiration(self, value: T, rules: SwarmRules) -> float:
+        """The one expiration replicas accept for `value` (PROTOCOL.md §5.1)."""
+        return rules.expiration_of(self.timestamp(value))
 
     def seal(self, value: T, identity: Identity) -> bytes:
         """Encode, sign and frame `value`: what PROTOCOL.md calls a frame."""

@@ -37,6 +37,7 @@ class SwarmRules:
     clock_skew_s: float = 5.0
     max_age_windows: int = 1
     allowed: frozenset[str] | None = None  # a closed swarm's members (wire/allowlist.py); None: open to anyone
+    epoch_windows: int = 1  # directory and census keys change once an epoch of this many windows (PROTOCOL.md §4)
 
     @classmethod
     def of(cls, swarm: SwarmConfig) -> SwarmRules:
@@ -47,7 +48,7 @@ class SwarmRules:
             allowed = load_allowlist(swarm.allowlist, swarm.id, swarm.operator).peers
         return cls(
             swarm.id, swarm.window_s, swarm.record_ttl_s, swarm.num_shards, swarm.clock_skew_s, swarm.max_age_windows,
-            allowed,
+            allowed, swarm.epoch_windows,
         )
 
     def admits(self, peer_id: str) -> bool:
@@ -65,6 +66,22 @@ class SwarmRules:
     def expiration_of(self, timestamp: float) -> float:
         """When a record signed at `timestamp` expires; replicas refuse any other expiration (PROTOCOL.md §5.1)."""
         return timestamp + self.record_ttl_s
+
+    def epoch_start(self, window: int) -> int:
+        """The first window of `window`'s epoch, which names its directory and census keys: a node stores and reads
+        those once an epoch, not once a window (PROTOCOL.md §4)."""
+        return window - window % self.epoch_windows
+
+    @property
+    def epoch_record_ttl_s(self) -> float:
+        """How long a presence entry or a beacon lives: it is read in its epoch and the next, whichever window of
+        its epoch it was signed in (record_ttl_s alone when an epoch is one window)."""
+        return self.record_ttl_s + 2 * (self.epoch_windows - 1) * self.window_s
+
+    def epoch_age_limit(self, window: int) -> int:
+        """How many windows before `window` a presence entry or beacon read in it may be: one of this epoch or the
+        one before (check 11)."""
+        return window - self.epoch_start(window) + self.epoch_windows
 
     def seconds_to_next_window(self, dht_time: float, rng: random.Random) -> float:
         """Until a random moment early in the next window: peers' once-a-window stores (beacons, refreshed
