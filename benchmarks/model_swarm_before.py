@@ -49,7 +49,7 @@ def load(tree: Path, module: str) -> ModuleType:
 
 def put_back(tree: Path | None, behaviours: set[str]) -> None:
     if "beacon-in-both-windows" in behaviours:  # every beacon under its window's keys and the next's, standing or not
-        swarm_model.beacon_places = lambda window, tiers, standing, rules: [(w, t) for w in (window, window + 1) for t in tiers]
+        swarm_model.beacon_places = lambda window, tiers, standing, rules, offset=0: [(w, t) for w in (window, window + 1) for t in tiers]
     if "ping-every-stranger" in behaviours:  # hivemind's own: a full bucket's oldest pinged at every stranger's contact
         swarm_model.ping_only_the_quiet = lambda table, quiet_s=0.0, clock=None: None
     if "store-waits-for-all" in behaviours:  # a store waited for every replica (or the hedge), not for 3

@@ -182,6 +182,21 @@ def test_readers_keep_only_the_current_and_previous_window():
     assert info.value.reason is Reason.STALE
 
 
+def test_a_beacon_under_the_next_epochs_keys_alone_waits_for_its_nodes_window_of_the_epoch():
+    """A node's first beacon goes under its epoch's keys and the next's at once; after that, one beacon an epoch
+    under the next epoch's keys, in the node's own window of the epoch (`BeaconService.offset`, drawn at random:
+    a swarm's beacon stores spread over the epoch instead of all landing in its first window)."""
+    rules = SwarmRules("s", window_s=1.0, record_ttl_s=2.0, epoch_windows=4)
+    tiers = range(2, 5)
+    first = census_module.beacon_places(1_002, tiers, {}, rules, offset=3)
+    assert {key_window for key_window, _ in first} == {1_000, 1_004}
+    standing = census_module.beacon_stood({}, 1_000, first, [True] * len(first), 1_002 + rules.epoch_record_ttl_s)
+    assert [census_module.beacon_places(w, tiers, standing, rules, offset=3) for w in range(1_003, 1_007)] == [[]] * 4
+    assert census_module.beacon_places(1_007, tiers, standing, rules, offset=3) == [(1_008, tier) for tier in tiers]
+    service = BeaconService(None, ALICE, rules, lambda window, now: beacon(), lambda census: None, timeout_s=1.0)
+    assert 0 <= service.offset < 4
+
+
 def test_with_epochs_a_beacon_stands_under_its_epochs_keys_and_the_nexts_until_the_next_epoch_ends():
     """PROTOCOL.md §4.2, §5.1: with epochs of four windows, a beacon of any window of an epoch is stored under the
     census keys named by that epoch's first window and the next epoch's, expires record_ttl_s + 6 windows after it

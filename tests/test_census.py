@@ -186,6 +186,7 @@ def test_a_node_stores_its_beacon_once_an_epoch_and_each_epochs_census_finds_the
     after's keys alone. A census reads only its epoch's keys and lists the beacon standing there."""
     with members(tmp_path, ["entry", "a"], rules=EPOCHS) as swarm:
         a, reader = swarm["a"], swarm["entry"].dht
+        a.service.offset = 0  # its next beacon in each epoch's first window (nodes draw theirs)
         at_window_start(EPOCHS, windows=2)
         first = EPOCHS.window_of(get_dht_time())
         assert a.service.publish() and a.service.published == 1

@@ -442,8 +442,9 @@ def test_directory_entries_of_signers_that_publish_nothing_are_dropped_once_thei
 
 def test_the_directory_is_written_and_read_once_an_epoch_and_read_every_round_while_too_few_publishers_are_known():
     """With epochs of four windows (PROTOCOL.md §4.1), an entry is stored with the epoch's first batch and the
-    directory read in the epoch's second window (its first, the publishers' entries are being stored), together
-    with the epoch before's if that was not read; a node that knows too few publishers reads it every round."""
+    directory read once an epoch, in a window of it each node draws after the first (in the first, the publishers'
+    entries are being stored; nodes' reads spread over the others), together with the epoch before's if that was
+    not read; a node that knows too few publishers reads it every round."""
     rules = SwarmRules.of(SwarmConfig(id="epochs", epoch_windows=4))
     known = [Identity.generate().peer_id for _ in range(8)]
     empty = Read({}, False)
@@ -451,20 +452,20 @@ def test_the_directory_is_written_and_read_once_an_epoch_and_read_every_round_wh
         known_peer_ids=lambda: known, estimated_swarm_size=lambda: 9.0, verified=None,
         get_many=lambda keys, timeout_s, quorum: empty,
     )
+    assert {Directory(peer, Identity.generate(), rules, SwarmSize()).read_offset for _ in range(100)} == {1, 2, 3}
     directory = Directory(peer, Identity.generate(), rules, SwarmSize())
-    start = 1_000  # an epoch's first window
+    start, offset = 1_000, directory.read_offset  # an epoch's first window; this node's window of each epoch
     assert directory.entry_due(start)
     directory.entry_stored(start + 1)
     assert [directory.entry_due(w) for w in (start, start + 3, start + 4)] == [False, False, True]
-    assert not directory.read_due(start, peers_needed=3) and directory.keys_ahead(start, peers_needed=3) == []
-    assert directory.read_due(start + 1, peers_needed=3)
-    first = directory.read(start + 1, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
-    assert [directory.read_due(w, peers_needed=3) for w in (start + 2, start + 3, start + 4, start + 5)] == [
-        False, False, False, True
-    ]
-    second = directory.read(start + 5, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
+    assert [directory.read_due(start + k, peers_needed=3) for k in range(4)] == [k >= offset for k in range(4)]
+    assert directory.keys_ahead(start + offset - 1, peers_needed=3) == []
+    first = directory.read(start + offset, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
+    assert [directory.read_due(start + k, peers_needed=3) for k in range(offset + 1, 4 + offset)] == [False] * 3
+    assert directory.read_due(start + 4 + offset, peers_needed=3)
+    second = directory.read(start + 4 + offset, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
     assert first.keys_read == 2 * second.keys_read  # the epoch before, once; then only the new one
-    assert all(directory.read_due(w, peers_needed=5) for w in (start + 6, start + 7, start + 8))  # 8 known < 2 x 5
+    assert all(directory.read_due(w, peers_needed=5) for w in range(start + 5 + offset, start + 9))  # 8 known < 2 x 5
 
 
 def test_a_listed_signer_is_dropped_once_the_window_it_was_listed_in_is_read_without_it():

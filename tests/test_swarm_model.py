@@ -161,7 +161,7 @@ def test_a_long_running_swarm_pings_only_quiet_peers_and_stores_a_beacon_under_t
     every = run_model(ModelConfig(quiet_s=0.0, **common))
     assert quiet.kb_by_kind.get("ping", 0.0) < every.kb_by_kind["ping"] / 4
     assert quiet.requests_sent_round_median < every.requests_sent_round_median
-    monkeypatch.setattr(swarm_model, "beacon_places", lambda window, tiers, standing, rules: [
+    monkeypatch.setattr(swarm_model, "beacon_places", lambda window, tiers, standing, rules, offset=0: [
         (key_window, tier) for key_window in (window, window + 1) for tier in tiers])
     both = run_model(ModelConfig(**common))
     assert 0.4 < quiet.kb_by_kind["store:census"] / both.kb_by_kind["store:census"] < 0.6

@@ -321,15 +321,15 @@ def directory_keys(layout: Layout, swarm: str, window: int, signer: str, estimat
 
 def census_keys(
     layout: Layout, swarm: str, window: int, signer: str, estimate: float, standing: dict[tuple[int, int], float],
-    rules: SwarmRules,
+    rules: SwarmRules, offset: int,
 ) -> list[tuple[str, tuple[int, int]]]:
     """Where a signer's beacon of `window` goes, with each key's (window, tier): v1 under that window's key and the
     next's; tiered as `BeaconService.publish` places it (`beacon_places`; `standing`: where its earlier beacons
-    stand until when; `rules` counted in windows)."""
+    stand until when; `rules` counted in windows; `offset`: its window of each epoch for the next beacon)."""
     if layout == "v1":
         bucket = shard_of(signer, V1_CENSUS_BUCKETS)
         return [(f"swarmnode/v1/{swarm}/{w}/census/{bucket}", (w, 0)) for w in (window, window + 1)]
-    places = beacon_places(window, written_tiers(tier_for(estimate, CENSUS_PER_KEY)), standing, rules)
+    places = beacon_places(window, written_tiers(tier_for(estimate, CENSUS_PER_KEY)), standing, rules, offset)
     return [(census_key(swarm, w, tier, bucket_of(signer, tier)), (w, tier)) for w, tier in places]
 
 
@@ -977,9 +977,16 @@ class SwarmModel:
         if beacon is not None:
             await beacon
 
+    def _offsets(self, index: int) -> tuple[int, int]:
+        """A node's windows of each epoch for its directory read and its next beacon (`Directory.read_offset`,
+        `BeaconService.offset`, drawn at random by a node; here spread by index)."""
+        epoch = self.rules.epoch_windows
+        return (1 + index % (epoch - 1) if epoch > 1 else 0), index % epoch
+
     async def _beacon(self, peer: _Peer, window: int) -> None:
         placed = census_keys(
-            self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons, self.window_rules
+            self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons, self.window_rules,
+            self._offsets(peer.index)[1],
         )
         if placed:
             stored = await self.store(peer, [(key, self.config.beacon_bytes) for key, _ in placed])
@@ -1012,7 +1019,10 @@ class SwarmModel:
         keys += [key for key, _, _ in wave]
         await self._lookup(peer, list(dict.fromkeys(FastID(int(self._register(key)) ^ 1) for key in keys)))
 
-    def publish_exact(self, index: int, round_index: int, stored_window: dict[int, int]) -> None:
+    def publish_exact(self, index: int, round_index: int, stored_window: dict[int, int], steady: bool = False) -> None:
+        """A peer's publish and beacon with every store on its true replicas. `steady`: the warm-up's, as a
+        long-running node's (its beacon of the epoch before stands under this epoch's keys; the next epoch's waits for
+        its window of the epoch)."""
         window, signer = self.window_of(round_index), self.peer_ids[index]
         estimate = float(self.estimates[index])
         if self.config.gossip:
@@ -1025,7 +1035,10 @@ class SwarmModel:
                 stored_window[index] = epoch
         if self.config.census and round_index % self.config.rounds_per_window == 0:
             standing = self._exact_beacons.get(index, {})
-            placed = census_keys(self.config.layout, "model", window, signer, estimate, standing, self.window_rules)
+            offset = self._offsets(index)[1]
+            placed = census_keys(self.config.layout, "model", window, signer, estimate, standing, self.window_rules, offset)
+            if steady and window - self.rules.epoch_start(window) < offset:
+                placed = [place for place in placed if place[1][0] == self.rules.epoch_start(window)]
             if placed:
                 stored = self.store_exact(index, [(key, self.config.beacon_bytes) for key, _ in placed])
                 self._exact_beacons[index] = stood(standing, window, placed, stored, self.window_rules)
@@ -1091,10 +1104,10 @@ class SwarmModel:
         )
 
     def _directory_due(self, peer: _Peer, window: int, needed: int) -> bool:
-        """`Directory.read_due`: once an epoch, from its second window on; every round while it knows too few."""
+        """`Directory.read_due`: once an epoch, from its read offset on; every round while it knows too few."""
         epoch = self.rules.epoch_start(window)
-        settled = window - epoch >= min(1, self.rules.epoch_windows - 1)
-        return (epoch not in peer.read_windows and settled) or len(self._publishers(peer)) < DIRECTORY_SLACK * needed
+        due = epoch not in peer.read_windows and window - epoch >= self._offsets(peer.index)[0]
+        return due or len(self._publishers(peer)) < DIRECTORY_SLACK * needed
 
     def _directory_keys_to_read(self, peer: _Peer, window: int, needed: int, ahead: bool = False) -> list[str]:
         """`Directory.read`'s keys: random buckets (those `keys_ahead` drew for the window's first read, once) of
@@ -1174,10 +1187,11 @@ class SwarmModel:
         stored_window = self._exact_stored_window
         if exact:
             for index in [*range(self.servers), *range(self.total - self.config.nat_signers, self.total)]:
-                self.publish_exact(index, round_index, stored_window)
+                self.publish_exact(index, round_index, stored_window, steady=True)
             window, needed = self.window_of(round_index), math.ceil(self.config.collect_rollouts / self.config.per_peer_cap)
             for peer in self.peers.values():
                 peer.stored_window = stored_window.get(peer.index)
+                peer.beacons = self._exact_beacons.get(peer.index, {})
                 keys = self._directory_keys_to_read(peer, window, needed)
                 held = [(key, (self.storage.get(self._register(key)) or {}).values()) for key in keys]
                 self._take_directory(peer, window, keys, {key: {s: r for got in at for s, r in got.items()} for key, at in held})

@@ -178,15 +178,19 @@ class Census:
 
 
 def beacon_places(
-    window: int, tiers: range, standing: Mapping[tuple[int, int], float], rules: SwarmRules
+    window: int, tiers: range, standing: Mapping[tuple[int, int], float], rules: SwarmRules, offset: int = 0
 ) -> list[tuple[int, int]]:
     """The (key window, tier) places a beacon of `window` goes under: its epoch's and the next's keys at `tiers`,
     less those where our beacon already stands until that key's epoch ends (`standing`: place -> expiration). A node
-    whose beacons stand then stores one under the next epoch's keys alone, once an epoch: a census in that epoch
-    reads it, at most an epoch old. None while this epoch's beacon stands at every place."""
-    epoch = rules.epoch_windows
-    return [(key_window, tier) for key_window in census_windows(window, epoch) for tier in tiers
-            if standing.get((key_window, tier), 0.0) < rules.window_s * (key_window + epoch)]
+    whose beacon stands under this epoch's keys stores one under the next epoch's alone, once an epoch, from the
+    epoch's window `offset` on (a node's own, so that a swarm's beacons spread over the epoch): a census in the next
+    epoch reads it, at most an epoch old. None while nothing is missing or due."""
+    epoch, current = rules.epoch_windows, rules.epoch_start(window)
+    missing = [(key_window, tier) for key_window in census_windows(window, epoch) for tier in tiers
+               if standing.get((key_window, tier), 0.0) < rules.window_s * (key_window + epoch)]
+    if window - current < offset and all(key_window != current for key_window, _ in missing):
+        return []
+    return missing
 
 
 def beacon_stood(
@@ -357,6 +361,7 @@ class BeaconService:
         self._source, self._on_census, self._timeout_s = source, on_census, timeout_s
         self._stop = threading.Event()
         self._random = random.Random()
+        self.offset = self._random.randrange(rules.epoch_windows)  # the window of each epoch our next beacon goes in
         self._thread = threading.Thread(target=self._run, name="swarmnode-beacon", daemon=True)
         self._full_lock = threading.Lock()
         self._full: Census | None = None
@@ -397,13 +402,13 @@ class BeaconService:
             delay = self.rules.seconds_to_next_window(get_dht_time(), self._random)
 
     def publish(self) -> bool:
-        """Store this window's beacon where ours does not stand yet (once an epoch); True if another peer holds one
-        under this epoch's keys and the next's. A beacon peers would refuse (e.g. a model id over 200 bytes) is not
+        """Store this window's beacon where ours does not stand yet (once an epoch, in the epoch's window `offset`);
+        True if another peer holds one under this epoch's keys (and the next's, once due). A beacon peers would refuse (e.g. a model id over 200 bytes) is not
         sent; `last_error` says why."""
         now = get_dht_time()
         window = self.rules.window_of(now)
         tiers = written_tiers(tier_for(self.size.nodes(fallback=self.peer.estimated_swarm_size()), CENSUS_PER_KEY))
-        placed = beacon_places(window, tiers, self._stored_at, self.rules)
+        placed = beacon_places(window, tiers, self._stored_at, self.rules, self.offset)
         if not placed:
             return True
         beacon = self._source(window, now)

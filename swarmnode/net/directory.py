@@ -4,8 +4,9 @@ included) and which public peers it can rejoin through.
 
 A publisher writes its entry under its bucket's key of the three tiers around the one the swarm's size calls for
 (`wire/keys.py`), once an epoch (`swarm.epoch_windows` windows); a reader reads a few random buckets of that tier,
-once an epoch, from its second window on, when every steady publisher's first batch of the epoch has carried its
-entry (every round only while it knows too few publishers). A key then holds about DIRECTORY_PER_KEY signers and
+once an epoch, in a window of it drawn once per node after the first (when every steady publisher's first batch of
+the epoch has carried its entry), so that a swarm's reads spread over the epoch (every round only while it knows
+too few publishers). A key then holds about DIRECTORY_PER_KEY signers and
 serves about as many reads an epoch, whatever the swarm's size.
 """
 
@@ -53,6 +54,9 @@ class Directory:
         self.rules = rules
         self._size = size
         self._random = random.Random()
+        # the window of each epoch whose first collect reads the directory: after the epoch's first (publishers are
+        # storing their entries then), at random, so that the swarm's reads do not all reach the keys' replicas at once
+        self.read_offset = self._random.randint(min(1, rules.epoch_windows - 1), rules.epoch_windows - 1)
         self._signers: dict[str, int] = {}  # signer -> newest window a batch of it was read from
         self._listed: dict[str, int] = {}  # signer -> newest window whose directory lists it (a claim until read)
         self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
@@ -123,12 +127,12 @@ class Directory:
         return len(absent)
 
     def read_due(self, window: int, peers_needed: int) -> bool:
-        """Once an epoch, from its second window on (in its first, publishers are storing their entries); and every
-        round while we know fewer than twice the publishers a collect wants (a node that just joined, a small swarm,
-        or one whose other members are all behind NAT)."""
+        """Once an epoch, from its window `read_offset` on; and every round while we know fewer than twice the
+        publishers a collect wants (a node that just joined, a small swarm, or one whose other members are all behind
+        NAT)."""
         epoch = self.rules.epoch_start(window)
-        settled = window - epoch >= min(1, self.rules.epoch_windows - 1)
-        return (epoch not in self._read and settled) or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
+        due = epoch not in self._read and window - epoch >= self.read_offset
+        return due or len(self.publishers()) < DIRECTORY_SLACK * peers_needed
 
     def keys_ahead(self, window: int, peers_needed: int) -> list[str]:
         """The keys the first read of `window` (the next one) will read, drawn now (`Gossip.look_ahead` finds their
