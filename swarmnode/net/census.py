@@ -265,9 +265,9 @@ def _read_buckets(
     peer: DHTPeer, rules: SwarmRules, census: Census, window: int, buckets: set[tuple[int, int]], deadline: float,
     refused: Counter[str], own: str | None,
 ) -> tuple[dict[tuple[int, int], list[CensusEntry]], dict[tuple[int, int], _Flaws]]:
-    """One DHT read of these (tier, bucket) keys of the epoch `window` names: the live beacons of each key that answered, and what
-    each key's answer leaves short (`_judge` counts those of the tier read). What it cost and what it refused go
-    on `census` and `refused`."""
+    """One DHT read of these (tier, bucket) keys of the epoch `window` names: the live beacons of each key that
+    answered, and what each key's answer leaves short (`_judge` counts those of the tier read). What it cost and what
+    it refused go on `census` and `refused`."""
     keys = {census_key(rules.swarm_id, window, tier, bucket): (tier, bucket) for tier, bucket in buckets}
     read = peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=CENSUS_QUORUM)
     census.timed_out = read.timed_out
@@ -403,8 +403,8 @@ class BeaconService:
 
     def publish(self) -> bool:
         """Store this window's beacon where ours does not stand yet (once an epoch, in the epoch's window `offset`);
-        True if another peer holds one under this epoch's keys (and the next's, once due). A beacon peers would refuse (e.g. a model id over 200 bytes) is not
-        sent; `last_error` says why."""
+        True if another peer holds one under this epoch's keys and the next's. A beacon peers would refuse (e.g. a
+        model id over 200 bytes) is not sent; `last_error` says why."""
         now = get_dht_time()
         window = self.rules.window_of(now)
         tiers = written_tiers(tier_for(self.size.nodes(fallback=self.peer.estimated_swarm_size()), CENSUS_PER_KEY))

@@ -6,8 +6,8 @@ A publisher writes its entry under its bucket's key of the three tiers around th
 (`wire/keys.py`), once an epoch (`swarm.epoch_windows` windows); a reader reads a few random buckets of that tier,
 once an epoch, in a window of it drawn once per node after the first (when every steady publisher's first batch of
 the epoch has carried its entry), so that a swarm's reads spread over the epoch (every round only while it knows
-too few publishers). A key then holds about DIRECTORY_PER_KEY signers and
-serves about as many reads an epoch, whatever the swarm's size.
+too few publishers). A key then holds about DIRECTORY_PER_KEY signers and serves about as many reads an epoch,
+whatever the swarm's size.
 """
 
 from __future__ import annotations
