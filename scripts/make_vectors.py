@@ -682,48 +682,40 @@ def add_epoch_vectors(add) -> None:
         f"a batch of window {window} read from its shard's key of its epoch's first window ({first}): a batch's key "
         "names its own window", slot=f"{first}/{shard_of(ALICE.peer_id, NUM_SHARDS)}/{ALICE.peer_id}", **ctx)
 
-    mid_presence = PRESENCE.seal(presence(window=window, timestamp=signed_at), ALICE)
     bucket = bucket_of(ALICE.peer_id, TIER)
-    for name, key_window, expect, note in [
-        ("presence_epoch_valid_in_slot", first, "accept", "read from its bucket's key of its epoch (its first window)"),
-        ("presence_epoch_key_mismatch_own_window", window, "key_mismatch",
-         "read from its bucket's key of its own window, not its epoch's first"),
-        ("presence_epoch_key_mismatch_next_epoch", first + EPOCH, "key_mismatch",
-         "read from its bucket's key of the next epoch"),
-        ("presence_epoch_key_mismatch_previous_epoch", first - EPOCH, "key_mismatch",
-         "read from its bucket's key of the previous epoch"),
-    ]:
-        add(name, mid_presence, expect, f"signed in window {window}, its epoch's third: {note}", "presence",
-            slot=bucket_slot("directory", key_window, TIER, bucket, ALICE.peer_id), **ctx)
-    add("presence_epoch_live_previous_epoch", PRESENCE.seal(presence(), ALICE), "accept",
-        "signed in its epoch's first window, read 7 windows later, in the next epoch's last: still live", "presence",
-        **later)
-    add("presence_epoch_stale", PRESENCE.seal(presence(window=first + 3, timestamp=T0 + 3 * WINDOW_S), ALICE),
-        "stale", "signed in its epoch's last window, read 5 windows later, in the epoch after the next", "presence",
-        **two_on)
-
-    mid_beacon = BEACON.seal(beacon(window=window, timestamp=signed_at), ALICE)
-    for name, key_window, expect, note in [
-        ("beacon_epoch_valid_in_slot", first, "accept", "read from its bucket's census key of its epoch"),
-        ("beacon_epoch_valid_in_next_epoch_slot", first + EPOCH, "accept",
-         "read from its bucket's census key of the next epoch"),
-        ("beacon_epoch_key_mismatch_own_window", window, "key_mismatch",
-         "read from its bucket's census key of its own window, not its epoch's first"),
-        ("beacon_epoch_key_mismatch_next_window", window + 1, "key_mismatch",
-         "read from its bucket's census key of the next window, not the next epoch's first"),
-        ("beacon_epoch_key_mismatch_epoch_after", first + 2 * EPOCH, "key_mismatch",
-         "read from its bucket's census key of the epoch after the next"),
-        ("beacon_epoch_key_mismatch_previous_epoch", first - EPOCH, "key_mismatch",
-         "read from its bucket's census key of the previous epoch"),
-    ]:
-        add(name, mid_beacon, expect, f"signed in window {window}, its epoch's third: {note}", "beacon",
-            slot=bucket_slot("census", key_window, TIER, bucket, ALICE.peer_id), **ctx)
-    add("beacon_epoch_live_previous_epoch", BEACON.seal(beacon(), ALICE), "accept",
-        "signed in its epoch's first window, read 7 windows later, in the next epoch's last: still shown", "beacon",
-        **later)
-    add("beacon_epoch_stale", BEACON.seal(beacon(window=first + 3, timestamp=T0 + 3 * WINDOW_S), ALICE),
-        "stale", "signed in its epoch's last window, read 5 windows later, in the epoch after the next", "beacon",
-        **two_on)
+    placements = {
+        "presence": ("directory", "still live", [
+            ("valid_in_slot", first, "accept", "read from its bucket's key of its epoch (its first window)"),
+            ("key_mismatch_own_window", window, "key_mismatch",
+             "read from its bucket's key of its own window, not its epoch's first"),
+            ("key_mismatch_next_epoch", first + EPOCH, "key_mismatch", "read from its bucket's key of the next epoch"),
+            ("key_mismatch_previous_epoch", first - EPOCH, "key_mismatch",
+             "read from its bucket's key of the previous epoch"),
+        ]),
+        "beacon": ("census", "still shown", [
+            ("valid_in_slot", first, "accept", "read from its bucket's census key of its epoch"),
+            ("valid_in_next_epoch_slot", first + EPOCH, "accept", "read from its bucket's census key of the next epoch"),
+            ("key_mismatch_own_window", window, "key_mismatch",
+             "read from its bucket's census key of its own window, not its epoch's first"),
+            ("key_mismatch_next_window", window + 1, "key_mismatch",
+             "read from its bucket's census key of the next window, not the next epoch's first"),
+            ("key_mismatch_epoch_after", first + 2 * EPOCH, "key_mismatch",
+             "read from its bucket's census key of the epoch after the next"),
+            ("key_mismatch_previous_epoch", first - EPOCH, "key_mismatch",
+             "read from its bucket's census key of the previous epoch"),
+        ]),
+    }
+    for kind, (seal, value) in {"presence": (PRESENCE, presence), "beacon": (BEACON, beacon)}.items():
+        key_kind, live, cases = placements[kind]
+        mid = seal.seal(value(window=window, timestamp=signed_at), ALICE)
+        for name, key_window, expect, note in cases:
+            add(f"{kind}_epoch_{name}", mid, expect, f"signed in window {window}, its epoch's third: {note}", kind,
+                slot=bucket_slot(key_kind, key_window, TIER, bucket, ALICE.peer_id), **ctx)
+        add(f"{kind}_epoch_live_previous_epoch", seal.seal(value(), ALICE), "accept",
+            f"signed in its epoch's first window, read 7 windows later, in the next epoch's last: {live}", kind, **later)
+        add(f"{kind}_epoch_stale", seal.seal(value(window=first + 3, timestamp=T0 + 3 * WINDOW_S), ALICE),
+            "stale", "signed in its epoch's last window, read 5 windows later, in the epoch after the next", kind,
+            **two_on)
 
 
 if __name__ == "__main__":

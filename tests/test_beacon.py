@@ -197,28 +197,37 @@ def test_a_beacon_under_the_next_epochs_keys_alone_waits_for_its_nodes_window_of
     assert 0 <= service.offset < 4
 
 
-def test_with_epochs_a_beacon_stands_under_its_epochs_keys_and_the_nexts_until_the_next_epoch_ends():
-    """PROTOCOL.md §4.2, §5.1: with epochs of four windows, a beacon of any window of an epoch is stored under the
-    census keys named by that epoch's first window and the next epoch's, expires record_ttl_s + 6 windows after it
-    was signed, and is live while its epoch is the current one or the one before."""
+@pytest.mark.parametrize(
+    ("kind", "key_of", "placed", "misplaced"),
+    [(BEACON, census_key, (0, 4), (3, 8)), (PRESENCE, directory_key, (0,), (3, 4))],
+    ids=["beacon", "presence"],
+)
+def test_with_epochs_a_record_stands_under_its_epochs_keys_and_lives_until_the_next_epoch_ends(
+    kind, key_of, placed, misplaced
+):
+    """PROTOCOL.md §4.1, §4.2, §5.1: with epochs of four windows, a presence of any window of an epoch is stored
+    under the directory keys named by that epoch's first window, a beacon under those census keys and the next
+    epoch's; both expire record_ttl_s + 6 windows after they were signed and are live while their epoch is the
+    current one or the one before."""
     epochs = dataclasses.replace(RULES, epoch_windows=4)
     start = epochs.epoch_start(WINDOW)
-    late = beacon(window=start + 3, timestamp=(start + 3) * epochs.window_s + 1)
-    frame, bucket = BEACON.seal(late, ALICE), bucket_of(ALICE.peer_id, TIER)
-    lives = late.timestamp + epochs.record_ttl_s + 6 * epochs.window_s
+    signed_at = (start + 3) * epochs.window_s + 1
+    late = beacon(window=start + 3, timestamp=signed_at) if kind is BEACON else Presence(RULES.swarm_id, start + 3, signed_at)
+    frame, bucket = kind.seal(late, ALICE), bucket_of(ALICE.peer_id, TIER)
+    lives = signed_at + epochs.record_ttl_s + 6 * epochs.window_s
 
     def under(key_window: int, expiration: float = lives) -> DHTRecord:
-        key = key_id(census_key(RULES.swarm_id, key_window, TIER, bucket))
+        key = key_id(key_of(RULES.swarm_id, key_window, TIER, bucket))
         return DHTRecord(key, msgpack.packb(ALICE.peer_id), msgpack.packb(frame), expiration)
 
-    validator = SwarmRecordValidator(epochs, clock=lambda: late.timestamp + 1)
-    assert validator.validate(under(start)) and validator.validate(under(start + 4))
-    for misplaced in (under(start + 3), under(start + 8), under(start, expiration=epochs.expiration_of(late.timestamp))):
-        assert not validator.validate(misplaced)
+    validator = SwarmRecordValidator(epochs, clock=lambda: signed_at + 1)
+    assert all(validator.validate(under(start + offset)) for offset in placed)
+    wrong = [under(start + offset) for offset in misplaced] + [under(start, expiration=epochs.expiration_of(signed_at))]
+    assert not any(validator.validate(record) for record in wrong)
     assert validator.refusals() == {"key_mismatch": 2, "bad_expiry": 1}
-    open_frame(frame, BEACON, epochs, now=(start + 8) * epochs.window_s - 1)  # the next epoch's last second
+    open_frame(frame, kind, epochs, now=(start + 8) * epochs.window_s - 1)  # the next epoch's last second
     with pytest.raises(Rejected) as info:
-        open_frame(frame, BEACON, epochs, now=(start + 8) * epochs.window_s + 1)
+        open_frame(frame, kind, epochs, now=(start + 8) * epochs.window_s + 1)
     assert info.value.reason is Reason.STALE
 
 

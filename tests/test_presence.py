@@ -143,31 +143,6 @@ def test_an_entry_under_another_windows_directory_or_with_another_expiry_is_refu
     assert refusal(entry(), now=T0 + 3600) is Reason.STALE  # long expired
 
 
-def test_with_epochs_an_entry_is_placed_by_its_epoch_and_lives_until_the_next_epoch_ends():
-    """PROTOCOL.md §4.1, §5.1: with epochs of four windows, an entry of any window of an epoch goes under the
-    directory key named by the epoch's first window, expires record_ttl_s + 6 windows after it was signed, and is
-    live while its epoch is the current one or the one before."""
-    epochs = dataclasses.replace(RULES, epoch_windows=4)
-    start = epochs.epoch_start(WINDOW)
-    late = presence(window=start + 3, timestamp=(start + 3) * epochs.window_s + 1)
-    frame, bucket = PRESENCE.seal(late, ALICE), bucket_of(ALICE.peer_id, TIER)
-    lives = late.timestamp + epochs.record_ttl_s + 6 * epochs.window_s
-
-    def under(key_window: int, expiration: float = lives) -> DHTRecord:
-        key = key_id(directory_key(RULES.swarm_id, key_window, TIER, bucket))
-        return DHTRecord(key, msgpack.packb(ALICE.peer_id), msgpack.packb(frame), expiration)
-
-    validator = SwarmRecordValidator(epochs, clock=lambda: late.timestamp + 1)
-    assert validator.validate(under(start))
-    for misplaced in (under(start + 3), under(start + 4), under(start, expiration=epochs.expiration_of(late.timestamp))):
-        assert not validator.validate(misplaced)
-    assert validator.refusals() == {"key_mismatch": 2, "bad_expiry": 1}
-    open_frame(frame, PRESENCE, epochs, now=(start + 8) * epochs.window_s - 1)  # the next epoch's last second
-    with pytest.raises(Rejected) as info:
-        open_frame(frame, PRESENCE, epochs, now=(start + 8) * epochs.window_s + 1)
-    assert info.value.reason is Reason.STALE
-
-
 @settings(max_examples=150, deadline=None)
 @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
 def test_any_single_bit_flip_of_an_entry_is_refused(position, bit):
