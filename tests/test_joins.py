@@ -160,8 +160,16 @@ def test_the_swarm_size_is_estimated_from_how_near_the_nearest_known_peers_are()
         for index in range(size - 1):
             table.add_or_update_node(DHTID(rng.randrange(DHTID.MAX)), index)
         estimate = swarm_size_estimate(table)
-        assert size / 4 <= estimate <= size * 4, (size, estimate)
+        assert size / 2 <= estimate <= size * 2, (size, estimate)
         assert estimate >= len(table.uid_to_peer_id) + 1
+    # a small swarm in which our 5 nearest share our first 4 bits (their 5 nearest alone said 85 to 100)
+    me = rng.randrange(DHTID.MAX)
+    table = RoutingTable(DHTID(me), 20, 5)
+    near = [me ^ rng.randrange(2**156) for _ in range(5)]
+    far = [rng.randrange(DHTID.MAX) for _ in range(6)]
+    for index, node in enumerate(near + far):
+        table.add_or_update_node(DHTID(node), index)
+    assert swarm_size_estimate(table) == 12
 
 
 @pytest.mark.network
