@@ -468,6 +468,38 @@ def test_the_directory_is_written_and_read_once_an_epoch_and_read_every_round_wh
     assert all(directory.read_due(w, peers_needed=5) for w in range(start + 5 + offset, start + 9))  # 8 known < 2 x 5
 
 
+@pytest.mark.network
+def test_a_node_that_joins_after_a_directory_read_is_read_in_the_next_collect(tmp_path):
+    """The directory is read once an epoch, and a joiner's entry waits for the next read; it is in the routing
+    table at once, and the first wave of every collect reads the shard of one unlisted publisher, the one read least
+    lately (protocol v2 read the directory every window: a joiner was read at once)."""
+    rules = SwarmRules.of(SwarmConfig(id="itest-join", max_age_windows=0, epoch_windows=8))
+    config = GossipConfig(max_rollouts_per_peer=2, collect_timeout_s=5.0)
+    with contextlib.ExitStack() as stack:
+        first, gossips = None, []
+        for name in ("reader", "b", "c"):
+            network = NetworkConfig(initial_peers=first.visible_maddrs if first else [])
+            peer, gossip = join(stack, new_key(tmp_path, name), rules, network, config)
+            first = first or peer
+            gossips.append(gossip)
+        reader, b, c = gossips
+        assert b.publish(rollouts(1), model_id="m", suite_version="v").ok
+        assert c.publish(rollouts(2), model_id="m", suite_version="v").ok
+        reader._directory.read_offset = 0  # this epoch's read is due now, not in a later window
+        listed = reader.collect(2)
+        assert listed.directory_entries == 2 and {item.signer for item in listed.rollouts} <= {b.peer_id, c.peer_id}
+        reader._directory.read_offset = rules.epoch_windows - 1  # and the next epoch's minutes from now
+        _, joiner = join(stack, new_key(tmp_path, "joiner"), rules, NetworkConfig(initial_peers=first.visible_maddrs))
+        assert joiner.publish(rollouts(3), model_id="m", suite_version="v").ok
+        deadline = time.monotonic() + 10
+        while joiner.peer_id not in first.known_peer_ids():
+            assert time.monotonic() < deadline, "the joiner never entered the reader's routing table"
+            time.sleep(0.1)
+        collected = reader.collect(2)
+        assert collected.directory_keys_read == 0  # read once this epoch already
+        assert {item.signer for item in collected.rollouts} == {joiner.peer_id}
+
+
 def test_a_listed_signer_is_dropped_once_the_window_it_was_listed_in_is_read_without_it():
     """A forged entry costs one read: its shard read in another window proves nothing (a signer's batch of the window
     it was listed in is where its entry says), read in its own window and empty, the signer is no longer listed."""
@@ -497,25 +529,29 @@ def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
 def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest_first):
     """The previous window first early in a window (most have not published in the current one yet), the current
     one late (fresher); signers the directory listed (public or behind NAT alike) before the others, in the window
-    it listed them in if newer: a collect that finds enough in its first waves reads one key a signer, not two."""
+    it listed them in if newer, but for one shard of the others, the one read least lately (a node that joined
+    since the last directory read): a collect that finds enough in its first waves reads one key a signer, not two."""
     window = 1_000
     public = [Identity.generate().peer_id for _ in range(6)]
     listed = {Identity.generate().peer_id: window - index % 2 for index in range(3)}
+    public_shards = {shard_of(peer, RULES.num_shards) for peer in public}
+    joiner = shard_of(public[4], RULES.num_shards)
     gossip = SimpleNamespace(
         _directory=SimpleNamespace(publishers=lambda: set(public) | set(listed), listed=lambda: dict(listed)),
-        rules=RULES, config=GossipConfig(shards_per_wave=4), _random=random.Random(0),
+        rules=RULES, config=GossipConfig(shards_per_wave=5), _random=random.Random(0),
+        _shard_read={shard: window - 1 for shard in public_shards - {joiner}},
     )
     first, other = (window, window - 1) if newest_first else (window - 1, window)
     plan = Gossip._reading_plan(gossip, window, newest_first)
     known = [slot for _, slot, signers in plan if signers]
     listed_slots = {(max(listed_in, first), shard_of(peer, RULES.num_shards)) for peer, listed_in in listed.items()}
-    public_shards = {shard_of(peer, RULES.num_shards) for peer in public}
-    assert {(slot.window, slot.shard) for slot in known[:3]} == listed_slots
-    assert {(slot.window, slot.shard) for slot in known[3:9]} == {(first, shard) for shard in public_shards}
+    assert (known[0].window, known[0].shard) == (first, joiner)
+    assert {(slot.window, slot.shard) for slot in known[1:4]} == listed_slots
+    assert {(slot.window, slot.shard) for slot in known[4:9]} == {(first, shard) for shard in public_shards - {joiner}}
     assert [slot.window for slot in known[12:]] == [other] * 6 and len(known) == 18  # every key once
-    wave = Gossip._next_wave(gossip, plan, peers_needed=3)
-    assert {(slot.window, slot.shard) for _, slot, signers in wave if signers} == listed_slots  # one key a signer
-    assert {signer for _, _, signers in wave for signer in signers} == set(listed)  # what each key's read is for
+    wave = Gossip._next_wave(gossip, plan, peers_needed=4)
+    assert {(slot.window, slot.shard) for _, slot, signers in wave if signers} == {(first, joiner)} | listed_slots
+    assert {signer for _, _, signers in wave for signer in signers} == set(listed) | {public[4]}  # each read's signers
 
 
 @pytest.mark.network

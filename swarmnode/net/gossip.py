@@ -189,6 +189,7 @@ class Gossip:
         self._wanted = 0  # what our last collect asked for
         self._newest_first = False  # whether our last collect read the current window first (`_reading_plan`)
         self._ahead: tuple[int, list[PlannedKey]] | None = None  # (window, first wave) `look_ahead` drew
+        self._shard_read: dict[int, int] = {}  # shard -> the newest window a collect read a key of it in
         self._window_thread: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
         self._stopping = threading.Event()
@@ -436,6 +437,8 @@ class Gossip:
             self._rejected.update(result.rejected)
             self._skipped.update(result.skipped)
             self._signers_seen.update(taken)
+            for read_window, shard in read_slots:
+                self._shard_read[shard] = max(self._shard_read.get(shard, read_window), read_window)
         return result
 
     def _reading_plan(self, window: int, newest_first: bool) -> list[PlannedKey]:
@@ -450,9 +453,10 @@ class Gossip:
         the window it listed them in if that is newer (their batch is there, and a forged entry is found out by one
         read): its buckets are drawn at random, so its signers are a fair draw from all publishers, while those in
         our routing table are public ones only (mixed in, they crowded out signers behind NAT, whom only the
-        directory names). Then one wave of keys of shards we know no publisher of (a different random few each
-        call), so that signers the directory missed (it is capped) are still reached without every collect
-        reading every empty shard.
+        directory names), the shards we read least lately first, and one of them before the listed: a node that joined
+        since our directory read is in routing tables an epoch before any read lists it. Then one wave of
+        keys of shards we know no publisher of (a different random few each call), so that signers the directory
+        missed (it is capped) are still reached without every collect reading every empty shard.
         """
         oldest = window - self.rules.max_age_windows
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
@@ -473,7 +477,9 @@ class Gossip:
                 probes.append(shard)
         listed_order = self._random.sample(sorted(listed), len(listed))
         others_order = self._random.sample(others, len(others))
-        slots = [(listed[shard], shard) for shard in listed_order] + [(windows[0], shard) for shard in others_order]
+        others_order.sort(key=lambda shard: self._shard_read.get(shard, -1))  # random among equals
+        slots = [(windows[0], shard) for shard in others_order[:1]] + [(listed[shard], shard) for shard in listed_order]
+        slots += [(windows[0], shard) for shard in others_order[1:]]
         slots += [(w, shard) for shard in listed_order for w in windows if w != listed[shard]]
         slots += [(w, shard) for w in windows[1:] for shard in others_order]
         slots += [(w, shard) for w in windows for shard in probes]
