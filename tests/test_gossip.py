@@ -529,17 +529,18 @@ def test_every_wave_of_a_collect_probes_a_shard_no_known_peer_publishes_to():
 def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest_first):
     """The previous window first early in a window (most have not published in the current one yet), the current
     one late (fresher); signers the directory listed (public or behind NAT alike) before the others, in the window
-    it listed them in if newer, but for one shard of the others, the one read least lately (a node that joined
-    since the last directory read): a collect that finds enough in its first waves reads one key a signer, not two."""
+    it listed them in if newer, but for one shard of a peer met since the last directory read (a node that joined
+    since), the one read least lately: a collect that finds enough in its first waves reads one key a signer, not two."""
     window = 1_000
     public = [Identity.generate().peer_id for _ in range(6)]
     listed = {Identity.generate().peer_id: window - index % 2 for index in range(3)}
     public_shards = {shard_of(peer, RULES.num_shards) for peer in public}
     joiner = shard_of(public[4], RULES.num_shards)
     gossip = SimpleNamespace(
-        _directory=SimpleNamespace(publishers=lambda: set(public) | set(listed), listed=lambda: dict(listed)),
+        _directory=SimpleNamespace(publishers=lambda: set(public) | set(listed), listed=lambda: dict(listed),
+                                   met_since_read=lambda: set(public[3:])),
         rules=RULES, config=GossipConfig(shards_per_wave=5), _random=random.Random(0),
-        _shard_read={shard: window - 1 for shard in public_shards - {joiner}},
+        _shard_read={shard: window - 1 for shard in public_shards - {joiner}},  # public[3] and [5] read, [4] not
     )
     first, other = (window, window - 1) if newest_first else (window - 1, window)
     plan = Gossip._reading_plan(gossip, window, newest_first)

@@ -385,6 +385,8 @@ class _Peer:
     read_windows: set[int] = field(default_factory=set)
     listed: dict[str, int] = field(default_factory=dict)
     signers: dict[str, int] = field(default_factory=dict)
+    shard_read: dict[int, int] = field(default_factory=dict)  # shard -> newest window a collect read it in
+    covered: set[str] = field(default_factory=set)  # its routing table's peers at its last directory read
     consumed: set[tuple[str, int]] = field(default_factory=set)
     published_in: int | None = None  # the window of its last publish
     ahead_wave: tuple[int, list] | None = None  # (window, the first wave `look_ahead` drew)
@@ -948,10 +950,11 @@ class SwarmModel:
         every = 1 if small else max(round(self.config.census_every_s / self.config.window_s), self.rules.epoch_windows)
         return (self.window_of(round_index) + peer.index) % every == 0
 
+    def _routing_ids(self, peer: _Peer) -> set[str]:
+        return {self.peer_ids[i] for i in peer.node.protocol.routing_table.peer_id_to_uid}
+
     def _publishers(self, peer: _Peer) -> set[str]:
-        table = peer.node.protocol.routing_table
-        known = {self.peer_ids[i] for i in table.peer_id_to_uid}
-        return (known | set(peer.signers) | set(peer.listed)) - {self.peer_ids[peer.index]}
+        return (self._routing_ids(peer) | set(peer.signers) | set(peer.listed)) - {self.peer_ids[peer.index]}
 
     async def publish(self, peer: _Peer, round_index: int, delay: float) -> None:
         """`Gossip.publish`: the batch and, until another peer holds it this window, the directory entry (or
@@ -1068,6 +1071,8 @@ class SwarmModel:
             wanted_signers = {key: signers for key, _, signers in wave if signers}
             found = await self.read_many(peer, [key for key, _, _ in wave], BATCH_QUORUM, wanted_signers)
             for key, slot, _ in wave:
+                if key in found:
+                    peer.shard_read[slot.shard] = max(peer.shard_read.get(slot.shard, slot.window), slot.window)
                 entries = list(found.get(key, {}).items())
                 peer.rng.shuffle(entries)
                 for signer, _ in entries:
@@ -1098,9 +1103,10 @@ class SwarmModel:
             _directory=SimpleNamespace(
                 publishers=lambda: self._publishers(peer),
                 listed=lambda: {signer: w for signer, w in peer.listed.items() if signer != self.peer_ids[peer.index]},
+                met_since_read=lambda: self._routing_ids(peer) - peer.covered - set(peer.listed) - {self.peer_ids[peer.index]},
             ),
             rules=self.rules,
-            config=self.gossip_config, _random=peer.rng,
+            config=self.gossip_config, _random=peer.rng, _shard_read=peer.shard_read,
         )
 
     def _directory_due(self, peer: _Peer, window: int, needed: int) -> bool:
@@ -1137,6 +1143,7 @@ class SwarmModel:
     def _take_directory(self, peer: _Peer, window: int, keys: list[str], found: dict[str, dict[str, _Record]]) -> None:
         """What `Directory.read` keeps of the entries found under `keys`: the signers listed, by window."""
         peer.read_windows.update(int(key.split("/")[3]) for key in keys)
+        peer.covered = self._routing_ids(peer)
         for key in keys:
             w = int(key.split("/")[3])
             for signer in list(found.get(key, {}))[:MAX_DIRECTORY_ENTRIES]:

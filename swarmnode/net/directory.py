@@ -61,6 +61,7 @@ class Directory:
         self._listed: dict[str, int] = {}  # signer -> newest window whose directory lists it (a claim until read)
         self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
         self._read: set[int] = set()  # epochs (first windows) whose directory an earlier read got
+        self._covered: set[str] = set()  # our routing table's peers when our last directory read began
         self._stored_epoch: int | None = None  # the epoch whose directory another peer holds our entry in
         self._ahead: tuple[int, int, list[int]] | None = None  # (window, tier, buckets) drawn by `keys_ahead`
 
@@ -106,6 +107,11 @@ class Directory:
         publishers = set(self._peer.known_peer_ids()) | set(self._signers) | set(self._listed)
         publishers.discard(self._identity.peer_id)
         return publishers
+
+    def met_since_read(self) -> set[str]:
+        """Peers our routing table gained since our last directory read began, and that it did not list: mostly
+        nodes that joined since (their entries wait for the next epoch's read), all of them alive when met."""
+        return set(self._peer.known_peer_ids()) - self._covered - set(self._listed) - {self._identity.peer_id}
 
     def listed(self) -> dict[str, int]:
         """The signers the directory named lately, each with the newest window it named them in (their batch of that
@@ -165,11 +171,13 @@ class Directory:
         buckets = ahead[2] if ahead is not None and ahead[:2] == (window, tier) else self._draw(tier, nodes, peers_needed)
         keys = self._keys(window, tier, buckets)
         result = DirectoryRead(keys_read=len(keys))
+        covered = set(self._peer.known_peer_ids())
         # every replica: an answer is small (at most MAX_DIRECTORY_ENTRIES presences), and one liar must not hide it
         read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=REPLICAS)
         found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
             self._read.update(epoch for epoch, _ in keys.values())
+            self._covered = covered
         for key, entries in found.items():
             if len(entries) > MAX_DIRECTORY_ENTRIES:  # more than an honest replica holds: the rest is not opened
                 result.rejected["presence_directory_full"] += len(entries) - MAX_DIRECTORY_ENTRIES

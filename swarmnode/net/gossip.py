@@ -453,10 +453,10 @@ class Gossip:
         the window it listed them in if that is newer (their batch is there, and a forged entry is found out by one
         read): its buckets are drawn at random, so its signers are a fair draw from all publishers, while those in
         our routing table are public ones only (mixed in, they crowded out signers behind NAT, whom only the
-        directory names), the shards we read least lately first, and one of them before the listed: a node that joined
-        since our directory read is in routing tables an epoch before any read lists it. Then one wave of
-        keys of shards we know no publisher of (a different random few each call), so that signers the directory
-        missed (it is capped) are still reached without every collect reading every empty shard.
+        directory names). Before the listed, one shard of a peer our routing table met since our last directory read,
+        the one we read least lately: a node that joined since is in routing tables an epoch before a read lists it.
+        Then one wave of keys of shards we know no publisher of (a different random few each call), so that signers
+        the directory missed (it is capped) are still reached without every collect reading every empty shard.
         """
         oldest = window - self.rules.max_age_windows
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
@@ -477,9 +477,12 @@ class Gossip:
                 probes.append(shard)
         listed_order = self._random.sample(sorted(listed), len(listed))
         others_order = self._random.sample(others, len(others))
-        others_order.sort(key=lambda shard: self._shard_read.get(shard, -1))  # random among equals
-        slots = [(windows[0], shard) for shard in others_order[:1]] + [(listed[shard], shard) for shard in listed_order]
-        slots += [(windows[0], shard) for shard in others_order[1:]]
+        met = sorted({shard_of(peer, self.rules.num_shards) for peer in self._directory.met_since_read()} - set(listed))
+        joined = min(self._random.sample(met, len(met)), key=lambda shard: self._shard_read.get(shard, -1), default=None)
+        slots = [(listed[shard], shard) for shard in listed_order] + [(windows[0], shard) for shard in others_order]
+        if joined is not None:
+            slots.remove((windows[0], joined))
+            slots.insert(0, (windows[0], joined))
         slots += [(w, shard) for shard in listed_order for w in windows if w != listed[shard]]
         slots += [(w, shard) for w in windows[1:] for shard in others_order]
         slots += [(w, shard) for w in windows for shard in probes]
