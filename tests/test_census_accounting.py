@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pytest
 
 from swarmnode.net import census as census_module
-from swarmnode.net.census import CENSUS_QUORUM, Census, CensusEntry, take_census
+from swarmnode.net.census import CENSUS_QUORUM, CENSUS_SAMPLE, Census, CensusEntry, take_census
 from swarmnode.net.replicas import REPLICAS, Coverage, Entries, Read
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET
 from swarmnode.wire.beacon import BEACON, Beacon
@@ -164,26 +164,26 @@ def test_each_wave_asks_get_many_for_the_time_left_and_for_none_once_the_deadlin
     peer = OneReadPeer({}, clock, replies)
     census = take_census(peer, RULES, timeout_s=5.0, enough=1, expected_nodes=EXPECTED, rng=random.Random(0))
     assert [timeout for _, timeout in peer.calls] == [5.0, 3.0, 0.0]
-    assert census.timed_out and census.buckets_read == 4
+    assert census.timed_out and census.buckets_read == 3  # a first wave of 1, then 2, then none returned
 
 
 def test_a_wave_cut_by_the_deadline_ends_the_census_counting_only_the_buckets_it_returned(clock: Clock) -> None:
     """A first wave of 2 buckets cut after 1: no further read, 1 bucket read, timed out, totals estimated."""
     peer = OneReadPeer({}, clock, [Reply(took_s=5.0, cut_after=1)])
-    census = take_census(peer, RULES, timeout_s=5.0, enough=1, expected_nodes=EXPECTED, rng=random.Random(0))
+    census = take_census(peer, RULES, timeout_s=5.0, enough=48, expected_nodes=EXPECTED, rng=random.Random(0))
     assert len(peer.calls) == 1
     assert census.timed_out and census.buckets_read == 1 and not census.complete and census.totals().estimated
 
 
 @pytest.mark.parametrize(
     ("enough", "expected_nodes", "tier", "waves"),
-    [(32, 100.0, 3, [3, 2, 2, 1]), (3, 30.0, 1, [2]), (1, 1000.0, 6, [2] * 32), (32, 16.0, 0, [1])],
+    [(32, 100.0, 3, [3, 2, 2, 1]), (3, 30.0, 1, [1, 1]), (1, 1000.0, 6, [1] + [2] * 31 + [1]), (32, 16.0, 0, [1])],
 )
 def test_the_first_wave_reads_the_buckets_that_should_hold_enough_nodes_and_later_ones_two(
     clock: Clock, enough: int, expected_nodes: float, tier: int, waves: list[int]
 ) -> None:
     """The tier whose keys hold at most 24 of the nodes expected; a first wave of ceil(enough·buckets/expected)
-    buckets, at least 2, at most all; then 2 at a time, until every bucket of that tier was read."""
+    buckets, at least 1, at most all; then 2 at a time, until every bucket of that tier was read."""
     peer = OneReadPeer({}, clock)
     census = take_census(peer, RULES, timeout_s=5.0, enough=enough, expected_nodes=expected_nodes, rng=random.Random(0))
     assert [len(asked) for asked, _ in peer.calls] == waves
@@ -220,14 +220,15 @@ def test_a_census_of_unknown_size_probes_one_bucket_of_every_tier_and_reads_the_
     assert not census.missing_self  # only the buckets of the tier read are judged, not the probe's others
 
 
-@pytest.mark.parametrize("found", [1, 2])
+@pytest.mark.parametrize("found", [CENSUS_SAMPLE, 24])
 def test_a_sampled_census_stops_reading_once_it_has_seen_enough_nodes(clock: Clock, found: int) -> None:
-    """One node wanted, and one or two found in the first wave's buckets: no second wave."""
+    """A node's own census wants CENSUS_SAMPLE nodes, and finds that many or a full key's 24 in its first wave's
+    one bucket: no second wave."""
     order = list(range(BUCKETS))
     random.Random(7).shuffle(order)  # the order take_census reads buckets in with this seed
     peer = OneReadPeer({order[0]: held(signers(order[0], found))}, clock)
-    census = take_census(peer, RULES, timeout_s=5.0, enough=1, expected_nodes=EXPECTED, rng=random.Random(7))
-    assert len(peer.calls) == 1 and len(census.entries) == found and census.buckets_read == 2
+    census = take_census(peer, RULES, timeout_s=5.0, enough=CENSUS_SAMPLE, expected_nodes=EXPECTED, rng=random.Random(7))
+    assert len(peer.calls) == 1 and len(census.entries) == found and census.buckets_read == 1
 
 
 def test_a_beacon_gone_stale_during_the_read_is_left_out_silently_and_any_other_refusal_counted(clock: Clock) -> None:

@@ -1155,7 +1155,7 @@ class SwarmModel:
         peer.signers = {s: w for s, w in peer.signers.items() if w >= oldest}
 
     async def take_census(self, peer: _Peer, round_index: int, delay: float) -> None:
-        """The node's own census (`BeaconService.sampled_census`): random buckets in waves until 32 nodes seen."""
+        """The node's own census (`BeaconService.sampled_census`): random buckets in waves until CENSUS_SAMPLE seen."""
         await asyncio.sleep(delay)
         window = self.rules.epoch_start(self.window_of(round_index))
         estimate = peer.estimate
@@ -1168,7 +1168,7 @@ class SwarmModel:
             key_of = lambda bucket: census_key("model", window, tier, bucket)  # noqa: E731
         buckets = list(range(total))
         peer.rng.shuffle(buckets)
-        size = min(max(math.ceil(CENSUS_SAMPLE * total / estimate), BUCKETS_PER_WAVE), total)
+        size = min(max(math.ceil(CENSUS_SAMPLE * total / estimate), 1), total)
         seen = read = 0
         while buckets and seen < CENSUS_SAMPLE:
             wave, buckets = buckets[:size], buckets[size:]
