@@ -500,6 +500,23 @@ def test_a_node_that_joins_after_a_directory_read_is_read_in_the_next_collect(tm
         assert {item.signer for item in collected.rollouts} == {joiner.peer_id}
 
 
+def test_a_peer_counts_as_met_since_the_directory_read_only_if_no_read_of_ours_found_it_in_our_routing_table():
+    """A joiner is new to every table; a peer that dropped out of ours and came back (a timeout, a restart) is not,
+    so a busy routing table does not keep taking the listed signers' places in first waves."""
+    table = ["a", "b"]
+    peer = SimpleNamespace(
+        known_peer_ids=lambda: list(table), estimated_swarm_size=lambda: 3.0, verified=None,
+        get_many=lambda keys, timeout_s, quorum: Read({}, False),
+    )
+    directory = Directory(peer, Identity.generate(), RULES, SwarmSize())
+    directory.read(1_000, now=0.0, deadline=time.monotonic() + 1, peers_needed=1)
+    table[:] = ["b", "c"]  # a dropped out, c met
+    assert directory.met_since_read() == {"c"}
+    directory.read(1_004, now=0.0, deadline=time.monotonic() + 1, peers_needed=1)
+    table[:] = ["a", "b", "c", "d"]  # a back, d new
+    assert directory.met_since_read() == {"d"}
+
+
 def test_a_listed_signer_is_dropped_once_the_window_it_was_listed_in_is_read_without_it():
     """A forged entry costs one read: its shard read in another window proves nothing (a signer's batch of the window
     it was listed in is where its entry says), read in its own window and empty, the signer is no longer listed."""
@@ -633,9 +650,9 @@ def test_stats_can_be_read_from_another_thread_while_collecting(tmp_path):
 
 def test_what_gossip_remembers_of_signers_and_frames_is_bounded_and_keeps_the_latest():
     """A node runs for days: the signers it counts and the frames it skips are the most recent, never all."""
-    from swarmnode.net.gossip import _RecentSet
+    from swarmnode.net.recent_set import RecentSet
 
-    recent = _RecentSet(3)
+    recent = RecentSet(3)
     recent.update(["a", "b", "c"])
     recent.add("a")  # seen again: the latest now
     recent.update(["d", "e"])

@@ -386,7 +386,7 @@ class _Peer:
     listed: dict[str, int] = field(default_factory=dict)
     signers: dict[str, int] = field(default_factory=dict)
     shard_read: dict[int, int] = field(default_factory=dict)  # shard -> newest window a collect read it in
-    covered: set[str] = field(default_factory=set)  # its routing table's peers at its last directory read
+    covered: set[str] = field(default_factory=set)  # its routing table's peers at any of its directory reads
     consumed: set[tuple[str, int]] = field(default_factory=set)
     published_in: int | None = None  # the window of its last publish
     ahead_wave: tuple[int, list] | None = None  # (window, the first wave `look_ahead` drew)
@@ -1143,7 +1143,7 @@ class SwarmModel:
     def _take_directory(self, peer: _Peer, window: int, keys: list[str], found: dict[str, dict[str, _Record]]) -> None:
         """What `Directory.read` keeps of the entries found under `keys`: the signers listed, by window."""
         peer.read_windows.update(int(key.split("/")[3]) for key in keys)
-        peer.covered = self._routing_ids(peer)
+        peer.covered |= self._routing_ids(peer)
         for key in keys:
             w = int(key.split("/")[3])
             for signer in list(found.get(key, {}))[:MAX_DIRECTORY_ENTRIES]:

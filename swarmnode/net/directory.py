@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from swarmnode.net.peer import DHTPeer, StoreItem
+from swarmnode.net.recent_set import RecentSet
 from swarmnode.net.replicas import REPLICAS
 from swarmnode.net.storage import MAX_DIRECTORY_ENTRIES
 from swarmnode.net.swarm_size import SwarmSize
@@ -31,6 +32,7 @@ from swarmnode.wire.rejection import Rejected
 from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 DIRECTORY_SLACK = 2  # read the directory every round while we know fewer than this x the peers a collect wants
+MAX_COVERED = 4096  # routing-table peers remembered as met before (`met_since_read`), the least recent forgotten
 
 
 @dataclass
@@ -61,7 +63,7 @@ class Directory:
         self._listed: dict[str, int] = {}  # signer -> newest window whose directory lists it (a claim until read)
         self._absent: dict[str, int] = {}  # signer -> the window of an entry of it whose shard held nothing
         self._read: set[int] = set()  # epochs (first windows) whose directory an earlier read got
-        self._covered: set[str] = set()  # our routing table's peers when our last directory read began
+        self._covered = RecentSet(MAX_COVERED)  # peers our routing table held when any directory read of ours began
         self._stored_epoch: int | None = None  # the epoch whose directory another peer holds our entry in
         self._ahead: tuple[int, int, list[int]] | None = None  # (window, tier, buckets) drawn by `keys_ahead`
 
@@ -109,9 +111,11 @@ class Directory:
         return publishers
 
     def met_since_read(self) -> set[str]:
-        """Peers our routing table gained since our last directory read began, and that it did not list: mostly
-        nodes that joined since (their entries wait for the next epoch's read), all of them alive when met."""
-        return set(self._peer.known_peer_ids()) - self._covered - set(self._listed) - {self._identity.peer_id}
+        """Peers in our routing table that it held at none of our directory reads, and that no read listed: nodes
+        that joined since our last read (their entries wait for the next epoch's), or that we never met before,
+        all of them alive when met. A peer that left the table and came back is not new."""
+        met = {peer for peer in self._peer.known_peer_ids() if peer not in self._covered}
+        return met - set(self._listed) - {self._identity.peer_id}
 
     def listed(self) -> dict[str, int]:
         """The signers the directory named lately, each with the newest window it named them in (their batch of that
@@ -171,13 +175,13 @@ class Directory:
         buckets = ahead[2] if ahead is not None and ahead[:2] == (window, tier) else self._draw(tier, nodes, peers_needed)
         keys = self._keys(window, tier, buckets)
         result = DirectoryRead(keys_read=len(keys))
-        covered = set(self._peer.known_peer_ids())
+        covered = self._peer.known_peer_ids()
         # every replica: an answer is small (at most MAX_DIRECTORY_ENTRIES presences), and one liar must not hide it
         read = self._peer.get_many(list(keys), timeout_s=max(deadline - time.monotonic(), 0.0), quorum=REPLICAS)
         found, result.timed_out, result.thin = read.entries, read.timed_out, len(read.thin_keys())
         if not result.timed_out:
             self._read.update(epoch for epoch, _ in keys.values())
-            self._covered = covered
+            self._covered.update(covered)
         for key, entries in found.items():
             if len(entries) > MAX_DIRECTORY_ENTRIES:  # more than an honest replica holds: the rest is not opened
                 result.rejected["presence_directory_full"] += len(entries) - MAX_DIRECTORY_ENTRIES

@@ -13,8 +13,8 @@ import random
 import statistics
 import threading
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hivemind.utils import get_dht_time
@@ -22,6 +22,7 @@ from hivemind.utils import get_dht_time
 from swarmnode.config import GossipConfig
 from swarmnode.net.directory import Directory
 from swarmnode.net.peer import DHTPeer, StoreItem, StoreOutcome
+from swarmnode.net.recent_set import RecentSet
 from swarmnode.net.replicas import BATCH_QUORUM
 from swarmnode.net.reputation import Reputation
 from swarmnode.net.swarm_size import SwarmSize
@@ -143,30 +144,6 @@ class _Latest:
             self.window = result.window
 
 
-class _RecentSet:
-    """The last `capacity` items added (frame digests, signers): memory stays bounded however long a node runs."""
-
-    def __init__(self, capacity: int) -> None:
-        self._items: OrderedDict[bytes | str, None] = OrderedDict()
-        self._capacity = capacity
-
-    def add(self, item: bytes | str) -> None:
-        self._items[item] = None
-        self._items.move_to_end(item)
-        if len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-
-    def update(self, items: Iterable[bytes | str]) -> None:
-        for item in items:
-            self.add(item)
-
-    def __contains__(self, item: bytes | str) -> bool:
-        return item in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class Gossip:
     """A node's exchange with the swarm: sign and publish batches, collect and verify peers' batches, count the
     offences of their signers. publish/collect block the calling thread; the DHT runs on its own loop thread."""
@@ -195,16 +172,16 @@ class Gossip:
         self._stopping = threading.Event()
         self._reputation = Reputation(config.ban_after_offences, config.ban_window_s, config.ban_duration_s)
         self._replay_guard = ReplayGuard()
-        self._consumed = _RecentSet(_SEEN_DIGESTS)
-        self._consumed_batches = _RecentSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
-        self._offended = _RecentSet(_SEEN_DIGESTS)  # frames already held against their signer
+        self._consumed = RecentSet(_SEEN_DIGESTS)
+        self._consumed_batches = RecentSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
+        self._offended = RecentSet(_SEEN_DIGESTS)  # frames already held against their signer
         self._random = random.Random()
         self._lock = threading.Lock()
         self._published = self._publish_failures = self._published_local_only = self._collected = self._refreshed = 0
         self._rejected: Counter[str] = Counter()
         self._skipped: Counter[str] = Counter()
         self._offences: Counter[str] = Counter()
-        self._signers_seen = _RecentSet(_SIGNERS_SEEN)
+        self._signers_seen = RecentSet(_SIGNERS_SEEN)
         self._store_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._get_latency_s: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
 
