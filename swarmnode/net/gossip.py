@@ -430,10 +430,11 @@ class Gossip:
         the window it listed them in if that is newer (their batch is there, and a forged entry is found out by one
         read): its buckets are drawn at random, so its signers are a fair draw from all publishers, while those in
         our routing table are public ones only (mixed in, they crowded out signers behind NAT, whom only the
-        directory names). Before the listed, one shard of a peer our routing table met since our last directory read,
-        the one we read least lately: a node that joined since is in routing tables an epoch before a read lists it.
-        Then one wave of keys of shards we know no publisher of (a different random few each call), so that signers
-        the directory missed (it is capped) are still reached without every collect reading every empty shard.
+        directory names). Before the listed, one shard of a peer in our routing table that none of our directory
+        reads found there (`Directory.met_since_read`), the one we read least lately: a node that joined since our
+        last read is in routing tables an epoch before a read lists it. Then one wave of keys of shards we know no
+        publisher of (a different random few each call), so that signers the directory missed (it is capped) are
+        still reached without every collect reading every empty shard.
         """
         oldest = window - self.rules.max_age_windows
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
