@@ -471,8 +471,8 @@ def test_the_directory_is_written_and_read_once_an_epoch_and_read_every_round_wh
 @pytest.mark.network
 def test_a_node_that_joins_after_a_directory_read_is_read_in_the_next_collect(tmp_path):
     """The directory is read once an epoch, and a joiner's entry waits for the next read; it is in the routing
-    table at once, and the first wave of every collect reads the shard of one unlisted publisher, the one read least
-    lately (protocol v2 read the directory every window: a joiner was read at once)."""
+    table at once, and the first wave of every collect reads the shard of one peer that none of our directory reads
+    found in our routing table (protocol v2 read the directory every window: a joiner was read at once)."""
     rules = SwarmRules.of(SwarmConfig(id="itest-join", max_age_windows=0, epoch_windows=8))
     config = GossipConfig(max_rollouts_per_peer=2, collect_timeout_s=5.0)
     with contextlib.ExitStack() as stack:

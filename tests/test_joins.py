@@ -162,7 +162,7 @@ def test_the_swarm_size_is_estimated_from_how_near_the_nearest_known_peers_are()
         estimate = swarm_size_estimate(table)
         assert size / 2 <= estimate <= size * 2, (size, estimate)
         assert estimate >= len(table.uid_to_peer_id) + 1
-    # a small swarm in which our 5 nearest share our first 4 bits (their 5 nearest alone said 85 to 100)
+    # a small swarm in which our 5 nearest share our first 4 bits (from the 5 nearest, the estimate said 199)
     me = rng.randrange(DHTID.MAX)
     table = RoutingTable(DHTID(me), 20, 5)
     near = [me ^ rng.randrange(2**156) for _ in range(5)]
