@@ -542,6 +542,13 @@ def swarm(
         wide.print(census_table(census, now, sort=sort))
     if census_notes(census):
         wide.print(peer_text(census_notes(census)), style="yellow")
+    if peers and not census.entries and not census.timed_out:
+        rules = settings.swarm
+        wide.print(
+            f"no beacon under swarm {rules.id!r}'s keys (protocol v{census.protocol}, swarm.window_s={rules.window_s:g}, "
+            f"swarm.epoch_windows={rules.epoch_windows}); the keys of a swarm with other values are elsewhere: pass "
+            "its own with --set (e.g. --set swarm.epoch_windows=N)", style="yellow", highlight=False,
+        )
 
 
 @app.command()

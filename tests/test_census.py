@@ -267,6 +267,12 @@ def test_swarmnode_swarm_from_a_bare_client_and_from_a_nodes_endpoint(tmp_path):
         as_client = run_cli("swarm", *peers, *swarm_rules, "--json")
         assert {node["model_id"] for node in as_client["nodes"]} == {"model-of-entry", "model-of-a"}
         assert as_client["complete"] and as_client["totals"]["nodes"] == 2
+        # another swarm's keys (a swarm id; an epoch length would name the same keys in some windows): one line says
+        # which values the census read under, not just an empty list
+        elsewhere = subprocess.run([sys.executable, "-m", "swarmnode.cli", "swarm", *peers, *swarm_rules[2:], "--set",
+                                    "swarm.id=another-swarm"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert elsewhere.returncode == 0 and "model-of-a" not in elsewhere.stdout, elsewhere.stderr
+        assert "'another-swarm'" in elsewhere.stdout and f"swarm.epoch_windows={SWARM.epoch_windows}" in elsewhere.stdout
         metrics = Metrics(None, Status())
         server = serve(metrics, "127.0.0.1", 0, census=swarm["a"].service.full_census)
         try:
