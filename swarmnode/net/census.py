@@ -189,7 +189,7 @@ def beacon_places(
     epoch's window `offset` on (a node's own, so that a swarm's beacons spread over the epoch): a census in the next
     epoch reads it, at most an epoch old. None while nothing is missing or due."""
     epoch, current = rules.epoch_windows, rules.epoch_start(window)
-    missing = [(key_window, tier) for key_window in census_windows(window, epoch) for tier in tiers
+    missing = [(key_window, tier) for key_window in census_windows(window, rules) for tier in tiers
                if standing.get((key_window, tier), 0.0) < rules.window_s * (key_window + epoch)]
     if window - current < offset and all(key_window != current for key_window, _ in missing):
         return []
@@ -432,7 +432,7 @@ class BeaconService:
         self._stored_at = beacon_stood(
             self._stored_at, self.rules.epoch_start(window), placed, [o.remote > 0 for o in outcomes], expires
         )
-        key_windows = census_windows(window, self.rules.epoch_windows)
+        key_windows = census_windows(window, self.rules)
         stored = all(any((key_window, tier) in self._stored_at for tier in tiers) for key_window in key_windows)
         self.published += int(stored)
         self.failures += int(not stored)

@@ -98,14 +98,14 @@ class BeaconKind(Kind[Beacon]):
     ) -> None:
         check_swarm_and_window(value.swarm_id, value.window, value.timestamp, rules)
         if rules.swarm_id is not None and slot is not None and slot.window is not None:
-            if slot.window not in census_windows(value.window, rules.epoch_windows):
+            if slot.window not in census_windows(value.window, rules):
                 raise Rejected(Reason.KEY_MISMATCH, "read from the census key of another epoch")
         if now is not None:
             max_age = rules.epoch_age_limit(rules.window_of(now))
             check_freshness(value.window, value.timestamp, rules, now, max_age_windows=max_age, reading=reading)
 
     def keys(self, value: Beacon, signer: str, rules: SwarmRules) -> tuple[str, ...]:
-        own, following = census_windows(value.window, rules.epoch_windows)
+        own, following = census_windows(value.window, rules)
         return every_tier(census_key, value.swarm_id, own, signer) + every_tier(census_key, value.swarm_id, following, signer)
 
     def timestamp(self, value: Beacon) -> float:

@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 
 from swarmnode.wire.rejection import Reason, Rejected
-from swarmnode.wire.rules import Slot, shard_of
+from swarmnode.wire.rules import Slot, SwarmRules, shard_of
 
 # The protocol version is in every key: nodes of another version read and write other keys (another swarm).
 PROTOCOL_VERSION = 3
@@ -39,12 +39,12 @@ def census_key(swarm_id: str, window: int, tier: int, bucket: int) -> str:
     return f"{KEY_PREFIX}{swarm_id}/{window}/census/{tier}/{bucket}"
 
 
-def census_windows(window: int, epoch_windows: int) -> tuple[int, int]:
+def census_windows(window: int, rules: SwarmRules) -> tuple[int, int]:
     """The census keys' windows a beacon of `window` may stand under: its epoch's first window and the next epoch's,
     so that a census reads only the current epoch's keys and still finds every node that stored a beacon in the
     previous one."""
-    start = window - window % epoch_windows
-    return (start, start + epoch_windows)
+    start = rules.epoch_start(window)
+    return (start, start + rules.epoch_windows)
 
 
 def bucket_of(peer_id: str, tier: int) -> int:
