@@ -66,6 +66,17 @@ SCALE_METRICS: dict[str, Callable[[ModelResult, ModelConfig], float]] = {
     "directory_full_per_window": lambda r, c: r.refusals.get("directory_full", 0.0),
     "census_full_per_window": lambda r, c: r.refusals.get("census_full", 0.0),
 }
+# the same rows' requests per run of each operation (bench_swarm_scale's RpcCounter): which ones the model misses
+OPERATION_METRICS = {
+    "finds_per_publish": "publish find", "stores_per_publish": "publish store", "finds_per_collect": "collect find",
+    "finds_per_look_ahead": "look_ahead find", "finds_per_beacon": "beacon find", "finds_per_census": "census find",
+    "lookup_finds_per_publish": "publish lookup", "lookup_finds_per_collect": "collect lookup",
+    "lookup_finds_per_beacon": "beacon lookup", "lookup_finds_per_census": "census lookup",
+}
+SCALE_METRICS.update({
+    name: (lambda operation: lambda r, c: r.requests_per_operation.get(operation, 0.0))(operation)
+    for name, operation in OPERATION_METRICS.items()
+})
 
 
 def measured_rows(path: Path) -> list[Measured]:
@@ -108,6 +119,7 @@ def _scale_row(source: str, row: dict, common: dict) -> Measured:
         "served_busiest_window": row["served_busiest_window"],
         **{f"{reason}_per_window": count / windows for reason, count in row.get("refusals", {}).items()
            if reason in ("directory_full", "census_full")},
+        **{name: row[name] for name in OPERATION_METRICS if isinstance(row.get(name), (int, float)) and not math.isnan(row[name])},
     }
     return Measured(f"{source} ({row.get('tree', 'this')})", row["peers"], settings, values)
 

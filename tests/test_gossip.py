@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from gossip_peers import join
+from hivemind.dht.node import DHTNode
 from hivemind.dht.protocol import DHTProtocol
 from hivemind.utils import get_dht_time
 from peer_process import PeerProcess, wait_until_gone
@@ -306,15 +307,22 @@ _PHASE: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default=""
 @pytest.mark.network
 def test_keys_looked_up_ahead_are_not_looked_up_again_by_the_next_windows_round(tmp_path, monkeypatch):
     """A node that publishes every window finds the next window's replicas beforehand: its publish there sends
-    stores and no lookup, and its first collect asks replicas for the keys drawn ahead without looking them up."""
+    stores and no lookup, and its first collect asks replicas for the keys drawn ahead without looking any up, also
+    when the look-ahead to the window after came first (a round at another moment of the window)."""
     finds: list[tuple[str, list[int]]] = []  # (phase, ids asked) of every find any peer sent
-    original = DHTProtocol.call_find
+    lookups: list[str] = []  # the phase of every lookup any peer ran
+    original, find_nearest_nodes = DHTProtocol.call_find, DHTNode.find_nearest_nodes
 
     async def call_find(protocol, peer, keys):  # noqa: ANN001, ANN202
         finds.append((_PHASE.get(), [int(key) for key in keys]))
         return await original(protocol, peer, keys)
 
+    async def look_up(node, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        lookups.append(_PHASE.get())
+        return await find_nearest_nodes(node, *args, **kwargs)
+
     monkeypatch.setattr(DHTProtocol, "call_find", call_find)  # before the peers bind it
+    monkeypatch.setattr(DHTNode, "find_nearest_nodes", look_up)
     swarm = SwarmConfig(id="itest-ahead", window_s=10.0, record_ttl_s=20.0)
     rules = SwarmRules.of(swarm)
     with contextlib.ExitStack() as stack:
@@ -326,14 +334,16 @@ def test_keys_looked_up_ahead_are_not_looked_up_again_by_the_next_windows_round(
         node = gossips[-1]
         if get_dht_time() % rules.window_s > 3.0:  # the round and the look-ahead fall inside one window
             time.sleep(rules.window_s - get_dht_time() % rules.window_s)
-        for index, gossip in enumerate(gossips):
-            assert gossip.publish(rollouts(index), model_id="m", suite_version="v").ok
+        for index, gossip in enumerate(gossips):  # batches of 4: a collect of 8 reads two signers, in one wave
+            assert gossip.publish(rollouts(index, count=4), model_id="m", suite_version="v").ok
         node.collect(8)
         _PHASE.set("ahead")
         next_window = rules.window_of(get_dht_time()) + 1
         assert node.look_ahead() > 0
         looked_up = {key for phase, keys in finds if phase == "ahead" for key in keys}
         time.sleep(max(next_window * rules.window_s - get_dht_time(), 0.0) + 0.1)
+        _PHASE.set("ahead again")
+        assert node.look_ahead() > 0
         _PHASE.set("publish")
         published = node.publish(rollouts(9), model_id="m", suite_version="v")
         _PHASE.set("collect")
@@ -345,6 +355,7 @@ def test_keys_looked_up_ahead_are_not_looked_up_again_by_the_next_windows_round(
     asked = [key for phase, keys in finds if phase == "collect" for key in keys]
     assert collected.rollouts and not looked_up & set(asked)
     assert {probe ^ 1 for probe in looked_up} & set(asked)  # the replicas found ahead were asked for their keys
+    assert "collect" not in lookups and "ahead again" in lookups
 
 
 @pytest.mark.network
@@ -468,6 +479,27 @@ def test_the_directory_is_written_and_read_once_an_epoch_and_read_every_round_wh
     assert all(directory.read_due(w, peers_needed=5) for w in range(start + 5 + offset, start + 9))  # 8 known < 2 x 5
 
 
+def test_a_directory_read_takes_the_buckets_drawn_for_its_window_after_a_look_ahead_to_the_next():
+    """A look-ahead to the next window may come before this window's collect: the buckets drawn for this window's
+    read stay for it (they were looked up), and the next window's draw waits for its own read."""
+    rules = SwarmRules.of(SwarmConfig(id="ahead", epoch_windows=4))
+    asked: list[list[str]] = []
+    peer = SimpleNamespace(
+        known_peer_ids=lambda: [], estimated_swarm_size=lambda: 1.0, verified=None,
+        get_many=lambda keys, timeout_s, quorum: asked.append(sorted(keys)) or Read({}, False),
+    )
+    size = SwarmSize()
+    size.update(100_000.0)  # many buckets: two draws differ
+    directory = Directory(peer, Identity.generate(), rules, size)  # knows nobody: a read is due every window
+    window = 1_001
+    buckets = lambda keys: {key.rsplit("/", 1)[1] for key in keys}  # noqa: E731
+    drawn = {w: buckets(directory.keys_ahead(w, peers_needed=3)) for w in (window, window + 1)}
+    assert drawn[window] != drawn[window + 1]
+    for w in (window, window + 1):
+        directory.read(w, now=0.0, deadline=time.monotonic() + 1, peers_needed=3)
+    assert [buckets(keys) for keys in asked] == [drawn[window], drawn[window + 1]]
+
+
 @pytest.mark.network
 def test_a_node_that_joins_after_a_directory_read_is_read_in_the_next_collect(tmp_path):
     """The directory is read once an epoch, and a joiner's entry waits for the next read; it is in the routing
@@ -558,6 +590,7 @@ def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest
                                    met_since_read=lambda: set(public[3:])),
         rules=RULES, config=GossipConfig(shards_per_wave=5), _random=random.Random(0),
         _shard_read={shard: window - 1 for shard in public_shards - {joiner}},  # public[3] and [5] read, [4] not
+        _taken=set(),
     )
     first, other = (window, window - 1) if newest_first else (window - 1, window)
     plan = Gossip._reading_plan(gossip, window, newest_first)
@@ -570,6 +603,30 @@ def test_a_collect_reads_one_window_of_every_known_shard_before_any_other(newest
     wave = Gossip._next_wave(gossip, plan, peers_needed=4)
     assert {(slot.window, slot.shard) for _, slot, signers in wave if signers} == {(first, joiner)} | listed_slots
     assert {signer for _, _, signers in wave for signer in signers} == set(listed) | {public[4]}  # each read's signers
+
+
+def test_keys_whose_batches_a_collect_already_opened_are_read_last():
+    """A node whose rounds come at another moment of each window reads the window before's batches in one collect
+    (late in that window, the current one) and again in the next (early: the previous one), and skips them as
+    seen: a second wave for nothing. Keys of a window whose batch of every signer known there a collect opened
+    come after all others."""
+    window, peers = 1_000, []
+    while len(peers) < 4:  # four signers, each alone in its shard
+        peer = Identity.generate().peer_id
+        if shard_of(peer, RULES.num_shards) not in {shard_of(p, RULES.num_shards) for p in peers}:
+            peers.append(peer)
+    opened = {f"{peer}/{window - 1}" for peer in peers[:2]}
+    gossip = SimpleNamespace(
+        _directory=SimpleNamespace(publishers=lambda: set(peers), listed=dict, met_since_read=set),
+        rules=RULES, config=GossipConfig(shards_per_wave=4), _random=random.Random(0), _shard_read={}, _taken=opened,
+    )
+    plan = Gossip._reading_plan(gossip, window, newest_first=False)
+    slots = [(slot.window, next(iter(signers))) for _, slot, signers in plan if signers]
+    assert set(slots[:2]) == {(window - 1, peer) for peer in peers[2:]}  # the window before first, less the opened
+    assert set(slots[2:6]) == {(window, peer) for peer in peers}
+    assert set(slots[6:]) == {(window - 1, peer) for peer in peers[:2]} and plan[-1][2]  # last of all, probes too
+    wave = Gossip._next_wave(gossip, plan, peers_needed=2)
+    assert {next(iter(signers)) for _, _, signers in wave if signers} == set(peers[2:])
 
 
 @pytest.mark.network

@@ -44,7 +44,7 @@ from hivemind.utils import MSGPackSerializer
 from swarmnode.config import GossipConfig, SwarmConfig
 from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE, beacon_places, beacon_stood
 from swarmnode.net.directory import DIRECTORY_SLACK
-from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip
+from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip, _opened
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, STORE_QUORUM, KeyRead
@@ -74,6 +74,9 @@ BOOTSTRAP = 0  # the peer every joiner dials first
 # finds sent by the lookup running in this task: a peer runs several lookups at once (its publish stores every item
 # concurrently), and the tasks traverse_dht starts inherit the context of the lookup that started them
 _LOOKUP_FINDS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("lookup_finds", default=None)
+# the node operation (publish, collect, ...) whose requests this task sends, as bench_swarm_scale's RpcCounter counts
+# them: the real and modelled finds and stores per operation compare one for one
+_OPERATION: contextvars.ContextVar[str] = contextvars.ContextVar("operation", default="other")
 MIN_HITS = 10  # sampled requests below which a peer's extrapolated load is taken as the mean of its group
 EXTRAPOLATED = ("route", "read:batch", "read:directory", "read:census")
 
@@ -124,7 +127,11 @@ class ModelConfig:
     estimate_sigma: float = 0.3  # lognormal noise on each node's swarm-size estimate
     rtt_s: float = 0.1  # one RPC round trip
     rpc_timeout_s: float = 3.0  # what a request to a departed peer costs
-    start_spread_s: float = 5.0  # publishes (and collects) of a round start within this long (window jitter)
+    start_spread_s: float = 5.0  # look-aheads (and, without round_spread, publishes and collects) start within this long
+    # a node's round (its publish, then its collect) starts at a share of its round drawn anew each round up to this,
+    # as bench_swarm_scale's schedule: a collect then finds of the current window only the batches published before
+    # it (0: every publish before any collect, each node's collects at one moment of the window; before 2026-12-07)
+    round_spread: float = 0.8
     bootstrap_kbps: float = 10_000.0  # the bootstrap's link, both directions together
     quiet_s: float = QUIET_S  # a full bucket's least recently heard-from peer is pinged once quiet this long
     sample: int = 250
@@ -177,6 +184,10 @@ class ModelResult:
     requests_served_round_median: float
     busiest_served_window: float
     bytes_in_round_mean: float
+    # finds, stores and pings a sampled peer's operation sent ("publish store"; "publish lookup": the finds of its
+    # lookups), per run of it; and its runs per node and round ("publish"): what requests_sent_round_mean is made of
+    requests_per_operation: dict[str, float]
+    operations_per_node_round: dict[str, float]
     lookup_finds_per_key: Quantiles  # find requests a lookup sent per key it looked up (pings apart)
     lookup_rounds: Quantiles
     lookup_recall: float  # share of a key's true nearest live peers (num_replicas) that its lookup returned
@@ -387,11 +398,11 @@ class _Peer:
     signers: dict[str, int] = field(default_factory=dict)
     shard_read: dict[int, int] = field(default_factory=dict)  # shard -> newest window a collect read it in
     covered: set[str] = field(default_factory=set)  # its routing table's peers at any of its directory reads
-    consumed: set[tuple[str, int]] = field(default_factory=set)
+    consumed: set[str] = field(default_factory=set)  # "signer/window" of the batches it took (Gossip._taken)
     published_in: int | None = None  # the window of its last publish
     ahead_wave: tuple[int, list] | None = None  # (window, the first wave `look_ahead` drew)
     ahead_buckets: tuple[int, int, list[int]] | None = None  # (window, tier, directory buckets `look_ahead` drew)
-    collect_phase: float = 0.0  # the share of a window at which its collects run (its rounds are a window long)
+    collect_phase: float = 0.0  # the share of a window at which its collect runs (with round_spread: this round's)
 
 
 class _SimProtocol:
@@ -504,15 +515,30 @@ class SwarmModel:
         self.wanted = self.collected = 0
         self.read_signers: Counter[tuple[str, int]] = Counter()  # (signer, rounds after its batch's) -> weighted readers
         self.refusals: Counter[str] = Counter()
+        self.operation_requests: Counter[str] = Counter()  # "<operation> <find|store|ping>", sampled peers' own
+        self.operation_runs: Counter[str] = Counter()
         self.census_seen: list[int] = []
         self.census_keys: list[int] = []
         self.served_kind: dict[int, Counter[str]] = {}
         self.signers_read: list[float] = []  # per round: share of publishers some collector read
         self.nat_read: list[tuple[float, float]] = []  # per round, NAT signer: chance its batch is read in its round, at all
 
+    def _begin(self, operation: str) -> None:
+        """This task's requests from here on are `operation`'s (tasks it starts inherit it)."""
+        _OPERATION.set(operation)
+        self.operation_runs[operation] += 1
+
+    def _count_own(self, kind: str) -> None:
+        """A find counts as "find" and, sent by a lookup (kind "find", a read's is "read:..."), also as "lookup"."""
+        rpc = kind.split(":")[0]
+        self.operation_requests[f"{_OPERATION.get()} {'find' if rpc == 'read' else rpc}"] += 1
+        if kind == "find":
+            self.operation_requests[f"{_OPERATION.get()} lookup"] += 1
+
     def _charge(self, origin: _Peer | None, target: int, request: int, response: int, weight: float, kind: str) -> None:
         if origin is not None:
             self.own[origin.index] += (1, 0, request, response, 0)
+            self._count_own(kind)
         self.load[target] += (weight, weight * request, weight * response)
         self.kind_bytes[kind] += weight * (request + response)
         if weight != 1.0:
@@ -524,6 +550,7 @@ class SwarmModel:
     def _unanswered(self, peer: _Peer, request: int, weight: float, kind: str) -> None:
         """A request that went out and got no answer (its peer had left)."""
         self.own[peer.index] += (1, 0, request, 0, 1)
+        self._count_own(kind)
         self.kind_bytes[kind] += weight * request
 
     # ----- routing tables
@@ -967,6 +994,7 @@ class SwarmModel:
         if self.config.census and round_index % self.config.rounds_per_window == 0:
             beacon = asyncio.ensure_future(self._beacon(peer, window))
         if self.config.gossip:
+            self._begin("publish")
             items = [(batch_key("model", window, self.shard[peer.index]), self.config.frame_bytes)]
             epoch = self.rules.epoch_start(window)
             if peer.stored_window != epoch:
@@ -987,6 +1015,7 @@ class SwarmModel:
         return (1 + index % (epoch - 1) if epoch > 1 else 0), index % epoch
 
     async def _beacon(self, peer: _Peer, window: int) -> None:
+        self._begin("beacon")
         placed = census_keys(
             self.config.layout, "model", window, self.peer_ids[peer.index], peer.estimate, peer.beacons, self.window_rules,
             self._offsets(peer.index)[1],
@@ -1009,6 +1038,7 @@ class SwarmModel:
         window = self.window_of(round_index)
         if not self.config.gossip or peer.published_in is None or peer.published_in < window - 2:
             return
+        self._begin("look_ahead")
         keys = [batch_key("model", window, self.shard[peer.index])]
         epoch = self.rules.epoch_start(window)
         if peer.stored_window != epoch:
@@ -1017,7 +1047,7 @@ class SwarmModel:
         if self._directory_due(peer, window, needed):
             keys += self._directory_keys_to_read(peer, window, needed, ahead=True)
         view = self._gossip_view(peer)
-        wave = Gossip._next_wave(view, Gossip._reading_plan(view, window, self._newest_first(peer)), needed)
+        wave = Gossip._next_wave(view, Gossip._reading_plan(view, window, newest_first=False), needed)
         peer.ahead_wave = (window, wave)
         keys += [key for key, _, _ in wave]
         await self._lookup(peer, list(dict.fromkeys(FastID(int(self._register(key)) ^ 1) for key in keys)))
@@ -1049,6 +1079,7 @@ class SwarmModel:
     async def collect(self, peer: _Peer, round_index: int, delay: float) -> None:
         """`Gossip._collect`: the directory when due, then waves of shard keys from `_reading_plan`/`_next_wave`."""
         await asyncio.sleep(delay)
+        self._begin("collect")
         window, started = self.window_of(round_index), self.loop.time()
         config = self.config
         wanted = config.collect_rollouts
@@ -1060,8 +1091,9 @@ class SwarmModel:
         ahead = peer.ahead_wave if peer.ahead_wave is not None and peer.ahead_wave[0] == window else None
         if ahead is not None:
             peer.ahead_wave = None
-            drawn = {key for key, _, _ in ahead[1]}
-            plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
+            wave = [entry for entry in ahead[1] if not _opened(peer.consumed, entry)]
+            drawn = {key for key, _, _ in wave}
+            plan = wave + [entry for entry in plan if entry[0] not in drawn]
         taken: Counter[str] = Counter()
         got = 0
         own = self.peer_ids[peer.index]
@@ -1080,9 +1112,9 @@ class SwarmModel:
                 for signer, _ in entries:
                     if got >= wanted:
                         break
-                    if signer == own or (signer, slot.window) in peer.consumed or taken[signer] >= config.per_peer_cap:
+                    if signer == own or f"{signer}/{slot.window}" in peer.consumed or taken[signer] >= config.per_peer_cap:
                         continue
-                    peer.consumed.add((signer, slot.window))
+                    peer.consumed.add(f"{signer}/{slot.window}")
                     peer.signers[signer] = max(peer.signers.get(signer, 0), slot.window)
                     room = min(config.per_peer_cap - taken[signer], wanted - got, ROLLOUTS_PER_BATCH)
                     taken[signer] += room
@@ -1093,8 +1125,7 @@ class SwarmModel:
 
     @staticmethod
     def _newest_first(peer: _Peer) -> bool:
-        """Whether the peer's collects read the current window first: every batch is published before any collect
-        here, so only the order of its reads follows its moment in the window, not what a read finds."""
+        """Whether the peer's collect reads the current window first, from its moment in the window."""
         return peer.collect_phase >= NEWEST_FIRST_AFTER
 
     def _gossip_view(self, peer: _Peer) -> SimpleNamespace:
@@ -1106,7 +1137,7 @@ class SwarmModel:
                 met_since_read=lambda: self._routing_ids(peer) - peer.covered - set(peer.listed) - {self.peer_ids[peer.index]},
             ),
             rules=self.rules,
-            config=self.gossip_config, _random=peer.rng, _shard_read=peer.shard_read,
+            config=self.gossip_config, _random=peer.rng, _shard_read=peer.shard_read, _taken=peer.consumed,
         )
 
     def _directory_due(self, peer: _Peer, window: int, needed: int) -> bool:
@@ -1157,6 +1188,7 @@ class SwarmModel:
     async def take_census(self, peer: _Peer, round_index: int, delay: float) -> None:
         """The node's own census (`BeaconService.sampled_census`): random buckets in waves until CENSUS_SAMPLE seen."""
         await asyncio.sleep(delay)
+        self._begin("census")
         window = self.rules.epoch_start(self.window_of(round_index))
         estimate = peer.estimate
         if self.config.layout == "v1":
@@ -1208,18 +1240,22 @@ class SwarmModel:
             self._look_ahead(round_index)
             return
         others = [i for i in range(self.servers) if i not in self.peers]
+        if self.config.round_spread > 0:
+            spread = self.config.round_spread * self.config.window_s / self.config.rounds_per_window
         for index in others:
             self.loop.call_at(start + self.rng.uniform(0, spread), self.publish_exact, index, round_index, stored_window)
-        tasks = [self.publish(peer, round_index, self.rng.uniform(0, spread)) for peer in self.peers.values()]
-        self._run(_gather(*tasks, asyncio.sleep(spread + self.config.rtt_s)))
-        start = self.loop.time()
-        tasks = []
-        for peer in self.peers.values():
-            if self.config.gossip:
-                tasks.append(self.collect(peer, round_index, self.rng.uniform(0, spread)))
-            if self.config.census and self._census_due(peer, round_index):
-                tasks.append(self.take_census(peer, round_index, self.rng.uniform(0, spread)))
-        self._run(_gather(*tasks))
+        if self.config.round_spread > 0:
+            self._run(_gather(*[self._round(peer, round_index, self.rng.uniform(0, spread)) for peer in self.peers.values()]))
+        else:
+            tasks = [self.publish(peer, round_index, self.rng.uniform(0, spread)) for peer in self.peers.values()]
+            self._run(_gather(*tasks, asyncio.sleep(spread + self.config.rtt_s)))
+            tasks = []
+            for peer in self.peers.values():
+                if self.config.gossip:
+                    tasks.append(self.collect(peer, round_index, self.rng.uniform(0, spread)))
+                if self.config.census and self._census_due(peer, round_index):
+                    tasks.append(self.take_census(peer, round_index, self.rng.uniform(0, spread)))
+            self._run(_gather(*tasks))
         self._look_ahead(round_index)
         self._run(_left_behind())
         if self.config.gossip:
@@ -1230,6 +1266,16 @@ class SwarmModel:
         for kid in [kid for kid in self.storage if self._key_windows[kid] < oldest.get(self.kind[kid], epoch_oldest)]:
             for replica in self.storage.pop(kid):
                 self._held_bytes.pop((kid, replica), None)
+
+    async def _round(self, peer: _Peer, round_index: int, delay: float) -> None:
+        """A node's round at its moment of this one: its publish, then its collect; its census when due."""
+        rounds = self.config.rounds_per_window
+        peer.collect_phase = (round_index % rounds + delay / (self.config.window_s / rounds)) / rounds
+        await self.publish(peer, round_index, delay)
+        if self.config.gossip:
+            await self.collect(peer, round_index, 0.0)
+        if self.config.census and self._census_due(peer, round_index):
+            await self.take_census(peer, round_index, 0.0)
 
     def _count_reads(self) -> None:
         """Whose batches some collector read: counted when every peer collects. A batch is read in its own round
@@ -1328,6 +1374,13 @@ class SwarmModel:
             requests_served_round_median=float(np.median(served[sampled])) / rounds,
             busiest_served_window=float(served[servers].max()) / windows,
             bytes_in_round_mean=float(node_in[servers].mean()) / rounds,
+            requests_per_operation={
+                name: count / self.operation_runs[name.split()[0]] if self.operation_runs[name.split()[0]] else 0.0
+                for name, count in sorted(self.operation_requests.items())
+            },
+            operations_per_node_round={
+                name: count / len(self.peers) / rounds for name, count in sorted(self.operation_runs.items())
+            },
             lookup_finds_per_key=Quantiles.of(lookups_rpcs),
             lookup_rounds=Quantiles.of(lookups_rounds),
             lookup_recall=statistics.fmean(recall for _, _, recall in self.lookups) if self.lookups else 0.0,

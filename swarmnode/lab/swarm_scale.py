@@ -112,13 +112,15 @@ class Member:
 
 
 _OPERATION: ContextVar[Counter[str] | None] = ContextVar("swarm_scale_operation", default=None)
+_IN_LOOKUP: ContextVar[bool] = ContextVar("swarm_scale_in_lookup", default=False)
 
 
 class RpcCounter:
     """Find and store RPCs each peer sends, counted at hivemind's DHTProtocol (a lookup's hops included): per
     sending node, and per operation (`operation()`: the context variable travels from the calling thread into
-    the DHT loop's tasks, so a publish and a census of one node running at once are told apart). Patched in for
-    the run and restored afterwards."""
+    the DHT loop's tasks, so a publish and a census of one node running at once are told apart); an operation's
+    finds sent inside `DHTPeer._nearest` count also as "lookup" (the rest read replicas). Patched in for the run and
+    restored afterwards."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -145,11 +147,16 @@ class RpcCounter:
         for name, kind in (("call_find", "find"), ("call_store", "store")):
             original = self._originals[name] = getattr(DHTProtocol, name)
             setattr(DHTProtocol, name, self._counting(original, kind))
+        nearest = getattr(DHTPeer, "_nearest", None)  # a tree from before it looked keys up on its own: no split
+        if nearest is not None:
+            DHTPeer._nearest = _looking_up(nearest)  # type: ignore[method-assign]
         try:
             yield self
         finally:
             for name, original in self._originals.items():
                 setattr(DHTProtocol, name, original)
+            if nearest is not None:
+                DHTPeer._nearest = nearest  # type: ignore[method-assign]
 
     def _counting(self, original: Callable, kind: str) -> Callable:
         counter = self
@@ -160,10 +167,23 @@ class RpcCounter:
                 operation = _OPERATION.get()
                 if operation is not None:
                     operation[kind] += 1
+                    if kind == "find" and _IN_LOOKUP.get():
+                        operation["lookup"] += 1
 
             return await original(protocol, *args, **kwargs)
 
         return call
+
+
+def _looking_up(nearest: Callable) -> Callable:
+    async def looking_up(peer: DHTPeer, *args: Any, **kwargs: Any) -> Any:
+        token = _IN_LOOKUP.set(True)
+        try:
+            return await nearest(peer, *args, **kwargs)
+        finally:
+            _IN_LOOKUP.reset(token)
+
+    return looking_up
 
 
 def rollouts_for(config: ScaleConfig, tag: int) -> list[Rollout]:
@@ -338,7 +358,7 @@ class ScaleSwarm:
             self.events["publish"].append({
                 "member": member.index, "round": round_index, "window": published.window, "ok": published.ok,
                 "latency_s": published.latency_s, "replicas": published.replicas, "measured": measured,
-                "finds": rpcs["find"], "stores": rpcs["store"], "error": published.error,
+                "finds": rpcs["find"], "lookup_finds": rpcs["lookup"], "stores": rpcs["store"], "error": published.error,
             })
             with self.rpcs.operation() as rpcs:
                 collected = member.gossip.collect(self.config.collect)
@@ -347,7 +367,8 @@ class ScaleSwarm:
                 "timed_out": collected.timed_out, "got": len(collected.rollouts), "wanted": self.config.collect,
                 "taken": sorted({(item.signer, item.window) for item in collected.rollouts}),
                 "keys_read": collected.keys_read, "directory_keys_read": collected.directory_keys_read,
-                "finds": rpcs["find"], "rejected": dict(collected.rejected), "error": collected.error,
+                "finds": rpcs["find"], "lookup_finds": rpcs["lookup"], "rejected": dict(collected.rejected),
+                "error": collected.error,
                 "round_taken_s": published.latency_s + collected.elapsed_s,
 
                 "round_requests": (member.peer.traffic() - traffic).requests_sent,  # all it sent meanwhile: the round's
@@ -379,13 +400,13 @@ class ScaleSwarm:
             with self.rpcs.operation() as beacon_rpcs:
                 stored = member.beacons.publish()
             event = {"member": member.index, "measured": measured, "stored": stored, "error": member.beacons.last_error,
-                     "beacon_finds": beacon_rpcs["find"]}
+                     "beacon_finds": beacon_rpcs["find"], "beacon_lookup_finds": beacon_rpcs["lookup"]}
             if getattr(member.beacons, "census_due", lambda: True)():  # a tree from before CENSUS_EVERY_S: every window
                 started = time.monotonic()
                 with self.rpcs.operation() as census_rpcs:
                     census = member.beacons.sampled_census()
                 event.update({
-                    "census_finds": census_rpcs["find"], "census_s": time.monotonic() - started,
+                    "census_finds": census_rpcs["find"], "census_lookup_finds": census_rpcs["lookup"], "census_s": time.monotonic() - started,
                     "census_nodes": len(census.entries), "census_complete": census.complete,
                     "census_buckets_read": census.buckets_read, "census_nodes_estimate": census.totals().nodes,
                 })
@@ -589,6 +610,8 @@ class ScaleSwarm:
         row["finds_per_publish"] = _mean(event["finds"] for event in publishes)
         row["stores_per_publish"] = _mean(event["stores"] for event in publishes)
         row["finds_per_collect"] = _mean(event["finds"] for event in collects)
+        row["lookup_finds_per_publish"] = _mean(event["lookup_finds"] for event in publishes)
+        row["lookup_finds_per_collect"] = _mean(event["lookup_finds"] for event in collects)
         row["requests_per_round"] = _mean(event["round_requests"] for event in collects)
         row["keys_per_collect"] = _mean(event["keys_read"] + event["directory_keys_read"] for event in collects)
         aheads = [event for event in self.events["ahead"] if event["measured"]]
@@ -596,10 +619,12 @@ class ScaleSwarm:
         row["finds_per_look_ahead"] = _mean(event["finds"] for event in aheads)
         row["look_ahead_s"] = quantiles([event["elapsed_s"] for event in aheads])
         row["finds_per_beacon"] = _mean(event["beacon_finds"] for event in beacons)
+        row["lookup_finds_per_beacon"] = _mean(event["beacon_lookup_finds"] for event in beacons)
         row["beacon_stored_share"] = _mean(event["stored"] for event in beacons)
         censuses = [event for event in beacons if "census_s" in event]
         row["censuses_per_beacon"] = len(censuses) / len(beacons) if beacons else math.nan
         row["finds_per_census"] = _mean(event["census_finds"] for event in censuses)
+        row["lookup_finds_per_census"] = _mean(event["census_lookup_finds"] for event in censuses)
         row["census_nodes"] = _mean(event["census_nodes"] for event in censuses)
         row["census_estimate"] = _mean(event["census_nodes_estimate"] for event in censuses)
         row["census_complete_share"] = _mean(event["census_complete"] for event in censuses)

@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 
 from hivemind.utils import get_dht_time
@@ -144,6 +144,14 @@ class _Latest:
             self.window = result.window
 
 
+def _opened(taken: Container[str], entry: PlannedKey) -> bool:
+    """Whether a collect already opened the batch of that window of every signer we know under the key (`taken`:
+    "signer/window"): a node whose rounds come at another moment of each window would read the window before's
+    batches twice."""
+    _, slot, signers = entry
+    return bool(signers) and all(f"{signer}/{slot.window}" in taken for signer in signers)
+
+
 class Gossip:
     """A node's exchange with the swarm: sign and publish batches, collect and verify peers' batches, count the
     offences of their signers. publish/collect block the calling thread; the DHT runs on its own loop thread."""
@@ -164,8 +172,7 @@ class Gossip:
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
         self._published_in: int | None = None  # the window of our last publish
         self._wanted = 0  # what our last collect asked for
-        self._newest_first = False  # whether our last collect read the current window first (`_reading_plan`)
-        self._ahead: tuple[int, list[PlannedKey]] | None = None  # (window, first wave) `look_ahead` drew
+        self._ahead: dict[int, list[PlannedKey]] = {}  # window -> the first wave `look_ahead` drew for it
         self._shard_read: dict[int, int] = {}  # shard -> the newest window a collect read a key of it in
         self._window_thread: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
@@ -174,6 +181,7 @@ class Gossip:
         self._replay_guard = ReplayGuard()
         self._consumed = RecentSet(_SEEN_DIGESTS)
         self._consumed_batches = RecentSet(_SEEN_DIGESTS)  # (signer, sequence, rollouts): a refreshed batch is taken once
+        self._taken = RecentSet(_SEEN_DIGESTS)  # "signer/window" of every batch a collect opened: not read for again
         self._offended = RecentSet(_SEEN_DIGESTS)  # frames already held against their signer
         self._random = random.Random()
         self._lock = threading.Lock()
@@ -222,7 +230,7 @@ class Gossip:
         now = get_dht_time()
         window = self.rules.window_of(now) + 1
         with self._lock:
-            published_in, wanted, newest_first = self._published_in, self._wanted, self._newest_first
+            published_in, wanted = self._published_in, self._wanted
         if published_in is None or published_in < window - 2:
             return 0
         try:
@@ -233,9 +241,12 @@ class Gossip:
             if wanted:
                 peers_needed = math.ceil(wanted / self.config.max_rollouts_per_peer)
                 keys += self._directory.keys_ahead(window, peers_needed)
-                wave = self._next_wave(self._reading_plan(window, newest_first), peers_needed)  # rounds a window long
-                with self._lock:
-                    self._ahead = (window, wave)
+                # the moment of the next collect in its window is not known: the window before it holds a batch of
+                # every signer that rounds once a window whenever it comes (the current one, only of those before it)
+                wave = self._next_wave(self._reading_plan(window, newest_first=False), peers_needed)
+                with self._lock:  # the current window's wave stays for its collect, which may come after this
+                    self._ahead = {w: drawn for w, drawn in self._ahead.items() if w == window - 1}
+                    self._ahead[window] = wave
                 keys += [key for key, _, _ in wave]
             until_window_s = window * self.rules.window_s - now  # past that, the next window's rounds look up themselves
             self._peer.look_ahead(keys, timeout_s=min(self.config.publish_timeout_s, max(until_window_s, 1.0)))
@@ -353,9 +364,9 @@ class Gossip:
         newest_first = now - window * self.rules.window_s >= NEWEST_FIRST_AFTER * self.rules.window_s
         peers_needed = math.ceil(max_rollouts / self.config.max_rollouts_per_peer)
         with self._lock:
-            self._wanted, self._newest_first = max_rollouts, newest_first
-            ahead = self._ahead if self._ahead is not None and self._ahead[0] == window else None
-            self._ahead = None if ahead is not None else self._ahead  # one drawn for the next window waits for it
+            self._wanted = max_rollouts
+            ahead = self._ahead.pop(window, None)
+            self._ahead = {w: drawn for w, drawn in self._ahead.items() if w > window}  # one for the next window waits
         if self._directory.read_due(window, peers_needed):
             read = self._directory.read(window, now, deadline, peers_needed)
             result.directory_keys_read += read.keys_read
@@ -365,9 +376,10 @@ class Gossip:
             result.rejected.update(read.rejected)
             result.thin_reads += read.thin
         plan = self._reading_plan(window, newest_first)
-        if ahead is not None:  # the wave `look_ahead` drew first, then the rest of a new plan
-            drawn = {key for key, _, _ in ahead[1]}
-            plan = ahead[1] + [entry for entry in plan if entry[0] not in drawn]
+        if ahead is not None:  # the wave `look_ahead` drew first (less what a collect took since), then a new plan
+            ahead = [entry for entry in ahead if not _opened(self._taken, entry)]
+            drawn = {key for key, _, _ in ahead}
+            plan = ahead + [entry for entry in plan if entry[0] not in drawn]
         read_slots: set[tuple[int, int]] = set()  # (window, shard) of the keys read from enough replicas
         signers_found: set[str] = set()
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
@@ -434,7 +446,8 @@ class Gossip:
         reads found there (`Directory.met_since_read`), the one we read least lately: a node that joined since our
         last read is in routing tables an epoch before a read lists it. Then one wave of keys of shards we know no
         publisher of (a different random few each call), so that signers the directory missed (it is capped) are
-        still reached without every collect reading every empty shard.
+        still reached without every collect reading every empty shard. Keys of a window whose batches of every
+        signer we know there a collect already opened come last.
         """
         oldest = window - self.rules.max_age_windows
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
@@ -468,6 +481,8 @@ class Gossip:
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), frozenset(known.get(shard, ())))
             for read_window, shard in slots
         ]
+        opened = [_opened(self._taken, entry) for entry in plan]
+        plan = [entry for entry, done in zip(plan, opened) if not done] + [entry for entry, done in zip(plan, opened) if done]
         return plan[: len(known) * len(windows) + self.config.shards_per_wave]
 
     def _next_wave(self, plan: list[PlannedKey], peers_needed: int) -> list[PlannedKey]:
@@ -527,6 +542,7 @@ class Gossip:
             return
         self._consumed.add(digest)
         batch = signed.value
+        self._taken.add(f"{signer}/{slot.window}")
         self._directory.saw(signer, batch.window)
         taken_before = hashlib.blake2b(repr((signer, batch.sequence, batch.rollouts)).encode(), digest_size=16).digest()
         if taken_before in self._consumed_batches:
