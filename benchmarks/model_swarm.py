@@ -5,7 +5,7 @@ measured against modelled, flagging ratios outside ±25%.
 
 Usage: python benchmarks/model_swarm.py [--sizes 16,64,128,256,1000,10000,100000] [--layouts v1,tiered]
        [--sample 1000] [--churn-per-min 0.01] [--table-fill 1.0] [--overhead-bytes 0] [--rtt-ms 100]
-       [--find-neighbours 7] [--census-every-s 120] [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
+       [--find-neighbours 7] [--census-every-s 120] [--round-spread 0.8] [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
 """
 
 from __future__ import annotations
@@ -243,6 +243,8 @@ def main() -> None:
                         help="how long lookups are remembered (default: as DHTPeer; 0: not at all, as before the look-ahead)")
     parser.add_argument("--no-look-ahead", dest="look_ahead", action="store_false",
                         help="no Gossip.look_ahead at window starts (as before it)")
+    parser.add_argument("--round-spread", type=float, default=ModelConfig.round_spread,
+                        help="a round starts at a random share of it up to this (0: every publish before any collect)")
     parser.add_argument("--nat-signers", type=int, default=ModelConfig.nat_signers,
                         help="signers behind NAT (DHT clients, named only by the directory) besides the N peers")
     parser.add_argument("--calibrate", type=Path, nargs="*", default=[], help="real runs' JSON to compare with")
@@ -256,7 +258,7 @@ def main() -> None:
         rounds=args.rounds, warmup_rounds=args.warmup_rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
         find_neighbours=args.find_neighbours, census_every_s=args.census_every_s, quiet_s=args.quiet_s,
         replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead, nat_signers=args.nat_signers,
-        epoch_windows=args.epoch_windows,
+        epoch_windows=args.epoch_windows, round_spread=args.round_spread,
     )
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},
