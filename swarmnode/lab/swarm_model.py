@@ -1091,7 +1091,7 @@ class SwarmModel:
         ahead = peer.ahead_wave if peer.ahead_wave is not None and peer.ahead_wave[0] == window else None
         if ahead is not None:
             peer.ahead_wave = None
-            wave = [entry for entry in ahead[1] if not _opened(peer.consumed, entry)]
+            wave = [entry for entry in ahead[1] if not _opened(peer.consumed, entry, window)]
             drawn = {key for key, _, _ in wave}
             plan = wave + [entry for entry in plan if entry[0] not in drawn]
         taken: Counter[str] = Counter()

@@ -144,12 +144,12 @@ class _Latest:
             self.window = result.window
 
 
-def _opened(taken: Container[str], entry: PlannedKey) -> bool:
-    """Whether a collect already opened the batch of that window of every signer we know under the key (`taken`:
-    "signer/window"): a node whose rounds come at another moment of each window would read the window before's
-    batches twice."""
+def _opened(taken: Container[str], entry: PlannedKey, window: int) -> bool:
+    """Whether a collect already opened the batch of that past window of every signer we know under the key
+    (`taken`: "signer/window"): a node whose rounds come at another moment of each window would read the window
+    before's batches twice. A past window's batch is final; one of the current `window` may be replaced by a newer."""
     _, slot, signers = entry
-    return bool(signers) and all(f"{signer}/{slot.window}" in taken for signer in signers)
+    return slot.window < window and bool(signers) and all(f"{signer}/{slot.window}" in taken for signer in signers)
 
 
 class Gossip:
@@ -377,7 +377,7 @@ class Gossip:
             result.thin_reads += read.thin
         plan = self._reading_plan(window, newest_first)
         if ahead is not None:  # the wave `look_ahead` drew first (less what a collect took since), then a new plan
-            ahead = [entry for entry in ahead if not _opened(self._taken, entry)]
+            ahead = [entry for entry in ahead if not _opened(self._taken, entry, window)]
             drawn = {key for key, _, _ in ahead}
             plan = ahead + [entry for entry in plan if entry[0] not in drawn]
         read_slots: set[tuple[int, int]] = set()  # (window, shard) of the keys read from enough replicas
@@ -446,8 +446,8 @@ class Gossip:
         reads found there (`Directory.met_since_read`), the one we read least lately: a node that joined since our
         last read is in routing tables an epoch before a read lists it. Then one wave of keys of shards we know no
         publisher of (a different random few each call), so that signers the directory missed (it is capped) are
-        still reached without every collect reading every empty shard. Keys of a window whose batches of every
-        signer we know there a collect already opened come last.
+        still reached without every collect reading every empty shard. Keys of a past window whose batches of
+        every signer we know there a collect already opened come last.
         """
         oldest = window - self.rules.max_age_windows
         first = window if newest_first or self.rules.max_age_windows == 0 else window - 1
@@ -481,7 +481,7 @@ class Gossip:
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), frozenset(known.get(shard, ())))
             for read_window, shard in slots
         ]
-        opened = [_opened(self._taken, entry) for entry in plan]
+        opened = [_opened(self._taken, entry, window) for entry in plan]
         plan = [entry for entry, done in zip(plan, opened) if not done] + [entry for entry, done in zip(plan, opened) if done]
         return plan[: len(known) * len(windows) + self.config.shards_per_wave]
 
