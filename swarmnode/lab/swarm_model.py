@@ -44,7 +44,7 @@ from hivemind.utils import MSGPackSerializer
 from swarmnode.config import GossipConfig, SwarmConfig
 from swarmnode.net.census import BUCKETS_PER_WAVE, CENSUS_EVERY_S, CENSUS_SAMPLE, beacon_places, beacon_stood
 from swarmnode.net.directory import DIRECTORY_SLACK
-from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip, _opened
+from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip, _ahead_first
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, STORE_QUORUM, KeyRead
@@ -1091,9 +1091,7 @@ class SwarmModel:
         ahead = peer.ahead_wave if peer.ahead_wave is not None and peer.ahead_wave[0] == window else None
         if ahead is not None:
             peer.ahead_wave = None
-            wave = [entry for entry in ahead[1] if not _opened(peer.consumed, entry, window)]
-            drawn = {key for key, _, _ in wave}
-            plan = wave + [entry for entry in plan if entry[0] not in drawn]
+            plan = _ahead_first(ahead[1], plan, peer.consumed, window)
         taken: Counter[str] = Counter()
         got = 0
         own = self.peer_ids[peer.index]

@@ -152,6 +152,13 @@ def _opened(taken: Container[str], entry: PlannedKey, window: int) -> bool:
     return slot.window < window and bool(signers) and all(f"{signer}/{slot.window}" in taken for signer in signers)
 
 
+def _ahead_first(ahead: list[PlannedKey], plan: list[PlannedKey], taken: Container[str], window: int) -> list[PlannedKey]:
+    """The wave `look_ahead` drew for `window`, less what a collect opened since, then the rest of a new plan."""
+    wave = [entry for entry in ahead if not _opened(taken, entry, window)]
+    drawn = {key for key, _, _ in wave}
+    return wave + [entry for entry in plan if entry[0] not in drawn]
+
+
 class Gossip:
     """A node's exchange with the swarm: sign and publish batches, collect and verify peers' batches, count the
     offences of their signers. publish/collect block the calling thread; the DHT runs on its own loop thread."""
@@ -376,10 +383,8 @@ class Gossip:
             result.rejected.update(read.rejected)
             result.thin_reads += read.thin
         plan = self._reading_plan(window, newest_first)
-        if ahead is not None:  # the wave `look_ahead` drew first (less what a collect took since), then a new plan
-            ahead = [entry for entry in ahead if not _opened(self._taken, entry, window)]
-            drawn = {key for key, _, _ in ahead}
-            plan = ahead + [entry for entry in plan if entry[0] not in drawn]
+        if ahead is not None:
+            plan = _ahead_first(ahead, plan, self._taken, window)
         read_slots: set[tuple[int, int]] = set()  # (window, shard) of the keys read from enough replicas
         signers_found: set[str] = set()
         while plan and len(result.rollouts) < max_rollouts and not result.timed_out:
@@ -481,8 +486,7 @@ class Gossip:
             (batch_key(self.rules.swarm_id, read_window, shard), Slot(read_window, shard, ""), frozenset(known.get(shard, ())))
             for read_window, shard in slots
         ]
-        opened = [_opened(self._taken, entry, window) for entry in plan]
-        plan = [entry for entry, done in zip(plan, opened) if not done] + [entry for entry, done in zip(plan, opened) if done]
+        plan.sort(key=lambda entry: _opened(self._taken, entry, window))  # stable: the opened last, in their order
         return plan[: len(known) * len(windows) + self.config.shards_per_wave]
 
     def _next_wave(self, plan: list[PlannedKey], peers_needed: int) -> list[PlannedKey]:
