@@ -5,7 +5,7 @@ measured against modelled, flagging ratios outside ±25%.
 
 Usage: python benchmarks/model_swarm.py [--sizes 16,64,128,256,1000,10000,100000] [--layouts v1,tiered]
        [--sample 1000] [--churn-per-min 0.01] [--table-fill 1.0] [--overhead-bytes 0] [--rtt-ms 100]
-       [--find-neighbours 7] [--census-every-s 120] [--round-spread 0.8] [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
+       [--find-neighbours 7] [--census-every-s 120] [--full-neighbours] [--round-spread 0.8] [--calibrate FILE ...] [--fit] [--out benchmarks/results/swarm-model.json]
 """
 
 from __future__ import annotations
@@ -239,6 +239,8 @@ def main() -> None:
                         help="windows a directory or census key lasts (swarm.epoch_windows; 1: protocol v2)")
     parser.add_argument("--census-every-s", type=float, default=ModelConfig.census_every_s,
                         help="a large swarm's own census (0: every window, before 2026-12-06)")
+    parser.add_argument("--full-neighbours", dest="bare_neighbours", action="store_false",
+                        help="finds' neighbours with their node ids, as hivemind names them (before 2026-12-07)")
     parser.add_argument("--replica-keep-s", type=float, default=ModelConfig.replica_keep_s,
                         help="how long lookups are remembered (default: as DHTPeer; 0: not at all, as before the look-ahead)")
     parser.add_argument("--no-look-ahead", dest="look_ahead", action="store_false",
@@ -258,7 +260,7 @@ def main() -> None:
         rounds=args.rounds, warmup_rounds=args.warmup_rounds, rounds_per_window=args.rounds_per_window, seed=args.seed,
         find_neighbours=args.find_neighbours, census_every_s=args.census_every_s, quiet_s=args.quiet_s,
         replica_keep_s=args.replica_keep_s, look_ahead=args.look_ahead, nat_signers=args.nat_signers,
-        epoch_windows=args.epoch_windows, round_spread=args.round_spread,
+        epoch_windows=args.epoch_windows, round_spread=args.round_spread, bare_neighbours=args.bare_neighbours,
     )
     out: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "load_1m_at_start": os.getloadavg()[0], "python": platform.python_version()},

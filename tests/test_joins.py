@@ -20,6 +20,7 @@ from swarmnode.config import NetworkConfig, SwarmConfig
 from swarmnode.lab.dht_swarm import start_all
 from swarmnode.net import peer as peer_module
 from swarmnode.net.peer import RPC_TIMEOUT_S, DHTPeer, StoreItem
+from swarmnode.net.replicas import LOOKUP_START
 from swarmnode.net.routing import RecentFailures
 from swarmnode.wire.identity import Identity, save_identity
 from swarmnode.wire.keys import directory_key
@@ -191,5 +192,5 @@ def test_lookups_of_stores_and_reads_do_not_start_at_the_configured_bootstrap_on
         node._node.find_nearest_nodes = find_nearest_nodes
         probes = [DHTID.generate(source=f"key{index}") for index in range(32)]
         node._require_loop().run(node._nearest(node._node, probes), 10)
-        assert len(starts) == len(probes) and all(len(start) == 5 for start in starts)  # a lookup a key, beam 5
+        assert len(starts) == len(probes) and all(len(start) == LOOKUP_START for start in starts)  # a lookup a key
         assert not any(bootstrap._p2p.peer_id in start.values() for start in starts)

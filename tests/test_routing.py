@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 from hivemind.dht.node import DHTNode
 from hivemind.dht.routing import DHTID, RoutingTable
-from hivemind.p2p import PeerID
+from hivemind.p2p import P2P, PeerID
+from hivemind.proto import dht_pb2
 
 import swarmnode.net  # noqa: F401  hivemind below, imported as the node imports it
 from swarmnode.config import NetworkConfig, SwarmConfig
@@ -77,15 +78,8 @@ def test_an_answer_to_a_find_names_a_lookups_beam_and_two_more_neighbours_not_hi
     """Lookups keep a beam of REPLICAS; naming k = 20 neighbours per key was most of a node's bytes in a large
     swarm. The routing table itself still keeps 20 a bucket."""
     save_identity(Identity.generate(), tmp_path / "server.key")
-    others = [PeerID.from_base58(Identity.generate().peer_id) for _ in range(3 * FIND_NEIGHBOURS)]
     with DHTPeer(tmp_path / "server.key", RULES, NetworkConfig()) as server:
-        async def fill() -> int:
-            table = server._node.protocol.routing_table
-            for peer in others:
-                table.add_or_update_node(node_id_of(peer), peer)
-            return len(table.uid_to_peer_id)
-
-        assert server._require_loop().run(fill(), 10) > FIND_NEIGHBOURS
+        fill(server)
         loop = LoopThread("asker")
         asker = loop.run(DHTNode.create(
             initial_peers=server.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True,
@@ -98,6 +92,65 @@ def test_an_answer_to_a_find_names_a_lookups_beam_and_two_more_neighbours_not_hi
         finally:
             loop.run(asker.shutdown(), 30)
             loop.stop()
+
+
+def fill(server: DHTPeer) -> None:
+    """Put three times FIND_NEIGHBOURS peers in `server`'s routing table, so that an answer names as many as it may."""
+    others = [PeerID.from_base58(Identity.generate().peer_id) for _ in range(3 * FIND_NEIGHBOURS)]
+
+    async def add() -> int:
+        table = server._node.protocol.routing_table
+        for peer in others:
+            table.add_or_update_node(node_id_of(peer), peer)
+        return len(table.uid_to_peer_id)
+
+    assert server._require_loop().run(add(), 10) > FIND_NEIGHBOURS
+
+
+@pytest.mark.network
+def test_swarmnode_peers_name_neighbours_by_peer_id_alone_and_a_stock_hivemind_asker_still_gets_node_ids(
+    tmp_path, monkeypatch
+):
+    """Every node id is its peer id's (`node_id_of`), so a find between swarmnode peers leaves the ids out of the
+    answer (PROTOCOL.md §5.4) and the asker derives them; a peer that does not ask for that, stock hivemind or a
+    swarmnode before it, is answered in full. Seen on the wire: the answers as libp2p carried them."""
+    wire: list[dht_pb2.FindResponse] = []
+    call = P2P._call_unary_protobuf_handler
+
+    async def carried(self, peer_id, handle_name, request, response_type):  # what reached the asker
+        response = await call(self, peer_id, handle_name, request, response_type)
+        if handle_name.endswith(".rpc_find"):
+            wire.append(dht_pb2.FindResponse())
+            wire[-1].CopyFrom(response)
+        return response
+
+    monkeypatch.setattr(P2P, "_call_unary_protobuf_handler", carried)
+    for name in ("server", "asker"):
+        save_identity(Identity.generate(), tmp_path / f"{name}.key")
+    keys = [DHTID.generate(source=f"key {index}") for index in range(3)]
+    with DHTPeer(tmp_path / "server.key", RULES, NetworkConfig()) as server:
+        fill(server)
+        with DHTPeer(tmp_path / "asker.key", RULES, NetworkConfig(initial_peers=server.visible_maddrs)) as ours:
+            found = ours._require_loop().run(ours._node.protocol.call_find(server._node.peer_id, keys), 30)
+            bare = wire[-1]
+        loop = LoopThread("stock")
+        stock = loop.run(DHTNode.create(
+            initial_peers=server.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True,
+            cache_locally=False, cache_nearest=0,
+        ), 60)
+        try:
+            stock_found = loop.run(stock.protocol.call_find(server._node.peer_id, keys), 30)
+            full = wire[-1]
+        finally:
+            loop.run(stock.shutdown(), 30)
+            loop.stop()
+    for answer in (found, stock_found):
+        neighbours = [nearest for _, nearest in answer.values()]
+        assert [len(nearest) for nearest in neighbours] == [FIND_NEIGHBOURS] * len(keys)
+        assert all(node_id == node_id_of(peer) for nearest in neighbours for node_id, peer in nearest.items())
+    assert all(len(result.nearest_peer_ids) == FIND_NEIGHBOURS and not result.nearest_node_ids for result in bare.results)
+    assert all(len(result.nearest_node_ids) == FIND_NEIGHBOURS for result in full.results)
+    assert bare.ByteSize() < 0.7 * full.ByteSize()
 
 
 def test_a_full_bucket_pings_its_least_recently_heard_peer_only_once_it_has_been_quiet():

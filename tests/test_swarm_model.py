@@ -24,7 +24,7 @@ from swarmnode.lab.swarm_model import (
     key_id,
     run_model,
 )
-from swarmnode.net.routing import FAILED_MAX_BAN_S, SLOW_TIMES_TYPICAL
+from swarmnode.net.routing import FAILED_MAX_BAN_S, SLOW_TIMES_TYPICAL, ask_for_bare_neighbours, leave_out_node_ids
 
 
 def test_a_built_table_has_the_buckets_hivemind_would_split_into() -> None:
@@ -61,11 +61,19 @@ def test_the_virtual_clock_counts_round_trips_without_waiting() -> None:
 
 
 def test_message_sizes_are_those_of_hiveminds_protobufs() -> None:
+    """A find and its answer as hivemind sends them, and as swarmnode's peers send them to each other: neighbours
+    by peer id alone (PROTOCOL.md §5.4)."""
     result = dht_pb2.FindResult(type=dht_pb2.NOT_FOUND)
     result.nearest_node_ids.extend([bytes(20)] * 20)
     result.nearest_peer_ids.extend([bytes(38)] * 20)
     response = dht_pb2.FindResponse(results=[result], peer=dht_pb2.NodeInfo(node_id=bytes(20)))
-    assert Wire(0).find_response([(None, 20)]) == response.ByteSize()
+    request = dht_pb2.FindRequest(keys=[bytes(20)] * 2, peer=dht_pb2.NodeInfo(node_id=bytes(20)))
+    full, bare = Wire(0, bare_neighbours=False), Wire(0, bare_neighbours=True)
+    assert full.find_response([(None, 20)]) == response.ByteSize()
+    assert full.find_request(2, False) == request.ByteSize()
+    leave_out_node_ids(response)
+    assert bare.find_response([(None, 20)]) == response.ByteSize() < 0.7 * full.find_response([(None, 20)])
+    assert bare.find_request(2, False) == ask_for_bare_neighbours(request).ByteSize() == request.ByteSize() + 3
 
 
 def test_v1_makes_a_directory_replica_the_busiest_and_tiered_spreads_it() -> None:

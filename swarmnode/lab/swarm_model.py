@@ -48,7 +48,13 @@ from swarmnode.net.gossip import NEWEST_FIRST_AFTER, Gossip, _ahead_first
 from swarmnode.net.peer import DHTPeer
 from swarmnode.net.replica_cache import ReplicaCache
 from swarmnode.net.replicas import BATCH_QUORUM, FIND_NEIGHBOURS, REPLICAS, STORE_QUORUM, KeyRead
-from swarmnode.net.routing import QUIET_S, RecentFailures, ping_only_the_quiet, remember_failures
+from swarmnode.net.routing import (
+    QUIET_S,
+    RecentFailures,
+    ask_for_bare_neighbours,
+    ping_only_the_quiet,
+    remember_failures,
+)
 from swarmnode.net.storage import MAX_BEACONS_PER_BUCKET, MAX_DIRECTORY_ENTRIES, MAX_KEY_BYTES, RECORD_OVERHEAD_BYTES
 from swarmnode.wire.keys import (
     CENSUS_PER_KEY,
@@ -99,6 +105,7 @@ class ModelConfig:
     layout: Layout = "v1"
     bucket_size: int = BUCKET_SIZE
     find_neighbours: int = FIND_NEIGHBOURS  # neighbours per key in an answer to a find (routing.answer_with_fewer_neighbours)
+    bare_neighbours: bool = True  # named by peer id alone (routing.ask_for_bare_neighbours; False: before 2026-12-07)
     census_every_s: float = CENSUS_EVERY_S  # a large swarm's own census (0: every window, as before 2026-12-06)
     replica_keep_s: float | None = None  # lookups remembered (ReplicaCache); None: as DHTPeer, 0: none, as before the look-ahead
     look_ahead: bool = True  # Gossip.look_ahead in each window, for the next (False: as before it)
@@ -220,21 +227,25 @@ class ModelResult:
 class Wire:
     """Sizes of DHT RPC messages, as `TrafficMeter` counts them (`ByteSize()` of request and response)."""
 
-    def __init__(self, overhead: int) -> None:
-        self.overhead = overhead
+    def __init__(self, overhead: int, bare_neighbours: bool) -> None:
+        self.overhead, self.bare_neighbours = overhead, bare_neighbours
         self._node = dht_pb2.NodeInfo(node_id=bytes(20))
 
     @lru_cache(maxsize=None)
     def find_request(self, keys: int, client: bool) -> int:
         peer = dht_pb2.NodeInfo() if client else self._node
-        return dht_pb2.FindRequest(keys=[bytes(20)] * keys, peer=peer).ByteSize() + self.overhead
+        request = dht_pb2.FindRequest(keys=[bytes(20)] * keys, peer=peer)
+        if self.bare_neighbours:
+            request = ask_for_bare_neighbours(request)
+        return request.ByteSize() + self.overhead
 
     @lru_cache(maxsize=None)
     def _result(self, value_bytes: int | None, neighbours: int) -> int:
         result = dht_pb2.FindResult(type=dht_pb2.NOT_FOUND if value_bytes is None else dht_pb2.FOUND_DICTIONARY)
         if value_bytes is not None:
             result.value, result.expiration_time = bytes(value_bytes), 1.8e9
-        result.nearest_node_ids.extend([bytes(20)] * neighbours)
+        if not self.bare_neighbours:
+            result.nearest_node_ids.extend([bytes(20)] * neighbours)
         result.nearest_peer_ids.extend([bytes(PEER_ID_BYTES)] * neighbours)
         size = result.ByteSize()
         return 1 + _varint_len(size) + size
@@ -445,7 +456,7 @@ class SwarmModel:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
-        self.wire = Wire(config.message_overhead_bytes)
+        self.wire = Wire(config.message_overhead_bytes, config.bare_neighbours)
         epoch = 1 if config.layout == "v1" else config.epoch_windows
         self.rules = SwarmRules(
             "model", config.window_s, 2 * config.window_s, config.shards, 5.0, config.max_age_windows, epoch_windows=epoch

@@ -1,7 +1,8 @@
 """The p2pd daemon of a DHT peer: its sockets named so that a dead owner's leftovers can be found and removed,
 a session of its own (a terminal's Ctrl-C must not kill it before the node has checkpointed), every RPC
 through it metered (`swarmnode.net.traffic`) and held to the volunteer's bandwidth cap, if any
-(`swarmnode.net.bandwidth`), and every peer's store requests held to a rate (`swarmnode.net.store_rate`)."""
+(`swarmnode.net.bandwidth`), every peer's store requests held to a rate (`swarmnode.net.store_rate`), and
+finds' neighbours named by peer id alone where both ends are swarmnode's (`routing.ask_for_bare_neighbours`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from hivemind.p2p import P2P, PeerID
 from hivemind.proto import dht_pb2
 
 from swarmnode.net.bandwidth import BandwidthCap, OverCap
+from swarmnode.net.routing import ask_for_bare_neighbours, asks_for_bare_neighbours, derive_node_ids, leave_out_node_ids
 from swarmnode.net.store_rate import StoreRate
 from swarmnode.net.traffic import TrafficMeter
 
@@ -70,6 +72,9 @@ class SwarmP2P(P2P):
             asyncio.subprocess.create_subprocess_exec = spawn
 
     async def _call_unary_protobuf_handler(self, peer_id, handle_name, input, output_protobuf_type):  # noqa: A002
+        finding = handle_name.endswith(".rpc_find")
+        if finding:
+            input = ask_for_bare_neighbours(input)  # noqa: A001
         size = input.ByteSize()
         if self.bandwidth is not None and not await self.bandwidth.send(size):
             self.unasked[peer_id] += 1
@@ -80,6 +85,8 @@ class SwarmP2P(P2P):
         )
         self.unasked.pop(peer_id, None)
         self._spent(bytes_in=response.ByteSize())
+        if finding:
+            derive_node_ids(response)
         return response
 
     async def _add_protobuf_unary_handler(self, handle_name, handler, input_protobuf_type, balanced=False):
@@ -102,6 +109,8 @@ class SwarmP2P(P2P):
                 response = _declined(request, storing, finding)
             else:
                 response = await handler(request, context)
+                if finding and asks_for_bare_neighbours(request):
+                    leave_out_node_ids(response)
             self.traffic.add(served=1, bytes_in=size)
             self._spent(bytes_out=response.ByteSize())
             return response

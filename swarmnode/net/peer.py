@@ -42,7 +42,7 @@ from swarmnode.net.reachability import (
     verdict,
 )
 from swarmnode.net.replica_cache import ReplicaCache
-from swarmnode.net.replicas import FIND_NEIGHBOURS, READ_QUORUM, REPLICAS, STORE_QUORUM, KeyRead, Read
+from swarmnode.net.replicas import FIND_NEIGHBOURS, LOOKUP_START, READ_QUORUM, REPLICAS, STORE_QUORUM, KeyRead, Read
 from swarmnode.net.routing import (
     answer_with_fewer_neighbours,
     bind_node_ids,
@@ -636,8 +636,8 @@ class DHTPeer:
     async def _nearest(self, node: DHTNode, probes: list[DHTID]) -> dict[DHTID, dict[DHTID, PeerID]]:
         """Each probe's num_replicas nearest peers: remembered from a recent lookup (`ReplicaCache`), or found by a
         lookup of its own that leaves slow peers behind once others answered (`routing.hedged_lookup`) and starts
-        from the nearest peers in our routing table other than our configured ones while we know enough others (a
-        bootstrap is in every joiner's table: it would otherwise be a first hop of a share of everyone's
+        from the LOOKUP_START nearest peers in our routing table other than our configured ones while we know enough
+        others (a bootstrap is in every joiner's table: it would otherwise be a first hop of a share of everyone's
         lookups); peers that failed to answer are left out. One lookup a probe: hivemind's lookup of several keys
         starts each from the nearest peers of all and asks peers about keys they are far from (in the model,
         a look-ahead's ten keys looked up together cost 2.6 times the find bytes). A departed peer stays among a
@@ -667,7 +667,8 @@ class DHTPeer:
             known = [(node_id, peer) for node_id, peer in table.get_nearest_neighbors(
                 probe, beam + len(self._configured_peers), exclude=node.node_id) if peer not in node.blacklist]
             others = [(node_id, peer) for node_id, peer in known if peer not in self._configured_peers]
-            nearest = await search(probe, dict((others if len(others) >= beam else known)[:beam]), beam)
+            start = others if len(others) >= LOOKUP_START else known
+            nearest = await search(probe, dict(start[:LOOKUP_START]), beam)
             live = {node_id: peer for node_id, peer in nearest.items() if peer not in node.blacklist}
             if len(nearest) >= beam and len(live) < self._replicas.enough:  # departed peers among the nearest
                 nearest = await search(probe, live or dict(list(nearest.items())[:beam]), wide)

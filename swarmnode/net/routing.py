@@ -18,15 +18,49 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
+from google.protobuf import unknown_fields
 from hivemind.dht.node import DHTNode
 from hivemind.dht.protocol import DHTProtocol
 from hivemind.dht.routing import DHTID, RoutingTable
 from hivemind.p2p import PeerID
+from hivemind.proto import dht_pb2
+
+# A FindRequest field hivemind does not define (PROTOCOL.md §5.4): varint 1 asks for neighbours named by peer id
+# alone. Peers that do not know it skip it and answer in full, so old and new nodes interoperate both ways.
+BARE_NEIGHBOURS_FIELD = 1000
+_BARE_NEIGHBOURS = b"\xc0\x3e\x01"  # its tag (1000 << 3 | 0, a varint: c0 3e), then 1
 
 
 def node_id_of(peer_id: PeerID) -> DHTID:
     """The one DHT id a peer may use."""
     return DHTID.generate(source=peer_id.to_bytes())
+
+
+def ask_for_bare_neighbours(request: dht_pb2.FindRequest) -> dht_pb2.FindRequest:
+    """A copy of `request` that asks for neighbours without their node ids: ours derives every id from its peer id
+    (`node_id_of`), and the ids were a third of the bytes of a find's answer (docs/DESIGN.md §6.8)."""
+    marked = dht_pb2.FindRequest()
+    marked.CopyFrom(request)
+    marked.MergeFromString(_BARE_NEIGHBOURS)
+    return marked
+
+
+def asks_for_bare_neighbours(request: dht_pb2.FindRequest) -> bool:
+    return any(field.field_number == BARE_NEIGHBOURS_FIELD and field.data == 1
+               for field in unknown_fields.UnknownFieldSet(request))
+
+
+def leave_out_node_ids(response: dht_pb2.FindResponse) -> None:
+    """Our answer to a find that asked for bare neighbours: each neighbour by its peer id alone."""
+    for result in response.results:
+        del result.nearest_node_ids[:]
+
+
+def derive_node_ids(response: dht_pb2.FindResponse) -> None:
+    """Give a bare answer's neighbours their node ids before hivemind reads it (it pairs ids with peer ids)."""
+    for result in response.results:
+        if result.nearest_peer_ids and not result.nearest_node_ids:
+            result.nearest_node_ids.extend(node_id_of(PeerID(peer)).to_bytes() for peer in result.nearest_peer_ids)
 
 
 def bind_node_ids(protocol: DHTProtocol, refused: Counter[str], admits: Callable[[str], bool] = lambda _: True) -> None:
