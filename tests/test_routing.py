@@ -80,18 +80,9 @@ def test_an_answer_to_a_find_names_a_lookups_beam_and_two_more_neighbours_not_hi
     save_identity(Identity.generate(), tmp_path / "server.key")
     with DHTPeer(tmp_path / "server.key", RULES, NetworkConfig()) as server:
         fill(server)
-        loop = LoopThread("asker")
-        asker = loop.run(DHTNode.create(
-            initial_peers=server.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True,
-            cache_locally=False, cache_nearest=0,
-        ), 60)
-        try:
-            keys = [DHTID.generate(source=f"key {index}") for index in range(3)]
-            found = loop.run(asker.protocol.call_find(server._node.peer_id, keys), 30)
-            assert [len(nearest) for _, nearest in found.values()] == [FIND_NEIGHBOURS] * len(keys)
-        finally:
-            loop.run(asker.shutdown(), 30)
-            loop.stop()
+        keys = [DHTID.generate(source=f"key {index}") for index in range(3)]
+        found = stock_find(server, keys)
+        assert [len(nearest) for _, nearest in found.values()] == [FIND_NEIGHBOURS] * len(keys)
 
 
 def fill(server: DHTPeer) -> None:
@@ -105,6 +96,20 @@ def fill(server: DHTPeer) -> None:
         return len(table.uid_to_peer_id)
 
     assert server._require_loop().run(add(), 10) > FIND_NEIGHBOURS
+
+
+def stock_find(server: DHTPeer, keys: list[DHTID]) -> dict:
+    """What a stock hivemind client's find of `keys` gets from `server`."""
+    loop = LoopThread("stock")
+    stock = loop.run(DHTNode.create(
+        initial_peers=server.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True,
+        cache_locally=False, cache_nearest=0,
+    ), 60)
+    try:
+        return loop.run(stock.protocol.call_find(server._node.peer_id, keys), 30)
+    finally:
+        loop.run(stock.shutdown(), 30)
+        loop.stop()
 
 
 @pytest.mark.network
@@ -133,17 +138,8 @@ def test_swarmnode_peers_name_neighbours_by_peer_id_alone_and_a_stock_hivemind_a
         with DHTPeer(tmp_path / "asker.key", RULES, NetworkConfig(initial_peers=server.visible_maddrs)) as ours:
             found = ours._require_loop().run(ours._node.protocol.call_find(server._node.peer_id, keys), 30)
             bare = wire[-1]
-        loop = LoopThread("stock")
-        stock = loop.run(DHTNode.create(
-            initial_peers=server.visible_maddrs, host_maddrs=["/ip4/127.0.0.1/tcp/0"], client_mode=True,
-            cache_locally=False, cache_nearest=0,
-        ), 60)
-        try:
-            stock_found = loop.run(stock.protocol.call_find(server._node.peer_id, keys), 30)
-            full = wire[-1]
-        finally:
-            loop.run(stock.shutdown(), 30)
-            loop.stop()
+        stock_found = stock_find(server, keys)
+        full = wire[-1]
     for answer in (found, stock_found):
         neighbours = [nearest for _, nearest in answer.values()]
         assert [len(nearest) for nearest in neighbours] == [FIND_NEIGHBOURS] * len(keys)
