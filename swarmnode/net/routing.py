@@ -2,7 +2,8 @@
 hivemind derives a key's), so nobody picks the position next to a key it wants to answer for: it must grind
 keys until one lands there, and rejoin under each. Routing-table entries and the neighbours peers name whose
 id is not derived from their peer id are refused, so a liar cannot fill our routing with positions it chose.
-(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.) A peer that our
+(hivemind lets every node choose its id; swarmnode's nodes refuse to route to one that did.) Since every id is
+derived, finds between swarmnode peers name neighbours by peer id alone (PROTOCOL.md §5.4). A peer that our
 own bandwidth cap kept us from asking is not taken for one that failed to answer. A peer that failed to answer is
 left out of lookups, stores and reads for a while (bounded memory), and a lookup does not wait the whole RPC
 timeout for one silent peer once others have answered.
@@ -46,6 +47,7 @@ def ask_for_bare_neighbours(request: dht_pb2.FindRequest) -> dht_pb2.FindRequest
 
 
 def asks_for_bare_neighbours(request: dht_pb2.FindRequest) -> bool:
+    """Whether a find we answer came from a peer that derives node ids (`ask_for_bare_neighbours`)."""
     return any(field.field_number == BARE_NEIGHBOURS_FIELD and field.data == 1
                for field in unknown_fields.UnknownFieldSet(request))
 
