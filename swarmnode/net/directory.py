@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from swarmnode.net.drawn_ahead import DrawnAhead
 from swarmnode.net.peer import DHTPeer, StoreItem
 from swarmnode.net.recent_set import RecentSet
 from swarmnode.net.replicas import REPLICAS
@@ -65,7 +66,7 @@ class Directory:
         self._read: set[int] = set()  # epochs (first windows) whose directory an earlier read got
         self._covered = RecentSet(MAX_COVERED)  # peers our routing table held when any directory read of ours began
         self._stored_epoch: int | None = None  # the epoch whose directory another peer holds our entry in
-        self._ahead: dict[int, tuple[int, list[int]]] = {}  # window -> (tier, buckets) `keys_ahead` drew for it
+        self._ahead: DrawnAhead[tuple[int, list[int]]] = DrawnAhead()  # (tier, buckets) `keys_ahead` drew
 
     def entry_due(self, window: int) -> bool:
         """Until another peer holds our entry of this epoch, every batch store carries it along."""
@@ -150,10 +151,9 @@ class Directory:
         if not self.read_due(window, peers_needed):
             return []
         tier, nodes = self._tier()
-        # the current window's draw stays for its read, which may come after this look-ahead to the next window
-        self._ahead = {w: drawn for w, drawn in self._ahead.items() if w == window - 1}
-        self._ahead[window] = (tier, self._draw(tier, nodes, peers_needed))
-        return list(self._keys(window, tier, self._ahead[window][1]))
+        buckets = self._draw(tier, nodes, peers_needed)
+        self._ahead.put(window, (tier, buckets))
+        return list(self._keys(window, tier, buckets))
 
     def _draw(self, tier: int, nodes: float | None, peers_needed: int) -> list[int]:
         """Random buckets of `tier`, as many as should list DIRECTORY_SLACK x `peers_needed` signers."""
@@ -171,8 +171,7 @@ class Directory:
         as many as should list DIRECTORY_SLACK x `peers_needed` signers, those `keys_ahead` drew for the window's
         first read. Public signers' addresses become entry points to rejoin through."""
         tier, nodes = self._tier()
-        ahead = self._ahead.pop(window, None)
-        self._ahead = {w: drawn for w, drawn in self._ahead.items() if w > window}  # one for the next window waits
+        ahead = self._ahead.take(window)
         buckets = ahead[1] if ahead is not None and ahead[0] == tier else self._draw(tier, nodes, peers_needed)
         keys = self._keys(window, tier, buckets)
         result = DirectoryRead(keys_read=len(keys))

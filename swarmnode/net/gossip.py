@@ -21,6 +21,7 @@ from hivemind.utils import get_dht_time
 
 from swarmnode.config import GossipConfig
 from swarmnode.net.directory import Directory
+from swarmnode.net.drawn_ahead import DrawnAhead
 from swarmnode.net.peer import DHTPeer, StoreItem, StoreOutcome
 from swarmnode.net.recent_set import RecentSet
 from swarmnode.net.replicas import BATCH_QUORUM
@@ -179,7 +180,7 @@ class Gossip:
         self._latest: _Latest | None = None  # our last batch, re-stored each window until replaced (`refresh`)
         self._published_in: int | None = None  # the window of our last publish
         self._wanted = 0  # what our last collect asked for
-        self._ahead: dict[int, list[PlannedKey]] = {}  # window -> the first wave `look_ahead` drew for it
+        self._ahead: DrawnAhead[list[PlannedKey]] = DrawnAhead()  # the first wave `look_ahead` drew for a window
         self._shard_read: dict[int, int] = {}  # shard -> the newest window a collect read a key of it in
         self._window_thread: threading.Thread | None = None
         self._store_lock = threading.Lock()  # one batch store at a time: a refresh never races a publish
@@ -252,8 +253,7 @@ class Gossip:
                 # every signer that rounds once a window whenever it comes (the current one, only of those before it)
                 wave = self._next_wave(self._reading_plan(window, newest_first=False), peers_needed)
                 with self._lock:  # the current window's wave stays for its collect, which may come after this
-                    self._ahead = {w: drawn for w, drawn in self._ahead.items() if w == window - 1}
-                    self._ahead[window] = wave
+                    self._ahead.put(window, wave)
                 keys += [key for key, _, _ in wave]
             until_window_s = window * self.rules.window_s - now  # past that, the next window's rounds look up themselves
             self._peer.look_ahead(keys, timeout_s=min(self.config.publish_timeout_s, max(until_window_s, 1.0)))
@@ -372,8 +372,7 @@ class Gossip:
         peers_needed = math.ceil(max_rollouts / self.config.max_rollouts_per_peer)
         with self._lock:
             self._wanted = max_rollouts
-            ahead = self._ahead.pop(window, None)
-            self._ahead = {w: drawn for w, drawn in self._ahead.items() if w > window}  # one for the next window waits
+            ahead = self._ahead.take(window)
         if self._directory.read_due(window, peers_needed):
             read = self._directory.read(window, now, deadline, peers_needed)
             result.directory_keys_read += read.keys_read
